@@ -1,0 +1,221 @@
+//! What the file says: serde types mirroring `strangler.toml` one to one.
+//!
+//! Every struct denies unknown keys; values that a semantic check may reject
+//! are wrapped in [`Spanned`] so the error can point at them. The doc comment
+//! of each field is the user documentation of that key.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where route stages, the audit log and shadow results live.
+    #[serde(default)]
+    pub state: RawState,
+    /// The router's listeners and limits.
+    #[serde(default)]
+    pub proxy: RawProxy,
+    /// Named HTTP upstreams; `legacy` (the monolith) is required.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    /// One entry per endpoint being migrated.
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+    /// Change data capture from the monolith's database to the services'.
+    #[serde(default)]
+    pub cdc: Option<RawCdc>,
+}
+
+/// `[state]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// `sqlite://PATH` (relative to the config file; the default is
+    /// `sqlite://.strangler/state.db`) or `postgres://…` for a fleet.
+    pub url: Option<Spanned<String>>,
+    /// Like `url`, but read from this environment variable (for URLs that
+    /// carry a password). Wins over `url` when the variable is set.
+    pub url_env: Option<Spanned<String>>,
+    /// How often a proxy looks for changes made by others, in milliseconds
+    /// (default 200; a change reaches every proxy within this interval).
+    pub poll_interval_ms: Option<Spanned<u64>>,
+}
+
+/// `[proxy]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// Address the proxy serves clients on (default `127.0.0.1:8080`).
+    pub listen: Option<Spanned<String>>,
+    /// Address of the admin API and `/metrics` (default `127.0.0.1:9090`).
+    pub admin: Option<Spanned<String>>,
+    /// When this environment variable is set, the admin API requires
+    /// `Authorization: Bearer <its value>`.
+    pub admin_token_env: Option<Spanned<String>>,
+    /// A request header with which a tester forces `legacy` or `service`
+    /// for a matched route. Off when unset. Stripped before forwarding.
+    pub override_header: Option<Spanned<String>>,
+    /// Bodies bigger than this are not shadowed (counted as skipped).
+    pub max_shadow_body_bytes: Option<Spanned<u64>>,
+    /// Shadow requests in flight at once; beyond it they are skipped.
+    pub max_shadow_inflight: Option<Spanned<u64>>,
+    /// Worker threads of the proxy (default: the number of CPUs).
+    pub threads: Option<Spanned<u64>>,
+    /// Write one JSON access-log line per request to stdout (default true).
+    pub access_log: Option<bool>,
+    /// Seconds SIGTERM waits for in-flight requests before exiting (default 10).
+    pub drain_timeout_secs: Option<Spanned<u64>>,
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// `http://host:port`; plain HTTP (TLS upstreams are not built in).
+    pub url: Spanned<String>,
+    /// Path of an active health check (`GET`, 2xx = healthy). Off when unset.
+    pub health_path: Option<Spanned<String>>,
+    /// Interval between health checks in milliseconds (default 1000).
+    pub health_interval_ms: Option<Spanned<u64>>,
+    /// Time a health check may take in milliseconds (default 500).
+    pub health_timeout_ms: Option<Spanned<u64>>,
+    /// Consecutive failed checks that mark the upstream down (default 2).
+    pub unhealthy_threshold: Option<Spanned<u32>>,
+    /// Consecutive passed checks that mark it up again (default 1).
+    pub healthy_threshold: Option<Spanned<u32>>,
+    /// Time to establish a connection in milliseconds (default 1000).
+    pub connect_timeout_ms: Option<Spanned<u64>>,
+    /// Time to wait for each read from the upstream in milliseconds (default 30000).
+    pub read_timeout_ms: Option<Spanned<u64>>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Unique name; used by the CLI, the admin API, metrics and the sticky hash.
+    pub name: Spanned<String>,
+    /// HTTP methods; empty or absent means every method.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// Path template: `{param}` matches one segment, `{*rest}` the tail.
+    pub path: Spanned<String>,
+    /// The upstream that takes this endpoint over.
+    pub service: Option<Spanned<String>>,
+    /// `legacy` | `shadow` | `canary` | `migrated` (default `legacy`).
+    pub stage: Option<Spanned<String>>,
+    /// Canary share in percent, 0.0..=100.0.
+    pub percent: Option<Spanned<f64>>,
+    /// `header:NAME` | `cookie:NAME` | `client-ip` | `none` (default `client-ip`).
+    pub sticky: Option<Spanned<String>>,
+    /// Let the monolith answer when the service fails (default true).
+    pub fallback: Option<bool>,
+    /// Share of requests shadowed, in percent (default 100).
+    pub shadow_percent: Option<Spanned<f64>>,
+    /// Methods that may be shadowed (default GET, HEAD).
+    pub shadow_methods: Option<Vec<Spanned<String>>>,
+    /// Monolith tables this endpoint reads (`schema.table`).
+    #[serde(default)]
+    pub tables: Vec<Spanned<String>>,
+    /// How responses are compared in shadow.
+    #[serde(default)]
+    pub compare: RawCompare,
+}
+
+/// `[routes.compare]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompare {
+    /// JSON Pointers to ignore; `*` matches one segment.
+    #[serde(default)]
+    pub ignore: Vec<Spanned<String>>,
+    /// Response headers not compared (added to the defaults).
+    #[serde(default)]
+    pub ignore_headers: Vec<Spanned<String>>,
+    /// JSON Pointers of arrays compared as multisets.
+    #[serde(default)]
+    pub unordered_arrays: Vec<Spanned<String>>,
+    /// Absolute tolerance for numbers.
+    pub numeric_tolerance: Option<Spanned<f64>>,
+    /// Extra JSON Pointers redacted from stored samples and reports.
+    #[serde(default)]
+    pub redact: Vec<Spanned<String>>,
+}
+
+/// `[cdc]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCdc {
+    /// The monolith's database.
+    pub source: RawCdcSource,
+    /// How change events travel.
+    #[serde(default)]
+    pub transport: RawCdcTransport,
+    /// Databases the events are applied to.
+    #[serde(default)]
+    pub sinks: Vec<RawCdcSink>,
+}
+
+/// `[cdc.source]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCdcSource {
+    /// Environment variable holding the source database URL.
+    pub url_env: Spanned<String>,
+    /// Replication slot name (default `strangler`).
+    pub slot: Option<Spanned<String>>,
+    /// Publication name (default `strangler`).
+    pub publication: Option<Spanned<String>>,
+    /// Tables captured (`schema.table`).
+    pub tables: Vec<Spanned<String>>,
+    /// `initial` | `never` (default `initial`).
+    pub snapshot: Option<Spanned<String>>,
+}
+
+/// `[cdc.transport]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCdcTransport {
+    /// `kafka` | `embedded` (default `embedded`).
+    pub kind: Option<Spanned<String>>,
+    /// Kafka bootstrap servers (kind = kafka).
+    pub brokers: Option<Spanned<String>>,
+    /// Topics are `<topic_prefix>.<schema>.<table>` (default `strangler`).
+    pub topic_prefix: Option<Spanned<String>>,
+}
+
+/// `[[cdc.sinks]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCdcSink {
+    /// Unique sink name (also its consumer group).
+    pub name: Spanned<String>,
+    /// Environment variable holding the target database URL.
+    pub url_env: Spanned<String>,
+    /// Apply service tables back into the monolith (reverse sync).
+    #[serde(default)]
+    pub reverse: bool,
+    /// Table mappings.
+    #[serde(default)]
+    pub tables: Vec<RawCdcTable>,
+}
+
+/// `[[cdc.sinks.tables]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCdcTable {
+    /// Source table (`schema.table`).
+    pub source: Spanned<String>,
+    /// Target table (`schema.table`); default: the source name.
+    pub target: Option<Spanned<String>>,
+    /// Source column → target column.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// Source columns not written to the target.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}

@@ -1,0 +1,207 @@
+//! Path templates: `/products/{id}`, `/files/{*rest}`.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+/// One segment of a [`PathTemplate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Matches exactly this text.
+    Literal(String),
+    /// `{name}`: matches one non-empty segment.
+    Param(String),
+    /// `{*name}`: matches one or more trailing segments; last only.
+    CatchAll(String),
+}
+
+impl Segment {
+    /// Lower is more specific.
+    fn rank(&self) -> u8 {
+        match self {
+            Segment::Literal(_) => 0,
+            Segment::Param(_) => 1,
+            Segment::CatchAll(_) => 2,
+        }
+    }
+}
+
+/// A parsed, valid path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    source: String,
+    segments: Vec<Segment>,
+}
+
+impl PathTemplate {
+    /// Parses a template; the error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<PathTemplate, String> {
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(format!("path template {text:?} must start with '/'"));
+        };
+        let mut segments = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        let parts: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let segment = if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                let (catch_all, name) = match inner.strip_prefix('*') {
+                    Some(n) => (true, n),
+                    None => (false, inner),
+                };
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(format!(
+                        "path template {text:?}: parameter {part:?} needs a name of letters, digits or '_'"
+                    ));
+                }
+                if names.contains(&name) {
+                    return Err(format!("path template {text:?}: parameter {name:?} appears twice"));
+                }
+                names.push(name);
+                if catch_all {
+                    if !last {
+                        return Err(format!(
+                            "path template {text:?}: {part:?} matches the tail and must be the last segment"
+                        ));
+                    }
+                    Segment::CatchAll(name.to_string())
+                } else {
+                    Segment::Param(name.to_string())
+                }
+            } else {
+                if part.contains('{') || part.contains('}') {
+                    return Err(format!(
+                        "path template {text:?}: segment {part:?} mixes text and a parameter; a parameter is a whole segment"
+                    ));
+                }
+                if part.is_empty() && !last {
+                    return Err(format!("path template {text:?} has an empty segment ('//')"));
+                }
+                Segment::Literal((*part).to_string())
+            };
+            segments.push(segment);
+        }
+        Ok(PathTemplate { source: text.to_string(), segments })
+    }
+
+    /// The segments after the leading `/`.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether `path` (the URI path, without query) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        let Some(rest) = path.strip_prefix('/') else {
+            return false;
+        };
+        let mut parts = if rest.is_empty() { None } else { Some(rest.split('/')) };
+        for segment in &self.segments {
+            let next = parts.as_mut().and_then(Iterator::next);
+            match segment {
+                Segment::Literal(lit) => {
+                    if next != Some(lit.as_str()) {
+                        return false;
+                    }
+                }
+                Segment::Param(_) => match next {
+                    Some(p) if !p.is_empty() => {}
+                    _ => return false,
+                },
+                Segment::CatchAll(_) => return matches!(next, Some(p) if !p.is_empty()),
+            }
+        }
+        parts.as_mut().and_then(Iterator::next).is_none()
+    }
+
+    /// Specificity order: `Less` means `self` is more specific than `other`.
+    ///
+    /// Segment by segment, a literal beats a parameter, which beats a
+    /// catch-all; when one template is a prefix of the other, the longer one
+    /// is more specific.
+    pub fn specificity_cmp(&self, other: &PathTemplate) -> Ordering {
+        for (a, b) in self.segments.iter().zip(&other.segments) {
+            match a.rank().cmp(&b.rank()) {
+                Ordering::Equal => {}
+                ord => return ord,
+            }
+        }
+        other.segments.len().cmp(&self.segments.len())
+    }
+
+    /// Whether both templates have the same shape (they match the same paths).
+    pub fn same_shape(&self, other: &PathTemplate) -> bool {
+        self.segments.len() == other.segments.len()
+            && self.segments.iter().zip(&other.segments).all(|(a, b)| match (a, b) {
+                (Segment::Literal(x), Segment::Literal(y)) => x == y,
+                (Segment::Param(_), Segment::Param(_)) => true,
+                (Segment::CatchAll(_), Segment::CatchAll(_)) => true,
+                _ => false,
+            })
+    }
+}
+
+impl fmt::Display for PathTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> PathTemplate {
+        PathTemplate::parse(s).expect("valid template")
+    }
+
+    #[test]
+    fn literal_and_params_match() {
+        assert!(t("/").matches("/"));
+        assert!(!t("/").matches("/a"));
+        assert!(t("/products").matches("/products"));
+        assert!(!t("/products").matches("/products/1"));
+        assert!(t("/products/{id}").matches("/products/42"));
+        assert!(!t("/products/{id}").matches("/products/"));
+        assert!(!t("/products/{id}").matches("/products"));
+        assert!(!t("/products/{id}").matches("/products/1/x"));
+        assert!(t("/customers/{id}/orders").matches("/customers/7/orders"));
+    }
+
+    #[test]
+    fn catch_all_takes_one_or_more_segments() {
+        let c = t("/static/{*rest}");
+        assert!(c.matches("/static/a"));
+        assert!(c.matches("/static/a/b/c"));
+        assert!(!c.matches("/static"));
+        assert!(!c.matches("/static/"));
+    }
+
+    #[test]
+    fn bad_templates_are_rejected_with_reason() {
+        assert!(PathTemplate::parse("products").unwrap_err().contains("start with '/'"));
+        assert!(PathTemplate::parse("/a/{*r}/b").unwrap_err().contains("last segment"));
+        assert!(PathTemplate::parse("/a/x{id}").unwrap_err().contains("whole segment"));
+        assert!(PathTemplate::parse("/a/{id}/{id}").unwrap_err().contains("twice"));
+        assert!(PathTemplate::parse("/a//b").unwrap_err().contains("empty segment"));
+        assert!(PathTemplate::parse("/a/{}").unwrap_err().contains("needs a name"));
+    }
+
+    #[test]
+    fn specificity_prefers_literals_then_params_then_longer() {
+        use Ordering::*;
+        assert_eq!(t("/products/new").specificity_cmp(&t("/products/{id}")), Less);
+        assert_eq!(t("/products/{id}").specificity_cmp(&t("/products/{*rest}")), Less);
+        assert_eq!(t("/a/{x}/{*r}").specificity_cmp(&t("/a/{*r}")), Less);
+        assert_eq!(t("/a/{x}").specificity_cmp(&t("/a/{y}")), Equal);
+        assert!(t("/a/{x}").same_shape(&t("/a/{y}")));
+        assert!(!t("/a/{x}").same_shape(&t("/a/b")));
+    }
+}

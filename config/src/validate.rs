@@ -1,0 +1,532 @@
+//! Raw → validated, collecting every error with its location.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::raw::*;
+use crate::validated::*;
+use crate::PathTemplate;
+
+const DEFAULT_STATE_URL: &str = "sqlite://.strangler/state.db";
+
+/// Collects errors for one file.
+struct Checker<'a> {
+    file: String,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn err_at(&mut self, offset: usize, key: &str, message: impl Into<String>) {
+        self.errors
+            .push(ConfigError::at(&self.file, self.text, offset, key, message.into()));
+    }
+
+    fn err<T>(&mut self, value: &Spanned<T>, key: &str, message: impl Into<String>) {
+        self.err_at(value.span().start, key, message);
+    }
+
+    /// A positive duration in milliseconds, or the default.
+    fn millis(&mut self, v: &Option<Spanned<u64>>, key: &str, default: u64) -> Duration {
+        match v {
+            Some(ms) if *ms.get_ref() == 0 => {
+                self.err(ms, key, "must be greater than 0");
+                Duration::from_millis(default)
+            }
+            Some(ms) => Duration::from_millis(*ms.get_ref()),
+            None => Duration::from_millis(default),
+        }
+    }
+
+    fn addr(&mut self, v: &Option<Spanned<String>>, key: &str, default: &str) -> SocketAddr {
+        let text = v.as_ref().map_or(default, |s| s.get_ref().as_str());
+        match text.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                let msg = format!("{text:?} is not an address of the form IP:PORT (e.g. 127.0.0.1:8080)");
+                match v {
+                    Some(s) => self.err(s, key, msg),
+                    None => self.err_at(0, key, msg),
+                }
+                fallback_addr()
+            }
+        }
+    }
+}
+
+fn fallback_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+pub(crate) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        let key = key_at(text, offset);
+        ConfigErrors::single(ConfigError::at(&file, text, offset, &key, e.message().trim().to_string()))
+    })?;
+    let mut c = Checker { file, text, errors: Vec::new() };
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    let state = check_state(&mut c, &raw.state, &base_dir);
+    let proxy = check_proxy(&mut c, &raw.proxy);
+    let upstreams = check_upstreams(&mut c, &raw.upstreams);
+    let routes = check_routes(&mut c, &raw.routes, &upstreams);
+    let cdc = raw.cdc.as_ref().map(|cdc| check_cdc(&mut c, cdc));
+
+    if c.errors.is_empty() {
+        Ok(Config {
+            path: path.to_path_buf(),
+            state,
+            proxy,
+            upstreams,
+            routes,
+            cdc,
+        })
+    } else {
+        c.errors.sort_by_key(|e| (e.line, e.col));
+        Err(ConfigErrors(c.errors))
+    }
+}
+
+/// The dotted key at `offset`, from the nearest table header and the key on
+/// that line: `routes[1].stage`, `proxy.listen`.
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(line_start..).unwrap_or("").lines().next().unwrap_or("");
+    let key_on_line = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.starts_with('['));
+    // The innermost table header before the offset, with array indexes.
+    let mut table = String::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for l in before.get(..line_start).unwrap_or("").lines() {
+        let l = l.trim();
+        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")).map(|(n, _)| n.trim()) {
+            let n = counts.entry(name.to_string()).or_insert(0);
+            table = format!("{name}[{}]", *n);
+            *n += 1;
+            // Nested arrays restart the count of their children.
+            counts.retain(|k, _| !k.starts_with(&format!("{name}.")));
+        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.split_once(']')).map(|(n, _)| n.trim()) {
+            table = name.to_string();
+        }
+    }
+    // `[routes.compare]` inside the second route reads `routes[1].compare`.
+    for (name, n) in &counts {
+        if let Some(rest) = table.strip_prefix(&format!("{name}.")) {
+            table = format!("{name}[{}].{rest}", n.saturating_sub(1));
+            break;
+        }
+    }
+    match (table.is_empty(), key_on_line) {
+        (true, Some(k)) => k,
+        (false, Some(k)) => format!("{table}.{k}"),
+        (_, None) => table,
+    }
+}
+
+fn check_state(c: &mut Checker<'_>, raw: &RawState, base_dir: &Path) -> StateConfig {
+    let poll_interval = c.millis(&raw.poll_interval_ms, "state.poll_interval_ms", 200);
+    let from_env = raw.url_env.as_ref().and_then(|v| std::env::var(v.get_ref()).ok());
+    let url = match (&from_env, &raw.url) {
+        (Some(url), _) => url.clone(),
+        (None, Some(u)) => u.get_ref().clone(),
+        (None, None) => DEFAULT_STATE_URL.to_string(),
+    };
+    let url = if let Some(file) = url.strip_prefix("sqlite://") {
+        let (file, query) = file.split_once('?').unwrap_or((file, ""));
+        let p = PathBuf::from(file);
+        let abs = if p.is_absolute() { p } else { base_dir.join(p) };
+        let query = if query.is_empty() { "mode=rwc".to_string() } else { query.to_string() };
+        format!("sqlite://{}?{query}", abs.display())
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        url
+    } else {
+        let msg = "must be sqlite://PATH or postgres://… (the state store is SQLite or PostgreSQL)";
+        match &raw.url {
+            Some(u) if from_env.is_none() => c.err(u, "state.url", msg),
+            _ => c.err_at(0, "state.url_env", format!("the variable's URL {msg}")),
+        }
+        url
+    };
+    StateConfig { url, poll_interval }
+}
+
+fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy) -> ProxyConfig {
+    let listen = c.addr(&raw.listen, "proxy.listen", "127.0.0.1:8080");
+    let admin = c.addr(&raw.admin, "proxy.admin", "127.0.0.1:9090");
+    if raw.admin.is_some() && raw.listen.is_some() && listen == admin {
+        if let Some(a) = &raw.admin {
+            c.err(a, "proxy.admin", "must differ from proxy.listen");
+        }
+    }
+    let override_header = raw.override_header.as_ref().map(|h| {
+        if !is_token(h.get_ref()) {
+            c.err(h, "proxy.override_header", format!("{:?} is not a valid header name", h.get_ref()));
+        }
+        h.get_ref().to_ascii_lowercase()
+    });
+    let admin_token_env = raw.admin_token_env.as_ref().map(|v| {
+        if v.get_ref().is_empty() {
+            c.err(v, "proxy.admin_token_env", "names an environment variable and cannot be empty");
+        }
+        v.get_ref().clone()
+    });
+    let positive = |c: &mut Checker<'_>, v: &Option<Spanned<u64>>, key: &str, default: u64| match v {
+        Some(n) if *n.get_ref() == 0 => {
+            c.err(n, key, "must be greater than 0");
+            default
+        }
+        Some(n) => *n.get_ref(),
+        None => default,
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    ProxyConfig {
+        listen,
+        admin,
+        admin_token_env,
+        override_header,
+        max_shadow_body_bytes: positive(c, &raw.max_shadow_body_bytes, "proxy.max_shadow_body_bytes", 1 << 20),
+        max_shadow_inflight: positive(c, &raw.max_shadow_inflight, "proxy.max_shadow_inflight", 256),
+        threads: positive(c, &raw.threads, "proxy.threads", cpus) as usize,
+        access_log: raw.access_log.unwrap_or(true),
+        drain_timeout: Duration::from_secs(raw.drain_timeout_secs.as_ref().map_or(10, |s| *s.get_ref())),
+    }
+}
+
+fn check_upstreams(c: &mut Checker<'_>, raw: &BTreeMap<String, Spanned<RawUpstream>>) -> BTreeMap<String, Upstream> {
+    let mut out = BTreeMap::new();
+    if !raw.contains_key(LEGACY) {
+        c.err_at(0, "upstreams.legacy", "is required: it is the monolith, where every unmatched request goes");
+    }
+    for (name, up) in raw {
+        let key = |field: &str| format!("upstreams.{name}.{field}");
+        let up = up.get_ref();
+        let (addr, authority) = match parse_http_url(up.url.get_ref()) {
+            Ok(v) => v,
+            Err(msg) => {
+                c.err(&up.url, &key("url"), msg);
+                (fallback_addr(), String::new())
+            }
+        };
+        let health = up.health_path.as_ref().map(|p| {
+            if !p.get_ref().starts_with('/') {
+                c.err(p, &key("health_path"), "must start with '/'");
+            }
+            let threshold = |c: &mut Checker<'_>, v: &Option<Spanned<u32>>, field: &str, d: u32| match v {
+                Some(n) if *n.get_ref() == 0 => {
+                    c.err(n, &key(field), "must be at least 1");
+                    d
+                }
+                Some(n) => *n.get_ref(),
+                None => d,
+            };
+            HealthCheck {
+                path: p.get_ref().clone(),
+                interval: c.millis(&up.health_interval_ms, &key("health_interval_ms"), 1000),
+                timeout: c.millis(&up.health_timeout_ms, &key("health_timeout_ms"), 500),
+                unhealthy_threshold: threshold(c, &up.unhealthy_threshold, "unhealthy_threshold", 2),
+                healthy_threshold: threshold(c, &up.healthy_threshold, "healthy_threshold", 1),
+            }
+        });
+        out.insert(
+            name.clone(),
+            Upstream {
+                name: name.clone(),
+                url: up.url.get_ref().clone(),
+                addr,
+                authority,
+                health,
+                connect_timeout: c.millis(&up.connect_timeout_ms, &key("connect_timeout_ms"), 1000),
+                read_timeout: c.millis(&up.read_timeout_ms, &key("read_timeout_ms"), 30_000),
+            },
+        );
+    }
+    out
+}
+
+/// `http://host:port[/]` → (resolved address, authority).
+fn parse_http_url(url: &str) -> Result<(SocketAddr, String), String> {
+    if url.starts_with("https://") {
+        return Err(format!("{url:?}: TLS upstreams are not supported by this build; use http://"));
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!("{url:?} must be an http:// URL (http://host:port)"));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
+        return Err(format!("{url:?} must be http://host:port with no path"));
+    }
+    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("{url:?}: cannot resolve {with_port}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url:?}: {with_port} resolves to no address"))?;
+    Ok((addr, authority.to_string()))
+}
+
+fn methods(c: &mut Checker<'_>, raw: &[Spanned<String>], key: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in raw {
+        let up = m.get_ref().to_ascii_uppercase();
+        if !is_token(&up) {
+            c.err(m, key, format!("{:?} is not an HTTP method", m.get_ref()));
+        } else if !out.contains(&up) {
+            out.push(up);
+        }
+    }
+    out
+}
+
+fn percent(c: &mut Checker<'_>, v: &Option<Spanned<f64>>, key: &str, default: f64) -> f64 {
+    match v {
+        Some(p) if !(0.0..=100.0).contains(p.get_ref()) => {
+            c.err(p, key, format!("{} is outside 0.0..=100.0", p.get_ref()));
+            default
+        }
+        Some(p) => *p.get_ref(),
+        None => default,
+    }
+}
+
+fn check_routes(c: &mut Checker<'_>, raw: &[Spanned<RawRoute>], upstreams: &BTreeMap<String, Upstream>) -> Vec<Route> {
+    let mut out: Vec<Route> = Vec::new();
+    let mut names = HashSet::new();
+    for (i, spanned) in raw.iter().enumerate() {
+        let r = spanned.get_ref();
+        let key = |field: &str| format!("routes[{i}].{field}");
+        let name = r.name.get_ref().clone();
+        let name_ok = !name.is_empty()
+            && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.');
+        if !name_ok {
+            c.err(&r.name, &key("name"), format!("{name:?}: use letters, digits, '-', '_' or '.'"));
+        } else if !names.insert(name.clone()) {
+            c.err(&r.name, &key("name"), format!("{name:?} is used by an earlier route; names are unique"));
+        }
+        let path = match PathTemplate::parse(r.path.get_ref()) {
+            Ok(t) => t,
+            Err(msg) => {
+                c.err(&r.path, &key("path"), msg);
+                PathTemplate::parse("/").unwrap_or_else(|_| unreachable!("'/' is a valid template"))
+            }
+        };
+        let stage = match &r.stage {
+            Some(s) => s.get_ref().parse::<Stage>().unwrap_or_else(|msg| {
+                c.err(s, &key("stage"), msg);
+                Stage::Legacy
+            }),
+            None => Stage::Legacy,
+        };
+        let service = r.service.as_ref().map(|s| {
+            let n = s.get_ref();
+            if n == LEGACY {
+                c.err(s, &key("service"), "names the monolith; a route's service is the new upstream");
+            } else if !upstreams.contains_key(n) {
+                let known: Vec<&str> = upstreams.keys().map(String::as_str).filter(|k| *k != LEGACY).collect();
+                c.err(s, &key("service"), format!("no upstream {n:?} (defined: {})", known.join(", ")));
+            }
+            n.clone()
+        });
+        if service.is_none() && stage != Stage::Legacy {
+            let at = r.stage.as_ref().map_or(spanned.span().start, |s| s.span().start);
+            c.err_at(at, &key("service"), format!("stage {stage} needs a service to send traffic to"));
+        }
+        let sticky = match &r.sticky {
+            Some(s) => s.get_ref().parse::<Sticky>().unwrap_or_else(|msg| {
+                c.err(s, &key("sticky"), msg);
+                Sticky::None
+            }),
+            None => Sticky::ClientIp,
+        };
+        let shadow_methods = match &r.shadow_methods {
+            Some(m) => methods(c, m, &key("shadow_methods")),
+            None => vec!["GET".to_string(), "HEAD".to_string()],
+        };
+        let route = Route {
+            methods: methods(c, &r.methods, &key("methods")),
+            path,
+            service,
+            stage,
+            percent: percent(c, &r.percent, &key("percent"), 0.0),
+            sticky,
+            fallback: r.fallback.unwrap_or(true),
+            shadow_percent: percent(c, &r.shadow_percent, &key("shadow_percent"), 100.0),
+            shadow_methods,
+            tables: r
+                .tables
+                .iter()
+                .map(|t| {
+                    if let Err(msg) = t.get_ref().parse::<TableName>() {
+                        c.err(t, &key("tables"), msg);
+                    }
+                    t.get_ref().clone()
+                })
+                .collect(),
+            compare: check_compare(c, &r.compare, &key("compare")),
+            name,
+        };
+        if let Some(earlier) = out.iter().find(|o| {
+            o.path.same_shape(&route.path)
+                && (o.methods.is_empty() && route.methods.is_empty()
+                    || o.methods.iter().any(|m| route.methods.contains(m)))
+        }) {
+            c.err(
+                &r.path,
+                &key("path"),
+                format!(
+                    "matches the same requests as route {:?} ({} {}); which one wins would be ambiguous",
+                    earlier.name,
+                    if earlier.methods.is_empty() { "*".to_string() } else { earlier.methods.join(",") },
+                    earlier.path
+                ),
+            );
+        }
+        out.push(route);
+    }
+    out
+}
+
+fn check_compare(c: &mut Checker<'_>, raw: &RawCompare, key: &str) -> CompareRules {
+    let pointers = |c: &mut Checker<'_>, v: &[Spanned<String>], field: &str| -> Vec<String> {
+        v.iter()
+            .map(|p| {
+                if !p.get_ref().is_empty() && !p.get_ref().starts_with('/') {
+                    c.err(p, &format!("{key}.{field}"), format!("{:?} is not a JSON Pointer (it starts with '/')", p.get_ref()));
+                }
+                p.get_ref().clone()
+            })
+            .collect()
+    };
+    let tolerance = match &raw.numeric_tolerance {
+        Some(t) if !(t.get_ref().is_finite() && *t.get_ref() >= 0.0) => {
+            c.err(t, &format!("{key}.numeric_tolerance"), "must be a finite number ≥ 0");
+            0.0
+        }
+        Some(t) => *t.get_ref(),
+        None => 0.0,
+    };
+    CompareRules {
+        ignore: pointers(c, &raw.ignore, "ignore"),
+        ignore_headers: raw
+            .ignore_headers
+            .iter()
+            .map(|h| {
+                if !is_token(h.get_ref()) {
+                    c.err(h, &format!("{key}.ignore_headers"), format!("{:?} is not a header name", h.get_ref()));
+                }
+                h.get_ref().to_ascii_lowercase()
+            })
+            .collect(),
+        unordered_arrays: pointers(c, &raw.unordered_arrays, "unordered_arrays"),
+        numeric_tolerance: tolerance,
+        redact: pointers(c, &raw.redact, "redact"),
+    }
+}
+
+fn table(c: &mut Checker<'_>, t: &Spanned<String>, key: &str) -> TableName {
+    t.get_ref().parse().unwrap_or_else(|msg| {
+        c.err(t, key, msg);
+        TableName { schema: String::new(), table: String::new() }
+    })
+}
+
+fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
+    let s = &raw.source;
+    let snapshot = match &s.snapshot {
+        Some(v) => match v.get_ref().as_str() {
+            "initial" => SnapshotMode::Initial,
+            "never" => SnapshotMode::Never,
+            other => {
+                c.err(v, "cdc.source.snapshot", format!("unknown mode {other:?} (expected initial or never)"));
+                SnapshotMode::Initial
+            }
+        },
+        None => SnapshotMode::Initial,
+    };
+    let ident = |c: &mut Checker<'_>, v: &Option<Spanned<String>>, key: &str| -> String {
+        match v {
+            Some(n) if n.get_ref().is_empty()
+                || !n.get_ref().chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_') =>
+            {
+                c.err(n, key, "use lower-case letters, digits and '_' (PostgreSQL's rule for slot names)");
+                "strangler".to_string()
+            }
+            Some(n) => n.get_ref().clone(),
+            None => "strangler".to_string(),
+        }
+    };
+    let source = CdcSource {
+        url_env: s.url_env.get_ref().clone(),
+        slot: ident(c, &s.slot, "cdc.source.slot"),
+        publication: ident(c, &s.publication, "cdc.source.publication"),
+        tables: s.tables.iter().map(|t| table(c, t, "cdc.source.tables")).collect(),
+        snapshot,
+    };
+    let t = &raw.transport;
+    let topic_prefix = t.topic_prefix.as_ref().map_or("strangler".to_string(), |p| p.get_ref().clone());
+    let transport = match t.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
+        Some((_, "kafka")) => match &t.brokers {
+            Some(b) => CdcTransport::Kafka { brokers: b.get_ref().clone(), topic_prefix },
+            None => {
+                c.err_at(t.kind.as_ref().map_or(0, |k| k.span().start), "cdc.transport.brokers", "kind = \"kafka\" needs brokers");
+                CdcTransport::Embedded { topic_prefix }
+            }
+        },
+        Some((_, "embedded")) | None => CdcTransport::Embedded { topic_prefix },
+        Some((k, other)) => {
+            c.err(k, "cdc.transport.kind", format!("unknown transport {other:?} (expected kafka or embedded)"));
+            CdcTransport::Embedded { topic_prefix }
+        }
+    };
+    let mut names = HashSet::new();
+    let sinks = raw
+        .sinks
+        .iter()
+        .enumerate()
+        .map(|(i, sink)| {
+            if !names.insert(sink.name.get_ref().clone()) {
+                c.err(&sink.name, &format!("cdc.sinks[{i}].name"), "sink names are unique");
+            }
+            CdcSink {
+                name: sink.name.get_ref().clone(),
+                url_env: sink.url_env.get_ref().clone(),
+                reverse: sink.reverse,
+                tables: sink
+                    .tables
+                    .iter()
+                    .enumerate()
+                    .map(|(j, m)| {
+                        let key = format!("cdc.sinks[{i}].tables[{j}]");
+                        let source_t = table(c, &m.source, &format!("{key}.source"));
+                        if !sink.reverse && !source.tables.contains(&source_t) {
+                            c.err(&m.source, &format!("{key}.source"), format!("{} is not among cdc.source.tables", m.source.get_ref()));
+                        }
+                        let target = match &m.target {
+                            Some(t) => table(c, t, &format!("{key}.target")),
+                            None => source_t.clone(),
+                        };
+                        TableMapping { source: source_t, target, rename: m.rename.clone(), exclude: m.exclude.clone() }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    CdcConfig { source, transport, sinks }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+use std::path::Path;
+
+use crate::{Config, ConfigErrors, Stage, Sticky};
+
+fn load(text: &str) -> Result<Config, ConfigErrors> {
+    Config::from_toml(text, Path::new("/etc/strangler/strangler.toml"))
+}
+
+fn first_error(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.first().map(|e| e.to_string()).unwrap_or_default(),
+    }
+}
+
+const MINIMAL: &str = r#"
+[upstreams.legacy]
+url = "http://127.0.0.1:8000"
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = load(MINIMAL).expect("valid");
+    assert_eq!(c.proxy.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.proxy.admin.to_string(), "127.0.0.1:9090");
+    assert_eq!(c.state.url, "sqlite:///etc/strangler/.strangler/state.db?mode=rwc");
+    assert!(c.routes.is_empty());
+    assert!(c.proxy.override_header.is_none());
+}
+
+#[test]
+fn full_route_is_validated() {
+    let c = load(
+        r#"
+[proxy]
+override_header = "X-Strangler-Target"
+[upstreams.legacy]
+url = "http://127.0.0.1:8000"
+[upstreams.catalog]
+url = "http://127.0.0.1:8001/"
+health_path = "/healthz"
+[[routes]]
+name = "get-product"
+methods = ["get", "HEAD"]
+path = "/products/{id}"
+service = "catalog"
+stage = "canary"
+percent = 12.5
+sticky = "header:X-User-Id"
+tables = ["public.products"]
+[routes.compare]
+ignore = ["/updated_at", "/items/*/etag"]
+"#,
+    )
+    .expect("valid");
+    let r = &c.routes[0];
+    assert_eq!(r.methods, ["GET", "HEAD"]);
+    assert_eq!(r.stage, Stage::Canary);
+    assert_eq!(r.percent, 12.5);
+    assert_eq!(r.sticky, Sticky::Header("x-user-id".into()));
+    assert_eq!(r.compare.ignore.len(), 2);
+    assert_eq!(c.proxy.override_header.as_deref(), Some("x-strangler-target"));
+    assert_eq!(c.upstreams["catalog"].addr.to_string(), "127.0.0.1:8001");
+    assert!(c.upstreams["catalog"].health.is_some());
+}
+
+#[test]
+fn unknown_key_names_line_col_and_key() {
+    let e = first_error(
+        r#"[upstreams.legacy]
+url = "http://127.0.0.1:8000"
+
+[[routes]]
+name = "a"
+path = "/a"
+stag = "canary"
+"#,
+    );
+    assert!(e.starts_with("/etc/strangler/strangler.toml:7:1: routes[0].stag: unknown field `stag`"), "{e}");
+}
+
+#[test]
+fn bad_stage_points_at_the_value() {
+    let e = first_error(
+        r#"[upstreams.legacy]
+url = "http://127.0.0.1:8000"
+[upstreams.svc]
+url = "http://127.0.0.1:8001"
+[[routes]]
+name = "a"
+path = "/a"
+service = "svc"
+[[routes]]
+name = "b"
+path = "/b"
+service = "svc"
+stage = "canry"
+"#,
+    );
+    assert_eq!(
+        e,
+        "/etc/strangler/strangler.toml:13:9: routes[1].stage: unknown stage \"canry\" (expected legacy, shadow, canary or migrated)"
+    );
+}
+
+#[test]
+fn every_error_is_reported_in_file_order() {
+    let errs = load(
+        r#"[upstreams.legacy]
+url = "http://127.0.0.1:8000"
+[[routes]]
+name = "a"
+path = "a"
+percent = 120.0
+service = "nope"
+"#,
+    )
+    .expect_err("invalid");
+    let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["routes[0].path", "routes[0].percent", "routes[0].service"]);
+}
+
+#[test]
+fn type_errors_name_the_key() {
+    let e = first_error("[proxy]\nlisten = 8080\n[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n");
+    assert!(e.starts_with("/etc/strangler/strangler.toml:2:10: proxy.listen: invalid type"), "{e}");
+}
+
+#[test]
+fn legacy_upstream_is_required() {
+    let e = first_error("[proxy]\nlisten = \"127.0.0.1:1\"\n");
+    assert!(e.contains("upstreams.legacy: is required"), "{e}");
+}
+
+#[test]
+fn non_legacy_stage_needs_a_service() {
+    let e = first_error(&format!("{MINIMAL}[[routes]]\nname = \"a\"\npath = \"/a\"\nstage = \"shadow\"\n"));
+    assert!(e.contains("routes[0].service: stage shadow needs a service"), "{e}");
+}
+
+#[test]
+fn duplicate_names_and_ambiguous_routes_are_rejected() {
+    let e = first_error(&format!(
+        "{MINIMAL}[[routes]]\nname = \"a\"\npath = \"/a/{{x}}\"\n[[routes]]\nname = \"a\"\npath = \"/b\"\n"
+    ));
+    assert!(e.contains("routes[1].name: \"a\" is used by an earlier route"), "{e}");
+    let e = first_error(&format!(
+        "{MINIMAL}[[routes]]\nname = \"a\"\nmethods=[\"GET\"]\npath = \"/a/{{x}}\"\n[[routes]]\nname = \"b\"\nmethods=[\"GET\",\"PUT\"]\npath = \"/a/{{y}}\"\n"
+    ));
+    assert!(e.contains("routes[1].path: matches the same requests as route \"a\""), "{e}");
+    // Same shape, disjoint methods: fine.
+    load(&format!(
+        "{MINIMAL}[[routes]]\nname = \"a\"\nmethods=[\"GET\"]\npath = \"/a/{{x}}\"\n[[routes]]\nname = \"b\"\nmethods=[\"PUT\"]\npath = \"/a/{{y}}\"\n"
+    ))
+    .expect("disjoint methods are not ambiguous");
+}
+
+#[test]
+fn https_upstreams_are_refused_clearly() {
+    let e = first_error("[upstreams.legacy]\nurl = \"https://example.com\"\n");
+    assert!(e.contains("upstreams.legacy.url") && e.contains("TLS upstreams are not supported"), "{e}");
+}
+
+#[test]
+fn cdc_section_is_parsed_and_checked() {
+    let c = load(&format!(
+        r#"{MINIMAL}
+[cdc.source]
+url_env = "MONOLITH_DATABASE_URL"
+tables = ["public.products"]
+[cdc.transport]
+kind = "kafka"
+brokers = "127.0.0.1:9092"
+topic_prefix = "monolith"
+[[cdc.sinks]]
+name = "catalog"
+url_env = "CATALOG_DATABASE_URL"
+[[cdc.sinks.tables]]
+source = "public.products"
+target = "public.catalog_items"
+rename = {{ title = "name" }}
+exclude = ["internal_notes"]
+"#
+    ))
+    .expect("valid");
+    let cdc = c.cdc.expect("cdc");
+    assert_eq!(cdc.sinks[0].tables[0].target.table, "catalog_items");
+    let e = first_error(&format!(
+        "{MINIMAL}[cdc.source]\nurl_env = \"X\"\ntables = [\"public.products\"]\n[[cdc.sinks]]\nname = \"s\"\nurl_env = \"Y\"\n[[cdc.sinks.tables]]\nsource = \"public.orders\"\n"
+    ));
+    assert!(e.contains("cdc.sinks[0].tables[0].source: public.orders is not among cdc.source.tables"), "{e}");
+}

@@ -1,0 +1,272 @@
+//! What the code runs on: produced only by validation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::PathTemplate;
+
+/// The name every config must give the monolith's upstream.
+pub const LEGACY: &str = "legacy";
+
+/// A validated `strangler.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    pub state: StateConfig,
+    pub proxy: ProxyConfig,
+    /// Every upstream by name, `legacy` included.
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// Routes in file order.
+    pub routes: Vec<Route>,
+    pub cdc: Option<CdcConfig>,
+}
+
+impl Config {
+    /// The route called `name`.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+}
+
+/// `[state]`, validated.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// A sqlx URL (`sqlite://…` with an absolute path, or `postgres://…`).
+    pub url: String,
+    /// How often a proxy polls the store for changes made elsewhere.
+    pub poll_interval: Duration,
+}
+
+/// `[proxy]`, validated.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub admin_token_env: Option<String>,
+    /// Lower-cased header name.
+    pub override_header: Option<String>,
+    pub max_shadow_body_bytes: u64,
+    pub max_shadow_inflight: u64,
+    pub threads: usize,
+    pub access_log: bool,
+    pub drain_timeout: Duration,
+}
+
+/// `[upstreams.NAME]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: String,
+    /// The URL as written.
+    pub url: String,
+    /// Resolved address.
+    pub addr: SocketAddr,
+    /// Host header authority (`host:port`) for health checks.
+    pub authority: String,
+    pub health: Option<HealthCheck>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+/// Active health check settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+/// Migration stage of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    /// The monolith answers everything.
+    Legacy,
+    /// The monolith answers; the service gets a copy.
+    Shadow,
+    /// `percent` of sticky users are answered by the service.
+    Canary,
+    /// The service answers everything.
+    Migrated,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [Stage::Legacy, Stage::Shadow, Stage::Canary, Stage::Migrated];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Legacy => "legacy",
+            Stage::Shadow => "shadow",
+            Stage::Canary => "canary",
+            Stage::Migrated => "migrated",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Stage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Stage::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown stage {s:?} (expected legacy, shadow, canary or migrated)"))
+    }
+}
+
+/// Where the sticky key of a canary comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// A request header (lower-cased name).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// The client's IP address.
+    ClientIp,
+    /// No stickiness: each request is placed at random.
+    None,
+}
+
+impl FromStr for Sticky {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("unknown sticky key {s:?} (expected header:NAME, cookie:NAME, client-ip or none)");
+        match s {
+            "client-ip" => Ok(Sticky::ClientIp),
+            "none" => Ok(Sticky::None),
+            _ => match s.split_once(':') {
+                Some(("header", name)) if is_token(name) => Ok(Sticky::Header(name.to_ascii_lowercase())),
+                Some(("cookie", name)) if is_token(name) => Ok(Sticky::Cookie(name.to_string())),
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Sticky {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sticky::Header(n) => write!(f, "header:{n}"),
+            Sticky::Cookie(n) => write!(f, "cookie:{n}"),
+            Sticky::ClientIp => f.write_str("client-ip"),
+            Sticky::None => f.write_str("none"),
+        }
+    }
+}
+
+/// An HTTP token (header names, cookie names, methods).
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A `[[routes]]` entry, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: String,
+    /// Upper-cased methods; empty means every method.
+    pub methods: Vec<String>,
+    pub path: PathTemplate,
+    /// The upstream that takes over; `None` only in stage legacy.
+    pub service: Option<String>,
+    pub stage: Stage,
+    pub percent: f64,
+    pub sticky: Sticky,
+    pub fallback: bool,
+    pub shadow_percent: f64,
+    pub shadow_methods: Vec<String>,
+    pub tables: Vec<String>,
+    pub compare: CompareRules,
+}
+
+/// `[routes.compare]`, validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompareRules {
+    pub ignore: Vec<String>,
+    /// Lower-cased header names (added to the comparator's defaults).
+    pub ignore_headers: Vec<String>,
+    pub unordered_arrays: Vec<String>,
+    pub numeric_tolerance: f64,
+    pub redact: Vec<String>,
+}
+
+/// `[cdc]`, validated.
+#[derive(Debug, Clone)]
+pub struct CdcConfig {
+    pub source: CdcSource,
+    pub transport: CdcTransport,
+    pub sinks: Vec<CdcSink>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CdcSource {
+    pub url_env: String,
+    pub slot: String,
+    pub publication: String,
+    pub tables: Vec<TableName>,
+    pub snapshot: SnapshotMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMode {
+    Initial,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CdcTransport {
+    Kafka { brokers: String, topic_prefix: String },
+    Embedded { topic_prefix: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct CdcSink {
+    pub name: String,
+    pub url_env: String,
+    pub reverse: bool,
+    pub tables: Vec<TableMapping>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TableMapping {
+    pub source: TableName,
+    pub target: TableName,
+    pub rename: BTreeMap<String, String>,
+    pub exclude: Vec<String>,
+}
+
+/// `schema.table`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub schema: String,
+    pub table: String,
+}
+
+impl FromStr for TableName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ident = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match s.split_once('.') {
+            Some((schema, table)) if ident(schema) && ident(table) => Ok(TableName {
+                schema: schema.to_string(),
+                table: table.to_string(),
+            }),
+            _ => Err(format!("table {s:?} must be written schema.table (letters, digits, '_')")),
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}

@@ -1,0 +1,3 @@
+//! strangler-router
+pub mod state;
+pub mod table;
