@@ -1,0 +1,89 @@
+//! Request ids, W3C trace context and the JSON access log.
+//!
+//! Access-log lines go through a channel to one writer thread that batches
+//! them into stdout, so no request waits on a write system call.
+
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::OnceLock;
+
+/// A new random request id (32 hex digits).
+pub fn new_request_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// The trace id of a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+pub fn trace_id_of(traceparent: &[u8]) -> Option<&str> {
+    let s = std::str::from_utf8(traceparent).ok()?;
+    let mut parts = s.split('-');
+    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
+        && (version != "00" || parts.next().is_none());
+    valid.then_some(trace)
+}
+
+/// A new `traceparent` (sampled) and its trace id.
+pub fn new_traceparent() -> (String, String) {
+    let trace = format!("{:016x}{:016x}", fastrand::u64(1..), fastrand::u64(..));
+    let parent = format!("{:016x}", fastrand::u64(1..));
+    (format!("00-{trace}-{parent}-01"), trace)
+}
+
+/// Queues one access-log line (a JSON object, without newline). When the
+/// writer falls behind by more than 64k lines, lines are dropped rather
+/// than slowing requests down.
+pub fn write_line(line: String) {
+    static SENDER: OnceLock<SyncSender<String>> = OnceLock::new();
+    let tx = SENDER.get_or_init(|| {
+        let (tx, rx) = sync_channel(65_536);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer(rx))
+            .map_err(|e| tracing::error!(error = %e, "cannot start the access-log writer"))
+            .ok();
+        tx
+    });
+    if let Err(TrySendError::Full(_)) = tx.try_send(line) {
+        tracing::warn!("access log is behind; a line was dropped");
+    }
+}
+
+fn writer(rx: Receiver<String>) {
+    let stdout = std::io::stdout();
+    while let Ok(first) = rx.recv() {
+        let mut out = stdout.lock();
+        let mut write = |l: &str| writeln!(out, "{l}");
+        let mut ok = write(&first).is_ok();
+        while let Ok(next) = rx.try_recv() {
+            ok &= write(&next).is_ok();
+        }
+        ok &= out.flush().is_ok();
+        if !ok {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_validated() {
+        let tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id_of(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(trace_id_of(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+        assert_eq!(trace_id_of(b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"), None);
+        assert_eq!(trace_id_of(b"garbage"), None);
+        let (tp, trace) = new_traceparent();
+        assert_eq!(trace_id_of(tp.as_bytes()), Some(trace.as_str()));
+        assert_eq!(new_request_id().len(), 32);
+    }
+}

@@ -1,0 +1,198 @@
+//! The control plane of one proxy, beside the data path on its own runtime:
+//! admin API, state-store polling, config reload (file change and SIGHUP),
+//! health checks, and draining on SIGTERM.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use strangler_config::Config;
+
+use crate::admin::{self, AdminState};
+use crate::health::HealthCheckers;
+use crate::runtime::Shared;
+use crate::store::StateStore;
+
+/// How often the config file is looked at for changes.
+const FILE_POLL: Duration = Duration::from_millis(500);
+
+/// The control-plane background service.
+pub struct Control {
+    pub shared: Arc<Shared>,
+    pub config_path: PathBuf,
+    /// Bound before the server starts, so a busy port fails the start.
+    pub admin_listener: Mutex<Option<std::net::TcpListener>>,
+    pub admin_token: Option<String>,
+}
+
+#[async_trait]
+impl BackgroundService for Control {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let config = self.shared.config.load_full();
+        let store = loop {
+            match StateStore::connect(&config.state.url).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::error!(error = %e, "state store unreachable; retrying in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        };
+        let listener = self
+            .admin_listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .map(tokio::net::TcpListener::from_std);
+        match listener {
+            Some(Ok(l)) => {
+                let state = Arc::new(AdminState {
+                    shared: self.shared.clone(),
+                    store: store.clone(),
+                    token: self.admin_token.clone(),
+                });
+                let mut stop = shutdown.clone();
+                tokio::spawn(admin::run(l, state, async move {
+                    let _ = stop.changed().await;
+                }));
+            }
+            Some(Err(e)) => tracing::error!(error = %e, "cannot serve the admin API"),
+            None => {}
+        }
+        let mut health = HealthCheckers::new();
+        health.reconcile(&self.shared, &config);
+        tokio::spawn(poll_store(self.shared.clone(), store));
+
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload on file change only");
+                None
+            }
+        };
+        let mut file = FileState::read(&self.config_path);
+        let mut file_tick = tokio::time::interval(FILE_POLL);
+        loop {
+            let reload = tokio::select! {
+                _ = file_tick.tick() => {
+                    let now = FileState::read(&self.config_path);
+                    let changed = now != file;
+                    file = now;
+                    changed
+                }
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    true
+                }
+                _ = shutdown.changed() => break,
+            };
+            if reload {
+                if let Some(config) = self.reload() {
+                    health.reconcile(&self.shared, &config);
+                }
+            }
+        }
+        drain(&self.shared).await;
+    }
+}
+
+impl Control {
+    /// Loads the file; on error the running table keeps serving.
+    fn reload(&self) -> Option<Arc<Config>> {
+        match Config::load(&self.config_path) {
+            Ok(new) => {
+                let old = self.shared.config.load_full();
+                for (what, changed) in [
+                    ("proxy.listen", old.proxy.listen != new.proxy.listen),
+                    ("proxy.admin", old.proxy.admin != new.proxy.admin),
+                    ("state", old.state.url != new.state.url),
+                    ("proxy.threads", old.proxy.threads != new.proxy.threads),
+                    ("proxy.admin_token_env", old.proxy.admin_token_env != new.proxy.admin_token_env),
+                ] {
+                    if changed {
+                        tracing::warn!(key = what, "changed in the file; it takes effect at the next restart");
+                    }
+                }
+                self.shared.set_config(new);
+                self.shared.metrics.reloads.with_label_values(&["ok"]).inc();
+                tracing::info!(routes = self.shared.config.load().routes.len(), "configuration reloaded");
+                Some(self.shared.config.load_full())
+            }
+            Err(errors) => {
+                self.shared.metrics.reloads.with_label_values(&["error"]).inc();
+                for e in &errors.0 {
+                    tracing::error!(error = %e, "configuration rejected; the running configuration keeps serving");
+                }
+                None
+            }
+        }
+    }
+}
+
+/// What tells a changed file apart: modification time, length, content hash.
+#[derive(Debug, PartialEq)]
+struct FileState(Option<(std::time::SystemTime, u64, u64)>);
+
+impl FileState {
+    fn read(path: &Path) -> FileState {
+        let meta = std::fs::metadata(path).ok();
+        let content = std::fs::read(path).ok();
+        FileState(meta.zip(content).map(|(m, c)| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            c.hash(&mut h);
+            (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), h.finish())
+        }))
+    }
+}
+
+/// Follows changes made by other proxies and the CLI.
+async fn poll_store(shared: Arc<Shared>, store: StateStore) {
+    let mut last_version = None;
+    let mut last_error: Option<Instant> = None;
+    loop {
+        let interval = shared.config.load().state.poll_interval;
+        tokio::time::sleep(interval).await;
+        let result = async {
+            let v = store.version().await?;
+            if last_version != Some(v) {
+                shared.set_overrides(store.overrides().await?);
+                last_version = Some(v);
+            }
+            Ok::<_, crate::store::StoreError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            // Keep serving the last known state; say so at most every 10 s.
+            if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(error = %e, "cannot read the state store; serving the last known route state");
+                last_error = Some(Instant::now());
+            }
+        }
+    }
+}
+
+/// SIGTERM: Pingora has stopped accepting; wait for in-flight requests to
+/// finish (up to `proxy.drain_timeout_secs`), then exit.
+async fn drain(shared: &Shared) {
+    let timeout = shared.config.load().proxy.drain_timeout;
+    let start = Instant::now();
+    tracing::info!(inflight = shared.inflight.load(Ordering::Relaxed), "draining");
+    // Let the listeners close and requests already accepted get counted.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while shared.inflight.load(Ordering::Relaxed) > 0 && start.elapsed() < timeout {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shared.inflight.load(Ordering::Relaxed);
+    tracing::info!(left, elapsed_ms = start.elapsed().as_millis() as u64, "drained; exiting");
+    // Give the access-log writer a moment to flush its last lines.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    std::process::exit(0);
+}

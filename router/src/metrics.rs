@@ -1,0 +1,85 @@
+//! Prometheus metrics of the router, served on the admin listener.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the router exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `strangler_requests_total{route,target,code}`
+    pub requests: IntCounterVec,
+    /// `strangler_request_duration_seconds{route,target}`
+    pub duration: HistogramVec,
+    /// `strangler_fallbacks_total{route,reason}`
+    pub fallbacks: IntCounterVec,
+    /// `strangler_upstream_up{upstream}`
+    pub upstream_up: IntGaugeVec,
+    /// `strangler_config_reloads_total{result}`
+    pub reloads: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("strangler_requests_total", "Requests answered, by route, target upstream and status code."),
+            &["route", "target", "code"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "strangler_request_duration_seconds",
+                "Time from request to the end of the response, by route and target upstream.",
+            )
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["route", "target"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "strangler_fallbacks_total",
+                "Requests meant for a service that the monolith answered instead, by route and reason.",
+            ),
+            &["route", "reason"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let upstream_up = IntGaugeVec::new(
+            Opts::new("strangler_upstream_up", "1 when the upstream passes its active health check, else 0."),
+            &["upstream"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let reloads = IntCounterVec::new(
+            Opts::new("strangler_config_reloads_total", "Configuration reloads, by result (ok or error)."),
+            &["result"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        for m in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(fallbacks.clone()),
+            Box::new(upstream_up.clone()),
+            Box::new(reloads.clone()),
+        ] {
+            registry
+                .register(m)
+                .unwrap_or_else(|e| unreachable!("metric names are distinct: {e}"));
+        }
+        Metrics { registry, requests, duration, fallbacks, upstream_up, reloads }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

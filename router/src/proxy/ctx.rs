@@ -1,0 +1,103 @@
+//! Per-request context of the Pingora service.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::runtime::{Routing, Shared};
+use crate::table::{UpstreamId, Why, LEGACY_ID};
+
+/// Why the monolith answered a request meant for a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackReason {
+    /// The service's health check marks it down.
+    Unhealthy,
+    /// The connection to the service was refused or failed.
+    ConnectError,
+    /// The connection to the service timed out.
+    ConnectTimeout,
+    /// The service answered 5xx to a safe method.
+    Status5xx,
+    /// The service failed after the connection, before answering (safe methods).
+    UpstreamError,
+}
+
+impl FallbackReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::Unhealthy => "unhealthy",
+            FallbackReason::ConnectError => "connect_error",
+            FallbackReason::ConnectTimeout => "connect_timeout",
+            FallbackReason::Status5xx => "status_5xx",
+            FallbackReason::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+/// Decrements the in-flight count when the request ends, however it ends.
+pub struct InflightGuard(Arc<Shared>);
+
+impl InflightGuard {
+    pub fn new(shared: &Arc<Shared>) -> Self {
+        shared.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(shared.clone())
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What one request carries through the proxy phases.
+pub struct Ctx {
+    pub start: Instant,
+    pub _inflight: InflightGuard,
+    /// The snapshot this request was routed with; set in `request_filter`.
+    pub routing: Option<Arc<Routing>>,
+    pub route: Option<usize>,
+    /// Where the decision sent the request.
+    pub target: UpstreamId,
+    pub why: Why,
+    /// The upstream of the current attempt.
+    pub attempt: UpstreamId,
+    /// Set when the monolith answers instead of the service.
+    pub fallback: Option<FallbackReason>,
+    /// The service's 5xx that is being replaced (retry pending).
+    pub replaced_status: Option<u16>,
+    /// A response header has gone to the client: no more fallback.
+    pub responded: bool,
+    pub request_id: String,
+    pub trace_id: String,
+}
+
+impl Ctx {
+    pub fn new(shared: &Arc<Shared>) -> Self {
+        Ctx {
+            start: Instant::now(),
+            _inflight: InflightGuard::new(shared),
+            routing: None,
+            route: None,
+            target: LEGACY_ID,
+            why: Why::Unmatched,
+            attempt: LEGACY_ID,
+            fallback: None,
+            replaced_status: None,
+            responded: false,
+            request_id: String::new(),
+            trace_id: String::new(),
+        }
+    }
+
+    /// Whether the current attempt may still be handed to the monolith.
+    pub fn may_fall_back(&self) -> bool {
+        if self.attempt == LEGACY_ID || self.fallback.is_some() || self.responded {
+            return false;
+        }
+        match (&self.routing, self.route) {
+            (Some(r), Some(i)) => r.table.routes().get(i).is_some_and(|route| route.fallback),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The Pingora service: wires the routing decision into Pingora's phases.
+//!
+//! ```text
+//! request_filter ── decide(table snapshot, request) ─▶ ctx.target
+//!       │                                  (service down + fallback → legacy)
+//! upstream_peer ── ctx.fallback? legacy : ctx.target
+//!       │
+//!       ├─ connect refused / timed out to the service ─▶ fail_to_connect:
+//!       │        fallback = connect_*, retry ─▶ upstream_peer → legacy
+//!       ├─ service answers 5xx to GET/HEAD/OPTIONS ─▶ upstream_response_filter:
+//!       │        fallback = status_5xx, error(retry) ─▶ legacy; nothing was sent
+//!       │        to the client yet, so the client only sees the monolith's answer
+//!       └─ response header to client ─▶ ctx.responded (no fallback after this)
+//! logging ── metrics + one JSON access-log line
+//! ```
+
+mod ctx;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Method;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::{ProxyHttp, Session};
+
+pub use ctx::{Ctx, FallbackReason};
+
+use crate::access_log;
+use crate::runtime::Shared;
+use crate::table::{sticky::BUCKETS, Forced, RequestInfo, Why, DEFAULT_ROUTE, LEGACY_ID};
+
+const REQUEST_ID: &str = "x-request-id";
+const TRACEPARENT: &str = "traceparent";
+
+/// The router's Pingora service.
+pub struct RouterProxy {
+    shared: Arc<Shared>,
+}
+
+impl RouterProxy {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        RouterProxy { shared }
+    }
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+#[async_trait]
+impl ProxyHttp for RouterProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new(&self.shared)
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let routing = self.shared.routing.load_full();
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let req = session.req_header_mut();
+        let forced = match &routing.override_header {
+            Some(h) => req.remove_header(h).and_then(|v| Forced::parse(v.as_bytes())),
+            None => None,
+        };
+        let decision = routing.table.decide(
+            &RequestInfo {
+                method: &req.method,
+                path: req.uri.path(),
+                headers: &req.headers,
+                client_ip,
+                random_bucket: fastrand::u32(..BUCKETS),
+                forced,
+            },
+            |id| routing.upstream(id).is_up(),
+        );
+        ctx.route = decision.route;
+        ctx.target = decision.target;
+        ctx.attempt = decision.target;
+        ctx.why = decision.why;
+        if decision.why == Why::ServiceDown {
+            ctx.fallback = Some(FallbackReason::Unhealthy);
+        }
+        ctx.routing = Some(routing);
+
+        ctx.request_id = match req.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => {
+                let id = access_log::new_request_id();
+                req.insert_header(REQUEST_ID, &id)?;
+                id
+            }
+        };
+        ctx.trace_id = match req.headers.get(TRACEPARENT).and_then(|v| access_log::trace_id_of(v.as_bytes())) {
+            Some(trace) => trace.to_string(),
+            None => {
+                let (tp, trace) = access_log::new_traceparent();
+                req.insert_header(TRACEPARENT, &tp)?;
+                trace
+            }
+        };
+        if let Some(ip) = client_ip {
+            let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip.to_string(),
+            };
+            req.insert_header("x-forwarded-for", xff)?;
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(routing) = ctx.routing.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no routing snapshot");
+        };
+        ctx.attempt = if ctx.fallback.is_some() { LEGACY_ID } else { ctx.target };
+        ctx.replaced_status = None;
+        let up = routing.upstream(ctx.attempt);
+        let mut peer = HttpPeer::new(up.addr, false, String::new());
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(up.read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        if ctx.may_fall_back() {
+            // Nothing reached the service: safe to hand any method to the monolith.
+            ctx.fallback = Some(match e.etype() {
+                ErrorType::ConnectTimedout => FallbackReason::ConnectTimeout,
+                _ => FallbackReason::ConnectError,
+            });
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        if status >= 500 && is_safe(&session.req_header().method) && ctx.may_fall_back() {
+            ctx.fallback = Some(FallbackReason::Status5xx);
+            ctx.replaced_status = Some(status);
+            // Raised before anything is written to the client; the retry
+            // (see error_while_proxy) goes to the monolith.
+            return Error::e_explain(ErrorType::HTTPStatus(status), "service answered 5xx; the monolith answers instead");
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, _resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        ctx.responded = true;
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if ctx.replaced_status.is_some() {
+            e.set_retry(true);
+        } else if is_safe(&session.req_header().method) && ctx.may_fall_back() {
+            ctx.fallback = Some(FallbackReason::UpstreamError);
+            e.set_retry(true);
+        } else if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            // Pingora's default policy for everything else.
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or_else(
+            || match e.map(|e| e.etype()) {
+                Some(ErrorType::HTTPStatus(code)) => *code,
+                Some(_) => 502,
+                None => 0,
+            },
+            |r| r.status.as_u16(),
+        );
+        let Some(routing) = ctx.routing.as_ref() else {
+            return;
+        };
+        let route = ctx.route.and_then(|i| routing.table.routes().get(i));
+        let route_name = route.map_or(DEFAULT_ROUTE, |r| &*r.name);
+        let target = &*routing.upstream(ctx.attempt).name;
+        let metrics = &self.shared.metrics;
+        let elapsed = ctx.start.elapsed();
+        let code = status.to_string();
+        metrics.requests.with_label_values(&[route_name, target, code.as_str()]).inc();
+        metrics
+            .duration
+            .with_label_values(&[route_name, target])
+            .observe(elapsed.as_secs_f64());
+        if let Some(reason) = ctx.fallback {
+            metrics.fallbacks.with_label_values(&[route_name, reason.as_str()]).inc();
+        }
+        if routing.access_log {
+            let req = session.req_header();
+            let line = serde_json::json!({
+                "ts": crate::store::rfc3339(crate::store::now_ms()),
+                "request_id": ctx.request_id,
+                "trace_id": ctx.trace_id,
+                "client": session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
+                "method": req.method.as_str(),
+                "path": req.uri.path(),
+                "route": route_name,
+                "stage": route.map(|r| r.stage.as_str()),
+                "decision": why_str(ctx.why),
+                "target": target,
+                "fallback": ctx.fallback.map(FallbackReason::as_str),
+                "status": status,
+                "duration_ms": (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                "error": e.map(|e| e.to_string()),
+            });
+            access_log::write_line(line.to_string());
+        }
+    }
+}
+
+fn why_str(why: Why) -> &'static str {
+    match why {
+        Why::Unmatched => "unmatched",
+        Why::Stage => "stage",
+        Why::CanaryIn => "canary_in",
+        Why::CanaryOut => "canary_out",
+        Why::Forced => "forced",
+        Why::ServiceDown => "service_down",
+    }
+}

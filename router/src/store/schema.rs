@@ -1,0 +1,68 @@
+//! Table definitions, per dialect. Created when missing; never dropped.
+
+use sqlx::AnyPool;
+
+use super::{Backend, StoreError};
+
+const SQLITE: &[&str] = &[
+    "PRAGMA journal_mode = WAL",
+    "CREATE TABLE IF NOT EXISTS strangler_route_overrides (
+        route TEXT PRIMARY KEY,
+        stage TEXT NOT NULL,
+        percent DOUBLE PRECISION NOT NULL,
+        base_stage TEXT NOT NULL,
+        base_percent DOUBLE PRECISION NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        route TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        reason TEXT NOT NULL,
+        before_stage TEXT NOT NULL,
+        before_percent DOUBLE PRECISION NOT NULL,
+        after_stage TEXT NOT NULL,
+        after_percent DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS strangler_audit_log_route ON strangler_audit_log (route, id)",
+];
+
+const POSTGRES: &[&str] = &[
+    // Two proxies starting at once must not race on CREATE TABLE.
+    "SELECT pg_advisory_xact_lock(7395562000)",
+    "CREATE TABLE IF NOT EXISTS strangler_route_overrides (
+        route TEXT PRIMARY KEY,
+        stage TEXT NOT NULL,
+        percent DOUBLE PRECISION NOT NULL,
+        base_stage TEXT NOT NULL,
+        base_percent DOUBLE PRECISION NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_audit_log (
+        id BIGSERIAL PRIMARY KEY,
+        route TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        reason TEXT NOT NULL,
+        before_stage TEXT NOT NULL,
+        before_percent DOUBLE PRECISION NOT NULL,
+        after_stage TEXT NOT NULL,
+        after_percent DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS strangler_audit_log_route ON strangler_audit_log (route, id)",
+];
+
+pub(super) async fn create(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    let statements = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    let (pragmas, tables): (Vec<&str>, Vec<&str>) = statements.iter().partition(|s| s.starts_with("PRAGMA"));
+    // journal_mode cannot change inside a transaction; it persists in the file.
+    for sql in pragmas {
+        sqlx::query(sql).execute(pool).await?;
+    }
+    let mut tx = pool.begin().await?;
+    for sql in tables {
+        sqlx::query(sql).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
