@@ -337,7 +337,8 @@ fn check_routes(c: &mut Checker<'_>, raw: &[Spanned<RawRoute>], upstreams: &BTre
                 c.err(s, &key("service"), "names the monolith; a route's service is the new upstream");
             } else if !upstreams.contains_key(n) {
                 let known: Vec<&str> = upstreams.keys().map(String::as_str).filter(|k| *k != LEGACY).collect();
-                c.err(s, &key("service"), format!("no upstream {n:?} (defined: {})", known.join(", ")));
+                let known = if known.is_empty() { "none besides legacy".to_string() } else { known.join(", ") };
+                c.err(s, &key("service"), format!("no upstream {n:?} (defined: {known})"));
             }
             n.clone()
         });

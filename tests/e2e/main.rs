@@ -1,1 +1,10 @@
-fn main(){}
+//! End-to-end tests of the whole toolkit against real processes: the
+//! `strangler` binary, real HTTP upstreams on loopback, real PostgreSQL.
+
+mod support;
+
+mod router_admin;
+mod router_config;
+mod router_fallback;
+mod router_routing;
+mod router_store;

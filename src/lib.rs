@@ -1,0 +1,38 @@
+//! The `strangler` command line: one file per command group.
+
+pub mod check;
+pub mod cli;
+mod output;
+pub mod proxy;
+pub mod route;
+
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+
+/// Exit codes: 0 success, 1 a failed check, 2 a usage or configuration error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Failed = 1,
+    Usage = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let default_level = if matches!(cli.command, Command::Proxy(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRANGLER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match cli.command {
+        Command::Check(args) => check::run(&args),
+        Command::Proxy(args) => proxy::run(&args),
+        Command::Route(args) => route::run(args),
+    }
+}

@@ -1,0 +1,142 @@
+//! Throw-away PostgreSQL clusters with `wal_level = logical`.
+//!
+//! Each cluster lives in its own temp dir on its own free port, runs as the
+//! `postgres` user when the tests run as root (`initdb` refuses root), and is
+//! stopped and removed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{bail, Context, Result};
+
+/// A running PostgreSQL cluster.
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The folder holding `initdb`, `pg_ctl` and `postgres`.
+fn find_bindir() -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var("PG_BINDIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    candidates.sort();
+    candidates.reverse();
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path));
+    }
+    candidates
+        .into_iter()
+        .find(|d| d.join("initdb").exists() && d.join("pg_ctl").exists())
+        .context("PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql (scripts/setup does) or set PG_BINDIR")
+}
+
+impl PgCluster {
+    /// Creates and starts a cluster; returns once it accepts connections.
+    pub fn start() -> Result<PgCluster> {
+        let bin = find_bindir()?;
+        let as_postgres = is_root();
+        let dir = tempfile::Builder::new().prefix("strangler-pg-").tempdir()?;
+        if as_postgres {
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()))?;
+        }
+        let port = crate::free_port();
+        let cluster = PgCluster { dir, bin, port, as_postgres };
+        let data = cluster.data_dir();
+        cluster.run_pg("initdb", &[
+            "-D", path_str(&data)?, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C",
+        ])?;
+        let opts = format!(
+            "-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=20 \
+             -c max_wal_senders=20 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            sock = path_str(cluster.dir.path())?
+        );
+        let log = cluster.dir.path().join("postgres.log");
+        cluster
+            .run_pg("pg_ctl", &["-D", path_str(&data)?, "-l", path_str(&log)?, "-o", &opts, "-w", "-t", "60", "start"])
+            .with_context(|| {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                format!("PostgreSQL did not start; its log:\n{log}")
+            })?;
+        Ok(cluster)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run_pg(&self, tool: &str, args: &[&str]) -> Result<Output> {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        cmd.args(args).current_dir(self.dir.path());
+        run(&mut cmd)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// URL of database `db` as the superuser `postgres`.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates database `name` and returns its URL.
+    pub fn create_database(&self, name: &str) -> Result<String> {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""))?;
+        Ok(self.url(name))
+    }
+
+    /// Runs SQL with `psql` and returns its output (unaligned, tuples only).
+    pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
+        let out = run(Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.port.to_string(), "-d", db, "-c", sql]))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        if let Some(d) = data.to_str() {
+            let _ = self.run_pg("pg_ctl", &["-D", d, "-m", "immediate", "-w", "stop"]);
+        }
+    }
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str().with_context(|| format!("path {} is not UTF-8", p.display()))
+}
+
+fn run(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}

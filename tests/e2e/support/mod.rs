@@ -1,0 +1,224 @@
+//! Starting the toolkit as a user would, for end-to-end tests.
+
+#![allow(dead_code)] // each test module uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use strangler_testkit::{free_port, Behaviour, PgCluster, TestUpstream};
+
+/// The `strangler` binary built for these tests.
+pub fn strangler_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_strangler")
+}
+
+/// A temp dir with a config file and the ports of one proxy.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub listen: u16,
+    pub admin: u16,
+    pub state_url: Option<String>,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness {
+            dir: tempfile::Builder::new().prefix("strangler-e2e-").tempdir().expect("temp dir"),
+            listen: free_port(),
+            admin: free_port(),
+            state_url: None,
+        }
+    }
+
+    /// Shares a state store (e.g. PostgreSQL) instead of the default SQLite file.
+    pub fn with_state(mut self, url: &str) -> Harness {
+        self.state_url = Some(url.to_string());
+        self
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("strangler.toml")
+    }
+
+    /// The full config text: state and proxy sections, then `rest`.
+    pub fn config_text(&self, rest: &str) -> String {
+        let state = self.state_url.clone().unwrap_or_else(|| "sqlite://state.db".into());
+        format!(
+            "[state]\nurl = \"{state}\"\npoll_interval_ms = 100\n\n[proxy]\nlisten = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\noverride_header = \"x-strangler-target\"\nthreads = 2\ndrain_timeout_secs = 5\n\n{rest}",
+            self.listen, self.admin
+        )
+    }
+
+    /// Writes the config file; returns its path.
+    pub fn write_config(&self, rest: &str) -> PathBuf {
+        let path = self.config_path();
+        std::fs::write(&path, self.config_text(rest)).expect("write config");
+        path
+    }
+
+    /// Starts `strangler proxy` on the written config and waits until it serves.
+    pub async fn start(&self) -> Proxy {
+        self.start_with_env(&[]).await
+    }
+
+    pub async fn start_with_env(&self, env: &[(&str, &str)]) -> Proxy {
+        let log = std::fs::File::create(self.dir.path().join("proxy.log")).expect("log file");
+        let access = std::fs::File::create(self.dir.path().join("access.log")).expect("access log");
+        let child = Command::new(strangler_bin())
+            .args(["proxy", "-c"])
+            .arg(self.config_path())
+            .envs(env.iter().copied())
+            .env("STRANGLER_LOG", "info")
+            .stdout(Stdio::from(access))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn strangler proxy");
+        let proxy = Proxy {
+            child,
+            base: format!("http://127.0.0.1:{}", self.listen),
+            admin: format!("http://127.0.0.1:{}", self.admin),
+            log: self.dir.path().join("proxy.log"),
+            access_log: self.dir.path().join("access.log"),
+        };
+        proxy.wait_ready().await;
+        proxy
+    }
+}
+
+/// A running `strangler proxy`; killed when dropped.
+pub struct Proxy {
+    pub child: Child,
+    /// `http://127.0.0.1:LISTEN`
+    pub base: String,
+    /// `http://127.0.0.1:ADMIN`
+    pub admin: String,
+    pub log: PathBuf,
+    pub access_log: PathBuf,
+}
+
+impl Proxy {
+    async fn wait_ready(&self) {
+        let c = client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let admin_ok = c.get(format!("{}/healthz", self.admin)).send().await.is_ok_and(|r| r.status() == 200);
+            let listen_ok = tokio::net::TcpStream::connect(self.base.trim_start_matches("http://")).await.is_ok();
+            if admin_ok && listen_ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "proxy did not start; its log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill").success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// The value of a metric line (exact labels as Prometheus prints them), 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = client().get(format!("{}/metrics", self.admin)).send().await.expect("metrics").text().await.expect("text");
+        metric_value(&text, series)
+    }
+}
+
+/// The value of `series` (name plus `{labels}` in Prometheus' order) in `text`.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client for tests (no system proxy, keep-alive).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// A route's `[upstreams]` block for a legacy upstream and named services.
+pub fn upstreams(legacy: &TestUpstream, services: &[(&str, &TestUpstream)]) -> String {
+    let mut s = format!("[upstreams.legacy]\nurl = \"{}\"\n\n", legacy.url());
+    for (name, up) in services {
+        s.push_str(&format!("[upstreams.{name}]\nurl = \"{}\"\n\n", up.url()));
+    }
+    s
+}
+
+/// Sends a request and returns (status, the upstream that answered).
+pub async fn who(c: &reqwest::Client, method: reqwest::Method, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = c.request(method, url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = resp.status().as_u16();
+    let upstream = resp
+        .headers()
+        .get("x-upstream")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, upstream)
+}
+
+/// GET through the proxy; returns the upstream that answered (asserting 2xx).
+pub async fn get_who(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> String {
+    let (status, up) = who(c, reqwest::Method::GET, url, headers).await;
+    assert!((200..300).contains(&status), "GET {url}: status {status}");
+    up
+}
+
+/// Runs the `strangler` CLI; returns (exit code, stdout, stderr).
+pub fn cli(args: &[&str], config: &Path) -> (i32, String, String) {
+    let out = Command::new(strangler_bin())
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .env("STRANGLER_ACTOR", "e2e-test")
+        .output()
+        .expect("run strangler");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `f` until it returns true or `timeout` passes; returns the time it took.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
