@@ -10,9 +10,17 @@ pub fn run(args: &Common) -> anyhow::Result<Exit> {
     match Config::load(&args.config) {
         Ok(c) => {
             if args.json {
-                println!("{}", json!({ "ok": true, "file": args.config, "upstreams": c.upstreams.len(), "routes": c.routes.len() }));
+                println!(
+                    "{}",
+                    json!({ "ok": true, "file": args.config, "upstreams": c.upstreams.len(), "routes": c.routes.len() })
+                );
             } else {
-                println!("{}: ok ({} upstreams, {} routes)", args.config.display(), c.upstreams.len(), c.routes.len());
+                println!(
+                    "{}: ok ({} upstreams, {} routes)",
+                    args.config.display(),
+                    c.upstreams.len(),
+                    c.routes.len()
+                );
             }
             Ok(Exit::Ok)
         }

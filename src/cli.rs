@@ -26,7 +26,13 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct Common {
     /// The configuration file.
-    #[arg(short, long, global = true, env = "STRANGLER_CONFIG", default_value = "strangler.toml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "STRANGLER_CONFIG",
+        default_value = "strangler.toml"
+    )]
     pub config: PathBuf,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]

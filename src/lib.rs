@@ -26,10 +26,17 @@ impl From<Exit> for ExitCode {
 
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
-    let default_level = if matches!(cli.command, Command::Proxy(_)) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Proxy(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRANGLER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Proxy(args) => proxy::run(&args),

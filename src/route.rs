@@ -21,12 +21,19 @@ pub fn run(args: RouteArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Usage);
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let store = StateStore::connect(&config.state.url).await?;
         let exit = match args.command {
             RouteCommand::List => list(&config, &store, &args.common).await?,
-            RouteCommand::Set { name, stage, percent, reason } => {
+            RouteCommand::Set {
+                name,
+                stage,
+                percent,
+                reason,
+            } => {
                 let stage = match stage.parse::<Stage>() {
                     Ok(s) => s,
                     Err(msg) => {
@@ -34,10 +41,28 @@ pub fn run(args: RouteArgs) -> anyhow::Result<Exit> {
                         return Ok(Exit::Usage);
                     }
                 };
-                set(&config, &store, &args.common, &name, stage, percent, &reason).await?
+                set(
+                    &config,
+                    &store,
+                    &args.common,
+                    &name,
+                    stage,
+                    percent,
+                    &reason,
+                )
+                .await?
             }
             RouteCommand::Rollback { name, reason } => {
-                set(&config, &store, &args.common, &name, Stage::Legacy, None, &reason).await?
+                set(
+                    &config,
+                    &store,
+                    &args.common,
+                    &name,
+                    Stage::Legacy,
+                    None,
+                    &reason,
+                )
+                .await?
             }
             RouteCommand::History { name } => history(&config, &store, &args.common, &name).await?,
         };
@@ -59,7 +84,12 @@ async fn list(config: &Config, store: &StateStore, args: &Common) -> anyhow::Res
     let rows: Vec<_> = config
         .routes
         .iter()
-        .map(|r| (r, effective(r, overrides.iter().find(|o| o.route == r.name))))
+        .map(|r| {
+            (
+                r,
+                effective(r, overrides.iter().find(|o| o.route == r.name)),
+            )
+        })
         .collect();
     if args.json {
         let list: Vec<_> = rows
@@ -79,14 +109,29 @@ async fn list(config: &Config, store: &StateStore, args: &Common) -> anyhow::Res
                 vec![
                     r.name.clone(),
                     match_text(&r.methods, r.path.as_str()),
-                    format!("{}{}", e.stage, if e.origin == Origin::Override { "*" } else { "" }),
-                    if e.stage == Stage::Canary { percent(e.percent) } else { "-".into() },
+                    format!(
+                        "{}{}",
+                        e.stage,
+                        if e.origin == Origin::Override {
+                            "*"
+                        } else {
+                            ""
+                        }
+                    ),
+                    if e.stage == Stage::Canary {
+                        percent(e.percent)
+                    } else {
+                        "-".into()
+                    },
                     r.service.clone().unwrap_or_else(|| "-".into()),
                     "-".into(),
                 ]
             })
             .collect();
-        table(&["NAME", "MATCH", "STAGE", "PERCENT", "SERVICE", "SHADOW"], &table_rows);
+        table(
+            &["NAME", "MATCH", "STAGE", "PERCENT", "SERVICE", "SHADOW"],
+            &table_rows,
+        );
         if rows.iter().any(|(_, e)| e.origin == Origin::Override) {
             println!("\n* set at run time (strangler route set / admin API); wins over the file until the file changes the route");
         }
@@ -101,8 +146,12 @@ fn actor() -> String {
             return a;
         }
     }
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
     if host.is_empty() {
         format!("cli:{user}")
     } else {
@@ -115,7 +164,11 @@ fn unknown_route(config: &Config, name: &str) -> Exit {
     eprintln!(
         "error: no route {name:?} in {} (routes: {})",
         config.path.display(),
-        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
     );
     Exit::Usage
 }
@@ -145,7 +198,12 @@ async fn set(
     if args.json {
         println!("{}", serde_json::to_string(&entry)?);
     } else {
-        println!("{name}: {} → {} (audit #{})", state_text(&entry.before), state_text(&entry.after), entry.id);
+        println!(
+            "{name}: {} → {} (audit #{})",
+            state_text(&entry.before),
+            state_text(&entry.after),
+            entry.id
+        );
     }
     Ok(Exit::Ok)
 }
@@ -158,7 +216,12 @@ fn state_text(s: &strangler_router::store::StageState) -> String {
     }
 }
 
-async fn history(config: &Config, store: &StateStore, args: &Common, name: &str) -> anyhow::Result<Exit> {
+async fn history(
+    config: &Config,
+    store: &StateStore,
+    args: &Common,
+    name: &str,
+) -> anyhow::Result<Exit> {
     if config.route(name).is_none() {
         return Ok(unknown_route(config, name));
     }

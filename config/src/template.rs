@@ -47,7 +47,9 @@ impl PathTemplate {
         };
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
-            let segment = if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            let segment = if let Some(inner) =
+                part.strip_prefix('{').and_then(|p| p.strip_suffix('}'))
+            {
                 let (catch_all, name) = match inner.strip_prefix('*') {
                     Some(n) => (true, n),
                     None => (false, inner),
@@ -58,7 +60,9 @@ impl PathTemplate {
                     ));
                 }
                 if names.contains(&name) {
-                    return Err(format!("path template {text:?}: parameter {name:?} appears twice"));
+                    return Err(format!(
+                        "path template {text:?}: parameter {name:?} appears twice"
+                    ));
                 }
                 names.push(name);
                 if catch_all {
@@ -78,13 +82,18 @@ impl PathTemplate {
                     ));
                 }
                 if part.is_empty() && !last {
-                    return Err(format!("path template {text:?} has an empty segment ('//')"));
+                    return Err(format!(
+                        "path template {text:?} has an empty segment ('//')"
+                    ));
                 }
                 Segment::Literal((*part).to_string())
             };
             segments.push(segment);
         }
-        Ok(PathTemplate { source: text.to_string(), segments })
+        Ok(PathTemplate {
+            source: text.to_string(),
+            segments,
+        })
     }
 
     /// The segments after the leading `/`.
@@ -102,7 +111,11 @@ impl PathTemplate {
         let Some(rest) = path.strip_prefix('/') else {
             return false;
         };
-        let mut parts = if rest.is_empty() { None } else { Some(rest.split('/')) };
+        let mut parts = if rest.is_empty() {
+            None
+        } else {
+            Some(rest.split('/'))
+        };
         for segment in &self.segments {
             let next = parts.as_mut().and_then(Iterator::next);
             match segment {
@@ -139,12 +152,16 @@ impl PathTemplate {
     /// Whether both templates have the same shape (they match the same paths).
     pub fn same_shape(&self, other: &PathTemplate) -> bool {
         self.segments.len() == other.segments.len()
-            && self.segments.iter().zip(&other.segments).all(|(a, b)| match (a, b) {
-                (Segment::Literal(x), Segment::Literal(y)) => x == y,
-                (Segment::Param(_), Segment::Param(_)) => true,
-                (Segment::CatchAll(_), Segment::CatchAll(_)) => true,
-                _ => false,
-            })
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|(a, b)| match (a, b) {
+                    (Segment::Literal(x), Segment::Literal(y)) => x == y,
+                    (Segment::Param(_), Segment::Param(_)) => true,
+                    (Segment::CatchAll(_), Segment::CatchAll(_)) => true,
+                    _ => false,
+                })
     }
 }
 
@@ -186,19 +203,37 @@ mod tests {
 
     #[test]
     fn bad_templates_are_rejected_with_reason() {
-        assert!(PathTemplate::parse("products").unwrap_err().contains("start with '/'"));
-        assert!(PathTemplate::parse("/a/{*r}/b").unwrap_err().contains("last segment"));
-        assert!(PathTemplate::parse("/a/x{id}").unwrap_err().contains("whole segment"));
-        assert!(PathTemplate::parse("/a/{id}/{id}").unwrap_err().contains("twice"));
-        assert!(PathTemplate::parse("/a//b").unwrap_err().contains("empty segment"));
-        assert!(PathTemplate::parse("/a/{}").unwrap_err().contains("needs a name"));
+        assert!(PathTemplate::parse("products")
+            .unwrap_err()
+            .contains("start with '/'"));
+        assert!(PathTemplate::parse("/a/{*r}/b")
+            .unwrap_err()
+            .contains("last segment"));
+        assert!(PathTemplate::parse("/a/x{id}")
+            .unwrap_err()
+            .contains("whole segment"));
+        assert!(PathTemplate::parse("/a/{id}/{id}")
+            .unwrap_err()
+            .contains("twice"));
+        assert!(PathTemplate::parse("/a//b")
+            .unwrap_err()
+            .contains("empty segment"));
+        assert!(PathTemplate::parse("/a/{}")
+            .unwrap_err()
+            .contains("needs a name"));
     }
 
     #[test]
     fn specificity_prefers_literals_then_params_then_longer() {
         use Ordering::*;
-        assert_eq!(t("/products/new").specificity_cmp(&t("/products/{id}")), Less);
-        assert_eq!(t("/products/{id}").specificity_cmp(&t("/products/{*rest}")), Less);
+        assert_eq!(
+            t("/products/new").specificity_cmp(&t("/products/{id}")),
+            Less
+        );
+        assert_eq!(
+            t("/products/{id}").specificity_cmp(&t("/products/{*rest}")),
+            Less
+        );
         assert_eq!(t("/a/{x}/{*r}").specificity_cmp(&t("/a/{*r}")), Less);
         assert_eq!(t("/a/{x}").specificity_cmp(&t("/a/{y}")), Equal);
         assert!(t("/a/{x}").same_shape(&t("/a/{y}")));

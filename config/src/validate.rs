@@ -23,8 +23,13 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn err_at(&mut self, offset: usize, key: &str, message: impl Into<String>) {
-        self.errors
-            .push(ConfigError::at(&self.file, self.text, offset, key, message.into()));
+        self.errors.push(ConfigError::at(
+            &self.file,
+            self.text,
+            offset,
+            key,
+            message.into(),
+        ));
     }
 
     fn err<T>(&mut self, value: &Spanned<T>, key: &str, message: impl Into<String>) {
@@ -48,7 +53,8 @@ impl Checker<'_> {
         match text.parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
-                let msg = format!("{text:?} is not an address of the form IP:PORT (e.g. 127.0.0.1:8080)");
+                let msg =
+                    format!("{text:?} is not an address of the form IP:PORT (e.g. 127.0.0.1:8080)");
                 match v {
                     Some(s) => self.err(s, key, msg),
                     None => self.err_at(0, key, msg),
@@ -68,9 +74,19 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         let key = key_at(text, offset);
-        ConfigErrors::single(ConfigError::at(&file, text, offset, &key, e.message().trim().to_string()))
+        ConfigErrors::single(ConfigError::at(
+            &file,
+            text,
+            offset,
+            &key,
+            e.message().trim().to_string(),
+        ))
     })?;
-    let mut c = Checker { file, text, errors: Vec::new() };
+    let mut c = Checker {
+        file,
+        text,
+        errors: Vec::new(),
+    };
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
 
     let state = check_state(&mut c, &raw.state, &base_dir);
@@ -100,7 +116,12 @@ fn key_at(text: &str, offset: usize) -> String {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or(text);
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = text.get(line_start..).unwrap_or("").lines().next().unwrap_or("");
+    let line = text
+        .get(line_start..)
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("");
     let key_on_line = line
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"').to_string())
@@ -110,13 +131,21 @@ fn key_at(text: &str, offset: usize) -> String {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for l in before.get(..line_start).unwrap_or("").lines() {
         let l = l.trim();
-        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")).map(|(n, _)| n.trim()) {
+        if let Some(name) = l
+            .strip_prefix("[[")
+            .and_then(|r| r.split_once("]]"))
+            .map(|(n, _)| n.trim())
+        {
             let n = counts.entry(name.to_string()).or_insert(0);
             table = format!("{name}[{}]", *n);
             *n += 1;
             // Nested arrays restart the count of their children.
             counts.retain(|k, _| !k.starts_with(&format!("{name}.")));
-        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.split_once(']')).map(|(n, _)| n.trim()) {
+        } else if let Some(name) = l
+            .strip_prefix('[')
+            .and_then(|r| r.split_once(']'))
+            .map(|(n, _)| n.trim())
+        {
             table = name.to_string();
         }
     }
@@ -136,7 +165,10 @@ fn key_at(text: &str, offset: usize) -> String {
 
 fn check_state(c: &mut Checker<'_>, raw: &RawState, base_dir: &Path) -> StateConfig {
     let poll_interval = c.millis(&raw.poll_interval_ms, "state.poll_interval_ms", 200);
-    let from_env = raw.url_env.as_ref().and_then(|v| std::env::var(v.get_ref()).ok());
+    let from_env = raw
+        .url_env
+        .as_ref()
+        .and_then(|v| std::env::var(v.get_ref()).ok());
     let url = match (&from_env, &raw.url) {
         (Some(url), _) => url.clone(),
         (None, Some(u)) => u.get_ref().clone(),
@@ -146,7 +178,11 @@ fn check_state(c: &mut Checker<'_>, raw: &RawState, base_dir: &Path) -> StateCon
         let (file, query) = file.split_once('?').unwrap_or((file, ""));
         let p = PathBuf::from(file);
         let abs = if p.is_absolute() { p } else { base_dir.join(p) };
-        let query = if query.is_empty() { "mode=rwc".to_string() } else { query.to_string() };
+        let query = if query.is_empty() {
+            "mode=rwc".to_string()
+        } else {
+            query.to_string()
+        };
         format!("sqlite://{}?{query}", abs.display())
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         url
@@ -171,17 +207,26 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy) -> ProxyConfig {
     }
     let override_header = raw.override_header.as_ref().map(|h| {
         if !is_token(h.get_ref()) {
-            c.err(h, "proxy.override_header", format!("{:?} is not a valid header name", h.get_ref()));
+            c.err(
+                h,
+                "proxy.override_header",
+                format!("{:?} is not a valid header name", h.get_ref()),
+            );
         }
         h.get_ref().to_ascii_lowercase()
     });
     let admin_token_env = raw.admin_token_env.as_ref().map(|v| {
         if v.get_ref().is_empty() {
-            c.err(v, "proxy.admin_token_env", "names an environment variable and cannot be empty");
+            c.err(
+                v,
+                "proxy.admin_token_env",
+                "names an environment variable and cannot be empty",
+            );
         }
         v.get_ref().clone()
     });
-    let positive = |c: &mut Checker<'_>, v: &Option<Spanned<u64>>, key: &str, default: u64| match v {
+    let positive = |c: &mut Checker<'_>, v: &Option<Spanned<u64>>, key: &str, default: u64| match v
+    {
         Some(n) if *n.get_ref() == 0 => {
             c.err(n, key, "must be greater than 0");
             default
@@ -195,18 +240,37 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy) -> ProxyConfig {
         admin,
         admin_token_env,
         override_header,
-        max_shadow_body_bytes: positive(c, &raw.max_shadow_body_bytes, "proxy.max_shadow_body_bytes", 1 << 20),
-        max_shadow_inflight: positive(c, &raw.max_shadow_inflight, "proxy.max_shadow_inflight", 256),
+        max_shadow_body_bytes: positive(
+            c,
+            &raw.max_shadow_body_bytes,
+            "proxy.max_shadow_body_bytes",
+            1 << 20,
+        ),
+        max_shadow_inflight: positive(
+            c,
+            &raw.max_shadow_inflight,
+            "proxy.max_shadow_inflight",
+            256,
+        ),
         threads: positive(c, &raw.threads, "proxy.threads", cpus) as usize,
         access_log: raw.access_log.unwrap_or(true),
-        drain_timeout: Duration::from_secs(raw.drain_timeout_secs.as_ref().map_or(10, |s| *s.get_ref())),
+        drain_timeout: Duration::from_secs(
+            raw.drain_timeout_secs.as_ref().map_or(10, |s| *s.get_ref()),
+        ),
     }
 }
 
-fn check_upstreams(c: &mut Checker<'_>, raw: &BTreeMap<String, Spanned<RawUpstream>>) -> BTreeMap<String, Upstream> {
+fn check_upstreams(
+    c: &mut Checker<'_>,
+    raw: &BTreeMap<String, Spanned<RawUpstream>>,
+) -> BTreeMap<String, Upstream> {
     let mut out = BTreeMap::new();
     if !raw.contains_key(LEGACY) {
-        c.err_at(0, "upstreams.legacy", "is required: it is the monolith, where every unmatched request goes");
+        c.err_at(
+            0,
+            "upstreams.legacy",
+            "is required: it is the monolith, where every unmatched request goes",
+        );
     }
     for (name, up) in raw {
         let key = |field: &str| format!("upstreams.{name}.{field}");
@@ -222,19 +286,25 @@ fn check_upstreams(c: &mut Checker<'_>, raw: &BTreeMap<String, Spanned<RawUpstre
             if !p.get_ref().starts_with('/') {
                 c.err(p, &key("health_path"), "must start with '/'");
             }
-            let threshold = |c: &mut Checker<'_>, v: &Option<Spanned<u32>>, field: &str, d: u32| match v {
-                Some(n) if *n.get_ref() == 0 => {
-                    c.err(n, &key(field), "must be at least 1");
-                    d
-                }
-                Some(n) => *n.get_ref(),
-                None => d,
-            };
+            let threshold =
+                |c: &mut Checker<'_>, v: &Option<Spanned<u32>>, field: &str, d: u32| match v {
+                    Some(n) if *n.get_ref() == 0 => {
+                        c.err(n, &key(field), "must be at least 1");
+                        d
+                    }
+                    Some(n) => *n.get_ref(),
+                    None => d,
+                };
             HealthCheck {
                 path: p.get_ref().clone(),
                 interval: c.millis(&up.health_interval_ms, &key("health_interval_ms"), 1000),
                 timeout: c.millis(&up.health_timeout_ms, &key("health_timeout_ms"), 500),
-                unhealthy_threshold: threshold(c, &up.unhealthy_threshold, "unhealthy_threshold", 2),
+                unhealthy_threshold: threshold(
+                    c,
+                    &up.unhealthy_threshold,
+                    "unhealthy_threshold",
+                    2,
+                ),
                 healthy_threshold: threshold(c, &up.healthy_threshold, "healthy_threshold", 1),
             }
         });
@@ -257,7 +327,9 @@ fn check_upstreams(c: &mut Checker<'_>, raw: &BTreeMap<String, Spanned<RawUpstre
 /// `http://host:port[/]` → (resolved address, authority).
 fn parse_http_url(url: &str) -> Result<(SocketAddr, String), String> {
     if url.starts_with("https://") {
-        return Err(format!("{url:?}: TLS upstreams are not supported by this build; use http://"));
+        return Err(format!(
+            "{url:?}: TLS upstreams are not supported by this build; use http://"
+        ));
     }
     let Some(rest) = url.strip_prefix("http://") else {
         return Err(format!("{url:?} must be an http:// URL (http://host:port)"));
@@ -266,7 +338,10 @@ fn parse_http_url(url: &str) -> Result<(SocketAddr, String), String> {
     if authority.is_empty() || authority.contains('/') {
         return Err(format!("{url:?} must be http://host:port with no path"));
     }
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         authority.to_string()
     } else {
         format!("{authority}:80")
@@ -303,7 +378,11 @@ fn percent(c: &mut Checker<'_>, v: &Option<Spanned<f64>>, key: &str, default: f6
     }
 }
 
-fn check_routes(c: &mut Checker<'_>, raw: &[Spanned<RawRoute>], upstreams: &BTreeMap<String, Upstream>) -> Vec<Route> {
+fn check_routes(
+    c: &mut Checker<'_>,
+    raw: &[Spanned<RawRoute>],
+    upstreams: &BTreeMap<String, Upstream>,
+) -> Vec<Route> {
     let mut out: Vec<Route> = Vec::new();
     let mut names = HashSet::new();
     for (i, spanned) in raw.iter().enumerate() {
@@ -311,11 +390,21 @@ fn check_routes(c: &mut Checker<'_>, raw: &[Spanned<RawRoute>], upstreams: &BTre
         let key = |field: &str| format!("routes[{i}].{field}");
         let name = r.name.get_ref().clone();
         let name_ok = !name.is_empty()
-            && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.');
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.');
         if !name_ok {
-            c.err(&r.name, &key("name"), format!("{name:?}: use letters, digits, '-', '_' or '.'"));
+            c.err(
+                &r.name,
+                &key("name"),
+                format!("{name:?}: use letters, digits, '-', '_' or '.'"),
+            );
         } else if !names.insert(name.clone()) {
-            c.err(&r.name, &key("name"), format!("{name:?} is used by an earlier route; names are unique"));
+            c.err(
+                &r.name,
+                &key("name"),
+                format!("{name:?} is used by an earlier route; names are unique"),
+            );
         }
         let path = match PathTemplate::parse(r.path.get_ref()) {
             Ok(t) => t,
@@ -334,17 +423,40 @@ fn check_routes(c: &mut Checker<'_>, raw: &[Spanned<RawRoute>], upstreams: &BTre
         let service = r.service.as_ref().map(|s| {
             let n = s.get_ref();
             if n == LEGACY {
-                c.err(s, &key("service"), "names the monolith; a route's service is the new upstream");
+                c.err(
+                    s,
+                    &key("service"),
+                    "names the monolith; a route's service is the new upstream",
+                );
             } else if !upstreams.contains_key(n) {
-                let known: Vec<&str> = upstreams.keys().map(String::as_str).filter(|k| *k != LEGACY).collect();
-                let known = if known.is_empty() { "none besides legacy".to_string() } else { known.join(", ") };
-                c.err(s, &key("service"), format!("no upstream {n:?} (defined: {known})"));
+                let known: Vec<&str> = upstreams
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|k| *k != LEGACY)
+                    .collect();
+                let known = if known.is_empty() {
+                    "none besides legacy".to_string()
+                } else {
+                    known.join(", ")
+                };
+                c.err(
+                    s,
+                    &key("service"),
+                    format!("no upstream {n:?} (defined: {known})"),
+                );
             }
             n.clone()
         });
         if service.is_none() && stage != Stage::Legacy {
-            let at = r.stage.as_ref().map_or(spanned.span().start, |s| s.span().start);
-            c.err_at(at, &key("service"), format!("stage {stage} needs a service to send traffic to"));
+            let at = r
+                .stage
+                .as_ref()
+                .map_or(spanned.span().start, |s| s.span().start);
+            c.err_at(
+                at,
+                &key("service"),
+                format!("stage {stage} needs a service to send traffic to"),
+            );
         }
         let sticky = match &r.sticky {
             Some(s) => s.get_ref().parse::<Sticky>().unwrap_or_else(|msg| {
@@ -406,7 +518,14 @@ fn check_compare(c: &mut Checker<'_>, raw: &RawCompare, key: &str) -> CompareRul
         v.iter()
             .map(|p| {
                 if !p.get_ref().is_empty() && !p.get_ref().starts_with('/') {
-                    c.err(p, &format!("{key}.{field}"), format!("{:?} is not a JSON Pointer (it starts with '/')", p.get_ref()));
+                    c.err(
+                        p,
+                        &format!("{key}.{field}"),
+                        format!(
+                            "{:?} is not a JSON Pointer (it starts with '/')",
+                            p.get_ref()
+                        ),
+                    );
                 }
                 p.get_ref().clone()
             })
@@ -414,7 +533,11 @@ fn check_compare(c: &mut Checker<'_>, raw: &RawCompare, key: &str) -> CompareRul
     };
     let tolerance = match &raw.numeric_tolerance {
         Some(t) if !(t.get_ref().is_finite() && *t.get_ref() >= 0.0) => {
-            c.err(t, &format!("{key}.numeric_tolerance"), "must be a finite number ≥ 0");
+            c.err(
+                t,
+                &format!("{key}.numeric_tolerance"),
+                "must be a finite number ≥ 0",
+            );
             0.0
         }
         Some(t) => *t.get_ref(),
@@ -427,7 +550,11 @@ fn check_compare(c: &mut Checker<'_>, raw: &RawCompare, key: &str) -> CompareRul
             .iter()
             .map(|h| {
                 if !is_token(h.get_ref()) {
-                    c.err(h, &format!("{key}.ignore_headers"), format!("{:?} is not a header name", h.get_ref()));
+                    c.err(
+                        h,
+                        &format!("{key}.ignore_headers"),
+                        format!("{:?} is not a header name", h.get_ref()),
+                    );
                 }
                 h.get_ref().to_ascii_lowercase()
             })
@@ -441,7 +568,10 @@ fn check_compare(c: &mut Checker<'_>, raw: &RawCompare, key: &str) -> CompareRul
 fn table(c: &mut Checker<'_>, t: &Spanned<String>, key: &str) -> TableName {
     t.get_ref().parse().unwrap_or_else(|msg| {
         c.err(t, key, msg);
-        TableName { schema: String::new(), table: String::new() }
+        TableName {
+            schema: String::new(),
+            table: String::new(),
+        }
     })
 }
 
@@ -452,7 +582,11 @@ fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
             "initial" => SnapshotMode::Initial,
             "never" => SnapshotMode::Never,
             other => {
-                c.err(v, "cdc.source.snapshot", format!("unknown mode {other:?} (expected initial or never)"));
+                c.err(
+                    v,
+                    "cdc.source.snapshot",
+                    format!("unknown mode {other:?} (expected initial or never)"),
+                );
                 SnapshotMode::Initial
             }
         },
@@ -460,10 +594,18 @@ fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
     };
     let ident = |c: &mut Checker<'_>, v: &Option<Spanned<String>>, key: &str| -> String {
         match v {
-            Some(n) if n.get_ref().is_empty()
-                || !n.get_ref().chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_') =>
+            Some(n)
+                if n.get_ref().is_empty()
+                    || !n
+                        .get_ref()
+                        .chars()
+                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_') =>
             {
-                c.err(n, key, "use lower-case letters, digits and '_' (PostgreSQL's rule for slot names)");
+                c.err(
+                    n,
+                    key,
+                    "use lower-case letters, digits and '_' (PostgreSQL's rule for slot names)",
+                );
                 "strangler".to_string()
             }
             Some(n) => n.get_ref().clone(),
@@ -474,22 +616,40 @@ fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
         url_env: s.url_env.get_ref().clone(),
         slot: ident(c, &s.slot, "cdc.source.slot"),
         publication: ident(c, &s.publication, "cdc.source.publication"),
-        tables: s.tables.iter().map(|t| table(c, t, "cdc.source.tables")).collect(),
+        tables: s
+            .tables
+            .iter()
+            .map(|t| table(c, t, "cdc.source.tables"))
+            .collect(),
         snapshot,
     };
     let t = &raw.transport;
-    let topic_prefix = t.topic_prefix.as_ref().map_or("strangler".to_string(), |p| p.get_ref().clone());
+    let topic_prefix = t
+        .topic_prefix
+        .as_ref()
+        .map_or("strangler".to_string(), |p| p.get_ref().clone());
     let transport = match t.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
         Some((_, "kafka")) => match &t.brokers {
-            Some(b) => CdcTransport::Kafka { brokers: b.get_ref().clone(), topic_prefix },
+            Some(b) => CdcTransport::Kafka {
+                brokers: b.get_ref().clone(),
+                topic_prefix,
+            },
             None => {
-                c.err_at(t.kind.as_ref().map_or(0, |k| k.span().start), "cdc.transport.brokers", "kind = \"kafka\" needs brokers");
+                c.err_at(
+                    t.kind.as_ref().map_or(0, |k| k.span().start),
+                    "cdc.transport.brokers",
+                    "kind = \"kafka\" needs brokers",
+                );
                 CdcTransport::Embedded { topic_prefix }
             }
         },
         Some((_, "embedded")) | None => CdcTransport::Embedded { topic_prefix },
         Some((k, other)) => {
-            c.err(k, "cdc.transport.kind", format!("unknown transport {other:?} (expected kafka or embedded)"));
+            c.err(
+                k,
+                "cdc.transport.kind",
+                format!("unknown transport {other:?} (expected kafka or embedded)"),
+            );
             CdcTransport::Embedded { topic_prefix }
         }
     };
@@ -500,7 +660,11 @@ fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
         .enumerate()
         .map(|(i, sink)| {
             if !names.insert(sink.name.get_ref().clone()) {
-                c.err(&sink.name, &format!("cdc.sinks[{i}].name"), "sink names are unique");
+                c.err(
+                    &sink.name,
+                    &format!("cdc.sinks[{i}].name"),
+                    "sink names are unique",
+                );
             }
             CdcSink {
                 name: sink.name.get_ref().clone(),
@@ -514,19 +678,32 @@ fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
                         let key = format!("cdc.sinks[{i}].tables[{j}]");
                         let source_t = table(c, &m.source, &format!("{key}.source"));
                         if !sink.reverse && !source.tables.contains(&source_t) {
-                            c.err(&m.source, &format!("{key}.source"), format!("{} is not among cdc.source.tables", m.source.get_ref()));
+                            c.err(
+                                &m.source,
+                                &format!("{key}.source"),
+                                format!("{} is not among cdc.source.tables", m.source.get_ref()),
+                            );
                         }
                         let target = match &m.target {
                             Some(t) => table(c, t, &format!("{key}.target")),
                             None => source_t.clone(),
                         };
-                        TableMapping { source: source_t, target, rename: m.rename.clone(), exclude: m.exclude.clone() }
+                        TableMapping {
+                            source: source_t,
+                            target,
+                            rename: m.rename.clone(),
+                            exclude: m.exclude.clone(),
+                        }
                     })
                     .collect(),
             }
         })
         .collect();
-    CdcConfig { source, transport, sinks }
+    CdcConfig {
+        source,
+        transport,
+        sinks,
+    }
 }
 
 #[cfg(test)]

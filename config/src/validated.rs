@@ -126,7 +126,9 @@ impl FromStr for Stage {
         Stage::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown stage {s:?} (expected legacy, shadow, canary or migrated)"))
+            .ok_or_else(|| {
+                format!("unknown stage {s:?} (expected legacy, shadow, canary or migrated)")
+            })
     }
 }
 
@@ -146,12 +148,18 @@ pub enum Sticky {
 impl FromStr for Sticky {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("unknown sticky key {s:?} (expected header:NAME, cookie:NAME, client-ip or none)");
+        let bad = || {
+            format!(
+                "unknown sticky key {s:?} (expected header:NAME, cookie:NAME, client-ip or none)"
+            )
+        };
         match s {
             "client-ip" => Ok(Sticky::ClientIp),
             "none" => Ok(Sticky::None),
             _ => match s.split_once(':') {
-                Some(("header", name)) if is_token(name) => Ok(Sticky::Header(name.to_ascii_lowercase())),
+                Some(("header", name)) if is_token(name) => {
+                    Ok(Sticky::Header(name.to_ascii_lowercase()))
+                }
                 Some(("cookie", name)) if is_token(name) => Ok(Sticky::Cookie(name.to_string())),
                 _ => Err(bad()),
             },
@@ -172,7 +180,9 @@ impl fmt::Display for Sticky {
 
 /// An HTTP token (header names, cookie names, methods).
 pub(crate) fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A `[[routes]]` entry, validated.
@@ -230,8 +240,13 @@ pub enum SnapshotMode {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CdcTransport {
-    Kafka { brokers: String, topic_prefix: String },
-    Embedded { topic_prefix: String },
+    Kafka {
+        brokers: String,
+        topic_prefix: String,
+    },
+    Embedded {
+        topic_prefix: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -260,13 +275,16 @@ pub struct TableName {
 impl FromStr for TableName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let ident = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let ident =
+            |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         match s.split_once('.') {
             Some((schema, table)) if ident(schema) && ident(table) => Ok(TableName {
                 schema: schema.to_string(),
                 table: table.to_string(),
             }),
-            _ => Err(format!("table {s:?} must be written schema.table (letters, digits, '_')")),
+            _ => Err(format!(
+                "table {s:?} must be written schema.table (letters, digits, '_')"
+            )),
         }
     }
 }

@@ -71,7 +71,8 @@ impl BackgroundService for Control {
         health.reconcile(&self.shared, &config);
         tokio::spawn(poll_store(self.shared.clone(), store));
 
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen for SIGHUP; reload on file change only");
@@ -115,19 +116,32 @@ impl Control {
                     ("proxy.admin", old.proxy.admin != new.proxy.admin),
                     ("state", old.state.url != new.state.url),
                     ("proxy.threads", old.proxy.threads != new.proxy.threads),
-                    ("proxy.admin_token_env", old.proxy.admin_token_env != new.proxy.admin_token_env),
+                    (
+                        "proxy.admin_token_env",
+                        old.proxy.admin_token_env != new.proxy.admin_token_env,
+                    ),
                 ] {
                     if changed {
-                        tracing::warn!(key = what, "changed in the file; it takes effect at the next restart");
+                        tracing::warn!(
+                            key = what,
+                            "changed in the file; it takes effect at the next restart"
+                        );
                     }
                 }
                 self.shared.set_config(new);
                 self.shared.metrics.reloads.with_label_values(&["ok"]).inc();
-                tracing::info!(routes = self.shared.config.load().routes.len(), "configuration reloaded");
+                tracing::info!(
+                    routes = self.shared.config.load().routes.len(),
+                    "configuration reloaded"
+                );
                 Some(self.shared.config.load_full())
             }
             Err(errors) => {
-                self.shared.metrics.reloads.with_label_values(&["error"]).inc();
+                self.shared
+                    .metrics
+                    .reloads
+                    .with_label_values(&["error"])
+                    .inc();
                 for e in &errors.0 {
                     tracing::error!(error = %e, "configuration rejected; the running configuration keeps serving");
                 }
@@ -148,7 +162,11 @@ impl FileState {
         FileState(meta.zip(content).map(|(m, c)| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             c.hash(&mut h);
-            (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), h.finish())
+            (
+                m.modified().unwrap_or(std::time::UNIX_EPOCH),
+                m.len(),
+                h.finish(),
+            )
         }))
     }
 }
@@ -184,14 +202,21 @@ async fn poll_store(shared: Arc<Shared>, store: StateStore) {
 async fn drain(shared: &Shared) {
     let timeout = shared.config.load().proxy.drain_timeout;
     let start = Instant::now();
-    tracing::info!(inflight = shared.inflight.load(Ordering::Relaxed), "draining");
+    tracing::info!(
+        inflight = shared.inflight.load(Ordering::Relaxed),
+        "draining"
+    );
     // Let the listeners close and requests already accepted get counted.
     tokio::time::sleep(Duration::from_millis(100)).await;
     while shared.inflight.load(Ordering::Relaxed) > 0 && start.elapsed() < timeout {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let left = shared.inflight.load(Ordering::Relaxed);
-    tracing::info!(left, elapsed_ms = start.elapsed().as_millis() as u64, "drained; exiting");
+    tracing::info!(
+        left,
+        elapsed_ms = start.elapsed().as_millis() as u64,
+        "drained; exiting"
+    );
     // Give the access-log writer a moment to flush its last lines.
     tokio::time::sleep(Duration::from_millis(50)).await;
     std::process::exit(0);

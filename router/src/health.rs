@@ -20,17 +20,29 @@ pub struct HealthCheckers {
 
 impl HealthCheckers {
     pub fn new() -> Self {
-        HealthCheckers { tasks: JoinSet::new(), started_for: Vec::new() }
+        HealthCheckers {
+            tasks: JoinSet::new(),
+            started_for: Vec::new(),
+        }
     }
 
     /// (Re)starts checkers when the upstreams in `config` changed.
     pub fn reconcile(&mut self, shared: &Arc<Shared>, config: &Config) {
-        let wanted: Vec<Upstream> = config.upstreams.values().filter(|u| u.health.is_some()).cloned().collect();
+        let wanted: Vec<Upstream> = config
+            .upstreams
+            .values()
+            .filter(|u| u.health.is_some())
+            .cloned()
+            .collect();
         if wanted == self.started_for {
             return;
         }
         self.tasks.abort_all();
-        let client = match reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1).build() {
+        let client = match reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(1)
+            .build()
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the health-check client; health checks are off");
@@ -42,7 +54,8 @@ impl HealthCheckers {
                 let flag = shared.health_flag(&up.name);
                 let shared = shared.clone();
                 let (client, up) = (client.clone(), up.clone());
-                self.tasks.spawn(async move { run(shared, client, up, check, flag).await });
+                self.tasks
+                    .spawn(async move { run(shared, client, up, check, flag).await });
             }
         }
         self.started_for = wanted;
@@ -82,7 +95,11 @@ async fn run(
             successes = successes.saturating_add(1);
             if !was_up && successes >= check.healthy_threshold {
                 flag.store(true, Ordering::Relaxed);
-                shared.metrics.upstream_up.with_label_values(&[&up.name]).set(1);
+                shared
+                    .metrics
+                    .upstream_up
+                    .with_label_values(&[&up.name])
+                    .set(1);
                 tracing::info!(upstream = %up.name, "upstream is up");
             }
         } else {
@@ -90,7 +107,11 @@ async fn run(
             failures = failures.saturating_add(1);
             if was_up && failures >= check.unhealthy_threshold {
                 flag.store(false, Ordering::Relaxed);
-                shared.metrics.upstream_up.with_label_values(&[&up.name]).set(0);
+                shared
+                    .metrics
+                    .upstream_up
+                    .with_label_values(&[&up.name])
+                    .set(0);
                 let why = match result {
                     Ok(r) => format!("status {}", r.status()),
                     Err(e) => e.to_string(),

@@ -23,7 +23,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("strangler_requests_total", "Requests answered, by route, target upstream and status code."),
+            Opts::new(
+                "strangler_requests_total",
+                "Requests answered, by route, target upstream and status code.",
+            ),
             &["route", "target", "code"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
@@ -32,7 +35,10 @@ impl Metrics {
                 "strangler_request_duration_seconds",
                 "Time from request to the end of the response, by route and target upstream.",
             )
-            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
             &["route", "target"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
@@ -45,12 +51,18 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let upstream_up = IntGaugeVec::new(
-            Opts::new("strangler_upstream_up", "1 when the upstream passes its active health check, else 0."),
+            Opts::new(
+                "strangler_upstream_up",
+                "1 when the upstream passes its active health check, else 0.",
+            ),
             &["upstream"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let reloads = IntCounterVec::new(
-            Opts::new("strangler_config_reloads_total", "Configuration reloads, by result (ok or error)."),
+            Opts::new(
+                "strangler_config_reloads_total",
+                "Configuration reloads, by result (ok or error).",
+            ),
             &["result"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
@@ -65,7 +77,14 @@ impl Metrics {
                 .register(m)
                 .unwrap_or_else(|e| unreachable!("metric names are distinct: {e}"));
         }
-        Metrics { registry, requests, duration, fallbacks, upstream_up, reloads }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            fallbacks,
+            upstream_up,
+            reloads,
+        }
     }
 
     /// The Prometheus text exposition.

@@ -119,7 +119,11 @@ impl Shared {
     }
 }
 
-fn health_flag(health: &Mutex<HashMap<String, Arc<AtomicBool>>>, metrics: &Metrics, name: &str) -> Arc<AtomicBool> {
+fn health_flag(
+    health: &Mutex<HashMap<String, Arc<AtomicBool>>>,
+    metrics: &Metrics,
+    name: &str,
+) -> Arc<AtomicBool> {
     lock(health)
         .entry(name.to_string())
         .or_insert_with(|| {
@@ -136,7 +140,11 @@ fn build(
     metrics: &Metrics,
 ) -> Routing {
     // Legacy first, so that LEGACY_ID (0) is the monolith.
-    let mut names: Vec<&String> = config.upstreams.keys().filter(|n| n.as_str() != LEGACY).collect();
+    let mut names: Vec<&String> = config
+        .upstreams
+        .keys()
+        .filter(|n| n.as_str() != LEGACY)
+        .collect();
     if let Some((legacy, _)) = config.upstreams.get_key_value(LEGACY) {
         names.insert(LEGACY_ID, legacy);
     }

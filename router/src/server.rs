@@ -24,7 +24,11 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -40,19 +44,29 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         None => None,
     };
     // Read the stored route state before serving the first request.
-    let overrides = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
-        let store = StateStore::connect(&config.state.url).await?;
-        let o = store.overrides().await;
-        store.close().await;
-        o
-    })?;
-    let admin = std::net::TcpListener::bind(config.proxy.admin)
-        .map_err(|source| StartError::Bind { what: "proxy.admin", addr: config.proxy.admin, source })?;
+    let overrides = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let store = StateStore::connect(&config.state.url).await?;
+            let o = store.overrides().await;
+            store.close().await;
+            o
+        })?;
+    let admin =
+        std::net::TcpListener::bind(config.proxy.admin).map_err(|source| StartError::Bind {
+            what: "proxy.admin",
+            addr: config.proxy.admin,
+            source,
+        })?;
     admin.set_nonblocking(true)?;
     // Pingora binds the data listener itself and would only log a failure.
     drop(
-        std::net::TcpListener::bind(config.proxy.listen)
-            .map_err(|source| StartError::Bind { what: "proxy.listen", addr: config.proxy.listen, source })?,
+        std::net::TcpListener::bind(config.proxy.listen).map_err(|source| StartError::Bind {
+            what: "proxy.listen",
+            addr: config.proxy.listen,
+            source,
+        })?,
     );
 
     let listen = config.proxy.listen.to_string();
@@ -68,7 +82,11 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, RouterProxy::new(shared.clone()), "strangler-router");
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        RouterProxy::new(shared.clone()),
+        "strangler-router",
+    );
     proxy.add_tcp(&listen);
     let control = background_service(
         "strangler-control",
@@ -84,4 +102,3 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     server.run(RunArgs::default());
     Ok(())
 }
-

@@ -60,12 +60,22 @@ pub struct Target {
 }
 
 /// Checks a requested change against the route; the error is for the user.
-pub fn check_target(route: &Route, stage: Stage, percent: Option<f64>, current: Effective) -> Result<Target, String> {
+pub fn check_target(
+    route: &Route,
+    stage: Stage,
+    percent: Option<f64>,
+    current: Effective,
+) -> Result<Target, String> {
     if stage != Stage::Legacy && route.service.is_none() {
-        return Err(format!("route {:?} has no service; only stage legacy is possible", route.name));
+        return Err(format!(
+            "route {:?} has no service; only stage legacy is possible",
+            route.name
+        ));
     }
     let percent = match (stage, percent) {
-        (_, Some(p)) if !(0.0..=100.0).contains(&p) => return Err(format!("percent {p} is outside 0..=100")),
+        (_, Some(p)) if !(0.0..=100.0).contains(&p) => {
+            return Err(format!("percent {p} is outside 0..=100"))
+        }
         (Stage::Canary, Some(p)) => p,
         (Stage::Canary, None) if current.stage == Stage::Canary => current.percent,
         (Stage::Canary, None) => return Err("stage canary needs --percent".to_string()),

@@ -3,9 +3,11 @@
 //! HTTP upstreams on `127.0.0.1:0` ([`TestUpstream`]).
 
 mod pg;
+mod serve;
 mod upstream;
 
 pub use pg::PgCluster;
+pub use serve::{serve_app, Served};
 pub use upstream::{Behaviour, TestUpstream};
 
 /// A port that was free on 127.0.0.1 a moment ago. For programs that must be

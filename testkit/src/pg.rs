@@ -31,7 +31,11 @@ fn find_bindir() -> Result<PathBuf> {
         return Ok(PathBuf::from(dir));
     }
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     candidates.sort();
     candidates.reverse();
@@ -51,14 +55,33 @@ impl PgCluster {
         let as_postgres = is_root();
         let dir = tempfile::Builder::new().prefix("strangler-pg-").tempdir()?;
         if as_postgres {
-            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()))?;
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path()))?;
         }
         let port = crate::free_port();
-        let cluster = PgCluster { dir, bin, port, as_postgres };
+        let cluster = PgCluster {
+            dir,
+            bin,
+            port,
+            as_postgres,
+        };
         let data = cluster.data_dir();
-        cluster.run_pg("initdb", &[
-            "-D", path_str(&data)?, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C",
-        ])?;
+        cluster.run_pg(
+            "initdb",
+            &[
+                "-D",
+                path_str(&data)?,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        )?;
         let opts = format!(
             "-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=20 \
              -c max_wal_senders=20 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
@@ -66,12 +89,54 @@ impl PgCluster {
         );
         let log = cluster.dir.path().join("postgres.log");
         cluster
-            .run_pg("pg_ctl", &["-D", path_str(&data)?, "-l", path_str(&log)?, "-o", &opts, "-w", "-t", "60", "start"])
+            .run_pg(
+                "pg_ctl",
+                &[
+                    "-D",
+                    path_str(&data)?,
+                    "-l",
+                    path_str(&log)?,
+                    "-o",
+                    &opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            )
             .with_context(|| {
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
                 format!("PostgreSQL did not start; its log:\n{log}")
             })?;
+        cluster.watchdog()?;
         Ok(cluster)
+    }
+
+    /// A detached process that stops the cluster and removes its folder
+    /// once this test process is gone, however it ended (a killed test
+    /// never runs `Drop`).
+    fn watchdog(&self) -> Result<()> {
+        let data = path_str(&self.data_dir())?.to_string();
+        let dir = path_str(self.dir.path())?.to_string();
+        let pg_ctl = self.bin.join("pg_ctl");
+        let stop = if self.as_postgres {
+            format!("runuser -u postgres -- {} -D '{data}' -m immediate -w stop", pg_ctl.display())
+        } else {
+            format!("{} -D '{data}' -m immediate -w stop", pg_ctl.display())
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+             if [ -d '{data}' ]; then {stop} >/dev/null 2>&1; rm -rf '{dir}'; fi",
+            pid = std::process::id()
+        );
+        Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start the cluster's watchdog")?;
+        Ok(())
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -109,7 +174,18 @@ impl PgCluster {
     /// Runs SQL with `psql` and returns its output (unaligned, tuples only).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
         let out = run(Command::new("psql")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
             .args(["-p", &self.port.to_string(), "-d", db, "-c", sql]))?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
@@ -125,11 +201,14 @@ impl Drop for PgCluster {
 }
 
 fn path_str(p: &Path) -> Result<&str> {
-    p.to_str().with_context(|| format!("path {} is not UTF-8", p.display()))
+    p.to_str()
+        .with_context(|| format!("path {} is not UTF-8", p.display()))
 }
 
 fn run(cmd: &mut Command) -> Result<Output> {
-    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}):\n{}{}",

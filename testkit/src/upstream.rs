@@ -55,13 +55,19 @@ impl TestUpstream {
         let listener = TcpListener::bind(addr)
             .await
             .unwrap_or_else(|e| panic!("cannot bind test upstream on {addr}: {e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("local_addr: {e}"));
         let state = Arc::new(State {
             name: name.to_string(),
             status: AtomicU16::new(200),
             requests: AtomicU64::new(0),
         });
-        let up = TestUpstream { addr, state, server: Mutex::new(None) };
+        let up = TestUpstream {
+            addr,
+            state,
+            server: Mutex::new(None),
+        };
         up.serve(listener);
         up
     }
@@ -71,7 +77,9 @@ impl TestUpstream {
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = state.clone();
                 conns.spawn(async move {
                     let svc = service_fn(move |req| handle(state.clone(), req));
@@ -84,7 +92,10 @@ impl TestUpstream {
             }
             // Dropping the JoinSet (on abort) aborts every connection.
         });
-        *self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+        *self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
     }
 
     /// `127.0.0.1:PORT`
@@ -112,7 +123,12 @@ impl TestUpstream {
 
     /// Closes the listener and every connection at once.
     pub fn kill(&self) {
-        if let Some(task) = self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        if let Some(task) = self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
             task.abort();
         }
     }
@@ -124,10 +140,17 @@ impl Drop for TestUpstream {
     }
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     state.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     if parts.uri.path() == "/slow" {
         let ms = parts
             .uri
@@ -140,9 +163,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     let headers: BTreeMap<String, String> = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    let status = if parts.uri.path() == "/healthz" { 200 } else { state.status.load(Ordering::Relaxed) };
+    let status = if parts.uri.path() == "/healthz" {
+        200
+    } else {
+        state.status.load(Ordering::Relaxed)
+    };
     let echo = serde_json::json!({
         "upstream": state.name,
         "method": parts.method.as_str(),

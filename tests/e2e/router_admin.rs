@@ -24,7 +24,14 @@ async fn setup(token: Option<&str>) -> (TestUpstream, TestUpstream, Harness, Pro
     h.write_config(&text);
     if token.is_some() {
         let cfg = std::fs::read_to_string(h.config_path()).expect("read");
-        std::fs::write(h.config_path(), cfg.replace("[proxy]\n", "[proxy]\nadmin_token_env = \"E2E_ADMIN_TOKEN\"\n")).expect("write");
+        std::fs::write(
+            h.config_path(),
+            cfg.replace(
+                "[proxy]\n",
+                "[proxy]\nadmin_token_env = \"E2E_ADMIN_TOKEN\"\n",
+            ),
+        )
+        .expect("write");
     }
     let p = match token {
         Some(t) => h.start_with_env(&[("E2E_ADMIN_TOKEN", t)]).await,
@@ -49,14 +56,27 @@ async fn rollback_is_obeyed_on_the_very_next_request() {
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["route"]["stage"], "legacy");
     assert_eq!(body["audit"]["before"]["stage"], "migrated");
-    assert_eq!(get_who(&c, &url, &[]).await, "legacy", "the very next request");
+    assert_eq!(
+        get_who(&c, &url, &[]).await,
+        "legacy",
+        "the very next request"
+    );
     // The audit log says who, when, why, before and after.
-    let (code, out, _) = cli(&["route", "history", "get-product", "--json"], &h.config_path());
+    let (code, out, _) = cli(
+        &["route", "history", "get-product", "--json"],
+        &h.config_path(),
+    );
     assert_eq!(code, 0);
     let hist: Value = serde_json::from_str(&out).expect("history json");
     let e = &hist["history"][0];
-    assert_eq!((e["actor"].as_str(), e["reason"].as_str()), (Some("admin-api"), Some("errors in the new service")));
-    assert_eq!((e["before"]["stage"].as_str(), e["after"]["stage"].as_str()), (Some("migrated"), Some("legacy")));
+    assert_eq!(
+        (e["actor"].as_str(), e["reason"].as_str()),
+        (Some("admin-api"), Some("errors in the new service"))
+    );
+    assert_eq!(
+        (e["before"]["stage"].as_str(), e["after"]["stage"].as_str()),
+        (Some("migrated"), Some("legacy"))
+    );
     assert!(e["at"].as_str().is_some_and(|t| t.ends_with('Z')));
 }
 
@@ -68,12 +88,20 @@ async fn put_route_validates_and_applies() {
         let (c, url) = (c.clone(), format!("{}/routes/get-product", p.admin));
         async move {
             let r = c.put(url).json(&body).send().await.expect("put");
-            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }
     };
     let (s, b) = put(json!({"stage": "canry"})).await;
     assert_eq!(s, 400, "{b}");
-    assert!(b["error"].as_str().is_some_and(|e| e.contains("unknown stage \"canry\"")), "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown stage \"canry\"")),
+        "{b}"
+    );
     let (s, b) = put(json!({"stage": "canary"})).await;
     assert_eq!(s, 422, "{b}");
     let (s, b) = put(json!({"stage": "canary", "percent": 101})).await;
@@ -82,11 +110,26 @@ async fn put_route_validates_and_applies() {
     assert_eq!(s, 400, "unknown fields are refused");
     let (s, b) = put(json!({"stage": "canary", "percent": 25, "reason": "first users"})).await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!((b["route"]["stage"].as_str(), b["route"]["percent"].as_f64()), (Some("canary"), Some(25.0)));
+    assert_eq!(
+        (b["route"]["stage"].as_str(), b["route"]["percent"].as_f64()),
+        (Some("canary"), Some(25.0))
+    );
     assert_eq!(b["route"]["origin"], "override");
-    let r = c.put(format!("{}/routes/nope", p.admin)).json(&json!({"stage": "legacy"})).send().await.expect("put");
+    let r = c
+        .put(format!("{}/routes/nope", p.admin))
+        .json(&json!({"stage": "legacy"}))
+        .send()
+        .await
+        .expect("put");
     assert_eq!(r.status(), 404);
-    let list: Value = c.get(format!("{}/routes", p.admin)).send().await.expect("get").json().await.expect("json");
+    let list: Value = c
+        .get(format!("{}/routes", p.admin))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(list["routes"][0]["name"], "get-product");
     assert_eq!(list["routes"][0]["percent"], 25.0);
 }
@@ -95,19 +138,48 @@ async fn put_route_validates_and_applies() {
 async fn admin_token_is_enforced() {
     let (_l, _s, _h, p) = setup(Some("s3cret")).await;
     let c = client();
-    assert_eq!(c.get(format!("{}/healthz", p.admin)).send().await.expect("get").status(), 200);
+    assert_eq!(
+        c.get(format!("{}/healthz", p.admin))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
     for path in ["/metrics", "/routes", "/routes/get-product"] {
-        let r = c.get(format!("{}{path}", p.admin)).send().await.expect("get");
+        let r = c
+            .get(format!("{}{path}", p.admin))
+            .send()
+            .await
+            .expect("get");
         assert_eq!(r.status(), 401, "{path} without a token");
-        let r = c.get(format!("{}{path}", p.admin)).bearer_auth("wrong").send().await.expect("get");
+        let r = c
+            .get(format!("{}{path}", p.admin))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .expect("get");
         assert_eq!(r.status(), 401, "{path} with a wrong token");
-        let r = c.get(format!("{}{path}", p.admin)).bearer_auth("s3cret").send().await.expect("get");
+        let r = c
+            .get(format!("{}{path}", p.admin))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .expect("get");
         assert_eq!(r.status(), 200, "{path} with the token");
     }
-    let r = c.post(format!("{}/routes/get-product/rollback", p.admin)).send().await.expect("post");
+    let r = c
+        .post(format!("{}/routes/get-product/rollback", p.admin))
+        .send()
+        .await
+        .expect("post");
     assert_eq!(r.status(), 401);
     let c2 = client();
-    assert_eq!(get_who(&c2, &format!("{}/products/1", p.base), &[]).await, "svc", "rollback without a token did nothing");
+    assert_eq!(
+        get_who(&c2, &format!("{}/products/1", p.base), &[]).await,
+        "svc",
+        "rollback without a token did nothing"
+    );
 }
 
 #[tokio::test]
@@ -116,7 +188,14 @@ async fn proxy_refuses_to_start_when_the_token_variable_is_missing() {
     let h = Harness::new();
     h.write_config(&upstreams(&legacy, &[]));
     let cfg = std::fs::read_to_string(h.config_path()).expect("read");
-    std::fs::write(h.config_path(), cfg.replace("[proxy]\n", "[proxy]\nadmin_token_env = \"E2E_UNSET_TOKEN\"\n")).expect("write");
+    std::fs::write(
+        h.config_path(),
+        cfg.replace(
+            "[proxy]\n",
+            "[proxy]\nadmin_token_env = \"E2E_UNSET_TOKEN\"\n",
+        ),
+    )
+    .expect("write");
     let (code, _, err) = cli(&["proxy"], &h.config_path());
     assert_eq!(code, 2);
     assert!(err.contains("E2E_UNSET_TOKEN"), "{err}");
@@ -132,11 +211,38 @@ async fn metrics_count_what_happened() {
     for _ in 0..3 {
         get_who(&c, &format!("{}/other", p.base), &[]).await;
     }
-    assert_eq!(p.metric("strangler_requests_total{code=\"200\",route=\"get-product\",target=\"svc\"}").await, 7.0);
-    assert_eq!(p.metric("strangler_requests_total{code=\"200\",route=\"default\",target=\"legacy\"}").await, 3.0);
-    assert_eq!(p.metric("strangler_request_duration_seconds_count{route=\"get-product\",target=\"svc\"}").await, 7.0);
-    let view: Value = c.get(format!("{}/routes/get-product", p.admin)).send().await.expect("get").json().await.expect("json");
+    assert_eq!(
+        p.metric("strangler_requests_total{code=\"200\",route=\"get-product\",target=\"svc\"}")
+            .await,
+        7.0
+    );
+    assert_eq!(
+        p.metric("strangler_requests_total{code=\"200\",route=\"default\",target=\"legacy\"}")
+            .await,
+        3.0
+    );
+    assert_eq!(
+        p.metric("strangler_request_duration_seconds_count{route=\"get-product\",target=\"svc\"}")
+            .await,
+        7.0
+    );
+    let view: Value = c
+        .get(format!("{}/routes/get-product", p.admin))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(view["requests"]["svc"], 7);
-    let r = c.get(format!("{}/shadow/summary", p.admin)).send().await.expect("get");
-    assert_eq!(r.status(), 501, "no shadow comparison is claimed before it exists");
+    let r = c
+        .get(format!("{}/shadow/summary", p.admin))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.status(),
+        501,
+        "no shadow comparison is claimed before it exists"
+    );
 }

@@ -12,8 +12,18 @@ async fn check_reports_file_line_col_and_key() {
     assert_eq!(code, 2, "{err}");
     let file = path.display().to_string();
     // The harness writes 11 lines of [state] and [proxy] before the rest.
-    assert!(err.contains(&format!("{file}:18:9: routes[0].stage: unknown stage \"canry\"")), "{err}");
-    assert!(err.contains(&format!("{file}:19:11: routes[0].service: no upstream \"legacy2\"")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}:18:9: routes[0].stage: unknown stage \"canry\""
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:19:11: routes[0].service: no upstream \"legacy2\""
+        )),
+        "{err}"
+    );
     let (code, out, _) = cli(&["check", "--json"], &path);
     assert_eq!(code, 2);
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -27,7 +37,9 @@ async fn check_reports_file_line_col_and_key() {
 }
 
 fn routes(stage: &str) -> String {
-    format!("[[routes]]\nname = \"p\"\npath = \"/p/{{id}}\"\nservice = \"svc\"\nstage = \"{stage}\"\n")
+    format!(
+        "[[routes]]\nname = \"p\"\npath = \"/p/{{id}}\"\nservice = \"svc\"\nstage = \"{stage}\"\n"
+    )
 }
 
 #[tokio::test]
@@ -43,20 +55,42 @@ async fn a_bad_reload_keeps_the_running_table_and_a_good_one_applies() {
     assert_eq!(get_who(&c, &url, &[]).await, "svc");
 
     // A broken file: rejected, logged with line:col, old table keeps serving.
-    std::fs::write(h.config_path(), h.config_text(&format!("{ups}{}", routes("legcy")))).expect("write");
+    std::fs::write(
+        h.config_path(),
+        h.config_text(&format!("{ups}{}", routes("legcy"))),
+    )
+    .expect("write");
     let rejected = eventually(Duration::from_secs(5), || async {
-        p.metric("strangler_config_reloads_total{result=\"error\"}").await >= 1.0
+        p.metric("strangler_config_reloads_total{result=\"error\"}")
+            .await
+            >= 1.0
     })
     .await;
     assert!(rejected.is_some(), "bad file was not noticed");
-    assert!(p.log_text().contains("routes[0].stage: unknown stage \"legcy\""), "{}", p.log_text());
+    assert!(
+        p.log_text()
+            .contains("routes[0].stage: unknown stage \"legcy\""),
+        "{}",
+        p.log_text()
+    );
     for _ in 0..20 {
-        assert_eq!(get_who(&c, &url, &[]).await, "svc", "the old table keeps serving");
+        assert_eq!(
+            get_who(&c, &url, &[]).await,
+            "svc",
+            "the old table keeps serving"
+        );
     }
 
     // A good file: applied.
-    std::fs::write(h.config_path(), h.config_text(&format!("{ups}{}", routes("legacy")))).expect("write");
-    let applied = eventually(Duration::from_secs(5), || async { get_who(&c, &url, &[]).await == "legacy" }).await;
+    std::fs::write(
+        h.config_path(),
+        h.config_text(&format!("{ups}{}", routes("legacy"))),
+    )
+    .expect("write");
+    let applied = eventually(Duration::from_secs(5), || async {
+        get_who(&c, &url, &[]).await == "legacy"
+    })
+    .await;
     assert!(applied.is_some(), "good file was not applied");
 }
 
@@ -69,14 +103,26 @@ async fn sighup_reloads() {
     h.write_config(&format!("{ups}{}", routes("legacy")));
     let p = h.start().await;
     let c = client();
-    let before = p.metric("strangler_config_reloads_total{result=\"ok\"}").await;
+    let before = p
+        .metric("strangler_config_reloads_total{result=\"ok\"}")
+        .await;
     p.signal("HUP");
     let reloaded = eventually(Duration::from_secs(5), || async {
-        p.metric("strangler_config_reloads_total{result=\"ok\"}").await > before
+        p.metric("strangler_config_reloads_total{result=\"ok\"}")
+            .await
+            > before
     })
     .await;
-    assert!(reloaded.is_some(), "SIGHUP did not reload: {}", p.log_text());
-    assert_eq!(get_who(&c, &format!("{}/p/1", p.base), &[]).await, "legacy", "still serving after SIGHUP");
+    assert!(
+        reloaded.is_some(),
+        "SIGHUP did not reload: {}",
+        p.log_text()
+    );
+    assert_eq!(
+        get_who(&c, &format!("{}/p/1", p.base), &[]).await,
+        "legacy",
+        "still serving after SIGHUP"
+    );
 }
 
 #[tokio::test]
@@ -94,7 +140,12 @@ async fn sigterm_drains_in_flight_requests() {
     let reached = eventually(Duration::from_secs(5), || async { legacy.requests() >= 1 }).await;
     assert!(reached.is_some());
     p.signal("TERM");
-    assert_eq!(slow.await.expect("join").expect("the in-flight request completes"), 200);
+    assert_eq!(
+        slow.await
+            .expect("join")
+            .expect("the in-flight request completes"),
+        200
+    );
     let status = tokio::task::spawn_blocking(move || {
         let start = std::time::Instant::now();
         loop {
@@ -109,5 +160,16 @@ async fn sigterm_drains_in_flight_requests() {
     })
     .await
     .expect("join");
-    assert!(status.is_some_and(|s| s.success()), "proxy did not exit cleanly after draining: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "proxy did not exit cleanly after draining: {status:?}"
+    );
+}
+
+#[test]
+fn the_example_migration_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/strangler.toml");
+    let (code, out, err) = cli(&["check"], &path);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("4 upstreams") || out.contains("3 upstreams"), "{out}");
 }

@@ -71,14 +71,29 @@ async fn service_killed_during_a_burst_gives_no_client_errors() {
     svc.kill();
     let results = burst.await.expect("burst");
     let errors: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
-    assert!(errors.is_empty(), "{} client errors, e.g. {:?}", errors.len(), errors.first());
+    assert!(
+        errors.is_empty(),
+        "{} client errors, e.g. {:?}",
+        errors.len(),
+        errors.first()
+    );
     let by_legacy = results.iter().filter(|(_, u)| u == "legacy").count();
     let by_svc = results.iter().filter(|(_, u)| u == "svc").count();
-    assert!(by_svc >= total / 3 - 16 && by_legacy > 0, "svc {by_svc}, legacy {by_legacy}");
-    let fallbacks = p.metric("strangler_fallbacks_total{reason=\"connect_error\",route=\"products\"}").await
-        + p.metric("strangler_fallbacks_total{reason=\"upstream_error\",route=\"products\"}").await
-        + p.metric("strangler_fallbacks_total{reason=\"connect_timeout\",route=\"products\"}").await;
-    assert_eq!(fallbacks as usize, by_legacy, "every request the monolith answered is a counted fallback");
+    assert!(
+        by_svc >= total / 3 - 16 && by_legacy > 0,
+        "svc {by_svc}, legacy {by_legacy}"
+    );
+    let fallbacks = p
+        .metric("strangler_fallbacks_total{reason=\"connect_error\",route=\"products\"}")
+        .await
+        + p.metric("strangler_fallbacks_total{reason=\"upstream_error\",route=\"products\"}")
+            .await
+        + p.metric("strangler_fallbacks_total{reason=\"connect_timeout\",route=\"products\"}")
+            .await;
+    assert_eq!(
+        fallbacks as usize, by_legacy,
+        "every request the monolith answered is a counted fallback"
+    );
 }
 
 #[tokio::test]
@@ -96,9 +111,21 @@ async fn service_5xx_on_safe_methods_is_answered_by_the_monolith() {
     // fallback = false: the service's 5xx reaches the client.
     let (status, up) = who(&c, Method::GET, &format!("{}/strict/1", p.base), &[]).await;
     assert_eq!((status, up.as_str()), (503, "svc"));
-    assert_eq!(p.metric("strangler_fallbacks_total{reason=\"status_5xx\",route=\"products\"}").await, 3.0);
-    assert_eq!(p.metric("strangler_requests_total{code=\"200\",route=\"products\",target=\"legacy\"}").await, 3.0);
-    assert_eq!(p.metric("strangler_requests_total{code=\"503\",route=\"products\",target=\"svc\"}").await, 1.0);
+    assert_eq!(
+        p.metric("strangler_fallbacks_total{reason=\"status_5xx\",route=\"products\"}")
+            .await,
+        3.0
+    );
+    assert_eq!(
+        p.metric("strangler_requests_total{code=\"200\",route=\"products\",target=\"legacy\"}")
+            .await,
+        3.0
+    );
+    assert_eq!(
+        p.metric("strangler_requests_total{code=\"503\",route=\"products\",target=\"svc\"}")
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -118,7 +145,10 @@ async fn unsafe_methods_fall_back_when_the_service_refuses_the_connection() {
 async fn a_service_down_by_health_check_gets_no_traffic_until_it_is_back() {
     let (_legacy, svc, _h, p) = setup(true).await;
     let c = client();
-    assert_eq!(get_who(&c, &format!("{}/products/1", p.base), &[]).await, "svc");
+    assert_eq!(
+        get_who(&c, &format!("{}/products/1", p.base), &[]).await,
+        "svc"
+    );
     let addr = svc.addr();
     svc.kill();
     let down = eventually(Duration::from_secs(5), || async {
@@ -126,8 +156,15 @@ async fn a_service_down_by_health_check_gets_no_traffic_until_it_is_back() {
     })
     .await;
     assert!(down.is_some(), "health check never marked svc down");
-    assert_eq!(get_who(&c, &format!("{}/products/1", p.base), &[]).await, "legacy");
-    assert!(p.metric("strangler_fallbacks_total{reason=\"unhealthy\",route=\"products\"}").await >= 1.0);
+    assert_eq!(
+        get_who(&c, &format!("{}/products/1", p.base), &[]).await,
+        "legacy"
+    );
+    assert!(
+        p.metric("strangler_fallbacks_total{reason=\"unhealthy\",route=\"products\"}")
+            .await
+            >= 1.0
+    );
     // Back on the same port: traffic returns.
     let _svc = TestUpstream::start_on("svc", addr).await;
     let up = eventually(Duration::from_secs(5), || async {
@@ -135,5 +172,8 @@ async fn a_service_down_by_health_check_gets_no_traffic_until_it_is_back() {
     })
     .await;
     assert!(up.is_some(), "health check never marked svc up again");
-    assert_eq!(get_who(&c, &format!("{}/products/1", p.base), &[]).await, "svc");
+    assert_eq!(
+        get_who(&c, &format!("{}/products/1", p.base), &[]).await,
+        "svc"
+    );
 }

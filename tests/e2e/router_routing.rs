@@ -65,7 +65,11 @@ async fn default_route_goes_to_the_monolith() {
     let (_l, _s, _h, p) = setup().await;
     let c = client();
     for path in ["/", "/cart", "/products", "/products/1/reviews", "/assets"] {
-        assert_eq!(get_who(&c, &format!("{}{path}", p.base), &[]).await, "legacy", "{path}");
+        assert_eq!(
+            get_who(&c, &format!("{}{path}", p.base), &[]).await,
+            "legacy",
+            "{path}"
+        );
     }
 }
 
@@ -77,12 +81,21 @@ async fn method_and_template_precedence() {
     // GET /products/{id} (legacy) beats the any-method route (migrated).
     assert_eq!(get_who(&c, &url("/products/7"), &[]).await, "legacy");
     // Other methods fall to the any-method route.
-    assert_eq!(who(&c, Method::PUT, &url("/products/7"), &[]).await.1, "svc");
-    assert_eq!(who(&c, Method::DELETE, &url("/products/7"), &[]).await.1, "svc");
+    assert_eq!(
+        who(&c, Method::PUT, &url("/products/7"), &[]).await.1,
+        "svc"
+    );
+    assert_eq!(
+        who(&c, Method::DELETE, &url("/products/7"), &[]).await.1,
+        "svc"
+    );
     // A literal segment beats a parameter.
     assert_eq!(get_who(&c, &url("/products/featured"), &[]).await, "svc");
     // Catch-all takes the tail; the query string does not matter.
-    assert_eq!(get_who(&c, &url("/assets/css/site.css?v=3"), &[]).await, "svc");
+    assert_eq!(
+        get_who(&c, &url("/assets/css/site.css?v=3"), &[]).await,
+        "svc"
+    );
 }
 
 #[tokio::test]
@@ -90,22 +103,41 @@ async fn each_stage_sends_traffic_where_it_should() {
     let (legacy, svc, _h, p) = setup().await;
     let c = client();
     // legacy
-    assert_eq!(get_who(&c, &format!("{}/products/1", p.base), &[]).await, "legacy");
+    assert_eq!(
+        get_who(&c, &format!("{}/products/1", p.base), &[]).await,
+        "legacy"
+    );
     // shadow answers from the monolith (the tee arrives with the shadow comparator)
     let before = legacy.requests();
-    assert_eq!(get_who(&c, &format!("{}/reviews/1", p.base), &[]).await, "legacy");
+    assert_eq!(
+        get_who(&c, &format!("{}/reviews/1", p.base), &[]).await,
+        "legacy"
+    );
     assert_eq!(legacy.requests(), before + 1);
     // migrated
     let before = svc.requests();
-    assert_eq!(who(&c, Method::POST, &format!("{}/products/1", p.base), &[]).await.1, "svc");
+    assert_eq!(
+        who(&c, Method::POST, &format!("{}/products/1", p.base), &[])
+            .await
+            .1,
+        "svc"
+    );
     assert_eq!(svc.requests(), before + 1);
     // canary: some users on each side
     let mut seen = HashMap::new();
     for i in 0..200 {
-        let up = get_who(&c, &format!("{}/orders/1", p.base), &[("x-user-id", &format!("u{i}"))]).await;
+        let up = get_who(
+            &c,
+            &format!("{}/orders/1", p.base),
+            &[("x-user-id", &format!("u{i}"))],
+        )
+        .await;
         *seen.entry(up).or_insert(0) += 1;
     }
-    assert!(seen.get("svc").copied().unwrap_or(0) > 20 && seen.get("legacy").copied().unwrap_or(0) > 80, "{seen:?}");
+    assert!(
+        seen.get("svc").copied().unwrap_or(0) > 20 && seen.get("legacy").copied().unwrap_or(0) > 80,
+        "{seen:?}"
+    );
 }
 
 /// 10,000 distinct users through the proxy: the service's share is within
@@ -118,7 +150,11 @@ async fn canary_share_over_ten_thousand_users() {
     let on_service: usize = stream::iter(0..10_000)
         .map(|i| {
             let (c, url) = (c.clone(), url.clone());
-            async move { usize::from(get_who(&c, &url, &[("x-user-id", &format!("user-{i}"))]).await == "svc") }
+            async move {
+                usize::from(
+                    get_who(&c, &url, &[("x-user-id", &format!("user-{i}"))]).await == "svc",
+                )
+            }
         })
         .buffer_unordered(32)
         .collect::<Vec<_>>()
@@ -126,7 +162,10 @@ async fn canary_share_over_ten_thousand_users() {
         .into_iter()
         .sum();
     let share = on_service as f64 / 100.0;
-    assert!((share - 30.0).abs() <= 3.0, "service share {share}% at percent 30");
+    assert!(
+        (share - 30.0).abs() <= 3.0,
+        "service share {share}% at percent 30"
+    );
 }
 
 #[tokio::test]
@@ -136,7 +175,12 @@ async fn the_same_user_always_gets_the_same_target() {
     for user in ["alice", "bob", "carol", "dave", "erin"] {
         let first = get_who(&c, &format!("{}/orders/1", p.base), &[("x-user-id", user)]).await;
         for i in 0..100 {
-            let again = get_who(&c, &format!("{}/orders/{i}", p.base), &[("x-user-id", user)]).await;
+            let again = get_who(
+                &c,
+                &format!("{}/orders/{i}", p.base),
+                &[("x-user-id", user)],
+            )
+            .await;
             assert_eq!(again, first, "user {user}, request {i}");
         }
     }
@@ -162,7 +206,14 @@ async fn raising_the_percent_moves_no_user_back() {
         stream::iter(0..2_000)
             .map(|i| {
                 let (c, base) = (c.clone(), base.clone());
-                async move { get_who(&c, &format!("{base}/orders/1"), &[("x-user-id", &format!("u{i}"))]).await }
+                async move {
+                    get_who(
+                        &c,
+                        &format!("{base}/orders/1"),
+                        &[("x-user-id", &format!("u{i}"))],
+                    )
+                    .await
+                }
             })
             .buffered(32)
             .collect::<Vec<_>>()
@@ -172,10 +223,23 @@ async fn raising_the_percent_moves_no_user_back() {
     let at10 = targets(c.clone(), p.base.clone()).await;
     set(50.0).await;
     let at50 = targets(c.clone(), p.base.clone()).await;
-    let moved_back = at10.iter().zip(&at50).filter(|(a, b)| *a == "svc" && *b == "legacy").count();
-    assert_eq!(moved_back, 0, "users moved back to the monolith when the percent went up");
-    let (n10, n50) = (at10.iter().filter(|t| *t == "svc").count(), at50.iter().filter(|t| *t == "svc").count());
-    assert!(n10 > 100 && n50 > 800, "on service: {n10} at 10%, {n50} at 50% of 2000");
+    let moved_back = at10
+        .iter()
+        .zip(&at50)
+        .filter(|(a, b)| *a == "svc" && *b == "legacy")
+        .count();
+    assert_eq!(
+        moved_back, 0,
+        "users moved back to the monolith when the percent went up"
+    );
+    let (n10, n50) = (
+        at10.iter().filter(|t| *t == "svc").count(),
+        at50.iter().filter(|t| *t == "svc").count(),
+    );
+    assert!(
+        n10 > 100 && n50 > 800,
+        "on service: {n10} at 10%, {n50} at 50% of 2000"
+    );
 }
 
 #[tokio::test]
@@ -184,11 +248,25 @@ async fn override_header_forces_a_target_and_is_not_forwarded() {
     let c = client();
     let url = format!("{}/products/1", p.base);
     assert_eq!(get_who(&c, &url, &[]).await, "legacy");
-    assert_eq!(get_who(&c, &url, &[("x-strangler-target", "service")]).await, "svc");
+    assert_eq!(
+        get_who(&c, &url, &[("x-strangler-target", "service")]).await,
+        "svc"
+    );
     let url = format!("{}/products/featured", p.base);
-    assert_eq!(get_who(&c, &url, &[("x-strangler-target", "legacy")]).await, "legacy");
+    assert_eq!(
+        get_who(&c, &url, &[("x-strangler-target", "legacy")]).await,
+        "legacy"
+    );
     // Unmatched paths have no service to force.
-    assert_eq!(get_who(&c, &format!("{}/cart", p.base), &[("x-strangler-target", "service")]).await, "legacy");
+    assert_eq!(
+        get_who(
+            &c,
+            &format!("{}/cart", p.base),
+            &[("x-strangler-target", "service")]
+        )
+        .await,
+        "legacy"
+    );
     let body: serde_json::Value = c
         .get(format!("{}/products/1", p.base))
         .header("x-strangler-target", "service")
@@ -198,7 +276,10 @@ async fn override_header_forces_a_target_and_is_not_forwarded() {
         .json()
         .await
         .expect("json");
-    assert!(body["headers"].get("x-strangler-target").is_none(), "override header leaked: {body}");
+    assert!(
+        body["headers"].get("x-strangler-target").is_none(),
+        "override header leaked: {body}"
+    );
 }
 
 #[tokio::test]
@@ -212,7 +293,12 @@ async fn request_id_and_traceparent_are_passed_on_or_created() {
             for (k, v) in headers {
                 r = r.header(k, v);
             }
-            r.send().await.expect("send").json::<serde_json::Value>().await.expect("json")
+            r.send()
+                .await
+                .expect("send")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
         }
     };
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -220,17 +306,30 @@ async fn request_id_and_traceparent_are_passed_on_or_created() {
     assert_eq!(body["headers"]["x-request-id"], "req-123");
     assert_eq!(body["headers"]["traceparent"], tp);
     let body = echo(vec![]).await;
-    let id = body["headers"]["x-request-id"].as_str().expect("created request id");
+    let id = body["headers"]["x-request-id"]
+        .as_str()
+        .expect("created request id");
     assert_eq!(id.len(), 32);
-    let created = body["headers"]["traceparent"].as_str().expect("created traceparent");
-    assert!(created.starts_with("00-") && created.len() == 55, "{created}");
+    let created = body["headers"]["traceparent"]
+        .as_str()
+        .expect("created traceparent");
+    assert!(
+        created.starts_with("00-") && created.len() == 55,
+        "{created}"
+    );
     assert_eq!(body["headers"]["x-forwarded-for"], "127.0.0.1");
     // One JSON access-log line per request, carrying the ids.
     let found = eventually(std::time::Duration::from_secs(5), || async {
-        std::fs::read_to_string(&p.access_log).unwrap_or_default().lines().any(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .is_ok_and(|v| v["request_id"] == "req-123" && v["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" && v["route"] == "default")
-        })
+        std::fs::read_to_string(&p.access_log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+                    v["request_id"] == "req-123"
+                        && v["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+                        && v["route"] == "default"
+                })
+            })
     })
     .await;
     assert!(found.is_some(), "no access-log line for req-123");

@@ -17,30 +17,63 @@ stage = "migrated"
 
 #[tokio::test]
 async fn two_proxies_sharing_postgres_obey_a_rollback_within_a_second() {
-    let pg = tokio::task::spawn_blocking(PgCluster::start).await.expect("join").expect("postgres");
+    let pg = tokio::task::spawn_blocking(PgCluster::start)
+        .await
+        .expect("join")
+        .expect("postgres");
     let url = pg.create_database("state").expect("db");
     let legacy = TestUpstream::start("legacy").await;
     let svc = TestUpstream::start("svc").await;
     let ups = upstreams(&legacy, &[("svc", &svc)]);
-    let (ha, hb) = (Harness::new().with_state(&url), Harness::new().with_state(&url));
+    let (ha, hb) = (
+        Harness::new().with_state(&url),
+        Harness::new().with_state(&url),
+    );
     ha.write_config(&format!("{ups}{ROUTES}"));
     hb.write_config(&format!("{ups}{ROUTES}"));
     let (a, b) = (ha.start().await, hb.start().await);
     let c = client();
-    assert_eq!(get_who(&c, &format!("{}/products/1", a.base), &[]).await, "svc");
-    assert_eq!(get_who(&c, &format!("{}/products/1", b.base), &[]).await, "svc");
+    assert_eq!(
+        get_who(&c, &format!("{}/products/1", a.base), &[]).await,
+        "svc"
+    );
+    assert_eq!(
+        get_who(&c, &format!("{}/products/1", b.base), &[]).await,
+        "svc"
+    );
 
-    let r = c.post(format!("{}/routes/get-product/rollback", a.admin)).send().await.expect("rollback");
+    let r = c
+        .post(format!("{}/routes/get-product/rollback", a.admin))
+        .send()
+        .await
+        .expect("rollback");
     assert_eq!(r.status(), 200);
-    assert_eq!(get_who(&c, &format!("{}/products/1", a.base), &[]).await, "legacy");
+    assert_eq!(
+        get_who(&c, &format!("{}/products/1", a.base), &[]).await,
+        "legacy"
+    );
     let took = eventually(Duration::from_secs(1), || async {
         get_who(&c, &format!("{}/products/1", b.base), &[]).await == "legacy"
     })
     .await;
-    assert!(took.is_some(), "the other proxy did not obey the rollback within 1 s");
+    assert!(
+        took.is_some(),
+        "the other proxy did not obey the rollback within 1 s"
+    );
 
     // The CLI changes the shared store; both proxies follow.
-    let (code, out, err) = cli(&["route", "set", "get-product", "--stage", "migrated", "--reason", "fixed"], &ha.config_path());
+    let (code, out, err) = cli(
+        &[
+            "route",
+            "set",
+            "get-product",
+            "--stage",
+            "migrated",
+            "--reason",
+            "fixed",
+        ],
+        &ha.config_path(),
+    );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("legacy → migrated"), "{out}");
     for p in [&a, &b] {
@@ -50,9 +83,17 @@ async fn two_proxies_sharing_postgres_obey_a_rollback_within_a_second() {
         .await;
         assert!(took.is_some(), "a proxy did not follow the CLI within 1 s");
     }
-    let (_, out, _) = cli(&["route", "history", "get-product", "--json"], &hb.config_path());
+    let (_, out, _) = cli(
+        &["route", "history", "get-product", "--json"],
+        &hb.config_path(),
+    );
     let hist: Value = serde_json::from_str(&out).expect("json");
-    let actors: Vec<&str> = hist["history"].as_array().expect("array").iter().filter_map(|e| e["actor"].as_str()).collect();
+    let actors: Vec<&str> = hist["history"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["actor"].as_str())
+        .collect();
     assert_eq!(actors, ["admin-api", "e2e-test"]);
 }
 
@@ -64,25 +105,51 @@ async fn route_cli_lists_sets_and_refuses_bad_input() {
     let path = h.write_config(&format!("{}{ROUTES}", upstreams(&legacy, &[("svc", &svc)])));
     let (code, out, _) = cli(&["route", "list"], &path);
     assert_eq!(code, 0);
-    assert!(out.contains("get-product") && out.contains("GET /products/{id}") && out.contains("migrated"), "{out}");
+    assert!(
+        out.contains("get-product")
+            && out.contains("GET /products/{id}")
+            && out.contains("migrated"),
+        "{out}"
+    );
 
     let (code, _, err) = cli(&["route", "set", "get-product", "--stage", "canary"], &path);
     assert_eq!(code, 2, "canary needs a percent");
     assert!(err.contains("--percent"), "{err}");
     let (code, _, err) = cli(&["route", "set", "nope", "--stage", "legacy"], &path);
     assert_eq!(code, 2);
-    assert!(err.contains("no route \"nope\"") && err.contains("get-product"), "{err}");
+    assert!(
+        err.contains("no route \"nope\"") && err.contains("get-product"),
+        "{err}"
+    );
     let (code, _, err) = cli(&["route", "set", "get-product", "--stage", "later"], &path);
     assert_eq!(code, 2);
     assert!(err.contains("unknown stage"), "{err}");
 
-    let (code, out, _) = cli(&["route", "set", "get-product", "--stage", "canary", "--percent", "10", "--json"], &path);
+    let (code, out, _) = cli(
+        &[
+            "route",
+            "set",
+            "get-product",
+            "--stage",
+            "canary",
+            "--percent",
+            "10",
+            "--json",
+        ],
+        &path,
+    );
     assert_eq!(code, 0);
     let entry: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(entry["after"]["percent"], 10.0);
     let (_, out, _) = cli(&["route", "list", "--json"], &path);
     let list: Value = serde_json::from_str(&out).expect("json");
-    assert_eq!((list["routes"][0]["stage"].as_str(), list["routes"][0]["origin"].as_str()), (Some("canary"), Some("override")));
+    assert_eq!(
+        (
+            list["routes"][0]["stage"].as_str(),
+            list["routes"][0]["origin"].as_str()
+        ),
+        (Some("canary"), Some("override"))
+    );
 
     // A proxy started now reads the stored stage before its first request.
     let p = h.start().await;
@@ -95,7 +162,15 @@ async fn route_cli_lists_sets_and_refuses_bad_input() {
     assert!(on_svc == 0 || on_svc == 400, "{on_svc}");
 
     // The file changing the route wins over the stored override.
-    std::fs::write(&path, h.config_text(&format!("{}{}", upstreams(&legacy, &[("svc", &svc)]), ROUTES.replace("migrated", "legacy")))).expect("write");
+    std::fs::write(
+        &path,
+        h.config_text(&format!(
+            "{}{}",
+            upstreams(&legacy, &[("svc", &svc)]),
+            ROUTES.replace("migrated", "legacy")
+        )),
+    )
+    .expect("write");
     let applied = eventually(Duration::from_secs(5), || async {
         let (_, out, _) = cli(&["route", "list", "--json"], &path);
         serde_json::from_str::<Value>(&out).is_ok_and(|v| v["routes"][0]["origin"] == "file")
@@ -106,5 +181,8 @@ async fn route_cli_lists_sets_and_refuses_bad_input() {
         get_who(&c, &format!("{}/products/1", p.base), &[]).await == "legacy"
     })
     .await;
-    assert!(served.is_some(), "the proxy did not pick up the file's stage");
+    assert!(
+        served.is_some(),
+        "the proxy did not pick up the file's stage"
+    );
 }

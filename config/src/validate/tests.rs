@@ -23,7 +23,10 @@ fn minimal_config_gets_defaults() {
     let c = load(MINIMAL).expect("valid");
     assert_eq!(c.proxy.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.proxy.admin.to_string(), "127.0.0.1:9090");
-    assert_eq!(c.state.url, "sqlite:///etc/strangler/.strangler/state.db?mode=rwc");
+    assert_eq!(
+        c.state.url,
+        "sqlite:///etc/strangler/.strangler/state.db?mode=rwc"
+    );
     assert!(c.routes.is_empty());
     assert!(c.proxy.override_header.is_none());
 }
@@ -59,7 +62,10 @@ ignore = ["/updated_at", "/items/*/etag"]
     assert_eq!(r.percent, 12.5);
     assert_eq!(r.sticky, Sticky::Header("x-user-id".into()));
     assert_eq!(r.compare.ignore.len(), 2);
-    assert_eq!(c.proxy.override_header.as_deref(), Some("x-strangler-target"));
+    assert_eq!(
+        c.proxy.override_header.as_deref(),
+        Some("x-strangler-target")
+    );
     assert_eq!(c.upstreams["catalog"].addr.to_string(), "127.0.0.1:8001");
     assert!(c.upstreams["catalog"].health.is_some());
 }
@@ -76,7 +82,10 @@ path = "/a"
 stag = "canary"
 "#,
     );
-    assert!(e.starts_with("/etc/strangler/strangler.toml:7:1: routes[0].stag: unknown field `stag`"), "{e}");
+    assert!(
+        e.starts_with("/etc/strangler/strangler.toml:7:1: routes[0].stag: unknown field `stag`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -117,13 +126,20 @@ service = "nope"
     )
     .expect_err("invalid");
     let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
-    assert_eq!(keys, ["routes[0].path", "routes[0].percent", "routes[0].service"]);
+    assert_eq!(
+        keys,
+        ["routes[0].path", "routes[0].percent", "routes[0].service"]
+    );
 }
 
 #[test]
 fn type_errors_name_the_key() {
-    let e = first_error("[proxy]\nlisten = 8080\n[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n");
-    assert!(e.starts_with("/etc/strangler/strangler.toml:2:10: proxy.listen: invalid type"), "{e}");
+    let e =
+        first_error("[proxy]\nlisten = 8080\n[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n");
+    assert!(
+        e.starts_with("/etc/strangler/strangler.toml:2:10: proxy.listen: invalid type"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -134,8 +150,13 @@ fn legacy_upstream_is_required() {
 
 #[test]
 fn non_legacy_stage_needs_a_service() {
-    let e = first_error(&format!("{MINIMAL}[[routes]]\nname = \"a\"\npath = \"/a\"\nstage = \"shadow\"\n"));
-    assert!(e.contains("routes[0].service: stage shadow needs a service"), "{e}");
+    let e = first_error(&format!(
+        "{MINIMAL}[[routes]]\nname = \"a\"\npath = \"/a\"\nstage = \"shadow\"\n"
+    ));
+    assert!(
+        e.contains("routes[0].service: stage shadow needs a service"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -143,11 +164,17 @@ fn duplicate_names_and_ambiguous_routes_are_rejected() {
     let e = first_error(&format!(
         "{MINIMAL}[[routes]]\nname = \"a\"\npath = \"/a/{{x}}\"\n[[routes]]\nname = \"a\"\npath = \"/b\"\n"
     ));
-    assert!(e.contains("routes[1].name: \"a\" is used by an earlier route"), "{e}");
+    assert!(
+        e.contains("routes[1].name: \"a\" is used by an earlier route"),
+        "{e}"
+    );
     let e = first_error(&format!(
         "{MINIMAL}[[routes]]\nname = \"a\"\nmethods=[\"GET\"]\npath = \"/a/{{x}}\"\n[[routes]]\nname = \"b\"\nmethods=[\"GET\",\"PUT\"]\npath = \"/a/{{y}}\"\n"
     ));
-    assert!(e.contains("routes[1].path: matches the same requests as route \"a\""), "{e}");
+    assert!(
+        e.contains("routes[1].path: matches the same requests as route \"a\""),
+        "{e}"
+    );
     // Same shape, disjoint methods: fine.
     load(&format!(
         "{MINIMAL}[[routes]]\nname = \"a\"\nmethods=[\"GET\"]\npath = \"/a/{{x}}\"\n[[routes]]\nname = \"b\"\nmethods=[\"PUT\"]\npath = \"/a/{{y}}\"\n"
@@ -158,7 +185,10 @@ fn duplicate_names_and_ambiguous_routes_are_rejected() {
 #[test]
 fn https_upstreams_are_refused_clearly() {
     let e = first_error("[upstreams.legacy]\nurl = \"https://example.com\"\n");
-    assert!(e.contains("upstreams.legacy.url") && e.contains("TLS upstreams are not supported"), "{e}");
+    assert!(
+        e.contains("upstreams.legacy.url") && e.contains("TLS upstreams are not supported"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -188,5 +218,8 @@ exclude = ["internal_notes"]
     let e = first_error(&format!(
         "{MINIMAL}[cdc.source]\nurl_env = \"X\"\ntables = [\"public.products\"]\n[[cdc.sinks]]\nname = \"s\"\nurl_env = \"Y\"\n[[cdc.sinks.tables]]\nsource = \"public.orders\"\n"
     ));
-    assert!(e.contains("cdc.sinks[0].tables[0].source: public.orders is not among cdc.source.tables"), "{e}");
+    assert!(
+        e.contains("cdc.sinks[0].tables[0].source: public.orders is not among cdc.source.tables"),
+        "{e}"
+    );
 }

@@ -55,8 +55,15 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes.
-pub async fn run(listener: tokio::net::TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()> + Send + 'static) {
-    if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
         tracing::error!(error = %e, "admin API stopped");
     }
 }
@@ -74,8 +81,14 @@ async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next:
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            let mut resp = error(StatusCode::UNAUTHORIZED, "this admin API needs Authorization: Bearer <token>");
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            let mut resp = error(
+                StatusCode::UNAUTHORIZED,
+                "this admin API needs Authorization: Bearer <token>",
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
             return resp;
         }
     }

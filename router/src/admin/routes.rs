@@ -43,11 +43,18 @@ pub fn route_views(shared: &Shared) -> Vec<RouteView> {
     let mut fallbacks: BTreeMap<(String, String), u64> = BTreeMap::new();
     let families = prometheus::core::Collector::collect(&shared.metrics.requests)
         .into_iter()
-        .chain(prometheus::core::Collector::collect(&shared.metrics.fallbacks));
+        .chain(prometheus::core::Collector::collect(
+            &shared.metrics.fallbacks,
+        ));
     for family in families {
         let is_requests = family.name() == "strangler_requests_total";
         for m in family.get_metric() {
-            let label = |n: &str| m.get_label().iter().find(|l| l.name() == n).map(|l| l.value().to_string());
+            let label = |n: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == n)
+                    .map(|l| l.value().to_string())
+            };
             let value = m.get_counter().get_value() as u64;
             if is_requests {
                 if let (Some(r), Some(t)) = (label("route"), label("target")) {
@@ -92,8 +99,14 @@ pub(super) async fn list(State(state): State<Arc<AdminState>>) -> Response {
     Json(json!({ "routes": route_views(&state.shared) })).into_response()
 }
 
-pub(super) async fn show(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> Response {
-    match route_views(&state.shared).into_iter().find(|r| r.name == name) {
+pub(super) async fn show(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Response {
+    match route_views(&state.shared)
+        .into_iter()
+        .find(|r| r.name == name)
+    {
         Some(view) => Json(view).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no route {name:?}")),
     }
@@ -133,13 +146,26 @@ pub(super) async fn set(
 ) -> Response {
     let body = match body {
         Ok(Json(b)) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad body: {}", e.body_text())),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad body: {}", e.body_text()),
+            )
+        }
     };
     let stage: Stage = match body.stage.parse() {
         Ok(s) => s,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
-    change(&state, &name, stage, body.percent, &actor(&headers), &body.reason).await
+    change(
+        &state,
+        &name,
+        stage,
+        body.percent,
+        &actor(&headers),
+        &body.reason,
+    )
+    .await
 }
 
 pub(super) async fn rollback(
@@ -149,10 +175,25 @@ pub(super) async fn rollback(
     body: Option<Json<RollbackBody>>,
 ) -> Response {
     let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
-    change(&state, &name, Stage::Legacy, None, &actor(&headers), &reason).await
+    change(
+        &state,
+        &name,
+        Stage::Legacy,
+        None,
+        &actor(&headers),
+        &reason,
+    )
+    .await
 }
 
-async fn change(state: &AdminState, name: &str, stage: Stage, percent: Option<f64>, actor: &str, reason: &str) -> Response {
+async fn change(
+    state: &AdminState,
+    name: &str,
+    stage: Stage,
+    percent: Option<f64>,
+    actor: &str,
+    reason: &str,
+) -> Response {
     let config = state.shared.config.load_full();
     let (Some(route), Some(current)) = (config.route(name), state.shared.effective(name)) else {
         return error(StatusCode::NOT_FOUND, format!("no route {name:?}"));
@@ -168,10 +209,16 @@ async fn change(state: &AdminState, name: &str, stage: Stage, percent: Option<f6
     // Apply here at once: the very next request through this proxy obeys.
     match state.store.overrides().await {
         Ok(o) => state.shared.set_overrides(o),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("change saved but not reloaded: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("change saved but not reloaded: {e}"),
+            )
+        }
     }
     tracing::info!(route = name, actor, reason, from = %entry.before.stage, to = %entry.after.stage, percent = entry.after.percent, "route changed");
-    let view = route_views(&state.shared).into_iter().find(|r| r.name == name);
+    let view = route_views(&state.shared)
+        .into_iter()
+        .find(|r| r.name == name);
     Json(json!({ "route": view, "audit": entry })).into_response()
 }
-

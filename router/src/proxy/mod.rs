@@ -60,10 +60,15 @@ impl ProxyHttp for RouterProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let routing = self.shared.routing.load_full();
-        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let req = session.req_header_mut();
         let forced = match &routing.override_header {
-            Some(h) => req.remove_header(h).and_then(|v| Forced::parse(v.as_bytes())),
+            Some(h) => req
+                .remove_header(h)
+                .and_then(|v| Forced::parse(v.as_bytes())),
             None => None,
         };
         let decision = routing.table.decide(
@@ -94,7 +99,11 @@ impl ProxyHttp for RouterProxy {
                 id
             }
         };
-        ctx.trace_id = match req.headers.get(TRACEPARENT).and_then(|v| access_log::trace_id_of(v.as_bytes())) {
+        ctx.trace_id = match req
+            .headers
+            .get(TRACEPARENT)
+            .and_then(|v| access_log::trace_id_of(v.as_bytes()))
+        {
             Some(trace) => trace.to_string(),
             None => {
                 let (tp, trace) = access_log::new_traceparent();
@@ -103,7 +112,11 @@ impl ProxyHttp for RouterProxy {
             }
         };
         if let Some(ip) = client_ip {
-            let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let xff = match req
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prev) => format!("{prev}, {ip}"),
                 None => ip.to_string(),
             };
@@ -116,7 +129,11 @@ impl ProxyHttp for RouterProxy {
         let Some(routing) = ctx.routing.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no routing snapshot");
         };
-        ctx.attempt = if ctx.fallback.is_some() { LEGACY_ID } else { ctx.target };
+        ctx.attempt = if ctx.fallback.is_some() {
+            LEGACY_ID
+        } else {
+            ctx.target
+        };
         ctx.replaced_status = None;
         let up = routing.upstream(ctx.attempt);
         let mut peer = HttpPeer::new(up.addr, false, String::new());
@@ -126,7 +143,13 @@ impl ProxyHttp for RouterProxy {
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         if ctx.may_fall_back() {
             // Nothing reached the service: safe to hand any method to the monolith.
             ctx.fallback = Some(match e.etype() {
@@ -150,12 +173,20 @@ impl ProxyHttp for RouterProxy {
             ctx.replaced_status = Some(status);
             // Raised before anything is written to the client; the retry
             // (see error_while_proxy) goes to the monolith.
-            return Error::e_explain(ErrorType::HTTPStatus(status), "service answered 5xx; the monolith answers instead");
+            return Error::e_explain(
+                ErrorType::HTTPStatus(status),
+                "service answered 5xx; the monolith answers instead",
+            );
         }
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, _resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         ctx.responded = true;
         Ok(())
     }
@@ -174,7 +205,9 @@ impl ProxyHttp for RouterProxy {
         } else if is_safe(&session.req_header().method) && ctx.may_fall_back() {
             ctx.fallback = Some(FallbackReason::UpstreamError);
             e.set_retry(true);
-        } else if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+        } else if !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
             // Pingora's default policy for everything else.
             e.set_retry(false);
         } else {
@@ -201,13 +234,19 @@ impl ProxyHttp for RouterProxy {
         let metrics = &self.shared.metrics;
         let elapsed = ctx.start.elapsed();
         let code = status.to_string();
-        metrics.requests.with_label_values(&[route_name, target, code.as_str()]).inc();
+        metrics
+            .requests
+            .with_label_values(&[route_name, target, code.as_str()])
+            .inc();
         metrics
             .duration
             .with_label_values(&[route_name, target])
             .observe(elapsed.as_secs_f64());
         if let Some(reason) = ctx.fallback {
-            metrics.fallbacks.with_label_values(&[route_name, reason.as_str()]).inc();
+            metrics
+                .fallbacks
+                .with_label_values(&[route_name, reason.as_str()])
+                .inc();
         }
         if routing.access_log {
             let req = session.req_header();

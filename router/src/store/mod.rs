@@ -49,7 +49,6 @@ pub struct StageState {
     pub percent: f64,
 }
 
-
 /// One entry of the audit log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
@@ -79,9 +78,17 @@ impl StateStore {
     /// its folder are created.
     pub async fn connect(url: &str) -> Result<StateStore, StoreError> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
-        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
         if backend == Backend::Sqlite {
-            let file = url.trim_start_matches("sqlite://").split('?').next().unwrap_or_default();
+            let file = url
+                .trim_start_matches("sqlite://")
+                .split('?')
+                .next()
+                .unwrap_or_default();
             if let Some(dir) = Path::new(file).parent() {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect {
                     url: url.to_string(),
@@ -94,7 +101,10 @@ impl StateStore {
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|source| StoreError::Connect { url: redact_url(url), source })?;
+            .map_err(|source| StoreError::Connect {
+                url: redact_url(url),
+                source,
+            })?;
         let store = StateStore { pool, backend };
         schema::create(&store.pool, backend).await?;
         Ok(store)
@@ -124,12 +134,20 @@ impl StateStore {
 
     /// Moves `route` to `target`, recording who, when and why. Returns the
     /// audit entry (its `before` is the state the route had).
-    pub async fn set_route(&self, route: &Route, target: Target, actor: &str, reason: &str) -> Result<AuditEntry, StoreError> {
+    pub async fn set_route(
+        &self,
+        route: &Route,
+        target: Target,
+        actor: &str,
+        reason: &str,
+    ) -> Result<AuditEntry, StoreError> {
         let mut tx = self.pool.begin().await?;
         match self.backend {
             // Serialize writers: take the write lock before reading.
             Backend::Postgres => {
-                sqlx::query("SELECT pg_advisory_xact_lock(7395562001)").execute(&mut *tx).await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7395562001)")
+                    .execute(&mut *tx)
+                    .await?;
             }
             Backend::Sqlite => {
                 sqlx::query("UPDATE strangler_route_overrides SET route = route WHERE 1 = 0")
@@ -184,8 +202,14 @@ impl StateStore {
             at_ms,
             at: rfc3339(at_ms),
             reason: reason.to_string(),
-            before: StageState { stage: before.stage, percent: before.percent },
-            after: StageState { stage: target.stage, percent: target.percent },
+            before: StageState {
+                stage: before.stage,
+                percent: before.percent,
+            },
+            after: StageState {
+                stage: target.stage,
+                percent: target.percent,
+            },
         })
     }
 
@@ -208,8 +232,14 @@ impl StateStore {
                     at_ms,
                     at: rfc3339(at_ms),
                     reason: r.try_get(4)?,
-                    before: StageState { stage: stage(r, 5)?, percent: r.try_get(6)? },
-                    after: StageState { stage: stage(r, 7)?, percent: r.try_get(8)? },
+                    before: StageState {
+                        stage: stage(r, 5)?,
+                        percent: r.try_get(6)?,
+                    },
+                    after: StageState {
+                        stage: stage(r, 7)?,
+                        percent: r.try_get(8)?,
+                    },
                 })
             })
             .collect()
@@ -294,7 +324,10 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_messages() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
     }
 }

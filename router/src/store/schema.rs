@@ -54,7 +54,8 @@ pub(super) async fn create(pool: &AnyPool, backend: Backend) -> Result<(), Store
         Backend::Sqlite => SQLITE,
         Backend::Postgres => POSTGRES,
     };
-    let (pragmas, tables): (Vec<&str>, Vec<&str>) = statements.iter().partition(|s| s.starts_with("PRAGMA"));
+    let (pragmas, tables): (Vec<&str>, Vec<&str>) =
+        statements.iter().partition(|s| s.starts_with("PRAGMA"));
     // journal_mode cannot change inside a transaction; it persists in the file.
     for sql in pragmas {
         sqlx::query(sql).execute(pool).await?;

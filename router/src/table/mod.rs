@@ -40,7 +40,12 @@ pub struct CompiledRoute {
 
 impl CompiledRoute {
     /// Compiles a config route with its effective state.
-    pub fn new(route: &Route, file_index: usize, service: Option<UpstreamId>, effective: Effective) -> Self {
+    pub fn new(
+        route: &Route,
+        file_index: usize,
+        service: Option<UpstreamId>,
+        effective: Effective,
+    ) -> Self {
         CompiledRoute {
             name: Arc::from(route.name.as_str()),
             methods: route
@@ -161,10 +166,18 @@ impl RouteTable {
     /// healthy (always true for upstreams without health checks).
     pub fn decide(&self, req: &RequestInfo<'_>, is_up: impl Fn(UpstreamId) -> bool) -> Decision {
         let Some(index) = self.lookup(req.method, req.path) else {
-            return Decision { route: None, target: LEGACY_ID, why: Why::Unmatched };
+            return Decision {
+                route: None,
+                target: LEGACY_ID,
+                why: Why::Unmatched,
+            };
         };
         let route = &self.routes[index];
-        let decision = |target, why| Decision { route: Some(index), target, why };
+        let decision = |target, why| Decision {
+            route: Some(index),
+            target,
+            why,
+        };
         let Some(service) = route.service else {
             return decision(LEGACY_ID, Why::Stage);
         };
@@ -176,7 +189,9 @@ impl RouteTable {
                 Stage::Migrated => (true, Why::Stage),
                 Stage::Canary => {
                     let bucket = sticky::key(&route.sticky, req.headers, req.client_ip)
-                        .map_or(req.random_bucket, |k| sticky::bucket(&route.name, k.as_bytes()));
+                        .map_or(req.random_bucket, |k| {
+                            sticky::bucket(&route.name, k.as_bytes())
+                        });
                     if sticky::on_service(bucket, route.percent) {
                         (true, Why::CanaryIn)
                     } else {

@@ -37,7 +37,11 @@ pub fn on_service(bucket: u32, percent: f64) -> bool {
 }
 
 /// The sticky key of a request, if the request carries one.
-pub fn key<'a>(sticky: &Sticky, headers: &'a HeaderMap, client_ip: Option<IpAddr>) -> Option<StickyKey<'a>> {
+pub fn key<'a>(
+    sticky: &Sticky,
+    headers: &'a HeaderMap,
+    client_ip: Option<IpAddr>,
+) -> Option<StickyKey<'a>> {
     match sticky {
         Sticky::Header(name) => headers
             .get(name.as_str())
@@ -95,9 +99,15 @@ mod tests {
     #[test]
     fn bucket_is_stable_across_versions() {
         // Pinned: changing the hash would move every user of every fleet.
-        assert_eq!(bucket("get-product", b"user-1"), bucket("get-product", b"user-1"));
+        assert_eq!(
+            bucket("get-product", b"user-1"),
+            bucket("get-product", b"user-1")
+        );
         assert_eq!(bucket("get-product", b"user-1"), 1_847);
-        assert_ne!(bucket("get-product", b"user-1"), bucket("other-route", b"user-1"));
+        assert_ne!(
+            bucket("get-product", b"user-1"),
+            bucket("other-route", b"user-1")
+        );
     }
 
     #[test]
@@ -107,7 +117,10 @@ mod tests {
                 .filter(|i| on_service(bucket("r", format!("u{i}").as_bytes()), percent))
                 .count();
             let share = on as f64 / 1_000.0;
-            assert!((share - percent).abs() < 0.5, "percent {percent}: share {share}");
+            assert!(
+                (share - percent).abs() < 0.5,
+                "percent {percent}: share {share}"
+            );
         }
     }
 
@@ -123,7 +136,10 @@ mod tests {
     fn cookie_and_header_keys() {
         let mut h = HeaderMap::new();
         h.insert("x-user-id", "42".parse().expect("header"));
-        h.append(http::header::COOKIE, "a=1; sid = abc ;b=2".parse().expect("header"));
+        h.append(
+            http::header::COOKIE,
+            "a=1; sid = abc ;b=2".parse().expect("header"),
+        );
         let k = key(&Sticky::Header("x-user-id".into()), &h, None).map(|k| k.as_bytes().to_vec());
         assert_eq!(k.as_deref(), Some(&b"42"[..]));
         let k = key(&Sticky::Cookie("sid".into()), &h, None).map(|k| k.as_bytes().to_vec());

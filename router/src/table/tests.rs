@@ -53,7 +53,11 @@ fn table_with(stage_of: impl Fn(&str) -> Option<(Stage, f64)>) -> RouteTable {
         .map(|(i, r)| {
             let mut eff = effective(r, None);
             if let Some((stage, percent)) = stage_of(&r.name) {
-                eff = Effective { stage, percent, origin: Origin::Override };
+                eff = Effective {
+                    stage,
+                    percent,
+                    origin: Origin::Override,
+                };
             }
             CompiledRoute::new(r, i, r.service.as_ref().map(|_| 1), eff)
         })
@@ -66,7 +70,14 @@ fn table() -> RouteTable {
 }
 
 fn req<'a>(method: &'a Method, path: &'a str, headers: &'a HeaderMap) -> RequestInfo<'a> {
-    RequestInfo { method, path, headers, client_ip: None, random_bucket: 0, forced: None }
+    RequestInfo {
+        method,
+        path,
+        headers,
+        client_ip: None,
+        random_bucket: 0,
+        forced: None,
+    }
 }
 
 fn name(t: &RouteTable, d: Decision) -> &str {
@@ -78,7 +89,14 @@ fn unmatched_goes_to_legacy() {
     let t = table();
     let h = HeaderMap::new();
     let d = t.decide(&req(&Method::GET, "/cart", &h), |_| true);
-    assert_eq!(d, Decision { route: None, target: LEGACY_ID, why: Why::Unmatched });
+    assert_eq!(
+        d,
+        Decision {
+            route: None,
+            target: LEGACY_ID,
+            why: Why::Unmatched
+        }
+    );
 }
 
 #[test]
@@ -86,11 +104,26 @@ fn most_specific_match_wins() {
     let t = table();
     let h = HeaderMap::new();
     let up = |_| true;
-    assert_eq!(name(&t, t.decide(&req(&Method::GET, "/products/new", &h), up)), "new-product");
-    assert_eq!(name(&t, t.decide(&req(&Method::GET, "/products/7", &h), up)), "get-product");
-    assert_eq!(name(&t, t.decide(&req(&Method::PUT, "/products/7", &h), up)), "any-product");
-    assert_eq!(name(&t, t.decide(&req(&Method::GET, "/static/a/b.css", &h), up)), "static");
-    assert_eq!(name(&t, t.decide(&req(&Method::GET, "/static", &h), up)), DEFAULT_ROUTE);
+    assert_eq!(
+        name(&t, t.decide(&req(&Method::GET, "/products/new", &h), up)),
+        "new-product"
+    );
+    assert_eq!(
+        name(&t, t.decide(&req(&Method::GET, "/products/7", &h), up)),
+        "get-product"
+    );
+    assert_eq!(
+        name(&t, t.decide(&req(&Method::PUT, "/products/7", &h), up)),
+        "any-product"
+    );
+    assert_eq!(
+        name(&t, t.decide(&req(&Method::GET, "/static/a/b.css", &h), up)),
+        "static"
+    );
+    assert_eq!(
+        name(&t, t.decide(&req(&Method::GET, "/static", &h), up)),
+        DEFAULT_ROUTE
+    );
 }
 
 #[test]
@@ -98,11 +131,23 @@ fn stages_pick_targets() {
     let t = table();
     let h = HeaderMap::new();
     let d = t.decide(&req(&Method::GET, "/products/new", &h), |_| true);
-    assert_eq!((d.target, d.why), (LEGACY_ID, Why::Stage), "shadow answers from legacy");
+    assert_eq!(
+        (d.target, d.why),
+        (LEGACY_ID, Why::Stage),
+        "shadow answers from legacy"
+    );
     let d = t.decide(&req(&Method::PUT, "/products/1", &h), |_| true);
-    assert_eq!((d.target, d.why), (1, Why::Stage), "migrated answers from the service");
+    assert_eq!(
+        (d.target, d.why),
+        (1, Why::Stage),
+        "migrated answers from the service"
+    );
     let d = t.decide(&req(&Method::GET, "/about", &h), |_| true);
-    assert_eq!((d.target, d.why), (LEGACY_ID, Why::Stage), "no service: legacy");
+    assert_eq!(
+        (d.target, d.why),
+        (LEGACY_ID, Why::Stage),
+        "no service: legacy"
+    );
 }
 
 #[test]
@@ -114,20 +159,41 @@ fn canary_is_sticky_and_close_to_percent() {
         h.insert("x-user-id", format!("user-{i}").parse().expect("header"));
         let first = t.decide(&req(&Method::GET, "/products/1", &h), |_| true);
         for _ in 0..3 {
-            let again = t.decide(&RequestInfo { random_bucket: 9_999, ..req(&Method::GET, "/products/2", &h) }, |_| true);
+            let again = t.decide(
+                &RequestInfo {
+                    random_bucket: 9_999,
+                    ..req(&Method::GET, "/products/2", &h)
+                },
+                |_| true,
+            );
             assert_eq!(again.target, first.target, "same user, same target");
         }
         on += usize::from(first.target == 1);
     }
-    assert!((4_700..=5_300).contains(&on), "{on} of 10000 on the service at 50%");
+    assert!(
+        (4_700..=5_300).contains(&on),
+        "{on} of 10000 on the service at 50%"
+    );
 }
 
 #[test]
 fn canary_without_key_uses_the_random_bucket() {
     let t = table();
     let h = HeaderMap::new();
-    let low = t.decide(&RequestInfo { random_bucket: 10, ..req(&Method::GET, "/products/1", &h) }, |_| true);
-    let high = t.decide(&RequestInfo { random_bucket: 9_000, ..req(&Method::GET, "/products/1", &h) }, |_| true);
+    let low = t.decide(
+        &RequestInfo {
+            random_bucket: 10,
+            ..req(&Method::GET, "/products/1", &h)
+        },
+        |_| true,
+    );
+    let high = t.decide(
+        &RequestInfo {
+            random_bucket: 9_000,
+            ..req(&Method::GET, "/products/1", &h)
+        },
+        |_| true,
+    );
     assert_eq!((low.target, low.why), (1, Why::CanaryIn));
     assert_eq!((high.target, high.why), (LEGACY_ID, Why::CanaryOut));
 }
@@ -136,12 +202,30 @@ fn canary_without_key_uses_the_random_bucket() {
 fn forced_target_wins_over_stage_and_health() {
     let t = table();
     let h = HeaderMap::new();
-    let d = t.decide(&RequestInfo { forced: Some(Forced::Service), ..req(&Method::GET, "/products/new", &h) }, |_| false);
+    let d = t.decide(
+        &RequestInfo {
+            forced: Some(Forced::Service),
+            ..req(&Method::GET, "/products/new", &h)
+        },
+        |_| false,
+    );
     assert_eq!((d.target, d.why), (1, Why::Forced));
-    let d = t.decide(&RequestInfo { forced: Some(Forced::Legacy), ..req(&Method::PUT, "/products/1", &h) }, |_| true);
+    let d = t.decide(
+        &RequestInfo {
+            forced: Some(Forced::Legacy),
+            ..req(&Method::PUT, "/products/1", &h)
+        },
+        |_| true,
+    );
     assert_eq!((d.target, d.why), (LEGACY_ID, Why::Forced));
     // No service: forcing the service still goes to legacy.
-    let d = t.decide(&RequestInfo { forced: Some(Forced::Service), ..req(&Method::GET, "/about", &h) }, |_| true);
+    let d = t.decide(
+        &RequestInfo {
+            forced: Some(Forced::Service),
+            ..req(&Method::GET, "/about", &h)
+        },
+        |_| true,
+    );
     assert_eq!(d.target, LEGACY_ID);
     assert_eq!(Forced::parse(b"SERVICE"), Some(Forced::Service));
     assert_eq!(Forced::parse(b"other"), None);
@@ -161,7 +245,10 @@ fn overrides_change_the_decision() {
     let h = HeaderMap::new();
     let d = t.decide(&req(&Method::PUT, "/products/1", &h), |_| true);
     assert_eq!(d.target, LEGACY_ID);
-    assert_eq!(t.find("any-product").map(|r| r.origin), Some(Origin::Override));
+    assert_eq!(
+        t.find("any-product").map(|r| r.origin),
+        Some(Origin::Override)
+    );
 }
 
 #[test]
@@ -173,6 +260,9 @@ fn raising_percent_moves_no_user_back() {
         h.insert("x-user-id", format!("u{i}").parse().expect("header"));
         let a = t10.decide(&req(&Method::GET, "/products/1", &h), |_| true);
         let b = t50.decide(&req(&Method::GET, "/products/1", &h), |_| true);
-        assert!(a.target == LEGACY_ID || b.target == 1, "user u{i} moved back");
+        assert!(
+            a.target == LEGACY_ID || b.target == 1,
+            "user u{i} moved back"
+        );
     }
 }

@@ -24,7 +24,10 @@ pub struct Harness {
 impl Harness {
     pub fn new() -> Harness {
         Harness {
-            dir: tempfile::Builder::new().prefix("strangler-e2e-").tempdir().expect("temp dir"),
+            dir: tempfile::Builder::new()
+                .prefix("strangler-e2e-")
+                .tempdir()
+                .expect("temp dir"),
             listen: free_port(),
             admin: free_port(),
             state_url: None,
@@ -43,7 +46,10 @@ impl Harness {
 
     /// The full config text: state and proxy sections, then `rest`.
     pub fn config_text(&self, rest: &str) -> String {
-        let state = self.state_url.clone().unwrap_or_else(|| "sqlite://state.db".into());
+        let state = self
+            .state_url
+            .clone()
+            .unwrap_or_else(|| "sqlite://state.db".into());
         format!(
             "[state]\nurl = \"{state}\"\npoll_interval_ms = 100\n\n[proxy]\nlisten = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\noverride_header = \"x-strangler-target\"\nthreads = 2\ndrain_timeout_secs = 5\n\n{rest}",
             self.listen, self.admin
@@ -102,12 +108,22 @@ impl Proxy {
         let c = client();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let admin_ok = c.get(format!("{}/healthz", self.admin)).send().await.is_ok_and(|r| r.status() == 200);
-            let listen_ok = tokio::net::TcpStream::connect(self.base.trim_start_matches("http://")).await.is_ok();
+            let admin_ok = c
+                .get(format!("{}/healthz", self.admin))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            let listen_ok = tokio::net::TcpStream::connect(self.base.trim_start_matches("http://"))
+                .await
+                .is_ok();
             if admin_ok && listen_ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "proxy did not start; its log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not start; its log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -122,13 +138,25 @@ impl Proxy {
 
     /// Sends a signal by name (`HUP`, `TERM`).
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill").success();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill")
+            .success();
         assert!(ok, "kill -{sig} failed");
     }
 
     /// The value of a metric line (exact labels as Prometheus prints them), 0 if absent.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = client().get(format!("{}/metrics", self.admin)).send().await.expect("metrics").text().await.expect("text");
+        let text = client()
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
         metric_value(&text, series)
     }
 }
@@ -136,7 +164,10 @@ impl Proxy {
 /// The value of `series` (name plus `{labels}` in Prometheus' order) in `text`.
 pub fn metric_value(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
@@ -168,7 +199,12 @@ pub fn upstreams(legacy: &TestUpstream, services: &[(&str, &TestUpstream)]) -> S
 }
 
 /// Sends a request and returns (status, the upstream that answered).
-pub async fn who(c: &reqwest::Client, method: reqwest::Method, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+pub async fn who(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut req = c.request(method, url);
     for (k, v) in headers {
         req = req.header(*k, *v);
