@@ -120,7 +120,10 @@ impl PgCluster {
         let dir = path_str(self.dir.path())?.to_string();
         let pg_ctl = self.bin.join("pg_ctl");
         let stop = if self.as_postgres {
-            format!("runuser -u postgres -- {} -D '{data}' -m immediate -w stop", pg_ctl.display())
+            format!(
+                "runuser -u postgres -- {} -D '{data}' -m immediate -w stop",
+                pg_ctl.display()
+            )
         } else {
             format!("{} -D '{data}' -m immediate -w stop", pg_ctl.display())
         };

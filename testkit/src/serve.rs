@@ -25,8 +25,12 @@ impl Drop for Served {
 
 /// Serves `app` on a free loopback port.
 pub async fn serve_app(app: axum::Router) -> Served {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"));
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

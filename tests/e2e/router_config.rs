@@ -171,5 +171,8 @@ fn the_example_migration_config_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/strangler.toml");
     let (code, out, err) = cli(&["check"], &path);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("4 upstreams") || out.contains("3 upstreams"), "{out}");
+    assert!(
+        out.contains("4 upstreams") || out.contains("3 upstreams"),
+        "{out}"
+    );
 }

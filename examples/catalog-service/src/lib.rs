@@ -46,26 +46,38 @@ fn product(row: &PgRow) -> Result<Value, sqlx::Error> {
     }))
 }
 
-async fn list(State(pool): State<PgPool>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+async fn list(
+    State(pool): State<PgPool>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     let page = int_param(&q, "page", 1, 1, 1_000_000)?;
     let per_page = int_param(&q, "per_page", 20, 1, 100)?;
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM catalog_items ORDER BY id LIMIT $1 OFFSET $2"))
-        .bind(per_page)
-        .bind((page - 1) * per_page)
-        .fetch_all(&pool)
-        .await?;
-    let total: i64 = sqlx::query("SELECT count(*) FROM catalog_items").fetch_one(&pool).await?.try_get(0)?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM catalog_items ORDER BY id LIMIT $1 OFFSET $2"
+    ))
+    .bind(per_page)
+    .bind((page - 1) * per_page)
+    .fetch_all(&pool)
+    .await?;
+    let total: i64 = sqlx::query("SELECT count(*) FROM catalog_items")
+        .fetch_one(&pool)
+        .await?
+        .try_get(0)?;
     let items = rows.iter().map(product).collect::<Result<Vec<_>, _>>()?;
-    Ok(with_noise(json!({ "items": items, "page": page, "per_page": per_page, "total": total })))
+    Ok(with_noise(
+        json!({ "items": items, "page": page, "per_page": per_page, "total": total }),
+    ))
 }
 
 async fn show(State(pool): State<PgPool>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = parse_id("product id", &id)?;
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM catalog_items WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("product {id} does not exist")))?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM catalog_items WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&pool)
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("product {id} does not exist")))?;
     Ok(with_noise(product(&row)?))
 }
 
@@ -78,7 +90,11 @@ struct ProductUpdate {
     price_cents: Option<i64>,
 }
 
-async fn update(State(pool): State<PgPool>, Path(id): Path<String>, b: Result<Json<ProductUpdate>, JsonRejection>) -> ApiResult<Json<Value>> {
+async fn update(
+    State(pool): State<PgPool>,
+    Path(id): Path<String>,
+    b: Result<Json<ProductUpdate>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
     let id = parse_id("product id", &id)?;
     let u = body(b)?;
     if u.title.as_deref().is_some_and(|t| t.trim().is_empty()) {

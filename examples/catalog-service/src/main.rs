@@ -1,7 +1,7 @@
 //! `catalog-service serve --database-url URL --listen ADDR`
 
-use clap::{Parser, Subcommand};
 use catalog_service::{app, MIGRATOR};
+use clap::{Parser, Subcommand};
 use shop_common::{connect, init_tracing, serve, shutdown_signal, ServeArgs};
 
 #[derive(Debug, Parser)]

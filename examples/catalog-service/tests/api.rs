@@ -1,11 +1,16 @@
 //! The catalog service's contract, including its deliberate difference.
 
+#![allow(clippy::unwrap_used)] // test code: a failed step is a failed test
+
 use serde_json::{json, Value};
 use shop_common::connect;
 use strangler_testkit::{serve_app, PgCluster, Served};
 
 async fn catalog() -> (PgCluster, sqlx::PgPool, Served) {
-    let pg = tokio::task::spawn_blocking(PgCluster::start).await.unwrap().unwrap();
+    let pg = tokio::task::spawn_blocking(PgCluster::start)
+        .await
+        .unwrap()
+        .unwrap();
     let url = pg.create_database("catalog").unwrap();
     let pool = connect(&url, &catalog_service::MIGRATOR).await.unwrap();
     // What CDC would have copied from the monolith (title → name, price_cents → price).
@@ -26,26 +31,54 @@ async fn catalog() -> (PgCluster, sqlx::PgPool, Served) {
 async fn same_external_api_as_the_monolith() {
     let (_pg, _pool, http) = catalog().await;
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
-    let p: Value = c.get(format!("{}/products/3", http.url())).send().await.unwrap().json().await.unwrap();
+    let p: Value = c
+        .get(format!("{}/products/3", http.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(p["title"], "Item 3");
     assert_eq!(p["price_cents"], 399);
     assert_eq!(p["description"], "About item 3");
     assert_eq!(p["updated_at"], "2024-01-01T00:01:51.000000Z");
     assert!(p["generated_at"].is_string() && p["request_id"].is_string());
-    let page: Value = c.get(format!("{}/products?page=2&per_page=10", http.url())).send().await.unwrap().json().await.unwrap();
+    let page: Value = c
+        .get(format!("{}/products?page=2&per_page=10", http.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["items"][0]["id"], 11);
     assert_eq!(page["total"], 30);
-    let r = c.put(format!("{}/products/3", http.url())).json(&json!({"title": "Renamed"})).send().await.unwrap();
+    let r = c
+        .put(format!("{}/products/3", http.url()))
+        .json(&json!({"title": "Renamed"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let p: Value = r.json().await.unwrap();
     assert_eq!(p["title"], "Renamed");
-    for (path, status) in [("/products/abc", 400), ("/products/999", 404), ("/orders/1", 404)] {
+    for (path, status) in [
+        ("/products/abc", 400),
+        ("/products/999", 404),
+        ("/orders/1", 404),
+    ] {
         let r = c.get(format!("{}{path}", http.url())).send().await.unwrap();
         assert_eq!(r.status().as_u16(), status, "{path}");
         let body: Value = r.json().await.unwrap();
         assert!(body["error"]["message"].is_string());
     }
-    let r = c.put(format!("{}/products/3", http.url())).json(&json!({"price_cents": -5})).send().await.unwrap();
+    let r = c
+        .put(format!("{}/products/3", http.url()))
+        .json(&json!({"price_cents": -5}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
 }
 
@@ -55,6 +88,13 @@ async fn same_external_api_as_the_monolith() {
 async fn missing_description_is_null_not_empty() {
     let (_pg, _pool, http) = catalog().await;
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
-    let p: Value = c.get(format!("{}/products/5", http.url())).send().await.unwrap().json().await.unwrap();
+    let p: Value = c
+        .get(format!("{}/products/5", http.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(p["description"], Value::Null);
 }

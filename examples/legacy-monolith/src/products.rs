@@ -12,7 +12,6 @@ use shop_common::{body, int_param, parse_id, ts, with_noise, ApiError, ApiResult
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
-
 const COLUMNS: &str = "id, sku, title, description, price_cents, updated_at";
 
 /// A product as the API shows it. Legacy habit: a `NULL` description is
@@ -28,17 +27,27 @@ fn product(row: &PgRow) -> Result<Value, sqlx::Error> {
     }))
 }
 
-pub async fn list(State(pool): State<PgPool>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(pool): State<PgPool>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     let page = int_param(&q, "page", 1, 1, 1_000_000)?;
     let per_page = int_param(&q, "per_page", 20, 1, 100)?;
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM products ORDER BY id LIMIT $1 OFFSET $2"))
-        .bind(per_page)
-        .bind((page - 1) * per_page)
-        .fetch_all(&pool)
-        .await?;
-    let total: i64 = sqlx::query("SELECT count(*) FROM products").fetch_one(&pool).await?.try_get(0)?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM products ORDER BY id LIMIT $1 OFFSET $2"
+    ))
+    .bind(per_page)
+    .bind((page - 1) * per_page)
+    .fetch_all(&pool)
+    .await?;
+    let total: i64 = sqlx::query("SELECT count(*) FROM products")
+        .fetch_one(&pool)
+        .await?
+        .try_get(0)?;
     let items = rows.iter().map(product).collect::<Result<Vec<_>, _>>()?;
-    Ok(with_noise(json!({ "items": items, "page": page, "per_page": per_page, "total": total })))
+    Ok(with_noise(
+        json!({ "items": items, "page": page, "per_page": per_page, "total": total }),
+    ))
 }
 
 pub async fn show(State(pool): State<PgPool>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -65,13 +74,18 @@ pub struct NewProduct {
     on_hand: i32,
 }
 
-pub async fn create(State(pool): State<PgPool>, b: Result<Json<NewProduct>, JsonRejection>) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create(
+    State(pool): State<PgPool>,
+    b: Result<Json<NewProduct>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let p = body(b)?;
     if p.sku.trim().is_empty() || p.title.trim().is_empty() {
         return Err(ApiError::unprocessable("sku and title must not be empty"));
     }
     if p.price_cents < 0 || p.on_hand < 0 {
-        return Err(ApiError::unprocessable("price_cents and on_hand must not be negative"));
+        return Err(ApiError::unprocessable(
+            "price_cents and on_hand must not be negative",
+        ));
     }
     let mut tx = pool.begin().await?;
     let row = sqlx::query(&format!(
@@ -134,13 +148,17 @@ pub async fn update(
     Ok(with_noise(product(&row)?))
 }
 
-pub async fn inventory(State(pool): State<PgPool>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn inventory(
+    State(pool): State<PgPool>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id = parse_id("product id", &id)?;
-    let row = sqlx::query("SELECT product_id, on_hand, reserved FROM inventory WHERE product_id = $1")
-        .bind(id)
-        .fetch_optional(&pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no inventory for product {id}")))?;
+    let row =
+        sqlx::query("SELECT product_id, on_hand, reserved FROM inventory WHERE product_id = $1")
+            .bind(id)
+            .fetch_optional(&pool)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no inventory for product {id}")))?;
     let (on_hand, reserved): (i32, i32) = (row.try_get(1)?, row.try_get(2)?);
     Ok(with_noise(json!({
         "product_id": row.try_get::<i64, _>(0)?,

@@ -47,10 +47,39 @@ impl Rng {
     }
 }
 
-const ADJECTIVES: &[&str] = &["Classic", "Compact", "Deluxe", "Eco", "Heavy-Duty", "Mini", "Pro", "Smart", "Vintage", "Wireless"];
-const NOUNS: &[&str] = &["Kettle", "Lamp", "Backpack", "Blender", "Chair", "Desk", "Headphones", "Mug", "Speaker", "Toaster", "Umbrella", "Watch"];
-const FIRST: &[&str] = &["Ada", "Ben", "Chloé", "Dmitri", "Eve", "Farah", "Goran", "Hana", "Ivo", "Jun", "Kemal", "Lena"];
-const LAST: &[&str] = &["Okafor", "Schmidt", "Novak", "García", "Tanaka", "Kowalski", "Dubois", "Rossi", "Larsen", "Silva"];
+const ADJECTIVES: &[&str] = &[
+    "Classic",
+    "Compact",
+    "Deluxe",
+    "Eco",
+    "Heavy-Duty",
+    "Mini",
+    "Pro",
+    "Smart",
+    "Vintage",
+    "Wireless",
+];
+const NOUNS: &[&str] = &[
+    "Kettle",
+    "Lamp",
+    "Backpack",
+    "Blender",
+    "Chair",
+    "Desk",
+    "Headphones",
+    "Mug",
+    "Speaker",
+    "Toaster",
+    "Umbrella",
+    "Watch",
+];
+const FIRST: &[&str] = &[
+    "Ada", "Ben", "Chloé", "Dmitri", "Eve", "Farah", "Goran", "Hana", "Ivo", "Jun", "Kemal", "Lena",
+];
+const LAST: &[&str] = &[
+    "Okafor", "Schmidt", "Novak", "García", "Tanaka", "Kowalski", "Dubois", "Rossi", "Larsen",
+    "Silva",
+];
 
 /// Counts of what was written.
 #[derive(Debug, Default)]
@@ -64,10 +93,11 @@ pub struct Seeded {
 /// Fills the (empty, or `reset`) database.
 pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<Seeded> {
     let start = Instant::now();
-    let existing: i64 = sqlx::query("SELECT (SELECT count(*) FROM products) + (SELECT count(*) FROM customers)")
-        .fetch_one(pool)
-        .await?
-        .try_get(0)?;
+    let existing: i64 =
+        sqlx::query("SELECT (SELECT count(*) FROM products) + (SELECT count(*) FROM customers)")
+            .fetch_one(pool)
+            .await?
+            .try_get(0)?;
     if existing > 0 && !args.reset {
         bail!("the database already has {existing} products and customers; pass --reset to replace them");
     }
@@ -78,13 +108,22 @@ pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<Seeded> {
             .await?;
     }
     let mut rng = Rng(args.seed);
-    let base: DateTime<Utc> = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single().context("base time")?;
+    let base: DateTime<Utc> = Utc
+        .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+        .single()
+        .context("base time")?;
 
     // Customers
     let n = args.customers;
     let ids: Vec<i64> = (1..=n as i64).collect();
-    let emails: Vec<String> = ids.iter().map(|i| format!("customer{i}@example.com")).collect();
-    let names: Vec<String> = ids.iter().map(|_| format!("{} {}", rng.pick(FIRST), rng.pick(LAST))).collect();
+    let emails: Vec<String> = ids
+        .iter()
+        .map(|i| format!("customer{i}@example.com"))
+        .collect();
+    let names: Vec<String> = ids
+        .iter()
+        .map(|_| format!("{} {}", rng.pick(FIRST), rng.pick(LAST)))
+        .collect();
     let created: Vec<DateTime<Utc>> = ids.iter().map(|i| base + Duration::minutes(*i)).collect();
     for c in 0..ids.len().div_ceil(10_000) {
         let r = c * 10_000..((c + 1) * 10_000).min(n);
@@ -97,14 +136,26 @@ pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<Seeded> {
     let n = args.products;
     let pids: Vec<i64> = (1..=n as i64).collect();
     let skus: Vec<String> = pids.iter().map(|i| format!("SKU-{i:06}")).collect();
-    let titles: Vec<String> = pids.iter().map(|_| format!("{} {}", rng.pick(ADJECTIVES), rng.pick(NOUNS))).collect();
+    let titles: Vec<String> = pids
+        .iter()
+        .map(|_| format!("{} {}", rng.pick(ADJECTIVES), rng.pick(NOUNS)))
+        .collect();
     let descriptions: Vec<Option<String>> = titles
         .iter()
-        .map(|t| (rng.range(0, 19) != 0).then(|| format!("The {} you have been waiting for.", t.to_lowercase())))
+        .map(|t| {
+            (rng.range(0, 19) != 0)
+                .then(|| format!("The {} you have been waiting for.", t.to_lowercase()))
+        })
         .collect();
     let prices: Vec<i64> = pids.iter().map(|_| rng.range(199, 49_999)).collect();
-    let notes: Vec<Option<String>> = pids.iter().map(|_| (rng.range(0, 3) == 0).then(|| format!("supplier #{}", rng.range(1, 40)))).collect();
-    let updated: Vec<DateTime<Utc>> = pids.iter().map(|i| base + Duration::seconds(*i * 37)).collect();
+    let notes: Vec<Option<String>> = pids
+        .iter()
+        .map(|_| (rng.range(0, 3) == 0).then(|| format!("supplier #{}", rng.range(1, 40))))
+        .collect();
+    let updated: Vec<DateTime<Utc>> = pids
+        .iter()
+        .map(|i| base + Duration::seconds(*i * 37))
+        .collect();
     let on_hand: Vec<i32> = pids.iter().map(|_| rng.range(0, 500) as i32).collect();
     let mut reserved: Vec<i32> = vec![0; n];
 
@@ -114,25 +165,32 @@ pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<Seeded> {
     let mut o_totals = Vec::with_capacity(args.orders);
     let mut o_status = Vec::with_capacity(args.orders);
     let mut o_created = Vec::with_capacity(args.orders);
-    let (mut i_order, mut i_line, mut i_product, mut i_qty, mut i_price) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut i_order, mut i_line, mut i_product, mut i_qty, mut i_price) =
+        (vec![], vec![], vec![], vec![], vec![]);
     if n > 0 && args.customers > 0 {
         for o in 1..=args.orders as i64 {
             let mut total = 0;
             let mut line = 0;
-            for _ in 0..rng.range(1, 3) {
-                let p = rng.range(0, n as i64 - 1) as usize;
-                let q = rng.range(1, 3) as i32;
-                if on_hand[p] - reserved[p] < q {
-                    continue;
+            // An order needs one line with stock; retry a few products when sold out.
+            for _ in 0..20 {
+                if line > 0 {
+                    break;
                 }
-                reserved[p] += q;
-                line += 1;
-                total += prices[p] * i64::from(q);
-                i_order.push(o);
-                i_line.push(line);
-                i_product.push(pids[p]);
-                i_qty.push(q);
-                i_price.push(prices[p]);
+                for _ in 0..rng.range(1, 3) {
+                    let p = rng.range(0, n as i64 - 1) as usize;
+                    let q = rng.range(1, 3) as i32;
+                    if on_hand[p] - reserved[p] < q {
+                        continue;
+                    }
+                    reserved[p] += q;
+                    line += 1;
+                    total += prices[p] * i64::from(q);
+                    i_order.push(o);
+                    i_line.push(line);
+                    i_product.push(pids[p]);
+                    i_qty.push(q);
+                    i_price.push(prices[p]);
+                }
             }
             if line == 0 {
                 continue;
@@ -140,7 +198,11 @@ pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<Seeded> {
             o_ids.push(o);
             o_customers.push(rng.range(1, args.customers as i64));
             o_totals.push(total);
-            o_status.push(if rng.range(0, 4) == 0 { "placed".to_string() } else { "shipped".to_string() });
+            o_status.push(if rng.range(0, 4) == 0 {
+                "placed".to_string()
+            } else {
+                "shipped".to_string()
+            });
             o_created.push(base + Duration::seconds(o * 11));
         }
     }
@@ -178,15 +240,32 @@ pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<Seeded> {
             "INSERT INTO order_items (order_id, line_no, product_id, quantity, unit_price_cents) \
              SELECT * FROM UNNEST($1::bigint[], $2::int[], $3::bigint[], $4::int[], $5::bigint[])",
         )
-        .bind(&i_order[r.clone()]).bind(&i_line[r.clone()]).bind(&i_product[r.clone()]).bind(&i_qty[r.clone()]).bind(&i_price[r])
-        .execute(&mut *tx).await?;
+        .bind(&i_order[r.clone()])
+        .bind(&i_line[r.clone()])
+        .bind(&i_product[r.clone()])
+        .bind(&i_qty[r.clone()])
+        .bind(&i_price[r])
+        .execute(&mut *tx)
+        .await?;
     }
-    for (table, seq) in [("customers", "customers_id_seq"), ("products", "products_id_seq"), ("orders", "orders_id_seq"), ("payments", "payments_id_seq")] {
-        sqlx::query(&format!("SELECT setval('{seq}', GREATEST((SELECT COALESCE(MAX(id), 0) FROM {table}), 1))"))
-            .execute(&mut *tx)
-            .await?;
+    for (table, seq) in [
+        ("customers", "customers_id_seq"),
+        ("products", "products_id_seq"),
+        ("orders", "orders_id_seq"),
+        ("payments", "payments_id_seq"),
+    ] {
+        sqlx::query(&format!(
+            "SELECT setval('{seq}', GREATEST((SELECT COALESCE(MAX(id), 0) FROM {table}), 1))"
+        ))
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "seeded");
-    Ok(Seeded { products: n, customers: args.customers, orders: o_ids.len(), order_items: i_order.len() })
+    Ok(Seeded {
+        products: n,
+        customers: args.customers,
+        orders: o_ids.len(),
+        order_items: i_order.len(),
+    })
 }

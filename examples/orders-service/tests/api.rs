@@ -1,11 +1,16 @@
 //! The orders service on its own database and its synced copies.
 
+#![allow(clippy::unwrap_used)] // test code: a failed step is a failed test
+
 use serde_json::{json, Value};
 use shop_common::connect;
 use strangler_testkit::{serve_app, PgCluster, Served};
 
 async fn orders() -> (PgCluster, sqlx::PgPool, Served) {
-    let pg = tokio::task::spawn_blocking(PgCluster::start).await.unwrap().unwrap();
+    let pg = tokio::task::spawn_blocking(PgCluster::start)
+        .await
+        .unwrap()
+        .unwrap();
     let url = pg.create_database("orders").unwrap();
     let pool = connect(&url, &orders_service::MIGRATOR).await.unwrap();
     // The synced copies CDC keeps.
@@ -33,13 +38,33 @@ async fn orders_are_placed_on_the_services_own_database() {
     assert_eq!(r.status(), 201);
     let o: Value = r.json().await.unwrap();
     let id = o["id"].as_i64().unwrap();
-    assert!(id >= 1_000_000_000, "ids never collide with the monolith's: {id}");
+    assert!(
+        id >= 1_000_000_000,
+        "ids never collide with the monolith's: {id}"
+    );
     assert_eq!(o["total_cents"], 2 * 1003);
-    let reserved: i32 = sqlx::query_scalar("SELECT reserved FROM inventory WHERE product_id = 3").fetch_one(&pool).await.unwrap();
+    let reserved: i32 = sqlx::query_scalar("SELECT reserved FROM inventory WHERE product_id = 3")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(reserved, 2);
-    let mine: Value = c.get(format!("{}/customers/2/orders", http.url())).send().await.unwrap().json().await.unwrap();
+    let mine: Value = c
+        .get(format!("{}/customers/2/orders", http.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(mine["orders"][0]["id"], id);
-    let got: Value = c.get(format!("{}/orders/{id}", http.url())).send().await.unwrap().json().await.unwrap();
+    let got: Value = c
+        .get(format!("{}/orders/{id}", http.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["payment"]["status"], "authorized");
     let r = c
         .post(format!("{}/orders", http.url()))
@@ -48,7 +73,11 @@ async fn orders_are_placed_on_the_services_own_database() {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
-    let r = c.get(format!("{}/products/1", http.url())).send().await.unwrap();
+    let r = c
+        .get(format!("{}/products/1", http.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404, "the orders service serves no products");
 }
 
@@ -60,7 +89,9 @@ async fn concurrent_orders_never_oversell() {
         let (c, url) = (c.clone(), format!("{}/orders", http.url()));
         async move {
             c.post(url)
-                .json(&json!({"customer_id": 1 + i % 5, "items": [{"product_id": 1, "quantity": 1}]}))
+                .json(
+                    &json!({"customer_id": 1 + i % 5, "items": [{"product_id": 1, "quantity": 1}]}),
+                )
                 .send()
                 .await
                 .unwrap()
@@ -69,8 +100,15 @@ async fn concurrent_orders_never_oversell() {
         }
     }))
     .await;
-    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 10, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        10,
+        "{statuses:?}"
+    );
     assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 20);
-    let reserved: i32 = sqlx::query_scalar("SELECT reserved FROM inventory WHERE product_id = 1").fetch_one(&pool).await.unwrap();
+    let reserved: i32 = sqlx::query_scalar("SELECT reserved FROM inventory WHERE product_id = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(reserved, 10);
 }

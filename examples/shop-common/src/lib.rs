@@ -20,10 +20,20 @@ use serde_json::Value;
 /// both.
 pub fn with_noise(mut body: Value) -> Json<Value> {
     if let Value::Object(map) = &mut body {
-        map.insert("generated_at".into(), Value::String(chrono::Utc::now().to_rfc3339()));
+        map.insert(
+            "generated_at".into(),
+            Value::String(chrono::Utc::now().to_rfc3339()),
+        );
         map.insert(
             "request_id".into(),
-            Value::String(format!("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", fastrand::u32(..), fastrand::u16(..), fastrand::u16(..0x1000), fastrand::u16(0x8000..0xc000), fastrand::u64(..1 << 48))),
+            Value::String(format!(
+                "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+                fastrand::u32(..),
+                fastrand::u16(..),
+                fastrand::u16(..0x1000),
+                fastrand::u16(0x8000..0xc000),
+                fastrand::u64(..1 << 48)
+            )),
         );
     }
     Json(body)
@@ -38,7 +48,9 @@ pub fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
 pub fn parse_id(name: &str, raw: &str) -> ApiResult<i64> {
     match raw.parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),
-        _ => Err(ApiError::bad_request(format!("{name} must be a positive integer, got {raw:?}"))),
+        _ => Err(ApiError::bad_request(format!(
+            "{name} must be a positive integer, got {raw:?}"
+        ))),
     }
 }
 
@@ -52,12 +64,20 @@ pub fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> ApiRes
 }
 
 /// An integer query parameter within bounds, or the default.
-pub fn int_param(q: &std::collections::HashMap<String, String>, name: &str, default: i64, min: i64, max: i64) -> ApiResult<i64> {
+pub fn int_param(
+    q: &std::collections::HashMap<String, String>,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> ApiResult<i64> {
     match q.get(name) {
         None => Ok(default),
         Some(v) => match v.parse::<i64>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_request(format!("{name} must be an integer in {min}..={max}, got {v:?}"))),
+            _ => Err(ApiError::bad_request(format!(
+                "{name} must be an integer in {min}..={max}, got {v:?}"
+            ))),
         },
     }
 }

@@ -24,14 +24,17 @@ pub fn router() -> Router<PgPool> {
         .route("/customers/{id}/orders", get(customer_orders))
 }
 
-async fn place_order(State(pool): State<PgPool>, b: Result<Json<NewOrder>, JsonRejection>) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn place_order(
+    State(pool): State<PgPool>,
+    b: Result<Json<NewOrder>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let order = place(&pool, body(b)?).await?;
     Ok((StatusCode::CREATED, with_noise(order)))
 }
 
 async fn show_order(State(pool): State<PgPool>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = parse_id("order id", &id)?;
-    read(&pool, id)
+    read(&mut *pool.acquire().await?, id)
         .await?
         .map(with_noise)
         .ok_or_else(|| ApiError::not_found(format!("order {id} does not exist")))
@@ -72,20 +75,29 @@ pub struct NewItem {
 /// items, 404 for an unknown customer or product.
 pub async fn place(pool: &PgPool, order: NewOrder) -> ApiResult<Value> {
     if order.items.is_empty() {
-        return Err(ApiError::unprocessable("items: an order needs at least one item"));
+        return Err(ApiError::unprocessable(
+            "items: an order needs at least one item",
+        ));
     }
     if order.items.len() > 100 {
-        return Err(ApiError::unprocessable("items: at most 100 lines per order"));
+        return Err(ApiError::unprocessable(
+            "items: at most 100 lines per order",
+        ));
     }
     let method = order.payment_method.unwrap_or_else(|| "card".into());
     if method != "card" && method != "invoice" {
-        return Err(ApiError::unprocessable(format!("payment_method: {method:?} is not card or invoice")));
+        return Err(ApiError::unprocessable(format!(
+            "payment_method: {method:?} is not card or invoice"
+        )));
     }
     // Merge duplicate lines; lock inventory rows in id order (no deadlocks).
     let mut wanted: BTreeMap<i64, i32> = BTreeMap::new();
     for (i, item) in order.items.iter().enumerate() {
         if item.quantity <= 0 || item.quantity > 1000 {
-            return Err(ApiError::unprocessable(format!("items[{i}].quantity must be 1..=1000, got {}", item.quantity)));
+            return Err(ApiError::unprocessable(format!(
+                "items[{i}].quantity must be 1..=1000, got {}",
+                item.quantity
+            )));
         }
         let q = wanted.entry(item.product_id).or_insert(0);
         *q = q.saturating_add(item.quantity);
@@ -96,7 +108,10 @@ pub async fn place(pool: &PgPool, order: NewOrder) -> ApiResult<Value> {
         .fetch_optional(&mut *tx)
         .await?;
     if customer.is_none() {
-        return Err(ApiError::not_found(format!("customer {} does not exist", order.customer_id)));
+        return Err(ApiError::not_found(format!(
+            "customer {} does not exist",
+            order.customer_id
+        )));
     }
     let ids: Vec<i64> = wanted.keys().copied().collect();
     let rows = sqlx::query(
@@ -109,19 +124,28 @@ pub async fn place(pool: &PgPool, order: NewOrder) -> ApiResult<Value> {
     .await?;
     let mut prices = BTreeMap::new();
     for row in &rows {
-        let (id, on_hand, reserved, price): (i64, i32, i32, i64) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+        let (id, on_hand, reserved, price): (i64, i32, i32, i64) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        );
         let want = wanted.get(&id).copied().unwrap_or(0);
         if on_hand - reserved < want {
             return Err(ApiError::conflict(
                 "insufficient_stock",
-                format!("product {id}: {} available, {want} wanted", on_hand - reserved),
+                format!(
+                    "product {id}: {} available, {want} wanted",
+                    on_hand - reserved
+                ),
             ));
         }
         prices.insert(id, price);
     }
     if let Some(missing) = ids.iter().find(|id| !prices.contains_key(id)) {
-        return Err(ApiError::not_found(format!("product {missing} does not exist")));
+        return Err(ApiError::not_found(format!(
+            "product {missing} does not exist"
+        )));
     }
     for (id, q) in &wanted {
         sqlx::query("UPDATE inventory SET reserved = reserved + $2 WHERE product_id = $1")
@@ -157,20 +181,20 @@ pub async fn place(pool: &PgPool, order: NewOrder) -> ApiResult<Value> {
         .bind(&method)
         .execute(&mut *tx)
         .await?;
-    let order = read(&mut *tx, order_id).await?;
+    let order = read(&mut tx, order_id).await?;
     tx.commit().await?;
     order.ok_or_else(|| ApiError::not_found("order vanished"))
 }
 
 /// One order with its items and payment, or `None`.
-pub async fn read<'e>(db: impl sqlx::PgExecutor<'e> + Copy, id: i64) -> ApiResult<Option<Value>> {
+pub async fn read(db: &mut sqlx::PgConnection, id: i64) -> ApiResult<Option<Value>> {
     let Some(o) = sqlx::query(
         "SELECT o.id, o.customer_id, o.status, o.total_cents, o.created_at, \
                 p.amount_cents, p.method, p.status \
          FROM orders o LEFT JOIN payments p ON p.order_id = o.id WHERE o.id = $1",
     )
     .bind(id)
-    .fetch_optional(db)
+    .fetch_optional(&mut *db)
     .await?
     else {
         return Ok(None);
@@ -179,7 +203,7 @@ pub async fn read<'e>(db: impl sqlx::PgExecutor<'e> + Copy, id: i64) -> ApiResul
         "SELECT line_no, product_id, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY line_no",
     )
     .bind(id)
-    .fetch_all(db)
+    .fetch_all(&mut *db)
     .await?;
     let items: Vec<Value> = items
         .iter()
@@ -213,7 +237,10 @@ pub async fn read<'e>(db: impl sqlx::PgExecutor<'e> + Copy, id: i64) -> ApiResul
 
 /// A customer's orders, newest first (summaries), or `None` for an unknown customer.
 pub async fn of_customer(pool: &PgPool, customer_id: i64, limit: i64) -> ApiResult<Option<Value>> {
-    let exists = sqlx::query("SELECT 1 FROM customers WHERE id = $1").bind(customer_id).fetch_optional(pool).await?;
+    let exists = sqlx::query("SELECT 1 FROM customers WHERE id = $1")
+        .bind(customer_id)
+        .fetch_optional(pool)
+        .await?;
     if exists.is_none() {
         return Ok(None);
     }
@@ -235,5 +262,7 @@ pub async fn of_customer(pool: &PgPool, customer_id: i64, limit: i64) -> ApiResu
             }))
         })
         .collect::<Result<_, sqlx::Error>>()?;
-    Ok(Some(json!({ "customer_id": customer_id, "orders": orders })))
+    Ok(Some(
+        json!({ "customer_id": customer_id, "orders": orders }),
+    ))
 }

@@ -23,7 +23,10 @@ pub struct ServeArgs {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Connects and applies `migrator`'s migrations.
@@ -33,7 +36,10 @@ pub async fn connect(url: &str, migrator: &sqlx::migrate::Migrator) -> anyhow::R
         .connect(url)
         .await
         .with_context(|| format!("cannot connect to the database at {}", redact(url)))?;
-    migrator.run(&pool).await.context("cannot apply the schema migrations")?;
+    migrator
+        .run(&pool)
+        .await
+        .context("cannot apply the schema migrations")?;
     Ok(pool)
 }
 
@@ -45,8 +51,15 @@ fn redact(url: &str) -> String {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("server failed")
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server failed")
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -62,7 +75,9 @@ pub async fn shutdown_signal() {
 }
 
 /// `GET /healthz`: 200 when the database answers.
-pub async fn healthz(axum::extract::State(pool): axum::extract::State<PgPool>) -> crate::ApiResult<axum::Json<serde_json::Value>> {
+pub async fn healthz(
+    axum::extract::State(pool): axum::extract::State<PgPool>,
+) -> crate::ApiResult<axum::Json<serde_json::Value>> {
     sqlx::query("SELECT 1").execute(&pool).await?;
     Ok(axum::Json(serde_json::json!({ "status": "ok" })))
 }

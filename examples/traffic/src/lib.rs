@@ -104,9 +104,12 @@ pub struct Report {
     pub sample_errors: Vec<String>,
 }
 
+/// Latencies (µs), counts by status, and errors of one endpoint.
+type EndpointSamples = (Vec<u32>, BTreeMap<u16, u64>, u64);
+
 #[derive(Default)]
 struct Samples {
-    by_endpoint: BTreeMap<Endpoint, (Vec<u32>, BTreeMap<u16, u64>, u64)>,
+    by_endpoint: BTreeMap<Endpoint, EndpointSamples>,
     sample_errors: Vec<String>,
 }
 
@@ -122,7 +125,11 @@ struct Shared {
 fn pick(rng: &mut fastrand::Rng, write_share: f64, have_orders: bool) -> Endpoint {
     let x = rng.f64();
     if x < write_share {
-        return if rng.f64() < 0.75 { Endpoint::PlaceOrder } else { Endpoint::UpdateProduct };
+        return if rng.f64() < 0.75 {
+            Endpoint::PlaceOrder
+        } else {
+            Endpoint::UpdateProduct
+        };
     }
     match rng.u32(..100) {
         0..=49 => Endpoint::GetProduct,
@@ -135,7 +142,11 @@ fn pick(rng: &mut fastrand::Rng, write_share: f64, have_orders: bool) -> Endpoin
 
 async fn one(shared: &Shared, rng: &mut fastrand::Rng) {
     let o = &shared.opts;
-    let known_orders = shared.created_orders.lock().map(|v| v.len() as u64).unwrap_or(0);
+    let known_orders = shared
+        .created_orders
+        .lock()
+        .map(|v| v.len() as u64)
+        .unwrap_or(0);
     let endpoint = pick(rng, o.write_share, o.orders + known_orders > 0);
     let user = format!("user-{}", rng.u64(1..=o.users.max(1)));
     let product = rng.u64(1..=o.products.max(1));
@@ -143,17 +154,27 @@ async fn one(shared: &Shared, rng: &mut fastrand::Rng) {
     let c = &shared.client;
     let req = match endpoint {
         Endpoint::GetProduct => c.get(format!("{base}/products/{product}")),
-        Endpoint::ListProducts => c.get(format!("{base}/products?page={}&per_page=20", rng.u64(1..=50))),
+        Endpoint::ListProducts => c.get(format!(
+            "{base}/products?page={}&per_page=20",
+            rng.u64(1..=50)
+        )),
         Endpoint::GetInventory => c.get(format!("{base}/inventory/{product}")),
         Endpoint::GetOrder => {
-            let created = shared.created_orders.lock().ok().and_then(|v| (!v.is_empty()).then(|| v[rng.usize(..v.len())]));
+            let created = shared
+                .created_orders
+                .lock()
+                .ok()
+                .and_then(|v| (!v.is_empty()).then(|| v[rng.usize(..v.len())]));
             let id = match created {
                 Some(id) if o.orders == 0 || rng.bool() => id,
                 _ => rng.u64(1..=o.orders.max(1)) as i64,
             };
             c.get(format!("{base}/orders/{id}"))
         }
-        Endpoint::CustomerOrders => c.get(format!("{base}/customers/{}/orders?limit=10", rng.u64(1..=o.customers.max(1)))),
+        Endpoint::CustomerOrders => c.get(format!(
+            "{base}/customers/{}/orders?limit=10",
+            rng.u64(1..=o.customers.max(1))
+        )),
         Endpoint::PlaceOrder => c.post(format!("{base}/orders")).json(&json!({
             "customer_id": rng.u64(1..=o.customers.max(1)),
             "items": [{ "product_id": product, "quantity": rng.u32(1..=2) }],
@@ -169,13 +190,20 @@ async fn one(shared: &Shared, rng: &mut fastrand::Rng) {
             let status = resp.status().as_u16();
             let body = resp.bytes().await;
             if endpoint == Endpoint::PlaceOrder && status == 201 {
-                if let Some(id) = body.ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).and_then(|v| v["id"].as_i64()) {
+                if let Some(id) = body
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|v| v["id"].as_i64())
+                {
                     if let Ok(mut v) = shared.created_orders.lock() {
                         v.push(id);
                     }
                 }
             }
-            (status, (status >= 500).then(|| format!("{}: status {status}", endpoint.label())))
+            (
+                status,
+                (status >= 500).then(|| format!("{}: status {status}", endpoint.label())),
+            )
         }
         Err(e) => (0, Some(format!("{}: {e}", endpoint.label()))),
     };
@@ -237,11 +265,15 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     for w in 0..opts.concurrency.max(1) {
         let (shared, tickets) = (shared.clone(), tickets_rx.clone());
         let paced = opts.rate > 0.0;
-        let mut rng = fastrand::Rng::with_seed(opts.seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
+        let mut rng =
+            fastrand::Rng::with_seed(opts.seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
         workers.spawn(async move {
             while Instant::now() < deadline {
                 if paced {
-                    let got = tokio::time::timeout_at(deadline.into(), async { tickets.lock().await.recv().await }).await;
+                    let got = tokio::time::timeout_at(deadline.into(), async {
+                        tickets.lock().await.recv().await
+                    })
+                    .await;
                     if !matches!(got, Ok(Some(()))) {
                         break;
                     }
@@ -256,8 +288,17 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         p.abort();
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let samples = std::mem::take(&mut *shared.samples.lock().map_err(|_| anyhow::anyhow!("samples lock poisoned"))?);
-    let mut report = Report { elapsed_s: elapsed, sample_errors: samples.sample_errors, ..Report::default() };
+    let samples = std::mem::take(
+        &mut *shared
+            .samples
+            .lock()
+            .map_err(|_| anyhow::anyhow!("samples lock poisoned"))?,
+    );
+    let mut report = Report {
+        elapsed_s: elapsed,
+        sample_errors: samples.sample_errors,
+        ..Report::default()
+    };
     let mut all: Vec<u32> = Vec::new();
     for (endpoint, (mut lat, statuses, errors)) in samples.by_endpoint {
         lat.sort_unstable();
@@ -292,12 +333,30 @@ impl Report {
             "{} requests in {:.1} s ({:.0}/s), {} errors; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms\n\n",
             self.requests, self.elapsed_s, self.rate, self.errors, self.p50_ms, self.p90_ms, self.p99_ms
         );
-        out.push_str(&format!("{:<28} {:>8} {:>7} {:>9} {:>9} {:>9}  statuses\n", "endpoint", "requests", "errors", "p50 ms", "p90 ms", "p99 ms"));
+        out.push_str(&format!(
+            "{:<28} {:>8} {:>7} {:>9} {:>9} {:>9}  statuses\n",
+            "endpoint", "requests", "errors", "p50 ms", "p90 ms", "p99 ms"
+        ));
         for (name, e) in &self.endpoints {
-            let statuses: Vec<String> = e.statuses.iter().map(|(s, n)| if *s == 0 { format!("transport:{n}") } else { format!("{s}:{n}") }).collect();
+            let statuses: Vec<String> = e
+                .statuses
+                .iter()
+                .map(|(s, n)| {
+                    if *s == 0 {
+                        format!("transport:{n}")
+                    } else {
+                        format!("{s}:{n}")
+                    }
+                })
+                .collect();
             out.push_str(&format!(
                 "{name:<28} {:>8} {:>7} {:>9.2} {:>9.2} {:>9.2}  {}\n",
-                e.requests, e.errors, e.p50_ms, e.p90_ms, e.p99_ms, statuses.join(" ")
+                e.requests,
+                e.errors,
+                e.p50_ms,
+                e.p90_ms,
+                e.p99_ms,
+                statuses.join(" ")
             ));
         }
         for e in &self.sample_errors {
