@@ -20,6 +20,8 @@ pub enum Command {
     Proxy(Common),
     /// List, change, roll back and audit routes.
     Route(RouteArgs),
+    /// Shadow comparison: reports, the cut-over gate, noise suggestions.
+    Shadow(ShadowArgs),
 }
 
 /// Options every command takes.
@@ -72,4 +74,47 @@ pub enum RouteCommand {
     },
     /// The audit log of a route.
     History { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ShadowArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: ShadowCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShadowCommand {
+    /// Per endpoint: samples, match rate, verdict, fields ranked by mismatches.
+    Report {
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// html | md | json (default: from -o's extension, else md).
+        #[arg(long)]
+        format: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Exit 0 when the route is READY, 1 NOT READY, 2 too few samples.
+    Gate {
+        name: String,
+        /// Allowed real-mismatch rate, in percent.
+        #[arg(long, default_value_t = 0.1)]
+        max_mismatch: f64,
+        /// Comparisons needed before any verdict.
+        #[arg(long, default_value_t = 500)]
+        min_samples: u64,
+    },
+    /// Suggested ignore rules learned from A/A traffic and value shapes.
+    Noise {
+        name: String,
+        /// Write the suggestions into the config file.
+        #[arg(long)]
+        accept: bool,
+    },
+    /// Forget a route's shadow statistics (after fixing the service).
+    Reset { name: String },
 }

@@ -5,6 +5,7 @@ pub mod cli;
 mod output;
 pub mod proxy;
 pub mod route;
+pub mod shadow;
 
 use std::process::ExitCode;
 
@@ -41,5 +42,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Check(args) => check::run(&args),
         Command::Proxy(args) => proxy::run(&args),
         Command::Route(args) => route::run(args),
+        Command::Shadow(args) => shadow::run(args),
     }
 }

@@ -81,6 +81,12 @@ fn match_text(methods: &[String], path: &str) -> String {
 
 async fn list(config: &Config, store: &StateStore, args: &Common) -> anyhow::Result<Exit> {
     let overrides = store.overrides().await?;
+    let stats = store.shadow_stats().await?;
+    let stage_of = |r: &strangler_config::Route| {
+        effective(r, overrides.iter().find(|o| o.route == r.name)).stage
+    };
+    let verdicts = strangler_router::shadow::summaries(config, stage_of, &stats, 0.001, 500);
+    let verdict_of = |name: &str| verdicts.iter().find(|v| v.route == name).map(|v| v.verdict);
     let rows: Vec<_> = config
         .routes
         .iter()
@@ -97,7 +103,7 @@ async fn list(config: &Config, store: &StateStore, args: &Common) -> anyhow::Res
             .map(|(r, e)| {
                 json!({
                     "name": r.name, "methods": r.methods, "path": r.path.as_str(), "service": r.service,
-                    "stage": e.stage, "percent": e.percent, "origin": e.origin, "shadow_verdict": null,
+                    "stage": e.stage, "percent": e.percent, "origin": e.origin, "shadow_verdict": verdict_of(&r.name),
                 })
             })
             .collect();
@@ -124,7 +130,10 @@ async fn list(config: &Config, store: &StateStore, args: &Common) -> anyhow::Res
                         "-".into()
                     },
                     r.service.clone().unwrap_or_else(|| "-".into()),
-                    "-".into(),
+                    verdict_of(&r.name).filter(|v| v.samples > 0).map_or_else(
+                        || "-".into(),
+                        |v| format!("{} ({} samples)", v.status.label(), v.samples),
+                    ),
                 ]
             })
             .collect();
@@ -159,7 +168,7 @@ fn actor() -> String {
     }
 }
 
-fn unknown_route(config: &Config, name: &str) -> Exit {
+pub(crate) fn unknown_route(config: &Config, name: &str) -> Exit {
     let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     eprintln!(
         "error: no route {name:?} in {} (routes: {})",

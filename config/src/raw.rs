@@ -144,6 +144,10 @@ pub struct RawCompare {
     /// Extra JSON Pointers redacted from stored samples and reports.
     #[serde(default)]
     pub redact: Vec<Spanned<String>>,
+    /// Share of shadowed safe requests (GET, HEAD, OPTIONS) also sent a
+    /// second time to the primary, to learn which fields are noise
+    /// (percent, default 10).
+    pub aa_percent: Option<Spanned<f64>>,
 }
 
 /// `[cdc]`

@@ -562,6 +562,7 @@ fn check_compare(c: &mut Checker<'_>, raw: &RawCompare, key: &str) -> CompareRul
         unordered_arrays: pointers(c, &raw.unordered_arrays, "unordered_arrays"),
         numeric_tolerance: tolerance,
         redact: pointers(c, &raw.redact, "redact"),
+        aa_percent: percent(c, &raw.aa_percent, &format!("{key}.aa_percent"), 10.0),
     }
 }
 

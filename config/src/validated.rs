@@ -205,7 +205,7 @@ pub struct Route {
 }
 
 /// `[routes.compare]`, validated.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CompareRules {
     pub ignore: Vec<String>,
     /// Lower-cased header names (added to the comparator's defaults).
@@ -213,6 +213,21 @@ pub struct CompareRules {
     pub unordered_arrays: Vec<String>,
     pub numeric_tolerance: f64,
     pub redact: Vec<String>,
+    /// Percent of shadowed safe requests also sent twice to the primary (A/A).
+    pub aa_percent: f64,
+}
+
+impl Default for CompareRules {
+    fn default() -> Self {
+        CompareRules {
+            ignore: Vec::new(),
+            ignore_headers: Vec::new(),
+            unordered_arrays: Vec::new(),
+            numeric_tolerance: 0.0,
+            redact: Vec::new(),
+            aa_percent: 10.0,
+        }
+    }
 }
 
 /// `[cdc]`, validated.

@@ -69,7 +69,8 @@ impl BackgroundService for Control {
         }
         let mut health = HealthCheckers::new();
         health.reconcile(&self.shared, &config);
-        tokio::spawn(poll_store(self.shared.clone(), store));
+        tokio::spawn(poll_store(self.shared.clone(), store.clone()));
+        tokio::spawn(shadow_loop(self.shared.clone(), store.clone()));
 
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
@@ -101,7 +102,7 @@ impl BackgroundService for Control {
                 }
             }
         }
-        drain(&self.shared).await;
+        drain(&self.shared, &store).await;
     }
 }
 
@@ -197,9 +198,44 @@ async fn poll_store(shared: Arc<Shared>, store: StateStore) {
     }
 }
 
+/// Refreshes the CDC positions (lag-aware comparison) every 200 ms and
+/// flushes shadow statistics to the store every second.
+async fn shadow_loop(shared: Arc<Shared>, store: StateStore) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    for n in 0u64.. {
+        tick.tick().await;
+        match store.lag_view().await {
+            Ok(v) if **shared.shadower.lag.load() != v => shared.shadower.lag.store(Arc::new(v)),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read CDC positions"),
+        }
+        if n % 5 == 4 {
+            flush_shadow(&shared, &store).await;
+        }
+    }
+}
+
+/// Writes what this proxy learned to the store; keeps what fails for the next try.
+async fn flush_shadow(shared: &Shared, store: &StateStore) {
+    let mut failed = std::collections::HashMap::new();
+    for (route, delta) in shared.shadower.take_deltas() {
+        if delta.is_empty() {
+            continue;
+        }
+        if let Err(e) = store.merge_shadow(&route, &delta).await {
+            tracing::warn!(route, error = %e, "cannot save shadow statistics; keeping them for the next flush");
+            failed.insert(route, delta);
+        }
+    }
+    if !failed.is_empty() {
+        shared.shadower.restore_deltas(failed);
+    }
+}
+
 /// SIGTERM: Pingora has stopped accepting; wait for in-flight requests to
-/// finish (up to `proxy.drain_timeout_secs`), then exit.
-async fn drain(shared: &Shared) {
+/// finish (up to `proxy.drain_timeout_secs`), let shadow comparisons end,
+/// save what they learned, then exit.
+async fn drain(shared: &Shared, store: &StateStore) {
     let timeout = shared.config.load().proxy.drain_timeout;
     let start = Instant::now();
     tracing::info!(
@@ -211,6 +247,11 @@ async fn drain(shared: &Shared) {
     while shared.inflight.load(Ordering::Relaxed) > 0 && start.elapsed() < timeout {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let shadow_deadline = Instant::now() + Duration::from_secs(2);
+    while shared.shadower.inflight() > 0 && Instant::now() < shadow_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    flush_shadow(shared, store).await;
     let left = shared.inflight.load(Ordering::Relaxed);
     tracing::info!(
         left,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod shadow;
 pub mod state;
 pub mod store;
 pub mod table;

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub upstream_up: IntGaugeVec,
     /// `strangler_config_reloads_total{result}`
     pub reloads: IntCounterVec,
+    /// `strangler_shadow_total{route,outcome}`
+    pub shadow: IntCounterVec,
 }
 
 impl Metrics {
@@ -66,12 +68,21 @@ impl Metrics {
             &["result"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let shadow = IntCounterVec::new(
+            Opts::new(
+                "strangler_shadow_total",
+                "Shadowed requests by route and outcome: match, mismatch, stale, aa, skipped_*.",
+            ),
+            &["route", "outcome"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(fallbacks.clone()),
             Box::new(upstream_up.clone()),
             Box::new(reloads.clone()),
+            Box::new(shadow.clone()),
         ] {
             registry
                 .register(m)
@@ -84,6 +95,7 @@ impl Metrics {
             fallbacks,
             upstream_up,
             reloads,
+            shadow,
         }
     }
 

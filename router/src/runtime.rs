@@ -15,6 +15,7 @@ use http::HeaderName;
 use strangler_config::{Config, LEGACY};
 
 use crate::metrics::Metrics;
+use crate::shadow::{RouteShadow, Shadower};
 use crate::state::{effective, Effective, Override};
 use crate::table::{CompiledRoute, RouteTable, UpstreamId, LEGACY_ID};
 
@@ -43,6 +44,8 @@ pub struct Routing {
     pub upstreams: Vec<UpstreamRuntime>,
     pub override_header: Option<HeaderName>,
     pub access_log: bool,
+    pub max_shadow_body_bytes: usize,
+    pub max_shadow_inflight: u64,
 }
 
 impl Routing {
@@ -62,6 +65,7 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Requests being served (for draining on SIGTERM).
     pub inflight: AtomicI64,
+    pub shadower: Arc<Shadower>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,6 +85,7 @@ impl Shared {
             health,
             metrics,
             inflight: AtomicI64::new(0),
+            shadower: Arc::new(Shadower::new()),
         })
     }
 
@@ -170,7 +175,20 @@ fn build(
         .enumerate()
         .map(|(i, r)| {
             let ov = overrides.iter().find(|o| o.route == r.name);
-            CompiledRoute::new(r, i, r.service.as_deref().and_then(id_of), effective(r, ov))
+            let shadow = RouteShadow {
+                rules: Arc::new(strangler_shadow::Rules::new(&r.compare)),
+                percent: r.shadow_percent,
+                methods: r.shadow_methods.clone(),
+                aa_percent: r.compare.aa_percent,
+                tables: r.tables.clone(),
+            };
+            CompiledRoute::new(
+                r,
+                i,
+                r.service.as_deref().and_then(id_of),
+                effective(r, ov),
+                shadow,
+            )
         })
         .collect();
     Routing {
@@ -182,5 +200,8 @@ fn build(
             .as_deref()
             .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
         access_log: config.proxy.access_log,
+        max_shadow_body_bytes: usize::try_from(config.proxy.max_shadow_body_bytes)
+            .unwrap_or(usize::MAX),
+        max_shadow_inflight: config.proxy.max_shadow_inflight,
     }
 }

@@ -15,7 +15,7 @@
 mod diff;
 pub mod noise;
 pub mod redact;
-//R
+pub mod report;
 mod response;
 mod rules;
 mod stats;

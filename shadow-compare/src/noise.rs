@@ -24,7 +24,10 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds { relative: 0.2, absolute: 0.0003 }
+        Thresholds {
+            relative: 0.2,
+            absolute: 0.0003,
+        }
     }
 }
 
@@ -41,7 +44,12 @@ pub fn is_noise(stats: &RouteStats, field: &FieldStats, t: Thresholds) -> bool {
 
 /// The names of the noise fields of a route.
 pub fn noise_fields(stats: &RouteStats, t: Thresholds) -> Vec<String> {
-    stats.fields.iter().filter(|(_, f)| is_noise(stats, f, t)).map(|(n, _)| n.clone()).collect()
+    stats
+        .fields
+        .iter()
+        .filter(|(_, f)| is_noise(stats, f, t))
+        .map(|(n, _)| n.clone())
+        .collect()
 }
 
 /// Real mismatches of a route: those with a difference outside the noise fields.
@@ -65,12 +73,27 @@ pub fn shape(value: &str) -> Option<&'static str> {
     let v = value.trim_matches('"');
     let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
     let parts: Vec<&str> = v.split('-').collect();
-    if parts.len() == 5 && [8, 4, 4, 4, 12].iter().zip(&parts).all(|(n, p)| p.len() == *n && hex(p)) {
+    if parts.len() == 5
+        && [8, 4, 4, 4, 12]
+            .iter()
+            .zip(&parts)
+            .all(|(n, p)| p.len() == *n && hex(p))
+    {
         return Some("a UUID");
     }
     let b = v.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
-    if b.len() >= 19 && digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10) && (b[10] == b'T' || b[10] == b' ') && digits(11..13) && b[13] == b':' {
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    if b.len() >= 19
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && (b[10] == b'T' || b[10] == b' ')
+        && digits(11..13)
+        && b[13] == b':'
+    {
         return Some("a timestamp");
     }
     if v.len() >= 16 && hex(v) {
@@ -86,7 +109,11 @@ pub fn shape(value: &str) -> Option<&'static str> {
 
 /// Suggested rules for a route: fields the A/A traffic shows as noise, and
 /// fields whose values look like ids or clocks on both sides.
-pub fn suggestions(stats: &RouteStats, existing_ignores: &[String], t: Thresholds) -> Vec<Suggestion> {
+pub fn suggestions(
+    stats: &RouteStats,
+    existing_ignores: &[String],
+    t: Thresholds,
+) -> Vec<Suggestion> {
     let mut out = Vec::new();
     for (name, f) in &stats.fields {
         if existing_ignores.iter().any(|e| e == name) || name == "status" || name == "body" {
@@ -102,13 +129,23 @@ pub fn suggestions(stats: &RouteStats, existing_ignores: &[String], t: Threshold
                 f.aa, stats.aa_comparisons
             ))
         } else {
-            let shaped = |s: &crate::Sample| s.legacy.as_deref().and_then(shape).filter(|_| s.candidate.as_deref().and_then(shape).is_some());
+            let shaped = |s: &crate::Sample| {
+                s.legacy
+                    .as_deref()
+                    .and_then(shape)
+                    .filter(|_| s.candidate.as_deref().and_then(shape).is_some())
+            };
             let all: Vec<&crate::Sample> = f.samples.iter().chain(&f.aa_samples).collect();
             let shapes: Vec<&str> = all.iter().filter_map(|s| shaped(s)).collect();
-            (!all.is_empty() && shapes.len() == all.len()).then(|| format!("its values look like {} on both sides", shapes[0]))
+            (!all.is_empty() && shapes.len() == all.len())
+                .then(|| format!("its values look like {} on both sides", shapes[0]))
         };
         if let Some(reason) = reason {
-            out.push(Suggestion { rule: rule.to_string(), value, reason });
+            out.push(Suggestion {
+                rule: rule.to_string(),
+                value,
+                reason,
+            });
         }
     }
     out
@@ -121,7 +158,11 @@ mod tests {
     use serde_json::{json, Value};
 
     fn resp(v: Value) -> Response {
-        Response::new(200, vec![("content-type".into(), "application/json".into())], v.to_string().into_bytes())
+        Response::new(
+            200,
+            vec![("content-type".into(), "application/json".into())],
+            v.to_string().into_bytes(),
+        )
     }
 
     /// Synthetic traffic: `/price` differs in 30 % of candidate answers (a
@@ -145,9 +186,17 @@ mod tests {
             if next() % 10 < 3 {
                 candidate["price"] = json!(101);
             }
-            stats.record(&compare(&rules, &resp(legacy.clone()), &resp(candidate)), "GET /p", i);
+            stats.record(
+                &compare(&rules, &resp(legacy.clone()), &resp(candidate)),
+                "GET /p",
+                i,
+            );
             if i % 4 == 0 {
-                stats.record_aa(&compare(&rules, &resp(legacy), &resp(base(next()))), "GET /p", i);
+                stats.record_aa(
+                    &compare(&rules, &resp(legacy), &resp(base(next()))),
+                    "GET /p",
+                    i,
+                );
             }
         }
         let t = Thresholds::default();
@@ -155,7 +204,10 @@ mod tests {
         noise.sort();
         assert_eq!(noise, ["/generated_at", "/nonce"]);
         let real = real_mismatches(&stats, t);
-        assert!((500..700).contains(&real), "about 30 % of 2000 are real: {real}");
+        assert!(
+            (500..700).contains(&real),
+            "about 30 % of 2000 are real: {real}"
+        );
         let sugg = suggestions(&stats, &[], t);
         let values: Vec<&str> = sugg.iter().map(|s| s.value.as_str()).collect();
         assert_eq!(values, ["/generated_at", "/nonce"]);
@@ -163,9 +215,18 @@ mod tests {
 
     #[test]
     fn shapes() {
-        assert_eq!(shape("\"9b2f1c1e-2c4a-4f6e-9a57-0d2b8f0c4e11\""), Some("a UUID"));
-        assert_eq!(shape("\"2026-11-22T01:02:03.123456Z\""), Some("a timestamp"));
-        assert_eq!(shape("\"4bf92f3577b34da6a3ce929d0e0e4736\""), Some("a random hex id"));
+        assert_eq!(
+            shape("\"9b2f1c1e-2c4a-4f6e-9a57-0d2b8f0c4e11\""),
+            Some("a UUID")
+        );
+        assert_eq!(
+            shape("\"2026-11-22T01:02:03.123456Z\""),
+            Some("a timestamp")
+        );
+        assert_eq!(
+            shape("\"4bf92f3577b34da6a3ce929d0e0e4736\""),
+            Some("a random hex id")
+        );
         assert_eq!(shape("1795220000123"), Some("an epoch time"));
         assert_eq!(shape("\"Kettle\""), None);
         assert_eq!(shape("42"), None);

@@ -24,10 +24,44 @@ pub const DEFAULT_IGNORED_HEADERS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern(Vec<String>);
 
+/// One segment of a path being walked: an object key or an array index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seg<'a> {
+    Key(&'a [u8]),
+    Index(usize),
+}
+
+fn seg_matches(p: &str, s: Seg<'_>) -> bool {
+    match s {
+        _ if p == "*" => true,
+        // Pattern segments are written escaped (RFC 6901).
+        Seg::Key(k) => {
+            if p.contains('~') {
+                p.replace("~1", "/").replace("~0", "~").as_bytes() == k
+            } else {
+                p.as_bytes() == k
+            }
+        }
+        Seg::Index(i) => p.parse::<usize>() == Ok(i),
+    }
+}
+
 impl Pattern {
     pub fn parse(pointer: &str) -> Pattern {
-        let segs = pointer.strip_prefix('/').map_or_else(Vec::new, |rest| rest.split('/').map(str::to_string).collect());
+        let segs = pointer.strip_prefix('/').map_or_else(Vec::new, |rest| {
+            rest.split('/').map(str::to_string).collect()
+        });
         Pattern(segs)
+    }
+
+    /// [`Pattern::covers`] for a path being walked.
+    pub fn covers_segs(&self, path: &[Seg<'_>]) -> bool {
+        self.0.len() <= path.len() && self.0.iter().zip(path).all(|(p, s)| seg_matches(p, *s))
+    }
+
+    /// [`Pattern::matches`] for a path being walked.
+    pub fn matches_segs(&self, path: &[Seg<'_>]) -> bool {
+        self.0.len() == path.len() && self.covers_segs(path)
     }
 
     /// Whether the pattern names `path` or one of its ancestors.
@@ -60,7 +94,10 @@ pub struct Rules {
 impl Rules {
     /// Compiles a route's `[routes.compare]` on top of the defaults.
     pub fn new(rules: &CompareRules) -> Rules {
-        let mut ignore_headers: Vec<String> = DEFAULT_IGNORED_HEADERS.iter().map(|h| h.to_string()).collect();
+        let mut ignore_headers: Vec<String> = DEFAULT_IGNORED_HEADERS
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
         for h in &rules.ignore_headers {
             if !ignore_headers.contains(h) {
                 ignore_headers.push(h.clone());
@@ -69,7 +106,11 @@ impl Rules {
         Rules {
             ignore: rules.ignore.iter().map(|p| Pattern::parse(p)).collect(),
             ignore_headers,
-            unordered_arrays: rules.unordered_arrays.iter().map(|p| Pattern::parse(p)).collect(),
+            unordered_arrays: rules
+                .unordered_arrays
+                .iter()
+                .map(|p| Pattern::parse(p))
+                .collect(),
             numeric_tolerance: rules.numeric_tolerance,
             redact: rules.redact.iter().map(|p| Pattern::parse(p)).collect(),
         }
@@ -88,8 +129,30 @@ impl Rules {
         self.ignore_headers.iter().any(|h| h == name)
     }
 
-    pub fn unordered(&self, path: &[String]) -> bool {
-        self.unordered_arrays.iter().any(|p| p.matches(path))
+    /// Whether a counted field (`/items/*/etag`, `header:date`) is ignored.
+    pub fn ignores_field(&self, field: &str) -> bool {
+        if let Some(h) = field.strip_prefix("header:") {
+            return self.ignores_header(h);
+        }
+        match field.strip_prefix('/') {
+            Some(rest) => self.ignores_path(
+                &rest
+                    .split('/')
+                    .map(|s| s.replace("~1", "/").replace("~0", "~"))
+                    .collect::<Vec<_>>(),
+            ),
+            None => false,
+        }
+    }
+
+    /// Whether an ignore pattern names exactly this path (its ancestors
+    /// having been checked already).
+    pub fn ignores_here(&self, path: &[Seg<'_>]) -> bool {
+        !self.ignore.is_empty() && self.ignore.iter().any(|p| p.matches_segs(path))
+    }
+
+    pub fn unordered_segs(&self, path: &[Seg<'_>]) -> bool {
+        self.unordered_arrays.iter().any(|p| p.matches_segs(path))
     }
 }
 
@@ -98,7 +161,8 @@ mod tests {
     use super::*;
 
     fn path(p: &str) -> Vec<String> {
-        p.strip_prefix('/').map_or_else(Vec::new, |r| r.split('/').map(str::to_string).collect())
+        p.strip_prefix('/')
+            .map_or_else(Vec::new, |r| r.split('/').map(str::to_string).collect())
     }
 
     #[test]

@@ -215,6 +215,25 @@ impl RouteStats {
         }
     }
 
+    /// Drops fields that `forget` selects (rules added after the data was
+    /// gathered): mismatches that differed only in them become matches.
+    pub fn forget_fields(&mut self, forget: impl Fn(&str) -> bool) {
+        self.fields.retain(|name, _| !forget(name));
+        let old = std::mem::take(&mut self.signatures);
+        for (sig, n) in old {
+            if sig == OTHER {
+                self.add_signature(sig, n);
+                continue;
+            }
+            let kept: Vec<&str> = sig.split('\n').filter(|f| !forget(f)).collect();
+            if kept.is_empty() {
+                self.matches += n;
+            } else {
+                self.add_signature(kept.join("\n"), n);
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == RouteStats::default()
     }
@@ -233,15 +252,29 @@ mod tests {
     use serde_json::json;
 
     fn cmp(a: serde_json::Value, b: serde_json::Value) -> Comparison {
-        let r = |v: serde_json::Value| Response::new(200, vec![("content-type".into(), "application/json".into())], v.to_string().into_bytes());
+        let r = |v: serde_json::Value| {
+            Response::new(
+                200,
+                vec![("content-type".into(), "application/json".into())],
+                v.to_string().into_bytes(),
+            )
+        };
         compare(&Rules::none(), &r(a), &r(b))
     }
 
     #[test]
     fn counts_fields_kinds_and_signatures() {
         let mut s = RouteStats::default();
-        s.record(&cmp(json!({"a": 1, "t": 1}), json!({"a": 2, "t": 2})), "GET /x", 1);
-        s.record(&cmp(json!({"a": 1, "t": 1}), json!({"a": 1, "t": 3})), "GET /x", 2);
+        s.record(
+            &cmp(json!({"a": 1, "t": 1}), json!({"a": 2, "t": 2})),
+            "GET /x",
+            1,
+        );
+        s.record(
+            &cmp(json!({"a": 1, "t": 1}), json!({"a": 1, "t": 3})),
+            "GET /x",
+            2,
+        );
         s.record(&cmp(json!({"a": 1}), json!({"a": 1})), "GET /x", 3);
         assert_eq!((s.comparisons, s.matches, s.mismatches()), (3, 1, 2));
         assert_eq!(s.fields["/t"].candidate, 2);
@@ -250,6 +283,25 @@ mod tests {
         // If /t is noise, only the comparison where /a differed is real.
         assert_eq!(s.real_mismatches(|f| f == "/t"), 1);
         assert_eq!(s.real_mismatches(|_| false), 2);
+    }
+
+    #[test]
+    fn forgetting_fields_turns_their_mismatches_into_matches() {
+        let mut s = RouteStats::default();
+        s.record(
+            &cmp(json!({"a": 1, "t": 1}), json!({"a": 2, "t": 2})),
+            "GET /x",
+            1,
+        );
+        s.record(
+            &cmp(json!({"a": 1, "t": 1}), json!({"a": 1, "t": 3})),
+            "GET /x",
+            2,
+        );
+        s.forget_fields(|f| f == "/t");
+        assert_eq!((s.comparisons, s.matches, s.mismatches()), (2, 1, 1));
+        assert!(!s.fields.contains_key("/t"));
+        assert_eq!(s.signatures["/a"], 1);
     }
 
     #[test]

@@ -63,7 +63,11 @@ pub fn wilson_upper(k: u64, n: u64) -> f64 {
 /// Decides from `real_mismatches` out of `samples` comparisons.
 /// `max_mismatch` is a fraction (0.001 for 0.1 %).
 pub fn verdict(samples: u64, real_mismatches: u64, max_mismatch: f64, min_samples: u64) -> Verdict {
-    let rate = if samples == 0 { 0.0 } else { real_mismatches as f64 / samples as f64 };
+    let rate = if samples == 0 {
+        0.0
+    } else {
+        real_mismatches as f64 / samples as f64
+    };
     let upper = wilson_upper(real_mismatches, samples);
     let status = if samples >= min_samples && upper <= max_mismatch {
         Status::Ready
@@ -92,7 +96,16 @@ pub fn verdict(samples: u64, real_mismatches: u64, max_mismatch: f64, min_sample
     } else {
         0
     };
-    Verdict { status, samples, real_mismatches, rate, upper_bound: upper, max_mismatch, min_samples, samples_needed }
+    Verdict {
+        status,
+        samples,
+        real_mismatches,
+        rate,
+        upper_bound: upper,
+        max_mismatch,
+        min_samples,
+        samples_needed,
+    }
 }
 
 #[cfg(test)]
@@ -116,7 +129,10 @@ mod tests {
         // Clean so far but the bound is not there yet: more data, not a failure.
         let v = verdict(1_000, 0, 0.001, 500);
         assert_eq!(v.status, Status::InsufficientData);
-        assert!(v.samples_needed > 2_000 && v.samples_needed < 3_000, "{v:?}");
+        assert!(
+            v.samples_needed > 2_000 && v.samples_needed < 3_000,
+            "{v:?}"
+        );
         assert_eq!(verdict(600, 1, 0.05, 500).status, Status::Ready);
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Every response is JSON naming the upstream and echoing the request:
 //! `{"upstream": NAME, "method", "path", "headers": {...}}`, with the header
-//! `x-upstream: NAME`. `/slow?ms=N` answers after N ms. The behaviour can be
+//! `x-upstream: NAME`. `/slow?ms=N` answers after N ms. `/product/{id}[?pad=N]`
+//! answers a product whose `nonce` is random on every answer and whose
+//! `price` is off by [`TestUpstream::set_price_delta`] for even ids. The behaviour can be
 //! switched at run time, and [`TestUpstream::kill`] closes the listener and
 //! every open connection, as a crashed process would.
 
@@ -35,6 +37,12 @@ struct State {
     name: String,
     status: AtomicU16,
     requests: AtomicU64,
+    /// Added to the price of even product ids (`/product/{id}`).
+    price_delta: std::sync::atomic::AtomicI64,
+    /// Requests that carried `x-strangler-shadow: 1`.
+    shadow_requests: AtomicU64,
+    /// Body sent, by the request's `x-request-id` (the last 10,000).
+    sent: Mutex<std::collections::VecDeque<(String, Bytes)>>,
 }
 
 /// A running test upstream; stops when dropped.
@@ -62,6 +70,9 @@ impl TestUpstream {
             name: name.to_string(),
             status: AtomicU16::new(200),
             requests: AtomicU64::new(0),
+            price_delta: std::sync::atomic::AtomicI64::new(0),
+            shadow_requests: AtomicU64::new(0),
+            sent: Mutex::new(std::collections::VecDeque::new()),
         });
         let up = TestUpstream {
             addr,
@@ -121,6 +132,29 @@ impl TestUpstream {
         self.state.status.store(status, Ordering::Relaxed);
     }
 
+    /// Makes `/product/{id}` answer a price off by `delta` for even ids.
+    pub fn set_price_delta(&self, delta: i64) {
+        self.state.price_delta.store(delta, Ordering::Relaxed);
+    }
+
+    /// Requests received with `x-strangler-shadow: 1`.
+    pub fn shadow_requests(&self) -> u64 {
+        self.state.shadow_requests.load(Ordering::Relaxed)
+    }
+
+    /// The bodies this upstream sent for requests with this `x-request-id`.
+    pub fn sent_bodies(&self, request_id: &str) -> Vec<Bytes> {
+        let sent = self
+            .state
+            .sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sent.iter()
+            .filter(|(id, _)| id == request_id)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
     /// Closes the listener and every connection at once.
     pub fn kill(&self) {
         if let Some(task) = self
@@ -170,11 +204,62 @@ async fn handle(
             )
         })
         .collect();
+    if parts
+        .headers
+        .get("x-strangler-shadow")
+        .is_some_and(|v| v == "1")
+    {
+        state.shadow_requests.fetch_add(1, Ordering::Relaxed);
+    }
     let status = if parts.uri.path() == "/healthz" {
         200
     } else {
         state.status.load(Ordering::Relaxed)
     };
+    let request_id = parts
+        .headers
+        .get("x-request-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if let Some(id) = parts
+        .uri
+        .path()
+        .strip_prefix("/product/")
+        .and_then(|i| i.parse::<i64>().ok())
+    {
+        // A product: `price` differs by `price_delta` for even ids; `nonce` is random on every answer.
+        let delta = if id % 2 == 0 {
+            state.price_delta.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        let padding = parts
+            .uri
+            .query()
+            .and_then(|q| q.strip_prefix("pad="))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+        let body = Bytes::from(
+            serde_json::json!({"id": id, "name": "Kettle", "price": 100 + delta, "nonce": format!("{:016x}", rand_u64()), "padding": "x".repeat(padding)})
+                .to_string(),
+        );
+        if let Some(id) = request_id {
+            let mut sent = state
+                .sent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            sent.push_back((id, body.clone()));
+            if sent.len() > 10_000 {
+                sent.pop_front();
+            }
+        }
+        let resp = Response::builder()
+            .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+            .header("content-type", "application/json")
+            .header("x-upstream", state.name.as_str())
+            .body(Full::new(body))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+        return Ok(resp);
+    }
     let echo = serde_json::json!({
         "upstream": state.name,
         "method": parts.method.as_str(),
@@ -190,4 +275,16 @@ async fn handle(
         .body(Full::new(Bytes::from(echo)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
     Ok(resp)
+}
+
+/// A random number without a dependency: std's randomly keyed hasher.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish()
 }

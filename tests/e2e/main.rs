@@ -3,8 +3,11 @@
 
 mod support;
 
+mod example_shadow;
+
 mod router_admin;
 mod router_config;
 mod router_fallback;
 mod router_routing;
+mod router_shadow;
 mod router_store;

@@ -47,6 +47,9 @@ pub struct Options {
     /// Seed of the request mix.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Send only `GET <base-url><path>` instead of the shop's mix (for benchmarks).
+    #[arg(long)]
+    pub path: Option<String>,
 }
 
 /// The kinds of request in the mix.
@@ -59,6 +62,8 @@ pub enum Endpoint {
     CustomerOrders,
     PlaceOrder,
     UpdateProduct,
+    /// `--path`
+    Fixed,
 }
 
 impl Endpoint {
@@ -71,6 +76,7 @@ impl Endpoint {
             Endpoint::CustomerOrders => "GET /customers/{id}/orders",
             Endpoint::PlaceOrder => "POST /orders",
             Endpoint::UpdateProduct => "PUT /products/{id}",
+            Endpoint::Fixed => "GET --path",
         }
     }
 }
@@ -153,6 +159,7 @@ async fn one(shared: &Shared, rng: &mut fastrand::Rng) {
     let base = o.base_url.trim_end_matches('/');
     let c = &shared.client;
     let req = match endpoint {
+        Endpoint::Fixed => c.get(format!("{base}{}", o.path.as_deref().unwrap_or("/"))),
         Endpoint::GetProduct => c.get(format!("{base}/products/{product}")),
         Endpoint::ListProducts => c.get(format!(
             "{base}/products?page={}&per_page=20",

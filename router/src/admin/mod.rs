@@ -107,9 +107,37 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         .into_response()
 }
 
-async fn shadow_summary() -> Response {
-    error(
-        StatusCode::NOT_IMPLEMENTED,
-        "shadow comparison is not built yet: stage shadow routes like legacy and records no comparisons",
-    )
+/// Defaults of `strangler shadow gate`: 0.1 % real mismatches, 500 samples.
+pub const DEFAULT_MAX_MISMATCH: f64 = 0.001;
+pub const DEFAULT_MIN_SAMPLES: u64 = 500;
+
+async fn shadow_summary(State(state): State<Arc<AdminState>>) -> Response {
+    let stats = match state.store.shadow_stats().await {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let config = state.shared.config.load();
+    let routing = state.shared.routing.load();
+    let stage_of =
+        |r: &strangler_config::Route| routing.table.find(&r.name).map_or(r.stage, |c| c.stage);
+    let routes = crate::shadow::summaries(
+        &config,
+        stage_of,
+        &stats,
+        DEFAULT_MAX_MISMATCH,
+        DEFAULT_MIN_SAMPLES,
+    );
+    let list: Vec<_> = routes
+        .iter()
+        .map(|r| {
+            json!({
+                "route": r.route, "endpoint": r.endpoint, "stage": r.stage,
+                "comparisons": r.comparisons, "matches": r.matches, "stale": r.stale,
+                "real_mismatches": r.verdict.real_mismatches, "upper_bound": r.verdict.upper_bound,
+                "verdict": r.verdict.status, "skipped": r.skipped,
+                "noise_fields": r.fields.iter().filter(|f| f.noise).map(|f| f.field.as_str()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "routes": list })).into_response()
 }

@@ -70,6 +70,10 @@ pub struct Ctx {
     pub responded: bool,
     pub request_id: String,
     pub trace_id: String,
+    /// Shadow tee state when this request is shadowed.
+    pub shadow: Option<crate::shadow::ShadowCtx>,
+    /// Reverse shadow (the service answers): dropped if the monolith answers after all.
+    pub shadow_reverse: bool,
 }
 
 impl Ctx {
@@ -87,6 +91,8 @@ impl Ctx {
             responded: false,
             request_id: String::new(),
             trace_id: String::new(),
+            shadow: None,
+            shadow_reverse: false,
         }
     }
 

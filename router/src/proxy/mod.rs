@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::Method;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -30,7 +31,10 @@ pub use ctx::{Ctx, FallbackReason};
 
 use crate::access_log;
 use crate::runtime::Shared;
+use crate::shadow::{self, Direction, ShadowCtx, ShadowJob, Targets};
 use crate::table::{sticky::BUCKETS, Forced, RequestInfo, Why, DEFAULT_ROUTE, LEGACY_ID};
+use strangler_config::Stage;
+use strangler_shadow::Skip;
 
 const REQUEST_ID: &str = "x-request-id";
 const TRACEPARENT: &str = "traceparent";
@@ -122,7 +126,33 @@ impl ProxyHttp for RouterProxy {
             };
             req.insert_header("x-forwarded-for", xff)?;
         }
+        self.plan_shadow(session, ctx);
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(sh) = ctx.shadow.as_mut() {
+            if sh.job.is_some() {
+                if !sh.tee_request(body.as_ref()) {
+                    let route = sh.job.as_ref().map(|j| j.route.clone());
+                    ctx.shadow = None;
+                    if let Some(route) = route {
+                        self.shared
+                            .shadower
+                            .skip(&self.shared.metrics, &route, Skip::BodyTooLarge);
+                    }
+                } else if end_of_stream {
+                    sh.spawn(self.shared.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -184,11 +214,41 @@ impl ProxyHttp for RouterProxy {
     async fn response_filter(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.responded = true;
+        if ctx.shadow_reverse && ctx.fallback.is_some() {
+            // The monolith answered after all: nothing to compare it with.
+            ctx.shadow = None;
+        }
+        if let Some(sh) = ctx.shadow.as_mut() {
+            let headers = resp
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            sh.primary_header(resp.status.as_u16(), headers);
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(sh) = ctx.shadow.as_mut() {
+            sh.primary_body(body.as_ref(), end_of_stream);
+        }
+        Ok(None)
     }
 
     fn error_while_proxy(
@@ -268,6 +328,82 @@ impl ProxyHttp for RouterProxy {
             });
             access_log::write_line(line.to_string());
         }
+    }
+}
+
+impl RouterProxy {
+    /// Decides whether this request is shadowed and prepares the job.
+    fn plan_shadow(&self, session: &Session, ctx: &mut Ctx) {
+        let Some(routing) = ctx.routing.clone() else {
+            return;
+        };
+        let Some(route) = ctx.route.and_then(|i| routing.table.routes().get(i)) else {
+            return;
+        };
+        let Some(service) = route.service else { return };
+        let direction = match (route.stage, ctx.why) {
+            (Stage::Shadow, Why::Stage) => Direction::Forward,
+            (Stage::Migrated, Why::Stage) if ctx.target == service => Direction::Reverse,
+            _ => return,
+        };
+        let req = session.req_header();
+        let sh = &route.shadow;
+        if sh.percent <= 0.0
+            || fastrand::f64() * 100.0 >= sh.percent
+            || !shadow::method_allowed(&req.method, &sh.methods)
+            // A copy made by another proxy is never copied again.
+            || req.headers.contains_key("x-strangler-shadow")
+        {
+            return;
+        }
+        let metrics = &self.shared.metrics;
+        let shadower = &self.shared.shadower;
+        let declared_len = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_len.is_some_and(|n| n > routing.max_shadow_body_bytes as u64) {
+            return shadower.skip(metrics, &route.name, Skip::BodyTooLarge);
+        }
+        let Some(slot) = shadower.try_slot(routing.max_shadow_inflight) else {
+            return shadower.skip(metrics, &route.name, Skip::Inflight);
+        };
+        let (primary, candidate) = match direction {
+            Direction::Forward => (LEGACY_ID, service),
+            Direction::Reverse => (service, LEGACY_ID),
+        };
+        let safe = is_safe(&req.method);
+        let job = ShadowJob {
+            route: route.name.clone(),
+            direction,
+            rules: sh.rules.clone(),
+            targets: Targets {
+                primary: routing.upstream(primary).addr,
+                candidate: routing.upstream(candidate).addr,
+            },
+            method: req.method.clone(),
+            uri: req
+                .uri
+                .path_and_query()
+                .map_or_else(|| req.uri.path().to_string(), |pq| pq.as_str().to_string()),
+            headers: req.headers.clone(),
+            body: Vec::new(),
+            max_body: routing.max_shadow_body_bytes,
+            aa: safe && fastrand::f64() * 100.0 < sh.aa_percent,
+            tables: sh.tables.clone(),
+            request_ms: crate::store::now_ms(),
+            slot,
+        };
+        let mut state = ShadowCtx::new(job, routing.max_shadow_body_bytes);
+        let has_body = declared_len.is_some_and(|n| n > 0)
+            || req.headers.contains_key(http::header::TRANSFER_ENCODING);
+        if !has_body {
+            // Nothing to wait for: the candidate request goes out now.
+            state.spawn(self.shared.clone());
+        }
+        ctx.shadow_reverse = direction == Direction::Reverse;
+        ctx.shadow = Some(state);
     }
 }
 

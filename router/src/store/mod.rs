@@ -7,7 +7,9 @@
 //! rebuild their routing table when it moves, so a change made anywhere is
 //! obeyed everywhere within one poll interval.
 
+mod cdc;
 mod schema;
+mod shadow;
 
 use std::path::Path;
 use std::sync::Once;
@@ -142,19 +144,8 @@ impl StateStore {
         reason: &str,
     ) -> Result<AuditEntry, StoreError> {
         let mut tx = self.pool.begin().await?;
-        match self.backend {
-            // Serialize writers: take the write lock before reading.
-            Backend::Postgres => {
-                sqlx::query("SELECT pg_advisory_xact_lock(7395562001)")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Backend::Sqlite => {
-                sqlx::query("UPDATE strangler_route_overrides SET route = route WHERE 1 = 0")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        // Serialize writers: take the write lock before reading.
+        self.write_lock(&mut tx).await?;
         let current = sqlx::query(
             "SELECT route, stage, percent, base_stage, base_percent FROM strangler_route_overrides WHERE route = $1",
         )

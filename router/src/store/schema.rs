@@ -24,6 +24,20 @@ const SQLITE: &[&str] = &[
         after_stage TEXT NOT NULL,
         after_percent DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX IF NOT EXISTS strangler_audit_log_route ON strangler_audit_log (route, id)",
+    "CREATE TABLE IF NOT EXISTS strangler_shadow_stats (
+        route TEXT PRIMARY KEY,
+        stats TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_source (
+        slot TEXT PRIMARY KEY,
+        source_lsn BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_sinks (
+        sink TEXT NOT NULL,
+        source_table TEXT NOT NULL,
+        applied_lsn BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (sink, source_table))",
 ];
 
 const POSTGRES: &[&str] = &[
@@ -47,6 +61,20 @@ const POSTGRES: &[&str] = &[
         after_stage TEXT NOT NULL,
         after_percent DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX IF NOT EXISTS strangler_audit_log_route ON strangler_audit_log (route, id)",
+    "CREATE TABLE IF NOT EXISTS strangler_shadow_stats (
+        route TEXT PRIMARY KEY,
+        stats TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_source (
+        slot TEXT PRIMARY KEY,
+        source_lsn BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_sinks (
+        sink TEXT NOT NULL,
+        source_table TEXT NOT NULL,
+        applied_lsn BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (sink, source_table))",
 ];
 
 pub(super) async fn create(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 use strangler_config::{PathTemplate, Route, Stage, Sticky};
 
+use crate::shadow::RouteShadow;
 use crate::state::{Effective, Origin};
 
 /// Index of an upstream in the routing snapshot; [`LEGACY_ID`] is the monolith.
@@ -36,6 +37,8 @@ pub struct CompiledRoute {
     pub origin: Origin,
     /// Position in the config file (for ties and for listing).
     pub file_index: usize,
+    /// Shadow settings and compiled comparison rules.
+    pub shadow: RouteShadow,
 }
 
 impl CompiledRoute {
@@ -45,6 +48,7 @@ impl CompiledRoute {
         file_index: usize,
         service: Option<UpstreamId>,
         effective: Effective,
+        shadow: RouteShadow,
     ) -> Self {
         CompiledRoute {
             name: Arc::from(route.name.as_str()),
@@ -61,6 +65,7 @@ impl CompiledRoute {
             fallback: route.fallback,
             origin: effective.origin,
             file_index,
+            shadow,
         }
     }
 

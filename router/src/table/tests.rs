@@ -59,7 +59,14 @@ fn table_with(stage_of: impl Fn(&str) -> Option<(Stage, f64)>) -> RouteTable {
                     origin: Origin::Override,
                 };
             }
-            CompiledRoute::new(r, i, r.service.as_ref().map(|_| 1), eff)
+            let shadow = crate::shadow::RouteShadow {
+                rules: std::sync::Arc::new(strangler_shadow::Rules::none()),
+                percent: 0.0,
+                methods: vec![],
+                aa_percent: 0.0,
+                tables: vec![],
+            };
+            CompiledRoute::new(r, i, r.service.as_ref().map(|_| 1), eff, shadow)
         })
         .collect();
     RouteTable::new(routes)

@@ -1,133 +1,137 @@
-//! Structural JSON diff with JSON Pointer paths.
+//! Structural JSON diff with JSON Pointer paths, over the borrowed tree.
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
+use super::tree::{numbers_equal, J};
 use super::{short, Difference, Kind};
+use crate::rules::Seg;
 use crate::Rules;
 
-struct Walk<'r> {
+struct Walk<'r, 'a> {
     rules: &'r Rules,
-    /// Unescaped segments of the current path.
-    segs: Vec<String>,
-    /// Whether each segment is an array index.
-    index: Vec<bool>,
+    path: Vec<Seg<'a>>,
     out: &'r mut Vec<Difference>,
 }
 
 /// Diffs two JSON documents into `out`.
-pub(super) fn diff(rules: &Rules, a: &Value, b: &Value, out: &mut Vec<Difference>) {
-    let mut w = Walk { rules, segs: Vec::new(), index: Vec::new(), out };
+pub(super) fn diff<'a>(rules: &Rules, a: &'a J<'a>, b: &'a J<'a>, out: &mut Vec<Difference>) {
+    let mut w = Walk {
+        rules,
+        path: Vec::new(),
+        out,
+    };
     w.value(a, b);
 }
 
-fn escape(seg: &str) -> String {
+fn push_escaped(out: &mut String, seg: &[u8]) {
+    let seg = String::from_utf8_lossy(seg);
     if seg.contains(['~', '/']) {
-        seg.replace('~', "~0").replace('/', "~1")
+        out.push_str(&seg.replace('~', "~0").replace('/', "~1"));
     } else {
-        seg.to_string()
+        out.push_str(&seg);
     }
 }
 
-fn render(v: &Value) -> String {
+fn render(v: &J<'_>) -> String {
     short(&v.to_string())
 }
 
-fn numbers_equal(a: &serde_json::Number, b: &serde_json::Number, tolerance: f64) -> bool {
-    if a == b {
-        return true;
-    }
-    match (a.as_i64(), b.as_i64(), a.as_u64(), b.as_u64()) {
-        (Some(x), Some(y), _, _) if tolerance == 0.0 => x == y,
-        (_, _, Some(x), Some(y)) if tolerance == 0.0 => x == y,
-        _ => match (a.as_f64(), b.as_f64()) {
-            (Some(x), Some(y)) => (x - y).abs() <= tolerance,
-            _ => false,
-        },
-    }
-}
-
-impl Walk<'_> {
-    fn push(&mut self, seg: String, is_index: bool) {
-        self.segs.push(seg);
-        self.index.push(is_index);
-    }
-
-    fn pop(&mut self) {
-        self.segs.pop();
-        self.index.pop();
-    }
-
-    fn emit(&mut self, kind: Kind, legacy: Option<&Value>, candidate: Option<&Value>) {
+impl<'a> Walk<'_, 'a> {
+    fn emit(&mut self, kind: Kind, legacy: Option<&J<'_>>, candidate: Option<&J<'_>>) {
         let mut path = String::new();
         let mut field = String::new();
-        for (seg, is_index) in self.segs.iter().zip(&self.index) {
-            let e = escape(seg);
+        for seg in &self.path {
             path.push('/');
-            path.push_str(&e);
             field.push('/');
-            field.push_str(if *is_index { "*" } else { &e });
+            match seg {
+                Seg::Key(k) => {
+                    push_escaped(&mut path, k);
+                    push_escaped(&mut field, k);
+                }
+                Seg::Index(i) => {
+                    path.push_str(&i.to_string());
+                    field.push('*');
+                }
+            }
         }
-        self.out.push(Difference { path, field, kind, legacy: legacy.map(render), candidate: candidate.map(render) });
+        self.out.push(Difference {
+            path,
+            field,
+            kind,
+            legacy: legacy.map(render),
+            candidate: candidate.map(render),
+        });
     }
 
-    fn value(&mut self, a: &Value, b: &Value) {
-        if self.rules.ignores_path(&self.segs) {
+    fn value(&mut self, a: &'a J<'a>, b: &'a J<'a>) {
+        // Ancestors were checked on the way down: only patterns of this
+        // depth can newly apply.
+        if self.rules.ignores_here(&self.path) {
             return;
         }
         match (a, b) {
-            (Value::Object(x), Value::Object(y)) => {
-                for (k, va) in x {
-                    self.push(k.clone(), false);
-                    match y.get(k) {
+            (J::Obj(x), J::Obj(y)) => {
+                for (i, (k, va)) in x.iter().enumerate() {
+                    self.path.push(Seg::Key(k));
+                    match J::get(y, k, i) {
                         Some(vb) => self.value(va, vb),
-                        None if !self.rules.ignores_path(&self.segs) => self.emit(Kind::Missing, Some(va), None),
+                        None if !self.rules.ignores_here(&self.path) => {
+                            self.emit(Kind::Missing, Some(va), None)
+                        }
                         None => {}
                     }
-                    self.pop();
+                    self.path.pop();
                 }
-                for (k, vb) in y {
-                    if !x.contains_key(k) {
-                        self.push(k.clone(), false);
-                        if !self.rules.ignores_path(&self.segs) {
+                for (j, (k, vb)) in y.iter().enumerate() {
+                    if J::get(x, k, j).is_none() {
+                        self.path.push(Seg::Key(k));
+                        if !self.rules.ignores_here(&self.path) {
                             self.emit(Kind::Extra, None, Some(vb));
                         }
-                        self.pop();
+                        self.path.pop();
                     }
                 }
             }
-            (Value::Array(x), Value::Array(y)) => self.array(x, y),
-            (Value::Number(x), Value::Number(y)) => {
+            (J::Arr(x), J::Arr(y)) => self.array(x, y),
+            (J::Num(x), J::Num(y)) => {
                 if !numbers_equal(x, y, self.rules.numeric_tolerance) {
                     self.emit(Kind::Value, Some(a), Some(b));
                 }
             }
-            (Value::String(_), Value::String(_)) | (Value::Bool(_), Value::Bool(_)) => {
-                if a != b {
+            (J::Str(x), J::Str(y)) => {
+                if x != y {
                     self.emit(Kind::Value, Some(a), Some(b));
                 }
             }
-            (Value::Null, Value::Null) => {}
+            (J::Bool(x), J::Bool(y)) => {
+                if x != y {
+                    self.emit(Kind::Value, Some(a), Some(b));
+                }
+            }
+            (J::Null, J::Null) => {}
             _ => self.emit(Kind::Type, Some(a), Some(b)),
         }
     }
 
-    fn array(&mut self, x: &[Value], y: &[Value]) {
-        if self.rules.unordered(&self.segs) {
+    fn array(&mut self, x: &'a [J<'a>], y: &'a [J<'a>]) {
+        if self.rules.unordered_segs(&self.path) {
             // Multisets: what one side has more of is missing or extra.
             let mut counts: HashMap<String, (i64, usize, usize)> = HashMap::new();
             for (i, v) in x.iter().enumerate() {
-                counts.entry(v.to_string()).or_insert((0, i, usize::MAX)).0 += 1;
+                counts.entry(v.canonical()).or_insert((0, i, usize::MAX)).0 += 1;
             }
             for (j, v) in y.iter().enumerate() {
-                let e = counts.entry(v.to_string()).or_insert((0, usize::MAX, j));
+                let e = counts.entry(v.canonical()).or_insert((0, usize::MAX, j));
                 e.0 -= 1;
                 if e.2 == usize::MAX {
                     e.2 = j;
                 }
             }
-            let mut surplus: Vec<(usize, usize, i64)> = counts.values().filter(|c| c.0 != 0).map(|c| (c.1, c.2, c.0)).collect();
+            let mut surplus: Vec<(usize, usize, i64)> = counts
+                .values()
+                .filter(|c| c.0 != 0)
+                .map(|c| (c.1, c.2, c.0))
+                .collect();
             surplus.sort_unstable();
             for (i, j, n) in surplus {
                 if n > 0 {
@@ -138,24 +142,38 @@ impl Walk<'_> {
             }
             return;
         }
-        if x.len() == y.len() && x != y {
-            // Same elements in another order is one difference, not many.
-            let mut a: Vec<String> = x.iter().map(Value::to_string).collect();
-            let mut b: Vec<String> = y.iter().map(Value::to_string).collect();
+        // Element by element; positions that differed are remembered, and
+        // if the arrays hold the same elements in another order, their
+        // differences are replaced by one `array_order`.
+        let first = self.out.len();
+        let mut moved: Vec<usize> = Vec::new();
+        for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+            let before = self.out.len();
+            self.path.push(Seg::Index(i));
+            self.value(va, vb);
+            self.path.pop();
+            if self.out.len() > before {
+                moved.push(i);
+            }
+        }
+        if x.len() == y.len() && moved.len() >= 2 {
+            let mut a: Vec<String> = moved.iter().map(|i| x[*i].canonical()).collect();
+            let mut b: Vec<String> = moved.iter().map(|i| y[*i].canonical()).collect();
             a.sort_unstable();
             b.sort_unstable();
             if a == b {
+                self.out.truncate(first);
                 self.emit(Kind::ArrayOrder, None, None);
                 return;
             }
         }
-        for (i, (va, vb)) in x.iter().zip(y).enumerate() {
-            self.push(i.to_string(), true);
-            self.value(va, vb);
-            self.pop();
-        }
         if x.len() != y.len() {
-            self.emit(Kind::ArrayLength, Some(&Value::from(x.len())), Some(&Value::from(y.len())));
+            let (la, lb) = (x.len().to_string(), y.len().to_string());
+            self.emit(
+                Kind::ArrayLength,
+                Some(&J::Num(la.as_bytes())),
+                Some(&J::Num(lb.as_bytes())),
+            );
         }
     }
 }

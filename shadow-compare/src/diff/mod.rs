@@ -2,6 +2,7 @@
 
 mod json;
 mod text;
+mod tree;
 
 use serde::{Deserialize, Serialize};
 
@@ -110,13 +111,16 @@ pub fn compare(rules: &Rules, legacy: &Response, candidate: &Response) -> Compar
 }
 
 fn compare_headers(rules: &Rules, legacy: &Response, candidate: &Response, out: &mut Comparison) {
-    let mut names: Vec<&str> = legacy.headers.iter().chain(&candidate.headers).map(|(k, _)| k.as_str()).collect();
+    let mut names: Vec<&str> = legacy
+        .headers
+        .iter()
+        .chain(&candidate.headers)
+        .map(|(k, _)| k.as_str())
+        .filter(|name| !rules.ignores_header(name))
+        .collect();
     names.sort_unstable();
     names.dedup();
     for name in names {
-        if rules.ignores_header(name) {
-            continue;
-        }
         let (a, b) = (legacy.header(name), candidate.header(name));
         if a != b {
             let path = format!("header:{name}");
@@ -135,15 +139,22 @@ fn compare_bodies(rules: &Rules, legacy: &Response, candidate: &Response, out: &
     if legacy.body == candidate.body {
         return;
     }
-    let parse = |r: &Response| -> Option<serde_json::Value> {
-        let looks_json = r.is_json() || matches!(r.body.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{' | b'['));
-        looks_json.then(|| serde_json::from_slice(&r.body).ok()).flatten()
-    };
+    fn parse(r: &Response) -> Option<tree::J<'_>> {
+        let looks_json = r.is_json()
+            || matches!(
+                r.body.iter().find(|b| !b.is_ascii_whitespace()),
+                Some(b'{' | b'[')
+            );
+        looks_json.then(|| tree::parse(&r.body)).flatten()
+    }
     if let (Some(a), Some(b)) = (parse(legacy), parse(candidate)) {
         json::diff(rules, &a, &b, &mut out.differences);
         return;
     }
-    match (std::str::from_utf8(&legacy.body), std::str::from_utf8(&candidate.body)) {
+    match (
+        std::str::from_utf8(&legacy.body),
+        std::str::from_utf8(&candidate.body),
+    ) {
         (Ok(a), Ok(b)) => text::diff(a, b, out),
         _ => out.differences.push(Difference {
             path: "body".into(),

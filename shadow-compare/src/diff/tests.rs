@@ -5,11 +5,19 @@ use strangler_config::CompareRules;
 use super::*;
 
 fn resp(body: Value) -> Response {
-    Response::new(200, vec![("content-type".into(), "application/json".into())], body.to_string().into_bytes())
+    Response::new(
+        200,
+        vec![("content-type".into(), "application/json".into())],
+        body.to_string().into_bytes(),
+    )
 }
 
 fn diffs(rules: &Rules, a: Value, b: Value) -> Vec<(String, Kind)> {
-    compare(rules, &resp(a), &resp(b)).differences.into_iter().map(|d| (d.path, d.kind)).collect()
+    compare(rules, &resp(a), &resp(b))
+        .differences
+        .into_iter()
+        .map(|d| (d.path, d.kind))
+        .collect()
 }
 
 fn rules(f: impl FnOnce(&mut CompareRules)) -> Rules {
@@ -42,7 +50,11 @@ fn each_kind_is_found_with_its_pointer() {
 #[test]
 fn fields_count_array_elements_together() {
     let r = Rules::new(&CompareRules::default());
-    let c = compare(&r, &resp(json!({"items": [{"p": 1}, {"p": 2}]})), &resp(json!({"items": [{"p": 1}, {"p": 5}]})));
+    let c = compare(
+        &r,
+        &resp(json!({"items": [{"p": 1}, {"p": 2}]})),
+        &resp(json!({"items": [{"p": 1}, {"p": 5}]})),
+    );
     assert_eq!(c.differences[0].path, "/items/1/p");
     assert_eq!(c.differences[0].field, "/items/*/p");
     assert_eq!(c.differences[0].legacy.as_deref(), Some("2"));
@@ -53,30 +65,62 @@ fn fields_count_array_elements_together() {
 fn pointer_segments_are_escaped() {
     let r = Rules::new(&CompareRules::default());
     let got = diffs(&r, json!({"a/b": 1, "c~d": 1}), json!({"a/b": 2, "c~d": 2}));
-    assert!(got.contains(&("/a~1b".to_string(), Kind::Value)) && got.contains(&("/c~0d".to_string(), Kind::Value)), "{got:?}");
+    assert!(
+        got.contains(&("/a~1b".to_string(), Kind::Value))
+            && got.contains(&("/c~0d".to_string(), Kind::Value)),
+        "{got:?}"
+    );
 }
 
 #[test]
 fn ignore_rules_remove_fields_and_subtrees() {
-    let r = rules(|c| c.ignore = vec!["/generated_at".into(), "/items/*/etag".into(), "/meta".into()]);
+    let r = rules(|c| {
+        c.ignore = vec![
+            "/generated_at".into(),
+            "/items/*/etag".into(),
+            "/meta".into(),
+        ]
+    });
     let a = json!({"generated_at": "t1", "items": [{"etag": "x", "n": 1}], "meta": {"a": 1}});
-    let b = json!({"generated_at": "t2", "items": [{"etag": "y", "n": 1}], "meta": {"a": 2, "b": 3}});
+    let b =
+        json!({"generated_at": "t2", "items": [{"etag": "y", "n": 1}], "meta": {"a": 2, "b": 3}});
     assert!(diffs(&r, a, b).is_empty());
 }
 
 #[test]
 fn unordered_arrays_compare_as_multisets() {
     let r = rules(|c| c.unordered_arrays = vec!["/tags".into()]);
-    assert!(diffs(&r, json!({"tags": ["a", "b", "b"]}), json!({"tags": ["b", "a", "b"]})).is_empty());
-    let got = diffs(&r, json!({"tags": ["a", "b", "b"]}), json!({"tags": ["b", "a", "c"]}));
-    assert_eq!(got, vec![("/tags".to_string(), Kind::Missing), ("/tags".to_string(), Kind::Extra)]);
+    assert!(diffs(
+        &r,
+        json!({"tags": ["a", "b", "b"]}),
+        json!({"tags": ["b", "a", "b"]})
+    )
+    .is_empty());
+    let got = diffs(
+        &r,
+        json!({"tags": ["a", "b", "b"]}),
+        json!({"tags": ["b", "a", "c"]}),
+    );
+    assert_eq!(
+        got,
+        vec![
+            ("/tags".to_string(), Kind::Missing),
+            ("/tags".to_string(), Kind::Extra)
+        ]
+    );
 }
 
 #[test]
 fn numeric_tolerance_and_integer_float_equality() {
     let exact = Rules::new(&CompareRules::default());
-    assert!(diffs(&exact, json!({"p": 1}), json!({"p": 1.0})).is_empty(), "1 and 1.0 are the same number");
-    assert_eq!(diffs(&exact, json!({"p": 1.0}), json!({"p": 1.001})).len(), 1);
+    assert!(
+        diffs(&exact, json!({"p": 1}), json!({"p": 1.0})).is_empty(),
+        "1 and 1.0 are the same number"
+    );
+    assert_eq!(
+        diffs(&exact, json!({"p": 1.0}), json!({"p": 1.001})).len(),
+        1
+    );
     let tol = rules(|c| c.numeric_tolerance = 0.01);
     assert!(diffs(&tol, json!({"p": 1.0}), json!({"p": 1.001})).is_empty());
     assert_eq!(diffs(&tol, json!({"p": 1.0}), json!({"p": 1.1})).len(), 1);
@@ -85,9 +129,29 @@ fn numeric_tolerance_and_integer_float_equality() {
 #[test]
 fn status_and_headers() {
     let r = rules(|c| c.ignore_headers = vec!["x-cache".into()]);
-    let a = Response::new(200, vec![("Date".into(), "x".into()), ("X-Cache".into(), "HIT".into()), ("ETag".into(), "1".into())], b"{}".to_vec());
-    let b = Response::new(404, vec![("date".into(), "y".into()), ("x-cache".into(), "MISS".into()), ("cache-control".into(), "no-store".into())], b"{}".to_vec());
-    let got: Vec<(String, Kind)> = compare(&r, &a, &b).differences.into_iter().map(|d| (d.path, d.kind)).collect();
+    let a = Response::new(
+        200,
+        vec![
+            ("Date".into(), "x".into()),
+            ("X-Cache".into(), "HIT".into()),
+            ("ETag".into(), "1".into()),
+        ],
+        b"{}".to_vec(),
+    );
+    let b = Response::new(
+        404,
+        vec![
+            ("date".into(), "y".into()),
+            ("x-cache".into(), "MISS".into()),
+            ("cache-control".into(), "no-store".into()),
+        ],
+        b"{}".to_vec(),
+    );
+    let got: Vec<(String, Kind)> = compare(&r, &a, &b)
+        .differences
+        .into_iter()
+        .map(|d| (d.path, d.kind))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -101,7 +165,13 @@ fn status_and_headers() {
 #[test]
 fn text_and_binary_bodies() {
     let r = Rules::new(&CompareRules::default());
-    let text = |s: &str| Response::new(200, vec![("content-type".into(), "text/plain".into())], s.as_bytes().to_vec());
+    let text = |s: &str| {
+        Response::new(
+            200,
+            vec![("content-type".into(), "text/plain".into())],
+            s.as_bytes().to_vec(),
+        )
+    };
     let c = compare(&r, &text("a\nb\nc\n"), &text("a\nB\nc\n"));
     assert_eq!(c.differences[0].kind, Kind::Text);
     let u = c.unified_diff.expect("unified diff");
@@ -123,28 +193,38 @@ fn arb_json() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 40, 5, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map("[a-d]{1,2}", inner, 0..5).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-d]{1,2}", inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
 
 fn arb_rules() -> impl Strategy<Value = Rules> {
-    let ptr = prop::collection::vec(prop_oneof![Just("*".to_string()), "[a-d]{1,2}", "[0-4]"], 0..3).prop_map(|s| {
-        s.iter().map(|x| format!("/{x}")).collect::<String>()
-    });
-    (prop::collection::vec(ptr.clone(), 0..3), prop::collection::vec(ptr, 0..3), 0.0f64..5.0).prop_map(|(ignore, unordered, tol)| {
-        rules(|c| {
-            c.ignore = ignore;
-            c.unordered_arrays = unordered;
-            c.numeric_tolerance = tol;
+    let ptr = prop::collection::vec(
+        prop_oneof![Just("*".to_string()), "[a-d]{1,2}", "[0-4]"],
+        0..3,
+    )
+    .prop_map(|s| s.iter().map(|x| format!("/{x}")).collect::<String>());
+    (
+        prop::collection::vec(ptr.clone(), 0..3),
+        prop::collection::vec(ptr, 0..3),
+        0.0f64..5.0,
+    )
+        .prop_map(|(ignore, unordered, tol)| {
+            rules(|c| {
+                c.ignore = ignore;
+                c.unordered_arrays = unordered;
+                c.numeric_tolerance = tol;
+            })
         })
-    })
 }
 
 /// Whether a difference found under rules is also found without them, at
 /// the same place or below it.
 fn covered(d: &Difference, without: &[Difference]) -> bool {
-    without.iter().any(|w| w.path == d.path || w.path.starts_with(&format!("{}/", d.path)) || (d.path.is_empty()))
+    without.iter().any(|w| {
+        w.path == d.path || w.path.starts_with(&format!("{}/", d.path)) || (d.path.is_empty())
+    })
 }
 
 proptest! {

@@ -20,7 +20,11 @@ pub(super) fn diff(a: &str, b: &str, out: &mut Comparison) {
     if removed == 0 && added == 0 {
         return;
     }
-    let mut unified = d.unified_diff().context_radius(2).header("legacy", "candidate").to_string();
+    let mut unified = d
+        .unified_diff()
+        .context_radius(2)
+        .header("legacy", "candidate")
+        .to_string();
     if unified.len() > MAX_UNIFIED {
         let mut end = MAX_UNIFIED;
         while !unified.is_char_boundary(end) {

@@ -1,0 +1,205 @@
+//! One shadow comparison, off the request path.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+use strangler_shadow::{compare, redact, Response, Rules, Skip};
+use tokio::sync::oneshot;
+
+use super::{lag, Direction, Slot, Targets};
+use crate::runtime::Shared;
+
+/// Headers that belong to one connection, not to the request.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+];
+
+/// What the spawned job shares with the proxy.
+pub type JobContext = Arc<Shared>;
+
+/// A shadow request waiting to be sent, and everything needed to judge it.
+pub struct ShadowJob {
+    pub route: Arc<str>,
+    pub direction: Direction,
+    pub rules: Arc<Rules>,
+    pub targets: Targets,
+    pub method: Method,
+    /// Path and query.
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub max_body: usize,
+    /// Also ask the primary twice (A/A) for noise learning.
+    pub aa: bool,
+    /// Monolith tables the route reads (lag-aware re-check).
+    pub tables: Vec<String>,
+    pub request_ms: i64,
+    pub slot: Slot,
+}
+
+enum Fetch {
+    Ok(Response),
+    TooBig,
+    Failed(String),
+}
+
+impl ShadowJob {
+    async fn fetch(
+        &self,
+        client: &reqwest::Client,
+        addr: std::net::SocketAddr,
+        shadow: bool,
+    ) -> Fetch {
+        let mut req = client.request(self.method.clone(), format!("http://{addr}{}", self.uri));
+        for (name, value) in &self.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                req = req.header(name, value);
+            }
+        }
+        if shadow {
+            req = req.header("x-strangler-shadow", "1");
+        }
+        if !self.body.is_empty() {
+            req = req.body(self.body.clone());
+        }
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Fetch::Failed(e.to_string()),
+        };
+        let status = resp.status().as_u16();
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    if body.len() + c.len() > self.max_body {
+                        return Fetch::TooBig;
+                    }
+                    body.extend_from_slice(&c);
+                }
+                Ok(None) => break,
+                Err(e) => return Fetch::Failed(e.to_string()),
+            }
+        }
+        Fetch::Ok(Response::new(status, headers, body))
+    }
+
+    /// (legacy, candidate) in the comparator's orientation: the monolith is
+    /// always "legacy", whichever side answered the client.
+    fn oriented<'a>(
+        &self,
+        primary: &'a Response,
+        candidate: &'a Response,
+    ) -> (&'a Response, &'a Response) {
+        match self.direction {
+            Direction::Forward => (primary, candidate),
+            Direction::Reverse => (candidate, primary),
+        }
+    }
+
+    fn count(&self, ctx: &JobContext, outcome: &str) {
+        ctx.metrics
+            .shadow
+            .with_label_values(&[&self.route, outcome])
+            .inc();
+    }
+
+    /// Sends the candidate request now, waits for the primary response,
+    /// compares and records.
+    pub async fn run(self, primary_rx: oneshot::Receiver<Response>, ctx: JobContext) {
+        let client = ctx.shadower.client.clone();
+        let candidate = self.fetch(&client, self.targets.candidate, true).await;
+        let primary = match primary_rx.await {
+            Ok(p) if p.status == 0 => {
+                return ctx
+                    .shadower
+                    .skip(&ctx.metrics, &self.route, Skip::BodyTooLarge)
+            }
+            Ok(p) => p,
+            Err(_) => {
+                return ctx
+                    .shadower
+                    .skip(&ctx.metrics, &self.route, Skip::PrimaryIncomplete)
+            }
+        };
+        let candidate = match candidate {
+            Fetch::Ok(c) => c,
+            Fetch::TooBig => {
+                return ctx
+                    .shadower
+                    .skip(&ctx.metrics, &self.route, Skip::BodyTooLarge)
+            }
+            Fetch::Failed(e) => {
+                tracing::debug!(route = %self.route, error = %e, "shadow request failed");
+                return ctx
+                    .shadower
+                    .skip(&ctx.metrics, &self.route, Skip::CandidateError);
+            }
+        };
+        let request = format!(
+            "{} {}",
+            self.method,
+            self.uri.split('?').next().unwrap_or("")
+        );
+        let now = crate::store::now_ms();
+        let (l, c) = self.oriented(&primary, &candidate);
+        let mut comparison = compare(&self.rules, l, c);
+        redact::comparison(&self.rules, &mut comparison);
+
+        if self.aa {
+            if let Fetch::Ok(secondary) = self.fetch(&client, self.targets.primary, false).await {
+                let mut aa = compare(&self.rules, &primary, &secondary);
+                redact::comparison(&self.rules, &mut aa);
+                ctx.shadower
+                    .record(&self.route, |s| s.record_aa(&aa, &request, now));
+                self.count(&ctx, "aa");
+            }
+        }
+
+        let safe = matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !comparison.is_match()
+            && safe
+            && !self.tables.is_empty()
+            && lag::caught_up(&ctx.shadower.lag, &self.tables, self.request_ms).await
+        {
+            // Replication has caught up: ask both again.
+            let again = (
+                self.fetch(&client, self.targets.primary, false).await,
+                self.fetch(&client, self.targets.candidate, true).await,
+            );
+            if let (Fetch::Ok(p2), Fetch::Ok(c2)) = again {
+                let (l2, c2) = self.oriented(&p2, &c2);
+                if compare(&self.rules, l2, c2).is_match() {
+                    ctx.shadower.record(&self.route, |s| s.record_stale());
+                    self.count(&ctx, "stale");
+                    return;
+                }
+            }
+        }
+        let outcome = if comparison.is_match() {
+            "match"
+        } else {
+            "mismatch"
+        };
+        ctx.shadower
+            .record(&self.route, |s| s.record(&comparison, &request, now));
+        self.count(&ctx, outcome);
+        drop(self.slot);
+    }
+}

@@ -1,0 +1,383 @@
+//! Shadow traffic through the real proxy, compared and reported.
+
+use std::time::Duration;
+
+use futures::{stream, StreamExt};
+use serde_json::Value;
+use strangler_router::store::StateStore;
+
+use crate::support::*;
+
+fn routes(extra_compare: &str, stage: &str, tables: &str) -> String {
+    format!(
+        r#"
+[[routes]]
+name = "product"
+path = "/product/{{id}}"
+service = "svc"
+stage = "{stage}"
+shadow_percent = 100.0
+{tables}
+[routes.compare]
+aa_percent = 50.0
+{extra_compare}"#
+    )
+}
+
+async fn setup(
+    stage: &str,
+    proxy_extra: &[(&str, &str)],
+    tables: &str,
+) -> (TestUpstream, TestUpstream, Harness, Proxy) {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    // With tables, the random field is ignored so a re-check can match.
+    let compare = if tables.is_empty() {
+        ""
+    } else {
+        "ignore = [\"/nonce\"]"
+    };
+    h.write_config(&format!(
+        "{}{}",
+        upstreams(&legacy, &[("svc", &svc)]),
+        routes(compare, stage, tables)
+    ));
+    if !proxy_extra.is_empty() {
+        let mut cfg = std::fs::read_to_string(h.config_path()).expect("read");
+        for (k, v) in proxy_extra {
+            cfg = cfg.replace("[proxy]\n", &format!("[proxy]\n{k} = {v}\n"));
+        }
+        std::fs::write(h.config_path(), cfg).expect("write");
+    }
+    let p = h.start().await;
+    (legacy, svc, h, p)
+}
+
+/// Waits until the proxy has flushed `n` comparisons of `route` to the store.
+async fn flushed(h: &Harness, route: &str, n: u64) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (code, out, err) = cli(
+            &["shadow", "report", "--route", route, "--format", "json"],
+            &h.config_path(),
+        );
+        assert_eq!(code, 0, "{err}");
+        last = serde_json::from_str(&out).expect("json report");
+        if last["routes"][0]["comparisons"].as_u64().unwrap_or(0) >= n {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never flushed {n} comparisons: {last}");
+}
+
+#[tokio::test]
+async fn shadow_reports_the_known_field_and_learns_the_random_one_as_noise() {
+    let (legacy, svc, h, p) = setup("shadow", &[], "").await;
+    svc.set_price_delta(7);
+    let c = client();
+    let n = 600;
+    let results: Vec<(String, Vec<u8>, String)> = stream::iter(0..n)
+        .map(|i| {
+            let (c, base) = (c.clone(), p.base.clone());
+            async move {
+                let id = format!("req-{i}");
+                let r = c
+                    .get(format!("{base}/product/{i}"))
+                    .header("x-request-id", &id)
+                    .send()
+                    .await
+                    .expect("send");
+                let up = r
+                    .headers()
+                    .get("x-upstream")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                (id, r.bytes().await.expect("body").to_vec(), up)
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    // The client gets the monolith's bytes, exactly.
+    for (id, body, up) in &results {
+        assert_eq!(up, "legacy");
+        let sent = legacy.sent_bodies(id);
+        assert!(
+            sent.iter().any(|b| b[..] == body[..]),
+            "request {id}: client bytes are the monolith's"
+        );
+    }
+    let report = flushed(&h, "product", n).await;
+    let route = &report["routes"][0];
+    assert!(
+        svc.shadow_requests() >= n,
+        "every shadow request carries x-strangler-shadow: 1"
+    );
+    let fields = route["fields"].as_array().expect("fields");
+    let price = fields
+        .iter()
+        .find(|f| f["field"] == "/price")
+        .expect("/price is reported");
+    assert_eq!(price["noise"], false);
+    let mismatches = price["mismatches"].as_u64().unwrap_or(0);
+    assert_eq!(mismatches, n / 2, "even ids differ in price");
+    assert_eq!(
+        fields[0]["field"], "/price",
+        "the real difference ranks first"
+    );
+    let nonce = fields
+        .iter()
+        .find(|f| f["field"] == "/nonce")
+        .expect("/nonce is seen");
+    assert_eq!(nonce["noise"], true, "the random field is noise: {nonce}");
+    assert!(route["aa_comparisons"].as_u64().unwrap_or(0) > 100);
+    assert_eq!(route["verdict"]["status"], "NOT_READY");
+    assert_eq!(route["verdict"]["real_mismatches"], n / 2);
+    let (code, out, _) = cli(&["shadow", "gate", "product"], &h.config_path());
+    assert_eq!(code, 1, "NOT READY exits 1: {out}");
+    assert!(
+        p.metric("strangler_shadow_total{outcome=\"mismatch\",route=\"product\"}")
+            .await
+            >= (n / 2) as f64
+    );
+
+    // The noise suggestion, accepted into the file.
+    let (code, out, _) = cli(&["shadow", "noise", "product"], &h.config_path());
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("\"/nonce\"") && !out.contains("\"/price\""),
+        "{out}"
+    );
+    let (code, _, err) = cli(
+        &["shadow", "noise", "product", "--accept"],
+        &h.config_path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let cfg = std::fs::read_to_string(h.config_path()).expect("read");
+    assert!(cfg.contains("\"/nonce\""), "{cfg}");
+    assert_eq!(cli(&["check"], &h.config_path()).0, 0);
+
+    // Once the service is fixed and the stats reset, the gate opens.
+    svc.set_price_delta(0);
+    assert_eq!(cli(&["shadow", "reset", "product"], &h.config_path()).0, 0);
+    for i in 0..600 {
+        get_who(&c, &format!("{}/product/{i}", p.base), &[]).await;
+    }
+    flushed(&h, "product", 600).await;
+    let (code, out, _) = cli(
+        &["shadow", "gate", "product", "--max-mismatch", "1"],
+        &h.config_path(),
+    );
+    assert_eq!(code, 0, "READY exits 0: {out}");
+    let (code, _, _) = cli(
+        &["shadow", "gate", "product", "--min-samples", "100000"],
+        &h.config_path(),
+    );
+    assert_eq!(code, 2, "too few samples exits 2");
+}
+
+#[tokio::test]
+async fn unsafe_methods_are_not_shadowed_by_default() {
+    let (_legacy, svc, _h, p) = setup("shadow", &[], "").await;
+    let c = client();
+    for i in 0..20 {
+        let r = c
+            .post(format!("{}/product/{i}", p.base))
+            .body("{}")
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200);
+        let r = c
+            .delete(format!("{}/product/{i}", p.base))
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(r.status(), 200);
+    }
+    get_who(&c, &format!("{}/product/1", p.base), &[]).await;
+    let seen = eventually(Duration::from_secs(5), || async { svc.requests() >= 1 }).await;
+    assert!(seen.is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(svc.requests(), 1, "only the GET reached the service");
+}
+
+#[tokio::test]
+async fn too_big_bodies_are_skipped_and_counted() {
+    let (_legacy, _svc, h, p) = setup("shadow", &[("max_shadow_body_bytes", "1024")], "").await;
+    let c = client();
+    for i in 0..5 {
+        let body = c
+            .get(format!("{}/product/{i}?pad=5000", p.base))
+            .send()
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body");
+        assert!(body.len() > 5000, "the client still gets the whole body");
+    }
+    for i in 0..3 {
+        get_who(&c, &format!("{}/product/{i}", p.base), &[]).await;
+    }
+    let skipped = eventually(Duration::from_secs(5), || async {
+        p.metric("strangler_shadow_total{outcome=\"skipped_body_too_large\",route=\"product\"}")
+            .await
+            == 5.0
+    })
+    .await;
+    assert!(skipped.is_some(), "5 too-big responses counted");
+    let report = flushed(&h, "product", 3).await;
+    assert_eq!(report["routes"][0]["skipped"]["body_too_large"], 5);
+}
+
+#[tokio::test]
+async fn shadow_inflight_is_bounded() {
+    let (_legacy, _svc, _h, p) = setup("shadow", &[("max_shadow_inflight", "1")], "").await;
+    // One slot and 20 concurrent requests with big bodies: most shadows find it taken.
+    let c = client();
+    let statuses: Vec<u16> = stream::iter(0..40)
+        .map(|i| {
+            let (c, base) = (c.clone(), p.base.clone());
+            async move {
+                c.get(format!("{base}/product/{i}?pad=200000"))
+                    .send()
+                    .await
+                    .expect("send")
+                    .status()
+                    .as_u16()
+            }
+        })
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    let skipped = eventually(Duration::from_secs(5), || async {
+        p.metric("strangler_shadow_total{outcome=\"skipped_inflight\",route=\"product\"}")
+            .await
+            > 0.0
+    })
+    .await;
+    assert!(
+        skipped.is_some(),
+        "with one slot, concurrent shadows are skipped and counted"
+    );
+}
+
+#[tokio::test]
+async fn migrated_routes_are_reverse_shadowed() {
+    let (legacy, svc, h, p) = setup("migrated", &[], "").await;
+    svc.set_price_delta(3);
+    let c = client();
+    for i in 0..50 {
+        assert_eq!(
+            get_who(&c, &format!("{}/product/{i}", p.base), &[]).await,
+            "svc"
+        );
+    }
+    let report = flushed(&h, "product", 50).await;
+    let route = &report["routes"][0];
+    assert!(
+        legacy.shadow_requests() >= 50,
+        "the monolith gets the copies"
+    );
+    let price = route["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .find(|f| f["field"] == "/price")
+        .expect("price");
+    assert_eq!(price["mismatches"], 25);
+    // Oriented monolith → service, whichever answered the client.
+    assert_eq!(price["examples"][0]["legacy"], "100");
+    assert_eq!(price["examples"][0]["candidate"], "103");
+}
+
+#[tokio::test]
+async fn a_mismatch_that_replication_explains_is_counted_stale() {
+    let (_legacy, svc, h, p) = setup("shadow", &[], "tables = [\"public.products\"]").await;
+    let store = StateStore::connect(&format!(
+        "sqlite://{}/state.db?mode=rwc",
+        h.dir.path().display()
+    ))
+    .await
+    .expect("store");
+    // The service is behind: it still has the old price.
+    svc.set_price_delta(5);
+    let c = client();
+    get_who(&c, &format!("{}/product/2", p.base), &[]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Replication catches up: the service has the new data, and CDC says so.
+    svc.set_price_delta(0);
+    store
+        .report_source_position("strangler", 1_000)
+        .await
+        .expect("source");
+    store
+        .report_applied_position("catalog", "public.products", 1_000)
+        .await
+        .expect("applied");
+    let report = flushed(&h, "product", 1).await;
+    let route = &report["routes"][0];
+    assert_eq!(route["stale"], 1, "{route}");
+    assert_eq!(route["verdict"]["real_mismatches"], 0);
+    assert!(
+        p.metric("strangler_shadow_total{outcome=\"stale\",route=\"product\"}")
+            .await
+            == 1.0
+    );
+}
+
+#[tokio::test]
+async fn the_html_report_shows_the_difference_in_a_browser() {
+    let Some(chromium) = ["chromium", "chromium-browser"].iter().find(|b| {
+        std::process::Command::new("which")
+            .arg(b)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        panic!("chromium is not installed: scripts/setup installs it");
+    };
+    let (_legacy, svc, h, p) = setup("shadow", &[], "").await;
+    svc.set_price_delta(1);
+    let c = client();
+    for i in 0..40 {
+        get_who(&c, &format!("{}/product/{i}", p.base), &[]).await;
+    }
+    flushed(&h, "product", 40).await;
+    let out = h.dir.path().join("report.html");
+    let (code, _, err) = cli(
+        &["shadow", "report", "-o", out.to_str().expect("utf-8")],
+        &h.config_path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let profile = h.dir.path().join("chromium-profile");
+    let dom = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", out.display()))
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("Shadow comparison report"), "{dom}");
+    assert!(
+        dom.contains("<code>/price</code>"),
+        "the known field is shown"
+    );
+    assert!(
+        dom.contains("INSUFFICIENT DATA"),
+        "the verdict is shown (40 samples are too few)"
+    );
+    assert!(dom.contains("noise"), "noise fields are marked");
+}
