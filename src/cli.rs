@@ -22,6 +22,8 @@ pub enum Command {
     Route(RouteArgs),
     /// Shadow comparison: reports, the cut-over gate, noise suggestions.
     Shadow(ShadowArgs),
+    /// Change data capture: the monolith's tables into each service's database.
+    Cdc(CdcArgs),
 }
 
 /// Options every command takes.
@@ -117,4 +119,30 @@ pub enum ShadowCommand {
     },
     /// Forget a route's shadow statistics (after fixing the service).
     Reset { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CdcArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: CdcCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CdcCommand {
+    /// Create the publication and slot and take the initial snapshot, then stop.
+    Snapshot,
+    /// Snapshot if needed, then stream changes until SIGTERM or Ctrl-C.
+    Run,
+    /// Slot lag (bytes), confirmed throughput, last applied position per sink.
+    Status,
+    /// Compare source and target after mapping; exit 1 on any difference.
+    Verify {
+        /// Only this table (source or target, `schema.table` or `table`).
+        #[arg(long)]
+        table: Option<String>,
+    },
+    /// Run the reverse sinks: service tables back into the monolith's.
+    Reverse,
 }

@@ -1,5 +1,6 @@
 //! The `strangler` command line: one file per command group.
 
+pub mod cdc;
 pub mod check;
 pub mod cli;
 mod output;
@@ -43,5 +44,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Proxy(args) => proxy::run(&args),
         Command::Route(args) => route::run(args),
         Command::Shadow(args) => shadow::run(args),
+        Command::Cdc(args) => cdc::run(args),
     }
 }

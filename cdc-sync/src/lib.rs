@@ -1,1 +1,28 @@
-//! placeholder
+//! strangler-cdc: keeps each new service's database filled from the
+//! monolith's PostgreSQL, and after cut-over the other way round.
+//!
+//! - [`source`]: logical replication with pgoutput (`pgwire-replication`
+//!   for the protocol, [`pgoutput`] our decoder), publication and slot
+//!   management, the initial snapshot consistent with the slot.
+//! - [`event`]: Debezium's change-event envelope, exactly.
+//! - [`sink`]: applies events to a target database through `sqlx` with
+//!   table/column mapping, offsets in the same transaction, dead letters,
+//!   and a replication origin so reverse sync never loops.
+//! - [`pipeline`]: source → sinks (the embedded transport), confirming the
+//!   slot only past what every sink has committed.
+//! - [`verify`]: chunked hash comparison of source and target after mapping.
+
+pub mod event;
+pub mod lsn;
+pub mod pgoutput;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
+pub mod verify;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,240 @@
+//! Source → transport → sinks, with the slot confirmed only past what every
+//! sink has committed.
+//!
+//! ```text
+//!   slot ──pgoutput──▶ Stream ──Tx (whole, in commit order)──▶ batch (≤ 5000 records)
+//!                        ▲                                          │
+//!                        │ confirm(end_lsn of the last tx)          ▼
+//!                        └──────────── after every sink ◀── Sink::apply: rows + offset
+//!                                       committed               in one transaction
+//!   Idle(wal_end) / Skipped(end_lsn), nothing pending ──▶ confirm at once (heartbeat)
+//! ```
+//!
+//! Which position is confirmed when: the slot's `confirmed_flush_lsn` is
+//! advanced to a transaction's end only after every sink has committed that
+//! transaction together with its offset. A crash before that replays the
+//! transaction; each sink skips what its offset already covers. So nothing
+//! is lost and nothing is applied twice in effect.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+
+use crate::event::Record;
+use crate::lsn::Lsn;
+use crate::sink::{Sink, SinkError};
+use crate::source::{self, Item, SourceConfig, SourceError, Stream};
+
+/// Records per sink transaction, at most.
+pub const BATCH: usize = 5_000;
+
+/// Errors of a pipeline.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// Where progress is reported (the state store, for the router and
+/// `strangler status`).
+#[async_trait::async_trait]
+pub trait StatusReporter: Send + Sync {
+    /// The source's current WAL position.
+    async fn source_position(&self, slot: &str, lsn: Lsn);
+    /// What a sink has applied for a source table.
+    async fn applied(&self, sink: &str, table: &str, lsn: Lsn);
+}
+
+/// A reporter that reports nothing.
+pub struct NoStatus;
+
+#[async_trait::async_trait]
+impl StatusReporter for NoStatus {
+    async fn source_position(&self, _slot: &str, _lsn: Lsn) {}
+    async fn applied(&self, _sink: &str, _table: &str, _lsn: Lsn) {}
+}
+
+/// Counters of a run.
+#[derive(Debug, Default, Clone)]
+pub struct Progress {
+    pub snapshot_rows: u64,
+    pub transactions: u64,
+    pub events: u64,
+    pub rows_applied: u64,
+    pub dead_letters: u64,
+    pub confirmed: Lsn,
+}
+
+/// How the pipeline starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Snapshot when the slot is new or a sink has not finished one.
+    Initial,
+    /// Never snapshot: create the slot if missing and stream from now on.
+    Never,
+}
+
+/// Runs the pipeline until `shutdown` completes (or a fatal error).
+/// `on_progress` is called after every batch.
+pub async fn run(
+    cfg: &SourceConfig,
+    sinks: &mut [Sink],
+    start: Start,
+    status: &dyn StatusReporter,
+    shutdown: impl Future<Output = ()>,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Progress, PipelineError> {
+    let mut progress = Progress::default();
+    let mut stream = open(cfg, sinks, start, status, &mut progress, &mut on_progress).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut last_status = Instant::now() - Duration::from_secs(10);
+    let mut status_conn = source::connect(cfg).await.ok();
+    loop {
+        if last_status.elapsed() >= Duration::from_millis(500) {
+            last_status = Instant::now();
+            if let Some(c) = status_conn.as_mut() {
+                if let Ok(lsn) = source::current_lsn(c).await {
+                    status.source_position(&cfg.slot, lsn).await;
+                }
+            }
+        }
+        let first = tokio::select! {
+            _ = &mut shutdown => break,
+            item = tokio::time::timeout(Duration::from_millis(500), stream.next()) => match item {
+                Ok(item) => item?,
+                Err(_) => continue,
+            },
+        };
+        let mut batch: Vec<Record> = Vec::new();
+        let mut through: Option<Lsn> = None;
+        let mut quiet: Option<Lsn> = None;
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Item::Tx(tx) => {
+                    progress.transactions += 1;
+                    progress.events += tx.records.len() as u64;
+                    through = Some(tx.end_lsn);
+                    batch.extend(tx.records);
+                }
+                Item::Skipped(l) | Item::Idle(l) => quiet = Some(l),
+            }
+            // Gather what is already there, up to a batch.
+            if batch.len() < BATCH {
+                if let Some(item) = stream.next().now_or_never() {
+                    next = Some(item?);
+                }
+            }
+        }
+        if let Some(end) = through {
+            for sink in sinks.iter_mut() {
+                let a = sink.apply(&batch, end, false).await?;
+                progress.rows_applied += a.rows;
+                progress.dead_letters += a.dead_letters;
+                let tables: Vec<String> = sink.source_tables().map(str::to_string).collect();
+                for t in tables {
+                    status.applied(&sink.name, &t, end).await;
+                }
+            }
+        }
+        // Everything handed over is committed in every sink.
+        let confirm = match (through, quiet) {
+            (Some(a), Some(b)) => a.max(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => continue,
+        };
+        if confirm > progress.confirmed {
+            stream.confirm(confirm);
+            progress.confirmed = confirm;
+            if through.is_none() {
+                for sink in sinks.iter() {
+                    for t in sink.source_tables() {
+                        status.applied(&sink.name, t, confirm).await;
+                    }
+                }
+            }
+        }
+        on_progress(&progress);
+    }
+    stream.shutdown().await;
+    Ok(progress)
+}
+
+/// Prepares the source and returns a running stream, after the initial
+/// snapshot when one is needed.
+async fn open(
+    cfg: &SourceConfig,
+    sinks: &mut [Sink],
+    start: Start,
+    status: &dyn StatusReporter,
+    progress: &mut Progress,
+    on_progress: &mut impl FnMut(&Progress),
+) -> Result<Stream, PipelineError> {
+    let mut conn = source::connect(cfg).await?;
+    source::ensure_publication(&mut conn, cfg).await?;
+    let mut slot = source::slot_state(&mut conn, &cfg.slot).await?;
+    // After a crash the server may not have noticed the old session is gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slot.as_ref().is_some_and(|s| s.active) {
+        if Instant::now() > deadline {
+            return Err(SourceError::Invalid(format!("replication slot {} is in use by another session", cfg.slot)).into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        slot = source::slot_state(&mut conn, &cfg.slot).await?;
+    }
+    let unfinished = sinks.iter().any(|s| !s.snapshot_done());
+    let need_snapshot = match start {
+        Start::Initial => slot.is_none() || unfinished,
+        Start::Never => slot.is_none(),
+    };
+    if !need_snapshot {
+        return Ok(Stream::start(cfg).await?);
+    }
+    if slot.is_some() {
+        // A sink never finished its snapshot: the exported snapshot is gone,
+        // so take a new one with a new slot.
+        tracing::warn!(slot = %cfg.slot, "a sink has no complete snapshot: recreating the slot and snapshotting again");
+        source::drop_slot(&mut conn, &cfg.slot).await?;
+    }
+    for s in sinks.iter_mut() {
+        s.reset().await?;
+    }
+    let (tx, mut rx) = mpsc::channel::<Vec<Record>>(2);
+    let read = start == Start::Initial;
+    let snap = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            if read {
+                source::snapshot(&cfg, tx).await
+            } else {
+                source::snapshot(&SourceConfig { tables: Vec::new(), ..cfg }, tx).await
+            }
+        })
+    };
+    while let Some(batch) = rx.recv().await {
+        progress.snapshot_rows += batch.len() as u64;
+        for s in sinks.iter_mut() {
+            let a = s.apply(&batch, Lsn(0), false).await?;
+            progress.rows_applied += a.rows;
+            progress.dead_letters += a.dead_letters;
+        }
+        on_progress(progress);
+    }
+    let (stream, consistent) = snap.await.map_err(|e| SourceError::Replication(format!("snapshot task: {e}")))??;
+    for s in sinks.iter_mut() {
+        s.apply(&[], consistent, true).await?;
+        let tables: Vec<String> = s.source_tables().map(str::to_string).collect();
+        for t in tables {
+            status.applied(&s.name, &t, consistent).await;
+        }
+    }
+    stream.confirm(consistent);
+    progress.confirmed = consistent;
+    on_progress(progress);
+    Ok(stream)
+}

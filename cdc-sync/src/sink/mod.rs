@@ -1,0 +1,240 @@
+//! The sink: applies change events to a service's own database.
+//!
+//! Contract: delivery into the sink is at-least-once (a restart replays
+//! from the slot's confirmed position); the sink makes it exactly-once in
+//! effect by storing, in the same transaction as the rows, the commit
+//! position of the last source transaction it applied
+//! (`strangler_cdc_offsets`) and skipping anything at or below it.
+//!
+//! Writes run in a session with a replication origin
+//! (`pg_replication_origin_session_setup`), so a source that reads this
+//! database (reverse sync) recognizes and drops them: no ping-pong.
+//!
+//! An event that cannot be applied is rolled back alone (savepoint) and
+//! written to `strangler_cdc_dead_letters` with the reason; the rest of the
+//! batch goes on.
+
+mod mapping;
+mod target;
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, Row};
+use strangler_config::TableMapping;
+
+pub use mapping::Mapped;
+pub use target::TargetTable;
+
+use crate::event::Record;
+use crate::lsn::Lsn;
+
+/// Errors of a sink.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The database failed (retryable: reconnect and replay).
+    #[error("sink {sink}: {source}")]
+    Database { sink: String, source: sqlx::Error },
+    /// The target schema does not fit the mapping (fatal until fixed).
+    #[error("sink {sink}: {message}")]
+    Schema { sink: String, message: String },
+}
+
+/// What one `apply` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub rows: u64,
+    pub skipped: u64,
+    pub dead_letters: u64,
+}
+
+/// One sink: a target database and its table mappings.
+pub struct Sink {
+    pub name: String,
+    /// Replication slot whose positions this sink tracks.
+    slot: String,
+    conn: PgConnection,
+    /// By source table (`schema.table`).
+    tables: HashMap<String, TargetTable>,
+    /// Last applied commit position, as stored.
+    position: Lsn,
+    snapshot_done: bool,
+}
+
+const SETUP: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_offsets (
+        sink TEXT NOT NULL,
+        slot TEXT NOT NULL,
+        lsn BIGINT NOT NULL,
+        snapshot_done BOOLEAN NOT NULL DEFAULT false,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (sink, slot))",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_dead_letters (
+        id BIGSERIAL PRIMARY KEY,
+        sink TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        key TEXT,
+        value TEXT,
+        reason TEXT NOT NULL,
+        at TIMESTAMPTZ NOT NULL DEFAULT now())",
+];
+
+/// The replication origin a sink writes under.
+pub fn origin_name(sink: &str) -> String {
+    format!("strangler_{sink}")
+}
+
+impl Sink {
+    /// Connects, prepares the offset and dead-letter tables, sets up the
+    /// replication origin and reads the target tables' shapes.
+    pub async fn connect(name: &str, url: &str, slot: &str, mappings: &[TableMapping]) -> Result<Sink, SinkError> {
+        let db = |source| SinkError::Database { sink: name.to_string(), source };
+        let mut conn = PgConnection::connect(url).await.map_err(db)?;
+        sqlx::query("SET TimeZone = 'UTC'").execute(&mut conn).await.map_err(db)?;
+        for sql in SETUP {
+            sqlx::query(sql).execute(&mut conn).await.map_err(db)?;
+        }
+        let origin = origin_name(name);
+        sqlx::query("SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)")
+            .bind(&origin)
+            .execute(&mut conn)
+            .await
+            .map_err(db)?;
+        sqlx::query("SELECT pg_replication_origin_session_setup($1)").bind(&origin).execute(&mut conn).await.map_err(db)?;
+        let mut tables = HashMap::new();
+        for m in mappings {
+            let t = TargetTable::load(&mut conn, m).await.map_err(|e| match e {
+                target::LoadError::Db(source) => db(source),
+                target::LoadError::Schema(message) => SinkError::Schema { sink: name.to_string(), message },
+            })?;
+            tables.insert(m.source.to_string(), t);
+        }
+        let row = sqlx::query("SELECT lsn, snapshot_done FROM strangler_cdc_offsets WHERE sink = $1 AND slot = $2")
+            .bind(name)
+            .bind(slot)
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(db)?;
+        let (position, snapshot_done) = match row {
+            Some(r) => (Lsn::from_i64(r.try_get(0).map_err(db)?), r.try_get(1).map_err(db)?),
+            None => (Lsn(0), false),
+        };
+        Ok(Sink { name: name.to_string(), slot: slot.to_string(), conn, tables, position, snapshot_done })
+    }
+
+    /// The last source commit applied here.
+    pub fn position(&self) -> Lsn {
+        self.position
+    }
+
+    pub fn snapshot_done(&self) -> bool {
+        self.snapshot_done
+    }
+
+    /// Source tables this sink takes.
+    pub fn source_tables(&self) -> impl Iterator<Item = &str> {
+        self.tables.keys().map(String::as_str)
+    }
+
+    fn db(&self, source: sqlx::Error) -> SinkError {
+        SinkError::Database { sink: self.name.clone(), source }
+    }
+
+    /// Forgets the stored position (a new snapshot replaces everything).
+    pub async fn reset(&mut self) -> Result<(), SinkError> {
+        sqlx::query("DELETE FROM strangler_cdc_offsets WHERE sink = $1 AND slot = $2")
+            .bind(&self.name)
+            .bind(&self.slot)
+            .execute(&mut self.conn)
+            .await
+            .map_err(|e| self.db(e))?;
+        self.position = Lsn(0);
+        self.snapshot_done = false;
+        Ok(())
+    }
+
+    /// Applies whole source transactions ending at `through` (snapshot
+    /// records carry `Lsn(0)`), and stores `through` with them.
+    /// `snapshot_complete` marks the end of the initial snapshot.
+    pub async fn apply(&mut self, records: &[Record], through: Lsn, snapshot_complete: bool) -> Result<Applied, SinkError> {
+        let mine: Vec<&Record> = records
+            .iter()
+            .filter(|r| self.tables.contains_key(&r.table))
+            .filter(|r| r.commit_lsn.0 == 0 || r.commit_lsn > self.position)
+            .collect();
+        let mut applied = Applied { skipped: (records.len() - mine.len()) as u64, ..Applied::default() };
+        let new_position = through.max(self.position);
+        if mine.is_empty() && new_position == self.position && !snapshot_complete {
+            return Ok(applied);
+        }
+        let mut tx = self.conn.begin().await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+        // First try the batch as a whole; on an error redo it event by event
+        // under savepoints so only the bad event is set aside.
+        let fast = {
+            let mut ok = true;
+            sqlx::query("SAVEPOINT batch").execute(&mut *tx).await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+            for r in &mine {
+                if let Some(m) = self.tables.get(&r.table).and_then(|t| t.statement(r)) {
+                    if m.execute(&mut tx).await.is_err() {
+                        ok = false;
+                        break;
+                    }
+                    applied.rows += 1;
+                }
+            }
+            ok
+        };
+        if !fast {
+            applied.rows = 0;
+            sqlx::query("ROLLBACK TO SAVEPOINT batch").execute(&mut *tx).await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+            for r in &mine {
+                let Some(m) = self.tables.get(&r.table).and_then(|t| t.statement(r)) else { continue };
+                sqlx::query("SAVEPOINT one").execute(&mut *tx).await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+                match m.execute(&mut tx).await {
+                    Ok(()) => applied.rows += 1,
+                    Err(e) => {
+                        sqlx::query("ROLLBACK TO SAVEPOINT one").execute(&mut *tx).await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+                        tracing::warn!(sink = %self.name, topic = %r.topic, error = %e, "event set aside to the dead-letter table");
+                        sqlx::query("INSERT INTO strangler_cdc_dead_letters (sink, topic, key, value, reason) VALUES ($1, $2, $3, $4, $5)")
+                            .bind(&self.name)
+                            .bind(&r.topic)
+                            .bind(r.key.as_ref().map(Value::to_string))
+                            .bind(r.value.as_ref().map(Value::to_string))
+                            .bind(e.to_string())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+                        applied.dead_letters += 1;
+                    }
+                }
+            }
+        }
+        let snapshot_done = self.snapshot_done || snapshot_complete;
+        sqlx::query(
+            "INSERT INTO strangler_cdc_offsets (sink, slot, lsn, snapshot_done, updated_at) VALUES ($1, $2, $3, $4, now()) \
+             ON CONFLICT (sink, slot) DO UPDATE SET lsn = excluded.lsn, snapshot_done = excluded.snapshot_done, updated_at = now()",
+        )
+        .bind(&self.name)
+        .bind(&self.slot)
+        .bind(new_position.as_i64())
+        .bind(snapshot_done)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+        tx.commit().await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+        self.position = new_position;
+        self.snapshot_done = snapshot_done;
+        Ok(applied)
+    }
+
+    /// Dead letters kept so far.
+    pub async fn dead_letters(&mut self) -> Result<i64, SinkError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM strangler_cdc_dead_letters WHERE sink = $1")
+            .bind(&self.name)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+        Ok(n)
+    }
+}

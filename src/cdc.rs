@@ -1,0 +1,320 @@
+//! `strangler cdc snapshot | run | status | verify | reverse`
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use serde_json::json;
+use strangler_cdc::lsn::Lsn;
+use strangler_cdc::pipeline::{self, Progress, Start, StatusReporter};
+use strangler_cdc::sink::Sink;
+use strangler_cdc::source::{self, SourceConfig};
+use strangler_cdc::verify;
+use strangler_config::{CdcConfig, CdcSink, CdcTransport, Config, SnapshotMode, TableName};
+use strangler_router::store::StateStore;
+
+use crate::cli::{CdcArgs, CdcCommand};
+use crate::Exit;
+
+/// Reports CDC positions to the state store (for the router's lag-aware
+/// comparison and `strangler status`).
+struct StoreStatus(Option<StateStore>);
+
+#[async_trait::async_trait]
+impl StatusReporter for StoreStatus {
+    async fn source_position(&self, slot: &str, lsn: Lsn) {
+        if let Some(s) = &self.0 {
+            if let Err(e) = s.report_source_position(slot, lsn.as_i64()).await {
+                tracing::debug!(error = %e, "cannot report the source position");
+            }
+        }
+    }
+    async fn applied(&self, sink: &str, table: &str, lsn: Lsn) {
+        if let Some(s) = &self.0 {
+            if let Err(e) = s.report_applied_position(sink, table, lsn.as_i64()).await {
+                tracing::debug!(error = %e, "cannot report an applied position");
+            }
+        }
+    }
+}
+
+fn env_url(var: &str, key: &str) -> Result<String, String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty()).ok_or_else(|| format!("{key} names {var}, which is not set: export the database URL in it"))
+}
+
+fn usage(msg: impl std::fmt::Display) -> anyhow::Result<Exit> {
+    eprintln!("error: {msg}");
+    Ok(Exit::Usage)
+}
+
+fn forward_source(cdc: &CdcConfig, url: String) -> SourceConfig {
+    let name = match &cdc.transport {
+        CdcTransport::Kafka { topic_prefix, .. } | CdcTransport::Embedded { topic_prefix } => topic_prefix.clone(),
+    };
+    SourceConfig { url, slot: cdc.source.slot.clone(), publication: cdc.source.publication.clone(), tables: cdc.source.tables.clone(), name }
+}
+
+async fn connect_sinks(sinks: &[&CdcSink], slot: &str, urls: &[String]) -> anyhow::Result<Vec<Sink>> {
+    let mut out = Vec::new();
+    for (s, url) in sinks.iter().zip(urls) {
+        out.push(Sink::connect(&s.name, url, slot, &s.tables).await?);
+    }
+    Ok(out)
+}
+
+pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
+    let config = match Config::load(&args.common.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Exit::Usage);
+        }
+    };
+    let Some(cdc) = config.cdc.clone() else {
+        return usage(format!("{} has no [cdc] section", config.path.display()));
+    };
+    if let CdcTransport::Kafka { .. } = cdc.transport {
+        return usage("cdc.transport.kind = \"kafka\" is not built yet in this version; use kind = \"embedded\"");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let source_url = match env_url(&cdc.source.url_env, "cdc.source.url_env") {
+            Ok(u) => u,
+            Err(e) => return usage(e),
+        };
+        let json = args.common.json;
+        match args.command {
+            CdcCommand::Run | CdcCommand::Snapshot => {
+                let sinks: Vec<&CdcSink> = cdc.sinks.iter().filter(|s| !s.reverse).collect();
+                let mut urls = Vec::new();
+                for s in &sinks {
+                    match env_url(&s.url_env, &format!("cdc.sinks {:?} url_env", s.name)) {
+                        Ok(u) => urls.push(u),
+                        Err(e) => return usage(e),
+                    }
+                }
+                let cfg = forward_source(&cdc, source_url);
+                let start = if cdc.source.snapshot == SnapshotMode::Initial { Start::Initial } else { Start::Never };
+                let snapshot_only = matches!(args.command, CdcCommand::Snapshot);
+                run_pipeline(&config, cfg, &sinks, &urls, start, snapshot_only, json).await
+            }
+            CdcCommand::Reverse => {
+                let reverse: Vec<&CdcSink> = cdc.sinks.iter().filter(|s| s.reverse).collect();
+                if reverse.is_empty() {
+                    return usage("no [[cdc.sinks]] has reverse = true: add one with the inverse mapping (service table → monolith table)");
+                }
+                let mut tasks = Vec::new();
+                for s in reverse {
+                    let svc_url = match env_url(&s.url_env, &format!("cdc.sinks {:?} url_env", s.name)) {
+                        Ok(u) => u,
+                        Err(e) => return usage(e),
+                    };
+                    let name = format!("strangler_rev_{}", s.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+                    let cfg = SourceConfig {
+                        url: svc_url,
+                        slot: name.clone(),
+                        publication: name,
+                        tables: s.tables.iter().map(|t| t.source.clone()).collect(),
+                        name: format!("{}-reverse", s.name),
+                    };
+                    let (config, s, url) = (config.clone(), s.clone(), source_url.clone());
+                    tasks.push(tokio::spawn(async move { run_pipeline(&config, cfg, &[&s], &[url], Start::Never, false, json).await }));
+                }
+                let mut exit = Exit::Ok;
+                for t in tasks {
+                    if t.await?? != Exit::Ok {
+                        exit = Exit::Failed;
+                    }
+                }
+                Ok(exit)
+            }
+            CdcCommand::Status => status(&cdc, &source_url, json).await,
+            CdcCommand::Verify { table } => verify_cmd(&cdc, &source_url, table.as_deref(), json).await,
+        }
+    })
+}
+
+async fn run_pipeline(
+    config: &Config,
+    cfg: SourceConfig,
+    sinks: &[&CdcSink],
+    urls: &[String],
+    start: Start,
+    snapshot_only: bool,
+    json: bool,
+) -> anyhow::Result<Exit> {
+    let mut sinks = connect_sinks(sinks, &cfg.slot, urls).await?;
+    let store = StateStore::connect(&config.state.url).await.map_err(|e| tracing::warn!(error = %e, "state store unavailable; CDC status will not be shared")).ok();
+    let status = StoreStatus(store);
+    let tty = std::io::stderr().is_terminal() && !json;
+    let mut last = std::time::Instant::now();
+    let on_progress = |p: &Progress| {
+        if tty && last.elapsed() > Duration::from_millis(200) {
+            last = std::time::Instant::now();
+            eprint!(
+                "\r\x1b[2Ksnapshot {} rows · {} transactions · {} events · {} rows applied · {} dead letters · confirmed {}",
+                p.snapshot_rows, p.transactions, p.events, p.rows_applied, p.dead_letters, p.confirmed
+            );
+        }
+    };
+    let shutdown = async move {
+        if snapshot_only {
+            return;
+        }
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let p = pipeline::run(&cfg, &mut sinks, start, &status, shutdown, on_progress).await?;
+    if tty {
+        eprintln!();
+    }
+    if json {
+        println!(
+            "{}",
+            json!({"slot": cfg.slot, "snapshot_rows": p.snapshot_rows, "transactions": p.transactions, "events": p.events,
+                   "rows_applied": p.rows_applied, "dead_letters": p.dead_letters, "confirmed": p.confirmed.to_string()})
+        );
+    } else {
+        println!(
+            "{}: snapshot {} rows, {} transactions ({} events), {} rows applied, {} dead letters, slot confirmed at {}",
+            cfg.slot, p.snapshot_rows, p.transactions, p.events, p.rows_applied, p.dead_letters, p.confirmed
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+async fn status(cdc: &CdcConfig, source_url: &str, json: bool) -> anyhow::Result<Exit> {
+    let cfg = forward_source(cdc, source_url.to_string());
+    let mut conn = source::connect(&cfg).await?;
+    let current = source::current_lsn(&mut conn).await?;
+    let slot = source::slot_state(&mut conn, &cfg.slot).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let slot_later = source::slot_state(&mut conn, &cfg.slot).await?;
+    let lag_bytes = slot.as_ref().map(|s| current.0.saturating_sub(s.confirmed.0));
+    let rate = match (&slot, &slot_later) {
+        (Some(a), Some(b)) => b.confirmed.0.saturating_sub(a.confirmed.0),
+        _ => 0,
+    };
+    let mut sinks = Vec::new();
+    for s in cdc.sinks.iter().filter(|s| !s.reverse) {
+        let Ok(url) = env_url(&s.url_env, "url_env") else {
+            sinks.push(json!({"sink": s.name, "error": format!("{} is not set", s.url_env)}));
+            continue;
+        };
+        let row: Option<(i64, String, f64)> = async {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.ok()?;
+            sqlx::query_as("SELECT lsn, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), EXTRACT(EPOCH FROM now() - updated_at)::float8 FROM strangler_cdc_offsets WHERE sink = $1 AND slot = $2")
+                .bind(&s.name)
+                .bind(&cfg.slot)
+                .fetch_optional(&mut c)
+                .await
+                .ok()
+                .flatten()
+        }
+        .await;
+        sinks.push(match row {
+            Some((lsn, at, age)) => {
+                let behind = current.0.saturating_sub(Lsn::from_i64(lsn).0);
+                json!({"sink": s.name, "applied": Lsn::from_i64(lsn).to_string(), "applied_at": at,
+                       "lag_bytes": behind, "lag_seconds": if behind == 0 { 0.0 } else { age }})
+            }
+            None => json!({"sink": s.name, "applied": null}),
+        });
+    }
+    let out = json!({
+        "slot": cfg.slot,
+        "exists": slot.is_some(),
+        "active": slot.as_ref().is_some_and(|s| s.active),
+        "source_lsn": current.to_string(),
+        "confirmed": slot.as_ref().map(|s| s.confirmed.to_string()),
+        "lag_bytes": lag_bytes,
+        "confirmed_bytes_per_second": rate,
+        "sinks": sinks,
+    });
+    if json {
+        println!("{out}");
+    } else {
+        println!(
+            "slot {}: {} · source at {} · confirmed {} · lag {} bytes · {} bytes/s confirmed",
+            cfg.slot,
+            if slot.as_ref().is_some_and(|s| s.active) { "active" } else if slot.is_some() { "idle" } else { "missing" },
+            current,
+            out["confirmed"].as_str().unwrap_or("-"),
+            lag_bytes.map_or("-".to_string(), |b| b.to_string()),
+            rate
+        );
+        for s in out["sinks"].as_array().into_iter().flatten() {
+            println!(
+                "  sink {}: applied {} at {} · lag {} bytes, {:.1} s",
+                s["sink"].as_str().unwrap_or("?"),
+                s["applied"].as_str().unwrap_or("-"),
+                s["applied_at"].as_str().unwrap_or("-"),
+                s["lag_bytes"].as_u64().unwrap_or(0),
+                s["lag_seconds"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+async fn verify_cmd(cdc: &CdcConfig, source_url: &str, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
+    let cfg = forward_source(cdc, source_url.to_string());
+    let mut src = source::connect(&cfg).await?;
+    let matches = |t: &TableName| only.is_none_or(|o| o == t.to_string() || o == t.table);
+    let mut reports = Vec::new();
+    let tty = std::io::stderr().is_terminal() && !json;
+    for s in cdc.sinks.iter().filter(|s| !s.reverse) {
+        let url = match env_url(&s.url_env, &format!("cdc.sinks {:?} url_env", s.name)) {
+            Ok(u) => u,
+            Err(e) => return usage(e),
+        };
+        let mut dst = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+        sqlx::query("SET TimeZone = 'UTC'").execute(&mut dst).await?;
+        for m in s.tables.iter().filter(|m| matches(&m.source) || matches(&m.target)) {
+            let target = strangler_cdc::sink::TargetTable::load_for_verify(&mut dst, m).await?;
+            let r = verify::table(&mut src, &mut dst, &target, |done, total| {
+                if tty {
+                    eprint!("\r\x1b[2Kverify {} → {} ({}): chunk {done}/{total}", m.source, m.target, s.name);
+                }
+            })
+            .await?;
+            if tty {
+                eprintln!();
+            }
+            reports.push((s.name.clone(), r));
+        }
+    }
+    if only.is_some() && reports.is_empty() {
+        return usage(format!("--table {}: no mapped table by that name", only.unwrap_or_default()));
+    }
+    let differing = reports.iter().any(|(_, r)| !r.differences.is_empty());
+    if json {
+        let list: Vec<_> = reports.iter().map(|(sink, r)| json!({"sink": sink, "report": r})).collect();
+        println!("{}", json!({"ok": !differing, "tables": list}));
+    } else {
+        for (sink, r) in &reports {
+            println!(
+                "{} → {} ({sink}): {} source rows, {} target rows, {} chunks, {} differing, {}",
+                r.source,
+                r.target,
+                r.source_rows,
+                r.target_rows,
+                r.chunks,
+                r.differing_chunks,
+                if r.differences.is_empty() { "clean".to_string() } else { format!("{} rows differ", r.differences.len()) }
+            );
+            for d in r.differences.iter().take(50) {
+                println!("  {} key ({})", d.kind, d.key.join(", "));
+            }
+            if r.differences.len() > 50 {
+                println!("  … and {} more", r.differences.len() - 50);
+            }
+        }
+    }
+    Ok(if differing { Exit::Failed } else { Exit::Ok })
+}
