@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cdc;
 mod example_shadow;
 
 mod router_admin;
