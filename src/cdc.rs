@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use strangler_cdc::lsn::Lsn;
-use strangler_cdc::pipeline::{self, Progress, Start, StatusReporter};
+use strangler_cdc::pipeline::{self, Progress, Start, StatusReporter, Target};
+use strangler_cdc::transport::kafka::{self, KafkaProducer};
 use strangler_cdc::sink::Sink;
 use strangler_cdc::source::{self, SourceConfig};
 use strangler_cdc::verify;
@@ -32,6 +33,13 @@ impl StatusReporter for StoreStatus {
         if let Some(s) = &self.0 {
             if let Err(e) = s.report_applied_position(sink, table, lsn.as_i64()).await {
                 tracing::debug!(error = %e, "cannot report an applied position");
+            }
+        }
+    }
+    async fn snapshot_complete(&self, slot: &str) {
+        if let Some(s) = &self.0 {
+            if let Err(e) = s.mark_cdc_snapshot(slot).await {
+                tracing::warn!(error = %e, "cannot record the completed snapshot; the next start snapshots again");
             }
         }
     }
@@ -72,9 +80,6 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
     let Some(cdc) = config.cdc.clone() else {
         return usage(format!("{} has no [cdc] section", config.path.display()));
     };
-    if let CdcTransport::Kafka { .. } = cdc.transport {
-        return usage("cdc.transport.kind = \"kafka\" is not built yet in this version; use kind = \"embedded\"");
-    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let source_url = match env_url(&cdc.source.url_env, "cdc.source.url_env") {
@@ -83,7 +88,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
         };
         let json = args.common.json;
         match args.command {
-            CdcCommand::Run | CdcCommand::Snapshot => {
+            CdcCommand::Run { .. } | CdcCommand::Snapshot => {
                 let sinks: Vec<&CdcSink> = cdc.sinks.iter().filter(|s| !s.reverse).collect();
                 let mut urls = Vec::new();
                 for s in &sinks {
@@ -95,7 +100,16 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                 let cfg = forward_source(&cdc, source_url);
                 let start = if cdc.source.snapshot == SnapshotMode::Initial { Start::Initial } else { Start::Never };
                 let snapshot_only = matches!(args.command, CdcCommand::Snapshot);
-                run_pipeline(&config, cfg, &sinks, &urls, start, snapshot_only, json).await
+                match &cdc.transport {
+                    CdcTransport::Embedded { .. } => run_pipeline(&config, cfg, &sinks, &urls, start, snapshot_only, json).await,
+                    CdcTransport::Kafka { brokers, topic_prefix } => {
+                        let (source_only, sinks_only) = match &args.command {
+                            CdcCommand::Run { source_only, sinks_only } => (*source_only, *sinks_only),
+                            _ => (true, false),
+                        };
+                        run_kafka(&config, cfg, &sinks, &urls, brokers, topic_prefix, start, snapshot_only || source_only, sinks_only, snapshot_only, json).await
+                    }
+                }
             }
             CdcCommand::Reverse => {
                 let reverse: Vec<&CdcSink> = cdc.sinks.iter().filter(|s| s.reverse).collect();
@@ -169,7 +183,7 @@ async fn run_pipeline(
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    let p = pipeline::run(&cfg, &mut sinks, start, &status, shutdown, on_progress).await?;
+    let p = pipeline::run(&cfg, &mut Target::Embedded(&mut sinks), start, &status, shutdown, on_progress).await?;
     if tty {
         eprintln!();
     }
@@ -317,4 +331,79 @@ async fn verify_cmd(cdc: &CdcConfig, source_url: &str, only: Option<&str>, json:
         }
     }
     Ok(if differing { Exit::Failed } else { Exit::Ok })
+}
+
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+}
+
+/// Kafka transport: the source publishes (unless `sinks_only`), and each
+/// sink runs as a member of its consumer group (unless `source_only`).
+#[allow(clippy::too_many_arguments)]
+async fn run_kafka(
+    config: &Config,
+    cfg: SourceConfig,
+    sinks: &[&CdcSink],
+    urls: &[String],
+    brokers: &str,
+    prefix: &str,
+    start: Start,
+    source_only: bool,
+    sinks_only: bool,
+    snapshot_only: bool,
+    json: bool,
+) -> anyhow::Result<Exit> {
+    let producer = std::sync::Arc::new(KafkaProducer::new(brokers, 3)?);
+    let mut topics: Vec<String> = cfg.tables.iter().map(|t| format!("{prefix}.{}.{}", t.schema, t.table)).collect();
+    topics.push(kafka::dlq_topic(prefix));
+    producer.ensure_topics(&topics).await?;
+    let store = StateStore::connect(&config.state.url).await.ok();
+    let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<String>>> = Vec::new();
+    if !sinks_only {
+        let snapshot_done = match &store {
+            Some(s) => s.cdc_snapshot_done(&cfg.slot).await.unwrap_or(false),
+            None => false,
+        };
+        let (producer, cfg, store) = (producer.clone(), cfg.clone(), store.clone());
+        tasks.push(tokio::spawn(async move {
+            let status = StoreStatus(store);
+            let shutdown = async move {
+                if !snapshot_only {
+                    shutdown_signal().await;
+                }
+            };
+            let mut target = Target::Kafka { producer: &producer, snapshot_done };
+            let p = pipeline::run(&cfg, &mut target, start, &status, shutdown, |_| {}).await?;
+            Ok(format!("{}: snapshot {} rows, {} transactions, {} records published, slot confirmed at {}", cfg.slot, p.snapshot_rows, p.transactions, p.published, p.confirmed))
+        }));
+    }
+    if !source_only {
+        for (s, url) in sinks.iter().zip(urls) {
+            let mut sink = Sink::connect(&s.name, url, &cfg.slot, &s.tables).await?;
+            let topics: Vec<String> = s.tables.iter().map(|m| format!("{prefix}.{}.{}", m.source.schema, m.source.table)).collect();
+            let (producer, brokers, prefix) = (producer.clone(), brokers.to_string(), prefix.to_string());
+            tasks.push(tokio::spawn(async move {
+                let c = kafka::consume(&brokers, &topics, &mut sink, Some((&producer, &prefix)), shutdown_signal(), |_| {}).await?;
+                Ok(format!("sink {}: {} messages, {} rows applied, {} skipped (already applied), {} dead letters", sink.name, c.messages, c.rows, c.skipped, c.dead_letters))
+            }));
+        }
+    }
+    for t in tasks {
+        let line = t.await??;
+        if json {
+            println!("{}", json!({ "done": line }));
+        } else {
+            println!("{line}");
+        }
+    }
+    Ok(Exit::Ok)
 }

@@ -134,7 +134,14 @@ pub enum CdcCommand {
     /// Create the publication and slot and take the initial snapshot, then stop.
     Snapshot,
     /// Snapshot if needed, then stream changes until SIGTERM or Ctrl-C.
-    Run,
+    Run {
+        /// Kafka transport: only publish (the sinks run elsewhere).
+        #[arg(long, conflicts_with = "sinks_only")]
+        source_only: bool,
+        /// Kafka transport: only run the sinks as consumer-group members.
+        #[arg(long)]
+        sinks_only: bool,
+    },
     /// Slot lag (bytes), confirmed throughput, last applied position per sink.
     Status,
     /// Compare source and target after mapping; exit 1 on any difference.

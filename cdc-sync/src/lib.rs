@@ -18,6 +18,7 @@ pub mod pgoutput;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod transport;
 pub mod verify;
 
 /// Milliseconds since the Unix epoch.

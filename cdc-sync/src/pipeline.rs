@@ -26,6 +26,49 @@ use crate::event::Record;
 use crate::lsn::Lsn;
 use crate::sink::{Sink, SinkError};
 use crate::source::{self, Item, SourceConfig, SourceError, Stream};
+use crate::transport::kafka::{KafkaProducer, TransportError};
+
+/// Where the pipeline hands its batches.
+pub enum Target<'a> {
+    /// In-process: applied to these sinks (durably taken = committed there).
+    Embedded(&'a mut [Sink]),
+    /// Published to Kafka (durably taken = acknowledged by the broker).
+    /// `snapshot_done` says whether a complete snapshot was published before.
+    Kafka { producer: &'a KafkaProducer, snapshot_done: bool },
+}
+
+impl Target<'_> {
+    fn snapshot_unfinished(&self) -> bool {
+        match self {
+            Target::Embedded(sinks) => sinks.iter().any(|s| !s.snapshot_done()),
+            Target::Kafka { snapshot_done, .. } => !snapshot_done,
+        }
+    }
+
+    /// Hands over a batch; returns once it is durably taken.
+    async fn take(&mut self, batch: &[Record], through: Lsn, snapshot_complete: bool, progress: &mut Progress, status: &dyn StatusReporter) -> Result<(), PipelineError> {
+        match self {
+            Target::Embedded(sinks) => {
+                for sink in sinks.iter_mut() {
+                    let a = sink.apply(batch, through, snapshot_complete).await?;
+                    progress.rows_applied += a.rows;
+                    progress.dead_letters += a.dead_letters;
+                    if through.0 > 0 {
+                        let tables: Vec<String> = sink.source_tables().map(str::to_string).collect();
+                        for t in tables {
+                            status.applied(&sink.name, &t, through).await;
+                        }
+                    }
+                }
+            }
+            Target::Kafka { producer, .. } => {
+                producer.publish(batch).await?;
+                progress.published += batch.len() as u64;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Records per sink transaction, at most.
 pub const BATCH: usize = 5_000;
@@ -38,6 +81,8 @@ pub enum PipelineError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
 }
 
 /// Where progress is reported (the state store, for the router and
@@ -48,6 +93,8 @@ pub trait StatusReporter: Send + Sync {
     async fn source_position(&self, slot: &str, lsn: Lsn);
     /// What a sink has applied for a source table.
     async fn applied(&self, sink: &str, table: &str, lsn: Lsn);
+    /// A complete snapshot of `slot` was taken (Kafka: published).
+    async fn snapshot_complete(&self, _slot: &str) {}
 }
 
 /// A reporter that reports nothing.
@@ -67,6 +114,8 @@ pub struct Progress {
     pub events: u64,
     pub rows_applied: u64,
     pub dead_letters: u64,
+    /// Records published (Kafka transport).
+    pub published: u64,
     pub confirmed: Lsn,
 }
 
@@ -83,14 +132,14 @@ pub enum Start {
 /// `on_progress` is called after every batch.
 pub async fn run(
     cfg: &SourceConfig,
-    sinks: &mut [Sink],
+    target: &mut Target<'_>,
     start: Start,
     status: &dyn StatusReporter,
     shutdown: impl Future<Output = ()>,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Progress, PipelineError> {
     let mut progress = Progress::default();
-    let mut stream = open(cfg, sinks, start, status, &mut progress, &mut on_progress).await?;
+    let mut stream = open(cfg, target, start, status, &mut progress, &mut on_progress).await?;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_status = Instant::now() - Duration::from_secs(10);
     let mut status_conn = source::connect(cfg).await.ok();
@@ -132,15 +181,7 @@ pub async fn run(
             }
         }
         if let Some(end) = through {
-            for sink in sinks.iter_mut() {
-                let a = sink.apply(&batch, end, false).await?;
-                progress.rows_applied += a.rows;
-                progress.dead_letters += a.dead_letters;
-                let tables: Vec<String> = sink.source_tables().map(str::to_string).collect();
-                for t in tables {
-                    status.applied(&sink.name, &t, end).await;
-                }
-            }
+            target.take(&batch, end, false, &mut progress, status).await?;
         }
         // Everything handed over is committed in every sink.
         let confirm = match (through, quiet) {
@@ -152,9 +193,11 @@ pub async fn run(
             stream.confirm(confirm);
             progress.confirmed = confirm;
             if through.is_none() {
-                for sink in sinks.iter() {
-                    for t in sink.source_tables() {
-                        status.applied(&sink.name, t, confirm).await;
+                if let Target::Embedded(sinks) = target {
+                    for sink in sinks.iter() {
+                        for t in sink.source_tables() {
+                            status.applied(&sink.name, t, confirm).await;
+                        }
                     }
                 }
             }
@@ -169,7 +212,7 @@ pub async fn run(
 /// snapshot when one is needed.
 async fn open(
     cfg: &SourceConfig,
-    sinks: &mut [Sink],
+    target: &mut Target<'_>,
     start: Start,
     status: &dyn StatusReporter,
     progress: &mut Progress,
@@ -187,7 +230,7 @@ async fn open(
         tokio::time::sleep(Duration::from_millis(200)).await;
         slot = source::slot_state(&mut conn, &cfg.slot).await?;
     }
-    let unfinished = sinks.iter().any(|s| !s.snapshot_done());
+    let unfinished = target.snapshot_unfinished();
     let need_snapshot = match start {
         Start::Initial => slot.is_none() || unfinished,
         Start::Never => slot.is_none(),
@@ -201,8 +244,10 @@ async fn open(
         tracing::warn!(slot = %cfg.slot, "a sink has no complete snapshot: recreating the slot and snapshotting again");
         source::drop_slot(&mut conn, &cfg.slot).await?;
     }
-    for s in sinks.iter_mut() {
-        s.reset().await?;
+    if let Target::Embedded(sinks) = target {
+        for s in sinks.iter_mut() {
+            s.reset().await?;
+        }
     }
     let (tx, mut rx) = mpsc::channel::<Vec<Record>>(2);
     let read = start == Start::Initial;
@@ -218,20 +263,14 @@ async fn open(
     };
     while let Some(batch) = rx.recv().await {
         progress.snapshot_rows += batch.len() as u64;
-        for s in sinks.iter_mut() {
-            let a = s.apply(&batch, Lsn(0), false).await?;
-            progress.rows_applied += a.rows;
-            progress.dead_letters += a.dead_letters;
-        }
+        target.take(&batch, Lsn(0), false, progress, status).await?;
         on_progress(progress);
     }
     let (stream, consistent) = snap.await.map_err(|e| SourceError::Replication(format!("snapshot task: {e}")))??;
-    for s in sinks.iter_mut() {
-        s.apply(&[], consistent, true).await?;
-        let tables: Vec<String> = s.source_tables().map(str::to_string).collect();
-        for t in tables {
-            status.applied(&s.name, &t, consistent).await;
-        }
+    target.take(&[], consistent, true, progress, status).await?;
+    status.snapshot_complete(&cfg.slot).await;
+    if let Target::Kafka { snapshot_done, .. } = target {
+        *snapshot_done = true;
     }
     stream.confirm(consistent);
     progress.confirmed = consistent;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
-use strangler_cdc::pipeline::{self, NoStatus, Progress, Start};
+use strangler_cdc::pipeline::{self, NoStatus, Progress, Start, Target};
 use strangler_cdc::sink::{Sink, TargetTable};
 use strangler_cdc::source::{SourceConfig, Stream};
 use strangler_cdc::verify;
@@ -101,7 +101,7 @@ async fn start(cfg: SourceConfig, sink_url: &str, sink_name: &str, m: TableMappi
     let mut sinks = vec![Sink::connect(sink_name, sink_url, &cfg.slot, &[m]).await.unwrap()];
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        pipeline::run(&cfg, &mut sinks, mode, &NoStatus, async move { let _ = rx.await; }, |_| {}).await.unwrap()
+        pipeline::run(&cfg, &mut Target::Embedded(&mut sinks), mode, &NoStatus, async move { let _ = rx.await; }, |_| {}).await.unwrap()
     });
     Running { stop, task }
 }
@@ -279,7 +279,7 @@ async fn events_have_debeziums_structure() {
     // Create the slot (no snapshot needed), then read raw transactions.
     let mut sinks = vec![Sink::connect("catalog", &e.dst_url, &cfg.slot, &[mapping()]).await.unwrap()];
     let run_cfg = cfg.clone();
-    let _ = pipeline::run(&run_cfg, &mut sinks, Start::Never, &NoStatus, async {}, |_| {}).await.unwrap();
+    let _ = pipeline::run(&run_cfg, &mut Target::Embedded(&mut sinks), Start::Never, &NoStatus, async {}, |_| {}).await.unwrap();
     sqlx::query("INSERT INTO products (sku, title, price_cents) VALUES ('A', 'Kettle', 2599)").execute(&e.src).await.unwrap();
     sqlx::query("UPDATE products SET id = 77 WHERE sku = 'A'").execute(&e.src).await.unwrap();
     sqlx::query("DELETE FROM products WHERE id = 77").execute(&e.src).await.unwrap();

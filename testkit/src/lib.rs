@@ -1,13 +1,15 @@
 //! Test support shared by every crate's tests: throw-away PostgreSQL
-//! clusters ([`PgCluster`]), free loopback ports ([`free_port`]) and real
+//! clusters ([`PgCluster`]), a Kafka-protocol broker ([`Broker`], tansu), free loopback ports ([`free_port`]) and real
 //! HTTP upstreams on `127.0.0.1:0` ([`TestUpstream`]).
 
 mod pg;
 mod serve;
+mod tansu;
 mod upstream;
 
 pub use pg::PgCluster;
 pub use serve::{serve_app, Served};
+pub use tansu::Broker;
 pub use upstream::{Behaviour, TestUpstream};
 
 /// A port that was free on 127.0.0.1 a moment ago. For programs that must be

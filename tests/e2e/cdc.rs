@@ -111,3 +111,87 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("differs key (42)"), "{out}");
 }
+
+/// Reads every message of `topic` from the start (a plain consumer, as a
+/// Debezium consumer would).
+async fn read_topic(brokers: &str, topic: &str, at_least: usize) -> Vec<(Option<Value>, Option<Value>)> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("e2e-reader-{}", fastrand_id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while out.len() < at_least && std::time::Instant::now() < deadline {
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
+            let parse = |b: Option<&[u8]>| b.and_then(|b| serde_json::from_slice::<Value>(b).ok());
+            out.push((parse(m.key()), parse(m.payload())));
+        }
+    }
+    out
+}
+
+fn fastrand_id() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+#[tokio::test]
+async fn cdc_through_a_real_kafka_protocol_broker() {
+    let broker = tokio::task::spawn_blocking(strangler_testkit::Broker::start).await.expect("join").expect("tansu");
+    let pg = tokio::task::spawn_blocking(PgCluster::start).await.expect("join").expect("postgres");
+    let src_url = pg.create_database("shop").expect("db");
+    let dst_url = pg.create_database("svc").expect("db");
+    let src = PgPoolOptions::new().max_connections(2).connect(&src_url).await.expect("src");
+    let dst = PgPoolOptions::new().max_connections(2).connect(&dst_url).await.expect("dst");
+    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)").execute(&src).await.expect("ddl");
+    sqlx::query("CREATE TABLE ledger (id BIGINT PRIMARY KEY, n INT NOT NULL CHECK (n >= 0), note TEXT)").execute(&dst).await.expect("ddl");
+    sqlx::query("INSERT INTO ledger (n, note) SELECT g, 'before' FROM generate_series(1, 100) g").execute(&src).await.expect("seed");
+    let h = Harness::new();
+    h.write_config(&format!(
+        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
+        broker.bootstrap()
+    ));
+    let env = [("E2E_SRC", src_url.as_str()), ("E2E_DST", dst_url.as_str())];
+    let mut cdc = spawn_cdc(&h, &env);
+    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let snap = eventually(Duration::from_secs(60), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger").fetch_one(&dst).await.unwrap_or(0) == 100
+    })
+    .await;
+    assert!(snap.is_some(), "snapshot did not arrive through the broker: {}", log());
+    sqlx::query("INSERT INTO ledger (n, note) SELECT g, 'after' FROM generate_series(1, 200) g").execute(&src).await.expect("insert");
+    sqlx::query("UPDATE ledger SET note = 'updated' WHERE id % 10 = 0").execute(&src).await.expect("update");
+    sqlx::query("DELETE FROM ledger WHERE id = 7").execute(&src).await.expect("delete");
+    // A poison event: the service's schema refuses a negative n.
+    sqlx::query("INSERT INTO ledger (n, note) VALUES (-1, 'poison')").execute(&src).await.expect("poison");
+    sqlx::query("INSERT INTO ledger (n, note) VALUES (5, 'after the poison')").execute(&src).await.expect("insert");
+    let done = eventually(Duration::from_secs(60), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger WHERE note = 'after the poison'").fetch_one(&dst).await.unwrap_or(0) == 1
+    })
+    .await;
+    assert!(done.is_some(), "{}", log());
+    let (count, updated): (i64, i64) = sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE note = 'updated') FROM ledger").fetch_one(&dst).await.expect("count");
+    assert_eq!((count, updated), (300, 30), "300 rows (301 minus the deleted one; the poison one set aside)");
+
+    // What a Debezium consumer sees on the topic.
+    let messages = read_topic(&broker.bootstrap(), "shop.public.ledger", 100 + 200 + 30 + 2 + 2).await;
+    let ops: Vec<&str> = messages.iter().filter_map(|(_, v)| v.as_ref().and_then(|v| v["op"].as_str())).collect();
+    assert_eq!(ops.iter().filter(|o| **o == "r").count(), 100, "snapshot reads");
+    assert!(ops.contains(&"c") && ops.contains(&"u") && ops.contains(&"d"));
+    let tombstone = messages.iter().find(|(k, v)| v.is_none() && k.as_ref().is_some_and(|k| k["id"] == 7));
+    assert!(tombstone.is_some(), "a tombstone follows the delete");
+    let dlq = read_topic(&broker.bootstrap(), "shop.dlq", 1).await;
+    let reason = dlq.first().and_then(|(_, v)| v.as_ref()).map(|v| v["reason"].to_string()).unwrap_or_default();
+    assert!(reason.contains("check constraint"), "the poison event reached the dead-letter topic: {dlq:?}");
+
+    cdc.kill().expect("kill");
+    let _ = cdc.wait();
+    let (code, out, err) = cli_env(&["cdc", "verify"], &h, &env);
+    assert_eq!(code, 1, "the poison row is the one difference: {out}{err}");
+    assert_eq!(out.matches("missing key").count(), 1, "{out}");
+}

@@ -60,6 +60,16 @@ pub struct Sink {
     /// Last applied commit position, as stored.
     position: Lsn,
     snapshot_done: bool,
+    /// Next offset per consumed topic partition (Kafka transport).
+    kafka_offsets: HashMap<(String, i32), i64>,
+    /// Id of the newest dead letter seen.
+    last_dead_letter: i64,
+}
+
+/// What is stored with the rows.
+enum Bookkeeping {
+    Lsn { through: Lsn, snapshot_complete: bool },
+    Kafka(Vec<(String, i32, i64)>),
 }
 
 const SETUP: &[&str] = &[
@@ -70,6 +80,13 @@ const SETUP: &[&str] = &[
         snapshot_done BOOLEAN NOT NULL DEFAULT false,
         updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         PRIMARY KEY (sink, slot))",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_kafka_offsets (
+        sink TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        partition INT NOT NULL,
+        next_offset BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (sink, topic, partition))",
     "CREATE TABLE IF NOT EXISTS strangler_cdc_dead_letters (
         id BIGSERIAL PRIMARY KEY,
         sink TEXT NOT NULL,
@@ -120,7 +137,21 @@ impl Sink {
             Some(r) => (Lsn::from_i64(r.try_get(0).map_err(db)?), r.try_get(1).map_err(db)?),
             None => (Lsn(0), false),
         };
-        Ok(Sink { name: name.to_string(), slot: slot.to_string(), conn, tables, position, snapshot_done })
+        let last_dead_letter: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM strangler_cdc_dead_letters WHERE sink = $1")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(db)?;
+        Ok(Sink {
+            name: name.to_string(),
+            slot: slot.to_string(),
+            conn,
+            tables,
+            position,
+            snapshot_done,
+            kafka_offsets: HashMap::new(),
+            last_dead_letter,
+        })
     }
 
     /// The last source commit applied here.
@@ -163,18 +194,69 @@ impl Sink {
             .filter(|r| self.tables.contains_key(&r.table))
             .filter(|r| r.commit_lsn.0 == 0 || r.commit_lsn > self.position)
             .collect();
-        let mut applied = Applied { skipped: (records.len() - mine.len()) as u64, ..Applied::default() };
+        let skipped = (records.len() - mine.len()) as u64;
         let new_position = through.max(self.position);
         if mine.is_empty() && new_position == self.position && !snapshot_complete {
-            return Ok(applied);
+            return Ok(Applied { skipped, ..Applied::default() });
         }
+        let mut applied = self.apply_inner(&mine, Bookkeeping::Lsn { through: new_position, snapshot_complete }).await?;
+        applied.skipped = skipped;
+        Ok(applied)
+    }
+
+    /// Applies records consumed from Kafka and stores each partition's next
+    /// offset with them; records below a stored offset were applied before
+    /// (a replay after a crash or a rebalance) and are skipped.
+    pub async fn apply_consumed(&mut self, records: &[(Record, String, i32, i64)]) -> Result<Applied, SinkError> {
+        let mut next: HashMap<(String, i32), i64> = HashMap::new();
+        let mut mine = Vec::new();
+        let mut skipped = 0;
+        for (r, topic, partition, offset) in records {
+            let stored = match self.kafka_offsets.get(&(topic.clone(), *partition)) {
+                Some(o) => *o,
+                None => {
+                    let o: Option<i64> = sqlx::query_scalar("SELECT next_offset FROM strangler_cdc_kafka_offsets WHERE sink = $1 AND topic = $2 AND partition = $3")
+                        .bind(&self.name)
+                        .bind(topic)
+                        .bind(partition)
+                        .fetch_optional(&mut self.conn)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                    self.kafka_offsets.insert((topic.clone(), *partition), o.unwrap_or(0));
+                    o.unwrap_or(0)
+                }
+            };
+            if *offset < stored {
+                skipped += 1;
+                continue;
+            }
+            let n = next.entry((topic.clone(), *partition)).or_insert(0);
+            *n = (*n).max(offset + 1);
+            if self.tables.contains_key(&r.table) {
+                mine.push(r);
+            }
+        }
+        if next.is_empty() {
+            return Ok(Applied { skipped, ..Applied::default() });
+        }
+        let offsets: Vec<(String, i32, i64)> = next.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+        let mut applied = self.apply_inner(&mine, Bookkeeping::Kafka(offsets.clone())).await?;
+        for (t, p, o) in offsets {
+            self.kafka_offsets.insert((t, p), o);
+        }
+        applied.skipped = skipped;
+        Ok(applied)
+    }
+
+    async fn apply_inner(&mut self, mine: &[&Record], book: Bookkeeping) -> Result<Applied, SinkError> {
+        let mut applied = Applied::default();
         let mut tx = self.conn.begin().await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
         // First try the batch as a whole; on an error redo it event by event
         // under savepoints so only the bad event is set aside.
         let fast = {
             let mut ok = true;
             sqlx::query("SAVEPOINT batch").execute(&mut *tx).await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
-            for r in &mine {
+            for r in mine {
                 if let Some(m) = self.tables.get(&r.table).and_then(|t| t.statement(r)) {
                     if m.execute(&mut tx).await.is_err() {
                         ok = false;
@@ -188,7 +270,7 @@ impl Sink {
         if !fast {
             applied.rows = 0;
             sqlx::query("ROLLBACK TO SAVEPOINT batch").execute(&mut *tx).await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
-            for r in &mine {
+            for r in mine {
                 let Some(m) = self.tables.get(&r.table).and_then(|t| t.statement(r)) else { continue };
                 sqlx::query("SAVEPOINT one").execute(&mut *tx).await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
                 match m.execute(&mut tx).await {
@@ -210,22 +292,62 @@ impl Sink {
                 }
             }
         }
-        let snapshot_done = self.snapshot_done || snapshot_complete;
-        sqlx::query(
-            "INSERT INTO strangler_cdc_offsets (sink, slot, lsn, snapshot_done, updated_at) VALUES ($1, $2, $3, $4, now()) \
-             ON CONFLICT (sink, slot) DO UPDATE SET lsn = excluded.lsn, snapshot_done = excluded.snapshot_done, updated_at = now()",
-        )
-        .bind(&self.name)
-        .bind(&self.slot)
-        .bind(new_position.as_i64())
-        .bind(snapshot_done)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
-        tx.commit().await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
-        self.position = new_position;
-        self.snapshot_done = snapshot_done;
+        match book {
+            Bookkeeping::Lsn { through, snapshot_complete } => {
+                let snapshot_done = self.snapshot_done || snapshot_complete;
+                sqlx::query(
+                    "INSERT INTO strangler_cdc_offsets (sink, slot, lsn, snapshot_done, updated_at) VALUES ($1, $2, $3, $4, now()) \
+                     ON CONFLICT (sink, slot) DO UPDATE SET lsn = excluded.lsn, snapshot_done = excluded.snapshot_done, updated_at = now()",
+                )
+                .bind(&self.name)
+                .bind(&self.slot)
+                .bind(through.as_i64())
+                .bind(snapshot_done)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+                tx.commit().await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+                self.position = through;
+                self.snapshot_done = snapshot_done;
+            }
+            Bookkeeping::Kafka(offsets) => {
+                for (topic, partition, next) in offsets {
+                    sqlx::query(
+                        "INSERT INTO strangler_cdc_kafka_offsets (sink, topic, partition, next_offset, updated_at) VALUES ($1, $2, $3, $4, now()) \
+                         ON CONFLICT (sink, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()",
+                    )
+                    .bind(&self.name)
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(next)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+                }
+                tx.commit().await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+            }
+        }
         Ok(applied)
+    }
+
+    /// The id of the newest dead letter (to read the ones added after it).
+    pub fn dead_letter_count(&self) -> i64 {
+        self.last_dead_letter
+    }
+
+    /// Dead letters after id `after`: (topic, key, value, reason).
+    pub async fn dead_letters_since(&mut self, after: i64) -> Result<Vec<(String, Option<String>, Option<String>, String)>, SinkError> {
+        let rows: Vec<(i64, String, Option<String>, Option<String>, String)> =
+            sqlx::query_as("SELECT id, topic, key, value, reason FROM strangler_cdc_dead_letters WHERE sink = $1 AND id > $2 ORDER BY id")
+                .bind(&self.name)
+                .bind(after)
+                .fetch_all(&mut self.conn)
+                .await
+                .map_err(|e| self.db(e))?;
+        if let Some(last) = rows.last() {
+            self.last_dead_letter = last.0;
+        }
+        Ok(rows.into_iter().map(|(_, t, k, v, r)| (t, k, v, r)).collect())
     }
 
     /// Dead letters kept so far.

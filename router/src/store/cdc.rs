@@ -43,6 +43,24 @@ impl StateStore {
         Ok(())
     }
 
+    /// Records that a complete snapshot of `slot` was published (Kafka transport).
+    pub async fn mark_cdc_snapshot(&self, slot: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO strangler_cdc_snapshots (slot, done_at_ms) VALUES ($1, $2) ON CONFLICT (slot) DO UPDATE SET done_at_ms = excluded.done_at_ms",
+        )
+        .bind(slot)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether a complete snapshot of `slot` was published.
+    pub async fn cdc_snapshot_done(&self, slot: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM strangler_cdc_snapshots WHERE slot = $1").bind(slot).fetch_optional(&self.pool).await?;
+        Ok(row.is_some())
+    }
+
     /// The latest positions: the newest source report and, per source
     /// table, the lowest position applied by any sink.
     pub async fn lag_view(&self) -> Result<LagView, StoreError> {

@@ -32,6 +32,9 @@ const SQLITE: &[&str] = &[
         slot TEXT PRIMARY KEY,
         source_lsn BIGINT NOT NULL,
         updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_snapshots (
+        slot TEXT PRIMARY KEY,
+        done_at_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS strangler_cdc_sinks (
         sink TEXT NOT NULL,
         source_table TEXT NOT NULL,
@@ -69,6 +72,9 @@ const POSTGRES: &[&str] = &[
         slot TEXT PRIMARY KEY,
         source_lsn BIGINT NOT NULL,
         updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_snapshots (
+        slot TEXT PRIMARY KEY,
+        done_at_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS strangler_cdc_sinks (
         sink TEXT NOT NULL,
         source_table TEXT NOT NULL,

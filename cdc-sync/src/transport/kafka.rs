@@ -1,0 +1,193 @@
+//! The Kafka transport (rdkafka).
+//!
+//! Contract: [`KafkaProducer::publish`] returns only when the broker has
+//! acknowledged every record (`acks=all`, idempotent producer, so retries
+//! never duplicate); only then may the slot move. Delivery to sinks is
+//! at-least-once: a sink worker commits the consumer offset after the rows,
+//! and the offsets it stores with the rows make replays harmless.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+use crate::event::Record;
+use crate::lsn::Lsn;
+use crate::sink::{Sink, SinkError};
+
+/// Errors of the Kafka transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The broker refused or did not acknowledge (retryable: nothing was confirmed).
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// The dead-letter topic of a topic prefix.
+pub fn dlq_topic(prefix: &str) -> String {
+    format!("{prefix}.dlq")
+}
+
+/// The source side: an idempotent producer.
+pub struct KafkaProducer {
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    partitions: i32,
+}
+
+impl KafkaProducer {
+    pub fn new(brokers: &str, partitions: i32) -> Result<KafkaProducer, KafkaError> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            // Kafka's Java default: the same key lands in the same partition
+            // whichever client produced it.
+            .set("partitioner", "murmur2_random");
+        Ok(KafkaProducer { producer: cfg.create()?, admin: cfg.create()?, partitions })
+    }
+
+    /// Creates the topics that do not exist yet.
+    pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), KafkaError> {
+        let new: Vec<NewTopic<'_>> = topics.iter().map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(1))).collect();
+        let results = self.admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(KafkaError::AdminOp(code)).inspect_err(|_| tracing::error!(topic, ?code, "cannot create topic")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes records in order and waits until every one is acknowledged.
+    pub async fn publish(&self, records: &[Record]) -> Result<(), TransportError> {
+        let encoded: Vec<(Option<String>, Option<String>)> =
+            records.iter().map(|r| (r.key.as_ref().map(Value::to_string), r.value.as_ref().map(Value::to_string))).collect();
+        let mut pending = Vec::with_capacity(records.len());
+        for (r, (key, value)) in records.iter().zip(&encoded) {
+            let mut rec: FutureRecord<'_, String, String> = FutureRecord::to(&r.topic);
+            if let Some(k) = key.as_ref() {
+                rec = rec.key(k);
+            }
+            if let Some(v) = value.as_ref() {
+                rec = rec.payload(v);
+            }
+            pending.push(self.producer.send(rec, Duration::from_secs(0)));
+        }
+        for f in futures::future::join_all(pending).await {
+            f.map_err(|(e, _)| e)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a dead letter (the record and why it could not be applied).
+    pub async fn dead_letter(&self, prefix: &str, sink: &str, topic: &str, key: Option<&str>, value: Option<&str>, reason: &str) -> Result<(), TransportError> {
+        let payload = serde_json::json!({ "sink": sink, "topic": topic, "key": key, "value": value, "reason": reason }).to_string();
+        let dlq = dlq_topic(prefix);
+        let mut rec: FutureRecord<'_, str, String> = FutureRecord::to(&dlq).payload(&payload);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        self.producer.send(rec, Duration::from_secs(0)).await.map_err(|(e, _)| e)?;
+        Ok(())
+    }
+}
+
+/// A record read back from a topic.
+fn record_of(topic: &str, key: Option<&[u8]>, payload: Option<&[u8]>) -> Record {
+    let value: Option<Value> = payload.and_then(|p| serde_json::from_slice(p).ok());
+    let table = value
+        .as_ref()
+        .and_then(|v| Some(format!("{}.{}", v["source"]["schema"].as_str()?, v["source"]["table"].as_str()?)))
+        .unwrap_or_else(|| topic.splitn(2, '.').nth(1).unwrap_or(topic).to_string());
+    Record { topic: topic.to_string(), table, key: key.and_then(|k| serde_json::from_slice(k).ok()), value, commit_lsn: Lsn(0) }
+}
+
+/// Progress of a sink worker.
+#[derive(Debug, Default, Clone)]
+pub struct Consumed {
+    pub messages: u64,
+    pub rows: u64,
+    pub skipped: u64,
+    pub dead_letters: u64,
+}
+
+/// Runs one sink as a member of the consumer group `strangler-<sink>` until
+/// `shutdown` completes. Dead letters also go to `<prefix>.dlq` through `dlq`.
+pub async fn consume(
+    brokers: &str,
+    topics: &[String],
+    sink: &mut Sink,
+    dlq: Option<(&KafkaProducer, &str)>,
+    shutdown: impl Future<Output = ()>,
+    mut on_progress: impl FnMut(&Consumed),
+) -> Result<Consumed, TransportError> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("strangler-{}", sink.name))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create()?;
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs)?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut progress = Consumed::default();
+    loop {
+        let first = tokio::select! {
+            _ = &mut shutdown => break,
+            m = tokio::time::timeout(Duration::from_millis(500), consumer.recv()) => match m {
+                Ok(m) => m?,
+                Err(_) => continue,
+            },
+        };
+        let mut batch = vec![(record_of(first.topic(), first.key(), first.payload()), first.topic().to_string(), first.partition(), first.offset())];
+        while batch.len() < 5_000 {
+            match tokio::time::timeout(Duration::from_millis(20), consumer.recv()).await {
+                Ok(Ok(m)) => batch.push((record_of(m.topic(), m.key(), m.payload()), m.topic().to_string(), m.partition(), m.offset())),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => break,
+            }
+        }
+        let before = sink.dead_letter_count();
+        let applied = sink.apply_consumed(&batch).await?;
+        if applied.dead_letters > 0 {
+            if let Some((producer, prefix)) = dlq {
+                for d in sink.dead_letters_since(before).await? {
+                    producer.dead_letter(prefix, &sink.name, &d.0, d.1.as_deref(), d.2.as_deref(), &d.3).await?;
+                }
+            }
+        }
+        // The rows and their offsets are committed: tell the group.
+        let mut tpl = TopicPartitionList::new();
+        let mut next: std::collections::HashMap<(String, i32), i64> = std::collections::HashMap::new();
+        for (_, t, p, o) in &batch {
+            let e = next.entry((t.clone(), *p)).or_insert(0);
+            *e = (*e).max(o + 1);
+        }
+        for ((t, p), o) in next {
+            tpl.add_partition_offset(&t, p, Offset::Offset(o))?;
+        }
+        consumer.commit(&tpl, CommitMode::Async)?;
+        progress.messages += batch.len() as u64;
+        progress.rows += applied.rows;
+        progress.skipped += applied.skipped;
+        progress.dead_letters += applied.dead_letters;
+        on_progress(&progress);
+    }
+    Ok(progress)
+}

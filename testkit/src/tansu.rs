@@ -1,0 +1,66 @@
+//! A real Kafka-protocol broker for tests: tansu, memory storage, loopback.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// A running tansu broker; killed when dropped.
+pub struct Broker {
+    child: Child,
+    port: u16,
+}
+
+/// Where scripts/setup installs tansu, or `TANSU_BIN`, or the PATH.
+fn tansu_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let cached = PathBuf::from("/var/cache/strangler/tools/bin/tansu");
+    if cached.exists() {
+        return Ok(cached);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        if let Some(p) = std::env::split_paths(&path).map(|d| d.join("tansu")).find(|p| p.exists()) {
+            return Ok(p);
+        }
+    }
+    bail!("tansu not found: scripts/setup installs it (cargo install tansu --locked --features dynostore), or set TANSU_BIN")
+}
+
+impl Broker {
+    /// Starts a broker on a free loopback port and waits until it accepts connections.
+    pub fn start() -> Result<Broker> {
+        let port = crate::free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_bin()?)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start tansu")?;
+        let broker = Broker { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("tansu did not listen on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(broker)
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
