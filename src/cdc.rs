@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 use strangler_cdc::lsn::Lsn;
 use strangler_cdc::pipeline::{self, Progress, Start, StatusReporter, Target};
-use strangler_cdc::transport::kafka::{self, KafkaProducer};
 use strangler_cdc::sink::Sink;
 use strangler_cdc::source::{self, SourceConfig};
+use strangler_cdc::transport::kafka::{self, KafkaProducer};
 use strangler_cdc::verify;
 use strangler_config::{CdcConfig, CdcSink, CdcTransport, Config, SnapshotMode, TableName};
 use strangler_router::store::StateStore;
@@ -46,7 +46,12 @@ impl StatusReporter for StoreStatus {
 }
 
 fn env_url(var: &str, key: &str) -> Result<String, String> {
-    std::env::var(var).ok().filter(|v| !v.is_empty()).ok_or_else(|| format!("{key} names {var}, which is not set: export the database URL in it"))
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            format!("{key} names {var}, which is not set: export the database URL in it")
+        })
 }
 
 fn usage(msg: impl std::fmt::Display) -> anyhow::Result<Exit> {
@@ -56,12 +61,24 @@ fn usage(msg: impl std::fmt::Display) -> anyhow::Result<Exit> {
 
 fn forward_source(cdc: &CdcConfig, url: String) -> SourceConfig {
     let name = match &cdc.transport {
-        CdcTransport::Kafka { topic_prefix, .. } | CdcTransport::Embedded { topic_prefix } => topic_prefix.clone(),
+        CdcTransport::Kafka { topic_prefix, .. } | CdcTransport::Embedded { topic_prefix } => {
+            topic_prefix.clone()
+        }
     };
-    SourceConfig { url, slot: cdc.source.slot.clone(), publication: cdc.source.publication.clone(), tables: cdc.source.tables.clone(), name }
+    SourceConfig {
+        url,
+        slot: cdc.source.slot.clone(),
+        publication: cdc.source.publication.clone(),
+        tables: cdc.source.tables.clone(),
+        name,
+    }
 }
 
-async fn connect_sinks(sinks: &[&CdcSink], slot: &str, urls: &[String]) -> anyhow::Result<Vec<Sink>> {
+async fn connect_sinks(
+    sinks: &[&CdcSink],
+    slot: &str,
+    urls: &[String],
+) -> anyhow::Result<Vec<Sink>> {
     let mut out = Vec::new();
     for (s, url) in sinks.iter().zip(urls) {
         out.push(Sink::connect(&s.name, url, slot, &s.tables).await?);
@@ -80,7 +97,10 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
     let Some(cdc) = config.cdc.clone() else {
         return usage(format!("{} has no [cdc] section", config.path.display()));
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let source_url = match env_url(&cdc.source.url_env, "cdc.source.url_env") {
             Ok(u) => u,
@@ -171,19 +191,19 @@ async fn run_pipeline(
         }
     };
     let shutdown = async move {
-        if snapshot_only {
-            return;
-        }
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        if !snapshot_only {
+            shutdown_signal().await;
         }
     };
-    let p = pipeline::run(&cfg, &mut Target::Embedded(&mut sinks), start, &status, shutdown, on_progress).await?;
+    let p = pipeline::run(
+        &cfg,
+        &mut Target::Embedded(&mut sinks),
+        start,
+        &status,
+        shutdown,
+        on_progress,
+    )
+    .await?;
     if tty {
         eprintln!();
     }
@@ -209,7 +229,9 @@ async fn status(cdc: &CdcConfig, source_url: &str, json: bool) -> anyhow::Result
     let slot = source::slot_state(&mut conn, &cfg.slot).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let slot_later = source::slot_state(&mut conn, &cfg.slot).await?;
-    let lag_bytes = slot.as_ref().map(|s| current.0.saturating_sub(s.confirmed.0));
+    let lag_bytes = slot
+        .as_ref()
+        .map(|s| current.0.saturating_sub(s.confirmed.0));
     let rate = match (&slot, &slot_later) {
         (Some(a), Some(b)) => b.confirmed.0.saturating_sub(a.confirmed.0),
         _ => 0,
@@ -256,7 +278,13 @@ async fn status(cdc: &CdcConfig, source_url: &str, json: bool) -> anyhow::Result
         println!(
             "slot {}: {} · source at {} · confirmed {} · lag {} bytes · {} bytes/s confirmed",
             cfg.slot,
-            if slot.as_ref().is_some_and(|s| s.active) { "active" } else if slot.is_some() { "idle" } else { "missing" },
+            if slot.as_ref().is_some_and(|s| s.active) {
+                "active"
+            } else if slot.is_some() {
+                "idle"
+            } else {
+                "missing"
+            },
             current,
             out["confirmed"].as_str().unwrap_or("-"),
             lag_bytes.map_or("-".to_string(), |b| b.to_string()),
@@ -276,7 +304,12 @@ async fn status(cdc: &CdcConfig, source_url: &str, json: bool) -> anyhow::Result
     Ok(Exit::Ok)
 }
 
-async fn verify_cmd(cdc: &CdcConfig, source_url: &str, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
+async fn verify_cmd(
+    cdc: &CdcConfig,
+    source_url: &str,
+    only: Option<&str>,
+    json: bool,
+) -> anyhow::Result<Exit> {
     let cfg = forward_source(cdc, source_url.to_string());
     let mut src = source::connect(&cfg).await?;
     let matches = |t: &TableName| only.is_none_or(|o| o == t.to_string() || o == t.table);
@@ -288,12 +321,21 @@ async fn verify_cmd(cdc: &CdcConfig, source_url: &str, only: Option<&str>, json:
             Err(e) => return usage(e),
         };
         let mut dst = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
-        sqlx::query("SET TimeZone = 'UTC'").execute(&mut dst).await?;
-        for m in s.tables.iter().filter(|m| matches(&m.source) || matches(&m.target)) {
+        sqlx::query("SET TimeZone = 'UTC'")
+            .execute(&mut dst)
+            .await?;
+        for m in s
+            .tables
+            .iter()
+            .filter(|m| matches(&m.source) || matches(&m.target))
+        {
             let target = strangler_cdc::sink::TargetTable::load_for_verify(&mut dst, m).await?;
             let r = verify::table(&mut src, &mut dst, &target, |done, total| {
                 if tty {
-                    eprint!("\r\x1b[2Kverify {} → {} ({}): chunk {done}/{total}", m.source, m.target, s.name);
+                    eprint!(
+                        "\r\x1b[2Kverify {} → {} ({}): chunk {done}/{total}",
+                        m.source, m.target, s.name
+                    );
                 }
             })
             .await?;
@@ -304,11 +346,17 @@ async fn verify_cmd(cdc: &CdcConfig, source_url: &str, only: Option<&str>, json:
         }
     }
     if only.is_some() && reports.is_empty() {
-        return usage(format!("--table {}: no mapped table by that name", only.unwrap_or_default()));
+        return usage(format!(
+            "--table {}: no mapped table by that name",
+            only.unwrap_or_default()
+        ));
     }
     let differing = reports.iter().any(|(_, r)| !r.differences.is_empty());
     if json {
-        let list: Vec<_> = reports.iter().map(|(sink, r)| json!({"sink": sink, "report": r})).collect();
+        let list: Vec<_> = reports
+            .iter()
+            .map(|(sink, r)| json!({"sink": sink, "report": r}))
+            .collect();
         println!("{}", json!({"ok": !differing, "tables": list}));
     } else {
         for (sink, r) in &reports {
@@ -320,7 +368,11 @@ async fn verify_cmd(cdc: &CdcConfig, source_url: &str, only: Option<&str>, json:
                 r.target_rows,
                 r.chunks,
                 r.differing_chunks,
-                if r.differences.is_empty() { "clean".to_string() } else { format!("{} rows differ", r.differences.len()) }
+                if r.differences.is_empty() {
+                    "clean".to_string()
+                } else {
+                    format!("{} rows differ", r.differences.len())
+                }
             );
             for d in r.differences.iter().take(50) {
                 println!("  {} key ({})", d.kind, d.key.join(", "));
@@ -333,16 +385,15 @@ async fn verify_cmd(cdc: &CdcConfig, source_url: &str, only: Option<&str>, json:
     Ok(if differing { Exit::Failed } else { Exit::Ok })
 }
 
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }
 
@@ -363,7 +414,11 @@ async fn run_kafka(
     json: bool,
 ) -> anyhow::Result<Exit> {
     let producer = std::sync::Arc::new(KafkaProducer::new(brokers, 3)?);
-    let mut topics: Vec<String> = cfg.tables.iter().map(|t| format!("{prefix}.{}.{}", t.schema, t.table)).collect();
+    let mut topics: Vec<String> = cfg
+        .tables
+        .iter()
+        .map(|t| format!("{prefix}.{}.{}", t.schema, t.table))
+        .collect();
     topics.push(kafka::dlq_topic(prefix));
     producer.ensure_topics(&topics).await?;
     let store = StateStore::connect(&config.state.url).await.ok();
@@ -381,16 +436,27 @@ async fn run_kafka(
                     shutdown_signal().await;
                 }
             };
-            let mut target = Target::Kafka { producer: &producer, snapshot_done };
+            let mut target = Target::Kafka {
+                producer: &producer,
+                snapshot_done,
+            };
             let p = pipeline::run(&cfg, &mut target, start, &status, shutdown, |_| {}).await?;
-            Ok(format!("{}: snapshot {} rows, {} transactions, {} records published, slot confirmed at {}", cfg.slot, p.snapshot_rows, p.transactions, p.published, p.confirmed))
+            Ok(format!(
+                "{}: snapshot {} rows, {} transactions, {} records published, slot confirmed at {}",
+                cfg.slot, p.snapshot_rows, p.transactions, p.published, p.confirmed
+            ))
         }));
     }
     if !source_only {
         for (s, url) in sinks.iter().zip(urls) {
             let mut sink = Sink::connect(&s.name, url, &cfg.slot, &s.tables).await?;
-            let topics: Vec<String> = s.tables.iter().map(|m| format!("{prefix}.{}.{}", m.source.schema, m.source.table)).collect();
-            let (producer, brokers, prefix) = (producer.clone(), brokers.to_string(), prefix.to_string());
+            let topics: Vec<String> = s
+                .tables
+                .iter()
+                .map(|m| format!("{prefix}.{}.{}", m.source.schema, m.source.table))
+                .collect();
+            let (producer, brokers, prefix) =
+                (producer.clone(), brokers.to_string(), prefix.to_string());
             tasks.push(tokio::spawn(async move {
                 let c = kafka::consume(&brokers, &topics, &mut sink, Some((&producer, &prefix)), shutdown_signal(), |_| {}).await?;
                 Ok(format!("sink {}: {} messages, {} rows applied, {} skipped (already applied), {} dead letters", sink.name, c.messages, c.rows, c.skipped, c.dead_letters))

@@ -89,8 +89,20 @@ pub struct TxOrder {
 
 /// Builds the envelope.
 #[allow(clippy::too_many_arguments)]
-pub fn envelope(op: Op, before: Option<Value>, after: Option<Value>, rel: &Relation, src: &SourceInfo<'_>, order: Option<TxOrder>, now_ms: i64) -> Value {
-    let seq = json!([src.last_commit_lsn.map(|l| l.0.to_string()), src.lsn.map(|l| l.0.to_string())]).to_string();
+pub fn envelope(
+    op: Op,
+    before: Option<Value>,
+    after: Option<Value>,
+    rel: &Relation,
+    src: &SourceInfo<'_>,
+    order: Option<TxOrder>,
+    now_ms: i64,
+) -> Value {
+    let seq = json!([
+        src.last_commit_lsn.map(|l| l.0.to_string()),
+        src.lsn.map(|l| l.0.to_string())
+    ])
+    .to_string();
     json!({
         "before": before,
         "after": after,
@@ -148,11 +160,19 @@ pub fn convert(type_oid: u32, v: &Col) -> Value {
         Col::Unchanged => return Value::String(UNAVAILABLE.into()),
         Col::Text(t) => t.as_str(),
     };
-    let number = |t: &str| t.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(t.into()));
+    let number = |t: &str| {
+        t.parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(t.into()))
+    };
     match type_oid {
         16 => Value::Bool(text == "t"),
         20 | 21 | 23 | 26 => number(text),
-        700 | 701 => text.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or_else(|| Value::String(text.into()), Value::Number),
+        700 | 701 => text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or_else(|| Value::String(text.into()), Value::Number),
         1082 => days_since_epoch(text).map_or_else(|| Value::String(text.into()), Value::from),
         1114 => micros_since_epoch(text).map_or_else(|| Value::String(text.into()), Value::from),
         1184 => Value::String(iso_utc(text)),
@@ -165,7 +185,11 @@ pub fn convert(type_oid: u32, v: &Col) -> Value {
 /// `YYYY-MM-DD` → days since 1970-01-01.
 fn days_since_epoch(d: &str) -> Option<i64> {
     let mut parts = d.get(..10)?.split('-');
-    let (y, m, day): (i64, i64, i64) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    let (y, m, day): (i64, i64, i64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -178,9 +202,17 @@ fn days_since_epoch(d: &str) -> Option<i64> {
 fn time_micros(t: &str) -> Option<i64> {
     let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
     let mut p = hms.split(':');
-    let (h, m, s): (i64, i64, i64) = (p.next()?.parse().ok()?, p.next()?.parse().ok()?, p.next()?.parse().ok()?);
+    let (h, m, s): (i64, i64, i64) = (
+        p.next()?.parse().ok()?,
+        p.next()?.parse().ok()?,
+        p.next()?.parse().ok()?,
+    );
     let frac: String = frac.chars().take_while(char::is_ascii_digit).collect();
-    let micros = if frac.is_empty() { 0 } else { format!("{frac:0<6}").get(..6)?.parse().ok()? };
+    let micros = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").get(..6)?.parse().ok()?
+    };
     Some(((h * 60 + m) * 60 + s) * 1_000_000 + micros)
 }
 
@@ -200,7 +232,9 @@ fn iso_utc(ts: &str) -> String {
 fn bytea_base64(t: &str) -> String {
     use base64::Engine;
     let hex = t.strip_prefix("\\x").unwrap_or(t);
-    let bytes: Vec<u8> = (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
@@ -222,7 +256,10 @@ mod tests {
         assert_eq!(convert(1082, &t("2024-01-02")), json!(19724));
         assert_eq!(convert(1082, &t("1969-12-31")), json!(-1));
         assert_eq!(convert(1114, &t("1970-01-01 00:00:01.5")), json!(1_500_000));
-        assert_eq!(convert(1184, &t("2024-01-01 00:00:37.123456+00")), json!("2024-01-01T00:00:37.123456Z"));
+        assert_eq!(
+            convert(1184, &t("2024-01-01 00:00:37.123456+00")),
+            json!("2024-01-01T00:00:37.123456Z")
+        );
         assert_eq!(convert(1083, &t("01:00:00")), json!(3_600_000_000i64));
         assert_eq!(convert(17, &t("\\x68656c6c6f")), json!("aGVsbG8="));
         assert_eq!(convert(25, &Col::Unchanged), json!(UNAVAILABLE));
@@ -236,16 +273,59 @@ mod tests {
             schema: "public".into(),
             table: "products".into(),
             replica_identity: b'd',
-            columns: vec![Column { name: "id".into(), type_oid: 20, key: true }, Column { name: "title".into(), type_oid: 25, key: false }],
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    type_oid: 20,
+                    key: true,
+                },
+                Column {
+                    name: "title".into(),
+                    type_oid: 25,
+                    key: false,
+                },
+            ],
         };
         let after = row(&rel, &[t("7"), t("Kettle")]);
-        let src = SourceInfo { name: "monolith", db: "shop", tx_id: Some(555), lsn: Some(Lsn(24_023_128)), last_commit_lsn: Some(Lsn(24_023_119)), ts_ms: 1_700_000_000_000, snapshot: "false" };
-        let v = envelope(Op::Create, None, Some(after), &rel, &src, Some(TxOrder { total: 1, in_table: 1 }), 1_700_000_000_100);
+        let src = SourceInfo {
+            name: "monolith",
+            db: "shop",
+            tx_id: Some(555),
+            lsn: Some(Lsn(24_023_128)),
+            last_commit_lsn: Some(Lsn(24_023_119)),
+            ts_ms: 1_700_000_000_000,
+            snapshot: "false",
+        };
+        let v = envelope(
+            Op::Create,
+            None,
+            Some(after),
+            &rel,
+            &src,
+            Some(TxOrder {
+                total: 1,
+                in_table: 1,
+            }),
+            1_700_000_000_100,
+        );
         assert_eq!(v["op"], "c");
         assert_eq!(v["after"], json!({"id": 7, "title": "Kettle"}));
         assert_eq!(v["before"], Value::Null);
         let s = &v["source"];
-        for field in ["version", "connector", "name", "ts_ms", "snapshot", "db", "sequence", "schema", "table", "txId", "lsn", "xmin"] {
+        for field in [
+            "version",
+            "connector",
+            "name",
+            "ts_ms",
+            "snapshot",
+            "db",
+            "sequence",
+            "schema",
+            "table",
+            "txId",
+            "lsn",
+            "xmin",
+        ] {
             assert!(s.get(field).is_some(), "source.{field}");
         }
         assert_eq!(s["sequence"], "[\"24023119\",\"24023128\"]");

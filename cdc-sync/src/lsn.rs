@@ -10,7 +10,9 @@ impl Lsn {
     /// Parses PostgreSQL's `X/Y` form.
     pub fn parse(s: &str) -> Option<Lsn> {
         let (hi, lo) = s.trim().split_once('/')?;
-        Some(Lsn((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?))
+        Some(Lsn(
+            (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?
+        ))
     }
 
     /// As stored in BIGINT columns (WAL positions stay far below 2^63).

@@ -42,13 +42,29 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     Relation(Relation),
-    Insert { rel: u32, new: Vec<Value> },
+    Insert {
+        rel: u32,
+        new: Vec<Value>,
+    },
     /// `old` is the old key (`K`) or the whole old row (`O`, replica identity full).
-    Update { rel: u32, old: Option<Vec<Value>>, new: Vec<Value> },
-    Delete { rel: u32, old: Vec<Value> },
-    Truncate { rels: Vec<u32>, cascade: bool, restart_identity: bool },
+    Update {
+        rel: u32,
+        old: Option<Vec<Value>>,
+        new: Vec<Value>,
+    },
+    Delete {
+        rel: u32,
+        old: Vec<Value>,
+    },
+    Truncate {
+        rels: Vec<u32>,
+        cascade: bool,
+        restart_identity: bool,
+    },
     /// The transaction was replayed from another node: its origin's name.
-    Origin { name: String },
+    Origin {
+        name: String,
+    },
     Type,
     /// Begin/Commit/Message are decoded by the replication client; anything
     /// else is reported, not fatal.
@@ -71,7 +87,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn err<T>(&self, what: &'static str) -> Result<T, DecodeError> {
-        Err(DecodeError { kind: self.kind, what })
+        Err(DecodeError {
+            kind: self.kind,
+            what,
+        })
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         match self.b.get(self.i..self.i + n) {
@@ -123,9 +142,16 @@ impl<'a> Reader<'a> {
 /// Decodes one pgoutput message.
 pub fn decode(data: &[u8]) -> Result<Message, DecodeError> {
     let Some(&tag) = data.first() else {
-        return Err(DecodeError { kind: '?', what: "empty" });
+        return Err(DecodeError {
+            kind: '?',
+            what: "empty",
+        });
     };
-    let mut r = Reader { b: data, i: 1, kind: tag as char };
+    let mut r = Reader {
+        b: data,
+        i: 1,
+        kind: tag as char,
+    };
     Ok(match tag {
         b'R' => {
             let oid = r.u32()?;
@@ -139,16 +165,29 @@ pub fn decode(data: &[u8]) -> Result<Message, DecodeError> {
                 let name = r.cstr()?;
                 let type_oid = r.u32()?;
                 let _typmod = r.u32()?;
-                columns.push(Column { name, type_oid, key: flags & 1 == 1 });
+                columns.push(Column {
+                    name,
+                    type_oid,
+                    key: flags & 1 == 1,
+                });
             }
-            Message::Relation(Relation { oid, schema, table, replica_identity, columns })
+            Message::Relation(Relation {
+                oid,
+                schema,
+                table,
+                replica_identity,
+                columns,
+            })
         }
         b'I' => {
             let rel = r.u32()?;
             if r.u8()? != b'N' {
                 return r.err("insert without new tuple");
             }
-            Message::Insert { rel, new: r.tuple()? }
+            Message::Insert {
+                rel,
+                new: r.tuple()?,
+            }
         }
         b'U' => {
             let rel = r.u32()?;
@@ -161,12 +200,19 @@ pub fn decode(data: &[u8]) -> Result<Message, DecodeError> {
             if marker != b'N' {
                 return r.err("update without new tuple");
             }
-            Message::Update { rel, old, new: r.tuple()? }
+            Message::Update {
+                rel,
+                old,
+                new: r.tuple()?,
+            }
         }
         b'D' => {
             let rel = r.u32()?;
             match r.u8()? {
-                b'K' | b'O' => Message::Delete { rel, old: r.tuple()? },
+                b'K' | b'O' => Message::Delete {
+                    rel,
+                    old: r.tuple()?,
+                },
                 _ => return r.err("delete without old tuple"),
             }
         }
@@ -177,7 +223,11 @@ pub fn decode(data: &[u8]) -> Result<Message, DecodeError> {
             for _ in 0..n {
                 rels.push(r.u32()?);
             }
-            Message::Truncate { rels, cascade: opts & 1 != 0, restart_identity: opts & 2 != 0 }
+            Message::Truncate {
+                rels,
+                cascade: opts & 1 != 0,
+                restart_identity: opts & 2 != 0,
+            }
         }
         b'O' => {
             let _lsn = r.take(8)?;
@@ -244,16 +294,33 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_what_postgres_sends() {
-        let r = decode(&relation(16384, "public", "products", &[("id", 20, true), ("title", 25, false)])).expect("relation");
-        let Message::Relation(rel) = r else { panic!("{r:?}") };
-        assert_eq!((rel.schema.as_str(), rel.table.as_str(), rel.columns.len()), ("public", "products", 2));
+        let r = decode(&relation(
+            16384,
+            "public",
+            "products",
+            &[("id", 20, true), ("title", 25, false)],
+        ))
+        .expect("relation");
+        let Message::Relation(rel) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (rel.schema.as_str(), rel.table.as_str(), rel.columns.len()),
+            ("public", "products", 2)
+        );
         assert!(rel.columns[0].key && !rel.columns[1].key);
 
         let mut ins = vec![b'I'];
         ins.extend(16384u32.to_be_bytes());
         ins.push(b'N');
         ins.extend(tuple(&[Some("1"), None]));
-        assert_eq!(decode(&ins).expect("insert"), Message::Insert { rel: 16384, new: vec![Value::Text("1".into()), Value::Null] });
+        assert_eq!(
+            decode(&ins).expect("insert"),
+            Message::Insert {
+                rel: 16384,
+                new: vec![Value::Text("1".into()), Value::Null]
+            }
+        );
 
         let mut upd = vec![b'U'];
         upd.extend(16384u32.to_be_bytes());
@@ -261,21 +328,35 @@ pub(crate) mod tests {
         upd.extend(tuple(&[Some("1"), None]));
         upd.push(b'N');
         upd.extend(tuple(&[Some("2"), Some("\u{0}unchanged")]));
-        let Message::Update { old, new, .. } = decode(&upd).expect("update") else { panic!() };
+        let Message::Update { old, new, .. } = decode(&upd).expect("update") else {
+            panic!()
+        };
         assert_eq!(old, Some(vec![Value::Text("1".into()), Value::Null]));
         assert_eq!(new, vec![Value::Text("2".into()), Value::Unchanged]);
 
         let mut origin = vec![b'O'];
         origin.extend(0u64.to_be_bytes());
         origin.extend(b"strangler_catalog\0");
-        assert_eq!(decode(&origin).expect("origin"), Message::Origin { name: "strangler_catalog".into() });
+        assert_eq!(
+            decode(&origin).expect("origin"),
+            Message::Origin {
+                name: "strangler_catalog".into()
+            }
+        );
 
         let mut trunc = vec![b'T'];
         trunc.extend(2u32.to_be_bytes());
         trunc.push(1);
         trunc.extend(1u32.to_be_bytes());
         trunc.extend(2u32.to_be_bytes());
-        assert_eq!(decode(&trunc).expect("truncate"), Message::Truncate { rels: vec![1, 2], cascade: true, restart_identity: false });
+        assert_eq!(
+            decode(&trunc).expect("truncate"),
+            Message::Truncate {
+                rels: vec![1, 2],
+                cascade: true,
+                restart_identity: false
+            }
+        );
         assert!(decode(&[b'I', 0, 0]).is_err());
     }
 }

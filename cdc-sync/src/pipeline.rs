@@ -34,7 +34,10 @@ pub enum Target<'a> {
     Embedded(&'a mut [Sink]),
     /// Published to Kafka (durably taken = acknowledged by the broker).
     /// `snapshot_done` says whether a complete snapshot was published before.
-    Kafka { producer: &'a KafkaProducer, snapshot_done: bool },
+    Kafka {
+        producer: &'a KafkaProducer,
+        snapshot_done: bool,
+    },
 }
 
 impl Target<'_> {
@@ -46,7 +49,14 @@ impl Target<'_> {
     }
 
     /// Hands over a batch; returns once it is durably taken.
-    async fn take(&mut self, batch: &[Record], through: Lsn, snapshot_complete: bool, progress: &mut Progress, status: &dyn StatusReporter) -> Result<(), PipelineError> {
+    async fn take(
+        &mut self,
+        batch: &[Record],
+        through: Lsn,
+        snapshot_complete: bool,
+        progress: &mut Progress,
+        status: &dyn StatusReporter,
+    ) -> Result<(), PipelineError> {
         match self {
             Target::Embedded(sinks) => {
                 for sink in sinks.iter_mut() {
@@ -54,7 +64,8 @@ impl Target<'_> {
                     progress.rows_applied += a.rows;
                     progress.dead_letters += a.dead_letters;
                     if through.0 > 0 {
-                        let tables: Vec<String> = sink.source_tables().map(str::to_string).collect();
+                        let tables: Vec<String> =
+                            sink.source_tables().map(str::to_string).collect();
                         for t in tables {
                             status.applied(&sink.name, &t, through).await;
                         }
@@ -181,7 +192,9 @@ pub async fn run(
             }
         }
         if let Some(end) = through {
-            target.take(&batch, end, false, &mut progress, status).await?;
+            target
+                .take(&batch, end, false, &mut progress, status)
+                .await?;
         }
         // Everything handed over is committed in every sink.
         let confirm = match (through, quiet) {
@@ -225,7 +238,11 @@ async fn open(
     let deadline = Instant::now() + Duration::from_secs(30);
     while slot.as_ref().is_some_and(|s| s.active) {
         if Instant::now() > deadline {
-            return Err(SourceError::Invalid(format!("replication slot {} is in use by another session", cfg.slot)).into());
+            return Err(SourceError::Invalid(format!(
+                "replication slot {} is in use by another session",
+                cfg.slot
+            ))
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         slot = source::slot_state(&mut conn, &cfg.slot).await?;
@@ -257,7 +274,14 @@ async fn open(
             if read {
                 source::snapshot(&cfg, tx).await
             } else {
-                source::snapshot(&SourceConfig { tables: Vec::new(), ..cfg }, tx).await
+                source::snapshot(
+                    &SourceConfig {
+                        tables: Vec::new(),
+                        ..cfg
+                    },
+                    tx,
+                )
+                .await
             }
         })
     };
@@ -266,7 +290,9 @@ async fn open(
         target.take(&batch, Lsn(0), false, progress, status).await?;
         on_progress(progress);
     }
-    let (stream, consistent) = snap.await.map_err(|e| SourceError::Replication(format!("snapshot task: {e}")))??;
+    let (stream, consistent) = snap
+        .await
+        .map_err(|e| SourceError::Replication(format!("snapshot task: {e}")))??;
     target.take(&[], consistent, true, progress, status).await?;
     status.snapshot_complete(&cfg.slot).await;
     if let Target::Kafka { snapshot_done, .. } = target {

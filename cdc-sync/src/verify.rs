@@ -54,12 +54,21 @@ impl Side<'_> {
         self.key.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ")
     }
     fn row_text(&self) -> String {
-        let cols: Vec<String> = self.cols.iter().map(|c| format!("{}::text", q(c))).collect();
+        let cols: Vec<String> = self
+            .cols
+            .iter()
+            .map(|c| format!("{}::text", q(c)))
+            .collect();
         format!("md5(ROW({})::text)", cols.join(", "))
     }
     /// `(k1, k2) >= ($1::t1, $2::t2)` for a bound at parameter offset `at`.
     fn bound(&self, op: &str, at: usize) -> String {
-        let params: Vec<String> = self.key_types.iter().enumerate().map(|(i, t)| format!("${}::{t}", at + i)).collect();
+        let params: Vec<String> = self
+            .key_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("${}::{t}", at + i))
+            .collect();
         format!("({}) {op} ({})", self.key_list(), params.join(", "))
     }
     fn range(&self, lo: Option<&Vec<String>>, hi: Option<&Vec<String>>) -> (String, Vec<String>) {
@@ -73,9 +82,20 @@ impl Side<'_> {
             conds.push(self.bound("<", params.len() + 1));
             params.extend(hi.iter().cloned());
         }
-        (if conds.is_empty() { "true".to_string() } else { conds.join(" AND ") }, params)
+        (
+            if conds.is_empty() {
+                "true".to_string()
+            } else {
+                conds.join(" AND ")
+            },
+            params,
+        )
     }
-    async fn chunk_hash(&mut self, lo: Option<&Vec<String>>, hi: Option<&Vec<String>>) -> Result<(i64, String), sqlx::Error> {
+    async fn chunk_hash(
+        &mut self,
+        lo: Option<&Vec<String>>,
+        hi: Option<&Vec<String>>,
+    ) -> Result<(i64, String), sqlx::Error> {
         let (cond, params) = self.range(lo, hi);
         let sql = format!(
             "SELECT count(*), COALESCE(md5(string_agg({}, '' ORDER BY {})), '') FROM {} WHERE {cond}",
@@ -90,24 +110,42 @@ impl Side<'_> {
         let r = query.fetch_one(&mut *self.conn).await?;
         Ok((r.try_get(0)?, r.try_get(1)?))
     }
-    async fn rows(&mut self, lo: Option<&Vec<String>>, hi: Option<&Vec<String>>) -> Result<BTreeMap<Vec<String>, String>, sqlx::Error> {
+    async fn rows(
+        &mut self,
+        lo: Option<&Vec<String>>,
+        hi: Option<&Vec<String>>,
+    ) -> Result<BTreeMap<Vec<String>, String>, sqlx::Error> {
         let (cond, params) = self.range(lo, hi);
         let keys: Vec<String> = self.key.iter().map(|k| format!("{}::text", q(k))).collect();
-        let sql = format!("SELECT {}, {} FROM {} WHERE {cond}", keys.join(", "), self.row_text(), self.table);
+        let sql = format!(
+            "SELECT {}, {} FROM {} WHERE {cond}",
+            keys.join(", "),
+            self.row_text(),
+            self.table
+        );
         let mut query = sqlx::query(&sql);
         for p in &params {
             query = query.bind(p);
         }
         let mut out = BTreeMap::new();
         for r in query.fetch_all(&mut *self.conn).await? {
-            let key: Vec<String> = (0..self.key.len()).map(|i| r.try_get::<Option<String>, _>(i).map(|v| v.unwrap_or_default())).collect::<Result<_, _>>()?;
+            let key: Vec<String> = (0..self.key.len())
+                .map(|i| {
+                    r.try_get::<Option<String>, _>(i)
+                        .map(|v| v.unwrap_or_default())
+                })
+                .collect::<Result<_, _>>()?;
             out.insert(key, r.try_get(self.key.len())?);
         }
         Ok(out)
     }
 }
 
-async fn key_types(conn: &mut PgConnection, table: &str, key: &[String]) -> Result<Vec<String>, sqlx::Error> {
+async fn key_types(
+    conn: &mut PgConnection,
+    table: &str,
+    key: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
     let mut out = Vec::new();
     for k in key {
         let t: String = sqlx::query_scalar("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2")
@@ -128,7 +166,11 @@ pub async fn table(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<TableReport, sqlx::Error> {
     let m: &TableMapping = &target_table.mapping;
-    let inverse: BTreeMap<&str, &str> = m.rename.iter().map(|(s, t)| (t.as_str(), s.as_str())).collect();
+    let inverse: BTreeMap<&str, &str> = m
+        .rename
+        .iter()
+        .map(|(s, t)| (t.as_str(), s.as_str()))
+        .collect();
     let src_name = |t: &str| inverse.get(t).copied().unwrap_or(t).to_string();
     // Target columns that have a source column (not excluded), in target order.
     let source_cols: Vec<String> = sqlx::query_scalar(
@@ -149,8 +191,20 @@ pub async fn table(
     let key_src: Vec<String> = key_dst.iter().map(|k| src_name(k)).collect();
     let src_key_types = key_types(source, &src_table, &key_src).await?;
     let dst_key_types = key_types(target, &dst_table, &key_dst).await?;
-    let mut s = Side { table: src_table, key: key_src, key_types: src_key_types, cols: pairs.iter().map(|p| p.0.clone()).collect(), conn: source };
-    let mut t = Side { table: dst_table, key: key_dst, key_types: dst_key_types, cols: pairs.iter().map(|p| p.1.clone()).collect(), conn: target };
+    let mut s = Side {
+        table: src_table,
+        key: key_src,
+        key_types: src_key_types,
+        cols: pairs.iter().map(|p| p.0.clone()).collect(),
+        conn: source,
+    };
+    let mut t = Side {
+        table: dst_table,
+        key: key_dst,
+        key_types: dst_key_types,
+        cols: pairs.iter().map(|p| p.1.clone()).collect(),
+        conn: target,
+    };
 
     // Chunk boundaries from the source's keys.
     let keys: Vec<String> = s.key.iter().map(|k| format!("{}::text", q(k))).collect();
@@ -166,7 +220,14 @@ pub async fn table(
         .fetch_all(&mut *s.conn)
         .await?
         .iter()
-        .map(|r| (0..s.key.len()).map(|i| r.try_get::<Option<String>, _>(i).map(|v| v.unwrap_or_default())).collect())
+        .map(|r| {
+            (0..s.key.len())
+                .map(|i| {
+                    r.try_get::<Option<String>, _>(i)
+                        .map(|v| v.unwrap_or_default())
+                })
+                .collect()
+        })
         .collect::<Result<_, _>>()?;
     let mut edges: Vec<Option<&Vec<String>>> = vec![None];
     edges.extend(bounds.iter().map(Some));
@@ -192,13 +253,22 @@ pub async fn table(
             let (a, b) = (s.rows(lo, hi).await?, t.rows(lo, hi).await?);
             for (k, h) in &a {
                 match b.get(k) {
-                    None => report.differences.push(RowDiff { key: k.clone(), kind: "missing" }),
-                    Some(h2) if h2 != h => report.differences.push(RowDiff { key: k.clone(), kind: "differs" }),
+                    None => report.differences.push(RowDiff {
+                        key: k.clone(),
+                        kind: "missing",
+                    }),
+                    Some(h2) if h2 != h => report.differences.push(RowDiff {
+                        key: k.clone(),
+                        kind: "differs",
+                    }),
                     Some(_) => {}
                 }
             }
             for k in b.keys().filter(|k| !a.contains_key(*k)) {
-                report.differences.push(RowDiff { key: k.clone(), kind: "extra" });
+                report.differences.push(RowDiff {
+                    key: k.clone(),
+                    kind: "extra",
+                });
             }
         }
         progress(i + 1, chunks);

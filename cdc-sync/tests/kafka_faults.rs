@@ -40,9 +40,16 @@ async fn publish_waits_for_a_broker_that_is_down_and_loses_nothing() {
         tokio::spawn(async move { p.publish(&records(50)).await })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!task.is_finished(), "publish returned while the broker was down");
+    assert!(
+        !task.is_finished(),
+        "publish returned while the broker was down"
+    );
     cluster.broker_up(1).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap_servers())
@@ -53,10 +60,18 @@ async fn publish_waits_for_a_broker_that_is_down_and_loses_nothing() {
     consumer.subscribe(&["shop.public.ledger"]).unwrap();
     let mut n = 0;
     while n < 60 {
-        let m = tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await.unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(m.key().is_some());
         n += 1;
     }
     // Nothing more: the idempotent producer did not duplicate on retry.
-    assert!(tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await.is_err(), "a duplicate was delivered");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), consumer.recv())
+            .await
+            .is_err(),
+        "a duplicate was delivered"
+    );
 }

@@ -22,7 +22,10 @@ fn tansu_bin() -> Result<PathBuf> {
         return Ok(cached);
     }
     if let Some(path) = std::env::var_os("PATH") {
-        if let Some(p) = std::env::split_paths(&path).map(|d| d.join("tansu")).find(|p| p.exists()) {
+        if let Some(p) = std::env::split_paths(&path)
+            .map(|d| d.join("tansu"))
+            .find(|p| p.exists())
+        {
             return Ok(p);
         }
     }
@@ -35,7 +38,15 @@ impl Broker {
         let port = crate::free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu_bin()?)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -11,7 +11,11 @@ use strangler_router::store::StateStore;
 use crate::support::*;
 
 fn spawn_cdc(h: &Harness, env: &[(&str, &str)]) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(h.dir.path().join("cdc.log")).expect("log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(h.dir.path().join("cdc.log"))
+        .expect("log");
     Command::new(strangler_bin())
         .args(["cdc", "run", "-c"])
         .arg(h.config_path())
@@ -23,18 +27,42 @@ fn spawn_cdc(h: &Harness, env: &[(&str, &str)]) -> Child {
 }
 
 fn cli_env(args: &[&str], h: &Harness, env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(strangler_bin()).args(args).arg("-c").arg(h.config_path()).envs(env.iter().copied()).output().expect("run");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(strangler_bin())
+        .args(args)
+        .arg("-c")
+        .arg(h.config_path())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
 async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
-    let pg = tokio::task::spawn_blocking(PgCluster::start).await.expect("join").expect("postgres");
+    let pg = tokio::task::spawn_blocking(PgCluster::start)
+        .await
+        .expect("join")
+        .expect("postgres");
     let src_url = pg.create_database("shop").expect("db");
     let dst_url = pg.create_database("svc").expect("db");
-    let src = PgPoolOptions::new().max_connections(2).connect(&src_url).await.expect("src");
-    let dst = PgPoolOptions::new().max_connections(2).connect(&dst_url).await.expect("dst");
-    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)").execute(&src).await.expect("ddl");
+    let src = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&src_url)
+        .await
+        .expect("src");
+    let dst = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&dst_url)
+        .await
+        .expect("dst");
+    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)")
+        .execute(&src)
+        .await
+        .expect("ddl");
     for sql in [
         "CREATE TABLE ledger (id BIGINT PRIMARY KEY, n INT NOT NULL, note TEXT)",
         "CREATE TABLE applied_log (id BIGINT NOT NULL)",
@@ -58,7 +86,11 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
             .unwrap_or(false)
     })
     .await;
-    assert!(ready.is_some(), "cdc did not start: {}", std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default());
+    assert!(
+        ready.is_some(),
+        "cdc did not start: {}",
+        std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default()
+    );
 
     let total = 3_000;
     let writer = {
@@ -72,7 +104,11 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
     };
     // Kill it hard once some of the stream is through, then start it again.
     let some = eventually(Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger").fetch_one(&dst).await.unwrap_or(0) >= 500
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger")
+            .fetch_one(&dst)
+            .await
+            .unwrap_or(0)
+            >= 500
     })
     .await;
     assert!(some.is_some());
@@ -82,11 +118,22 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
     let mut cdc = spawn_cdc(&h, &env);
     writer.await.expect("writer");
     let done = eventually(Duration::from_secs(60), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger").fetch_one(&dst).await.unwrap_or(0) == total
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger")
+            .fetch_one(&dst)
+            .await
+            .unwrap_or(0)
+            == total
     })
     .await;
-    assert!(done.is_some(), "not every row arrived: {}", std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default());
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied_log").fetch_one(&dst).await.expect("count");
+    assert!(
+        done.is_some(),
+        "not every row arrived: {}",
+        std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default()
+    );
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied_log")
+        .fetch_one(&dst)
+        .await
+        .expect("count");
     assert_eq!(applied, total, "a replayed transaction was applied again");
 
     // verify: clean, then a planted difference is found (exit 1).
@@ -100,13 +147,24 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
     assert_eq!(status["exists"], true);
     assert!(status["sinks"][0]["applied"].is_string(), "{status}");
     // The router sees per-table positions in the state store.
-    let store = StateStore::connect(&format!("sqlite://{}/state.db?mode=rwc", h.dir.path().display())).await.expect("store");
+    let store = StateStore::connect(&format!(
+        "sqlite://{}/state.db?mode=rwc",
+        h.dir.path().display()
+    ))
+    .await
+    .expect("store");
     let lag = store.lag_view().await.expect("lag view");
-    assert!(lag.source.is_some() && lag.applied.contains_key("public.ledger"), "{lag:?}");
+    assert!(
+        lag.source.is_some() && lag.applied.contains_key("public.ledger"),
+        "{lag:?}"
+    );
 
     cdc.kill().expect("kill");
     let _ = cdc.wait();
-    sqlx::query("UPDATE ledger SET note = 'tampered' WHERE id = 42").execute(&dst).await.expect("tamper");
+    sqlx::query("UPDATE ledger SET note = 'tampered' WHERE id = 42")
+        .execute(&dst)
+        .await
+        .expect("tamper");
     let (code, out, _) = cli_env(&["cdc", "verify", "--table", "ledger"], &h, &env);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("differs key (42)"), "{out}");
@@ -114,7 +172,11 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
 
 /// Reads every message of `topic` from the start (a plain consumer, as a
 /// Debezium consumer would).
-async fn read_topic(brokers: &str, topic: &str, at_least: usize) -> Vec<(Option<Value>, Option<Value>)> {
+async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    at_least: usize,
+) -> Vec<(Option<Value>, Option<Value>)> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::Message;
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
@@ -137,20 +199,47 @@ async fn read_topic(brokers: &str, topic: &str, at_least: usize) -> Vec<(Option<
 }
 
 fn fastrand_id() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 #[tokio::test]
 async fn cdc_through_a_real_kafka_protocol_broker() {
-    let broker = tokio::task::spawn_blocking(strangler_testkit::Broker::start).await.expect("join").expect("tansu");
-    let pg = tokio::task::spawn_blocking(PgCluster::start).await.expect("join").expect("postgres");
+    let broker = tokio::task::spawn_blocking(strangler_testkit::Broker::start)
+        .await
+        .expect("join")
+        .expect("tansu");
+    let pg = tokio::task::spawn_blocking(PgCluster::start)
+        .await
+        .expect("join")
+        .expect("postgres");
     let src_url = pg.create_database("shop").expect("db");
     let dst_url = pg.create_database("svc").expect("db");
-    let src = PgPoolOptions::new().max_connections(2).connect(&src_url).await.expect("src");
-    let dst = PgPoolOptions::new().max_connections(2).connect(&dst_url).await.expect("dst");
-    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)").execute(&src).await.expect("ddl");
-    sqlx::query("CREATE TABLE ledger (id BIGINT PRIMARY KEY, n INT NOT NULL CHECK (n >= 0), note TEXT)").execute(&dst).await.expect("ddl");
-    sqlx::query("INSERT INTO ledger (n, note) SELECT g, 'before' FROM generate_series(1, 100) g").execute(&src).await.expect("seed");
+    let src = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&src_url)
+        .await
+        .expect("src");
+    let dst = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&dst_url)
+        .await
+        .expect("dst");
+    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)")
+        .execute(&src)
+        .await
+        .expect("ddl");
+    sqlx::query(
+        "CREATE TABLE ledger (id BIGINT PRIMARY KEY, n INT NOT NULL CHECK (n >= 0), note TEXT)",
+    )
+    .execute(&dst)
+    .await
+    .expect("ddl");
+    sqlx::query("INSERT INTO ledger (n, note) SELECT g, 'before' FROM generate_series(1, 100) g")
+        .execute(&src)
+        .await
+        .expect("seed");
     let h = Harness::new();
     h.write_config(&format!(
         "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
@@ -160,34 +249,90 @@ async fn cdc_through_a_real_kafka_protocol_broker() {
     let mut cdc = spawn_cdc(&h, &env);
     let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
     let snap = eventually(Duration::from_secs(60), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger").fetch_one(&dst).await.unwrap_or(0) == 100
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger")
+            .fetch_one(&dst)
+            .await
+            .unwrap_or(0)
+            == 100
     })
     .await;
-    assert!(snap.is_some(), "snapshot did not arrive through the broker: {}", log());
-    sqlx::query("INSERT INTO ledger (n, note) SELECT g, 'after' FROM generate_series(1, 200) g").execute(&src).await.expect("insert");
-    sqlx::query("UPDATE ledger SET note = 'updated' WHERE id % 10 = 0").execute(&src).await.expect("update");
-    sqlx::query("DELETE FROM ledger WHERE id = 7").execute(&src).await.expect("delete");
+    assert!(
+        snap.is_some(),
+        "snapshot did not arrive through the broker: {}",
+        log()
+    );
+    sqlx::query("INSERT INTO ledger (n, note) SELECT g, 'after' FROM generate_series(1, 200) g")
+        .execute(&src)
+        .await
+        .expect("insert");
+    sqlx::query("UPDATE ledger SET note = 'updated' WHERE id % 10 = 0")
+        .execute(&src)
+        .await
+        .expect("update");
+    sqlx::query("DELETE FROM ledger WHERE id = 7")
+        .execute(&src)
+        .await
+        .expect("delete");
     // A poison event: the service's schema refuses a negative n.
-    sqlx::query("INSERT INTO ledger (n, note) VALUES (-1, 'poison')").execute(&src).await.expect("poison");
-    sqlx::query("INSERT INTO ledger (n, note) VALUES (5, 'after the poison')").execute(&src).await.expect("insert");
+    sqlx::query("INSERT INTO ledger (n, note) VALUES (-1, 'poison')")
+        .execute(&src)
+        .await
+        .expect("poison");
+    sqlx::query("INSERT INTO ledger (n, note) VALUES (5, 'after the poison')")
+        .execute(&src)
+        .await
+        .expect("insert");
     let done = eventually(Duration::from_secs(60), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger WHERE note = 'after the poison'").fetch_one(&dst).await.unwrap_or(0) == 1
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger WHERE note = 'after the poison'")
+            .fetch_one(&dst)
+            .await
+            .unwrap_or(0)
+            == 1
     })
     .await;
     assert!(done.is_some(), "{}", log());
-    let (count, updated): (i64, i64) = sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE note = 'updated') FROM ledger").fetch_one(&dst).await.expect("count");
-    assert_eq!((count, updated), (300, 30), "300 rows (301 minus the deleted one; the poison one set aside)");
+    let (count, updated): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE note = 'updated') FROM ledger")
+            .fetch_one(&dst)
+            .await
+            .expect("count");
+    assert_eq!(
+        (count, updated),
+        (300, 30),
+        "300 rows (301 minus the deleted one; the poison one set aside)"
+    );
 
     // What a Debezium consumer sees on the topic.
-    let messages = read_topic(&broker.bootstrap(), "shop.public.ledger", 100 + 200 + 30 + 2 + 2).await;
-    let ops: Vec<&str> = messages.iter().filter_map(|(_, v)| v.as_ref().and_then(|v| v["op"].as_str())).collect();
-    assert_eq!(ops.iter().filter(|o| **o == "r").count(), 100, "snapshot reads");
+    let messages = read_topic(
+        &broker.bootstrap(),
+        "shop.public.ledger",
+        100 + 200 + 30 + 2 + 2,
+    )
+    .await;
+    let ops: Vec<&str> = messages
+        .iter()
+        .filter_map(|(_, v)| v.as_ref().and_then(|v| v["op"].as_str()))
+        .collect();
+    assert_eq!(
+        ops.iter().filter(|o| **o == "r").count(),
+        100,
+        "snapshot reads"
+    );
     assert!(ops.contains(&"c") && ops.contains(&"u") && ops.contains(&"d"));
-    let tombstone = messages.iter().find(|(k, v)| v.is_none() && k.as_ref().is_some_and(|k| k["id"] == 7));
+    let tombstone = messages
+        .iter()
+        .find(|(k, v)| v.is_none() && k.as_ref().is_some_and(|k| k["id"] == 7));
     assert!(tombstone.is_some(), "a tombstone follows the delete");
     let dlq = read_topic(&broker.bootstrap(), "shop.dlq", 1).await;
-    let reason = dlq.first().and_then(|(_, v)| v.as_ref()).map(|v| v["reason"].to_string()).unwrap_or_default();
-    assert!(reason.contains("check constraint"), "the poison event reached the dead-letter topic: {dlq:?}");
+    let reason = dlq
+        .first()
+        .and_then(|(_, v)| v.as_ref())
+        .map(|v| v["reason"].to_string())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("check constraint"),
+        "the poison event reached the dead-letter topic: {dlq:?}"
+    );
 
     cdc.kill().expect("kill");
     let _ = cdc.wait();

@@ -109,9 +109,15 @@ async fn each_stage_sends_traffic_where_it_should() {
     );
     // shadow: the monolith answers, the service gets a marked copy
     let before = legacy.requests();
-    assert_eq!(get_who(&c, &format!("{}/reviews/1", p.base), &[]).await, "legacy");
+    assert_eq!(
+        get_who(&c, &format!("{}/reviews/1", p.base), &[]).await,
+        "legacy"
+    );
     assert_eq!(legacy.requests(), before + 1);
-    let copied = eventually(std::time::Duration::from_secs(5), || async { svc.shadow_requests() == 1 }).await;
+    let copied = eventually(std::time::Duration::from_secs(5), || async {
+        svc.shadow_requests() == 1
+    })
+    .await;
     assert!(copied.is_some(), "the service got the shadow copy");
     // migrated
     let before = svc.requests();

@@ -36,14 +36,23 @@ fn text(v: &Value) -> Option<String> {
 
 /// `$n` cast to `type_name`, reading Debezium's numeric encodings of time.
 fn cast(n: usize, type_name: &str) -> String {
-    let p = format!("${n}");
+    cast_expr(&format!("${n}"), type_name)
+}
+
+/// A text expression cast to `type_name`.
+fn cast_expr(p: &str, type_name: &str) -> String {
     let is_int = format!("{p} ~ '^-?[0-9]+$'");
     match type_name {
-        "date" => format!("(CASE WHEN {is_int} THEN DATE '1970-01-01' + {p}::int ELSE {p}::date END)"),
+        "date" => {
+            format!("(CASE WHEN {is_int} THEN DATE '1970-01-01' + {p}::int ELSE {p}::date END)")
+        }
         t if t.starts_with("timestamp") && !t.contains("with time zone") => {
             format!("(CASE WHEN {is_int} THEN to_timestamp({p}::float8 / 1e6) AT TIME ZONE 'UTC' ELSE {p}::{t} END)")
         }
-        t if t.starts_with("time") && !t.starts_with("timestamp") && !t.contains("with time zone") => {
+        t if t.starts_with("time")
+            && !t.starts_with("timestamp")
+            && !t.contains("with time zone") =>
+        {
             format!("(CASE WHEN {is_int} THEN TIME '00:00' + make_interval(secs => {p}::float8 / 1e6) ELSE {p}::{t} END)")
         }
         "bytea" => format!("decode({p}, 'base64')"),
@@ -53,7 +62,10 @@ fn cast(n: usize, type_name: &str) -> String {
 
 /// Maps `row` (source column → value) to target columns, skipping excluded
 /// columns, columns the target lacks, and unavailable (TOAST) values.
-fn mapped_columns<'a>(t: &'a TargetTable, row: &'a serde_json::Map<String, Value>) -> Vec<(&'a str, &'a Value)> {
+fn mapped_columns<'a>(
+    t: &'a TargetTable,
+    row: &'a serde_json::Map<String, Value>,
+) -> Vec<(&'a str, &'a Value)> {
     let m = &t.mapping;
     row.iter()
         .filter(|(src, _)| !m.exclude.iter().any(|e| e == *src))
@@ -75,14 +87,22 @@ pub fn statement(t: &TargetTable, r: &Record) -> Option<Mapped> {
                 return None;
             }
             let names: Vec<String> = cols.iter().map(|(c, _)| quote(c)).collect();
-            let exprs: Vec<String> = cols.iter().enumerate().map(|(i, (c, _))| cast(i + 1, &t.columns[*c].type_name)).collect();
+            let exprs: Vec<String> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, (c, _))| cast(i + 1, &t.columns[*c].type_name))
+                .collect();
             let pk: Vec<String> = t.primary_key.iter().map(|c| quote(c)).collect();
             let updates: Vec<String> = cols
                 .iter()
                 .filter(|(c, _)| !t.primary_key.iter().any(|k| k == c))
                 .map(|(c, _)| format!("{0} = EXCLUDED.{0}", quote(c)))
                 .collect();
-            let conflict = if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
+            let conflict = if updates.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!("DO UPDATE SET {}", updates.join(", "))
+            };
             Some(Mapped {
                 sql: format!(
                     "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {conflict}",
@@ -100,13 +120,183 @@ pub fn statement(t: &TargetTable, r: &Record) -> Option<Mapped> {
             if cols.is_empty() {
                 return None;
             }
-            let conds: Vec<String> = cols.iter().enumerate().map(|(i, (c, _))| format!("{} = {}", quote(c), cast(i + 1, &t.columns[*c].type_name))).collect();
+            let conds: Vec<String> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, (c, _))| {
+                    format!("{} = {}", quote(c), cast(i + 1, &t.columns[*c].type_name))
+                })
+                .collect();
             Some(Mapped {
                 sql: format!("DELETE FROM {} WHERE {}", t.qualified, conds.join(" AND ")),
                 params: cols.iter().map(|(_, v)| text(v)).collect(),
             })
         }
-        "t" => Some(Mapped { sql: format!("TRUNCATE {}", t.qualified), params: Vec::new() }),
+        "t" => Some(Mapped {
+            sql: format!("TRUNCATE {}", t.qualified),
+            params: Vec::new(),
+        }),
         _ => None,
+    }
+}
+
+/// What a record does to the target, for batching consecutive records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// Upsert of these target columns.
+    Upsert(Vec<String>),
+    Delete,
+    Truncate,
+    Nothing,
+}
+
+/// The shape of a record and its mapped values (upsert: the row; delete: the key).
+pub fn shape(t: &TargetTable, r: &Record) -> (Shape, Vec<Option<String>>) {
+    let Some(value) = r.value.as_ref() else {
+        return (Shape::Nothing, Vec::new());
+    };
+    match value.get("op").and_then(Value::as_str) {
+        Some("c" | "r" | "u") => match value.get("after").and_then(Value::as_object) {
+            Some(row) => {
+                let cols = mapped_columns(t, row);
+                if cols.is_empty() {
+                    return (Shape::Nothing, Vec::new());
+                }
+                (
+                    Shape::Upsert(cols.iter().map(|(c, _)| c.to_string()).collect()),
+                    cols.iter().map(|(_, v)| text(v)).collect(),
+                )
+            }
+            None => (Shape::Nothing, Vec::new()),
+        },
+        Some("d") => match r.key.as_ref().and_then(Value::as_object) {
+            Some(key) => {
+                let cols = mapped_columns(t, key);
+                // Keys in primary-key order.
+                let vals = t
+                    .primary_key
+                    .iter()
+                    .map(|k| cols.iter().find(|(c, _)| c == k).and_then(|(_, v)| text(v)))
+                    .collect();
+                (Shape::Delete, vals)
+            }
+            None => (Shape::Nothing, Vec::new()),
+        },
+        Some("t") => (Shape::Truncate, Vec::new()),
+        _ => (Shape::Nothing, Vec::new()),
+    }
+}
+
+/// A statement over column arrays: many rows, one round trip, one
+/// prepared statement per shape.
+pub struct Batch {
+    pub sql: String,
+    /// Column-major: one text array per column.
+    pub columns: Vec<Vec<Option<String>>>,
+}
+
+impl Batch {
+    pub async fn execute(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+        let conn: &mut PgConnection = tx;
+        let mut q = sqlx::query(&self.sql);
+        for c in &self.columns {
+            q = q.bind(c);
+        }
+        q.execute(conn).await.map(|_| ())
+    }
+}
+
+fn transpose(rows: Vec<Vec<Option<String>>>, width: usize) -> Vec<Vec<Option<String>>> {
+    let mut cols = vec![Vec::with_capacity(rows.len()); width];
+    for row in rows {
+        for (c, v) in cols.iter_mut().zip(row) {
+            c.push(v);
+        }
+    }
+    cols
+}
+
+/// Keeps the last row per key (a batch statement may touch a row once).
+fn last_per_key(rows: Vec<Vec<Option<String>>>, key_idx: &[usize]) -> Vec<Vec<Option<String>>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<Vec<Option<String>>> = rows
+        .into_iter()
+        .rev()
+        .filter(|r| {
+            seen.insert(
+                key_idx
+                    .iter()
+                    .map(|i| r.get(*i).cloned().flatten())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+/// One upsert of many rows with the same columns.
+pub fn upsert_batch(t: &TargetTable, cols: &[String], rows: Vec<Vec<Option<String>>>) -> Batch {
+    let key_idx: Vec<usize> = t
+        .primary_key
+        .iter()
+        .filter_map(|k| cols.iter().position(|c| c == k))
+        .collect();
+    let rows = last_per_key(rows, &key_idx);
+    let names: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+    let arrays: Vec<String> = (1..=cols.len()).map(|i| format!("${i}::text[]")).collect();
+    let exprs: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| cast_expr(&format!("u.c{i}"), &t.columns[c].type_name))
+        .collect();
+    let aliases: Vec<String> = (0..cols.len()).map(|i| format!("c{i}")).collect();
+    let pk: Vec<String> = t.primary_key.iter().map(|c| quote(c)).collect();
+    let updates: Vec<String> = cols
+        .iter()
+        .filter(|c| !t.primary_key.contains(c))
+        .map(|c| format!("{0} = EXCLUDED.{0}", quote(c)))
+        .collect();
+    let conflict = if updates.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
+    };
+    Batch {
+        sql: format!(
+            "INSERT INTO {} ({}) SELECT {} FROM UNNEST({}) AS u({}) ON CONFLICT ({}) {conflict}",
+            t.qualified,
+            names.join(", "),
+            exprs.join(", "),
+            arrays.join(", "),
+            aliases.join(", "),
+            pk.join(", ")
+        ),
+        columns: transpose(rows, cols.len()),
+    }
+}
+
+/// One delete of many keys.
+pub fn delete_batch(t: &TargetTable, keys: Vec<Vec<Option<String>>>) -> Batch {
+    let n = t.primary_key.len();
+    let arrays: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
+    let aliases: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    let exprs: Vec<String> = t
+        .primary_key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| cast_expr(&format!("u.k{i}"), &t.columns[k].type_name))
+        .collect();
+    let pk: Vec<String> = t.primary_key.iter().map(|c| quote(c)).collect();
+    Batch {
+        sql: format!(
+            "DELETE FROM {} WHERE ({}) IN (SELECT {} FROM UNNEST({}) AS u({}))",
+            t.qualified,
+            pk.join(", "),
+            exprs.join(", "),
+            arrays.join(", "),
+            aliases.join(", ")
+        ),
+        columns: transpose(keys, n),
     }
 }

@@ -66,9 +66,15 @@ pub struct Sink {
     last_dead_letter: i64,
 }
 
+/// A stored dead letter: id, topic, key, value, reason.
+type DeadLetterRow = (i64, String, Option<String>, Option<String>, String);
+
 /// What is stored with the rows.
 enum Bookkeeping {
-    Lsn { through: Lsn, snapshot_complete: bool },
+    Lsn {
+        through: Lsn,
+        snapshot_complete: bool,
+    },
     Kafka(Vec<(String, i32, i64)>),
 }
 
@@ -105,10 +111,21 @@ pub fn origin_name(sink: &str) -> String {
 impl Sink {
     /// Connects, prepares the offset and dead-letter tables, sets up the
     /// replication origin and reads the target tables' shapes.
-    pub async fn connect(name: &str, url: &str, slot: &str, mappings: &[TableMapping]) -> Result<Sink, SinkError> {
-        let db = |source| SinkError::Database { sink: name.to_string(), source };
+    pub async fn connect(
+        name: &str,
+        url: &str,
+        slot: &str,
+        mappings: &[TableMapping],
+    ) -> Result<Sink, SinkError> {
+        let db = |source| SinkError::Database {
+            sink: name.to_string(),
+            source,
+        };
         let mut conn = PgConnection::connect(url).await.map_err(db)?;
-        sqlx::query("SET TimeZone = 'UTC'").execute(&mut conn).await.map_err(db)?;
+        sqlx::query("SET TimeZone = 'UTC'")
+            .execute(&mut conn)
+            .await
+            .map_err(db)?;
         for sql in SETUP {
             sqlx::query(sql).execute(&mut conn).await.map_err(db)?;
         }
@@ -118,30 +135,44 @@ impl Sink {
             .execute(&mut conn)
             .await
             .map_err(db)?;
-        sqlx::query("SELECT pg_replication_origin_session_setup($1)").bind(&origin).execute(&mut conn).await.map_err(db)?;
+        sqlx::query("SELECT pg_replication_origin_session_setup($1)")
+            .bind(&origin)
+            .execute(&mut conn)
+            .await
+            .map_err(db)?;
         let mut tables = HashMap::new();
         for m in mappings {
             let t = TargetTable::load(&mut conn, m).await.map_err(|e| match e {
                 target::LoadError::Db(source) => db(source),
-                target::LoadError::Schema(message) => SinkError::Schema { sink: name.to_string(), message },
+                target::LoadError::Schema(message) => SinkError::Schema {
+                    sink: name.to_string(),
+                    message,
+                },
             })?;
             tables.insert(m.source.to_string(), t);
         }
-        let row = sqlx::query("SELECT lsn, snapshot_done FROM strangler_cdc_offsets WHERE sink = $1 AND slot = $2")
-            .bind(name)
-            .bind(slot)
-            .fetch_optional(&mut conn)
-            .await
-            .map_err(db)?;
+        let row = sqlx::query(
+            "SELECT lsn, snapshot_done FROM strangler_cdc_offsets WHERE sink = $1 AND slot = $2",
+        )
+        .bind(name)
+        .bind(slot)
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(db)?;
         let (position, snapshot_done) = match row {
-            Some(r) => (Lsn::from_i64(r.try_get(0).map_err(db)?), r.try_get(1).map_err(db)?),
+            Some(r) => (
+                Lsn::from_i64(r.try_get(0).map_err(db)?),
+                r.try_get(1).map_err(db)?,
+            ),
             None => (Lsn(0), false),
         };
-        let last_dead_letter: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM strangler_cdc_dead_letters WHERE sink = $1")
-            .bind(name)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(db)?;
+        let last_dead_letter: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(id), 0) FROM strangler_cdc_dead_letters WHERE sink = $1",
+        )
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(db)?;
         Ok(Sink {
             name: name.to_string(),
             slot: slot.to_string(),
@@ -169,7 +200,10 @@ impl Sink {
     }
 
     fn db(&self, source: sqlx::Error) -> SinkError {
-        SinkError::Database { sink: self.name.clone(), source }
+        SinkError::Database {
+            sink: self.name.clone(),
+            source,
+        }
     }
 
     /// Forgets the stored position (a new snapshot replaces everything).
@@ -188,7 +222,12 @@ impl Sink {
     /// Applies whole source transactions ending at `through` (snapshot
     /// records carry `Lsn(0)`), and stores `through` with them.
     /// `snapshot_complete` marks the end of the initial snapshot.
-    pub async fn apply(&mut self, records: &[Record], through: Lsn, snapshot_complete: bool) -> Result<Applied, SinkError> {
+    pub async fn apply(
+        &mut self,
+        records: &[Record],
+        through: Lsn,
+        snapshot_complete: bool,
+    ) -> Result<Applied, SinkError> {
         let mine: Vec<&Record> = records
             .iter()
             .filter(|r| self.tables.contains_key(&r.table))
@@ -197,9 +236,20 @@ impl Sink {
         let skipped = (records.len() - mine.len()) as u64;
         let new_position = through.max(self.position);
         if mine.is_empty() && new_position == self.position && !snapshot_complete {
-            return Ok(Applied { skipped, ..Applied::default() });
+            return Ok(Applied {
+                skipped,
+                ..Applied::default()
+            });
         }
-        let mut applied = self.apply_inner(&mine, Bookkeeping::Lsn { through: new_position, snapshot_complete }).await?;
+        let mut applied = self
+            .apply_inner(
+                &mine,
+                Bookkeeping::Lsn {
+                    through: new_position,
+                    snapshot_complete,
+                },
+            )
+            .await?;
         applied.skipped = skipped;
         Ok(applied)
     }
@@ -207,7 +257,10 @@ impl Sink {
     /// Applies records consumed from Kafka and stores each partition's next
     /// offset with them; records below a stored offset were applied before
     /// (a replay after a crash or a rebalance) and are skipped.
-    pub async fn apply_consumed(&mut self, records: &[(Record, String, i32, i64)]) -> Result<Applied, SinkError> {
+    pub async fn apply_consumed(
+        &mut self,
+        records: &[(Record, String, i32, i64)],
+    ) -> Result<Applied, SinkError> {
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
         let mut mine = Vec::new();
         let mut skipped = 0;
@@ -222,7 +275,8 @@ impl Sink {
                         .fetch_optional(&mut self.conn)
                         .await
                         .map_err(|e| self.db(e))?;
-                    self.kafka_offsets.insert((topic.clone(), *partition), o.unwrap_or(0));
+                    self.kafka_offsets
+                        .insert((topic.clone(), *partition), o.unwrap_or(0));
                     o.unwrap_or(0)
                 }
             };
@@ -237,10 +291,16 @@ impl Sink {
             }
         }
         if next.is_empty() {
-            return Ok(Applied { skipped, ..Applied::default() });
+            return Ok(Applied {
+                skipped,
+                ..Applied::default()
+            });
         }
-        let offsets: Vec<(String, i32, i64)> = next.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
-        let mut applied = self.apply_inner(&mine, Bookkeeping::Kafka(offsets.clone())).await?;
+        let offsets: Vec<(String, i32, i64)> =
+            next.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+        let mut applied = self
+            .apply_inner(&mine, Bookkeeping::Kafka(offsets.clone()))
+            .await?;
         for (t, p, o) in offsets {
             self.kafka_offsets.insert((t, p), o);
         }
@@ -248,35 +308,99 @@ impl Sink {
         Ok(applied)
     }
 
-    async fn apply_inner(&mut self, mine: &[&Record], book: Bookkeeping) -> Result<Applied, SinkError> {
+    async fn apply_inner(
+        &mut self,
+        mine: &[&Record],
+        book: Bookkeeping,
+    ) -> Result<Applied, SinkError> {
         let mut applied = Applied::default();
-        let mut tx = self.conn.begin().await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
-        // First try the batch as a whole; on an error redo it event by event
+        let mut tx = self.conn.begin().await.map_err(|e| SinkError::Database {
+            sink: self.name.clone(),
+            source: e,
+        })?;
+        // First try the batch as a whole, consecutive records of one table
+        // and shape in one statement; on an error redo it event by event
         // under savepoints so only the bad event is set aside.
         let fast = {
+            sqlx::query("SAVEPOINT batch")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| SinkError::Database {
+                    sink: self.name.clone(),
+                    source: e,
+                })?;
             let mut ok = true;
-            sqlx::query("SAVEPOINT batch").execute(&mut *tx).await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
-            for r in mine {
-                if let Some(m) = self.tables.get(&r.table).and_then(|t| t.statement(r)) {
-                    if m.execute(&mut tx).await.is_err() {
-                        ok = false;
+            let mut i = 0;
+            while i < mine.len() && ok {
+                let Some(t) = self.tables.get(&mine[i].table) else {
+                    i += 1;
+                    continue;
+                };
+                let (shape, first) = mapping::shape(t, mine[i]);
+                let mut rows = vec![first];
+                let mut j = i + 1;
+                while j < mine.len() && mine[j].table == mine[i].table {
+                    let (s2, vals) = mapping::shape(t, mine[j]);
+                    if s2 != shape {
                         break;
                     }
-                    applied.rows += 1;
+                    rows.push(vals);
+                    j += 1;
                 }
+                let n = rows.len() as u64;
+                let result = match &shape {
+                    mapping::Shape::Upsert(cols) => {
+                        mapping::upsert_batch(t, cols, rows).execute(&mut tx).await
+                    }
+                    mapping::Shape::Delete => mapping::delete_batch(t, rows).execute(&mut tx).await,
+                    mapping::Shape::Truncate => match t.statement(mine[i]) {
+                        Some(m) => m.execute(&mut tx).await,
+                        None => Ok(()),
+                    },
+                    mapping::Shape::Nothing => Ok(()),
+                };
+                match result {
+                    Ok(()) if shape != mapping::Shape::Nothing => applied.rows += n,
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::debug!(sink = %self.name, error = %e, "batch failed; applying event by event");
+                        ok = false;
+                    }
+                }
+                i = j;
             }
             ok
         };
         if !fast {
             applied.rows = 0;
-            sqlx::query("ROLLBACK TO SAVEPOINT batch").execute(&mut *tx).await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+            sqlx::query("ROLLBACK TO SAVEPOINT batch")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| SinkError::Database {
+                    sink: self.name.clone(),
+                    source: e,
+                })?;
             for r in mine {
-                let Some(m) = self.tables.get(&r.table).and_then(|t| t.statement(r)) else { continue };
-                sqlx::query("SAVEPOINT one").execute(&mut *tx).await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+                let Some(m) = self.tables.get(&r.table).and_then(|t| t.statement(r)) else {
+                    continue;
+                };
+                sqlx::query("SAVEPOINT one")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| SinkError::Database {
+                        sink: self.name.clone(),
+                        source: e,
+                    })?;
                 match m.execute(&mut tx).await {
                     Ok(()) => applied.rows += 1,
                     Err(e) => {
-                        sqlx::query("ROLLBACK TO SAVEPOINT one").execute(&mut *tx).await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+                        sqlx::query("ROLLBACK TO SAVEPOINT one")
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| SinkError::Database {
+                                sink: self.name.clone(),
+                                source: e,
+                            })?;
                         tracing::warn!(sink = %self.name, topic = %r.topic, error = %e, "event set aside to the dead-letter table");
                         sqlx::query("INSERT INTO strangler_cdc_dead_letters (sink, topic, key, value, reason) VALUES ($1, $2, $3, $4, $5)")
                             .bind(&self.name)
@@ -293,7 +417,10 @@ impl Sink {
             }
         }
         match book {
-            Bookkeeping::Lsn { through, snapshot_complete } => {
+            Bookkeeping::Lsn {
+                through,
+                snapshot_complete,
+            } => {
                 let snapshot_done = self.snapshot_done || snapshot_complete;
                 sqlx::query(
                     "INSERT INTO strangler_cdc_offsets (sink, slot, lsn, snapshot_done, updated_at) VALUES ($1, $2, $3, $4, now()) \
@@ -306,7 +433,10 @@ impl Sink {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
-                tx.commit().await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+                tx.commit().await.map_err(|e| SinkError::Database {
+                    sink: self.name.clone(),
+                    source: e,
+                })?;
                 self.position = through;
                 self.snapshot_done = snapshot_done;
             }
@@ -324,7 +454,10 @@ impl Sink {
                     .await
                     .map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
                 }
-                tx.commit().await.map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+                tx.commit().await.map_err(|e| SinkError::Database {
+                    sink: self.name.clone(),
+                    source: e,
+                })?;
             }
         }
         Ok(applied)
@@ -336,8 +469,11 @@ impl Sink {
     }
 
     /// Dead letters after id `after`: (topic, key, value, reason).
-    pub async fn dead_letters_since(&mut self, after: i64) -> Result<Vec<(String, Option<String>, Option<String>, String)>, SinkError> {
-        let rows: Vec<(i64, String, Option<String>, Option<String>, String)> =
+    pub async fn dead_letters_since(
+        &mut self,
+        after: i64,
+    ) -> Result<Vec<(String, Option<String>, Option<String>, String)>, SinkError> {
+        let rows: Vec<DeadLetterRow> =
             sqlx::query_as("SELECT id, topic, key, value, reason FROM strangler_cdc_dead_letters WHERE sink = $1 AND id > $2 ORDER BY id")
                 .bind(&self.name)
                 .bind(after)
@@ -347,16 +483,23 @@ impl Sink {
         if let Some(last) = rows.last() {
             self.last_dead_letter = last.0;
         }
-        Ok(rows.into_iter().map(|(_, t, k, v, r)| (t, k, v, r)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(_, t, k, v, r)| (t, k, v, r))
+            .collect())
     }
 
     /// Dead letters kept so far.
     pub async fn dead_letters(&mut self) -> Result<i64, SinkError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM strangler_cdc_dead_letters WHERE sink = $1")
-            .bind(&self.name)
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM strangler_cdc_dead_letters WHERE sink = $1")
+                .bind(&self.name)
+                .fetch_one(&mut self.conn)
+                .await
+                .map_err(|e| SinkError::Database {
+                    sink: self.name.clone(),
+                    source: e,
+                })?;
         Ok(n)
     }
 }

@@ -54,12 +54,21 @@ impl TargetTable {
         .fetch_all(&mut *conn)
         .await?;
         if rows.is_empty() {
-            return Err(LoadError::Schema(format!("target table {} does not exist", m.target)));
+            return Err(LoadError::Schema(format!(
+                "target table {} does not exist",
+                m.target
+            )));
         }
         let mut columns = BTreeMap::new();
         for r in &rows {
             let name: String = r.try_get(0)?;
-            columns.insert(name.clone(), TargetColumn { name, type_name: r.try_get(1)? });
+            columns.insert(
+                name.clone(),
+                TargetColumn {
+                    name,
+                    type_name: r.try_get(1)?,
+                },
+            );
         }
         let pk: Vec<String> = sqlx::query(
             "SELECT a.attname FROM pg_index i \
@@ -75,11 +84,17 @@ impl TargetTable {
         .map(|r| r.try_get(0))
         .collect::<Result<_, _>>()?;
         if pk.is_empty() {
-            return Err(LoadError::Schema(format!("target table {} has no primary key to upsert on", m.target)));
+            return Err(LoadError::Schema(format!(
+                "target table {} has no primary key to upsert on",
+                m.target
+            )));
         }
         for (src, dst) in &m.rename {
             if !columns.contains_key(dst) {
-                return Err(LoadError::Schema(format!("mapping of {}: {src} → {dst}, but {} has no column {dst}", m.source, m.target)));
+                return Err(LoadError::Schema(format!(
+                    "mapping of {}: {src} → {dst}, but {} has no column {dst}",
+                    m.source, m.target
+                )));
             }
         }
         Ok(TargetTable {
@@ -91,7 +106,10 @@ impl TargetTable {
     }
 
     /// Loads the shape for `strangler cdc verify` (errors as sqlx errors).
-    pub async fn load_for_verify(conn: &mut PgConnection, m: &TableMapping) -> Result<TargetTable, sqlx::Error> {
+    pub async fn load_for_verify(
+        conn: &mut PgConnection,
+        m: &TableMapping,
+    ) -> Result<TargetTable, sqlx::Error> {
         match TargetTable::load(conn, m).await {
             Ok(t) => Ok(t),
             Err(LoadError::Db(e)) => Err(e),

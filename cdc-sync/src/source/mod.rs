@@ -61,19 +61,33 @@ pub struct SourceConfig {
 impl SourceConfig {
     /// The database name (for `source.db`).
     pub fn db(&self) -> String {
-        url::Url::parse(&self.url).map(|u| u.path().trim_start_matches('/').to_string()).unwrap_or_default()
+        url::Url::parse(&self.url)
+            .map(|u| u.path().trim_start_matches('/').to_string())
+            .unwrap_or_default()
     }
 
     pub(crate) fn replication(&self) -> Result<pgwire_replication::ReplicationConfig, SourceError> {
-        let u = url::Url::parse(&self.url).map_err(|e| SourceError::Invalid(format!("source URL: {e}")))?;
+        let u = url::Url::parse(&self.url)
+            .map_err(|e| SourceError::Invalid(format!("source URL: {e}")))?;
         let host = u.host_str().unwrap_or("127.0.0.1").to_string();
-        let user = if u.username().is_empty() { "postgres".to_string() } else { u.username().to_string() };
+        let user = if u.username().is_empty() {
+            "postgres".to_string()
+        } else {
+            u.username().to_string()
+        };
         let password = u.password().unwrap_or("").to_string();
-        Ok(pgwire_replication::ReplicationConfig::new(host, user, password, self.db(), self.slot.clone(), self.publication.as_str())
-            .with_port(u.port().unwrap_or(5432))
-            .with_options("-c datestyle=ISO -c TimeZone=UTC -c extra_float_digits=3")
-            .with_status_interval(Duration::from_millis(500))
-            .with_application_name("strangler-cdc"))
+        Ok(pgwire_replication::ReplicationConfig::new(
+            host,
+            user,
+            password,
+            self.db(),
+            self.slot.clone(),
+            self.publication.as_str(),
+        )
+        .with_port(u.port().unwrap_or(5432))
+        .with_options("-c datestyle=ISO -c TimeZone=UTC -c extra_float_digits=3")
+        .with_status_interval(Duration::from_millis(500))
+        .with_application_name("strangler-cdc"))
     }
 }
 
@@ -85,53 +99,86 @@ pub struct SlotState {
 }
 
 /// Creates the publication when missing and adds missing tables to it.
-pub async fn ensure_publication(conn: &mut PgConnection, cfg: &SourceConfig) -> Result<(), SourceError> {
+pub async fn ensure_publication(
+    conn: &mut PgConnection,
+    cfg: &SourceConfig,
+) -> Result<(), SourceError> {
     for t in &cfg.tables {
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2)")
-            .bind(&t.schema)
-            .bind(&t.table)
-            .fetch_one(&mut *conn)
-            .await?;
-        if !exists {
-            return Err(SourceError::Invalid(format!("cdc.source.tables: table {t} does not exist in the source database")));
-        }
-    }
-    let quoted = |t: &TableName| format!("\"{}\".\"{}\"", t.schema.replace('"', "\"\""), t.table.replace('"', "\"\""));
-    let publication = format!("\"{}\"", cfg.publication.replace('"', "\"\""));
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)")
-        .bind(&cfg.publication)
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2)",
+        )
+        .bind(&t.schema)
+        .bind(&t.table)
         .fetch_one(&mut *conn)
         .await?;
+        if !exists {
+            return Err(SourceError::Invalid(format!(
+                "cdc.source.tables: table {t} does not exist in the source database"
+            )));
+        }
+    }
+    let quoted = |t: &TableName| {
+        format!(
+            "\"{}\".\"{}\"",
+            t.schema.replace('"', "\"\""),
+            t.table.replace('"', "\"\"")
+        )
+    };
+    let publication = format!("\"{}\"", cfg.publication.replace('"', "\"\""));
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)")
+            .bind(&cfg.publication)
+            .fetch_one(&mut *conn)
+            .await?;
     if !exists {
         let list: Vec<String> = cfg.tables.iter().map(quoted).collect();
-        sqlx::query(&format!("CREATE PUBLICATION {publication} FOR TABLE {}", list.join(", "))).execute(&mut *conn).await?;
+        sqlx::query(&format!(
+            "CREATE PUBLICATION {publication} FOR TABLE {}",
+            list.join(", ")
+        ))
+        .execute(&mut *conn)
+        .await?;
         return Ok(());
     }
-    let present: Vec<(String, String)> = sqlx::query("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1")
-        .bind(&cfg.publication)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<_, sqlx::Error>>()?;
+    let present: Vec<(String, String)> =
+        sqlx::query("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1")
+            .bind(&cfg.publication)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
     for t in &cfg.tables {
         if !present.iter().any(|(s, n)| *s == t.schema && *n == t.table) {
-            sqlx::query(&format!("ALTER PUBLICATION {publication} ADD TABLE {}", quoted(t))).execute(&mut *conn).await?;
+            sqlx::query(&format!(
+                "ALTER PUBLICATION {publication} ADD TABLE {}",
+                quoted(t)
+            ))
+            .execute(&mut *conn)
+            .await?;
         }
     }
     Ok(())
 }
 
 /// The slot, if it exists.
-pub async fn slot_state(conn: &mut PgConnection, slot: &str) -> Result<Option<SlotState>, SourceError> {
-    let row = sqlx::query("SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1")
-        .bind(slot)
-        .fetch_optional(&mut *conn)
-        .await?;
+pub async fn slot_state(
+    conn: &mut PgConnection,
+    slot: &str,
+) -> Result<Option<SlotState>, SourceError> {
+    let row = sqlx::query(
+        "SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(match row {
         Some(r) => {
             let lsn: Option<String> = r.try_get(0)?;
-            Some(SlotState { confirmed: lsn.as_deref().and_then(Lsn::parse).unwrap_or_default(), active: r.try_get(1)? })
+            Some(SlotState {
+                confirmed: lsn.as_deref().and_then(Lsn::parse).unwrap_or_default(),
+                active: r.try_get(1)?,
+            })
         }
         None => None,
     })
@@ -151,12 +198,16 @@ pub async fn connect(cfg: &SourceConfig) -> Result<PgConnection, SourceError> {
     let mut c = PgConnection::connect(&cfg.url).await?;
     sqlx::query("SET TimeZone = 'UTC'").execute(&mut c).await?;
     sqlx::query("SET datestyle = 'ISO'").execute(&mut c).await?;
-    sqlx::query("SET extra_float_digits = 3").execute(&mut c).await?;
+    sqlx::query("SET extra_float_digits = 3")
+        .execute(&mut c)
+        .await?;
     Ok(c)
 }
 
 /// The source's current WAL position (for lag).
 pub async fn current_lsn(conn: &mut PgConnection) -> Result<Lsn, SourceError> {
-    let s: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(&mut *conn).await?;
+    let s: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(Lsn::parse(&s).unwrap_or_default())
 }

@@ -72,31 +72,49 @@ impl Stream {
 
     /// Starts streaming from the slot's confirmed position.
     pub async fn start(cfg: &SourceConfig) -> Result<Stream, SourceError> {
-        let client = ReplicationClient::connect(cfg.replication()?).await.map_err(|e| SourceError::Replication(e.to_string()))?;
+        let client = ReplicationClient::connect(cfg.replication()?)
+            .await
+            .map_err(|e| SourceError::Replication(e.to_string()))?;
         let mut s = Stream::new(client, cfg.clone());
-        s.client.wait_started().await.map_err(|e| SourceError::Replication(e.to_string()))?;
+        s.client
+            .wait_started()
+            .await
+            .map_err(|e| SourceError::Replication(e.to_string()))?;
         Ok(s)
     }
 
     /// Everything up to `lsn` is durably taken: the slot may move there.
     pub fn confirm(&self, lsn: Lsn) {
-        self.client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
+        self.client
+            .update_applied_lsn(pgwire_replication::Lsn(lsn.0));
     }
 
-    /// Stops the session (confirmations already handed over are sent).
+    /// Stops the session after the last confirmation has gone out (the
+    /// client sends standby status at most every status interval, 500 ms).
     pub async fn shutdown(mut self) {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
         let _ = self.client.shutdown().await;
     }
 
     /// The next committed transaction, skipped transaction, or idle point.
     pub async fn next(&mut self) -> Result<Item, SourceError> {
         loop {
-            let ev = self.client.recv().await.map_err(|e| SourceError::Replication(e.to_string()))?;
+            let ev = self
+                .client
+                .recv()
+                .await
+                .map_err(|e| SourceError::Replication(e.to_string()))?;
             let Some(ev) = ev else {
-                return Err(SourceError::Replication("the replication stream ended".into()));
+                return Err(SourceError::Replication(
+                    "the replication stream ended".into(),
+                ));
             };
             match ev {
-                ReplicationEvent::Begin { xid, commit_time_micros, .. } => {
+                ReplicationEvent::Begin {
+                    xid,
+                    commit_time_micros,
+                    ..
+                } => {
                     self.open = Some(Open {
                         xid,
                         commit_ms: PG_EPOCH_MS + commit_time_micros / 1000,
@@ -105,13 +123,18 @@ impl Stream {
                         per_table: HashMap::new(),
                     });
                 }
-                ReplicationEvent::XLogData { wal_start, data, .. } => {
-                    let msg = pgoutput::decode(&data).map_err(|e| SourceError::Replication(e.to_string()))?;
+                ReplicationEvent::XLogData {
+                    wal_start, data, ..
+                } => {
+                    let msg = pgoutput::decode(&data)
+                        .map_err(|e| SourceError::Replication(e.to_string()))?;
                     self.message(msg, Lsn(wal_start.0))?;
                 }
                 ReplicationEvent::Commit { end_lsn, lsn, .. } => {
                     let end = Lsn(end_lsn.0);
-                    let Some(open) = self.open.take() else { continue };
+                    let Some(open) = self.open.take() else {
+                        continue;
+                    };
                     self.last_commit = Some(Lsn(lsn.0));
                     if open.foreign_origin {
                         return Ok(Item::Skipped(end));
@@ -120,7 +143,11 @@ impl Stream {
                     for r in &mut records {
                         r.commit_lsn = end;
                     }
-                    return Ok(Item::Tx(Tx { xid: open.xid, end_lsn: end, records }));
+                    return Ok(Item::Tx(Tx {
+                        xid: open.xid,
+                        end_lsn: end,
+                        records,
+                    }));
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
                     if self.open.is_none() {
@@ -129,7 +156,9 @@ impl Stream {
                 }
                 ReplicationEvent::Message { .. } => {}
                 ReplicationEvent::StoppedAt { .. } => {
-                    return Err(SourceError::Replication("the replication stream stopped".into()));
+                    return Err(SourceError::Replication(
+                        "the replication stream stopped".into(),
+                    ));
                 }
             }
         }
@@ -140,7 +169,9 @@ impl Stream {
             self.relations.insert(r);
             return Ok(());
         }
-        let Some(open) = self.open.as_mut() else { return Ok(()) };
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
         if let Message::Origin { name } = &msg {
             open.foreign_origin = name.starts_with(&self.our_origin_prefix);
             return Ok(());
@@ -148,7 +179,12 @@ impl Stream {
         if open.foreign_origin {
             return Ok(());
         }
-        let src = |rel: &Relation| -> (String, String) { (format!("{}.{}.{}", self.cfg.name, rel.schema, rel.table), format!("{}.{}", rel.schema, rel.table)) };
+        let src = |rel: &Relation| -> (String, String) {
+            (
+                format!("{}.{}.{}", self.cfg.name, rel.schema, rel.table),
+                format!("{}.{}", rel.schema, rel.table),
+            )
+        };
         let info = SourceInfo {
             name: &self.cfg.name,
             db: &self.db,
@@ -159,28 +195,61 @@ impl Stream {
             snapshot: "false",
         };
         let now = crate::now_ms();
-        let emit = |open: &mut Open, rel: &Relation, op: Op, key: Option<Value>, before: Option<Value>, after: Option<Value>| {
+        let emit = |open: &mut Open,
+                    rel: &Relation,
+                    op: Op,
+                    key: Option<Value>,
+                    before: Option<Value>,
+                    after: Option<Value>| {
             let n = open.per_table.entry(rel.oid).or_insert(0);
             *n += 1;
-            let order = TxOrder { total: open.records.len() as u64 + 1, in_table: *n };
+            let order = TxOrder {
+                total: open.records.len() as u64 + 1,
+                in_table: *n,
+            };
             let (topic, table) = src(rel);
             open.records.push(Record {
                 topic,
                 table,
                 key,
-                value: Some(event::envelope(op, before, after, rel, &info, Some(order), now)),
+                value: Some(event::envelope(
+                    op,
+                    before,
+                    after,
+                    rel,
+                    &info,
+                    Some(order),
+                    now,
+                )),
                 commit_lsn: Lsn(0),
             });
         };
         let tombstone = |open: &mut Open, rel: &Relation, key: Option<Value>| {
             let (topic, table) = src(rel);
-            open.records.push(Record { topic, table, key, value: None, commit_lsn: Lsn(0) });
+            open.records.push(Record {
+                topic,
+                table,
+                key,
+                value: None,
+                commit_lsn: Lsn(0),
+            });
         };
-        let rel_of = |oid: u32| self.relations.get(oid).cloned().ok_or_else(|| SourceError::Replication(format!("change for unknown relation {oid}")));
+        let rel_of = |oid: u32| {
+            self.relations.get(oid).cloned().ok_or_else(|| {
+                SourceError::Replication(format!("change for unknown relation {oid}"))
+            })
+        };
         match msg {
             Message::Insert { rel, new } => {
                 let rel = rel_of(rel)?;
-                emit(open, &rel, Op::Create, event::key(&rel, &new), None, Some(event::row(&rel, &new)));
+                emit(
+                    open,
+                    &rel,
+                    Op::Create,
+                    event::key(&rel, &new),
+                    None,
+                    Some(event::row(&rel, &new)),
+                );
             }
             Message::Update { rel, old, new } => {
                 let rel = rel_of(rel)?;
@@ -192,19 +261,43 @@ impl Stream {
                         let before = old.as_ref().map(|o| event::row(&rel, o));
                         emit(open, &rel, Op::Delete, Some(ok.clone()), before, None);
                         tombstone(open, &rel, Some(ok));
-                        emit(open, &rel, Op::Create, new_key, None, Some(event::row(&rel, &new)));
+                        emit(
+                            open,
+                            &rel,
+                            Op::Create,
+                            new_key,
+                            None,
+                            Some(event::row(&rel, &new)),
+                        );
                     }
                     _ => {
                         // With REPLICA IDENTITY FULL the old row is sent; otherwise `before` is null.
-                        let before = old.as_ref().filter(|_| rel.replica_identity == b'f').map(|o| event::row(&rel, o));
-                        emit(open, &rel, Op::Update, new_key, before, Some(event::row(&rel, &new)));
+                        let before = old
+                            .as_ref()
+                            .filter(|_| rel.replica_identity == b'f')
+                            .map(|o| event::row(&rel, o));
+                        emit(
+                            open,
+                            &rel,
+                            Op::Update,
+                            new_key,
+                            before,
+                            Some(event::row(&rel, &new)),
+                        );
                     }
                 }
             }
             Message::Delete { rel, old } => {
                 let rel = rel_of(rel)?;
                 let key = event::key(&rel, &old);
-                emit(open, &rel, Op::Delete, key.clone(), Some(event::row(&rel, &old)), None);
+                emit(
+                    open,
+                    &rel,
+                    Op::Delete,
+                    key.clone(),
+                    Some(event::row(&rel, &old)),
+                    None,
+                );
                 tombstone(open, &rel, key);
             }
             Message::Truncate { rels, .. } => {

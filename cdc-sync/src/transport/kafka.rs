@@ -57,17 +57,33 @@ impl KafkaProducer {
             // Kafka's Java default: the same key lands in the same partition
             // whichever client produced it.
             .set("partitioner", "murmur2_random");
-        Ok(KafkaProducer { producer: cfg.create()?, admin: cfg.create()?, partitions })
+        Ok(KafkaProducer {
+            producer: cfg.create()?,
+            admin: cfg.create()?,
+            partitions,
+        })
     }
 
     /// Creates the topics that do not exist yet.
     pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), KafkaError> {
-        let new: Vec<NewTopic<'_>> = topics.iter().map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(1))).collect();
-        let results = self.admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await?;
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let results = self
+            .admin
+            .create_topics(
+                &new,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await?;
         for r in results {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => return Err(KafkaError::AdminOp(code)).inspect_err(|_| tracing::error!(topic, ?code, "cannot create topic")),
+                Err((topic, code)) => {
+                    return Err(KafkaError::AdminOp(code))
+                        .inspect_err(|_| tracing::error!(topic, ?code, "cannot create topic"))
+                }
             }
         }
         Ok(())
@@ -75,8 +91,15 @@ impl KafkaProducer {
 
     /// Publishes records in order and waits until every one is acknowledged.
     pub async fn publish(&self, records: &[Record]) -> Result<(), TransportError> {
-        let encoded: Vec<(Option<String>, Option<String>)> =
-            records.iter().map(|r| (r.key.as_ref().map(Value::to_string), r.value.as_ref().map(Value::to_string))).collect();
+        let encoded: Vec<(Option<String>, Option<String>)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.key.as_ref().map(Value::to_string),
+                    r.value.as_ref().map(Value::to_string),
+                )
+            })
+            .collect();
         let mut pending = Vec::with_capacity(records.len());
         for (r, (key, value)) in records.iter().zip(&encoded) {
             let mut rec: FutureRecord<'_, String, String> = FutureRecord::to(&r.topic);
@@ -95,14 +118,25 @@ impl KafkaProducer {
     }
 
     /// Publishes a dead letter (the record and why it could not be applied).
-    pub async fn dead_letter(&self, prefix: &str, sink: &str, topic: &str, key: Option<&str>, value: Option<&str>, reason: &str) -> Result<(), TransportError> {
+    pub async fn dead_letter(
+        &self,
+        prefix: &str,
+        sink: &str,
+        topic: &str,
+        key: Option<&str>,
+        value: Option<&str>,
+        reason: &str,
+    ) -> Result<(), TransportError> {
         let payload = serde_json::json!({ "sink": sink, "topic": topic, "key": key, "value": value, "reason": reason }).to_string();
         let dlq = dlq_topic(prefix);
         let mut rec: FutureRecord<'_, str, String> = FutureRecord::to(&dlq).payload(&payload);
         if let Some(k) = key {
             rec = rec.key(k);
         }
-        self.producer.send(rec, Duration::from_secs(0)).await.map_err(|(e, _)| e)?;
+        self.producer
+            .send(rec, Duration::from_secs(0))
+            .await
+            .map_err(|(e, _)| e)?;
         Ok(())
     }
 }
@@ -112,9 +146,21 @@ fn record_of(topic: &str, key: Option<&[u8]>, payload: Option<&[u8]>) -> Record 
     let value: Option<Value> = payload.and_then(|p| serde_json::from_slice(p).ok());
     let table = value
         .as_ref()
-        .and_then(|v| Some(format!("{}.{}", v["source"]["schema"].as_str()?, v["source"]["table"].as_str()?)))
-        .unwrap_or_else(|| topic.splitn(2, '.').nth(1).unwrap_or(topic).to_string());
-    Record { topic: topic.to_string(), table, key: key.and_then(|k| serde_json::from_slice(k).ok()), value, commit_lsn: Lsn(0) }
+        .and_then(|v| {
+            Some(format!(
+                "{}.{}",
+                v["source"]["schema"].as_str()?,
+                v["source"]["table"].as_str()?
+            ))
+        })
+        .unwrap_or_else(|| topic.split_once('.').map_or(topic, |x| x.1).to_string());
+    Record {
+        topic: topic.to_string(),
+        table,
+        key: key.and_then(|k| serde_json::from_slice(k).ok()),
+        value,
+        commit_lsn: Lsn(0),
+    }
 }
 
 /// Progress of a sink worker.
@@ -155,10 +201,20 @@ pub async fn consume(
                 Err(_) => continue,
             },
         };
-        let mut batch = vec![(record_of(first.topic(), first.key(), first.payload()), first.topic().to_string(), first.partition(), first.offset())];
+        let mut batch = vec![(
+            record_of(first.topic(), first.key(), first.payload()),
+            first.topic().to_string(),
+            first.partition(),
+            first.offset(),
+        )];
         while batch.len() < 5_000 {
             match tokio::time::timeout(Duration::from_millis(20), consumer.recv()).await {
-                Ok(Ok(m)) => batch.push((record_of(m.topic(), m.key(), m.payload()), m.topic().to_string(), m.partition(), m.offset())),
+                Ok(Ok(m)) => batch.push((
+                    record_of(m.topic(), m.key(), m.payload()),
+                    m.topic().to_string(),
+                    m.partition(),
+                    m.offset(),
+                )),
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_) => break,
             }
@@ -168,13 +224,23 @@ pub async fn consume(
         if applied.dead_letters > 0 {
             if let Some((producer, prefix)) = dlq {
                 for d in sink.dead_letters_since(before).await? {
-                    producer.dead_letter(prefix, &sink.name, &d.0, d.1.as_deref(), d.2.as_deref(), &d.3).await?;
+                    producer
+                        .dead_letter(
+                            prefix,
+                            &sink.name,
+                            &d.0,
+                            d.1.as_deref(),
+                            d.2.as_deref(),
+                            &d.3,
+                        )
+                        .await?;
                 }
             }
         }
         // The rows and their offsets are committed: tell the group.
         let mut tpl = TopicPartitionList::new();
-        let mut next: std::collections::HashMap<(String, i32), i64> = std::collections::HashMap::new();
+        let mut next: std::collections::HashMap<(String, i32), i64> =
+            std::collections::HashMap::new();
         for (_, t, p, o) in &batch {
             let e = next.entry((t.clone(), *p)).or_insert(0);
             *e = (*e).max(o + 1);

@@ -57,7 +57,10 @@ impl StateStore {
 
     /// Whether a complete snapshot of `slot` was published.
     pub async fn cdc_snapshot_done(&self, slot: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM strangler_cdc_snapshots WHERE slot = $1").bind(slot).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT 1 FROM strangler_cdc_snapshots WHERE slot = $1")
+            .bind(slot)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.is_some())
     }
 
