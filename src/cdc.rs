@@ -18,11 +18,17 @@ use crate::Exit;
 
 /// Reports CDC positions to the state store (for the router's lag-aware
 /// comparison and `strangler status`).
-struct StoreStatus(Option<StateStore>);
+struct StoreStatus(
+    Option<StateStore>,
+    Option<std::sync::Arc<crate::cdc_metrics::CdcMetrics>>,
+);
 
 #[async_trait::async_trait]
 impl StatusReporter for StoreStatus {
     async fn source_position(&self, slot: &str, lsn: Lsn) {
+        if let Some(m) = &self.1 {
+            m.source_position(lsn.as_i64());
+        }
         if let Some(s) = &self.0 {
             if let Err(e) = s.report_source_position(slot, lsn.as_i64()).await {
                 tracing::debug!(error = %e, "cannot report the source position");
@@ -120,14 +126,24 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                 let cfg = forward_source(&cdc, source_url);
                 let start = if cdc.source.snapshot == SnapshotMode::Initial { Start::Initial } else { Start::Never };
                 let snapshot_only = matches!(args.command, CdcCommand::Snapshot);
+                let metrics = match &args.command {
+                    CdcCommand::Run { metrics: Some(addr), .. } => {
+                        let m = crate::cdc_metrics::CdcMetrics::new();
+                        m.serve(*addr).await?;
+                        Some(m)
+                    }
+                    _ => None,
+                };
                 match &cdc.transport {
-                    CdcTransport::Embedded { .. } => run_pipeline(&config, cfg, &sinks, &urls, start, snapshot_only, json).await,
+                    CdcTransport::Embedded { .. } => {
+                        run_pipeline(&config, cfg, &sinks, &urls, RunOpts { start, snapshot_only, json, metrics }).await
+                    }
                     CdcTransport::Kafka { brokers, topic_prefix } => {
                         let (source_only, sinks_only) = match &args.command {
-                            CdcCommand::Run { source_only, sinks_only } => (*source_only, *sinks_only),
+                            CdcCommand::Run { source_only, sinks_only, .. } => (*source_only, *sinks_only),
                             _ => (true, false),
                         };
-                        run_kafka(&config, cfg, &sinks, &urls, brokers, topic_prefix, start, snapshot_only || source_only, sinks_only, snapshot_only, json).await
+                        run_kafka(&config, cfg, &sinks, &urls, (brokers, topic_prefix), (snapshot_only || source_only, sinks_only), RunOpts { start, snapshot_only, json, metrics }).await
                     }
                 }
             }
@@ -151,7 +167,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                         name: format!("{}-reverse", s.name),
                     };
                     let (config, s, url) = (config.clone(), s.clone(), source_url.clone());
-                    tasks.push(tokio::spawn(async move { run_pipeline(&config, cfg, &[&s], &[url], Start::Never, false, json).await }));
+                    tasks.push(tokio::spawn(async move { run_pipeline(&config, cfg, &[&s], &[url], RunOpts { start: Start::Never, snapshot_only: false, json, metrics: None }).await }));
                 }
                 let mut exit = Exit::Ok;
                 for t in tasks {
@@ -172,16 +188,23 @@ async fn run_pipeline(
     cfg: SourceConfig,
     sinks: &[&CdcSink],
     urls: &[String],
-    start: Start,
-    snapshot_only: bool,
-    json: bool,
+    opts: RunOpts,
 ) -> anyhow::Result<Exit> {
+    let RunOpts {
+        start,
+        snapshot_only,
+        json,
+        metrics,
+    } = opts;
     let mut sinks = connect_sinks(sinks, &cfg.slot, urls).await?;
     let store = StateStore::connect(&config.state.url).await.map_err(|e| tracing::warn!(error = %e, "state store unavailable; CDC status will not be shared")).ok();
-    let status = StoreStatus(store);
+    let status = StoreStatus(store, metrics.clone());
     let tty = std::io::stderr().is_terminal() && !json;
     let mut last = std::time::Instant::now();
     let on_progress = |p: &Progress| {
+        if let Some(m) = &metrics {
+            m.update(p);
+        }
         if tty && last.elapsed() > Duration::from_millis(200) {
             last = std::time::Instant::now();
             eprint!(
@@ -385,6 +408,15 @@ async fn verify_cmd(
     Ok(if differing { Exit::Failed } else { Exit::Ok })
 }
 
+/// How a pipeline run behaves and reports.
+struct RunOpts {
+    start: Start,
+    /// Stop after the snapshot (`strangler cdc snapshot`).
+    snapshot_only: bool,
+    json: bool,
+    metrics: Option<std::sync::Arc<crate::cdc_metrics::CdcMetrics>>,
+}
+
 /// Completes on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -399,20 +431,22 @@ async fn shutdown_signal() {
 
 /// Kafka transport: the source publishes (unless `sinks_only`), and each
 /// sink runs as a member of its consumer group (unless `source_only`).
-#[allow(clippy::too_many_arguments)]
+/// `(brokers, topic_prefix)` and `(source_only, sinks_only)`.
 async fn run_kafka(
     config: &Config,
     cfg: SourceConfig,
     sinks: &[&CdcSink],
     urls: &[String],
-    brokers: &str,
-    prefix: &str,
-    start: Start,
-    source_only: bool,
-    sinks_only: bool,
-    snapshot_only: bool,
-    json: bool,
+    (brokers, prefix): (&str, &str),
+    (source_only, sinks_only): (bool, bool),
+    opts: RunOpts,
 ) -> anyhow::Result<Exit> {
+    let RunOpts {
+        start,
+        snapshot_only,
+        json,
+        metrics,
+    } = opts;
     let producer = std::sync::Arc::new(KafkaProducer::new(brokers, 3)?);
     let mut topics: Vec<String> = cfg
         .tables
@@ -428,9 +462,14 @@ async fn run_kafka(
             Some(s) => s.cdc_snapshot_done(&cfg.slot).await.unwrap_or(false),
             None => false,
         };
-        let (producer, cfg, store) = (producer.clone(), cfg.clone(), store.clone());
+        let (producer, cfg, store, metrics) = (
+            producer.clone(),
+            cfg.clone(),
+            store.clone(),
+            metrics.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let status = StoreStatus(store);
+            let status = StoreStatus(store, metrics.clone());
             let shutdown = async move {
                 if !snapshot_only {
                     shutdown_signal().await;
@@ -440,7 +479,12 @@ async fn run_kafka(
                 producer: &producer,
                 snapshot_done,
             };
-            let p = pipeline::run(&cfg, &mut target, start, &status, shutdown, |_| {}).await?;
+            let p = pipeline::run(&cfg, &mut target, start, &status, shutdown, |p| {
+                if let Some(m) = &metrics {
+                    m.update(p);
+                }
+            })
+            .await?;
             Ok(format!(
                 "{}: snapshot {} rows, {} transactions, {} records published, slot confirmed at {}",
                 cfg.slot, p.snapshot_rows, p.transactions, p.published, p.confirmed

@@ -141,6 +141,9 @@ pub enum CdcCommand {
         /// Kafka transport: only run the sinks as consumer-group members.
         #[arg(long)]
         sinks_only: bool,
+        /// Serve Prometheus metrics on this address (GET /metrics).
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Slot lag (bytes), confirmed throughput, last applied position per sink.
     Status,

@@ -1,6 +1,7 @@
 //! The `strangler` command line: one file per command group.
 
 pub mod cdc;
+mod cdc_metrics;
 pub mod check;
 pub mod cli;
 mod output;

@@ -11,13 +11,19 @@ use strangler_router::store::StateStore;
 use crate::support::*;
 
 fn spawn_cdc(h: &Harness, env: &[(&str, &str)]) -> Child {
+    spawn_cdc_with(h, env, &[])
+}
+
+fn spawn_cdc_with(h: &Harness, env: &[(&str, &str)], extra: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(h.dir.path().join("cdc.log"))
         .expect("log");
     Command::new(strangler_bin())
-        .args(["cdc", "run", "-c"])
+        .args(["cdc", "run"])
+        .args(extra)
+        .arg("-c")
         .arg(h.config_path())
         .envs(env.iter().copied())
         .stdout(Stdio::null())
@@ -115,7 +121,9 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
     cdc.kill().expect("kill -9");
     let _ = cdc.wait();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut cdc = spawn_cdc(&h, &env);
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut cdc = spawn_cdc_with(&h, &env, &["--metrics", &metrics_addr]);
     writer.await.expect("writer");
     let done = eventually(Duration::from_secs(60), || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger")
@@ -135,6 +143,25 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
         .await
         .expect("count");
     assert_eq!(applied, total, "a replayed transaction was applied again");
+
+    // Prometheus metrics of the restarted pipeline.
+    let text = client()
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metric_value(&text, "strangler_cdc_rows_applied_total") > 0.0,
+        "{text}"
+    );
+    assert!(
+        metric_value(&text, "strangler_cdc_confirmed_lsn") > 0.0,
+        "{text}"
+    );
+    assert!(text.contains("strangler_cdc_lag_bytes"), "{text}");
 
     // verify: clean, then a planted difference is found (exit 1).
     let (code, out, err) = cli_env(&["cdc", "verify"], &h, &env);

@@ -1,0 +1,145 @@
+//! Prometheus metrics of `strangler cdc run --metrics ADDR`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
+use strangler_cdc::pipeline::Progress;
+
+/// The pipeline's counters, as Prometheus sees them.
+pub struct CdcMetrics {
+    registry: Registry,
+    snapshot_rows: IntCounter,
+    transactions: IntCounter,
+    events: IntCounter,
+    rows_applied: IntCounter,
+    dead_letters: IntCounter,
+    published: IntCounter,
+    confirmed: IntGauge,
+    source: IntGauge,
+    lag: IntGauge,
+    last: std::sync::Mutex<Progress>,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c =
+        IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+    r.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| unreachable!("distinct metric {name}: {e}"));
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+    r.register(Box::new(g.clone()))
+        .unwrap_or_else(|e| unreachable!("distinct metric {name}: {e}"));
+    g
+}
+
+impl CdcMetrics {
+    pub fn new() -> Arc<CdcMetrics> {
+        let r = Registry::new();
+        Arc::new(CdcMetrics {
+            snapshot_rows: counter(
+                &r,
+                "strangler_cdc_snapshot_rows_total",
+                "Rows read by the initial snapshot.",
+            ),
+            transactions: counter(
+                &r,
+                "strangler_cdc_transactions_total",
+                "Source transactions streamed.",
+            ),
+            events: counter(
+                &r,
+                "strangler_cdc_events_total",
+                "Change events streamed (tombstones included).",
+            ),
+            rows_applied: counter(
+                &r,
+                "strangler_cdc_rows_applied_total",
+                "Rows written to sinks.",
+            ),
+            dead_letters: counter(
+                &r,
+                "strangler_cdc_dead_letters_total",
+                "Events set aside as dead letters.",
+            ),
+            published: counter(
+                &r,
+                "strangler_cdc_published_total",
+                "Records acknowledged by Kafka.",
+            ),
+            confirmed: gauge(
+                &r,
+                "strangler_cdc_confirmed_lsn",
+                "The slot's confirmed position (bytes).",
+            ),
+            source: gauge(
+                &r,
+                "strangler_cdc_source_lsn",
+                "The source's current WAL position (bytes).",
+            ),
+            lag: gauge(
+                &r,
+                "strangler_cdc_lag_bytes",
+                "Source position minus the confirmed position.",
+            ),
+            registry: r,
+            last: std::sync::Mutex::new(Progress::default()),
+        })
+    }
+
+    /// Adds what changed since the last call.
+    pub fn update(&self, p: &Progress) {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.snapshot_rows
+            .inc_by(p.snapshot_rows.saturating_sub(last.snapshot_rows));
+        self.transactions
+            .inc_by(p.transactions.saturating_sub(last.transactions));
+        self.events.inc_by(p.events.saturating_sub(last.events));
+        self.rows_applied
+            .inc_by(p.rows_applied.saturating_sub(last.rows_applied));
+        self.dead_letters
+            .inc_by(p.dead_letters.saturating_sub(last.dead_letters));
+        self.published
+            .inc_by(p.published.saturating_sub(last.published));
+        self.confirmed.set(p.confirmed.as_i64());
+        self.lag
+            .set((self.source.get() - p.confirmed.as_i64()).max(0));
+        *last = p.clone();
+    }
+
+    pub fn source_position(&self, lsn: i64) {
+        self.source.set(lsn);
+        self.lag.set((lsn - self.confirmed.get()).max(0));
+    }
+
+    fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Serves `GET /metrics` on `addr` in the background.
+    pub async fn serve(self: &Arc<Self>, addr: SocketAddr) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("--metrics {addr}: {e}"))?;
+        let me = self.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let me = me.clone();
+                async move { me.render() }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(())
+    }
+}
