@@ -24,6 +24,17 @@ pub enum Command {
     Shadow(ShadowArgs),
     /// Change data capture: the monolith's tables into each service's database.
     Cdc(CdcArgs),
+    /// The migration board: every endpoint, its stage, shadow verdict, CDC lag, errors.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Refresh in place every 2 seconds.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// Options every command takes.
@@ -67,6 +78,18 @@ pub enum RouteCommand {
         /// Why; written to the audit log.
         #[arg(long, default_value = "")]
         reason: String,
+    },
+    /// Move a route to its next stage/percent, if its gates pass.
+    Promote {
+        name: String,
+        /// Canary percent to move to (100: migrated).
+        #[arg(long)]
+        to: Option<f64>,
+        /// Promote even though gates fail (needs --reason; audited).
+        #[arg(long, requires = "reason")]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Send a route straight back to legacy.
     Rollback {

@@ -8,6 +8,7 @@ mod output;
 pub mod proxy;
 pub mod route;
 pub mod shadow;
+pub mod status;
 
 use std::process::ExitCode;
 
@@ -46,5 +47,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Route(args) => route::run(args),
         Command::Shadow(args) => shadow::run(args),
         Command::Cdc(args) => cdc::run(args),
+        Command::Status(args) => status::run(args),
     }
 }

@@ -124,6 +124,31 @@ pub struct RawRoute {
     /// How responses are compared in shadow.
     #[serde(default)]
     pub compare: RawCompare,
+    /// What `strangler route promote` requires, and when the router rolls back.
+    #[serde(default)]
+    pub promote: RawPromote,
+}
+
+/// `[routes.promote]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromote {
+    /// Canary percents `promote` steps through (default [1, 10, 50]).
+    pub canary_steps: Option<Vec<Spanned<f64>>>,
+    /// Highest service error rate (5xx and failed connections, percent of
+    /// the requests meant for the service) for promotion and before an
+    /// automatic rollback (default 1.0).
+    pub max_error_rate: Option<Spanned<f64>>,
+    /// Highest CDC lag of any listed table, in bytes of WAL (default 16 MiB).
+    pub max_lag_bytes: Option<Spanned<u64>>,
+    /// Roll a canary back to legacy when its error rate stays above the
+    /// bound over `rollback_window_secs` (default true).
+    pub auto_rollback: Option<bool>,
+    /// The window for error rates, in seconds (default 120).
+    pub window_secs: Option<Spanned<u64>>,
+    /// Requests meant for the service within the window before any
+    /// automatic rollback (default 20).
+    pub min_requests: Option<Spanned<u64>>,
 }
 
 /// `[routes.compare]`

@@ -490,6 +490,7 @@ fn check_routes(
                 })
                 .collect(),
             compare: check_compare(c, &r.compare, &key("compare")),
+            promote: check_promote(c, &r.promote, &key("promote")),
             name,
         };
         if let Some(earlier) = out.iter().find(|o| {
@@ -511,6 +512,53 @@ fn check_routes(
         out.push(route);
     }
     out
+}
+
+fn check_promote(c: &mut Checker<'_>, raw: &RawPromote, key: &str) -> PromoteRules {
+    let d = PromoteRules::default();
+    let canary_steps = match &raw.canary_steps {
+        Some(steps) => {
+            let mut out = Vec::new();
+            for s in steps {
+                let v = *s.get_ref();
+                if !(v > 0.0 && v < 100.0) || out.last().is_some_and(|l| *l >= v) {
+                    c.err(
+                        s,
+                        &format!("{key}.canary_steps"),
+                        "steps are ascending percents between 0 and 100 (exclusive)",
+                    );
+                }
+                out.push(v);
+            }
+            out
+        }
+        None => d.canary_steps,
+    };
+    PromoteRules {
+        canary_steps,
+        max_error_rate: percent(
+            c,
+            &raw.max_error_rate,
+            &format!("{key}.max_error_rate"),
+            1.0,
+        ) / 100.0,
+        max_lag_bytes: raw
+            .max_lag_bytes
+            .as_ref()
+            .map_or(d.max_lag_bytes, |v| *v.get_ref()),
+        auto_rollback: raw.auto_rollback.unwrap_or(true),
+        window: c.millis(
+            &raw.window_secs
+                .as_ref()
+                .map(|s| Spanned::new(s.span(), s.get_ref() * 1000)),
+            &format!("{key}.window_secs"),
+            120_000,
+        ),
+        min_requests: raw
+            .min_requests
+            .as_ref()
+            .map_or(d.min_requests, |v| *v.get_ref()),
+    }
 }
 
 fn check_compare(c: &mut Checker<'_>, raw: &RawCompare, key: &str) -> CompareRules {

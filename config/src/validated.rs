@@ -202,6 +202,33 @@ pub struct Route {
     pub shadow_methods: Vec<String>,
     pub tables: Vec<String>,
     pub compare: CompareRules,
+    pub promote: PromoteRules,
+}
+
+/// `[routes.promote]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromoteRules {
+    /// Ascending canary percents.
+    pub canary_steps: Vec<f64>,
+    /// Fraction (0.01 for 1 %).
+    pub max_error_rate: f64,
+    pub max_lag_bytes: u64,
+    pub auto_rollback: bool,
+    pub window: Duration,
+    pub min_requests: u64,
+}
+
+impl Default for PromoteRules {
+    fn default() -> Self {
+        PromoteRules {
+            canary_steps: vec![1.0, 10.0, 50.0],
+            max_error_rate: 0.01,
+            max_lag_bytes: 16 << 20,
+            auto_rollback: true,
+            window: Duration::from_secs(120),
+            min_requests: 20,
+        }
+    }
 }
 
 /// `[routes.compare]`, validated.

@@ -71,6 +71,7 @@ impl BackgroundService for Control {
         health.reconcile(&self.shared, &config);
         tokio::spawn(poll_store(self.shared.clone(), store.clone()));
         tokio::spawn(shadow_loop(self.shared.clone(), store.clone()));
+        tokio::spawn(rollback_loop(self.shared.clone(), store.clone()));
 
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
@@ -215,8 +216,76 @@ async fn shadow_loop(shared: Arc<Shared>, store: StateStore) {
     }
 }
 
+/// Watches canaries and rolls one back to legacy when its service error
+/// rate (fleet-wide, from the store) crosses its bound over its window.
+async fn rollback_loop(shared: Arc<Shared>, store: StateStore) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let config = shared.config.load_full();
+        let canaries: Vec<_> = config
+            .routes
+            .iter()
+            .filter(|r| {
+                shared
+                    .effective(&r.name)
+                    .is_some_and(|e| e.stage == strangler_config::Stage::Canary)
+            })
+            .collect();
+        if canaries.is_empty() {
+            continue;
+        }
+        for route in canaries {
+            // Only what happened since the route entered this stage counts.
+            let changed = store
+                .history(&route.name)
+                .await
+                .ok()
+                .and_then(|h| h.last().map(|e| e.at_ms))
+                .unwrap_or(0);
+            let since = crate::usage::minute(
+                (crate::store::now_ms() - route.promote.window.as_millis() as i64).max(changed),
+            );
+            let Ok(usage) = store.usage_since(since).await else {
+                continue;
+            };
+            let counts = usage.get(&route.name).copied().unwrap_or_default();
+            let Some(current) = shared.effective(&route.name) else {
+                continue;
+            };
+            if let Some(reason) = crate::gates::should_roll_back(route, current, &counts) {
+                let target = crate::state::Target {
+                    stage: strangler_config::Stage::Legacy,
+                    percent: 0.0,
+                };
+                match store
+                    .set_route(route, target, "router:auto-rollback", &reason)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::warn!(route = %route.name, %reason, "rolled back");
+                        if let Ok(o) = store.overrides().await {
+                            shared.set_overrides(o);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(route = %route.name, error = %e, "automatic rollback failed")
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Writes what this proxy learned to the store; keeps what fails for the next try.
 async fn flush_shadow(shared: &Shared, store: &StateStore) {
+    let usage = shared.usage.take();
+    if !usage.is_empty() {
+        if let Err(e) = store.merge_usage(&usage).await {
+            tracing::warn!(error = %e, "cannot save route usage; keeping it for the next flush");
+            shared.usage.restore(usage);
+        }
+    }
     let mut failed = std::collections::HashMap::new();
     for (route, delta) in shared.shadower.take_deltas() {
         if delta.is_empty() {

@@ -13,6 +13,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod control;
+pub mod gates;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
@@ -22,3 +23,4 @@ pub mod shadow;
 pub mod state;
 pub mod store;
 pub mod table;
+pub mod usage;

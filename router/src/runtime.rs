@@ -66,6 +66,7 @@ pub struct Shared {
     /// Requests being served (for draining on SIGTERM).
     pub inflight: AtomicI64,
     pub shadower: Arc<Shadower>,
+    pub usage: crate::usage::Usage,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,6 +87,7 @@ impl Shared {
             metrics,
             inflight: AtomicI64::new(0),
             shadower: Arc::new(Shadower::new()),
+            usage: crate::usage::Usage::default(),
         })
     }
 

@@ -373,11 +373,22 @@ async fn cdc_through_a_real_kafka_protocol_broker() {
 /// side reach the other, and nothing bounces.
 #[tokio::test]
 async fn forward_and_reverse_processes_converge_without_echo() {
-    let pg = tokio::task::spawn_blocking(PgCluster::start).await.expect("join").expect("postgres");
+    let pg = tokio::task::spawn_blocking(PgCluster::start)
+        .await
+        .expect("join")
+        .expect("postgres");
     let src_url = pg.create_database("shop").expect("db");
     let dst_url = pg.create_database("svc").expect("db");
-    let src = PgPoolOptions::new().max_connections(2).connect(&src_url).await.expect("src");
-    let dst = PgPoolOptions::new().max_connections(2).connect(&dst_url).await.expect("dst");
+    let src = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&src_url)
+        .await
+        .expect("src");
+    let dst = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&dst_url)
+        .await
+        .expect("dst");
     sqlx::query("CREATE TABLE products (id BIGSERIAL PRIMARY KEY, title TEXT NOT NULL, price_cents BIGINT NOT NULL)").execute(&src).await.expect("ddl");
     sqlx::query("CREATE TABLE catalog_items (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price BIGINT NOT NULL)").execute(&dst).await.expect("ddl");
     sqlx::query("INSERT INTO products (title, price_cents) SELECT 'p' || g, g FROM generate_series(1, 20) g").execute(&src).await.expect("seed");
@@ -412,11 +423,19 @@ rename = { name = "title", price = "price_cents" }
     let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
     let mut forward = spawn_cdc(&h, &env);
     let copied = eventually(Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalog_items").fetch_one(&dst).await.unwrap_or(0) == 20
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalog_items")
+            .fetch_one(&dst)
+            .await
+            .unwrap_or(0)
+            == 20
     })
     .await;
     assert!(copied.is_some(), "{}", log());
-    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(h.dir.path().join("cdc.log")).expect("log");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(h.dir.path().join("cdc.log"))
+        .expect("log");
     let mut reverse = Command::new(strangler_bin())
         .args(["cdc", "reverse", "-c"])
         .arg(h.config_path())
@@ -433,25 +452,47 @@ rename = { name = "title", price = "price_cents" }
     })
     .await;
     assert!(started.is_some(), "{}", log());
-    sqlx::query("UPDATE catalog_items SET name = 'from the service' WHERE id = 3").execute(&dst).await.expect("svc edit");
-    sqlx::query("UPDATE products SET price_cents = 999 WHERE id = 4").execute(&src).await.expect("monolith edit");
+    sqlx::query("UPDATE catalog_items SET name = 'from the service' WHERE id = 3")
+        .execute(&dst)
+        .await
+        .expect("svc edit");
+    sqlx::query("UPDATE products SET price_cents = 999 WHERE id = 4")
+        .execute(&src)
+        .await
+        .expect("monolith edit");
     let converged = eventually(Duration::from_secs(30), || async {
-        let t: String = sqlx::query_scalar("SELECT title FROM products WHERE id = 3").fetch_one(&src).await.unwrap_or_default();
-        let p: i64 = sqlx::query_scalar("SELECT price FROM catalog_items WHERE id = 4").fetch_one(&dst).await.unwrap_or(0);
+        let t: String = sqlx::query_scalar("SELECT title FROM products WHERE id = 3")
+            .fetch_one(&src)
+            .await
+            .unwrap_or_default();
+        let p: i64 = sqlx::query_scalar("SELECT price FROM catalog_items WHERE id = 4")
+            .fetch_one(&dst)
+            .await
+            .unwrap_or(0);
         t == "from the service" && p == 999
     })
     .await;
     assert!(converged.is_some(), "{}", log());
     // No echo: the sinks' positions stop moving.
     let positions = || async {
-        let a: Vec<i64> = sqlx::query_scalar("SELECT lsn FROM strangler_cdc_offsets ORDER BY sink").fetch_all(&dst).await.unwrap_or_default();
-        let b: Vec<i64> = sqlx::query_scalar("SELECT lsn FROM strangler_cdc_offsets ORDER BY sink").fetch_all(&src).await.unwrap_or_default();
+        let a: Vec<i64> = sqlx::query_scalar("SELECT lsn FROM strangler_cdc_offsets ORDER BY sink")
+            .fetch_all(&dst)
+            .await
+            .unwrap_or_default();
+        let b: Vec<i64> = sqlx::query_scalar("SELECT lsn FROM strangler_cdc_offsets ORDER BY sink")
+            .fetch_all(&src)
+            .await
+            .unwrap_or_default();
         (a, b)
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = positions().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(positions().await, before, "a change bounced between the databases");
+    assert_eq!(
+        positions().await,
+        before,
+        "a change bounced between the databases"
+    );
     for p in [&mut forward, &mut reverse] {
         let _ = p.kill();
         let _ = p.wait();

@@ -9,6 +9,7 @@ mod example_shadow;
 mod router_admin;
 mod router_config;
 mod router_fallback;
+mod router_promote;
 mod router_routing;
 mod router_shadow;
 mod router_store;

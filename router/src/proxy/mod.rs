@@ -302,6 +302,18 @@ impl ProxyHttp for RouterProxy {
             .duration
             .with_label_values(&[route_name, target])
             .observe(elapsed.as_secs_f64());
+        let meant_for_service = ctx.target != LEGACY_ID || ctx.fallback.is_some();
+        let service_error = ctx.fallback.is_some() || (ctx.attempt != LEGACY_ID && status >= 500);
+        self.shared.usage.record(
+            route_name,
+            crate::usage::minute(crate::store::now_ms()),
+            crate::usage::Counts {
+                requests: 1,
+                service_requests: u64::from(meant_for_service),
+                service_errors: u64::from(meant_for_service && service_error),
+                fallbacks: u64::from(ctx.fallback.is_some()),
+            },
+        );
         if let Some(reason) = ctx.fallback {
             metrics
                 .fallbacks

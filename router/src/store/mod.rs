@@ -10,6 +10,7 @@
 mod cdc;
 mod schema;
 mod shadow;
+mod usage;
 
 use std::path::Path;
 use std::sync::Once;

@@ -32,6 +32,14 @@ const SQLITE: &[&str] = &[
         slot TEXT PRIMARY KEY,
         source_lsn BIGINT NOT NULL,
         updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_route_usage (
+        route TEXT NOT NULL,
+        minute BIGINT NOT NULL,
+        requests BIGINT NOT NULL,
+        service_requests BIGINT NOT NULL,
+        service_errors BIGINT NOT NULL,
+        fallbacks BIGINT NOT NULL,
+        PRIMARY KEY (route, minute))",
     "CREATE TABLE IF NOT EXISTS strangler_cdc_snapshots (
         slot TEXT PRIMARY KEY,
         done_at_ms BIGINT NOT NULL)",
@@ -72,6 +80,14 @@ const POSTGRES: &[&str] = &[
         slot TEXT PRIMARY KEY,
         source_lsn BIGINT NOT NULL,
         updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_route_usage (
+        route TEXT NOT NULL,
+        minute BIGINT NOT NULL,
+        requests BIGINT NOT NULL,
+        service_requests BIGINT NOT NULL,
+        service_errors BIGINT NOT NULL,
+        fallbacks BIGINT NOT NULL,
+        PRIMARY KEY (route, minute))",
     "CREATE TABLE IF NOT EXISTS strangler_cdc_snapshots (
         slot TEXT PRIMARY KEY,
         done_at_ms BIGINT NOT NULL)",

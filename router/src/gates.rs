@@ -1,0 +1,171 @@
+//! Safe promotion: the next stage of a route, and the gates it must pass.
+
+use strangler_config::{Route, Stage};
+use strangler_shadow::verdict::{Status, Verdict};
+
+use crate::shadow::LagView;
+use crate::state::{Effective, Target};
+use crate::usage::Counts;
+
+/// One gate and whether it passed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Gate {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The next step of `route` from `current`: legacy → shadow → canary steps
+/// → migrated; `to` picks a canary percent (100 = migrated).
+pub fn next_step(route: &Route, current: Effective, to: Option<f64>) -> Result<Target, String> {
+    if route.service.is_none() {
+        return Err(format!(
+            "route {:?} has no service to promote to",
+            route.name
+        ));
+    }
+    if let Some(p) = to {
+        if !(p > 0.0 && p <= 100.0) {
+            return Err(format!(
+                "--to {p}: a canary percent in (0, 100], or 100 for migrated"
+            ));
+        }
+        if current.stage == Stage::Migrated
+            || (current.stage == Stage::Canary && p <= current.percent)
+        {
+            return Err(format!(
+                "--to {p} is not ahead of {} {}%",
+                current.stage, current.percent
+            ));
+        }
+        return Ok(if p >= 100.0 {
+            Target {
+                stage: Stage::Migrated,
+                percent: 100.0,
+            }
+        } else {
+            Target {
+                stage: Stage::Canary,
+                percent: p,
+            }
+        });
+    }
+    let steps = &route.promote.canary_steps;
+    Ok(match current.stage {
+        Stage::Legacy => Target {
+            stage: Stage::Shadow,
+            percent: 0.0,
+        },
+        Stage::Shadow => match steps.first() {
+            Some(p) => Target {
+                stage: Stage::Canary,
+                percent: *p,
+            },
+            None => Target {
+                stage: Stage::Migrated,
+                percent: 100.0,
+            },
+        },
+        Stage::Canary => match steps.iter().find(|p| **p > current.percent) {
+            Some(p) => Target {
+                stage: Stage::Canary,
+                percent: *p,
+            },
+            None => Target {
+                stage: Stage::Migrated,
+                percent: 100.0,
+            },
+        },
+        Stage::Migrated => return Err(format!("route {:?} is already migrated", route.name)),
+    })
+}
+
+/// The gates of promoting `route` out of `current`. Entering shadow needs
+/// none (nothing has been measured yet).
+pub fn check(
+    route: &Route,
+    current: Effective,
+    verdict: Option<&Verdict>,
+    lag: &LagView,
+    usage: &Counts,
+) -> Vec<Gate> {
+    if current.stage == Stage::Legacy {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    out.push(match verdict {
+        Some(v) => Gate {
+            name: "shadow",
+            ok: v.status == Status::Ready,
+            detail: format!(
+                "verdict {} — {} samples, real-mismatch bound {:.3} % (allowed {:.3} %)",
+                v.status.label(),
+                v.samples,
+                v.upper_bound * 100.0,
+                v.max_mismatch * 100.0
+            ),
+        },
+        None => Gate {
+            name: "shadow",
+            ok: false,
+            detail: "no shadow comparison recorded".into(),
+        },
+    });
+    for t in &route.tables {
+        let gate = match (lag.source, lag.applied.get(t)) {
+            (Some((src, _)), Some(applied)) => {
+                let behind = u64::try_from((src - applied).max(0)).unwrap_or(0);
+                Gate {
+                    name: "cdc_lag",
+                    ok: behind <= route.promote.max_lag_bytes,
+                    detail: format!(
+                        "{t}: {behind} bytes behind (allowed {})",
+                        route.promote.max_lag_bytes
+                    ),
+                }
+            }
+            _ => Gate {
+                name: "cdc_lag",
+                ok: false,
+                detail: format!("{t}: no CDC position recorded (is `strangler cdc run` running?)"),
+            },
+        };
+        out.push(gate);
+    }
+    let rate = usage.error_rate();
+    out.push(Gate {
+        name: "error_rate",
+        ok: rate <= route.promote.max_error_rate,
+        detail: if usage.service_requests == 0 {
+            "no requests meant for the service in the window".into()
+        } else {
+            format!(
+                "service errors {:.2} % of {} requests in the last {} s (allowed {:.2} %)",
+                rate * 100.0,
+                usage.service_requests,
+                route.promote.window.as_secs(),
+                route.promote.max_error_rate * 100.0
+            )
+        },
+    });
+    out
+}
+
+/// Whether a canary should be rolled back now.
+pub fn should_roll_back(route: &Route, current: Effective, usage: &Counts) -> Option<String> {
+    let p = &route.promote;
+    if current.stage != Stage::Canary || !p.auto_rollback || usage.service_requests < p.min_requests
+    {
+        return None;
+    }
+    let rate = usage.error_rate();
+    (rate > p.max_error_rate).then(|| {
+        format!(
+            "automatic rollback: service error rate {:.1} % of {} requests over the last {} s is above {:.1} %",
+            rate * 100.0,
+            usage.service_requests,
+            p.window.as_secs(),
+            p.max_error_rate * 100.0
+        )
+    })
+}

@@ -1,0 +1,80 @@
+//! Per-route request counts by minute, shared through the state store: what
+//! `strangler status` shows, what promotion gates read, and what automatic
+//! rollback watches.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Counts of one route in one minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub requests: u64,
+    /// Requests the decision meant for the service (fallbacks included).
+    pub service_requests: u64,
+    /// Of those: 5xx from the service, or failures that made the monolith answer.
+    pub service_errors: u64,
+    pub fallbacks: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.requests += o.requests;
+        self.service_requests += o.service_requests;
+        self.service_errors += o.service_errors;
+        self.fallbacks += o.fallbacks;
+    }
+
+    /// Service errors per request meant for the service (0 when none).
+    pub fn error_rate(&self) -> f64 {
+        if self.service_requests == 0 {
+            0.0
+        } else {
+            self.service_errors as f64 / self.service_requests as f64
+        }
+    }
+
+    pub fn fallback_rate(&self) -> f64 {
+        if self.service_requests == 0 {
+            0.0
+        } else {
+            self.fallbacks as f64 / self.service_requests as f64
+        }
+    }
+}
+
+/// What this proxy counted since its last flush, by (route, minute).
+#[derive(Debug, Default)]
+pub struct Usage {
+    deltas: Mutex<HashMap<(String, i64), Counts>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Usage {
+    pub fn record(&self, route: &str, minute: i64, c: Counts) {
+        let mut d = lock(&self.deltas);
+        match d.get_mut(&(route.to_string(), minute)) {
+            Some(e) => e.add(&c),
+            None => {
+                d.insert((route.to_string(), minute), c);
+            }
+        }
+    }
+
+    pub fn take(&self) -> HashMap<(String, i64), Counts> {
+        std::mem::take(&mut *lock(&self.deltas))
+    }
+
+    pub fn restore(&self, d: HashMap<(String, i64), Counts>) {
+        for ((r, m), c) in d {
+            self.record(&r, m, c);
+        }
+    }
+}
+
+/// The minute of `ms` since the epoch.
+pub fn minute(ms: i64) -> i64 {
+    ms.div_euclid(60_000)
+}

@@ -1,0 +1,147 @@
+//! Safe promotion, the migration board, and automatic rollback.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const ROUTE: &str = r#"
+[[routes]]
+name = "product"
+methods = ["GET"]
+path = "/product/{id}"
+service = "svc"
+stage = "legacy"
+sticky = "none"
+[routes.promote]
+max_error_rate = 5.0
+min_requests = 10
+window_secs = 60
+"#;
+
+async fn setup() -> (TestUpstream, TestUpstream, Harness) {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    h.write_config(&format!("{}{ROUTE}", upstreams(&legacy, &[("svc", &svc)])));
+    (legacy, svc, h)
+}
+
+#[tokio::test]
+async fn promotion_refuses_on_failed_gates_and_force_is_audited() {
+    let (_l, _s, h) = setup().await;
+    let path = h.config_path();
+    // legacy → shadow needs no gate.
+    let (code, out, err) = cli(&["route", "promote", "product"], &path);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("legacy → shadow"), "{out}");
+    // shadow → canary needs a READY shadow verdict: there is none.
+    let (code, _, err) = cli(&["route", "promote", "product"], &path);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("refusing to promote to canary 1%") && err.contains("gate shadow failed"),
+        "{err}"
+    );
+    let (code, _, _) = cli(&["route", "promote", "product", "--force"], &path);
+    assert_eq!(code, 2, "--force needs --reason");
+    let (code, out, err) = cli(
+        &[
+            "route", "promote", "product", "--force", "--reason", "demo day",
+        ],
+        &path,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("shadow → canary 1%"), "{out}");
+    let (_, out, _) = cli(&["route", "history", "product", "--json"], &path);
+    let hist: Value = serde_json::from_str(&out).expect("json");
+    let reason = hist["history"][1]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with("FORCED past failed gates (shadow") && reason.ends_with("demo day"),
+        "{reason}"
+    );
+    // --to jumps; 100 is migrated.
+    let (code, out, _) = cli(
+        &[
+            "route", "promote", "product", "--to", "100", "--force", "--reason", "cut over",
+        ],
+        &path,
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("→ migrated"), "{out}");
+    let (code, _, err) = cli(&["route", "promote", "product"], &path);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already migrated"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failing_canary_is_rolled_back_by_the_router() {
+    let (_legacy, svc, h) = setup().await;
+    let p = h.start().await;
+    let path = h.config_path();
+    let (code, _, err) = cli(
+        &[
+            "route",
+            "set",
+            "product",
+            "--stage",
+            "canary",
+            "--percent",
+            "50",
+        ],
+        &path,
+    );
+    assert_eq!(code, 0, "{err}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    svc.set_behaviour(Behaviour::Status(503));
+    let c = client();
+    for i in 0..60 {
+        // The monolith answers every one (fallback); the service's failures are counted.
+        assert_eq!(
+            get_who(&c, &format!("{}/product/{i}", p.base), &[]).await,
+            "legacy"
+        );
+    }
+    let rolled = eventually(Duration::from_secs(15), || async {
+        let (_, out, _) = cli(&["route", "list", "--json"], &path);
+        serde_json::from_str::<Value>(&out).is_ok_and(|v| v["routes"][0]["stage"] == "legacy")
+    })
+    .await;
+    assert!(
+        rolled.is_some(),
+        "the router did not roll the canary back: {}",
+        p.log_text()
+    );
+    let (_, out, _) = cli(&["route", "history", "product", "--json"], &path);
+    let hist: Value = serde_json::from_str(&out).expect("json");
+    let last = hist["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["actor"], "router:auto-rollback");
+    assert!(
+        last["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("service error rate")),
+        "{last}"
+    );
+
+    // The board shows what happened.
+    let (code, out, _) = cli(&["status", "--json"], &path);
+    assert_eq!(code, 0);
+    let board: Value = serde_json::from_str(&out).expect("json");
+    let row = &board["routes"][0];
+    assert_eq!(row["stage"], "legacy");
+    assert!(row["fallbacks"].as_u64().unwrap_or(0) >= 10, "{row}");
+    assert!(
+        row["service_error_rate"].as_f64().unwrap_or(0.0) > 0.5,
+        "{row}"
+    );
+    let (code, out, _) = cli(&["status"], &path);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("ROUTE") && out.contains("product") && out.contains("GET /product/{id}"),
+        "{out}"
+    );
+}
