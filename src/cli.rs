@@ -14,6 +14,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a starting strangler.toml (every OpenAPI path a route in stage legacy).
+    Init(InitArgs),
     /// Validate the configuration; exit 2 printing file:line:col and the key on error.
     Check(Common),
     /// Run the router.
@@ -26,6 +28,18 @@ pub enum Command {
     Cdc(CdcArgs),
     /// The migration board: every endpoint, its stage, shadow verdict, CDC lag, errors.
     Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The monolith's OpenAPI document (JSON or YAML).
+    #[arg(long)]
+    pub openapi: Option<PathBuf>,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

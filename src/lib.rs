@@ -4,6 +4,7 @@ pub mod cdc;
 mod cdc_metrics;
 pub mod check;
 pub mod cli;
+pub mod init;
 mod output;
 pub mod proxy;
 pub mod route;
@@ -42,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Init(args) => init::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Proxy(args) => proxy::run(&args),
         Command::Route(args) => route::run(args),

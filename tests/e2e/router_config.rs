@@ -176,3 +176,45 @@ fn the_example_migration_config_is_valid() {
         "{out}"
     );
 }
+
+#[test]
+fn init_writes_a_valid_config_from_an_openapi_document() {
+    let h = Harness::new();
+    let out_path = h.dir.path().join("new.toml");
+    let openapi = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/legacy-monolith/openapi.yaml");
+    let o = std::process::Command::new(strangler_bin())
+        .args(["init", "--openapi"])
+        .arg(&openapi)
+        .arg("-c")
+        .arg(&out_path)
+        .output()
+        .expect("init");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&out_path).expect("written");
+    assert!(
+        text.contains("path = \"/customers/{id}/orders\"") && text.contains("# Place an order"),
+        "{text}"
+    );
+    let (code, out, _) = cli(&["route", "list", "--json"], &out_path);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let routes = v["routes"].as_array().expect("routes");
+    assert_eq!(routes.len(), 7);
+    assert!(routes.iter().all(|r| r["stage"] == "legacy"));
+    // Refuses to overwrite; without --openapi writes the commented template.
+    let o = std::process::Command::new(strangler_bin())
+        .args(["init", "-c"])
+        .arg(&out_path)
+        .output()
+        .expect("init");
+    assert_eq!(o.status.code(), Some(2));
+    let tmpl = h.dir.path().join("template.toml");
+    let o = std::process::Command::new(strangler_bin())
+        .args(["init", "-c"])
+        .arg(&tmpl)
+        .output()
+        .expect("init");
+    assert!(o.status.success());
+    assert_eq!(cli(&["check"], &tmpl).0, 0);
+}

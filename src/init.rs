@@ -1,0 +1,204 @@
+//! `strangler init [--openapi FILE]`: a starting `strangler.toml`.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use strangler_config::Config;
+
+use crate::cli::InitArgs;
+use crate::Exit;
+
+const TEMPLATE: &str = r#"# strangler.toml — one file describes the whole migration.
+# Reference: the doc comment of every field in config/src/raw.rs.
+
+[state]
+# Route stages, the audit log and shadow results. A fleet shares PostgreSQL:
+# url = "postgres://strangler@db/strangler"
+url = "sqlite://.strangler/state.db"
+
+[proxy]
+listen = "127.0.0.1:8080"
+admin = "127.0.0.1:9090"              # admin API and /metrics
+# admin_token_env = "STRANGLER_ADMIN_TOKEN"
+# override_header = "x-strangler-target"
+
+[upstreams.legacy]                    # the monolith: everything unmatched goes here
+url = "http://127.0.0.1:8000"
+# health_path = "/healthz"
+
+# [upstreams.catalog]                 # a new service
+# url = "http://127.0.0.1:8001"
+# health_path = "/healthz"
+"#;
+
+const ROUTE_HELP: &str = r#"
+# One route per endpoint. To start migrating one: give it a service, then
+#   strangler route promote NAME      (legacy → shadow → canary 1/10/50 % → migrated)
+# [[routes]]
+# name = "get-product"
+# methods = ["GET"]
+# path = "/products/{id}"
+# service = "catalog"
+# stage = "legacy"
+# sticky = "header:x-user-id"
+# tables = ["public.products"]        # monolith tables it reads: their CDC lag gates promotion
+# [routes.compare]
+# ignore = ["/generated_at"]
+"#;
+
+const METHODS: &[&str] = &[
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// A route name from a path: `/products/{id}/reviews` → `products-id-reviews`.
+fn slug(path: &str) -> String {
+    let s: String = path
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    if s.is_empty() {
+        "root".into()
+    } else {
+        s
+    }
+}
+
+/// Routes for every path of an OpenAPI document (JSON or YAML).
+pub fn routes_from_openapi(text: &str) -> Result<String, String> {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| format!("not an OpenAPI document: {e}"))?;
+    let paths = doc
+        .get("paths")
+        .and_then(|p| p.as_mapping())
+        .ok_or("the document has no `paths`")?;
+    let mut out = String::new();
+    let mut names: Vec<String> = Vec::new();
+    for (path, item) in paths {
+        let Some(path) = path.as_str() else { continue };
+        let methods: Vec<String> = item
+            .as_mapping()
+            .map(|m| {
+                m.keys()
+                    .filter_map(|k| k.as_str())
+                    .filter(|k| METHODS.contains(k))
+                    .map(|k| k.to_ascii_uppercase())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut name = slug(path);
+        let mut n = 2;
+        while names.contains(&name) {
+            name = format!("{}-{n}", slug(path));
+            n += 1;
+        }
+        names.push(name.clone());
+        let summary = item
+            .as_mapping()
+            .and_then(|m| {
+                m.values().find_map(|op| {
+                    op.get("summary")
+                        .and_then(|s| s.as_str())
+                        .map(str::to_string)
+                })
+            })
+            .map(|s| format!("# {s}\n"))
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "\n{summary}[[routes]]\nname = \"{name}\"\nmethods = [{}]\npath = \"{}\"\nstage = \"legacy\"\n",
+            methods.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", "),
+            path.replace('"', "\\\"")
+        );
+    }
+    if names.is_empty() {
+        return Err("the document's `paths` is empty".into());
+    }
+    Ok(out)
+}
+
+pub fn run(args: &InitArgs) -> anyhow::Result<Exit> {
+    let target = &args.common.config;
+    if target.exists() && !args.force {
+        eprintln!(
+            "error: {} exists; pass --force to replace it",
+            target.display()
+        );
+        return Ok(Exit::Usage);
+    }
+    let mut text = TEMPLATE.to_string();
+    match &args.openapi {
+        Some(file) => {
+            let doc = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            match routes_from_openapi(&doc) {
+                Ok(routes) => {
+                    let _ = write!(text, "\n# Every path of {} — all in stage legacy: nothing changes for clients.\n{routes}", file.display());
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    return Ok(Exit::Usage);
+                }
+            }
+        }
+        None => text.push_str(ROUTE_HELP),
+    }
+    // Never write a file `strangler check` would reject.
+    if let Err(e) = Config::from_toml(&text, Path::new(target)) {
+        eprintln!("error: the generated file is invalid (a bug): {e}");
+        return Ok(Exit::Failed);
+    }
+    std::fs::write(target, text)?;
+    println!("wrote {}; next: strangler check -c {0}", target.display());
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_paths_become_legacy_routes() {
+        let doc = r#"
+openapi: 3.0.0
+info: {title: Shop, version: "1"}
+paths:
+  /products:
+    get: {summary: List products}
+    post: {summary: Create a product}
+  /products/{id}:
+    get: {summary: One product}
+    put: {}
+    parameters: []
+"#;
+        let routes = routes_from_openapi(doc).expect("routes");
+        assert!(
+            routes.contains(
+                "name = \"products\"\nmethods = [\"GET\", \"POST\"]\npath = \"/products\""
+            ),
+            "{routes}"
+        );
+        assert!(
+            routes.contains(
+                "name = \"products-id\"\nmethods = [\"GET\", \"PUT\"]\npath = \"/products/{id}\""
+            ),
+            "{routes}"
+        );
+        let text = format!("{TEMPLATE}{routes}");
+        let c = Config::from_toml(&text, Path::new("s.toml")).expect("valid");
+        assert_eq!(c.routes.len(), 2);
+        assert!(routes_from_openapi("{\"paths\": {}}").is_err());
+        assert!(routes_from_openapi("nope: [").is_err());
+        assert!(Config::from_toml(&format!("{TEMPLATE}{ROUTE_HELP}"), Path::new("s.toml")).is_ok());
+    }
+}
