@@ -18,9 +18,9 @@ use crate::Exit;
 
 /// Reports CDC positions to the state store (for the router's lag-aware
 /// comparison and `strangler status`).
-struct StoreStatus(
-    Option<StateStore>,
-    Option<std::sync::Arc<crate::cdc_metrics::CdcMetrics>>,
+pub(crate) struct StoreStatus(
+    pub(crate) Option<StateStore>,
+    pub(crate) Option<std::sync::Arc<crate::cdc_metrics::CdcMetrics>>,
 );
 
 #[async_trait::async_trait]

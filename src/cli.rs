@@ -28,6 +28,18 @@ pub enum Command {
     Cdc(CdcArgs),
     /// The migration board: every endpoint, its stage, shadow verdict, CDC lag, errors.
     Status(StatusArgs),
+    /// The whole example migration, locally, end to end.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Do not pause between steps.
+    #[arg(long)]
+    pub non_interactive: bool,
+    /// Use a Kafka broker instead of the embedded transport.
+    #[arg(long)]
+    pub kafka: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ pub mod cdc;
 mod cdc_metrics;
 pub mod check;
 pub mod cli;
+pub mod demo;
 pub mod init;
 mod output;
 pub mod proxy;
@@ -50,5 +51,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Shadow(args) => shadow::run(args),
         Command::Cdc(args) => cdc::run(args),
         Command::Status(args) => status::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }

@@ -220,7 +220,7 @@ async fn noise_cmd(
 
 /// Appends the suggestions to the route's `[routes.compare]` in the file,
 /// keeping its formatting and comments.
-fn accept_suggestions(
+pub(crate) fn accept_suggestions(
     path: &std::path::Path,
     name: &str,
     suggestions: &[Suggestion],

@@ -50,10 +50,15 @@ pub async fn board(config: &Config, store: &StateStore) -> anyhow::Result<Vec<Ro
             .get(&r.name)
             .copied()
             .unwrap_or_default();
-        let verdict = verdicts
-            .iter()
-            .find(|v| v.route == r.name)
-            .map(|v| v.verdict);
+        // The route's own thresholds (`[routes.promote] max_mismatch, min_samples`).
+        let verdict = verdicts.iter().find(|v| v.route == r.name).map(|v| {
+            strangler_shadow::verdict::verdict(
+                v.verdict.samples,
+                v.verdict.real_mismatches,
+                r.promote.max_mismatch,
+                r.promote.min_samples,
+            )
+        });
         let lag_bytes = r
             .tables
             .iter()
@@ -84,7 +89,7 @@ pub async fn board(config: &Config, store: &StateStore) -> anyhow::Result<Vec<Ro
     Ok(rows)
 }
 
-fn render(rows: &[Row]) -> String {
+pub fn render(rows: &[Row]) -> String {
     let mut table: Vec<Vec<String>> = vec![[
         "ROUTE",
         "MATCH",

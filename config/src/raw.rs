@@ -149,6 +149,10 @@ pub struct RawPromote {
     /// Requests meant for the service within the window before any
     /// automatic rollback (default 20).
     pub min_requests: Option<Spanned<u64>>,
+    /// Allowed real-mismatch rate of the shadow verdict, in percent (default 0.1).
+    pub max_mismatch: Option<Spanned<f64>>,
+    /// Comparisons needed before the shadow verdict can be READY (default 500).
+    pub min_samples: Option<Spanned<u64>>,
 }
 
 /// `[routes.compare]`

@@ -558,6 +558,11 @@ fn check_promote(c: &mut Checker<'_>, raw: &RawPromote, key: &str) -> PromoteRul
             .min_requests
             .as_ref()
             .map_or(d.min_requests, |v| *v.get_ref()),
+        max_mismatch: percent(c, &raw.max_mismatch, &format!("{key}.max_mismatch"), 0.1) / 100.0,
+        min_samples: raw
+            .min_samples
+            .as_ref()
+            .map_or(d.min_samples, |v| *v.get_ref()),
     }
 }
 

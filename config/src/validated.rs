@@ -216,6 +216,9 @@ pub struct PromoteRules {
     pub auto_rollback: bool,
     pub window: Duration,
     pub min_requests: u64,
+    /// Fraction (0.001 for 0.1 %).
+    pub max_mismatch: f64,
+    pub min_samples: u64,
 }
 
 impl Default for PromoteRules {
@@ -227,6 +230,8 @@ impl Default for PromoteRules {
             auto_rollback: true,
             window: Duration::from_secs(120),
             min_requests: 20,
+            max_mismatch: 0.001,
+            min_samples: 500,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod support;
 
 mod cdc;
+mod demo;
 mod example_shadow;
 
 mod router_admin;

@@ -1,0 +1,40 @@
+//! `strangler demo --non-interactive` runs the whole story to the end.
+
+#[test]
+fn the_demo_runs_to_the_end_with_a_clean_board() {
+    let out = std::process::Command::new(crate::support::strangler_bin())
+        .args(["demo", "--non-interactive"])
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("product endpoints migrated, CDC verify clean"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/description") && stdout.contains("REAL"),
+        "the report finds the deliberate difference: {stdout}"
+    );
+    let board: Vec<&str> = stdout
+        .lines()
+        .rev()
+        .take_while(|l| !l.contains("The board at the end"))
+        .collect();
+    assert!(
+        board
+            .iter()
+            .any(|l| l.contains("get-product") && l.contains("migrated")),
+        "{stdout}"
+    );
+    assert!(
+        board
+            .iter()
+            .any(|l| l.contains("list-products") && l.contains("migrated")),
+        "{stdout}"
+    );
+}
