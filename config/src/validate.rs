@@ -1,7 +1,7 @@
 //! Raw → validated, collecting every error with its location.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -275,11 +275,11 @@ fn check_upstreams(
     for (name, up) in raw {
         let key = |field: &str| format!("upstreams.{name}.{field}");
         let up = up.get_ref();
-        let (addr, authority) = match parse_http_url(up.url.get_ref()) {
+        let authority = match parse_http_url(up.url.get_ref()) {
             Ok(v) => v,
             Err(msg) => {
                 c.err(&up.url, &key("url"), msg);
-                (fallback_addr(), String::new())
+                String::new()
             }
         };
         let health = up.health_path.as_ref().map(|p| {
@@ -313,7 +313,6 @@ fn check_upstreams(
             Upstream {
                 name: name.clone(),
                 url: up.url.get_ref().clone(),
-                addr,
                 authority,
                 health,
                 connect_timeout: c.millis(&up.connect_timeout_ms, &key("connect_timeout_ms"), 1000),
@@ -324,8 +323,8 @@ fn check_upstreams(
     out
 }
 
-/// `http://host:port[/]` → (resolved address, authority).
-fn parse_http_url(url: &str) -> Result<(SocketAddr, String), String> {
+/// `http://host:port[/]` → `host:port` (port 80 when absent).
+fn parse_http_url(url: &str) -> Result<String, String> {
     if url.starts_with("https://") {
         return Err(format!(
             "{url:?}: TLS upstreams are not supported by this build; use http://"
@@ -335,23 +334,24 @@ fn parse_http_url(url: &str) -> Result<(SocketAddr, String), String> {
         return Err(format!("{url:?} must be an http:// URL (http://host:port)"));
     };
     let authority = rest.trim_end_matches('/');
-    if authority.is_empty() || authority.contains('/') {
+    if authority.is_empty() || authority.contains('/') || authority.contains('@') {
         return Err(format!("{url:?} must be http://host:port with no path"));
     }
-    let with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(p) => (h, p),
+            Err(_) => return Err(format!("{url:?}: {p:?} is not a port")),
+        },
+        _ => (authority, 80),
     };
-    let addr = with_port
-        .to_socket_addrs()
-        .map_err(|e| format!("{url:?}: cannot resolve {with_port}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{url:?}: {with_port} resolves to no address"))?;
-    Ok((addr, authority.to_string()))
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c))
+    {
+        return Err(format!("{url:?}: {host:?} is not a host name or address"));
+    }
+    Ok(format!("{host}:{port}"))
 }
 
 fn methods(c: &mut Checker<'_>, raw: &[Spanned<String>], key: &str) -> Vec<String> {

@@ -63,13 +63,27 @@ pub struct Upstream {
     pub name: String,
     /// The URL as written.
     pub url: String,
-    /// Resolved address.
-    pub addr: SocketAddr,
-    /// Host header authority (`host:port`) for health checks.
+    /// `host:port` (the port defaulted to 80). Names are resolved when the
+    /// router builds its routing table, not when the file is checked: a
+    /// config names hosts (Kubernetes services) the checking machine may not
+    /// know.
     pub authority: String,
     pub health: Option<HealthCheck>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+}
+
+impl Upstream {
+    /// Resolves the authority to an address (blocking DNS).
+    pub fn resolve(&self) -> std::io::Result<SocketAddr> {
+        use std::net::ToSocketAddrs;
+        self.authority.to_socket_addrs()?.next().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} resolves to no address", self.authority),
+            )
+        })
+    }
 }
 
 /// Active health check settings.

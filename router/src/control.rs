@@ -177,9 +177,17 @@ impl FileState {
 async fn poll_store(shared: Arc<Shared>, store: StateStore) {
     let mut last_version = None;
     let mut last_error: Option<Instant> = None;
+    let mut last_resolve = Instant::now();
     loop {
         let interval = shared.config.load().state.poll_interval;
         tokio::time::sleep(interval).await;
+        // Upstream names are resolved when a table is built: rebuild now and
+        // then so DNS changes (a rescheduled pod) are picked up.
+        if last_resolve.elapsed() > Duration::from_secs(30) {
+            last_resolve = Instant::now();
+            let config = (*shared.config.load_full()).clone();
+            shared.set_config(config);
+        }
         let result = async {
             let v = store.version().await?;
             if last_version != Some(v) {

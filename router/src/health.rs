@@ -75,7 +75,7 @@ async fn run(
     check: HealthCheck,
     flag: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let url = format!("http://{}{}", up.addr, check.path);
+    let url = format!("http://{}{}", up.authority, check.path);
     let (mut failures, mut successes) = (0u32, 0u32);
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

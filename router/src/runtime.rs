@@ -160,7 +160,11 @@ fn build(
         .filter_map(|n| config.upstreams.get(*n))
         .map(|u| UpstreamRuntime {
             name: Arc::from(u.name.as_str()),
-            addr: u.addr,
+            addr: u.resolve().unwrap_or_else(|e| {
+                // Connecting fails (and falls back) until a rebuild resolves it.
+                tracing::error!(upstream = %u.name, authority = %u.authority, error = %e, "cannot resolve upstream");
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            }),
             connect_timeout: u.connect_timeout,
             read_timeout: u.read_timeout,
             up: if u.health.is_some() {

@@ -5,6 +5,7 @@ mod support;
 
 mod cdc;
 mod demo;
+mod deploy;
 mod example_shadow;
 
 mod router_admin;

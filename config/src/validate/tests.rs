@@ -66,7 +66,15 @@ ignore = ["/updated_at", "/items/*/etag"]
         c.proxy.override_header.as_deref(),
         Some("x-strangler-target")
     );
-    assert_eq!(c.upstreams["catalog"].addr.to_string(), "127.0.0.1:8001");
+    assert_eq!(c.upstreams["catalog"].authority, "127.0.0.1:8001");
+    assert_eq!(
+        c.upstreams["catalog"]
+            .resolve()
+            .map(|a| a.to_string())
+            .ok()
+            .as_deref(),
+        Some("127.0.0.1:8001")
+    );
     assert!(c.upstreams["catalog"].health.is_some());
 }
 
@@ -222,4 +230,16 @@ exclude = ["internal_notes"]
         e.contains("cdc.sinks[0].tables[0].source: public.orders is not among cdc.source.tables"),
         "{e}"
     );
+}
+
+#[test]
+fn host_names_are_not_resolved_when_checking() {
+    let c = load("[upstreams.legacy]\nurl = \"http://monolith.svc.cluster.local:8000\"\n[upstreams.b]\nurl = \"http://catalog\"\n").expect("valid");
+    assert_eq!(
+        c.upstreams["legacy"].authority,
+        "monolith.svc.cluster.local:8000"
+    );
+    assert_eq!(c.upstreams["b"].authority, "catalog:80");
+    let e = first_error("[upstreams.legacy]\nurl = \"http://host:port\"\n");
+    assert!(e.contains("is not a port"), "{e}");
 }
