@@ -42,6 +42,19 @@ impl StatusReporter for StoreStatus {
             }
         }
     }
+    async fn published(&self, slot: &str, lsn: Lsn) {
+        if let Some(s) = &self.0 {
+            if let Err(e) = s.report_published(slot, lsn.as_i64()).await {
+                tracing::debug!(error = %e, "cannot report the published position");
+            }
+        }
+    }
+    async fn published_position(&self, slot: &str) -> Option<Lsn> {
+        match &self.0 {
+            Some(s) => s.published(slot).await.ok().flatten().map(Lsn::from_i64),
+            None => None,
+        }
+    }
     async fn snapshot_complete(&self, slot: &str) {
         if let Some(s) = &self.0 {
             if let Err(e) = s.mark_cdc_snapshot(slot).await {
@@ -501,8 +514,10 @@ async fn run_kafka(
                 .collect();
             let (producer, brokers, prefix) =
                 (producer.clone(), brokers.to_string(), prefix.to_string());
+            let (store, slot) = (store.clone(), cfg.slot.clone());
             tasks.push(tokio::spawn(async move {
-                let c = kafka::consume(&brokers, &topics, &mut sink, Some((&producer, &prefix)), shutdown_signal(), |_| {}).await?;
+                let status = StoreStatus(store, None);
+                let c = kafka::consume(&brokers, &topics, &mut sink, Some((&producer, &prefix)), &status, &slot, shutdown_signal(), |_| {}).await?;
                 Ok(format!("sink {}: {} messages, {} rows applied, {} skipped (already applied), {} dead letters", sink.name, c.messages, c.rows, c.skipped, c.dead_letters))
             }));
         }

@@ -282,12 +282,6 @@ fn pause(interactive: bool) {
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<Exit> {
-    if args.kafka.is_some() {
-        eprintln!(
-            "error: --kafka is not supported by the demo yet; it uses the embedded transport"
-        );
-        return Ok(Exit::Usage);
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -295,7 +289,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     let interactive = !args.non_interactive && std::io::stdin().is_terminal();
     rt.block_on(async move {
         tokio::select! {
-            r = story(interactive) => r,
+            r = story(interactive, args.kafka) => r,
             _ = tokio::signal::ctrl_c() => {
                 println!("\ninterrupted: stopping everything the demo started");
                 Ok(Exit::Failed)
@@ -304,7 +298,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     })
 }
 
-async fn story(interactive: bool) -> anyhow::Result<Exit> {
+async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let dir = tempfile::Builder::new()
         .prefix("strangler-demo-")
@@ -352,7 +346,14 @@ async fn story(interactive: bool) -> anyhow::Result<Exit> {
     std::fs::write(&config_path, config_text(dir.path(), &ports))?;
     let store = StateStore::connect(&Config::load(&config_path)?.state.url).await?;
 
-    say("CDC: the monolith's tables into each service's own database (embedded transport)");
+    say(&format!(
+        "CDC: the monolith's tables into each service's own database ({})",
+        kafka
+            .as_deref()
+            .map_or("embedded transport".to_string(), |b| format!(
+                "through Kafka at {b}"
+            ))
+    ));
     let source = SourceConfig {
         url: shop_url.clone(),
         slot: "strangler".into(),
@@ -376,19 +377,76 @@ async fn story(interactive: bool) -> anyhow::Result<Exit> {
     ];
     let (cdc_stop, cdc_rx) = oneshot::channel::<()>();
     let status = crate::cdc::StoreStatus(Some(store.clone()), None);
-    let cdc = tokio::spawn(async move {
-        pipeline::run(
-            &source,
-            &mut Target::Embedded(&mut sinks),
-            Start::Initial,
-            &status,
-            async {
-                let _ = cdc_rx.await;
-            },
-            |_| {},
-        )
-        .await
-    });
+    let mut consumers = Vec::new();
+    let cdc = match kafka.clone() {
+        None => tokio::spawn(async move {
+            pipeline::run(
+                &source,
+                &mut Target::Embedded(&mut sinks),
+                Start::Initial,
+                &status,
+                async {
+                    let _ = cdc_rx.await;
+                },
+                |_| {},
+            )
+            .await
+            .map(|_| ())
+            .map_err(anyhow::Error::from)
+        }),
+        Some(brokers) => {
+            let producer = std::sync::Arc::new(
+                strangler_cdc::transport::kafka::KafkaProducer::new(&brokers, 3)?,
+            );
+            let topic = |tb: &TableName| format!("monolith.{}.{}", tb.schema, tb.table);
+            let mut topics: Vec<String> = source.tables.iter().map(topic).collect();
+            topics.push(strangler_cdc::transport::kafka::dlq_topic("monolith"));
+            producer.ensure_topics(&topics).await?;
+            for mut sink in sinks {
+                let topics: Vec<String> = sink
+                    .source_tables()
+                    .map(|s| format!("monolith.{s}"))
+                    .collect();
+                let (brokers, producer, mut stop) =
+                    (brokers.clone(), producer.clone(), stop_rx.clone());
+                let status = crate::cdc::StoreStatus(Some(store.clone()), None);
+                consumers.push(tokio::spawn(async move {
+                    let _ = strangler_cdc::transport::kafka::consume(
+                        &brokers,
+                        &topics,
+                        &mut sink,
+                        Some((&producer, "monolith")),
+                        &status,
+                        "strangler",
+                        async move {
+                            let _ = stop.changed().await;
+                        },
+                        |_| {},
+                    )
+                    .await;
+                }));
+            }
+            tokio::spawn(async move {
+                let mut target = Target::Kafka {
+                    producer: &producer,
+                    snapshot_done: false,
+                };
+                pipeline::run(
+                    &source,
+                    &mut target,
+                    Start::Initial,
+                    &status,
+                    async {
+                        let _ = cdc_rx.await;
+                    },
+                    |_| {},
+                )
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+            })
+        }
+    };
     until("the initial snapshot", Duration::from_secs(120), || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalog_items")
             .fetch_one(&catalog)
@@ -624,6 +682,9 @@ async fn story(interactive: bool) -> anyhow::Result<Exit> {
     let _ = cdc.await;
     let _ = rev.await;
     let _ = stop_tx.send(true);
+    for c in consumers {
+        let _ = c.await;
+    }
     store.close().await;
     let keep = dir.path().join("shadow-report.html");
     let kept = std::env::temp_dir().join("strangler-demo-report.html");

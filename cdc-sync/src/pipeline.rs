@@ -106,6 +106,12 @@ pub trait StatusReporter: Send + Sync {
     async fn applied(&self, sink: &str, table: &str, lsn: Lsn);
     /// A complete snapshot of `slot` was taken (Kafka: published).
     async fn snapshot_complete(&self, _slot: &str) {}
+    /// Kafka: everything up to `lsn` is acknowledged by the broker.
+    async fn published(&self, _slot: &str, _lsn: Lsn) {}
+    /// Kafka: the position last reported by [`StatusReporter::published`].
+    async fn published_position(&self, _slot: &str) -> Option<Lsn> {
+        None
+    }
 }
 
 /// A reporter that reports nothing.
@@ -205,6 +211,9 @@ pub async fn run(
         if confirm > progress.confirmed {
             stream.confirm(confirm);
             progress.confirmed = confirm;
+            if let Target::Kafka { .. } = target {
+                status.published(&cfg.slot, confirm).await;
+            }
             if through.is_none() {
                 if let Target::Embedded(sinks) = target {
                     for sink in sinks.iter() {

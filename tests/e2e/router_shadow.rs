@@ -305,7 +305,16 @@ async fn a_mismatch_that_replication_explains_is_counted_stale() {
     ))
     .await
     .expect("store");
-    // The service is behind: it still has the old price.
+    // CDC is running and reporting (behind: the service still has the old price).
+    store
+        .report_source_position("strangler", 500)
+        .await
+        .expect("source");
+    store
+        .report_applied_position("catalog", "public.products", 400)
+        .await
+        .expect("applied");
+    tokio::time::sleep(Duration::from_millis(400)).await;
     svc.set_price_delta(5);
     let c = client();
     get_who(&c, &format!("{}/product/2", p.base), &[]).await;

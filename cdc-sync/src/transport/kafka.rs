@@ -174,11 +174,19 @@ pub struct Consumed {
 
 /// Runs one sink as a member of the consumer group `strangler-<sink>` until
 /// `shutdown` completes. Dead letters also go to `<prefix>.dlq` through `dlq`.
+///
+/// Applied positions for the router's lag view: when the worker has nothing
+/// left to read it has applied everything the source published, so it
+/// reports the source's published position (`status.published_position`)
+/// for each of its tables.
+#[allow(clippy::too_many_arguments)]
 pub async fn consume(
     brokers: &str,
     topics: &[String],
     sink: &mut Sink,
     dlq: Option<(&KafkaProducer, &str)>,
+    status: &dyn crate::pipeline::StatusReporter,
+    slot: &str,
     shutdown: impl Future<Output = ()>,
     mut on_progress: impl FnMut(&Consumed),
 ) -> Result<Consumed, TransportError> {
@@ -198,7 +206,16 @@ pub async fn consume(
             _ = &mut shutdown => break,
             m = tokio::time::timeout(Duration::from_millis(500), consumer.recv()) => match m {
                 Ok(m) => m?,
-                Err(_) => continue,
+                Err(_) => {
+                    // Nothing left to read: everything published is applied.
+                    if let Some(p) = status.published_position(slot).await {
+                        let tables: Vec<String> = sink.source_tables().map(str::to_string).collect();
+                        for t in tables {
+                            status.applied(&sink.name, &t, p).await;
+                        }
+                    }
+                    continue;
+                }
             },
         };
         let mut batch = vec![(
@@ -236,6 +253,17 @@ pub async fn consume(
                         .await?;
                 }
             }
+        }
+        // Applied positions while busy: the newest change of each table.
+        let mut newest: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for (r, ..) in &batch {
+            if let Some(lsn) = r.value.as_ref().and_then(|v| v["source"]["lsn"].as_u64()) {
+                let e = newest.entry(r.table.as_str()).or_insert(0);
+                *e = (*e).max(lsn);
+            }
+        }
+        for (table, lsn) in newest {
+            status.applied(&sink.name, table, Lsn(lsn)).await;
         }
         // The rows and their offsets are committed: tell the group.
         let mut tpl = TopicPartitionList::new();

@@ -55,6 +55,30 @@ impl StateStore {
         Ok(())
     }
 
+    /// Kafka: the source's position acknowledged by the broker.
+    pub async fn report_published(&self, slot: &str, lsn: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO strangler_cdc_published (slot, lsn, updated_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (slot) DO UPDATE SET lsn = excluded.lsn, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(slot)
+        .bind(lsn)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Kafka: the last published position of `slot`.
+    pub async fn published(&self, slot: &str) -> Result<Option<i64>, StoreError> {
+        let lsn: Option<i64> =
+            sqlx::query_scalar("SELECT lsn FROM strangler_cdc_published WHERE slot = $1")
+                .bind(slot)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(lsn)
+    }
+
     /// Whether a complete snapshot of `slot` was published.
     pub async fn cdc_snapshot_done(&self, slot: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 FROM strangler_cdc_snapshots WHERE slot = $1")

@@ -40,6 +40,10 @@ const SQLITE: &[&str] = &[
         service_errors BIGINT NOT NULL,
         fallbacks BIGINT NOT NULL,
         PRIMARY KEY (route, minute))",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_published (
+        slot TEXT PRIMARY KEY,
+        lsn BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS strangler_cdc_snapshots (
         slot TEXT PRIMARY KEY,
         done_at_ms BIGINT NOT NULL)",
@@ -88,6 +92,10 @@ const POSTGRES: &[&str] = &[
         service_errors BIGINT NOT NULL,
         fallbacks BIGINT NOT NULL,
         PRIMARY KEY (route, minute))",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_published (
+        slot TEXT PRIMARY KEY,
+        lsn BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS strangler_cdc_snapshots (
         slot TEXT PRIMARY KEY,
         done_at_ms BIGINT NOT NULL)",
