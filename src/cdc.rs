@@ -18,45 +18,104 @@ use crate::Exit;
 
 /// Reports CDC positions to the state store (for the router's lag-aware
 /// comparison and `strangler status`).
-pub(crate) struct StoreStatus(
-    pub(crate) Option<StateStore>,
-    pub(crate) Option<std::sync::Arc<crate::cdc_metrics::CdcMetrics>>,
-);
+pub(crate) struct StoreStatus {
+    store: Option<StateStore>,
+    metrics: Option<std::sync::Arc<crate::cdc_metrics::CdcMetrics>>,
+    /// Positions waiting to be written: reporting never blocks the pipeline
+    /// (a busy state store must not stall replication); a background task
+    /// writes the newest value of each every 200 ms.
+    pending: std::sync::Arc<std::sync::Mutex<Pending>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    source: std::collections::HashMap<String, i64>,
+    applied: std::collections::HashMap<(String, String), i64>,
+    published: std::collections::HashMap<String, i64>,
+}
+
+impl StoreStatus {
+    pub(crate) fn new(
+        store: Option<StateStore>,
+        metrics: Option<std::sync::Arc<crate::cdc_metrics::CdcMetrics>>,
+    ) -> StoreStatus {
+        let pending = std::sync::Arc::new(std::sync::Mutex::new(Pending::default()));
+        if let Some(store) = store.clone() {
+            let weak = std::sync::Arc::downgrade(&pending);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let Some(p) = weak.upgrade() else { break };
+                    let batch = std::mem::take(
+                        &mut *p.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                    );
+                    drop(p);
+                    for (slot, lsn) in batch.source {
+                        if let Err(e) = store.report_source_position(&slot, lsn).await {
+                            tracing::debug!(error = %e, "cannot report the source position");
+                        }
+                    }
+                    for ((sink, table), lsn) in batch.applied {
+                        if let Err(e) = store.report_applied_position(&sink, &table, lsn).await {
+                            tracing::debug!(error = %e, "cannot report an applied position");
+                        }
+                    }
+                    for (slot, lsn) in batch.published {
+                        if let Err(e) = store.report_published(&slot, lsn).await {
+                            tracing::debug!(error = %e, "cannot report the published position");
+                        }
+                    }
+                }
+            });
+        }
+        StoreStatus {
+            store,
+            metrics,
+            pending,
+        }
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Pending)) {
+        f(&mut self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
+fn keep_max<K: std::hash::Hash + Eq>(m: &mut std::collections::HashMap<K, i64>, k: K, v: i64) {
+    let e = m.entry(k).or_insert(v);
+    *e = (*e).max(v);
+}
 
 #[async_trait::async_trait]
 impl StatusReporter for StoreStatus {
     async fn source_position(&self, slot: &str, lsn: Lsn) {
-        if let Some(m) = &self.1 {
+        if let Some(m) = &self.metrics {
             m.source_position(lsn.as_i64());
         }
-        if let Some(s) = &self.0 {
-            if let Err(e) = s.report_source_position(slot, lsn.as_i64()).await {
-                tracing::debug!(error = %e, "cannot report the source position");
-            }
-        }
+        self.with(|p| keep_max(&mut p.source, slot.to_string(), lsn.as_i64()));
     }
     async fn applied(&self, sink: &str, table: &str, lsn: Lsn) {
-        if let Some(s) = &self.0 {
-            if let Err(e) = s.report_applied_position(sink, table, lsn.as_i64()).await {
-                tracing::debug!(error = %e, "cannot report an applied position");
-            }
-        }
+        self.with(|p| {
+            keep_max(
+                &mut p.applied,
+                (sink.to_string(), table.to_string()),
+                lsn.as_i64(),
+            )
+        });
     }
     async fn published(&self, slot: &str, lsn: Lsn) {
-        if let Some(s) = &self.0 {
-            if let Err(e) = s.report_published(slot, lsn.as_i64()).await {
-                tracing::debug!(error = %e, "cannot report the published position");
-            }
-        }
+        self.with(|p| keep_max(&mut p.published, slot.to_string(), lsn.as_i64()));
     }
     async fn published_position(&self, slot: &str) -> Option<Lsn> {
-        match &self.0 {
+        match &self.store {
             Some(s) => s.published(slot).await.ok().flatten().map(Lsn::from_i64),
             None => None,
         }
     }
     async fn snapshot_complete(&self, slot: &str) {
-        if let Some(s) = &self.0 {
+        if let Some(s) = &self.store {
             if let Err(e) = s.mark_cdc_snapshot(slot).await {
                 tracing::warn!(error = %e, "cannot record the completed snapshot; the next start snapshots again");
             }
@@ -211,7 +270,7 @@ async fn run_pipeline(
     } = opts;
     let mut sinks = connect_sinks(sinks, &cfg.slot, urls).await?;
     let store = StateStore::connect(&config.state.url).await.map_err(|e| tracing::warn!(error = %e, "state store unavailable; CDC status will not be shared")).ok();
-    let status = StoreStatus(store, metrics.clone());
+    let status = StoreStatus::new(store, metrics.clone());
     let tty = std::io::stderr().is_terminal() && !json;
     let mut last = std::time::Instant::now();
     let on_progress = |p: &Progress| {
@@ -482,7 +541,7 @@ async fn run_kafka(
             metrics.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let status = StoreStatus(store, metrics.clone());
+            let status = StoreStatus::new(store, metrics.clone());
             let shutdown = async move {
                 if !snapshot_only {
                     shutdown_signal().await;
@@ -516,7 +575,7 @@ async fn run_kafka(
                 (producer.clone(), brokers.to_string(), prefix.to_string());
             let (store, slot) = (store.clone(), cfg.slot.clone());
             tasks.push(tokio::spawn(async move {
-                let status = StoreStatus(store, None);
+                let status = StoreStatus::new(store, None);
                 let c = kafka::consume(&brokers, &topics, &mut sink, Some((&producer, &prefix)), &status, &slot, shutdown_signal(), |_| {}).await?;
                 Ok(format!("sink {}: {} messages, {} rows applied, {} skipped (already applied), {} dead letters", sink.name, c.messages, c.rows, c.skipped, c.dead_letters))
             }));

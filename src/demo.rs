@@ -376,7 +376,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         Sink::connect("orders", &ord_url, "strangler", &orders_mappings()).await?,
     ];
     let (cdc_stop, cdc_rx) = oneshot::channel::<()>();
-    let status = crate::cdc::StoreStatus(Some(store.clone()), None);
+    let status = crate::cdc::StoreStatus::new(Some(store.clone()), None);
     let mut consumers = Vec::new();
     let cdc = match kafka.clone() {
         None => tokio::spawn(async move {
@@ -409,7 +409,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
                     .collect();
                 let (brokers, producer, mut stop) =
                     (brokers.clone(), producer.clone(), stop_rx.clone());
-                let status = crate::cdc::StoreStatus(Some(store.clone()), None);
+                let status = crate::cdc::StoreStatus::new(Some(store.clone()), None);
                 consumers.push(tokio::spawn(async move {
                     let _ = strangler_cdc::transport::kafka::consume(
                         &brokers,

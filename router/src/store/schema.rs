@@ -4,17 +4,11 @@ use sqlx::AnyPool;
 
 use super::{Backend, StoreError};
 
-const SQLITE: &[&str] = &[
-    "PRAGMA journal_mode = WAL",
-    "CREATE TABLE IF NOT EXISTS strangler_route_overrides (
-        route TEXT PRIMARY KEY,
-        stage TEXT NOT NULL,
-        percent DOUBLE PRECISION NOT NULL,
-        base_stage TEXT NOT NULL,
-        base_percent DOUBLE PRECISION NOT NULL,
-        updated_at_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS strangler_audit_log (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+/// The audit log's id column, per dialect.
+fn audit_log(id: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS strangler_audit_log (
+        id {id},
         route TEXT NOT NULL,
         actor TEXT NOT NULL,
         at_ms BIGINT NOT NULL,
@@ -22,8 +16,19 @@ const SQLITE: &[&str] = &[
         before_stage TEXT NOT NULL,
         before_percent DOUBLE PRECISION NOT NULL,
         after_stage TEXT NOT NULL,
-        after_percent DOUBLE PRECISION NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS strangler_audit_log_route ON strangler_audit_log (route, id)",
+        after_percent DOUBLE PRECISION NOT NULL)"
+    )
+}
+
+/// Tables both dialects write the same way.
+const COMMON: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS strangler_route_overrides (
+        route TEXT PRIMARY KEY,
+        stage TEXT NOT NULL,
+        percent DOUBLE PRECISION NOT NULL,
+        base_stage TEXT NOT NULL,
+        base_percent DOUBLE PRECISION NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS strangler_shadow_stats (
         route TEXT PRIMARY KEY,
         stats TEXT NOT NULL,
@@ -55,71 +60,37 @@ const SQLITE: &[&str] = &[
         PRIMARY KEY (sink, source_table))",
 ];
 
-const POSTGRES: &[&str] = &[
-    // Two proxies starting at once must not race on CREATE TABLE.
-    "SELECT pg_advisory_xact_lock(7395562000)",
-    "CREATE TABLE IF NOT EXISTS strangler_route_overrides (
-        route TEXT PRIMARY KEY,
-        stage TEXT NOT NULL,
-        percent DOUBLE PRECISION NOT NULL,
-        base_stage TEXT NOT NULL,
-        base_percent DOUBLE PRECISION NOT NULL,
-        updated_at_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS strangler_audit_log (
-        id BIGSERIAL PRIMARY KEY,
-        route TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        at_ms BIGINT NOT NULL,
-        reason TEXT NOT NULL,
-        before_stage TEXT NOT NULL,
-        before_percent DOUBLE PRECISION NOT NULL,
-        after_stage TEXT NOT NULL,
-        after_percent DOUBLE PRECISION NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS strangler_audit_log_route ON strangler_audit_log (route, id)",
-    "CREATE TABLE IF NOT EXISTS strangler_shadow_stats (
-        route TEXT PRIMARY KEY,
-        stats TEXT NOT NULL,
-        updated_at_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS strangler_cdc_source (
-        slot TEXT PRIMARY KEY,
-        source_lsn BIGINT NOT NULL,
-        updated_at_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS strangler_route_usage (
-        route TEXT NOT NULL,
-        minute BIGINT NOT NULL,
-        requests BIGINT NOT NULL,
-        service_requests BIGINT NOT NULL,
-        service_errors BIGINT NOT NULL,
-        fallbacks BIGINT NOT NULL,
-        PRIMARY KEY (route, minute))",
-    "CREATE TABLE IF NOT EXISTS strangler_cdc_published (
-        slot TEXT PRIMARY KEY,
-        lsn BIGINT NOT NULL,
-        updated_at_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS strangler_cdc_snapshots (
-        slot TEXT PRIMARY KEY,
-        done_at_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS strangler_cdc_sinks (
-        sink TEXT NOT NULL,
-        source_table TEXT NOT NULL,
-        applied_lsn BIGINT NOT NULL,
-        updated_at_ms BIGINT NOT NULL,
-        PRIMARY KEY (sink, source_table))",
-];
+/// The statements for `backend`, in order.
+fn statements(backend: Backend) -> Vec<String> {
+    let mut out: Vec<String> = match backend {
+        Backend::Sqlite => vec![
+            "PRAGMA journal_mode = WAL".into(),
+            audit_log("INTEGER PRIMARY KEY AUTOINCREMENT"),
+        ],
+        // Two proxies starting at once must not race on CREATE TABLE.
+        Backend::Postgres => vec![
+            "SELECT pg_advisory_xact_lock(7395562000)".into(),
+            audit_log("BIGSERIAL PRIMARY KEY"),
+        ],
+    };
+    out.push(
+        "CREATE INDEX IF NOT EXISTS strangler_audit_log_route ON strangler_audit_log (route, id)"
+            .into(),
+    );
+    out.extend(COMMON.iter().map(|s| s.to_string()));
+    out
+}
 
 pub(super) async fn create(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
-    let statements = match backend {
-        Backend::Sqlite => SQLITE,
-        Backend::Postgres => POSTGRES,
-    };
-    let (pragmas, tables): (Vec<&str>, Vec<&str>) =
-        statements.iter().partition(|s| s.starts_with("PRAGMA"));
+    let (pragmas, tables): (Vec<String>, Vec<String>) = statements(backend)
+        .into_iter()
+        .partition(|s| s.starts_with("PRAGMA"));
     // journal_mode cannot change inside a transaction; it persists in the file.
-    for sql in pragmas {
+    for sql in &pragmas {
         sqlx::query(sql).execute(pool).await?;
     }
     let mut tx = pool.begin().await?;
-    for sql in tables {
+    for sql in &tables {
         sqlx::query(sql).execute(&mut *tx).await?;
     }
     tx.commit().await?;
