@@ -59,11 +59,10 @@ impl PgCluster {
                 .args(["-R", "postgres:postgres"])
                 .arg(dir.path()))?;
         }
-        let port = crate::free_port();
-        let cluster = PgCluster {
+        let mut cluster = PgCluster {
             dir,
             bin,
-            port,
+            port: 0,
             as_postgres,
         };
         let data = cluster.data_dir();
@@ -82,14 +81,21 @@ impl PgCluster {
                 "--locale=C",
             ],
         )?;
-        let opts = format!(
-            "-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=20 \
-             -c max_wal_senders=20 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-            sock = path_str(cluster.dir.path())?
-        );
         let log = cluster.dir.path().join("postgres.log");
-        cluster
-            .run_pg(
+        // A free port can be taken by another test before the server binds
+        // it: try again on another one.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            cluster.port = crate::free_port();
+            let opts = format!(
+                "-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=20 \
+                 -c max_wal_senders=20 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                port = cluster.port,
+                sock = path_str(cluster.dir.path())?
+            );
+            let _ = std::fs::remove_file(&log);
+            let started = cluster.run_pg(
                 "pg_ctl",
                 &[
                     "-D",
@@ -103,11 +109,19 @@ impl PgCluster {
                     "60",
                     "start",
                 ],
-            )
-            .with_context(|| {
-                let log = std::fs::read_to_string(&log).unwrap_or_default();
-                format!("PostgreSQL did not start; its log:\n{log}")
-            })?;
+            );
+            match started {
+                Ok(_) => break,
+                Err(e) => {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if attempt < 5 && text.contains("could not bind") {
+                        continue;
+                    }
+                    return Err(e)
+                        .with_context(|| format!("PostgreSQL did not start; its log:\n{text}"));
+                }
+            }
+        }
         cluster.watchdog()?;
         Ok(cluster)
     }

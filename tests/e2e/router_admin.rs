@@ -212,18 +212,24 @@ async fn metrics_count_what_happened() {
         get_who(&c, &format!("{}/other", p.base), &[]).await;
     }
     assert_eq!(
-        p.metric("strangler_requests_total{code=\"200\",route=\"get-product\",target=\"svc\"}")
-            .await,
+        p.metric_settled(
+            "strangler_requests_total{code=\"200\",route=\"get-product\",target=\"svc\"}"
+        )
+        .await,
         7.0
     );
     assert_eq!(
-        p.metric("strangler_requests_total{code=\"200\",route=\"default\",target=\"legacy\"}")
-            .await,
+        p.metric_settled(
+            "strangler_requests_total{code=\"200\",route=\"default\",target=\"legacy\"}"
+        )
+        .await,
         3.0
     );
     assert_eq!(
-        p.metric("strangler_request_duration_seconds_count{route=\"get-product\",target=\"svc\"}")
-            .await,
+        p.metric_settled(
+            "strangler_request_duration_seconds_count{route=\"get-product\",target=\"svc\"}"
+        )
+        .await,
         7.0
     );
     let view: Value = c

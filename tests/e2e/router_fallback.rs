@@ -84,12 +84,16 @@ async fn service_killed_during_a_burst_gives_no_client_errors() {
         "svc {by_svc}, legacy {by_legacy}"
     );
     let fallbacks = p
-        .metric("strangler_fallbacks_total{reason=\"connect_error\",route=\"products\"}")
+        .metric_settled("strangler_fallbacks_total{reason=\"connect_error\",route=\"products\"}")
         .await
-        + p.metric("strangler_fallbacks_total{reason=\"upstream_error\",route=\"products\"}")
-            .await
-        + p.metric("strangler_fallbacks_total{reason=\"connect_timeout\",route=\"products\"}")
-            .await;
+        + p.metric_settled(
+            "strangler_fallbacks_total{reason=\"upstream_error\",route=\"products\"}",
+        )
+        .await
+        + p.metric_settled(
+            "strangler_fallbacks_total{reason=\"connect_timeout\",route=\"products\"}",
+        )
+        .await;
     assert_eq!(
         fallbacks as usize, by_legacy,
         "every request the monolith answered is a counted fallback"
@@ -112,18 +116,22 @@ async fn service_5xx_on_safe_methods_is_answered_by_the_monolith() {
     let (status, up) = who(&c, Method::GET, &format!("{}/strict/1", p.base), &[]).await;
     assert_eq!((status, up.as_str()), (503, "svc"));
     assert_eq!(
-        p.metric("strangler_fallbacks_total{reason=\"status_5xx\",route=\"products\"}")
+        p.metric_settled("strangler_fallbacks_total{reason=\"status_5xx\",route=\"products\"}")
             .await,
         3.0
     );
     assert_eq!(
-        p.metric("strangler_requests_total{code=\"200\",route=\"products\",target=\"legacy\"}")
-            .await,
+        p.metric_settled(
+            "strangler_requests_total{code=\"200\",route=\"products\",target=\"legacy\"}"
+        )
+        .await,
         3.0
     );
     assert_eq!(
-        p.metric("strangler_requests_total{code=\"503\",route=\"products\",target=\"svc\"}")
-            .await,
+        p.metric_settled(
+            "strangler_requests_total{code=\"503\",route=\"products\",target=\"svc\"}"
+        )
+        .await,
         1.0
     );
 }
@@ -161,7 +169,7 @@ async fn a_service_down_by_health_check_gets_no_traffic_until_it_is_back() {
         "legacy"
     );
     assert!(
-        p.metric("strangler_fallbacks_total{reason=\"unhealthy\",route=\"products\"}")
+        p.metric_settled("strangler_fallbacks_total{reason=\"unhealthy\",route=\"products\"}")
             .await
             >= 1.0
     );

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 pub use strangler_testkit::{free_port, Behaviour, PgCluster, TestUpstream};
@@ -16,8 +17,10 @@ pub fn strangler_bin() -> &'static str {
 /// A temp dir with a config file and the ports of one proxy.
 pub struct Harness {
     pub dir: tempfile::TempDir,
-    pub listen: u16,
-    pub admin: u16,
+    /// Ports of the proxy's listeners (new ones are picked if another
+    /// process takes them before the proxy binds them).
+    listen: AtomicU16,
+    admin: AtomicU16,
     pub state_url: Option<String>,
 }
 
@@ -28,8 +31,8 @@ impl Harness {
                 .prefix("strangler-e2e-")
                 .tempdir()
                 .expect("temp dir"),
-            listen: free_port(),
-            admin: free_port(),
+            listen: AtomicU16::new(free_port()),
+            admin: AtomicU16::new(free_port()),
             state_url: None,
         }
     }
@@ -52,7 +55,8 @@ impl Harness {
             .unwrap_or_else(|| "sqlite://state.db".into());
         format!(
             "[state]\nurl = \"{state}\"\npoll_interval_ms = 100\n\n[proxy]\nlisten = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\noverride_header = \"x-strangler-target\"\nthreads = 2\ndrain_timeout_secs = 5\n\n{rest}",
-            self.listen, self.admin
+            self.listen.load(Ordering::Relaxed),
+            self.admin.load(Ordering::Relaxed)
         )
     }
 
@@ -69,6 +73,45 @@ impl Harness {
     }
 
     pub async fn start_with_env(&self, env: &[(&str, &str)]) -> Proxy {
+        for _ in 0..4 {
+            let mut p = self.spawn(env);
+            match p.wait_ready().await {
+                Ok(()) => return p,
+                Err(log) if log.contains("cannot listen on") => {
+                    // A port was taken in between: pick new ones, keep everything else.
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                    let text = std::fs::read_to_string(self.config_path()).expect("config");
+                    let (old_l, old_a) = (
+                        self.listen.load(Ordering::Relaxed),
+                        self.admin.load(Ordering::Relaxed),
+                    );
+                    self.listen.store(free_port(), Ordering::Relaxed);
+                    self.admin.store(free_port(), Ordering::Relaxed);
+                    let text = text
+                        .replace(
+                            &format!("listen = \"127.0.0.1:{old_l}\""),
+                            &format!(
+                                "listen = \"127.0.0.1:{}\"",
+                                self.listen.load(Ordering::Relaxed)
+                            ),
+                        )
+                        .replace(
+                            &format!("admin = \"127.0.0.1:{old_a}\""),
+                            &format!(
+                                "admin = \"127.0.0.1:{}\"",
+                                self.admin.load(Ordering::Relaxed)
+                            ),
+                        );
+                    std::fs::write(self.config_path(), text).expect("rewrite config");
+                }
+                Err(log) => panic!("proxy did not start; its log:\n{log}"),
+            }
+        }
+        panic!("proxy did not start after picking new ports four times")
+    }
+
+    fn spawn(&self, env: &[(&str, &str)]) -> Proxy {
         let log = std::fs::File::create(self.dir.path().join("proxy.log")).expect("log file");
         let access = std::fs::File::create(self.dir.path().join("access.log")).expect("access log");
         let child = Command::new(strangler_bin())
@@ -80,15 +123,13 @@ impl Harness {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn strangler proxy");
-        let proxy = Proxy {
+        Proxy {
             child,
-            base: format!("http://127.0.0.1:{}", self.listen),
-            admin: format!("http://127.0.0.1:{}", self.admin),
+            base: format!("http://127.0.0.1:{}", self.listen.load(Ordering::Relaxed)),
+            admin: format!("http://127.0.0.1:{}", self.admin.load(Ordering::Relaxed)),
             log: self.dir.path().join("proxy.log"),
             access_log: self.dir.path().join("access.log"),
-        };
-        proxy.wait_ready().await;
-        proxy
+        }
     }
 }
 
@@ -104,10 +145,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    async fn wait_ready(&self) {
+    /// Waits until both listeners answer; `Err(log)` if the proxy exited or never did.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let c = client();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Err(self.log_text());
+            }
             let admin_ok = c
                 .get(format!("{}/healthz", self.admin))
                 .send()
@@ -117,13 +162,11 @@ impl Proxy {
                 .await
                 .is_ok();
             if admin_ok && listen_ok {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "proxy did not start; its log:\n{}",
-                self.log_text()
-            );
+            if Instant::now() > deadline {
+                return Err(self.log_text());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -145,6 +188,23 @@ impl Proxy {
             .expect("kill")
             .success();
         assert!(ok, "kill -{sig} failed");
+    }
+
+    /// A counter after the requests already answered were logged: Pingora
+    /// runs the logging phase after the response reaches the client, so a
+    /// read right after a response can miss it. Reads until two reads 100 ms
+    /// apart agree (at most 3 s).
+    pub async fn metric_settled(&self, series: &str) -> f64 {
+        let mut last = self.metric(series).await;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.metric(series).await;
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
     }
 
     /// The value of a metric line (exact labels as Prometheus prints them), 0 if absent.
