@@ -103,6 +103,14 @@ const SETUP: &[&str] = &[
         at TIMESTAMPTZ NOT NULL DEFAULT now())",
 ];
 
+/// Maps a database error of sink `name`.
+fn db_err(name: &str) -> impl Fn(sqlx::Error) -> SinkError + '_ {
+    move |source| SinkError::Database {
+        sink: name.to_string(),
+        source,
+    }
+}
+
 /// The replication origin a sink writes under.
 pub fn origin_name(sink: &str) -> String {
     format!("strangler_{sink}")
@@ -314,10 +322,7 @@ impl Sink {
         book: Bookkeeping,
     ) -> Result<Applied, SinkError> {
         let mut applied = Applied::default();
-        let mut tx = self.conn.begin().await.map_err(|e| SinkError::Database {
-            sink: self.name.clone(),
-            source: e,
-        })?;
+        let mut tx = self.conn.begin().await.map_err(db_err(&self.name))?;
         // First try the batch as a whole, consecutive records of one table
         // and shape in one statement; on an error redo it event by event
         // under savepoints so only the bad event is set aside.
@@ -325,10 +330,7 @@ impl Sink {
             sqlx::query("SAVEPOINT batch")
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| SinkError::Database {
-                    sink: self.name.clone(),
-                    source: e,
-                })?;
+                .map_err(db_err(&self.name))?;
             let mut ok = true;
             let mut i = 0;
             while i < mine.len() && ok {
@@ -376,10 +378,7 @@ impl Sink {
             sqlx::query("ROLLBACK TO SAVEPOINT batch")
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| SinkError::Database {
-                    sink: self.name.clone(),
-                    source: e,
-                })?;
+                .map_err(db_err(&self.name))?;
             for r in mine {
                 let Some(m) = self.tables.get(&r.table).and_then(|t| t.statement(r)) else {
                     continue;
@@ -387,20 +386,14 @@ impl Sink {
                 sqlx::query("SAVEPOINT one")
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| SinkError::Database {
-                        sink: self.name.clone(),
-                        source: e,
-                    })?;
+                    .map_err(db_err(&self.name))?;
                 match m.execute(&mut tx).await {
                     Ok(()) => applied.rows += 1,
                     Err(e) => {
                         sqlx::query("ROLLBACK TO SAVEPOINT one")
                             .execute(&mut *tx)
                             .await
-                            .map_err(|e| SinkError::Database {
-                                sink: self.name.clone(),
-                                source: e,
-                            })?;
+                            .map_err(db_err(&self.name))?;
                         tracing::warn!(sink = %self.name, topic = %r.topic, error = %e, "event set aside to the dead-letter table");
                         sqlx::query("INSERT INTO strangler_cdc_dead_letters (sink, topic, key, value, reason) VALUES ($1, $2, $3, $4, $5)")
                             .bind(&self.name)
@@ -410,7 +403,7 @@ impl Sink {
                             .bind(e.to_string())
                             .execute(&mut *tx)
                             .await
-                            .map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+                            .map_err(db_err(&self.name))?;
                         applied.dead_letters += 1;
                     }
                 }
@@ -432,11 +425,8 @@ impl Sink {
                 .bind(snapshot_done)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
-                tx.commit().await.map_err(|e| SinkError::Database {
-                    sink: self.name.clone(),
-                    source: e,
-                })?;
+                .map_err(db_err(&self.name))?;
+                tx.commit().await.map_err(db_err(&self.name))?;
                 self.position = through;
                 self.snapshot_done = snapshot_done;
             }
@@ -452,12 +442,9 @@ impl Sink {
                     .bind(next)
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| SinkError::Database { sink: self.name.clone(), source: e })?;
+                    .map_err(db_err(&self.name))?;
                 }
-                tx.commit().await.map_err(|e| SinkError::Database {
-                    sink: self.name.clone(),
-                    source: e,
-                })?;
+                tx.commit().await.map_err(db_err(&self.name))?;
             }
         }
         Ok(applied)
@@ -496,10 +483,7 @@ impl Sink {
                 .bind(&self.name)
                 .fetch_one(&mut self.conn)
                 .await
-                .map_err(|e| SinkError::Database {
-                    sink: self.name.clone(),
-                    source: e,
-                })?;
+                .map_err(db_err(&self.name))?;
         Ok(n)
     }
 }
