@@ -47,8 +47,16 @@ fn cli_env(args: &[&str], h: &Harness, env: &[(&str, &str)]) -> (i32, String, St
     )
 }
 
-#[tokio::test]
-async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
+/// A cluster with a monolith database (`shop`) and a service database (`svc`).
+struct Databases {
+    _pg: PgCluster,
+    src_url: String,
+    dst_url: String,
+    src: sqlx::PgPool,
+    dst: sqlx::PgPool,
+}
+
+async fn databases() -> Databases {
     let pg = tokio::task::spawn_blocking(PgCluster::start)
         .await
         .expect("join")
@@ -65,6 +73,24 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
         .connect(&dst_url)
         .await
         .expect("dst");
+    Databases {
+        _pg: pg,
+        src_url,
+        dst_url,
+        src,
+        dst,
+    }
+}
+
+#[tokio::test]
+async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
+    let Databases {
+        _pg,
+        src_url,
+        dst_url,
+        src,
+        dst,
+    } = databases().await;
     sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)")
         .execute(&src)
         .await
@@ -237,22 +263,13 @@ async fn cdc_through_a_real_kafka_protocol_broker() {
         .await
         .expect("join")
         .expect("tansu");
-    let pg = tokio::task::spawn_blocking(PgCluster::start)
-        .await
-        .expect("join")
-        .expect("postgres");
-    let src_url = pg.create_database("shop").expect("db");
-    let dst_url = pg.create_database("svc").expect("db");
-    let src = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&src_url)
-        .await
-        .expect("src");
-    let dst = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&dst_url)
-        .await
-        .expect("dst");
+    let Databases {
+        _pg,
+        src_url,
+        dst_url,
+        src,
+        dst,
+    } = databases().await;
     sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)")
         .execute(&src)
         .await
@@ -373,22 +390,13 @@ async fn cdc_through_a_real_kafka_protocol_broker() {
 /// side reach the other, and nothing bounces.
 #[tokio::test]
 async fn forward_and_reverse_processes_converge_without_echo() {
-    let pg = tokio::task::spawn_blocking(PgCluster::start)
-        .await
-        .expect("join")
-        .expect("postgres");
-    let src_url = pg.create_database("shop").expect("db");
-    let dst_url = pg.create_database("svc").expect("db");
-    let src = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&src_url)
-        .await
-        .expect("src");
-    let dst = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&dst_url)
-        .await
-        .expect("dst");
+    let Databases {
+        _pg,
+        src_url,
+        dst_url,
+        src,
+        dst,
+    } = databases().await;
     sqlx::query("CREATE TABLE products (id BIGSERIAL PRIMARY KEY, title TEXT NOT NULL, price_cents BIGINT NOT NULL)").execute(&src).await.expect("ddl");
     sqlx::query("CREATE TABLE catalog_items (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price BIGINT NOT NULL)").execute(&dst).await.expect("ddl");
     sqlx::query("INSERT INTO products (title, price_cents) SELECT 'p' || g, g FROM generate_series(1, 20) g").execute(&src).await.expect("seed");
