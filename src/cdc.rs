@@ -149,17 +149,22 @@ fn forward_source(cdc: &CdcConfig, url: String) -> SourceConfig {
         publication: cdc.source.publication.clone(),
         tables: cdc.source.tables.clone(),
         name,
+        format: cdc.format,
     }
 }
 
 async fn connect_sinks(
     sinks: &[&CdcSink],
-    slot: &str,
+    cfg: &SourceConfig,
     urls: &[String],
 ) -> anyhow::Result<Vec<Sink>> {
     let mut out = Vec::new();
     for (s, url) in sinks.iter().zip(urls) {
-        out.push(Sink::connect(&s.name, url, slot, &s.tables).await?);
+        out.push(
+            Sink::connect(&s.name, url, &cfg.slot, &s.tables)
+                .await?
+                .with_format(cfg.format),
+        );
     }
     Ok(out)
 }
@@ -237,6 +242,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                         publication: name,
                         tables: s.tables.iter().map(|t| t.source.clone()).collect(),
                         name: format!("{}-reverse", s.name),
+                        format: cdc.format,
                     };
                     let (config, s, url) = (config.clone(), s.clone(), source_url.clone());
                     tasks.push(tokio::spawn(async move { run_pipeline(&config, cfg, &[&s], &[url], RunOpts { start: Start::Never, snapshot_only: false, json, metrics: None }).await }));
@@ -268,7 +274,7 @@ async fn run_pipeline(
         json,
         metrics,
     } = opts;
-    let mut sinks = connect_sinks(sinks, &cfg.slot, urls).await?;
+    let mut sinks = connect_sinks(sinks, &cfg, urls).await?;
     let store = StateStore::connect(&config.state.url).await.map_err(|e| tracing::warn!(error = %e, "state store unavailable; CDC status will not be shared")).ok();
     let status = StoreStatus::new(store, metrics.clone());
     let tty = std::io::stderr().is_terminal() && !json;
@@ -565,7 +571,9 @@ async fn run_kafka(
     }
     if !source_only {
         for (s, url) in sinks.iter().zip(urls) {
-            let mut sink = Sink::connect(&s.name, url, &cfg.slot, &s.tables).await?;
+            let mut sink = Sink::connect(&s.name, url, &cfg.slot, &s.tables)
+                .await?
+                .with_format(cfg.format);
             let topics: Vec<String> = s
                 .tables
                 .iter()

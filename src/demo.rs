@@ -370,6 +370,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         .map(|n| t(&format!("public.{n}")))
         .collect(),
         name: "monolith".into(),
+        format: Default::default(),
     };
     let mut sinks = vec![
         Sink::connect("catalog", &cat_url, "strangler", &[catalog_mapping()]).await?,
@@ -586,6 +587,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         publication: "strangler_rev_catalog".into(),
         tables: vec![t("public.catalog_items")],
         name: "catalog-reverse".into(),
+        format: Default::default(),
     };
     let mut rev_sinks = vec![
         Sink::connect(
@@ -644,6 +646,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         publication: String::new(),
         tables: vec![],
         name: String::new(),
+        format: Default::default(),
     })
     .await?;
     let mut d = <sqlx::PgConnection as sqlx::Connection>::connect(&cat_url).await?;

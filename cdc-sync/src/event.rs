@@ -11,17 +11,18 @@
 //!        null after every delete (tombstone, same key)
 //! ```
 //!
-//! Values follow Debezium's default type mapping (`time.precision.mode =
-//! adaptive_time_microseconds`, `decimal.handling.mode = string`,
-//! `binary.handling.mode = base64`): integers and floats are numbers,
-//! `date` is days since the epoch, `timestamp` microseconds since the
-//! epoch, `timestamptz` an ISO-8601 string in UTC, `time` microseconds of
-//! the day, `numeric` a string, `bytea` base64, JSON a string.
+//! Values follow Debezium's type mapping under the configured options
+//! ([`crate::types`]; the table is `cdc-sync/TYPES.md`). With
+//! `schemas_enable` the Kafka transport wraps keys and values in
+//! `{schema, payload}` from [`Table::schemas`].
+
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
 use crate::lsn::Lsn;
 use crate::pgoutput::{Relation, Value as Col};
+use crate::types::{self, schema, Catalog, EventFormat, Kind};
 
 /// What unchanged TOASTed values are replaced by.
 pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
@@ -40,6 +41,114 @@ pub struct Record {
     pub value: Option<Value>,
     /// Commit position of the transaction (`Lsn(0)` during the snapshot).
     pub commit_lsn: Lsn,
+    /// PostgreSQL's text of the columns whose representation cannot be
+    /// read back exactly (the row the sink writes: `after`, or the key of
+    /// a delete); Kafka carries it in the header [`EXACT_HEADER`].
+    pub exact: Option<Map<String, Value>>,
+    /// Key and value schemas (`schemas_enable`).
+    pub schemas: Option<Arc<Schemas>>,
+}
+
+/// The Kafka header carrying [`Record::exact`].
+pub const EXACT_HEADER: &str = "strangler.exact";
+
+/// Kafka Connect schemas of a table's keys and values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schemas {
+    pub key: Value,
+    pub value: Value,
+}
+
+/// A captured table: its relation, each column's kind, its topic.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub rel: Relation,
+    pub kinds: Vec<Kind>,
+    pub topic: String,
+    /// `schema.table`.
+    pub name: String,
+    pub format: EventFormat,
+    pub schemas: Option<Arc<Schemas>>,
+}
+
+/// The topic of a source table: `<prefix>.<schema>.<table>`.
+pub fn topic(prefix: &str, schema: &str, table: &str) -> String {
+    format!("{prefix}.{schema}.{table}")
+}
+
+impl Table {
+    pub fn new(rel: Relation, catalog: &Catalog, prefix: &str, format: EventFormat) -> Table {
+        let kinds: Vec<Kind> = rel
+            .columns
+            .iter()
+            .map(|c| catalog.kind(c.type_oid, c.type_mod))
+            .collect();
+        let topic = topic(prefix, &rel.schema, &rel.table);
+        let schemas = format.schemas.then(|| {
+            let cols = |keys_only: bool| -> Vec<(&str, &Kind, bool)> {
+                rel.columns
+                    .iter()
+                    .zip(&kinds)
+                    .filter(|(c, _)| !keys_only || c.key)
+                    .map(|(c, k)| (c.name.as_str(), k, !c.key))
+                    .collect()
+            };
+            let value = schema::row(&format!("{topic}.Value"), &cols(false), &format);
+            Arc::new(Schemas {
+                key: schema::row(&format!("{topic}.Key"), &cols(true), &format),
+                value: schema::envelope(&topic, &value),
+            })
+        });
+        Table {
+            name: format!("{}.{}", rel.schema, rel.table),
+            rel,
+            kinds,
+            topic,
+            format,
+            schemas,
+        }
+    }
+
+    /// A row as Debezium's `before`/`after`: column name → converted value;
+    /// lossy columns' texts go to `exact`.
+    pub fn row(&self, values: &[Col], exact: Option<&mut Map<String, Value>>) -> Value {
+        Value::Object(self.columns(values, false, exact))
+    }
+
+    /// The key of a row: its replica-identity columns.
+    pub fn key(&self, values: &[Col], exact: Option<&mut Map<String, Value>>) -> Option<Value> {
+        let m = self.columns(values, true, exact);
+        (!m.is_empty()).then_some(Value::Object(m))
+    }
+
+    fn columns(
+        &self,
+        values: &[Col],
+        keys_only: bool,
+        mut exact: Option<&mut Map<String, Value>>,
+    ) -> Map<String, Value> {
+        let mut m = Map::with_capacity(values.len());
+        for ((c, kind), v) in self.rel.columns.iter().zip(&self.kinds).zip(values) {
+            if keys_only && !c.key {
+                continue;
+            }
+            let value = match v {
+                Col::Null => Value::Null,
+                Col::Unchanged => Value::String(UNAVAILABLE.into()),
+                Col::Text(t) => {
+                    let e = types::encode(kind, t, &self.format);
+                    if !e.exact {
+                        if let Some(x) = exact.as_deref_mut() {
+                            x.insert(c.name.clone(), Value::String(t.clone()));
+                        }
+                    }
+                    e.value
+                }
+            };
+            m.insert(c.name.clone(), value);
+        }
+        m
+    }
 }
 
 /// The `op` of an envelope.
@@ -133,111 +242,6 @@ pub fn envelope(
     })
 }
 
-/// A row as Debezium's `before`/`after`: column name → converted value.
-pub fn row(rel: &Relation, values: &[Col]) -> Value {
-    let mut m = Map::with_capacity(values.len());
-    for (c, v) in rel.columns.iter().zip(values) {
-        m.insert(c.name.clone(), convert(c.type_oid, v));
-    }
-    Value::Object(m)
-}
-
-/// The key of a row: its replica-identity columns.
-pub fn key(rel: &Relation, values: &[Col]) -> Option<Value> {
-    let mut m = Map::new();
-    for (c, v) in rel.columns.iter().zip(values) {
-        if c.key {
-            m.insert(c.name.clone(), convert(c.type_oid, v));
-        }
-    }
-    (!m.is_empty()).then_some(Value::Object(m))
-}
-
-/// Converts one text-format value by its type OID.
-pub fn convert(type_oid: u32, v: &Col) -> Value {
-    let text = match v {
-        Col::Null => return Value::Null,
-        Col::Unchanged => return Value::String(UNAVAILABLE.into()),
-        Col::Text(t) => t.as_str(),
-    };
-    let number = |t: &str| {
-        t.parse::<i64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| Value::String(t.into()))
-    };
-    match type_oid {
-        16 => Value::Bool(text == "t"),
-        20 | 21 | 23 | 26 => number(text),
-        700 | 701 => text
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map_or_else(|| Value::String(text.into()), Value::Number),
-        1082 => days_since_epoch(text).map_or_else(|| Value::String(text.into()), Value::from),
-        1114 => micros_since_epoch(text).map_or_else(|| Value::String(text.into()), Value::from),
-        1184 => Value::String(iso_utc(text)),
-        1083 => time_micros(text).map_or_else(|| Value::String(text.into()), Value::from),
-        17 => Value::String(bytea_base64(text)),
-        _ => Value::String(text.into()),
-    }
-}
-
-/// `YYYY-MM-DD` → days since 1970-01-01.
-fn days_since_epoch(d: &str) -> Option<i64> {
-    let mut parts = d.get(..10)?.split('-');
-    let (y, m, day): (i64, i64, i64) = (
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-    );
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
-}
-
-/// `HH:MM:SS[.ffffff]` → microseconds.
-fn time_micros(t: &str) -> Option<i64> {
-    let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
-    let mut p = hms.split(':');
-    let (h, m, s): (i64, i64, i64) = (
-        p.next()?.parse().ok()?,
-        p.next()?.parse().ok()?,
-        p.next()?.parse().ok()?,
-    );
-    let frac: String = frac.chars().take_while(char::is_ascii_digit).collect();
-    let micros = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<6}").get(..6)?.parse().ok()?
-    };
-    Some(((h * 60 + m) * 60 + s) * 1_000_000 + micros)
-}
-
-/// `YYYY-MM-DD HH:MM:SS[.ffffff]` → microseconds since the epoch.
-fn micros_since_epoch(ts: &str) -> Option<i64> {
-    let (d, t) = ts.split_once(' ')?;
-    Some(days_since_epoch(d)? * 86_400_000_000 + time_micros(t)?)
-}
-
-/// `2024-01-01 00:00:37.5+00` (the session runs in UTC) → `2024-01-01T00:00:37.5Z`.
-fn iso_utc(ts: &str) -> String {
-    let body = ts.strip_suffix("+00").unwrap_or(ts);
-    format!("{}Z", body.replacen(' ', "T", 1))
-}
-
-/// `\x0a0b` → base64.
-fn bytea_base64(t: &str) -> String {
-    use base64::Engine;
-    let hex = t.strip_prefix("\\x").unwrap_or(t);
-    let bytes: Vec<u8> = (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,25 +249,6 @@ mod tests {
 
     fn t(s: &str) -> Col {
         Col::Text(s.into())
-    }
-
-    #[test]
-    fn converts_like_debezium() {
-        assert_eq!(convert(23, &t("42")), json!(42));
-        assert_eq!(convert(16, &t("t")), json!(true));
-        assert_eq!(convert(1700, &t("12.50")), json!("12.50"));
-        assert_eq!(convert(701, &t("1.5")), json!(1.5));
-        assert_eq!(convert(1082, &t("2024-01-02")), json!(19724));
-        assert_eq!(convert(1082, &t("1969-12-31")), json!(-1));
-        assert_eq!(convert(1114, &t("1970-01-01 00:00:01.5")), json!(1_500_000));
-        assert_eq!(
-            convert(1184, &t("2024-01-01 00:00:37.123456+00")),
-            json!("2024-01-01T00:00:37.123456Z")
-        );
-        assert_eq!(convert(1083, &t("01:00:00")), json!(3_600_000_000i64));
-        assert_eq!(convert(17, &t("\\x68656c6c6f")), json!("aGVsbG8="));
-        assert_eq!(convert(25, &Col::Unchanged), json!(UNAVAILABLE));
-        assert_eq!(convert(25, &Col::Null), Value::Null);
     }
 
     #[test]
@@ -276,17 +261,26 @@ mod tests {
             columns: vec![
                 Column {
                     name: "id".into(),
-                    type_oid: 20,
+                    type_oid: 23,
+                    type_mod: -1,
                     key: true,
                 },
                 Column {
                     name: "title".into(),
                     type_oid: 25,
+                    type_mod: -1,
                     key: false,
                 },
             ],
         };
-        let after = row(&rel, &[t("7"), t("Kettle")]);
+        let table = Table::new(
+            rel.clone(),
+            &crate::types::tests::catalog(),
+            "monolith",
+            EventFormat::default(),
+        );
+        assert_eq!(table.topic, "monolith.public.products");
+        let after = table.row(&[t("7"), t("Kettle")], None);
         let src = SourceInfo {
             name: "monolith",
             db: "shop",
@@ -330,6 +324,14 @@ mod tests {
         }
         assert_eq!(s["sequence"], "[\"24023119\",\"24023128\"]");
         assert_eq!(v["transaction"]["id"], "555:24023128");
-        assert_eq!(key(&rel, &[t("7"), t("Kettle")]), Some(json!({"id": 7})));
+        assert_eq!(
+            table.key(&[t("7"), t("Kettle")], None),
+            Some(json!({"id": 7}))
+        );
+        // Unchanged TOAST values are Debezium's placeholder.
+        assert_eq!(
+            table.row(&[t("7"), Col::Unchanged], None)["title"],
+            json!(UNAVAILABLE)
+        );
     }
 }

@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod sink;
 pub mod source;
 pub mod transport;
+pub mod types;
 pub mod verify;
 
 /// Milliseconds since the Unix epoch.

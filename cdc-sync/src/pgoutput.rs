@@ -6,13 +6,13 @@
 //! Origin (`O`) and Type (`Y`).
 //! <https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html>
 
-use std::collections::HashMap;
-
 /// A column of a relation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: String,
     pub type_oid: u32,
+    /// `atttypmod` (-1 when none): numeric scale, time precision.
+    pub type_mod: i32,
     /// Part of the replica identity (the primary key by default).
     pub key: bool,
 }
@@ -164,10 +164,11 @@ pub fn decode(data: &[u8]) -> Result<Message, DecodeError> {
                 let flags = r.u8()?;
                 let name = r.cstr()?;
                 let type_oid = r.u32()?;
-                let _typmod = r.u32()?;
+                let type_mod = r.u32()? as i32;
                 columns.push(Column {
                     name,
                     type_oid,
+                    type_mod,
                     key: flags & 1 == 1,
                 });
             }
@@ -236,20 +237,6 @@ pub fn decode(data: &[u8]) -> Result<Message, DecodeError> {
         b'Y' => Message::Type,
         other => Message::Other(other),
     })
-}
-
-/// Relations seen so far in a stream (pgoutput sends each before first use
-/// and again after it changes).
-#[derive(Debug, Default)]
-pub struct Relations(HashMap<u32, Relation>);
-
-impl Relations {
-    pub fn insert(&mut self, r: Relation) {
-        self.0.insert(r.oid, r);
-    }
-    pub fn get(&self, oid: u32) -> Option<&Relation> {
-        self.0.get(&oid)
-    }
 }
 
 #[cfg(test)]

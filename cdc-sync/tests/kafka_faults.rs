@@ -20,6 +20,8 @@ fn records(n: usize) -> Vec<Record> {
             key: Some(json!({"id": i})),
             value: Some(json!({"op": "c", "after": {"id": i}})),
             commit_lsn: Lsn(1),
+            exact: None,
+            schemas: None,
         })
         .collect()
 }

@@ -111,6 +111,7 @@ fn source_cfg(e: &Env) -> SourceConfig {
         publication: "strangler".into(),
         tables: vec![t("public.products")],
         name: "monolith".into(),
+        format: Default::default(),
     }
 }
 
@@ -394,6 +395,7 @@ async fn reverse_sync_converges_without_ping_pong() {
         publication: "strangler_rev_catalog".into(),
         tables: vec![t("public.catalog_items")],
         name: "catalog-reverse".into(),
+        format: Default::default(),
     };
     let rev = start(
         rev_cfg,

@@ -207,6 +207,9 @@ pub struct RawCdcSource {
     pub tables: Vec<Spanned<String>>,
     /// `initial` | `never` (default `initial`).
     pub snapshot: Option<Spanned<String>>,
+    /// Rows per table compared between source and every sink right after
+    /// the snapshot (default 1000; 0 turns the check off).
+    pub verify_after_snapshot: Option<Spanned<i64>>,
 }
 
 /// `[cdc.transport]`
@@ -219,6 +222,17 @@ pub struct RawCdcTransport {
     pub brokers: Option<Spanned<String>>,
     /// Topics are `<topic_prefix>.<schema>.<table>` (default `strangler`).
     pub topic_prefix: Option<Spanned<String>>,
+    /// Debezium's `decimal.handling.mode`: `precise` | `string` | `double`.
+    pub decimal_handling: Option<Spanned<String>>,
+    /// Debezium's `time.precision.mode`: `adaptive` | `connect`.
+    pub time_precision: Option<Spanned<String>>,
+    /// Debezium's `interval.handling.mode`: `numeric` | `string`.
+    pub interval_handling: Option<Spanned<String>>,
+    /// Debezium's `binary.handling.mode`: `bytes` | `base64` | `hex`.
+    pub binary_handling: Option<Spanned<String>>,
+    /// Kafka Connect's JSON converter `schemas.enable`: `{schema, payload}`.
+    #[serde(default)]
+    pub schemas_enable: bool,
 }
 
 /// `[[cdc.sinks]]`

@@ -676,8 +676,20 @@ fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
             .map(|t| table(c, t, "cdc.source.tables"))
             .collect(),
         snapshot,
+        verify_after_snapshot: match &s.verify_after_snapshot {
+            Some(n) => u32::try_from(*n.get_ref()).unwrap_or_else(|_| {
+                c.err(
+                    n,
+                    "cdc.source.verify_after_snapshot",
+                    "a number of rows from 0 (off) to 4294967295",
+                );
+                0
+            }),
+            None => 1000,
+        },
     };
     let t = &raw.transport;
+    let format = event_format(c, t);
     let topic_prefix = t
         .topic_prefix
         .as_ref()
@@ -756,7 +768,80 @@ fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
     CdcConfig {
         source,
         transport,
+        format,
         sinks,
+    }
+}
+
+/// Debezium's representation options of `[cdc.transport]`.
+fn event_format(c: &mut Checker<'_>, t: &RawCdcTransport) -> EventFormat {
+    fn pick<T: Copy + Default>(
+        c: &mut Checker<'_>,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        choices: &[(&str, T)],
+    ) -> T {
+        let Some(v) = v else { return T::default() };
+        match choices
+            .iter()
+            .find(|(name, _)| *name == v.get_ref().as_str())
+        {
+            Some((_, x)) => *x,
+            None => {
+                let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+                c.err(
+                    v,
+                    key,
+                    format!(
+                        "unknown mode {:?} (expected {})",
+                        v.get_ref(),
+                        names.join(" | ")
+                    ),
+                );
+                T::default()
+            }
+        }
+    }
+    EventFormat {
+        decimal: pick(
+            c,
+            &t.decimal_handling,
+            "cdc.transport.decimal_handling",
+            &[
+                ("precise", DecimalHandling::Precise),
+                ("string", DecimalHandling::String),
+                ("double", DecimalHandling::Double),
+            ],
+        ),
+        time: pick(
+            c,
+            &t.time_precision,
+            "cdc.transport.time_precision",
+            &[
+                ("adaptive", TimePrecision::Adaptive),
+                ("connect", TimePrecision::Connect),
+            ],
+        ),
+        interval: pick(
+            c,
+            &t.interval_handling,
+            "cdc.transport.interval_handling",
+            &[
+                ("numeric", IntervalHandling::Numeric),
+                ("string", IntervalHandling::String),
+            ],
+        ),
+        binary: pick(
+            c,
+            &t.binary_handling,
+            "cdc.transport.binary_handling",
+            &[
+                ("bytes", BinaryHandling::Bytes),
+                ("base64", BinaryHandling::Base64),
+                ("hex", BinaryHandling::Hex),
+            ],
+        ),
+        schemas: t.schemas_enable,
     }
 }
 

@@ -281,7 +281,61 @@ impl Default for CompareRules {
 pub struct CdcConfig {
     pub source: CdcSource,
     pub transport: CdcTransport,
+    /// How values are represented in change events (`[cdc.transport]`).
+    pub format: EventFormat,
     pub sinks: Vec<CdcSink>,
+}
+
+/// Debezium's representation options, with Debezium's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventFormat {
+    pub decimal: DecimalHandling,
+    pub time: TimePrecision,
+    pub interval: IntervalHandling,
+    pub binary: BinaryHandling,
+    /// `{schema, payload}` like Kafka Connect's JSON converter with schemas.
+    pub schemas: bool,
+}
+
+/// `decimal.handling.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecimalHandling {
+    /// `org.apache.kafka.connect.data.Decimal` (fixed scale) or
+    /// `io.debezium.data.VariableScaleDecimal`: unscaled bytes.
+    #[default]
+    Precise,
+    String,
+    Double,
+}
+
+/// `time.precision.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimePrecision {
+    /// Milliseconds for precision ≤ 3, microseconds above.
+    #[default]
+    Adaptive,
+    /// Kafka Connect's `Date`, `Time`, `Timestamp`: milliseconds.
+    Connect,
+}
+
+/// `interval.handling.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IntervalHandling {
+    /// `io.debezium.time.MicroDuration` (a month counts 30.4375 days).
+    #[default]
+    Numeric,
+    /// `io.debezium.time.Interval`: ISO 8601 `P1Y2M3DT4H5M6.78S`.
+    String,
+}
+
+/// `binary.handling.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BinaryHandling {
+    /// Connect `BYTES` (base64 in JSON).
+    #[default]
+    Bytes,
+    Base64,
+    Hex,
 }
 
 #[derive(Debug, Clone)]
@@ -291,6 +345,8 @@ pub struct CdcSource {
     pub publication: String,
     pub tables: Vec<TableName>,
     pub snapshot: SnapshotMode,
+    /// Rows per table checked against every sink right after a snapshot (0: off).
+    pub verify_after_snapshot: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,6 +33,7 @@ fn cfg(url: &str, slot: &str) -> SourceConfig {
         publication: "bench".into(),
         tables: vec![table()],
         name: "bench".into(),
+        format: Default::default(),
     }
 }
 

@@ -1,12 +1,15 @@
 //! From an event to SQL on the target: rename, exclude, upsert, delete,
-//! truncate. Values are bound as text and cast to the target column's type
-//! (dates and timestamps arrive as Debezium's epoch numbers).
+//! truncate. Every value is turned back into PostgreSQL's input text — the
+//! record's exact text where the event's representation is lossy, else
+//! [`crate::types::decode`] by the target column's kind — bound as text and
+//! cast to the target column's type.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::target::{quote, TargetTable};
 use crate::event::{Record, UNAVAILABLE};
+use crate::types;
 
 /// A statement with its text parameters.
 pub struct Mapped {
@@ -25,66 +28,61 @@ impl Mapped {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        other => Some(other.to_string()),
-    }
-}
-
-/// `$n` cast to `type_name`, reading Debezium's numeric encodings of time.
+/// `$n` cast to `type_name`.
 fn cast(n: usize, type_name: &str) -> String {
     cast_expr(&format!("${n}"), type_name)
 }
 
 /// A text expression cast to `type_name`.
 fn cast_expr(p: &str, type_name: &str) -> String {
-    let is_int = format!("{p} ~ '^-?[0-9]+$'");
-    match type_name {
-        "date" => {
-            format!("(CASE WHEN {is_int} THEN DATE '1970-01-01' + {p}::int ELSE {p}::date END)")
-        }
-        t if t.starts_with("timestamp") && !t.contains("with time zone") => {
-            format!("(CASE WHEN {is_int} THEN to_timestamp({p}::float8 / 1e6) AT TIME ZONE 'UTC' ELSE {p}::{t} END)")
-        }
-        t if t.starts_with("time")
-            && !t.starts_with("timestamp")
-            && !t.contains("with time zone") =>
-        {
-            format!("(CASE WHEN {is_int} THEN TIME '00:00' + make_interval(secs => {p}::float8 / 1e6) ELSE {p}::{t} END)")
-        }
-        "bytea" => format!("decode({p}, 'base64')"),
-        t => format!("{p}::{t}"),
-    }
+    format!("{p}::{type_name}")
 }
 
-/// Maps `row` (source column → value) to target columns, skipping excluded
-/// columns, columns the target lacks, and unavailable (TOAST) values.
+/// A mapped column: (target column, the value's input text).
+type Col<'a> = (&'a str, Option<String>);
+
+/// Maps `row` (source column → value) to target columns and their input
+/// texts, skipping excluded columns, columns the target lacks, and
+/// unavailable (TOAST) values.
 fn mapped_columns<'a>(
     t: &'a TargetTable,
-    row: &'a serde_json::Map<String, Value>,
-) -> Vec<(&'a str, &'a Value)> {
+    row: &'a Map<String, Value>,
+    exact: Option<&Map<String, Value>>,
+) -> Result<Vec<Col<'a>>, String> {
     let m = &t.mapping;
-    row.iter()
-        .filter(|(src, _)| !m.exclude.iter().any(|e| e == *src))
-        .filter(|(_, v)| v.as_str() != Some(UNAVAILABLE))
-        .filter_map(|(src, v)| {
-            let dst = m.rename.get(src).map_or(src.as_str(), String::as_str);
-            t.columns.get(dst).map(|c| (c.name.as_str(), v))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(row.len());
+    for (src, v) in row {
+        if m.exclude.iter().any(|e| e == src) || v.as_str() == Some(UNAVAILABLE) {
+            continue;
+        }
+        let dst = m.rename.get(src).map_or(src.as_str(), String::as_str);
+        let Some(col) = t.columns.get(dst) else {
+            continue;
+        };
+        let text = match exact.and_then(|x| x.get(src)) {
+            Some(x) => x.as_str().map(str::to_string),
+            None => types::decode(&col.kind, v, &t.format)
+                .map_err(|e| format!("column {src} → {}.{dst}: {e}", t.qualified))?,
+        };
+        out.push((col.name.as_str(), text));
+    }
+    Ok(out)
 }
 
-pub fn statement(t: &TargetTable, r: &Record) -> Option<Mapped> {
-    let value = r.value.as_ref()?;
-    match value.get("op").and_then(Value::as_str)? {
-        "c" | "r" | "u" => {
-            let row = value.get("after")?.as_object()?;
-            let cols = mapped_columns(t, row);
+/// The statement for one record (`None` when it writes nothing here).
+pub fn statement(t: &TargetTable, r: &Record) -> Result<Option<Mapped>, String> {
+    let Some(value) = r.value.as_ref() else {
+        return Ok(None);
+    };
+    let exact = r.exact.as_ref();
+    Ok(match value.get("op").and_then(Value::as_str) {
+        Some("c" | "r" | "u") => {
+            let Some(row) = value.get("after").and_then(Value::as_object) else {
+                return Ok(None);
+            };
+            let cols = mapped_columns(t, row, exact)?;
             if cols.is_empty() {
-                return None;
+                return Ok(None);
             }
             let names: Vec<String> = cols.iter().map(|(c, _)| quote(c)).collect();
             let exprs: Vec<String> = cols
@@ -111,14 +109,16 @@ pub fn statement(t: &TargetTable, r: &Record) -> Option<Mapped> {
                     exprs.join(", "),
                     pk.join(", ")
                 ),
-                params: cols.iter().map(|(_, v)| text(v)).collect(),
+                params: cols.into_iter().map(|(_, v)| v).collect(),
             })
         }
-        "d" => {
-            let key = r.key.as_ref()?.as_object()?;
-            let cols = mapped_columns(t, key);
+        Some("d") => {
+            let Some(key) = r.key.as_ref().and_then(Value::as_object) else {
+                return Ok(None);
+            };
+            let cols = mapped_columns(t, key, exact)?;
             if cols.is_empty() {
-                return None;
+                return Ok(None);
             }
             let conds: Vec<String> = cols
                 .iter()
@@ -129,15 +129,15 @@ pub fn statement(t: &TargetTable, r: &Record) -> Option<Mapped> {
                 .collect();
             Some(Mapped {
                 sql: format!("DELETE FROM {} WHERE {}", t.qualified, conds.join(" AND ")),
-                params: cols.iter().map(|(_, v)| text(v)).collect(),
+                params: cols.into_iter().map(|(_, v)| v).collect(),
             })
         }
-        "t" => Some(Mapped {
+        Some("t") => Some(Mapped {
             sql: format!("TRUNCATE {}", t.qualified),
             params: Vec::new(),
         }),
         _ => None,
-    }
+    })
 }
 
 /// What a record does to the target, for batching consecutive records.
@@ -150,40 +150,47 @@ pub enum Shape {
     Nothing,
 }
 
-/// The shape of a record and its mapped values (upsert: the row; delete: the key).
-pub fn shape(t: &TargetTable, r: &Record) -> (Shape, Vec<Option<String>>) {
+/// The shape of a record and its mapped values (upsert: the row; delete:
+/// the key in primary-key order), or why a value cannot be read.
+pub fn shape(t: &TargetTable, r: &Record) -> Result<(Shape, Vec<Option<String>>), String> {
+    let nothing = Ok((Shape::Nothing, Vec::new()));
     let Some(value) = r.value.as_ref() else {
-        return (Shape::Nothing, Vec::new());
+        return nothing;
     };
+    let exact = r.exact.as_ref();
     match value.get("op").and_then(Value::as_str) {
         Some("c" | "r" | "u") => match value.get("after").and_then(Value::as_object) {
             Some(row) => {
-                let cols = mapped_columns(t, row);
+                let cols = mapped_columns(t, row, exact)?;
                 if cols.is_empty() {
-                    return (Shape::Nothing, Vec::new());
+                    return nothing;
                 }
-                (
-                    Shape::Upsert(cols.iter().map(|(c, _)| c.to_string()).collect()),
-                    cols.iter().map(|(_, v)| text(v)).collect(),
-                )
+                let names = cols.iter().map(|(c, _)| c.to_string()).collect();
+                Ok((
+                    Shape::Upsert(names),
+                    cols.into_iter().map(|(_, v)| v).collect(),
+                ))
             }
-            None => (Shape::Nothing, Vec::new()),
+            None => nothing,
         },
         Some("d") => match r.key.as_ref().and_then(Value::as_object) {
             Some(key) => {
-                let cols = mapped_columns(t, key);
-                // Keys in primary-key order.
+                let mut cols = mapped_columns(t, key, exact)?;
                 let vals = t
                     .primary_key
                     .iter()
-                    .map(|k| cols.iter().find(|(c, _)| c == k).and_then(|(_, v)| text(v)))
+                    .map(|k| {
+                        cols.iter_mut()
+                            .find(|(c, _)| c == k)
+                            .and_then(|(_, v)| v.take())
+                    })
                     .collect();
-                (Shape::Delete, vals)
+                Ok((Shape::Delete, vals))
             }
-            None => (Shape::Nothing, Vec::new()),
+            None => nothing,
         },
-        Some("t") => (Shape::Truncate, Vec::new()),
-        _ => (Shape::Nothing, Vec::new()),
+        Some("t") => Ok((Shape::Truncate, Vec::new())),
+        _ => nothing,
     }
 }
 

@@ -28,6 +28,7 @@ pub use target::TargetTable;
 
 use crate::event::Record;
 use crate::lsn::Lsn;
+use crate::types::{Catalog, EventFormat};
 
 /// Errors of a sink.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +112,26 @@ fn db_err(name: &str) -> impl Fn(sqlx::Error) -> SinkError + '_ {
     }
 }
 
+/// Sets a record that cannot be applied aside, with the reason.
+async fn dead_letter(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    sink: &str,
+    r: &Record,
+    reason: &str,
+) -> Result<(), SinkError> {
+    tracing::warn!(sink, topic = %r.topic, reason, "event set aside to the dead-letter table");
+    sqlx::query("INSERT INTO strangler_cdc_dead_letters (sink, topic, key, value, reason) VALUES ($1, $2, $3, $4, $5)")
+        .bind(sink)
+        .bind(&r.topic)
+        .bind(r.key.as_ref().map(Value::to_string))
+        .bind(r.value.as_ref().map(Value::to_string))
+        .bind(reason)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err(sink))?;
+    Ok(())
+}
+
 /// The replication origin a sink writes under.
 pub fn origin_name(sink: &str) -> String {
     format!("strangler_{sink}")
@@ -148,15 +169,18 @@ impl Sink {
             .execute(&mut conn)
             .await
             .map_err(db)?;
+        let catalog = Catalog::load(&mut conn).await.map_err(db)?;
         let mut tables = HashMap::new();
         for m in mappings {
-            let t = TargetTable::load(&mut conn, m).await.map_err(|e| match e {
-                target::LoadError::Db(source) => db(source),
-                target::LoadError::Schema(message) => SinkError::Schema {
-                    sink: name.to_string(),
-                    message,
-                },
-            })?;
+            let t = TargetTable::load(&mut conn, m, &catalog, EventFormat::default())
+                .await
+                .map_err(|e| match e {
+                    target::LoadError::Db(source) => db(source),
+                    target::LoadError::Schema(message) => SinkError::Schema {
+                        sink: name.to_string(),
+                        message,
+                    },
+                })?;
             tables.insert(m.source.to_string(), t);
         }
         let row = sqlx::query(
@@ -191,6 +215,15 @@ impl Sink {
             kafka_offsets: HashMap::new(),
             last_dead_letter,
         })
+    }
+
+    /// Reads events written under `format` (Debezium's representation
+    /// options of the source; the default is Debezium's).
+    pub fn with_format(mut self, format: EventFormat) -> Sink {
+        for t in self.tables.values_mut() {
+            t.format = format;
+        }
+        self
     }
 
     /// The last source commit applied here.
@@ -338,15 +371,18 @@ impl Sink {
                     i += 1;
                     continue;
                 };
-                let (shape, first) = mapping::shape(t, mine[i]);
+                // A value that cannot be read: the slow path names it.
+                let Ok((shape, first)) = mapping::shape(t, mine[i]) else {
+                    ok = false;
+                    break;
+                };
                 let mut rows = vec![first];
                 let mut j = i + 1;
                 while j < mine.len() && mine[j].table == mine[i].table {
-                    let (s2, vals) = mapping::shape(t, mine[j]);
-                    if s2 != shape {
-                        break;
+                    match mapping::shape(t, mine[j]) {
+                        Ok((s2, vals)) if s2 == shape => rows.push(vals),
+                        _ => break,
                     }
-                    rows.push(vals);
                     j += 1;
                 }
                 let n = rows.len() as u64;
@@ -356,8 +392,8 @@ impl Sink {
                     }
                     mapping::Shape::Delete => mapping::delete_batch(t, rows).execute(&mut tx).await,
                     mapping::Shape::Truncate => match t.statement(mine[i]) {
-                        Some(m) => m.execute(&mut tx).await,
-                        None => Ok(()),
+                        Ok(Some(m)) => m.execute(&mut tx).await,
+                        _ => Ok(()),
                     },
                     mapping::Shape::Nothing => Ok(()),
                 };
@@ -380,8 +416,17 @@ impl Sink {
                 .await
                 .map_err(db_err(&self.name))?;
             for r in mine {
-                let Some(m) = self.tables.get(&r.table).and_then(|t| t.statement(r)) else {
+                let Some(t) = self.tables.get(&r.table) else {
                     continue;
+                };
+                let m = match t.statement(r) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => continue,
+                    Err(reason) => {
+                        dead_letter(&mut tx, &self.name, r, &reason).await?;
+                        applied.dead_letters += 1;
+                        continue;
+                    }
                 };
                 sqlx::query("SAVEPOINT one")
                     .execute(&mut *tx)
@@ -394,16 +439,7 @@ impl Sink {
                             .execute(&mut *tx)
                             .await
                             .map_err(db_err(&self.name))?;
-                        tracing::warn!(sink = %self.name, topic = %r.topic, error = %e, "event set aside to the dead-letter table");
-                        sqlx::query("INSERT INTO strangler_cdc_dead_letters (sink, topic, key, value, reason) VALUES ($1, $2, $3, $4, $5)")
-                            .bind(&self.name)
-                            .bind(&r.topic)
-                            .bind(r.key.as_ref().map(Value::to_string))
-                            .bind(r.value.as_ref().map(Value::to_string))
-                            .bind(e.to_string())
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db_err(&self.name))?;
+                        dead_letter(&mut tx, &self.name, r, &e.to_string()).await?;
                         applied.dead_letters += 1;
                     }
                 }

@@ -8,6 +8,7 @@ use strangler_config::TableMapping;
 
 use super::mapping::{self, Mapped};
 use crate::event::Record;
+use crate::types::{Catalog, EventFormat, Kind};
 
 /// A column of the target table.
 #[derive(Debug, Clone)]
@@ -15,6 +16,8 @@ pub struct TargetColumn {
     pub name: String,
     /// `format_type` of the column (`bigint`, `timestamp with time zone`, …).
     pub type_name: String,
+    /// How event values are read back for it.
+    pub kind: Kind,
 }
 
 /// A target table with the mapping from its source.
@@ -25,6 +28,8 @@ pub struct TargetTable {
     pub columns: BTreeMap<String, TargetColumn>,
     pub primary_key: Vec<String>,
     pub mapping: TableMapping,
+    /// The representation of the events read.
+    pub format: EventFormat,
 }
 
 pub enum LoadError {
@@ -43,9 +48,14 @@ pub fn quote(ident: &str) -> String {
 }
 
 impl TargetTable {
-    pub async fn load(conn: &mut PgConnection, m: &TableMapping) -> Result<TargetTable, LoadError> {
+    pub async fn load(
+        conn: &mut PgConnection,
+        m: &TableMapping,
+        catalog: &Catalog,
+        format: EventFormat,
+    ) -> Result<TargetTable, LoadError> {
         let rows = sqlx::query(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) \
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid::int8, a.atttypmod \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
         )
@@ -67,6 +77,10 @@ impl TargetTable {
                 TargetColumn {
                     name,
                     type_name: r.try_get(1)?,
+                    kind: catalog.kind(
+                        u32::try_from(r.try_get::<i64, _>(2)?).unwrap_or(0),
+                        r.try_get(3)?,
+                    ),
                 },
             );
         }
@@ -102,6 +116,7 @@ impl TargetTable {
             columns,
             primary_key: pk,
             mapping: m.clone(),
+            format,
         })
     }
 
@@ -110,15 +125,17 @@ impl TargetTable {
         conn: &mut PgConnection,
         m: &TableMapping,
     ) -> Result<TargetTable, sqlx::Error> {
-        match TargetTable::load(conn, m).await {
+        let catalog = Catalog::load(&mut *conn).await?;
+        match TargetTable::load(conn, m, &catalog, EventFormat::default()).await {
             Ok(t) => Ok(t),
             Err(LoadError::Db(e)) => Err(e),
             Err(LoadError::Schema(msg)) => Err(sqlx::Error::Protocol(msg)),
         }
     }
 
-    /// The statement for one record (`None` for tombstones).
-    pub fn statement(&self, r: &Record) -> Option<Mapped> {
+    /// The statement for one record (`None` for tombstones), or why a
+    /// value cannot be read.
+    pub fn statement(&self, r: &Record) -> Result<Option<Mapped>, String> {
         mapping::statement(self, r)
     }
 }

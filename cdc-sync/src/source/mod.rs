@@ -24,7 +24,7 @@ mod stream;
 use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, Row};
-use strangler_config::TableName;
+use strangler_config::{EventFormat, TableName};
 
 pub use snapshot::snapshot;
 pub use stream::{Item, Stream, Tx};
@@ -56,7 +56,20 @@ pub struct SourceConfig {
     pub tables: Vec<TableName>,
     /// Logical name of the source: `topic_prefix` (`source.name` in events).
     pub name: String,
+    /// How values are represented in events.
+    pub format: EventFormat,
 }
+
+/// The session settings every source session runs with: the text forms
+/// [`crate::types::text`] reads (the snapshot's COPY and pgoutput's text
+/// mode both write values with them).
+pub const SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("TimeZone", "UTC"),
+    ("DateStyle", "ISO"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+];
 
 impl SourceConfig {
     /// The database name (for `source.db`).
@@ -85,7 +98,13 @@ impl SourceConfig {
             self.publication.as_str(),
         )
         .with_port(u.port().unwrap_or(5432))
-        .with_options("-c datestyle=ISO -c TimeZone=UTC -c extra_float_digits=3")
+        .with_options(
+            SESSION_SETTINGS
+                .iter()
+                .map(|(k, v)| format!("-c {k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
         .with_status_interval(Duration::from_millis(500))
         .with_application_name("strangler-cdc"))
     }
@@ -196,11 +215,11 @@ pub async fn drop_slot(conn: &mut PgConnection, slot: &str) -> Result<(), Source
 /// Opens a regular session to the source.
 pub async fn connect(cfg: &SourceConfig) -> Result<PgConnection, SourceError> {
     let mut c = PgConnection::connect(&cfg.url).await?;
-    sqlx::query("SET TimeZone = 'UTC'").execute(&mut c).await?;
-    sqlx::query("SET datestyle = 'ISO'").execute(&mut c).await?;
-    sqlx::query("SET extra_float_digits = 3")
-        .execute(&mut c)
-        .await?;
+    for (k, v) in SESSION_SETTINGS {
+        sqlx::query(&format!("SET {k} = '{v}'"))
+            .execute(&mut c)
+            .await?;
+    }
     Ok(c)
 }
 

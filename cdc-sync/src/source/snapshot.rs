@@ -1,13 +1,15 @@
 //! The initial snapshot, consistent with the slot.
 
 use pgwire_replication::ReplicationClient;
+use serde_json::Map;
 use sqlx::{Connection, Row};
 use tokio::sync::mpsc;
 
 use super::{connect, stream::Stream, SourceConfig, SourceError};
-use crate::event::{self, Op, Record, SourceInfo};
+use crate::event::{self, Op, Record, SourceInfo, Table};
 use crate::lsn::Lsn;
 use crate::pgoutput::{Column, Relation, Value as Col};
+use crate::types::{text, Catalog};
 
 /// Records per batch handed over during the snapshot.
 pub const SNAPSHOT_BATCH: usize = 5_000;
@@ -54,12 +56,19 @@ pub async fn snapshot(
     ))
     .execute(&mut *tx)
     .await?;
+    // The text forms every conversion reads (SET LOCAL: this transaction only).
+    for (k, v) in super::SESSION_SETTINGS {
+        sqlx::query(&format!("SET LOCAL {k} = '{v}'"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let catalog = Catalog::load(&mut tx).await?;
     let db = cfg.db();
     let now = crate::now_ms();
     let last_table = cfg.tables.len().saturating_sub(1);
     for (ti, t) in cfg.tables.iter().enumerate() {
         let cols = sqlx::query(
-            "SELECT a.attname, a.atttypid::int8, COALESCE(a.attnum = ANY(i.indkey), false) \
+            "SELECT a.attname, a.atttypid::int8, a.atttypmod, COALESCE(a.attnum = ANY(i.indkey), false) \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
              LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
              WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
@@ -74,84 +83,116 @@ pub async fn snapshot(
                 Ok(Column {
                     name: r.try_get(0)?,
                     type_oid: u32::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0),
-                    key: r.try_get(2)?,
+                    type_mod: r.try_get(2)?,
+                    key: r.try_get(3)?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()?;
-        let rel = Relation {
-            oid: 0,
-            schema: t.schema.clone(),
-            table: t.table.clone(),
-            replica_identity: b'd',
-            columns,
-        };
-        let select: Vec<String> = rel
-            .columns
-            .iter()
-            .map(|c| format!("\"{}\"::text", c.name.replace('"', "\"\"")))
-            .collect();
-        let sql = format!(
-            "SELECT {} FROM \"{}\".\"{}\"",
-            select.join(", "),
-            t.schema,
-            t.table
+        let table = Table::new(
+            Relation {
+                oid: 0,
+                schema: t.schema.clone(),
+                table: t.table.clone(),
+                replica_identity: b'd',
+                columns,
+            },
+            &catalog,
+            &cfg.name,
+            cfg.format,
         );
-        let topic = format!("{}.{}.{}", cfg.name, t.schema, t.table);
-        let table = t.to_string();
+        let quote = |i: &str| format!("\"{}\"", i.replace('"', "\"\""));
+        let list: Vec<String> = table.rel.columns.iter().map(|c| quote(&c.name)).collect();
+        // COPY's text format is the columns' output functions, exactly what
+        // pgoutput sends while streaming: one parser for both paths.
+        let sql = format!(
+            "COPY {}.{} ({}) TO STDOUT",
+            quote(&t.schema),
+            quote(&t.table),
+            list.join(", ")
+        );
+        let width = table.rel.columns.len();
         let mut batch = Vec::with_capacity(SNAPSHOT_BATCH);
+        let mut pending: Option<Vec<Col>> = None;
+        let emit = |vals: Vec<Col>, last: bool, batch: &mut Vec<Record>| {
+            let info = SourceInfo {
+                name: &cfg.name,
+                db: &db,
+                tx_id: None,
+                lsn: Some(consistent),
+                last_commit_lsn: None,
+                ts_ms: now,
+                snapshot: if last && ti == last_table {
+                    "last"
+                } else {
+                    "true"
+                },
+            };
+            let mut exact = Map::new();
+            let after = table.row(&vals, Some(&mut exact));
+            batch.push(Record {
+                topic: table.topic.clone(),
+                table: table.name.clone(),
+                key: table.key(&vals, None),
+                value: Some(event::envelope(
+                    Op::Read,
+                    None,
+                    Some(after),
+                    &table.rel,
+                    &info,
+                    None,
+                    now,
+                )),
+                commit_lsn: Lsn(0),
+                exact: (!exact.is_empty()).then_some(exact),
+                schemas: table.schemas.clone(),
+            });
+        };
         {
             use futures::TryStreamExt;
-            let mut rows = sqlx::query(&sql).fetch(&mut *tx);
-            let mut pending: Option<Vec<Col>> = None;
+            let mut copy = tx.copy_out_raw(&sql).await?;
+            let mut buf: Vec<u8> = Vec::new();
             loop {
-                let next = rows.try_next().await?;
-                // Hold one row back to mark the very last one "last".
-                let is_last = next.is_none();
-                if let Some(vals) = pending.take() {
-                    let snapshot = if is_last && ti == last_table {
-                        "last"
-                    } else {
-                        "true"
-                    };
-                    let info = SourceInfo {
-                        name: &cfg.name,
-                        db: &db,
-                        tx_id: None,
-                        lsn: Some(consistent),
-                        last_commit_lsn: None,
-                        ts_ms: now,
-                        snapshot,
-                    };
-                    batch.push(Record {
-                        topic: topic.clone(),
-                        table: table.clone(),
-                        key: event::key(&rel, &vals),
-                        value: Some(event::envelope(
-                            Op::Read,
-                            None,
-                            Some(event::row(&rel, &vals)),
-                            &rel,
-                            &info,
-                            None,
-                            now,
-                        )),
-                        commit_lsn: Lsn(0),
-                    });
-                    if batch.len() >= SNAPSHOT_BATCH {
-                        out.send(std::mem::take(&mut batch)).await.map_err(|_| {
-                            SourceError::Replication("snapshot consumer went away".into())
-                        })?;
-                    }
+                let chunk = copy.try_next().await?;
+                let done = chunk.is_none();
+                if let Some(c) = chunk {
+                    buf.extend_from_slice(&c);
                 }
-                let Some(row) = next else { break };
-                let vals: Vec<Col> = (0..rel.columns.len())
-                    .map(|i| {
-                        row.try_get::<Option<String>, _>(i)
-                            .map(|v| v.map_or(Col::Null, Col::Text))
-                    })
-                    .collect::<Result<_, _>>()?;
-                pending = Some(vals);
+                let mut start = 0;
+                while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
+                    let line = &buf[start..start + nl];
+                    start += nl + 1;
+                    let fields = text::parse_copy_line(line)
+                        .filter(|f| f.len() == width)
+                        .ok_or_else(|| {
+                            SourceError::Invalid(format!(
+                                "snapshot of {t}: a COPY line that does not parse: {:?}",
+                                String::from_utf8_lossy(line)
+                            ))
+                        })?;
+                    // Hold one row back to mark the very last one "last".
+                    if let Some(prev) = pending.take() {
+                        emit(prev, false, &mut batch);
+                        if batch.len() >= SNAPSHOT_BATCH {
+                            out.send(std::mem::take(&mut batch)).await.map_err(|_| {
+                                SourceError::Replication("snapshot consumer went away".into())
+                            })?;
+                        }
+                    }
+                    pending = Some(
+                        fields
+                            .into_iter()
+                            .map(|f| f.map_or(Col::Null, Col::Text))
+                            .collect(),
+                    );
+                }
+                buf.drain(..start);
+                if done {
+                    break;
+                }
             }
+        }
+        if let Some(last) = pending.take() {
+            emit(last, true, &mut batch);
         }
         if !batch.is_empty() {
             out.send(batch)
@@ -163,5 +204,5 @@ pub async fn snapshot(
     drop(out);
     client.start().await.map_err(repl)?;
     client.wait_started().await.map_err(repl)?;
-    Ok((Stream::new(client, cfg.clone()), consistent))
+    Ok((Stream::new(client, cfg.clone(), catalog), consistent))
 }

@@ -1,15 +1,17 @@
 //! Streaming: pgoutput transactions → records, in commit order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use pgwire_replication::{ReplicationClient, ReplicationEvent};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{SourceConfig, SourceError};
-use crate::event::{self, Op, Record, SourceInfo, TxOrder};
+use crate::event::{self, Op, Record, SourceInfo, Table, TxOrder};
 use crate::lsn::Lsn;
-use crate::pgoutput::{self, Message, Relation, Relations};
+use crate::pgoutput::{self, Message, Value as Col};
 use crate::sink::origin_name;
+use crate::types::Catalog;
 
 /// PostgreSQL's epoch (2000-01-01) in ms since the Unix epoch.
 const PG_EPOCH_MS: i64 = 946_684_800_000;
@@ -49,7 +51,10 @@ pub struct Stream {
     client: ReplicationClient,
     cfg: SourceConfig,
     db: String,
-    relations: Relations,
+    /// Relations seen so far (pgoutput sends each before first use and
+    /// again after it changes), with their columns' kinds.
+    tables: HashMap<u32, Arc<Table>>,
+    catalog: Catalog,
     open: Option<Open>,
     last_commit: Option<Lsn>,
     /// Origins of our own sinks: transactions carrying them are dropped.
@@ -57,13 +62,14 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(client: ReplicationClient, cfg: SourceConfig) -> Stream {
+    pub(crate) fn new(client: ReplicationClient, cfg: SourceConfig, catalog: Catalog) -> Stream {
         let db = cfg.db();
         Stream {
             client,
             cfg,
             db,
-            relations: Relations::default(),
+            tables: HashMap::new(),
+            catalog,
             open: None,
             last_commit: None,
             our_origin_prefix: origin_name(""),
@@ -72,10 +78,11 @@ impl Stream {
 
     /// Starts streaming from the slot's confirmed position.
     pub async fn start(cfg: &SourceConfig) -> Result<Stream, SourceError> {
+        let catalog = Catalog::load(&mut super::connect(cfg).await?).await?;
         let client = ReplicationClient::connect(cfg.replication()?)
             .await
             .map_err(|e| SourceError::Replication(e.to_string()))?;
-        let mut s = Stream::new(client, cfg.clone());
+        let mut s = Stream::new(client, cfg.clone(), catalog);
         s.client
             .wait_started()
             .await
@@ -128,6 +135,17 @@ impl Stream {
                 } => {
                     let msg = pgoutput::decode(&data)
                         .map_err(|e| SourceError::Replication(e.to_string()))?;
+                    if let Message::Relation(rel) = msg {
+                        // A type created after the catalog was read (a new
+                        // enum, domain or array of one): read it again.
+                        if rel.columns.iter().any(|c| !self.catalog.knows(c.type_oid)) {
+                            self.catalog =
+                                Catalog::load(&mut super::connect(&self.cfg).await?).await?;
+                        }
+                        let table = Table::new(rel, &self.catalog, &self.cfg.name, self.cfg.format);
+                        self.tables.insert(table.rel.oid, Arc::new(table));
+                        continue;
+                    }
                     self.message(msg, Lsn(wal_start.0))?;
                 }
                 ReplicationEvent::Commit { end_lsn, lsn, .. } => {
@@ -165,10 +183,6 @@ impl Stream {
     }
 
     fn message(&mut self, msg: Message, at: Lsn) -> Result<(), SourceError> {
-        if let Message::Relation(r) = msg {
-            self.relations.insert(r);
-            return Ok(());
-        }
         let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
@@ -179,12 +193,6 @@ impl Stream {
         if open.foreign_origin {
             return Ok(());
         }
-        let src = |rel: &Relation| -> (String, String) {
-            (
-                format!("{}.{}.{}", self.cfg.name, rel.schema, rel.table),
-                format!("{}.{}", rel.schema, rel.table),
-            )
-        };
         let info = SourceInfo {
             name: &self.cfg.name,
             db: &self.db,
@@ -195,115 +203,131 @@ impl Stream {
             snapshot: "false",
         };
         let now = crate::now_ms();
+        // `exact` is the text of the lossy columns of the row the sink
+        // writes (the new row, or the key of a delete).
         let emit = |open: &mut Open,
-                    rel: &Relation,
+                    t: &Table,
                     op: Op,
                     key: Option<Value>,
                     before: Option<Value>,
-                    after: Option<Value>| {
-            let n = open.per_table.entry(rel.oid).or_insert(0);
+                    after: Option<Value>,
+                    exact: Map<String, Value>| {
+            let n = open.per_table.entry(t.rel.oid).or_insert(0);
             *n += 1;
             let order = TxOrder {
                 total: open.records.len() as u64 + 1,
                 in_table: *n,
             };
-            let (topic, table) = src(rel);
             open.records.push(Record {
-                topic,
-                table,
+                topic: t.topic.clone(),
+                table: t.name.clone(),
                 key,
                 value: Some(event::envelope(
                     op,
                     before,
                     after,
-                    rel,
+                    &t.rel,
                     &info,
                     Some(order),
                     now,
                 )),
                 commit_lsn: Lsn(0),
+                exact: (!exact.is_empty()).then_some(exact),
+                schemas: t.schemas.clone(),
             });
         };
-        let tombstone = |open: &mut Open, rel: &Relation, key: Option<Value>| {
-            let (topic, table) = src(rel);
+        let tombstone = |open: &mut Open, t: &Table, key: Option<Value>| {
             open.records.push(Record {
-                topic,
-                table,
+                topic: t.topic.clone(),
+                table: t.name.clone(),
                 key,
                 value: None,
                 commit_lsn: Lsn(0),
+                exact: None,
+                schemas: t.schemas.clone(),
             });
         };
-        let rel_of = |oid: u32| {
-            self.relations.get(oid).cloned().ok_or_else(|| {
+        let table_of = |oid: u32| {
+            self.tables.get(&oid).cloned().ok_or_else(|| {
                 SourceError::Replication(format!("change for unknown relation {oid}"))
             })
         };
+        // The new row with its exact texts.
+        let after = |t: &Table, vals: &[Col]| {
+            let mut exact = Map::new();
+            let row = t.row(vals, Some(&mut exact));
+            (row, exact)
+        };
+        let key_exact = |t: &Table, vals: &[Col]| {
+            let mut exact = Map::new();
+            let key = t.key(vals, Some(&mut exact));
+            (key, exact)
+        };
         match msg {
             Message::Insert { rel, new } => {
-                let rel = rel_of(rel)?;
+                let t = table_of(rel)?;
+                let (row, exact) = after(&t, &new);
                 emit(
                     open,
-                    &rel,
+                    &t,
                     Op::Create,
-                    event::key(&rel, &new),
+                    t.key(&new, None),
                     None,
-                    Some(event::row(&rel, &new)),
+                    Some(row),
+                    exact,
                 );
             }
             Message::Update { rel, old, new } => {
-                let rel = rel_of(rel)?;
-                let new_key = event::key(&rel, &new);
-                let old_key = old.as_ref().and_then(|o| event::key(&rel, o));
+                let t = table_of(rel)?;
+                let new_key = t.key(&new, None);
+                let old_key = old.as_ref().and_then(|o| t.key(o, None));
                 match old_key {
                     Some(ok) if Some(&ok) != new_key.as_ref() => {
                         // Primary-key change: delete + tombstone + create, as Debezium does.
-                        let before = old.as_ref().map(|o| event::row(&rel, o));
-                        emit(open, &rel, Op::Delete, Some(ok.clone()), before, None);
-                        tombstone(open, &rel, Some(ok));
+                        let before = old.as_ref().map(|o| t.row(o, None));
+                        let (_, old_exact) = key_exact(&t, old.as_deref().unwrap_or_default());
                         emit(
                             open,
-                            &rel,
-                            Op::Create,
-                            new_key,
+                            &t,
+                            Op::Delete,
+                            Some(ok.clone()),
+                            before,
                             None,
-                            Some(event::row(&rel, &new)),
+                            old_exact,
                         );
+                        tombstone(open, &t, Some(ok));
+                        let (row, exact) = after(&t, &new);
+                        emit(open, &t, Op::Create, new_key, None, Some(row), exact);
                     }
                     _ => {
                         // With REPLICA IDENTITY FULL the old row is sent; otherwise `before` is null.
                         let before = old
                             .as_ref()
-                            .filter(|_| rel.replica_identity == b'f')
-                            .map(|o| event::row(&rel, o));
-                        emit(
-                            open,
-                            &rel,
-                            Op::Update,
-                            new_key,
-                            before,
-                            Some(event::row(&rel, &new)),
-                        );
+                            .filter(|_| t.rel.replica_identity == b'f')
+                            .map(|o| t.row(o, None));
+                        let (row, exact) = after(&t, &new);
+                        emit(open, &t, Op::Update, new_key, before, Some(row), exact);
                     }
                 }
             }
             Message::Delete { rel, old } => {
-                let rel = rel_of(rel)?;
-                let key = event::key(&rel, &old);
+                let t = table_of(rel)?;
+                let (key, exact) = key_exact(&t, &old);
                 emit(
                     open,
-                    &rel,
+                    &t,
                     Op::Delete,
                     key.clone(),
-                    Some(event::row(&rel, &old)),
+                    Some(t.row(&old, None)),
                     None,
+                    exact,
                 );
-                tombstone(open, &rel, key);
+                tombstone(open, &t, key);
             }
             Message::Truncate { rels, .. } => {
                 for oid in rels {
-                    let rel = rel_of(oid)?;
-                    emit(open, &rel, Op::Truncate, None, None, None);
+                    let t = table_of(oid)?;
+                    emit(open, &t, Op::Truncate, None, None, None, Map::new());
                 }
             }
             Message::Relation(_) | Message::Origin { .. } | Message::Type | Message::Other(_) => {}

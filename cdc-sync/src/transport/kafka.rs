@@ -14,13 +14,13 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-use crate::event::Record;
+use crate::event::{Record, EXACT_HEADER};
 use crate::lsn::Lsn;
 use crate::sink::{Sink, SinkError};
 
@@ -91,23 +91,21 @@ impl KafkaProducer {
 
     /// Publishes records in order and waits until every one is acknowledged.
     pub async fn publish(&self, records: &[Record]) -> Result<(), TransportError> {
-        let encoded: Vec<(Option<String>, Option<String>)> = records
-            .iter()
-            .map(|r| {
-                (
-                    r.key.as_ref().map(Value::to_string),
-                    r.value.as_ref().map(Value::to_string),
-                )
-            })
-            .collect();
+        let encoded: Vec<Encoded> = records.iter().map(encode).collect();
         let mut pending = Vec::with_capacity(records.len());
-        for (r, (key, value)) in records.iter().zip(&encoded) {
+        for (r, e) in records.iter().zip(&encoded) {
             let mut rec: FutureRecord<'_, String, String> = FutureRecord::to(&r.topic);
-            if let Some(k) = key.as_ref() {
+            if let Some(k) = e.key.as_ref() {
                 rec = rec.key(k);
             }
-            if let Some(v) = value.as_ref() {
+            if let Some(v) = e.value.as_ref() {
                 rec = rec.payload(v);
+            }
+            if let Some(x) = e.exact.as_ref() {
+                rec = rec.headers(OwnedHeaders::new().insert(Header {
+                    key: EXACT_HEADER,
+                    value: Some(x),
+                }));
             }
             pending.push(self.producer.send(rec, Duration::from_secs(0)));
         }
@@ -141,9 +139,52 @@ impl KafkaProducer {
     }
 }
 
+/// A record as bytes on the wire.
+struct Encoded {
+    key: Option<String>,
+    value: Option<String>,
+    exact: Option<String>,
+}
+
+/// Key and value as Kafka Connect's JSON converter writes them: with
+/// `schemas_enable`, `{schema, payload}`.
+fn encode(r: &Record) -> Encoded {
+    let wrap = |schema: Option<&Value>, v: &Value| match schema {
+        Some(s) => serde_json::json!({ "schema": s, "payload": v }).to_string(),
+        None => v.to_string(),
+    };
+    let schemas = r.schemas.as_deref();
+    Encoded {
+        key: r.key.as_ref().map(|k| wrap(schemas.map(|s| &s.key), k)),
+        value: r.value.as_ref().map(|v| wrap(schemas.map(|s| &s.value), v)),
+        exact: r
+            .exact
+            .as_ref()
+            .map(|x| Value::Object(x.clone()).to_string()),
+    }
+}
+
+/// The payload of a JSON-converter message, with or without its schema.
+fn payload_of(bytes: &[u8]) -> Option<Value> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    match v {
+        Value::Object(mut m)
+            if m.len() == 2 && m.contains_key("schema") && m.contains_key("payload") =>
+        {
+            m.remove("payload")
+        }
+        other => Some(other),
+    }
+}
+
 /// A record read back from a topic.
-fn record_of(topic: &str, key: Option<&[u8]>, payload: Option<&[u8]>) -> Record {
-    let value: Option<Value> = payload.and_then(|p| serde_json::from_slice(p).ok());
+fn record_of(
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    exact: Option<&[u8]>,
+) -> Record {
+    let value: Option<Value> = payload.and_then(payload_of);
     let table = value
         .as_ref()
         .and_then(|v| {
@@ -157,10 +198,25 @@ fn record_of(topic: &str, key: Option<&[u8]>, payload: Option<&[u8]>) -> Record 
     Record {
         topic: topic.to_string(),
         table,
-        key: key.and_then(|k| serde_json::from_slice(k).ok()),
+        key: key.and_then(payload_of),
         value,
         commit_lsn: Lsn(0),
+        exact: exact
+            .and_then(|x| serde_json::from_slice::<Value>(x).ok())
+            .and_then(|x| match x {
+                Value::Object(m) => Some(m),
+                _ => None,
+            }),
+        schemas: None,
     }
+}
+
+/// The `strangler.exact` header of a message.
+fn exact_header<M: Message>(m: &M) -> Option<&[u8]> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == EXACT_HEADER)
+        .and_then(|h| h.value)
 }
 
 /// Progress of a sink worker.
@@ -219,7 +275,12 @@ pub async fn consume(
             },
         };
         let mut batch = vec![(
-            record_of(first.topic(), first.key(), first.payload()),
+            record_of(
+                first.topic(),
+                first.key(),
+                first.payload(),
+                exact_header(&first),
+            ),
             first.topic().to_string(),
             first.partition(),
             first.offset(),
@@ -227,7 +288,7 @@ pub async fn consume(
         while batch.len() < 5_000 {
             match tokio::time::timeout(Duration::from_millis(20), consumer.recv()).await {
                 Ok(Ok(m)) => batch.push((
-                    record_of(m.topic(), m.key(), m.payload()),
+                    record_of(m.topic(), m.key(), m.payload(), exact_header(&m)),
                     m.topic().to_string(),
                     m.partition(),
                     m.offset(),
