@@ -25,6 +25,33 @@ pub(crate) struct StoreStatus {
     /// (a busy state store must not stall replication); a background task
     /// writes the newest value of each every 200 ms.
     pending: std::sync::Arc<std::sync::Mutex<Pending>>,
+    /// What the post-snapshot check compares, and its running checks.
+    check: Option<CheckPlan>,
+    checks: std::sync::Mutex<Vec<tokio::task::JoinHandle<usize>>>,
+}
+
+/// The sinks a post-snapshot check compares with the source.
+#[derive(Clone)]
+pub(crate) struct CheckPlan {
+    source_url: String,
+    /// (name, database URL, mappings)
+    sinks: Vec<(String, String, Vec<strangler_config::TableMapping>)>,
+    /// How long a sink may take to apply the snapshot (Kafka: consumers lag).
+    settle: Duration,
+}
+
+impl CheckPlan {
+    fn new(source_url: &str, sinks: &[&CdcSink], urls: &[String], settle: Duration) -> CheckPlan {
+        CheckPlan {
+            source_url: source_url.to_string(),
+            sinks: sinks
+                .iter()
+                .zip(urls)
+                .map(|(s, u)| (s.name.clone(), u.clone(), s.tables.clone()))
+                .collect(),
+            settle,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -72,7 +99,30 @@ impl StoreStatus {
             store,
             metrics,
             pending,
+            check: None,
+            checks: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Checks every sink against a sample of the snapshot once it is taken.
+    pub(crate) fn with_check(mut self, plan: CheckPlan) -> StoreStatus {
+        self.check = Some(plan);
+        self
+    }
+
+    /// Waits for the post-snapshot checks started so far: rows that differ.
+    pub(crate) async fn finish_checks(&self) -> usize {
+        let tasks = std::mem::take(
+            &mut *self
+                .checks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut differing = 0;
+        for t in tasks {
+            differing += t.await.unwrap_or(0);
+        }
+        differing
     }
 
     fn with(&self, f: impl FnOnce(&mut Pending)) {
@@ -121,6 +171,69 @@ impl StatusReporter for StoreStatus {
             }
         }
     }
+    async fn snapshot_sampled(&self, slot: &str, sample: strangler_cdc::verify::Sample) {
+        let Some(plan) = self.check.clone() else {
+            return;
+        };
+        let sample = std::sync::Arc::new(sample);
+        for (sink, url, mappings) in plan.sinks {
+            let (sample, slot, source_url, metrics) = (
+                sample.clone(),
+                slot.to_string(),
+                plan.source_url.clone(),
+                self.metrics.clone(),
+            );
+            let task = tokio::spawn(async move {
+                let reports = strangler_cdc::verify::check_sink(
+                    &source_url,
+                    &slot,
+                    &sink,
+                    &url,
+                    &mappings,
+                    &sample,
+                    plan.settle,
+                )
+                .await;
+                let reports = match reports {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(sink, error = %e, "the post-snapshot check could not run");
+                        return 0;
+                    }
+                };
+                let checked: usize = reports.iter().map(|r| r.checked).sum();
+                let differing: usize = reports.iter().map(|r| r.differences.len()).sum();
+                if let Some(m) = &metrics {
+                    m.snapshot_check(checked, differing);
+                }
+                for r in reports.iter().filter(|r| !r.differences.is_empty()) {
+                    let keys: Vec<String> = r
+                        .differences
+                        .iter()
+                        .take(10)
+                        .map(|d| format!("{} {:?}", d.kind, d.key))
+                        .collect();
+                    tracing::error!(
+                        sink, source = %r.source, target = %r.target, differing = r.differences.len(), checked = r.checked,
+                        "SNAPSHOT CHECK FAILED: rows in the sink differ from the source's snapshot ({}); run `strangler cdc verify`",
+                        keys.join(", ")
+                    );
+                }
+                if differing == 0 {
+                    tracing::info!(
+                        sink,
+                        checked,
+                        "post-snapshot check: every sampled row is identical"
+                    );
+                }
+                differing
+            });
+            self.checks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(task);
+        }
+    }
 }
 
 fn env_url(var: &str, key: &str) -> Result<String, String> {
@@ -150,6 +263,7 @@ fn forward_source(cdc: &CdcConfig, url: String) -> SourceConfig {
         tables: cdc.source.tables.clone(),
         name,
         format: cdc.format,
+        check_rows: cdc.source.verify_after_snapshot,
     }
 }
 
@@ -243,6 +357,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                         tables: s.tables.iter().map(|t| t.source.clone()).collect(),
                         name: format!("{}-reverse", s.name),
                         format: cdc.format,
+                        check_rows: 0,
                     };
                     let (config, s, url) = (config.clone(), s.clone(), source_url.clone());
                     tasks.push(tokio::spawn(async move { run_pipeline(&config, cfg, &[&s], &[url], RunOpts { start: Start::Never, snapshot_only: false, json, metrics: None }).await }));
@@ -274,9 +389,10 @@ async fn run_pipeline(
         json,
         metrics,
     } = opts;
+    let plan = CheckPlan::new(&cfg.url, sinks, urls, Duration::from_secs(10));
     let mut sinks = connect_sinks(sinks, &cfg, urls).await?;
     let store = StateStore::connect(&config.state.url).await.map_err(|e| tracing::warn!(error = %e, "state store unavailable; CDC status will not be shared")).ok();
-    let status = StoreStatus::new(store, metrics.clone());
+    let status = StoreStatus::new(store, metrics.clone()).with_check(plan);
     let tty = std::io::stderr().is_terminal() && !json;
     let mut last = std::time::Instant::now();
     let on_progress = |p: &Progress| {
@@ -308,19 +424,28 @@ async fn run_pipeline(
     if tty {
         eprintln!();
     }
+    let differing = status.finish_checks().await;
     if json {
         println!(
             "{}",
             json!({"slot": cfg.slot, "snapshot_rows": p.snapshot_rows, "transactions": p.transactions, "events": p.events,
-                   "rows_applied": p.rows_applied, "dead_letters": p.dead_letters, "confirmed": p.confirmed.to_string()})
+                   "rows_applied": p.rows_applied, "dead_letters": p.dead_letters, "confirmed": p.confirmed.to_string(),
+                   "snapshot_check_differences": differing})
         );
     } else {
         println!(
             "{}: snapshot {} rows, {} transactions ({} events), {} rows applied, {} dead letters, slot confirmed at {}",
             cfg.slot, p.snapshot_rows, p.transactions, p.events, p.rows_applied, p.dead_letters, p.confirmed
         );
+        if differing > 0 {
+            println!("snapshot check: {differing} sampled rows differ in the sinks (see the log; `strangler cdc verify` lists them all)");
+        }
     }
-    Ok(Exit::Ok)
+    Ok(if differing > 0 {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
 }
 
 async fn status(cdc: &CdcConfig, source_url: &str, json: bool) -> anyhow::Result<Exit> {
@@ -354,13 +479,27 @@ async fn status(cdc: &CdcConfig, source_url: &str, json: bool) -> anyhow::Result
                 .flatten()
         }
         .await;
+        let check: Option<(i64, i64, String)> = async {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.ok()?;
+            sqlx::query_as("SELECT rows_checked, rows_differing, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM strangler_cdc_checks WHERE sink = $1 AND slot = $2")
+                .bind(&s.name)
+                .bind(&cfg.slot)
+                .fetch_optional(&mut c)
+                .await
+                .ok()
+                .flatten()
+        }
+        .await;
+        let check =
+            check.map(|(n, d, at)| json!({"rows_checked": n, "rows_differing": d, "at": at}));
         sinks.push(match row {
             Some((lsn, at, age)) => {
                 let behind = current.0.saturating_sub(Lsn::from_i64(lsn).0);
                 json!({"sink": s.name, "applied": Lsn::from_i64(lsn).to_string(), "applied_at": at,
-                       "lag_bytes": behind, "lag_seconds": if behind == 0 { 0.0 } else { age }})
+                       "lag_bytes": behind, "lag_seconds": if behind == 0 { 0.0 } else { age },
+                       "snapshot_check": check})
             }
-            None => json!({"sink": s.name, "applied": null}),
+            None => json!({"sink": s.name, "applied": null, "snapshot_check": check}),
         });
     }
     let out = json!({
@@ -400,6 +539,19 @@ async fn status(cdc: &CdcConfig, source_url: &str, json: bool) -> anyhow::Result
                 s["lag_bytes"].as_u64().unwrap_or(0),
                 s["lag_seconds"].as_f64().unwrap_or(0.0)
             );
+            let c = &s["snapshot_check"];
+            if let Some(n) = c["rows_checked"].as_i64() {
+                let d = c["rows_differing"].as_i64().unwrap_or(0);
+                println!(
+                    "    snapshot check at {}: {n} rows, {}",
+                    c["at"].as_str().unwrap_or("-"),
+                    if d == 0 {
+                        "all identical".to_string()
+                    } else {
+                        format!("{d} DIFFER (run strangler cdc verify)")
+                    }
+                );
+            }
         }
     }
     Ok(Exit::Ok)
@@ -546,8 +698,9 @@ async fn run_kafka(
             store.clone(),
             metrics.clone(),
         );
+        let plan = CheckPlan::new(&cfg.url, sinks, urls, Duration::from_secs(120));
         tasks.push(tokio::spawn(async move {
-            let status = StoreStatus::new(store, metrics.clone());
+            let status = StoreStatus::new(store, metrics.clone()).with_check(plan);
             let shutdown = async move {
                 if !snapshot_only {
                     shutdown_signal().await;
@@ -563,6 +716,10 @@ async fn run_kafka(
                 }
             })
             .await?;
+            let differing = status.finish_checks().await;
+            if differing > 0 {
+                anyhow::bail!("snapshot check: {differing} sampled rows differ in the sinks (see the log; `strangler cdc verify` lists them all)");
+            }
             Ok(format!(
                 "{}: snapshot {} rows, {} transactions, {} records published, slot confirmed at {}",
                 cfg.slot, p.snapshot_rows, p.transactions, p.published, p.confirmed

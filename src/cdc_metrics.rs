@@ -18,6 +18,8 @@ pub struct CdcMetrics {
     confirmed: IntGauge,
     source: IntGauge,
     lag: IntGauge,
+    check_rows: IntGauge,
+    check_differences: IntGauge,
     last: std::sync::Mutex<Progress>,
 }
 
@@ -85,6 +87,16 @@ impl CdcMetrics {
                 "strangler_cdc_lag_bytes",
                 "Source position minus the confirmed position.",
             ),
+            check_rows: gauge(
+                &r,
+                "strangler_cdc_snapshot_check_rows",
+                "Rows compared with the sinks by the last post-snapshot check.",
+            ),
+            check_differences: gauge(
+                &r,
+                "strangler_cdc_snapshot_check_differences",
+                "Rows that differed in the last post-snapshot check (alert when > 0).",
+            ),
             registry: r,
             last: std::sync::Mutex::new(Progress::default()),
         })
@@ -111,6 +123,14 @@ impl CdcMetrics {
         self.lag
             .set((self.source.get() - p.confirmed.as_i64()).max(0));
         *last = p.clone();
+    }
+
+    /// The outcome of a post-snapshot check of one sink (added up over sinks).
+    pub fn snapshot_check(&self, checked: usize, differing: usize) {
+        self.check_rows
+            .add(i64::try_from(checked).unwrap_or(i64::MAX));
+        self.check_differences
+            .add(i64::try_from(differing).unwrap_or(i64::MAX));
     }
 
     pub fn source_position(&self, lsn: i64) {

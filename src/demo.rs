@@ -371,6 +371,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         .collect(),
         name: "monolith".into(),
         format: Default::default(),
+        check_rows: 0,
     };
     let mut sinks = vec![
         Sink::connect("catalog", &cat_url, "strangler", &[catalog_mapping()]).await?,
@@ -588,6 +589,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         tables: vec![t("public.catalog_items")],
         name: "catalog-reverse".into(),
         format: Default::default(),
+        check_rows: 0,
     };
     let mut rev_sinks = vec![
         Sink::connect(
@@ -647,6 +649,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         tables: vec![],
         name: String::new(),
         format: Default::default(),
+        check_rows: 0,
     })
     .await?;
     let mut d = <sqlx::PgConnection as sqlx::Connection>::connect(&cat_url).await?;

@@ -106,6 +106,9 @@ pub trait StatusReporter: Send + Sync {
     async fn applied(&self, sink: &str, table: &str, lsn: Lsn);
     /// A complete snapshot of `slot` was taken (Kafka: published).
     async fn snapshot_complete(&self, _slot: &str) {}
+    /// Rows the snapshot read, for the check against every sink
+    /// ([`crate::verify::check_sample`]); called after `snapshot_complete`.
+    async fn snapshot_sampled(&self, _slot: &str, _sample: crate::verify::Sample) {}
     /// Kafka: everything up to `lsn` is acknowledged by the broker.
     async fn published(&self, _slot: &str, _lsn: Lsn) {}
     /// Kafka: the position last reported by [`StatusReporter::published`].
@@ -299,11 +302,14 @@ async fn open(
         target.take(&batch, Lsn(0), false, progress, status).await?;
         on_progress(progress);
     }
-    let (stream, consistent) = snap
+    let (stream, consistent, sample) = snap
         .await
         .map_err(|e| SourceError::Replication(format!("snapshot task: {e}")))??;
     target.take(&[], consistent, true, progress, status).await?;
     status.snapshot_complete(&cfg.slot).await;
+    if !sample.tables.is_empty() {
+        status.snapshot_sampled(&cfg.slot, sample).await;
+    }
     if let Target::Kafka { snapshot_done, .. } = target {
         *snapshot_done = true;
     }

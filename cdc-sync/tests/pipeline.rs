@@ -112,6 +112,7 @@ fn source_cfg(e: &Env) -> SourceConfig {
         tables: vec![t("public.products")],
         name: "monolith".into(),
         format: Default::default(),
+        check_rows: 0,
     }
 }
 
@@ -396,6 +397,7 @@ async fn reverse_sync_converges_without_ping_pong() {
         tables: vec![t("public.catalog_items")],
         name: "catalog-reverse".into(),
         format: Default::default(),
+        check_rows: 0,
     };
     let rev = start(
         rev_cfg,

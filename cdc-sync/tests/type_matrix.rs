@@ -180,6 +180,7 @@ fn source(e: &Env, format: EventFormat) -> SourceConfig {
         tables: TABLES.iter().map(|n| t(&format!("public.{n}"))).collect(),
         name: "m".into(),
         format,
+        check_rows: 0,
     }
 }
 

@@ -10,7 +10,7 @@ use strangler_router::store::StateStore;
 
 use crate::support::*;
 
-fn spawn_cdc(h: &Harness, env: &[(&str, &str)]) -> Child {
+pub(crate) fn spawn_cdc(h: &Harness, env: &[(&str, &str)]) -> Child {
     spawn_cdc_with(h, env, &[])
 }
 
@@ -32,7 +32,7 @@ fn spawn_cdc_with(h: &Harness, env: &[(&str, &str)], extra: &[&str]) -> Child {
         .expect("spawn strangler cdc run")
 }
 
-fn cli_env(args: &[&str], h: &Harness, env: &[(&str, &str)]) -> (i32, String, String) {
+pub(crate) fn cli_env(args: &[&str], h: &Harness, env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(strangler_bin())
         .args(args)
         .arg("-c")
@@ -48,15 +48,15 @@ fn cli_env(args: &[&str], h: &Harness, env: &[(&str, &str)]) -> (i32, String, St
 }
 
 /// A cluster with a monolith database (`shop`) and a service database (`svc`).
-struct Databases {
-    _pg: PgCluster,
-    src_url: String,
-    dst_url: String,
-    src: sqlx::PgPool,
-    dst: sqlx::PgPool,
+pub(crate) struct Databases {
+    pub _pg: PgCluster,
+    pub src_url: String,
+    pub dst_url: String,
+    pub src: sqlx::PgPool,
+    pub dst: sqlx::PgPool,
 }
 
-async fn databases() -> Databases {
+pub(crate) async fn databases() -> Databases {
     let pg = tokio::task::spawn_blocking(PgCluster::start)
         .await
         .expect("join")

@@ -4,6 +4,7 @@
 mod support;
 
 mod cdc;
+mod cdc_types;
 mod demo;
 mod deploy;
 mod example_shadow;

@@ -34,6 +34,7 @@ fn cfg(url: &str, slot: &str) -> SourceConfig {
         tables: vec![table()],
         name: "bench".into(),
         format: Default::default(),
+        check_rows: 0,
     }
 }
 

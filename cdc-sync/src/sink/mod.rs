@@ -104,6 +104,16 @@ const SETUP: &[&str] = &[
         at TIMESTAMPTZ NOT NULL DEFAULT now())",
 ];
 
+/// The outcome of the last post-snapshot check, per sink and slot.
+pub const CHECKS_TABLE: &str = "CREATE TABLE IF NOT EXISTS strangler_cdc_checks (
+    sink TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    rows_checked BIGINT NOT NULL,
+    rows_differing BIGINT NOT NULL,
+    report TEXT NOT NULL,
+    at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (sink, slot))";
+
 /// Maps a database error of sink `name`.
 fn db_err(name: &str) -> impl Fn(sqlx::Error) -> SinkError + '_ {
     move |source| SinkError::Database {

@@ -58,6 +58,9 @@ pub struct SourceConfig {
     pub name: String,
     /// How values are represented in events.
     pub format: EventFormat,
+    /// Rows per table sampled by the snapshot for the check that follows
+    /// it (0: none).
+    pub check_rows: u32,
 }
 
 /// The session settings every source session runs with: the text forms

@@ -10,17 +10,19 @@ use crate::event::{self, Op, Record, SourceInfo, Table};
 use crate::lsn::Lsn;
 use crate::pgoutput::{Column, Relation, Value as Col};
 use crate::types::{text, Catalog};
+use crate::verify::{self, Sample};
 
 /// Records per batch handed over during the snapshot.
 pub const SNAPSHOT_BATCH: usize = 5_000;
 
 /// Creates the slot with an exported snapshot, reads every table in that
-/// snapshot into `out` (op `r`), then starts streaming from the slot's
-/// consistent point. Returns the stream and the consistent point.
+/// snapshot into `out` (op `r`), samples `cfg.check_rows` rows of each in
+/// the same snapshot, then starts streaming from the slot's consistent
+/// point. Returns the stream, the consistent point and the sample.
 pub async fn snapshot(
     cfg: &SourceConfig,
     out: mpsc::Sender<Vec<Record>>,
-) -> Result<(Stream, Lsn), SourceError> {
+) -> Result<(Stream, Lsn, Sample), SourceError> {
     let repl = |e: pgwire_replication::PgWireError| SourceError::Replication(e.to_string());
     let mut client = ReplicationClient::connect_gated(cfg.replication()?)
         .await
@@ -63,6 +65,7 @@ pub async fn snapshot(
             .await?;
     }
     let catalog = Catalog::load(&mut tx).await?;
+    let mut sample = Sample::default();
     let db = cfg.db();
     let now = crate::now_ms();
     let last_table = cfg.tables.len().saturating_sub(1);
@@ -199,10 +202,30 @@ pub async fn snapshot(
                 .await
                 .map_err(|_| SourceError::Replication("snapshot consumer went away".into()))?;
         }
+        if cfg.check_rows > 0 {
+            let names: Vec<String> = table.rel.columns.iter().map(|c| c.name.clone()).collect();
+            let key: Vec<usize> = table
+                .rel
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.key)
+                .map(|(i, _)| i)
+                .collect();
+            if !key.is_empty() {
+                sample
+                    .tables
+                    .push(verify::read_sample(&mut tx, t, &names, key, cfg.check_rows).await?);
+            }
+        }
     }
     tx.commit().await?;
     drop(out);
     client.start().await.map_err(repl)?;
     client.wait_started().await.map_err(repl)?;
-    Ok((Stream::new(client, cfg.clone(), catalog), consistent))
+    Ok((
+        Stream::new(client, cfg.clone(), catalog),
+        consistent,
+        sample,
+    ))
 }

@@ -6,12 +6,18 @@
 //! columns as text, in key order); only chunks whose count or hash differ
 //! are compared row by row, and the differing keys are reported.
 
+mod sample;
+
 use std::collections::BTreeMap;
 
 use sqlx::{PgConnection, Row};
 use strangler_config::TableMapping;
 
 use crate::sink::TargetTable;
+
+pub use sample::{
+    check as check_sample, check_sink, read as read_sample, Sample, SampleReport, SampledTable,
+};
 
 /// Rows per chunk.
 pub const CHUNK: i64 = 10_000;
