@@ -29,6 +29,29 @@ url = "http://127.0.0.1:8000"
 # [upstreams.catalog]                 # a new service
 # url = "http://127.0.0.1:8001"
 # health_path = "/healthz"
+
+# CDC: the monolith's tables into each service's own database.
+# [cdc.source]
+# url_env = "MONOLITH_DATABASE_URL"
+# tables = ["public.products"]
+# snapshot = "initial"                # initial | never
+# verify_after_snapshot = 1000        # rows per table compared with every sink after a snapshot; 0: off
+# [cdc.transport]
+# kind = "embedded"                   # embedded | kafka (then brokers = "host:9092")
+# topic_prefix = "monolith"           # topics <prefix>.<schema>.<table>
+# Debezium's representation options (cdc-sync/TYPES.md), with Debezium's defaults:
+# decimal_handling = "precise"        # precise | string | double
+# time_precision = "adaptive"         # adaptive | connect
+# interval_handling = "numeric"       # numeric | string
+# binary_handling = "bytes"           # bytes | base64 | hex
+# schemas_enable = false              # true: {schema, payload} as Kafka Connect's JSON converter
+# [[cdc.sinks]]
+# name = "catalog"
+# url_env = "CATALOG_DATABASE_URL"
+# [[cdc.sinks.tables]]
+# source = "public.products"
+# target = "public.catalog_items"
+# rename = { title = "name" }
 "#;
 
 const ROUTE_HELP: &str = r#"

@@ -1,6 +1,9 @@
 use std::path::Path;
 
-use crate::{Config, ConfigErrors, Stage, Sticky};
+use crate::{
+    BinaryHandling, Config, ConfigErrors, DecimalHandling, EventFormat, IntervalHandling, Stage,
+    Sticky, TimePrecision,
+};
 
 fn load(text: &str) -> Result<Config, ConfigErrors> {
     Config::from_toml(text, Path::new("/etc/strangler/strangler.toml"))
@@ -230,6 +233,40 @@ exclude = ["internal_notes"]
         e.contains("cdc.sinks[0].tables[0].source: public.orders is not among cdc.source.tables"),
         "{e}"
     );
+}
+
+#[test]
+fn debezium_representation_options_and_the_snapshot_check() {
+    let base = format!("{MINIMAL}[cdc.source]\nurl_env = \"X\"\ntables = [\"public.t\"]\n");
+    let c = load(&base).expect("valid");
+    let cdc = c.cdc.expect("cdc");
+    assert_eq!(cdc.format, EventFormat::default());
+    assert_eq!(cdc.source.verify_after_snapshot, 1000);
+    let c = load(&format!(
+        "{base}verify_after_snapshot = 0\n[cdc.transport]\ndecimal_handling = \"string\"\ntime_precision = \"connect\"\ninterval_handling = \"string\"\nbinary_handling = \"hex\"\nschemas_enable = true\n"
+    ))
+    .expect("valid");
+    let cdc = c.cdc.expect("cdc");
+    assert_eq!(
+        cdc.format,
+        EventFormat {
+            decimal: DecimalHandling::String,
+            time: TimePrecision::Connect,
+            interval: IntervalHandling::String,
+            binary: BinaryHandling::Hex,
+            schemas: true,
+        }
+    );
+    assert_eq!(cdc.source.verify_after_snapshot, 0);
+    let e = first_error(&format!(
+        "{base}[cdc.transport]\ndecimal_handling = \"exact\"\n"
+    ));
+    assert!(
+        e.contains(":8:20: cdc.transport.decimal_handling: unknown mode \"exact\" (expected precise | string | double)"),
+        "{e}"
+    );
+    let e = first_error(&format!("{base}verify_after_snapshot = -1\n"));
+    assert!(e.contains("cdc.source.verify_after_snapshot"), "{e}");
 }
 
 #[test]
