@@ -19,7 +19,7 @@ use strangler_cdc::source::SourceConfig;
 use strangler_config::{Config, Stage, TableMapping, TableName};
 use strangler_router::state::effective;
 use strangler_router::store::StateStore;
-use strangler_testkit::PgCluster;
+use strangler_sandbox::PgCluster;
 use tokio::sync::{oneshot, watch};
 
 use crate::cli::DemoArgs;
@@ -332,8 +332,8 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let ports = Ports {
-        listen: strangler_testkit::free_port(),
-        admin: strangler_testkit::free_port(),
+        listen: strangler_sandbox::free_port(),
+        admin: strangler_sandbox::free_port(),
         monolith: serve(legacy_monolith::app(shop.clone()), stop_rx.clone()).await?,
         catalog: serve(catalog_service::app(catalog.clone()), stop_rx.clone()).await?,
         orders: serve(orders_service::app(orders.clone()), stop_rx.clone()).await?,

@@ -16,3 +16,4 @@ mod router_promote;
 mod router_routing;
 mod router_shadow;
 mod router_store;
+mod setup;

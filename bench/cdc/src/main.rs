@@ -14,7 +14,7 @@ use strangler_cdc::pipeline::{self, NoStatus, Start, Target};
 use strangler_cdc::sink::Sink;
 use strangler_cdc::source::{Item, SourceConfig, Stream};
 use strangler_config::{TableMapping, TableName};
-use strangler_testkit::PgCluster;
+use strangler_sandbox::PgCluster;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,0 +1,17 @@
+//! The sandbox `strangler demo` runs in, and the tests build on: throw-away
+//! PostgreSQL clusters ([`PgCluster`]) and free loopback ports
+//! ([`free_port`]). Product code: nothing here is test-only.
+
+mod pg;
+
+pub use pg::PgCluster;
+
+/// A port that was free on 127.0.0.1 a moment ago. For programs that must be
+/// given a port (the proxy binds its own listeners); servers in the same
+/// process bind `127.0.0.1:0` instead.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+}
