@@ -99,13 +99,13 @@ fn slug(path: &str) -> String {
 
 /// Routes for every path of an OpenAPI document (JSON or YAML).
 pub fn routes_from_openapi(text: &str) -> Result<String, String> {
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| format!("not an OpenAPI document: {e}"))?;
+    let doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| format!("not an OpenAPI document: {e}"))?;
     let paths = doc
         .get("paths")
         .and_then(|p| p.as_mapping())
         .ok_or("the document has no `paths`")?;
-    let mut out = String::new();
+    let mut routes = toml_edit::ArrayOfTables::new();
     let mut names: Vec<String> = Vec::new();
     for (path, item) in paths {
         let Some(path) = path.as_str() else { continue };
@@ -126,28 +126,33 @@ pub fn routes_from_openapi(text: &str) -> Result<String, String> {
             n += 1;
         }
         names.push(name.clone());
-        let summary = item
+        // The operation's summary as a comment above the route, every line
+        // of it commented.
+        let summary: String = item
             .as_mapping()
             .and_then(|m| {
-                m.values().find_map(|op| {
-                    op.get("summary")
-                        .and_then(|s| s.as_str())
-                        .map(str::to_string)
-                })
+                m.values()
+                    .find_map(|op| op.get("summary").and_then(|s| s.as_str()))
             })
-            .map(|s| format!("# {s}\n"))
+            .map(|s| s.lines().map(|l| format!("# {l}\n")).collect())
             .unwrap_or_default();
-        let _ = write!(
-            out,
-            "\n{summary}[[routes]]\nname = \"{name}\"\nmethods = [{}]\npath = \"{}\"\nstage = \"legacy\"\n",
-            methods.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", "),
-            path.replace('"', "\\\"")
+        let mut route = toml_edit::Table::new();
+        route.decor_mut().set_prefix(format!("\n{summary}"));
+        route.insert("name", toml_edit::value(name));
+        route.insert(
+            "methods",
+            toml_edit::value(methods.iter().collect::<toml_edit::Array>()),
         );
+        route.insert("path", toml_edit::value(path));
+        route.insert("stage", toml_edit::value("legacy"));
+        routes.push(route);
     }
-    if names.is_empty() {
+    if routes.is_empty() {
         return Err("the document's `paths` is empty".into());
     }
-    Ok(out)
+    let mut doc = toml_edit::DocumentMut::new();
+    doc.insert("routes", toml_edit::Item::ArrayOfTables(routes));
+    Ok(doc.to_string())
 }
 
 pub fn run(args: &InitArgs) -> anyhow::Result<Exit> {
@@ -221,6 +226,16 @@ paths:
         let c = Config::from_toml(&text, Path::new("s.toml")).expect("valid");
         assert_eq!(c.routes.len(), 2);
         assert!(routes_from_openapi("{\"paths\": {}}").is_err());
+        // A multi-line summary and a path with a quote stay valid TOML.
+        let tricky = "paths:\n  /a\"b:\n    get:\n      summary: |\n        first line\n        second = line\n";
+        let routes = routes_from_openapi(tricky).expect("routes");
+        assert!(
+            routes.contains("# first line\n# second = line\n[[routes]]"),
+            "{routes}"
+        );
+        let c =
+            Config::from_toml(&format!("{TEMPLATE}{routes}"), Path::new("s.toml")).expect("valid");
+        assert_eq!(c.routes[0].path.to_string(), "/a\"b");
         assert!(routes_from_openapi("nope: [").is_err());
         assert!(Config::from_toml(&format!("{TEMPLATE}{ROUTE_HELP}"), Path::new("s.toml")).is_ok());
     }

@@ -323,35 +323,45 @@ fn check_upstreams(
     out
 }
 
-/// `http://host:port[/]` → `host:port` (port 80 when absent).
-fn parse_http_url(url: &str) -> Result<String, String> {
-    if url.starts_with("https://") {
+/// `http://host:port[/]` → `host:port` (port 80 when absent; IPv6
+/// addresses in brackets: `[::1]:8080`).
+fn parse_http_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| match e {
+        url::ParseError::InvalidPort => {
+            format!("{text:?}: the part after ':' is not a port (1-65535)")
+        }
+        url::ParseError::RelativeUrlWithoutBase => {
+            format!("{text:?} must be an http:// URL (http://host:port)")
+        }
+        other => format!("{text:?}: {other}"),
+    })?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(format!(
+                "{text:?}: TLS upstreams are not supported by this build; use http://"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "{text:?} must be an http:// URL (http://host:port)"
+            ))
+        }
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?} must be http://host:port with no path"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
-            "{url:?}: TLS upstreams are not supported by this build; use http://"
+            "{text:?}: credentials do not belong in an upstream URL"
         ));
     }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!("{url:?} must be an http:// URL (http://host:port)"));
+    let host = match url.host() {
+        Some(url::Host::Ipv6(a)) => format!("[{a}]"),
+        Some(h) => h.to_string(),
+        None => return Err(format!("{text:?}: no host")),
     };
-    let authority = rest.trim_end_matches('/');
-    if authority.is_empty() || authority.contains('/') || authority.contains('@') {
-        return Err(format!("{url:?} must be http://host:port with no path"));
-    }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
-            Ok(p) => (h, p),
-            Err(_) => return Err(format!("{url:?}: {p:?} is not a port")),
-        },
-        _ => (authority, 80),
-    };
-    if host.is_empty()
-        || !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c))
-    {
-        return Err(format!("{url:?}: {host:?} is not a host name or address"));
-    }
-    Ok(format!("{host}:{port}"))
+    Ok(format!("{host}:{}", url.port().unwrap_or(80)))
 }
 
 fn methods(c: &mut Checker<'_>, raw: &[Spanned<String>], key: &str) -> Vec<String> {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 use strangler::cli::Cli;
 use strangler_config::Config;
 
@@ -13,7 +13,7 @@ fn deploy() -> PathBuf {
 
 fn docs(file: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(deploy().join(file)).expect("read");
-    serde_yaml::Deserializer::from_str(&text)
+    serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).expect("yaml"))
         .collect()
 }

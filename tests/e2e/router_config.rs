@@ -218,3 +218,21 @@ fn init_writes_a_valid_config_from_an_openapi_document() {
     assert!(o.status.success());
     assert_eq!(cli(&["check"], &tmpl).0, 0);
 }
+
+/// An upstream on an IPv6 address (`http://[::1]:PORT`) is accepted and
+/// served through.
+#[tokio::test]
+async fn an_ipv6_upstream_is_served() {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start_on("svc6", "[::1]:0".parse().expect("addr")).await;
+    assert!(svc.url().starts_with("http://[::1]:"), "{}", svc.url());
+    let h = Harness::new();
+    let ups = upstreams(&legacy, &[("svc", &svc)]);
+    let path = h.write_config(&format!("{ups}{}", routes("migrated")));
+    assert_eq!(cli(&["check"], &path).0, 0);
+    let p = h.start().await;
+    assert_eq!(
+        get_who(&client(), &format!("{}/p/1", p.base), &[]).await,
+        "svc6"
+    );
+}

@@ -279,4 +279,16 @@ fn host_names_are_not_resolved_when_checking() {
     assert_eq!(c.upstreams["b"].authority, "catalog:80");
     let e = first_error("[upstreams.legacy]\nurl = \"http://host:port\"\n");
     assert!(e.contains("is not a port"), "{e}");
+    let c = load("[upstreams.legacy]\nurl = \"http://[::1]:8080\"\n[upstreams.b]\nurl = \"http://127.0.0.1/\"\n").expect("valid");
+    assert_eq!(c.upstreams["legacy"].authority, "[::1]:8080");
+    assert_eq!(c.upstreams["b"].authority, "127.0.0.1:80");
+    for (url, why) in [
+        ("http://a/b", "no path"),
+        ("http://u:p@a:1", "credentials"),
+        ("ftp://a", "must be an http:// URL"),
+        ("a:80", "must be an http:// URL"),
+    ] {
+        let e = first_error(&format!("[upstreams.legacy]\nurl = \"{url}\"\n"));
+        assert!(e.contains(why), "{url}: {e}");
+    }
 }

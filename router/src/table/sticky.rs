@@ -17,11 +17,12 @@ pub const BUCKETS: u32 = 10_000;
 
 /// The bucket of `key` for `route`, in `0..BUCKETS`.
 pub fn bucket(route: &str, key: &[u8]) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in route.as_bytes().iter().chain(&[0xff]).chain(key) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    use std::hash::Hasher;
+    let mut fnv = fnv::FnvHasher::default();
+    fnv.write(route.as_bytes());
+    fnv.write(&[0xff]);
+    fnv.write(key);
+    let mut h = fnv.finish();
     // splitmix64 finalizer: spreads FNV's weak low bits.
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -45,10 +45,9 @@ pub(super) fn diff(a: &str, b: &str, out: &mut Comparison) {
 
 /// `N bytes, fnv64 HEX`.
 pub(super) fn fingerprint(body: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in body {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    use std::hash::Hasher;
+    let mut fnv = fnv::FnvHasher::default();
+    fnv.write(body);
+    let h = fnv.finish();
     format!("{} bytes, fnv64 {h:016x}", body.len())
 }
