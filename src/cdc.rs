@@ -1,6 +1,5 @@
 //! `strangler cdc snapshot | run | status | verify | reverse`
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use serde_json::json;
@@ -393,19 +392,22 @@ async fn run_pipeline(
     let mut sinks = connect_sinks(sinks, &cfg, urls).await?;
     let store = StateStore::connect(&config.state.url).await.map_err(|e| tracing::warn!(error = %e, "state store unavailable; CDC status will not be shared")).ok();
     let status = StoreStatus::new(store, metrics.clone()).with_check(plan);
-    let tty = std::io::stderr().is_terminal() && !json;
-    let mut last = std::time::Instant::now();
+    // A spinner on a terminal (indicatif draws nothing elsewhere).
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(200));
+        b
+    };
     let on_progress = |p: &Progress| {
         if let Some(m) = &metrics {
             m.update(p);
         }
-        if tty && last.elapsed() > Duration::from_millis(200) {
-            last = std::time::Instant::now();
-            eprint!(
-                "\r\x1b[2Ksnapshot {} rows · {} transactions · {} events · {} rows applied · {} dead letters · confirmed {}",
-                p.snapshot_rows, p.transactions, p.events, p.rows_applied, p.dead_letters, p.confirmed
-            );
-        }
+        bar.set_message(format!(
+            "snapshot {} rows · {} transactions · {} events · {} rows applied · {} dead letters · confirmed {}",
+            p.snapshot_rows, p.transactions, p.events, p.rows_applied, p.dead_letters, p.confirmed
+        ));
     };
     let shutdown = async move {
         if !snapshot_only {
@@ -421,9 +423,7 @@ async fn run_pipeline(
         on_progress,
     )
     .await?;
-    if tty {
-        eprintln!();
-    }
+    bar.finish_and_clear();
     let differing = status.finish_checks().await;
     if json {
         println!(
@@ -567,7 +567,6 @@ async fn verify_cmd(
     let mut src = source::connect(&cfg).await?;
     let matches = |t: &TableName| only.is_none_or(|o| o == t.to_string() || o == t.table);
     let mut reports = Vec::new();
-    let tty = std::io::stderr().is_terminal() && !json;
     for s in cdc.sinks.iter().filter(|s| !s.reverse) {
         let url = match env_url(&s.url_env, &format!("cdc.sinks {:?} url_env", s.name)) {
             Ok(u) => u,
@@ -583,18 +582,24 @@ async fn verify_cmd(
             .filter(|m| matches(&m.source) || matches(&m.target))
         {
             let target = strangler_cdc::sink::TargetTable::load_for_verify(&mut dst, m).await?;
+            let bar = if json {
+                indicatif::ProgressBar::hidden()
+            } else {
+                indicatif::ProgressBar::new(0)
+                    .with_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{msg} [{bar:30}] {pos}/{len} chunks",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    )
+                    .with_message(format!("verify {} → {} ({})", m.source, m.target, s.name))
+            };
             let r = verify::table(&mut src, &mut dst, &target, |done, total| {
-                if tty {
-                    eprint!(
-                        "\r\x1b[2Kverify {} → {} ({}): chunk {done}/{total}",
-                        m.source, m.target, s.name
-                    );
-                }
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
             })
             .await?;
-            if tty {
-                eprintln!();
-            }
+            bar.finish_and_clear();
             reports.push((s.name.clone(), r));
         }
     }

@@ -264,12 +264,16 @@ where
     Fut: std::future::Future<Output = bool>,
 {
     let start = Instant::now();
+    let spinner = indicatif::ProgressBar::new_spinner().with_message(format!("waiting for {what}"));
+    spinner.enable_steady_tick(Duration::from_millis(120));
     while !f().await {
         if start.elapsed() > timeout {
+            spinner.abandon();
             anyhow::bail!("timed out waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    spinner.finish_and_clear();
     Ok(())
 }
 
