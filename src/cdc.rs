@@ -10,7 +10,7 @@ use strangler_cdc::source::{self, SourceConfig};
 use strangler_cdc::transport::kafka::{self, KafkaProducer};
 use strangler_cdc::verify;
 use strangler_config::{CdcConfig, CdcSink, CdcTransport, Config, SnapshotMode, TableName};
-use strangler_router::store::StateStore;
+use strangler_state::store::StateStore;
 
 use crate::cli::{CdcArgs, CdcCommand};
 use crate::Exit;

@@ -17,9 +17,9 @@ use strangler_cdc::pipeline::{self, Start, Target};
 use strangler_cdc::sink::{Sink, TargetTable};
 use strangler_cdc::source::SourceConfig;
 use strangler_config::{Config, Stage, TableMapping, TableName};
-use strangler_router::state::effective;
-use strangler_router::store::StateStore;
 use strangler_sandbox::PgCluster;
+use strangler_state::route_state::effective;
+use strangler_state::store::StateStore;
 use tokio::sync::{oneshot, watch};
 
 use crate::cli::DemoArgs;
@@ -246,7 +246,7 @@ async fn promote(
     let e = store
         .set_route(route, target, "strangler-demo", "demo: gates passed")
         .await?;
-    let text = |s: &strangler_router::store::StageState| {
+    let text = |s: &strangler_state::store::StageState| {
         if s.stage == Stage::Canary {
             format!("canary {}%", s.percent)
         } else {
@@ -523,7 +523,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         &report_path,
         strangler_shadow::report::html(
             &reports,
-            &strangler_router::store::rfc3339(strangler_router::store::now_ms()),
+            &strangler_state::store::rfc3339(strangler_state::store::now_ms()),
         ),
     )?;
     note(&format!("HTML report: {}", report_path.display()));

@@ -6,8 +6,8 @@
 
 use serde_json::json;
 use strangler_config::{Config, Stage};
-use strangler_router::state::{check_target, effective, Origin};
-use strangler_router::store::{AuditEntry, StateStore};
+use strangler_state::route_state::{check_target, effective, Origin};
+use strangler_state::store::{AuditEntry, StateStore};
 
 use crate::cli::{Common, RouteArgs, RouteCommand};
 use crate::output::{percent, table};
@@ -234,7 +234,7 @@ async fn set(
     Ok(Exit::Ok)
 }
 
-fn state_text(s: &strangler_router::store::StageState) -> String {
+fn state_text(s: &strangler_state::store::StageState) -> String {
     if s.stage == Stage::Canary {
         format!("canary {}", percent(s.percent))
     } else {
@@ -304,7 +304,7 @@ async fn promote(
         .map(|r| r.gates)
         .unwrap_or_default();
     let failed: Vec<&strangler_router::gates::Gate> = gates.iter().filter(|g| !g.ok).collect();
-    let to_text = state_text(&strangler_router::store::StageState {
+    let to_text = state_text(&strangler_state::store::StageState {
         stage: target.stage,
         percent: target.percent,
     });

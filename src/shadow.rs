@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use serde_json::json;
 use strangler_config::{Config, Route};
 use strangler_router::shadow::summaries;
-use strangler_router::state::effective;
-use strangler_router::store::{now_ms, rfc3339, StateStore};
 use strangler_shadow::noise::{self, Suggestion, Thresholds};
 use strangler_shadow::report::{self, RouteReport};
 use strangler_shadow::verdict::Status;
 use strangler_shadow::Rules;
+use strangler_state::route_state::effective;
+use strangler_state::store::{now_ms, rfc3339, StateStore};
 
 use crate::cli::{Common, ShadowArgs, ShadowCommand};
 use crate::Exit;

@@ -7,9 +7,9 @@ use serde_json::json;
 use strangler_config::{Config, Route, Stage};
 use strangler_router::gates;
 use strangler_router::shadow::summaries;
-use strangler_router::state::effective;
-use strangler_router::store::StateStore;
 use strangler_router::usage::minute;
+use strangler_state::route_state::effective;
+use strangler_state::store::StateStore;
 
 use crate::cli::StatusArgs;
 use crate::output::percent;
@@ -39,7 +39,7 @@ pub async fn board(config: &Config, store: &StateStore) -> anyhow::Result<Vec<Ro
     let stats = store.shadow_stats().await?;
     let verdicts = summaries(config, |r| eff(r).stage, &stats, 0.001, 500);
     let lag = store.lag_view().await?;
-    let now = strangler_router::store::now_ms();
+    let now = strangler_state::store::now_ms();
     let mut rows = Vec::new();
     for r in &config.routes {
         let e = eff(r);

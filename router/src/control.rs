@@ -16,7 +16,7 @@ use strangler_config::Config;
 use crate::admin::{self, AdminState};
 use crate::health::HealthCheckers;
 use crate::runtime::Shared;
-use crate::store::StateStore;
+use strangler_state::store::StateStore;
 
 /// How often the config file is looked at for changes.
 const FILE_POLL: Duration = Duration::from_millis(500);
@@ -173,14 +173,22 @@ impl FileState {
     }
 }
 
-/// Follows changes made by other proxies and the CLI.
+/// Follows changes made by other proxies and the CLI. While the store
+/// fails with a retryable error (unreachable, restarting) the proxy keeps
+/// serving the last known state and tries again with backoff, logging and
+/// counting every retry; a fatal error is logged and polling goes on at
+/// the normal pace.
 async fn poll_store(shared: Arc<Shared>, store: StateStore) {
     let mut last_version = None;
-    let mut last_error: Option<Instant> = None;
+    let mut retries: Option<(u32, Box<dyn Iterator<Item = Duration> + Send>)> = None;
     let mut last_resolve = Instant::now();
     loop {
         let interval = shared.config.load().state.poll_interval;
-        tokio::time::sleep(interval).await;
+        let wait = match retries.as_mut() {
+            Some((_, delays)) => delays.next().unwrap_or(interval).max(interval),
+            None => interval,
+        };
+        tokio::time::sleep(wait).await;
         // Upstream names are resolved when a table is built: rebuild now and
         // then so DNS changes (a rescheduled pod) are picked up.
         if last_resolve.elapsed() > Duration::from_secs(30) {
@@ -194,14 +202,29 @@ async fn poll_store(shared: Arc<Shared>, store: StateStore) {
                 shared.set_overrides(store.overrides().await?);
                 last_version = Some(v);
             }
-            Ok::<_, crate::store::StoreError>(())
+            Ok::<_, strangler_state::store::StoreError>(())
         }
         .await;
-        if let Err(e) = result {
-            // Keep serving the last known state; say so at most every 10 s.
-            if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                tracing::warn!(error = %e, "cannot read the state store; serving the last known route state");
-                last_error = Some(Instant::now());
+        match result {
+            Ok(()) => {
+                if let Some((n, _)) = retries.take() {
+                    tracing::info!(retries = n, "the state store answers again");
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                let (n, _) =
+                    retries.get_or_insert_with(|| (0, Box::new(strangler_state::retry::delays())));
+                *n += 1;
+                shared
+                    .metrics
+                    .store_retries
+                    .with_label_values(&["poll"])
+                    .inc();
+                tracing::warn!(error = %e, retry = *n, "cannot read the state store (retryable); serving the last known route state and trying again with backoff");
+            }
+            Err(e) => {
+                retries = None;
+                tracing::error!(error = %e, "cannot read the state store (not retryable); serving the last known route state");
             }
         }
     }
@@ -252,7 +275,8 @@ async fn rollback_loop(shared: Arc<Shared>, store: StateStore) {
                 .and_then(|h| h.last().map(|e| e.at_ms))
                 .unwrap_or(0);
             let since = crate::usage::minute(
-                (crate::store::now_ms() - route.promote.window.as_millis() as i64).max(changed),
+                (strangler_state::store::now_ms() - route.promote.window.as_millis() as i64)
+                    .max(changed),
             );
             let Ok(usage) = store.usage_since(since).await else {
                 continue;
@@ -262,7 +286,7 @@ async fn rollback_loop(shared: Arc<Shared>, store: StateStore) {
                 continue;
             };
             if let Some(reason) = crate::gates::should_roll_back(route, current, &counts) {
-                let target = crate::state::Target {
+                let target = strangler_state::route_state::Target {
                     stage: strangler_config::Stage::Legacy,
                     percent: 0.0,
                 };

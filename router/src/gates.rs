@@ -4,8 +4,8 @@ use strangler_config::{Route, Stage};
 use strangler_shadow::verdict::{Status, Verdict};
 
 use crate::shadow::LagView;
-use crate::state::{Effective, Target};
-use crate::usage::Counts;
+use strangler_state::counts::Counts;
+use strangler_state::route_state::{Effective, Target};
 
 /// One gate and whether it passed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -20,7 +20,5 @@ pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod shadow;
-pub mod state;
-pub mod store;
 pub mod table;
 pub mod usage;

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `strangler_shadow_total{route,outcome}`
     pub shadow: IntCounterVec,
+    /// `strangler_store_retries_total{operation}`
+    pub store_retries: IntCounterVec,
 }
 
 impl Metrics {
@@ -76,8 +78,17 @@ impl Metrics {
             &["route", "outcome"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let store_retries = IntCounterVec::new(
+            Opts::new(
+                "strangler_store_retries_total",
+                "State-store calls that failed with a retryable error and were tried again, by operation.",
+            ),
+            &["operation"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(store_retries.clone()),
             Box::new(duration.clone()),
             Box::new(fallbacks.clone()),
             Box::new(upstream_up.clone()),
@@ -96,6 +107,7 @@ impl Metrics {
             upstream_up,
             reloads,
             shadow,
+            store_retries,
         }
     }
 

@@ -16,8 +16,8 @@ use strangler_config::{Config, LEGACY};
 
 use crate::metrics::Metrics;
 use crate::shadow::{RouteShadow, Shadower};
-use crate::state::{effective, Effective, Override};
 use crate::table::{CompiledRoute, RouteTable, UpstreamId, LEGACY_ID};
+use strangler_state::route_state::{effective, Effective, Override};
 
 /// An upstream as the data path needs it.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use strangler_config::Config;
 use crate::control::Control;
 use crate::proxy::RouterProxy;
 use crate::runtime::Shared;
-use crate::store::StateStore;
+use strangler_state::store::StateStore;
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +22,7 @@ pub enum StartError {
     #[error("proxy.admin_token_env names {0}, which is not set (or empty): set it, or remove the key to run the admin API without a token")]
     MissingToken(String),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] strangler_state::store::StoreError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,

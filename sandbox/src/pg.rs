@@ -88,28 +88,8 @@ impl PgCluster {
         loop {
             attempt += 1;
             cluster.port = crate::free_port();
-            let opts = format!(
-                "-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=20 \
-                 -c max_wal_senders=20 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-                port = cluster.port,
-                sock = path_str(cluster.dir.path())?
-            );
             let _ = std::fs::remove_file(&log);
-            let started = cluster.run_pg(
-                "pg_ctl",
-                &[
-                    "-D",
-                    path_str(&data)?,
-                    "-l",
-                    path_str(&log)?,
-                    "-o",
-                    &opts,
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ],
-            );
+            let started = cluster.pg_ctl_start();
             match started {
                 Ok(_) => break,
                 Err(e) => {
@@ -175,6 +155,46 @@ impl PgCluster {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    fn pg_ctl_start(&self) -> Result<Output> {
+        let opts = format!(
+            "-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=20 \
+             -c max_wal_senders=20 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            port = self.port,
+            sock = path_str(self.dir.path())?
+        );
+        let (data, log) = (self.data_dir(), self.dir.path().join("postgres.log"));
+        self.run_pg(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&data)?,
+                "-l",
+                path_str(&log)?,
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended), keeping its data.
+    pub fn stop(&self) -> Result<()> {
+        let data = self.data_dir();
+        self.run_pg(
+            "pg_ctl",
+            &["-D", path_str(&data)?, "-m", "fast", "-w", "stop"],
+        )?;
+        Ok(())
+    }
+
+    /// Starts a stopped server again on the same port.
+    pub fn start_again(&self) -> Result<()> {
+        self.pg_ctl_start().map(|_| ())
     }
 
     /// URL of database `db` as the superuser `postgres`.

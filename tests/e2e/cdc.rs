@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
-use strangler_router::store::StateStore;
+use strangler_state::store::StateStore;
 
 use crate::support::*;
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures::{stream, StreamExt};
 use serde_json::Value;
-use strangler_router::store::StateStore;
+use strangler_state::store::StateStore;
 
 use crate::support::*;
 

@@ -186,3 +186,64 @@ async fn route_cli_lists_sets_and_refuses_bad_input() {
         "the proxy did not pick up the file's stage"
     );
 }
+
+/// The shared store's PostgreSQL restarts under a running proxy: the proxy
+/// serves throughout from its last known state, retries with backoff
+/// (counted in `strangler_store_retries_total`), and obeys a rollback made
+/// after the restart.
+#[tokio::test]
+async fn a_proxy_rides_out_a_state_store_restart_and_obeys_a_later_rollback() {
+    let pg = tokio::task::spawn_blocking(PgCluster::start)
+        .await
+        .expect("join")
+        .expect("postgres");
+    let url = pg.create_database("state").expect("db");
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new().with_state(&url);
+    h.write_config(&format!("{}{ROUTES}", upstreams(&legacy, &[("svc", &svc)])));
+    let p = h.start().await;
+    let c = client();
+    let product = format!("{}/products/1", p.base);
+    assert_eq!(get_who(&c, &product, &[]).await, "svc");
+
+    pg.stop().expect("stop postgres");
+    // The store is gone: requests are still served, the poller retries.
+    let retried = eventually(Duration::from_secs(20), || async {
+        p.metric("strangler_store_retries_total{operation=\"poll\"}")
+            .await
+            >= 2.0
+    })
+    .await;
+    assert!(retried.is_some(), "no retries counted:\n{}", p.log_text());
+    for _ in 0..20 {
+        assert_eq!(get_who(&c, &product, &[]).await, "svc");
+    }
+
+    pg.start_again().expect("start postgres");
+    let (code, out, err) = cli(
+        &[
+            "route",
+            "rollback",
+            "get-product",
+            "--reason",
+            "after the restart",
+        ],
+        &h.config_path(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let obeyed = eventually(Duration::from_secs(30), || async {
+        get_who(&c, &product, &[]).await == "legacy"
+    })
+    .await;
+    assert!(
+        obeyed.is_some(),
+        "the proxy did not pick up the rollback:\n{}",
+        p.log_text()
+    );
+    assert!(
+        p.log_text().contains("the state store answers again"),
+        "{}",
+        p.log_text()
+    );
+}

@@ -26,7 +26,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::runtime::Shared;
-use crate::store::StateStore;
+use strangler_state::store::StateStore;
 
 pub use routes::{route_views, RouteView};
 

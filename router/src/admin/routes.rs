@@ -14,7 +14,7 @@ use strangler_config::Stage;
 
 use super::{error, AdminState};
 use crate::runtime::Shared;
-use crate::state::{check_target, Origin};
+use strangler_state::route_state::{check_target, Origin};
 
 /// A route as the admin API and `strangler route list` show it.
 #[derive(Debug, Serialize)]

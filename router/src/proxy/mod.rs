@@ -306,8 +306,8 @@ impl ProxyHttp for RouterProxy {
         let service_error = ctx.fallback.is_some() || (ctx.attempt != LEGACY_ID && status >= 500);
         self.shared.usage.record(
             route_name,
-            crate::usage::minute(crate::store::now_ms()),
-            crate::usage::Counts {
+            crate::usage::minute(strangler_state::store::now_ms()),
+            strangler_state::counts::Counts {
                 requests: 1,
                 service_requests: u64::from(meant_for_service),
                 service_errors: u64::from(meant_for_service && service_error),
@@ -323,7 +323,7 @@ impl ProxyHttp for RouterProxy {
         if routing.access_log {
             let req = session.req_header();
             let line = serde_json::json!({
-                "ts": crate::store::rfc3339(crate::store::now_ms()),
+                "ts": strangler_state::store::rfc3339(strangler_state::store::now_ms()),
                 "request_id": ctx.request_id,
                 "trace_id": ctx.trace_id,
                 "client": session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
@@ -404,7 +404,7 @@ impl RouterProxy {
             max_body: routing.max_shadow_body_bytes,
             aa: safe && fastrand::f64() * 100.0 < sh.aa_percent,
             tables: sh.tables.clone(),
-            request_ms: crate::store::now_ms(),
+            request_ms: strangler_state::store::now_ms(),
             slot,
         };
         let mut state = ShadowCtx::new(job, routing.max_shadow_body_bytes);

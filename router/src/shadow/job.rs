@@ -157,7 +157,7 @@ impl ShadowJob {
             self.method,
             self.uri.split('?').next().unwrap_or("")
         );
-        let now = crate::store::now_ms();
+        let now = strangler_state::store::now_ms();
         let (l, c) = self.oriented(&primary, &candidate);
         let mut comparison = compare(&self.rules, l, c);
         redact::comparison(&self.rules, &mut comparison);

@@ -8,20 +8,11 @@
 //! *after* the request was answered: then the service has seen every
 //! change the monolith had when it answered.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-/// The latest CDC positions known to this proxy.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LagView {
-    /// The source's WAL position and when it was read (ms since epoch).
-    pub source: Option<(i64, i64)>,
-    /// Per source table (`schema.table`): the lowest position applied by
-    /// any sink that writes it.
-    pub applied: HashMap<String, i64>,
-}
+pub use strangler_state::lag::LagView;
 
 /// How long a re-check waits for replication to catch up.
 pub const RECHECK_TIMEOUT: Duration = Duration::from_secs(10);

@@ -10,7 +10,7 @@ use http::{HeaderMap, Method};
 use strangler_config::{PathTemplate, Route, Stage, Sticky};
 
 use crate::shadow::RouteShadow;
-use crate::state::{Effective, Origin};
+use strangler_state::route_state::{Effective, Origin};
 
 /// Index of an upstream in the routing snapshot; [`LEGACY_ID`] is the monolith.
 pub type UpstreamId = usize;

@@ -4,7 +4,7 @@ use http::{HeaderMap, Method};
 use strangler_config::{Config, Stage};
 
 use super::*;
-use crate::state::{effective, Origin};
+use strangler_state::route_state::{effective, Origin};
 
 const CONFIG: &str = r#"
 [upstreams.legacy]

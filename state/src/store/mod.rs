@@ -21,7 +21,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use strangler_config::{Route, Stage};
 
-use crate::state::{effective, Override, Target};
+use crate::route_state::{effective, Override, Target};
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,19 @@ pub enum StoreError {
     /// A row holds something this version cannot read (fatal for that row).
     #[error("state store holds an unreadable value: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether trying again may succeed (the store was unreachable,
+    /// restarting, busy); a bad URL, bad SQL or a corrupt row is not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Connect { source, .. } | StoreError::Query(source) => {
+                crate::retry::sqlx_retryable(source)
+            }
+            StoreError::Corrupt(_) => false,
+        }
+    }
 }
 
 /// Which SQL dialect the store speaks.

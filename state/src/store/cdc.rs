@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 
 use super::{now_ms, StateStore, StoreError};
-use crate::shadow::LagView;
+use crate::lag::LagView;
 
 impl StateStore {
     /// The source's current WAL position (written by the CDC source).

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 
 use super::{StateStore, StoreError};
-use crate::usage::Counts;
+use crate::counts::Counts;
 
 impl StateStore {
     /// Adds this proxy's counts.
