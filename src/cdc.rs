@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use strangler_cdc::lsn::Lsn;
-use strangler_cdc::pipeline::{self, Progress, Start, StatusReporter, Target};
-use strangler_cdc::sink::Sink;
+use strangler_cdc::pipeline::{Progress, Start, StatusReporter};
 use strangler_cdc::source::{self, SourceConfig};
 use strangler_cdc::transport::kafka::{self, KafkaProducer};
 use strangler_cdc::verify;
@@ -170,6 +169,11 @@ impl StatusReporter for StoreStatus {
             }
         }
     }
+    async fn retried(&self, part: &str) {
+        if let Some(m) = &self.metrics {
+            m.retried(part);
+        }
+    }
     async fn snapshot_sampled(&self, slot: &str, sample: strangler_cdc::verify::Sample) {
         let Some(plan) = self.check.clone() else {
             return;
@@ -266,20 +270,16 @@ fn forward_source(cdc: &CdcConfig, url: String) -> SourceConfig {
     }
 }
 
-async fn connect_sinks(
-    sinks: &[&CdcSink],
-    cfg: &SourceConfig,
-    urls: &[String],
-) -> anyhow::Result<Vec<Sink>> {
-    let mut out = Vec::new();
-    for (s, url) in sinks.iter().zip(urls) {
-        out.push(
-            Sink::connect(&s.name, url, &cfg.slot, &s.tables)
-                .await?
-                .with_format(cfg.format),
-        );
-    }
-    Ok(out)
+fn sink_specs(sinks: &[&CdcSink], urls: &[String]) -> Vec<strangler_cdc::run::SinkSpec> {
+    sinks
+        .iter()
+        .zip(urls)
+        .map(|(s, url)| strangler_cdc::run::SinkSpec {
+            name: s.name.clone(),
+            url: url.clone(),
+            tables: s.tables.clone(),
+        })
+        .collect()
 }
 
 pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
@@ -389,7 +389,7 @@ async fn run_pipeline(
         metrics,
     } = opts;
     let plan = CheckPlan::new(&cfg.url, sinks, urls, Duration::from_secs(10));
-    let mut sinks = connect_sinks(sinks, &cfg, urls).await?;
+    let specs = sink_specs(sinks, urls);
     let store = StateStore::connect(&config.state.url).await.map_err(|e| tracing::warn!(error = %e, "state store unavailable; CDC status will not be shared")).ok();
     let status = StoreStatus::new(store, metrics.clone()).with_check(plan);
     // A spinner on a terminal (indicatif draws nothing elsewhere).
@@ -414,15 +414,8 @@ async fn run_pipeline(
             shutdown_signal().await;
         }
     };
-    let p = pipeline::run(
-        &cfg,
-        &mut Target::Embedded(&mut sinks),
-        start,
-        &status,
-        shutdown,
-        on_progress,
-    )
-    .await?;
+    let p =
+        strangler_cdc::run::embedded(&cfg, &specs, start, &status, shutdown, on_progress).await?;
     bar.finish_and_clear();
     let differing = status.finish_checks().await;
     if json {
@@ -711,11 +704,7 @@ async fn run_kafka(
                     shutdown_signal().await;
                 }
             };
-            let mut target = Target::Kafka {
-                producer: &producer,
-                snapshot_done,
-            };
-            let p = pipeline::run(&cfg, &mut target, start, &status, shutdown, |p| {
+            let p = strangler_cdc::run::kafka_source(&cfg, &producer, snapshot_done, start, &status, shutdown, |p| {
                 if let Some(m) = &metrics {
                     m.update(p);
                 }
@@ -732,22 +721,19 @@ async fn run_kafka(
         }));
     }
     if !source_only {
-        for (s, url) in sinks.iter().zip(urls) {
-            let mut sink = Sink::connect(&s.name, url, &cfg.slot, &s.tables)
-                .await?
-                .with_format(cfg.format);
-            let topics: Vec<String> = s
+        for spec in sink_specs(sinks, urls) {
+            let topics: Vec<String> = spec
                 .tables
                 .iter()
                 .map(|m| format!("{prefix}.{}.{}", m.source.schema, m.source.table))
                 .collect();
             let (producer, brokers, prefix) =
                 (producer.clone(), brokers.to_string(), prefix.to_string());
-            let (store, slot) = (store.clone(), cfg.slot.clone());
+            let (store, cfg, metrics) = (store.clone(), cfg.clone(), metrics.clone());
             tasks.push(tokio::spawn(async move {
-                let status = StoreStatus::new(store, None);
-                let c = kafka::consume(&brokers, &topics, &mut sink, Some((&producer, &prefix)), &status, &slot, shutdown_signal(), |_| {}).await?;
-                Ok(format!("sink {}: {} messages, {} rows applied, {} skipped (already applied), {} dead letters", sink.name, c.messages, c.rows, c.skipped, c.dead_letters))
+                let status = StoreStatus::new(store, metrics);
+                let c = strangler_cdc::run::kafka_sink(&cfg, &brokers, &topics, &spec, Some((&producer, &prefix)), &status, shutdown_signal()).await?;
+                Ok(format!("sink {}: {} messages, {} rows applied, {} skipped (already applied), {} dead letters", spec.name, c.messages, c.rows, c.skipped, c.dead_letters))
             }));
         }
     }

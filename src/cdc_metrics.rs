@@ -19,6 +19,7 @@ pub struct CdcMetrics {
     source: IntGauge,
     lag: IntGauge,
     check_rows: IntGauge,
+    retries: prometheus::IntCounterVec,
     check_differences: IntGauge,
     last: std::sync::Mutex<Progress>,
 }
@@ -97,6 +98,19 @@ impl CdcMetrics {
                 "strangler_cdc_snapshot_check_differences",
                 "Rows that differed in the last post-snapshot check (alert when > 0).",
             ),
+            retries: {
+                let c = prometheus::IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "strangler_cdc_retries_total",
+                        "Reconnections after a retryable error, by part (pipeline, source, sink).",
+                    ),
+                    &["part"],
+                )
+                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+                r.register(Box::new(c.clone()))
+                    .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
+                c
+            },
             registry: r,
             last: std::sync::Mutex::new(Progress::default()),
         })
@@ -123,6 +137,11 @@ impl CdcMetrics {
         self.lag
             .set((self.source.get() - p.confirmed.as_i64()).max(0));
         *last = p.clone();
+    }
+
+    /// A part was reconnected after a retryable error.
+    pub fn retried(&self, part: &str) {
+        self.retries.with_label_values(&[part]).inc();
     }
 
     /// The outcome of a post-snapshot check of one sink (added up over sinks).

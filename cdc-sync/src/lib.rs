@@ -16,6 +16,7 @@ pub mod event;
 pub mod lsn;
 pub mod pgoutput;
 pub mod pipeline;
+pub mod run;
 pub mod sink;
 pub mod source;
 pub mod transport;

@@ -96,6 +96,18 @@ pub enum PipelineError {
     Transport(#[from] TransportError),
 }
 
+impl PipelineError {
+    /// Whether running the pipeline again (reconnecting everything) may
+    /// succeed; see each part's `is_retryable`.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PipelineError::Source(e) => e.is_retryable(),
+            PipelineError::Sink(e) => e.is_retryable(),
+            PipelineError::Transport(e) => e.is_retryable(),
+        }
+    }
+}
+
 /// Where progress is reported (the state store, for the router and
 /// `strangler status`).
 #[async_trait::async_trait]
@@ -111,6 +123,9 @@ pub trait StatusReporter: Send + Sync {
     async fn snapshot_sampled(&self, _slot: &str, _sample: crate::verify::Sample) {}
     /// Kafka: everything up to `lsn` is acknowledged by the broker.
     async fn published(&self, _slot: &str, _lsn: Lsn) {}
+    /// A part (`pipeline`, `source`, `sink`) failed with a retryable error
+    /// and is being reconnected.
+    async fn retried(&self, _part: &str) {}
     /// Kafka: the position last reported by [`StatusReporter::published`].
     async fn published_position(&self, _slot: &str) -> Option<Lsn> {
         None
@@ -137,6 +152,21 @@ pub struct Progress {
     /// Records published (Kafka transport).
     pub published: u64,
     pub confirmed: Lsn,
+}
+
+impl Progress {
+    /// Counters of two runs added up (the later run's confirmed position).
+    pub fn plus(&self, o: &Progress) -> Progress {
+        Progress {
+            snapshot_rows: self.snapshot_rows + o.snapshot_rows,
+            transactions: self.transactions + o.transactions,
+            events: self.events + o.events,
+            rows_applied: self.rows_applied + o.rows_applied,
+            dead_letters: self.dead_letters + o.dead_letters,
+            published: self.published + o.published,
+            confirmed: self.confirmed.max(o.confirmed),
+        }
+    }
 }
 
 /// How the pipeline starts.
@@ -304,7 +334,7 @@ async fn open(
     }
     let (stream, consistent, sample) = snap
         .await
-        .map_err(|e| SourceError::Replication(format!("snapshot task: {e}")))??;
+        .map_err(|e| SourceError::Invalid(format!("the snapshot task failed: {e}")))??;
     target.take(&[], consistent, true, progress, status).await?;
     status.snapshot_complete(&cfg.slot).await;
     if !sample.tables.is_empty() {

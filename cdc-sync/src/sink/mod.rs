@@ -42,6 +42,18 @@ pub enum SinkError {
     Schema { sink: String, message: String },
 }
 
+impl SinkError {
+    /// Whether reconnecting and replaying may succeed (the database was
+    /// unreachable, restarting, in a deadlock); a target schema that does
+    /// not fit the mapping is not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SinkError::Database { source, .. } => strangler_state::retry::sqlx_retryable(source),
+            SinkError::Schema { .. } => false,
+        }
+    }
+}
+
 /// What one `apply` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {

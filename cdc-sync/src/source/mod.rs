@@ -35,15 +35,55 @@ use crate::lsn::Lsn;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
-    /// The database failed (retryable).
+    /// The database failed.
     #[error("source database: {0}")]
     Database(#[from] sqlx::Error),
-    /// The replication session failed (retryable: reconnect and resume).
+    /// The replication session failed.
     #[error("replication: {0}")]
-    Replication(String),
-    /// Bad input or configuration (fatal).
+    Replication(#[from] pgwire_replication::PgWireError),
+    /// The replication stream ended or stopped: the server went away.
+    #[error("replication: {0}")]
+    Ended(&'static str),
+    /// pgoutput sent something this version cannot read.
+    #[error(transparent)]
+    Decode(#[from] crate::pgoutput::DecodeError),
+    /// The side the snapshot is read for stopped taking it (its own error
+    /// is the one to report).
+    #[error("snapshot: the consumer went away")]
+    ConsumerGone,
+    /// Bad input, configuration or server answer.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl SourceError {
+    /// Whether reconnecting may succeed: connection lost or refused, the
+    /// server restarting, the slot still held by a session that died, a
+    /// serialization failure. Authentication, a missing table, a slot
+    /// gone, bad data are not made right by waiting.
+    pub fn is_retryable(&self) -> bool {
+        use pgwire_replication::PgWireError as W;
+        match self {
+            SourceError::Database(e) => strangler_state::retry::sqlx_retryable(e),
+            SourceError::Replication(w) => match w {
+                W::Io(_) | W::Task(_) => true,
+                W::Server(m) => sqlstate_of(m).is_some_and(|c| {
+                    // 55006: the slot is active (a crashed session not yet noticed).
+                    strangler_state::retry::sqlstate_retryable(c) || c == "55006"
+                }),
+                W::Protocol(m) => m.contains("EOF") || m.contains("closed"),
+                _ => false,
+            },
+            SourceError::Ended(_) => true,
+            SourceError::Decode(_) | SourceError::ConsumerGone | SourceError::Invalid(_) => false,
+        }
+    }
+}
+
+/// The SQLSTATE in a server error's text (`… (SQLSTATE 57P01)`).
+fn sqlstate_of(message: &str) -> Option<&str> {
+    let at = message.rfind("(SQLSTATE ")? + "(SQLSTATE ".len();
+    message.get(at..at + 5)
 }
 
 /// What the source needs to know.

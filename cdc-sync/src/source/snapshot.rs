@@ -23,28 +23,25 @@ pub async fn snapshot(
     cfg: &SourceConfig,
     out: mpsc::Sender<Vec<Record>>,
 ) -> Result<(Stream, Lsn, Sample), SourceError> {
-    let repl = |e: pgwire_replication::PgWireError| SourceError::Replication(e.to_string());
-    let mut client = ReplicationClient::connect_gated(cfg.replication()?)
-        .await
-        .map_err(repl)?;
+    let mut client = ReplicationClient::connect_gated(cfg.replication()?).await?;
     let rows = client
         .simple_query(&format!(
             "CREATE_REPLICATION_SLOT \"{}\" LOGICAL pgoutput (SNAPSHOT 'export')",
             cfg.slot.replace('"', "")
         ))
-        .await
-        .map_err(repl)?;
-    let row = rows.first().ok_or_else(|| {
-        SourceError::Replication("CREATE_REPLICATION_SLOT returned nothing".into())
-    })?;
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| SourceError::Invalid("CREATE_REPLICATION_SLOT returned nothing".into()))?;
     let text = |i: usize| {
         row.get(i)
             .and_then(|v| v.as_ref())
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default()
     };
-    let consistent = Lsn::parse(&text(1))
-        .ok_or_else(|| SourceError::Replication("no consistent point".into()))?;
+    let consistent = Lsn::parse(&text(1)).ok_or_else(|| {
+        SourceError::Invalid("CREATE_REPLICATION_SLOT: no consistent point".into())
+    })?;
     let snapshot_name = text(2);
 
     let mut conn = connect(cfg).await?;
@@ -176,9 +173,9 @@ pub async fn snapshot(
                     if let Some(prev) = pending.take() {
                         emit(prev, false, &mut batch);
                         if batch.len() >= SNAPSHOT_BATCH {
-                            out.send(std::mem::take(&mut batch)).await.map_err(|_| {
-                                SourceError::Replication("snapshot consumer went away".into())
-                            })?;
+                            out.send(std::mem::take(&mut batch))
+                                .await
+                                .map_err(|_| SourceError::ConsumerGone)?;
                         }
                     }
                     pending = Some(
@@ -200,7 +197,7 @@ pub async fn snapshot(
         if !batch.is_empty() {
             out.send(batch)
                 .await
-                .map_err(|_| SourceError::Replication("snapshot consumer went away".into()))?;
+                .map_err(|_| SourceError::ConsumerGone)?;
         }
         if cfg.check_rows > 0 {
             let names: Vec<String> = table.rel.columns.iter().map(|c| c.name.clone()).collect();
@@ -221,8 +218,8 @@ pub async fn snapshot(
     }
     tx.commit().await?;
     drop(out);
-    client.start().await.map_err(repl)?;
-    client.wait_started().await.map_err(repl)?;
+    client.start().await?;
+    client.wait_started().await?;
     Ok((
         Stream::new(client, cfg.clone(), catalog),
         consistent,

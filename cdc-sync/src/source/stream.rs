@@ -79,14 +79,9 @@ impl Stream {
     /// Starts streaming from the slot's confirmed position.
     pub async fn start(cfg: &SourceConfig) -> Result<Stream, SourceError> {
         let catalog = Catalog::load(&mut super::connect(cfg).await?).await?;
-        let client = ReplicationClient::connect(cfg.replication()?)
-            .await
-            .map_err(|e| SourceError::Replication(e.to_string()))?;
+        let client = ReplicationClient::connect(cfg.replication()?).await?;
         let mut s = Stream::new(client, cfg.clone(), catalog);
-        s.client
-            .wait_started()
-            .await
-            .map_err(|e| SourceError::Replication(e.to_string()))?;
+        s.client.wait_started().await?;
         Ok(s)
     }
 
@@ -106,15 +101,8 @@ impl Stream {
     /// The next committed transaction, skipped transaction, or idle point.
     pub async fn next(&mut self) -> Result<Item, SourceError> {
         loop {
-            let ev = self
-                .client
-                .recv()
-                .await
-                .map_err(|e| SourceError::Replication(e.to_string()))?;
-            let Some(ev) = ev else {
-                return Err(SourceError::Replication(
-                    "the replication stream ended".into(),
-                ));
+            let Some(ev) = self.client.recv().await? else {
+                return Err(SourceError::Ended("the replication stream ended"));
             };
             match ev {
                 ReplicationEvent::Begin {
@@ -133,8 +121,7 @@ impl Stream {
                 ReplicationEvent::XLogData {
                     wal_start, data, ..
                 } => {
-                    let msg = pgoutput::decode(&data)
-                        .map_err(|e| SourceError::Replication(e.to_string()))?;
+                    let msg = pgoutput::decode(&data)?;
                     if let Message::Relation(rel) = msg {
                         // A type created after the catalog was read (a new
                         // enum, domain or array of one): read it again.
@@ -174,9 +161,7 @@ impl Stream {
                 }
                 ReplicationEvent::Message { .. } => {}
                 ReplicationEvent::StoppedAt { .. } => {
-                    return Err(SourceError::Replication(
-                        "the replication stream stopped".into(),
-                    ));
+                    return Err(SourceError::Ended("the replication stream stopped"));
                 }
             }
         }
@@ -249,7 +234,9 @@ impl Stream {
         };
         let table_of = |oid: u32| {
             self.tables.get(&oid).cloned().ok_or_else(|| {
-                SourceError::Replication(format!("change for unknown relation {oid}"))
+                SourceError::Invalid(format!(
+                    "pgoutput: a change for relation {oid}, which was never described"
+                ))
             })
         };
         // The new row with its exact texts.

@@ -35,6 +35,20 @@ pub enum TransportError {
     Sink(#[from] SinkError),
 }
 
+impl TransportError {
+    /// Whether trying again may succeed: a broker down, a timeout, a
+    /// rebalance; not a bad client configuration.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TransportError::Kafka(KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)) => {
+                false
+            }
+            TransportError::Kafka(_) => true,
+            TransportError::Sink(e) => e.is_retryable(),
+        }
+    }
+}
+
 /// The dead-letter topic of a topic prefix.
 pub fn dlq_topic(prefix: &str) -> String {
     format!("{prefix}.dlq")
@@ -226,6 +240,18 @@ pub struct Consumed {
     pub rows: u64,
     pub skipped: u64,
     pub dead_letters: u64,
+}
+
+impl Consumed {
+    /// Counters of two runs added up.
+    pub fn plus(&self, o: &Consumed) -> Consumed {
+        Consumed {
+            messages: self.messages + o.messages,
+            rows: self.rows + o.rows,
+            skipped: self.skipped + o.skipped,
+            dead_letters: self.dead_letters + o.dead_letters,
+        }
+    }
 }
 
 /// Runs one sink as a member of the consumer group `strangler-<sink>` until

@@ -1,0 +1,227 @@
+//! Running CDC until told to stop, through the faults that pass: the
+//! pipeline (embedded sinks, or the Kafka source side) and Kafka sink
+//! workers, each reconnected after a retryable error with the backoff of
+//! [`strangler_state::retry`].
+//!
+//! ```text
+//!  attempt: connect sinks ─ pipeline::run / kafka::consume ─▶ Ok: shutdown asked, done
+//!     ▲                                                     └▶ Err(e)
+//!     └── e.is_retryable(): log, StatusReporter::retried, wait (100 ms … 10 s, jitter)
+//!         otherwise: returned (a missing table, a target that does not fit, bad credentials)
+//! ```
+//!
+//! Why this is safe: every attempt starts from what is durable — the slot
+//! replays from its confirmed position, each sink skips what its stored
+//! offset covers, a sink worker resumes from the offsets stored with its
+//! rows — so a retry neither loses nor applies twice.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use strangler_config::TableMapping;
+
+use crate::pipeline::{self, PipelineError, Progress, Start, StatusReporter, Target};
+use crate::sink::Sink;
+use crate::source::SourceConfig;
+use crate::transport::kafka::{self, Consumed, KafkaProducer, TransportError};
+
+/// A sink to connect (again) on every attempt.
+#[derive(Debug, Clone)]
+pub struct SinkSpec {
+    pub name: String,
+    /// The target database.
+    pub url: String,
+    pub tables: Vec<TableMapping>,
+}
+
+impl SinkSpec {
+    async fn connect(&self, cfg: &SourceConfig) -> Result<Sink, crate::sink::SinkError> {
+        Ok(
+            Sink::connect(&self.name, &self.url, &cfg.slot, &self.tables)
+                .await?
+                .with_format(cfg.format),
+        )
+    }
+}
+
+/// An attempt that ran this long had recovered: the next failure starts
+/// the backoff from its first step again.
+const HEALTHY: Duration = Duration::from_secs(60);
+
+/// Where one runner is in its backoff.
+struct Backoff {
+    what: &'static str,
+    delays: Box<dyn Iterator<Item = Duration> + Send>,
+    tries: u32,
+}
+
+impl Backoff {
+    fn new(what: &'static str) -> Backoff {
+        Backoff {
+            what,
+            delays: Box::new(strangler_state::retry::delays()),
+            tries: 0,
+        }
+    }
+
+    /// After a retryable failure of an attempt that began at `began`: logs
+    /// it, reports it, waits. `false` when `shutdown` came first.
+    async fn wait<S: Future<Output = ()>>(
+        &mut self,
+        began: Instant,
+        error: &(dyn std::fmt::Display + Sync),
+        status: &dyn StatusReporter,
+        shutdown: &mut std::pin::Pin<&mut S>,
+    ) -> bool {
+        if began.elapsed() > HEALTHY {
+            self.delays = Box::new(strangler_state::retry::delays());
+        }
+        self.tries += 1;
+        let wait = self.delays.next().unwrap_or(Duration::from_secs(10));
+        tracing::warn!(
+            part = self.what, error = %error, retry = self.tries, wait_ms = wait.as_millis() as u64,
+            "CDC failed with a retryable error; reconnecting"
+        );
+        status.retried(self.what).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => true,
+            _ = shutdown.as_mut() => false,
+        }
+    }
+}
+
+/// Runs the embedded pipeline until `shutdown`: source → `sinks`, each
+/// reconnected after a retryable error. `on_progress` sees counters added
+/// up over attempts.
+pub async fn embedded(
+    cfg: &SourceConfig,
+    sinks: &[SinkSpec],
+    start: Start,
+    status: &dyn StatusReporter,
+    shutdown: impl Future<Output = ()>,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Progress, PipelineError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut total = Progress::default();
+    let mut backoff = Backoff::new("pipeline");
+    loop {
+        let began = Instant::now();
+        let mut last = Progress::default();
+        let result = async {
+            let mut connected = Vec::with_capacity(sinks.len());
+            for s in sinks {
+                connected.push(s.connect(cfg).await?);
+            }
+            pipeline::run(
+                cfg,
+                &mut Target::Embedded(&mut connected),
+                start,
+                status,
+                &mut shutdown,
+                |p| {
+                    last = p.clone();
+                    on_progress(&total.plus(p));
+                },
+            )
+            .await
+        }
+        .await;
+        total = total.plus(&last);
+        match result {
+            Ok(_) => return Ok(total),
+            Err(e) if e.is_retryable() => {
+                if !backoff.wait(began, &e, status, &mut shutdown).await {
+                    return Ok(total);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs the Kafka source side until `shutdown`: source → `producer`,
+/// reconnected after a retryable error. `snapshot_done` says whether a
+/// complete snapshot was published before.
+pub async fn kafka_source(
+    cfg: &SourceConfig,
+    producer: &KafkaProducer,
+    snapshot_done: bool,
+    start: Start,
+    status: &dyn StatusReporter,
+    shutdown: impl Future<Output = ()>,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Progress, PipelineError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut target = Target::Kafka {
+        producer,
+        snapshot_done,
+    };
+    let mut total = Progress::default();
+    let mut backoff = Backoff::new("source");
+    loop {
+        let began = Instant::now();
+        let mut last = Progress::default();
+        let result = pipeline::run(cfg, &mut target, start, status, &mut shutdown, |p| {
+            last = p.clone();
+            on_progress(&total.plus(p));
+        })
+        .await;
+        total = total.plus(&last);
+        match result {
+            Ok(_) => return Ok(total),
+            Err(e) if e.is_retryable() => {
+                if !backoff.wait(began, &e, status, &mut shutdown).await {
+                    return Ok(total);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs one Kafka sink worker until `shutdown`, reconnected after a
+/// retryable error (its offsets are stored with its rows: nothing is
+/// applied twice).
+#[allow(clippy::too_many_arguments)]
+pub async fn kafka_sink(
+    cfg: &SourceConfig,
+    brokers: &str,
+    topics: &[String],
+    sink: &SinkSpec,
+    dlq: Option<(&KafkaProducer, &str)>,
+    status: &dyn StatusReporter,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Consumed, TransportError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut total = Consumed::default();
+    let mut backoff = Backoff::new("sink");
+    loop {
+        let began = Instant::now();
+        let mut last = Consumed::default();
+        let result = async {
+            let mut connected = sink.connect(cfg).await?;
+            kafka::consume(
+                brokers,
+                topics,
+                &mut connected,
+                dlq,
+                status,
+                &cfg.slot,
+                &mut shutdown,
+                |c| last = c.clone(),
+            )
+            .await
+        }
+        .await;
+        total = total.plus(&last);
+        match result {
+            Ok(_) => return Ok(total),
+            Err(e) if e.is_retryable() => {
+                if !backoff.wait(began, &e, status, &mut shutdown).await {
+                    return Ok(total);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
