@@ -217,21 +217,22 @@ async fn promote(
     name: &str,
     to: Option<f64>,
 ) -> anyhow::Result<bool> {
+    use strangler_router::gates::{self, Promotion};
     let config = Config::load(config_path)?;
-    let route = config
-        .route(name)
-        .ok_or_else(|| anyhow::anyhow!("no route {name}"))?;
-    let overrides = store.overrides().await?;
-    let current = effective(route, overrides.iter().find(|o| o.route == name));
-    let target =
-        strangler_router::gates::next_step(route, current, to).map_err(anyhow::Error::msg)?;
-    let rows = crate::status::board(&config, store).await?;
-    let gates = rows
-        .into_iter()
-        .find(|r| r.route == name)
-        .map(|r| r.gates)
-        .unwrap_or_default();
-    for g in &gates {
+    let outcome = gates::promote(
+        &config,
+        store,
+        name,
+        to,
+        false,
+        Some("demo: gates passed"),
+        "strangler-demo",
+    )
+    .await?;
+    let gates = match &outcome {
+        Promotion::Promoted { gates, .. } | Promotion::Refused { gates, .. } => gates,
+    };
+    for g in gates {
         note(&format!(
             "gate {:<11} {} {}",
             g.name,
@@ -239,13 +240,10 @@ async fn promote(
             g.detail
         ));
     }
-    if gates.iter().any(|g| !g.ok) {
+    let Promotion::Promoted { entry: e, .. } = outcome else {
         note(&format!("{name}: not promoted"));
         return Ok(false);
-    }
-    let e = store
-        .set_route(route, target, "strangler-demo", "demo: gates passed")
-        .await?;
+    };
     let text = |s: &strangler_state::store::StageState| {
         if s.stage == Stage::Canary {
             format!("canary {}%", s.percent)

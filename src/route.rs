@@ -285,65 +285,45 @@ async fn promote(
     force: bool,
     reason: Option<&str>,
 ) -> anyhow::Result<Exit> {
-    let Some(route) = config.route(name) else {
-        return Ok(unknown_route(config, name));
-    };
-    let overrides = store.overrides().await?;
-    let current = effective(route, overrides.iter().find(|o| o.route == name));
-    let target = match strangler_router::gates::next_step(route, current, to) {
-        Ok(t) => t,
-        Err(msg) => {
+    use strangler_router::gates::{self, PromoteError, Promotion};
+    match gates::promote(config, store, name, to, force, reason, &actor()).await {
+        Err(PromoteError::UnknownRoute(_)) => Ok(unknown_route(config, name)),
+        Err(PromoteError::NoStep(msg)) => {
             eprintln!("error: {msg}");
-            return Ok(Exit::Usage);
+            Ok(Exit::Usage)
         }
-    };
-    let rows = crate::status::board(config, store).await?;
-    let gates = rows
-        .into_iter()
-        .find(|r| r.route == name)
-        .map(|r| r.gates)
-        .unwrap_or_default();
-    let failed: Vec<&strangler_router::gates::Gate> = gates.iter().filter(|g| !g.ok).collect();
-    let to_text = state_text(&strangler_state::store::StageState {
-        stage: target.stage,
-        percent: target.percent,
-    });
-    if !failed.is_empty() && !force {
-        if args.json {
-            println!(
-                "{}",
-                json!({ "route": name, "promoted": false, "to": to_text, "gates": gates })
-            );
-        } else {
-            eprintln!("{name}: refusing to promote to {to_text}:");
-            for g in &failed {
-                eprintln!("  gate {} failed: {}", g.name, g.detail);
+        Err(e) => Err(e.into()),
+        Ok(Promotion::Refused { to, gates }) => {
+            let to_text = state_text(&to);
+            if args.json {
+                println!(
+                    "{}",
+                    json!({ "route": name, "promoted": false, "to": to_text, "gates": gates })
+                );
+            } else {
+                eprintln!("{name}: refusing to promote to {to_text}:");
+                for g in gates.iter().filter(|g| !g.ok) {
+                    eprintln!("  gate {} failed: {}", g.name, g.detail);
+                }
+                eprintln!("(--force --reason \"…\" overrides; it is written to the audit log)");
             }
-            eprintln!("(--force --reason \"…\" overrides; it is written to the audit log)");
+            Ok(Exit::Failed)
         }
-        return Ok(Exit::Failed);
+        Ok(Promotion::Promoted { entry, gates, .. }) => {
+            if args.json {
+                println!(
+                    "{}",
+                    json!({ "route": name, "promoted": true, "audit": entry, "gates": gates })
+                );
+            } else {
+                println!(
+                    "{name}: {} → {} (audit #{})",
+                    state_text(&entry.before),
+                    state_text(&entry.after),
+                    entry.id
+                );
+            }
+            Ok(Exit::Ok)
+        }
     }
-    let reason = match (force && !failed.is_empty(), reason) {
-        (true, r) => format!(
-            "FORCED past failed gates ({}): {}",
-            failed.iter().map(|g| g.name).collect::<Vec<_>>().join(", "),
-            r.unwrap_or("")
-        ),
-        (false, r) => r.unwrap_or("promoted; gates passed").to_string(),
-    };
-    let entry = store.set_route(route, target, &actor(), &reason).await?;
-    if args.json {
-        println!(
-            "{}",
-            json!({ "route": name, "promoted": true, "audit": entry, "gates": gates })
-        );
-    } else {
-        println!(
-            "{name}: {} → {} (audit #{})",
-            state_text(&entry.before),
-            state_text(&entry.after),
-            entry.id
-        );
-    }
-    Ok(Exit::Ok)
 }

@@ -4,11 +4,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use serde_json::json;
-use strangler_config::{Config, Route, Stage};
+use strangler_config::{Config, Stage};
 use strangler_router::gates;
-use strangler_router::shadow::summaries;
-use strangler_router::usage::minute;
-use strangler_state::route_state::effective;
 use strangler_state::store::StateStore;
 
 use crate::cli::StatusArgs;
@@ -33,60 +30,34 @@ pub struct Row {
     pub gates: Vec<gates::Gate>,
 }
 
+/// The board: one row per route, from the one promotion engine.
 pub async fn board(config: &Config, store: &StateStore) -> anyhow::Result<Vec<Row>> {
-    let overrides = store.overrides().await?;
-    let eff = |r: &Route| effective(r, overrides.iter().find(|o| o.route == r.name));
-    let stats = store.shadow_stats().await?;
-    let verdicts = summaries(config, |r| eff(r).stage, &stats, 0.001, 500);
-    let lag = store.lag_view().await?;
-    let now = strangler_state::store::now_ms();
-    let mut rows = Vec::new();
-    for r in &config.routes {
-        let e = eff(r);
-        let since = minute(now - r.promote.window.as_millis() as i64);
-        let usage = store
-            .usage_since(since)
-            .await?
-            .get(&r.name)
-            .copied()
-            .unwrap_or_default();
-        // The route's own thresholds (`[routes.promote] max_mismatch, min_samples`).
-        let verdict = verdicts.iter().find(|v| v.route == r.name).map(|v| {
-            strangler_shadow::verdict::verdict(
-                v.verdict.samples,
-                v.verdict.real_mismatches,
-                r.promote.max_mismatch,
-                r.promote.min_samples,
-            )
-        });
-        let lag_bytes = r
-            .tables
-            .iter()
-            .map(|t| match (lag.source, lag.applied.get(t)) {
-                (Some((s, _)), Some(a)) => Some(u64::try_from((s - a).max(0)).unwrap_or(0)),
-                _ => None,
-            })
-            .try_fold(0u64, |m, v| v.map(|v| m.max(v)));
-        let methods = if r.methods.is_empty() {
-            "*".to_string()
-        } else {
-            r.methods.join(",")
-        };
-        rows.push(Row {
-            route: r.name.clone(),
-            r#match: format!("{methods} {}", r.path),
-            stage: e.stage,
-            percent: e.percent,
-            service: r.service.clone(),
-            shadow: verdict.map(|v| json!({"verdict": v.status.label(), "samples": v.samples, "bound": v.upper_bound})),
-            cdc_lag_bytes: if r.tables.is_empty() { None } else { lag_bytes },
-            requests: usage.requests,
-            fallbacks: usage.fallbacks,
-            service_error_rate: usage.error_rate(),
-            gates: if r.service.is_some() && e.stage != Stage::Migrated { gates::check(r, e, verdict.as_ref(), &lag, &usage) } else { Vec::new() },
-        });
-    }
-    Ok(rows)
+    let reports = gates::evaluate_all(config, store).await?;
+    Ok(config
+        .routes
+        .iter()
+        .zip(reports)
+        .map(|(r, e)| {
+            let methods = if r.methods.is_empty() {
+                "*".to_string()
+            } else {
+                r.methods.join(",")
+            };
+            Row {
+                route: e.route,
+                r#match: format!("{methods} {}", r.path),
+                stage: e.stage,
+                percent: e.percent,
+                service: r.service.clone(),
+                shadow: e.verdict.map(|v| json!({"verdict": v.status.label(), "samples": v.samples, "bound": v.upper_bound})),
+                cdc_lag_bytes: e.cdc_lag_bytes,
+                requests: e.usage.requests,
+                fallbacks: e.usage.fallbacks,
+                service_error_rate: e.usage.error_rate(),
+                gates: e.gates,
+            }
+        })
+        .collect())
 }
 
 pub fn render(rows: &[Row]) -> String {

@@ -2,7 +2,7 @@
 //! the store (`strangler_route_usage`).
 
 /// Counts of one route in one minute.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     pub requests: u64,
     /// Requests the decision meant for the service (fallbacks included).

@@ -1,4 +1,10 @@
 //! Safe promotion: the next stage of a route, and the gates it must pass.
+//! [`evaluate`] gathers the inputs from the store and is the one engine
+//! every surface uses.
+
+mod evaluate;
+
+pub use evaluate::{evaluate_all, promote, PromoteError, Promotion, RouteReport};
 
 use strangler_config::{Route, Stage};
 use strangler_shadow::verdict::{Status, Verdict};
