@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use strangler_cdc::pipeline::{self, Start, Target};
-use strangler_cdc::sink::{Sink, TargetTable};
+use strangler_cdc::pipeline::Start;
+use strangler_cdc::run::{self as cdc_run, SinkSpec};
+use strangler_cdc::sink::TargetTable;
 use strangler_cdc::source::SourceConfig;
 use strangler_config::{Config, Stage, TableMapping, TableName};
 use strangler_sandbox::PgCluster;
@@ -375,18 +376,26 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         format: Default::default(),
         check_rows: 0,
     };
-    let mut sinks = vec![
-        Sink::connect("catalog", &cat_url, "strangler", &[catalog_mapping()]).await?,
-        Sink::connect("orders", &ord_url, "strangler", &orders_mappings()).await?,
+    let sinks = vec![
+        SinkSpec {
+            name: "catalog".into(),
+            url: cat_url.clone(),
+            tables: vec![catalog_mapping()],
+        },
+        SinkSpec {
+            name: "orders".into(),
+            url: ord_url.clone(),
+            tables: orders_mappings(),
+        },
     ];
     let (cdc_stop, cdc_rx) = oneshot::channel::<()>();
-    let status = crate::cdc::StoreStatus::new(Some(store.clone()), None);
+    let status = strangler_cdc::status::StoreStatus::new(Some(store.clone()), None);
     let mut consumers = Vec::new();
     let cdc = match kafka.clone() {
         None => tokio::spawn(async move {
-            pipeline::run(
+            cdc_run::embedded(
                 &source,
-                &mut Target::Embedded(&mut sinks),
+                &sinks,
                 Start::Initial,
                 &status,
                 async {
@@ -402,42 +411,40 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
             let producer = std::sync::Arc::new(
                 strangler_cdc::transport::kafka::KafkaProducer::new(&brokers, 3)?,
             );
-            let topic = |tb: &TableName| format!("monolith.{}.{}", tb.schema, tb.table);
+            let topic =
+                |tb: &TableName| strangler_cdc::event::topic("monolith", &tb.schema, &tb.table);
             let mut topics: Vec<String> = source.tables.iter().map(topic).collect();
             topics.push(strangler_cdc::transport::kafka::dlq_topic("monolith"));
             producer.ensure_topics(&topics).await?;
-            for mut sink in sinks {
-                let topics: Vec<String> = sink
-                    .source_tables()
-                    .map(|s| format!("monolith.{s}"))
-                    .collect();
-                let (brokers, producer, mut stop) =
-                    (brokers.clone(), producer.clone(), stop_rx.clone());
-                let status = crate::cdc::StoreStatus::new(Some(store.clone()), None);
+            for sink in sinks {
+                let topics: Vec<String> = sink.tables.iter().map(|m| topic(&m.source)).collect();
+                let (brokers, producer, mut stop, source) = (
+                    brokers.clone(),
+                    producer.clone(),
+                    stop_rx.clone(),
+                    source.clone(),
+                );
+                let status = strangler_cdc::status::StoreStatus::new(Some(store.clone()), None);
                 consumers.push(tokio::spawn(async move {
-                    let _ = strangler_cdc::transport::kafka::consume(
+                    let _ = cdc_run::kafka_sink(
+                        &source,
                         &brokers,
                         &topics,
-                        &mut sink,
+                        &sink,
                         Some((&producer, "monolith")),
                         &status,
-                        "strangler",
                         async move {
                             let _ = stop.changed().await;
                         },
-                        |_| {},
                     )
                     .await;
                 }));
             }
             tokio::spawn(async move {
-                let mut target = Target::Kafka {
-                    producer: &producer,
-                    snapshot_done: false,
-                };
-                pipeline::run(
+                cdc_run::kafka_source(
                     &source,
-                    &mut target,
+                    &producer,
+                    false,
                     Start::Initial,
                     &status,
                     async {
@@ -593,24 +600,20 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         format: Default::default(),
         check_rows: 0,
     };
-    let mut rev_sinks = vec![
-        Sink::connect(
-            "catalog_back",
-            &shop_url,
-            "strangler_rev_catalog",
-            &[map(
-                "public.catalog_items",
-                "public.products",
-                &[("name", "title"), ("price", "price_cents")],
-                &[],
-            )],
-        )
-        .await?,
-    ];
+    let rev_sinks = vec![SinkSpec {
+        name: "catalog_back".into(),
+        url: shop_url.clone(),
+        tables: vec![map(
+            "public.catalog_items",
+            "public.products",
+            &[("name", "title"), ("price", "price_cents")],
+            &[],
+        )],
+    }];
     let rev = tokio::spawn(async move {
-        pipeline::run(
+        cdc_run::embedded(
             &rev_source,
-            &mut Target::Embedded(&mut rev_sinks),
+            &rev_sinks,
             Start::Never,
             &strangler_cdc::pipeline::NoStatus,
             async {
@@ -654,8 +657,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         check_rows: 0,
     })
     .await?;
-    let mut d = <sqlx::PgConnection as sqlx::Connection>::connect(&cat_url).await?;
-    sqlx::query("SET TimeZone = 'UTC'").execute(&mut d).await?;
+    let mut d = strangler_cdc::verify::connect(&cat_url).await?;
     let target = TargetTable::load_for_verify(&mut d, &catalog_mapping()).await?;
     let mut clean = false;
     for _ in 0..50 {

@@ -1,7 +1,6 @@
 //! The `strangler` command line: one file per command group.
 
 pub mod cdc;
-mod cdc_metrics;
 pub mod check;
 pub mod cli;
 pub mod demo;

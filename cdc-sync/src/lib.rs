@@ -14,11 +14,13 @@
 
 pub mod event;
 pub mod lsn;
+pub mod metrics;
 pub mod pgoutput;
 pub mod pipeline;
 pub mod run;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod transport;
 pub mod types;
 pub mod verify;

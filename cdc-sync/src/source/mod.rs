@@ -115,6 +115,24 @@ pub const SESSION_SETTINGS: &[(&str, &str)] = &[
 ];
 
 impl SourceConfig {
+    /// The forward source of `[cdc]`: the monolith's tables, events named
+    /// after `topic_prefix`.
+    pub fn from_config(cdc: &strangler_config::CdcConfig, url: String) -> SourceConfig {
+        let name = match &cdc.transport {
+            strangler_config::CdcTransport::Kafka { topic_prefix, .. }
+            | strangler_config::CdcTransport::Embedded { topic_prefix } => topic_prefix.clone(),
+        };
+        SourceConfig {
+            url,
+            slot: cdc.source.slot.clone(),
+            publication: cdc.source.publication.clone(),
+            tables: cdc.source.tables.clone(),
+            name,
+            format: cdc.format,
+            check_rows: cdc.source.verify_after_snapshot,
+        }
+    }
+
     /// The database name (for `source.db`).
     pub fn db(&self) -> String {
         url::Url::parse(&self.url)

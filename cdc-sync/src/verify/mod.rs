@@ -19,6 +19,19 @@ pub use sample::{
     check as check_sample, check_sink, read as read_sample, Sample, SampleReport, SampledTable,
 };
 
+/// A session for comparing: the source's pinned settings (UTC, ISO dates,
+/// …), so both sides write values as text alike.
+pub async fn connect(url: &str) -> Result<PgConnection, sqlx::Error> {
+    use sqlx::Connection;
+    let mut c = PgConnection::connect(url).await?;
+    for (k, v) in crate::source::SESSION_SETTINGS {
+        sqlx::query(&format!("SET {k} = '{v}'"))
+            .execute(&mut c)
+            .await?;
+    }
+    Ok(c)
+}
+
 /// Rows per chunk.
 pub const CHUNK: i64 = 10_000;
 

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{PgConnection, Row};
 use strangler_config::{TableMapping, TableName};
 
 use super::{key_types, q, RowDiff};
@@ -247,15 +247,8 @@ pub async fn check_sink(
     sample: &Sample,
     settle: Duration,
 ) -> Result<Vec<SampleReport>, sqlx::Error> {
-    let mut source = PgConnection::connect(source_url).await?;
-    let mut target = PgConnection::connect(sink_url).await?;
-    for c in [&mut source, &mut target] {
-        for (k, v) in crate::source::SESSION_SETTINGS {
-            sqlx::query(&format!("SET {k} = '{v}'"))
-                .execute(&mut *c)
-                .await?;
-        }
-    }
+    let mut source = super::connect(source_url).await?;
+    let mut target = super::connect(sink_url).await?;
     let mut reports = Vec::new();
     for m in mappings {
         let Some(s) = sample.tables.iter().find(|s| s.table == m.source) else {

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::pipeline::Progress;
 use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
-use strangler_cdc::pipeline::Progress;
 
 /// The pipeline's counters, as Prometheus sees them.
 pub struct CdcMetrics {
@@ -164,10 +164,10 @@ impl CdcMetrics {
     }
 
     /// Serves `GET /metrics` on `addr` in the background.
-    pub async fn serve(self: &Arc<Self>, addr: SocketAddr) -> anyhow::Result<()> {
+    pub async fn serve(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| anyhow::anyhow!("--metrics {addr}: {e}"))?;
+            .map_err(|e| std::io::Error::new(e.kind(), format!("--metrics {addr}: {e}")))?;
         let me = self.clone();
         let app = axum::Router::new().route(
             "/metrics",

@@ -1,0 +1,322 @@
+//! Where CDC reports its progress: the state store (for the router's
+//! lag-aware comparison, promotion gates and `strangler status`), the
+//! metrics, and the post-snapshot check of every sink.
+//!
+//! Reporting never blocks the pipeline: positions are coalesced in memory
+//! and a background task writes the newest of each every 200 ms.
+
+use std::time::Duration;
+
+use strangler_config::CdcSink;
+use strangler_state::store::StateStore;
+
+use serde_json::json;
+
+use crate::lsn::Lsn;
+use crate::pipeline::StatusReporter;
+use crate::source::{self, SourceConfig, SourceError};
+
+/// Reports CDC positions to the state store (for the router's lag-aware
+/// comparison and `strangler status`).
+pub struct StoreStatus {
+    store: Option<StateStore>,
+    metrics: Option<std::sync::Arc<crate::metrics::CdcMetrics>>,
+    /// Positions waiting to be written: reporting never blocks the pipeline
+    /// (a busy state store must not stall replication); a background task
+    /// writes the newest value of each every 200 ms.
+    pending: std::sync::Arc<std::sync::Mutex<Pending>>,
+    /// What the post-snapshot check compares, and its running checks.
+    check: Option<CheckPlan>,
+    checks: std::sync::Mutex<Vec<tokio::task::JoinHandle<usize>>>,
+}
+
+/// The sinks a post-snapshot check compares with the source.
+#[derive(Clone)]
+pub struct CheckPlan {
+    source_url: String,
+    /// (name, database URL, mappings)
+    sinks: Vec<(String, String, Vec<strangler_config::TableMapping>)>,
+    /// How long a sink may take to apply the snapshot (Kafka: consumers lag).
+    settle: Duration,
+}
+
+impl CheckPlan {
+    pub fn new(
+        source_url: &str,
+        sinks: &[&CdcSink],
+        urls: &[String],
+        settle: Duration,
+    ) -> CheckPlan {
+        CheckPlan {
+            source_url: source_url.to_string(),
+            sinks: sinks
+                .iter()
+                .zip(urls)
+                .map(|(s, u)| (s.name.clone(), u.clone(), s.tables.clone()))
+                .collect(),
+            settle,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    source: std::collections::HashMap<String, i64>,
+    applied: std::collections::HashMap<(String, String), i64>,
+    published: std::collections::HashMap<String, i64>,
+}
+
+impl StoreStatus {
+    pub fn new(
+        store: Option<StateStore>,
+        metrics: Option<std::sync::Arc<crate::metrics::CdcMetrics>>,
+    ) -> StoreStatus {
+        let pending = std::sync::Arc::new(std::sync::Mutex::new(Pending::default()));
+        if let Some(store) = store.clone() {
+            let weak = std::sync::Arc::downgrade(&pending);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let Some(p) = weak.upgrade() else { break };
+                    let batch = std::mem::take(
+                        &mut *p.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                    );
+                    drop(p);
+                    for (slot, lsn) in batch.source {
+                        if let Err(e) = store.report_source_position(&slot, lsn).await {
+                            tracing::debug!(error = %e, "cannot report the source position");
+                        }
+                    }
+                    for ((sink, table), lsn) in batch.applied {
+                        if let Err(e) = store.report_applied_position(&sink, &table, lsn).await {
+                            tracing::debug!(error = %e, "cannot report an applied position");
+                        }
+                    }
+                    for (slot, lsn) in batch.published {
+                        if let Err(e) = store.report_published(&slot, lsn).await {
+                            tracing::debug!(error = %e, "cannot report the published position");
+                        }
+                    }
+                }
+            });
+        }
+        StoreStatus {
+            store,
+            metrics,
+            pending,
+            check: None,
+            checks: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Checks every sink against a sample of the snapshot once it is taken.
+    pub fn with_check(mut self, plan: CheckPlan) -> StoreStatus {
+        self.check = Some(plan);
+        self
+    }
+
+    /// Waits for the post-snapshot checks started so far: rows that differ.
+    pub async fn finish_checks(&self) -> usize {
+        let tasks = std::mem::take(
+            &mut *self
+                .checks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut differing = 0;
+        for t in tasks {
+            differing += t.await.unwrap_or(0);
+        }
+        differing
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Pending)) {
+        f(&mut self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
+fn keep_max<K: std::hash::Hash + Eq>(m: &mut std::collections::HashMap<K, i64>, k: K, v: i64) {
+    let e = m.entry(k).or_insert(v);
+    *e = (*e).max(v);
+}
+
+#[async_trait::async_trait]
+impl StatusReporter for StoreStatus {
+    async fn source_position(&self, slot: &str, lsn: Lsn) {
+        if let Some(m) = &self.metrics {
+            m.source_position(lsn.as_i64());
+        }
+        self.with(|p| keep_max(&mut p.source, slot.to_string(), lsn.as_i64()));
+    }
+    async fn applied(&self, sink: &str, table: &str, lsn: Lsn) {
+        self.with(|p| {
+            keep_max(
+                &mut p.applied,
+                (sink.to_string(), table.to_string()),
+                lsn.as_i64(),
+            )
+        });
+    }
+    async fn published(&self, slot: &str, lsn: Lsn) {
+        self.with(|p| keep_max(&mut p.published, slot.to_string(), lsn.as_i64()));
+    }
+    async fn published_position(&self, slot: &str) -> Option<Lsn> {
+        match &self.store {
+            Some(s) => s.published(slot).await.ok().flatten().map(Lsn::from_i64),
+            None => None,
+        }
+    }
+    async fn snapshot_complete(&self, slot: &str) {
+        if let Some(s) = &self.store {
+            if let Err(e) = s.mark_cdc_snapshot(slot).await {
+                tracing::warn!(error = %e, "cannot record the completed snapshot; the next start snapshots again");
+            }
+        }
+    }
+    async fn retried(&self, part: &str) {
+        if let Some(m) = &self.metrics {
+            m.retried(part);
+        }
+    }
+    async fn snapshot_sampled(&self, slot: &str, sample: crate::verify::Sample) {
+        let Some(plan) = self.check.clone() else {
+            return;
+        };
+        let sample = std::sync::Arc::new(sample);
+        for (sink, url, mappings) in plan.sinks {
+            let (sample, slot, source_url, metrics) = (
+                sample.clone(),
+                slot.to_string(),
+                plan.source_url.clone(),
+                self.metrics.clone(),
+            );
+            let task = tokio::spawn(async move {
+                let reports = crate::verify::check_sink(
+                    &source_url,
+                    &slot,
+                    &sink,
+                    &url,
+                    &mappings,
+                    &sample,
+                    plan.settle,
+                )
+                .await;
+                let reports = match reports {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(sink, error = %e, "the post-snapshot check could not run");
+                        return 0;
+                    }
+                };
+                let checked: usize = reports.iter().map(|r| r.checked).sum();
+                let differing: usize = reports.iter().map(|r| r.differences.len()).sum();
+                if let Some(m) = &metrics {
+                    m.snapshot_check(checked, differing);
+                }
+                for r in reports.iter().filter(|r| !r.differences.is_empty()) {
+                    let keys: Vec<String> = r
+                        .differences
+                        .iter()
+                        .take(10)
+                        .map(|d| format!("{} {:?}", d.kind, d.key))
+                        .collect();
+                    tracing::error!(
+                        sink, source = %r.source, target = %r.target, differing = r.differences.len(), checked = r.checked,
+                        "SNAPSHOT CHECK FAILED: rows in the sink differ from the source's snapshot ({}); run `strangler cdc verify`",
+                        keys.join(", ")
+                    );
+                }
+                if differing == 0 {
+                    tracing::info!(
+                        sink,
+                        checked,
+                        "post-snapshot check: every sampled row is identical"
+                    );
+                }
+                differing
+            });
+            self.checks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(task);
+        }
+    }
+}
+
+/// What `strangler cdc status` shows: the slot (position, lag, confirmed
+/// bytes per second over one second) and per sink its applied position,
+/// lag and last post-snapshot check. `sinks`: name and database URL (or
+/// why there is none).
+pub async fn report(
+    cfg: &SourceConfig,
+    sinks: &[(String, Result<String, String>)],
+) -> Result<serde_json::Value, SourceError> {
+    let mut conn = source::connect(cfg).await?;
+    let current = source::current_lsn(&mut conn).await?;
+    let slot = source::slot_state(&mut conn, &cfg.slot).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let slot_later = source::slot_state(&mut conn, &cfg.slot).await?;
+    let lag_bytes = slot
+        .as_ref()
+        .map(|s| current.0.saturating_sub(s.confirmed.0));
+    let rate = match (&slot, &slot_later) {
+        (Some(a), Some(b)) => b.confirmed.0.saturating_sub(a.confirmed.0),
+        _ => 0,
+    };
+    let mut out_sinks = Vec::new();
+    for (name, url) in sinks {
+        let url = match url {
+            Ok(u) => u,
+            Err(e) => {
+                out_sinks.push(json!({"sink": name, "error": e}));
+                continue;
+            }
+        };
+        let row: Option<(i64, String, f64)> = async {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.ok()?;
+            sqlx::query_as("SELECT lsn, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), EXTRACT(EPOCH FROM now() - updated_at)::float8 FROM strangler_cdc_offsets WHERE sink = $1 AND slot = $2")
+                .bind(name)
+                .bind(&cfg.slot)
+                .fetch_optional(&mut c)
+                .await
+                .ok()
+                .flatten()
+        }
+        .await;
+        let check: Option<(i64, i64, String)> = async {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.ok()?;
+            sqlx::query_as("SELECT rows_checked, rows_differing, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM strangler_cdc_checks WHERE sink = $1 AND slot = $2")
+                .bind(name)
+                .bind(&cfg.slot)
+                .fetch_optional(&mut c)
+                .await
+                .ok()
+                .flatten()
+        }
+        .await;
+        let check =
+            check.map(|(n, d, at)| json!({"rows_checked": n, "rows_differing": d, "at": at}));
+        out_sinks.push(match row {
+            Some((lsn, at, age)) => {
+                let behind = current.0.saturating_sub(Lsn::from_i64(lsn).0);
+                json!({"sink": name, "applied": Lsn::from_i64(lsn).to_string(), "applied_at": at,
+                       "lag_bytes": behind, "lag_seconds": if behind == 0 { 0.0 } else { age },
+                       "snapshot_check": check})
+            }
+            None => json!({"sink": name, "applied": null, "snapshot_check": check}),
+        });
+    }
+    Ok(json!({
+        "slot": cfg.slot,
+        "exists": slot.is_some(),
+        "active": slot.as_ref().is_some_and(|s| s.active),
+        "source_lsn": current.to_string(),
+        "confirmed": slot.as_ref().map(|s| s.confirmed.to_string()),
+        "lag_bytes": lag_bytes,
+        "confirmed_bytes_per_second": rate,
+        "sinks": out_sinks,
+    }))
+}
