@@ -15,6 +15,7 @@
 pub mod event;
 pub mod lsn;
 pub mod metrics;
+pub mod origin;
 pub mod pgoutput;
 pub mod pipeline;
 pub mod run;

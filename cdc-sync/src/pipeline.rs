@@ -24,60 +24,47 @@ use tokio::sync::mpsc;
 
 use crate::event::Record;
 use crate::lsn::Lsn;
-use crate::sink::{Sink, SinkError};
+use crate::sink::SinkError;
 use crate::source::{self, Item, SourceConfig, SourceError, Stream};
-use crate::transport::kafka::{KafkaProducer, TransportError};
+use crate::transport::kafka::TransportError;
 
-/// Where the pipeline hands its batches.
-pub enum Target<'a> {
-    /// In-process: applied to these sinks (durably taken = committed there).
-    Embedded(&'a mut [Sink]),
-    /// Published to Kafka (durably taken = acknowledged by the broker).
-    /// `snapshot_done` says whether a complete snapshot was published before.
-    Kafka {
-        producer: &'a KafkaProducer,
-        snapshot_done: bool,
-    },
-}
-
-impl Target<'_> {
-    fn snapshot_unfinished(&self) -> bool {
-        match self {
-            Target::Embedded(sinks) => sinks.iter().any(|s| !s.snapshot_done()),
-            Target::Kafka { snapshot_done, .. } => !snapshot_done,
-        }
+/// Where the pipeline hands its batches: the embedded sinks
+/// ([`crate::sink::Sinks`]) or Kafka ([`crate::transport::kafka::KafkaDestination`]).
+///
+/// Contract: [`Destination::write`] returns only when the batch is durable
+/// there (committed in every sink together with its offset; acknowledged
+/// by the broker) — only then may the slot move past it. Delivery is
+/// at-least-once: after a crash or a retry a batch may be written again, so
+/// a destination must make repeats harmless (offsets stored with the rows,
+/// upserts).
+#[async_trait::async_trait]
+pub trait Destination: Send {
+    /// Whether a complete snapshot still has to be written here.
+    fn snapshot_unfinished(&self) -> bool;
+    /// A new snapshot replaces everything: forget stored positions.
+    async fn reset(&mut self) -> Result<(), PipelineError> {
+        Ok(())
     }
-
-    /// Hands over a batch; returns once it is durably taken.
-    async fn take(
+    /// Writes whole source transactions ending at `through` (`Lsn(0)`
+    /// inside the snapshot) durably; `snapshot_complete` marks the end of
+    /// the snapshot.
+    async fn write(
         &mut self,
         batch: &[Record],
         through: Lsn,
         snapshot_complete: bool,
         progress: &mut Progress,
         status: &dyn StatusReporter,
-    ) -> Result<(), PipelineError> {
-        match self {
-            Target::Embedded(sinks) => {
-                for sink in sinks.iter_mut() {
-                    let a = sink.apply(batch, through, snapshot_complete).await?;
-                    progress.rows_applied += a.rows;
-                    progress.dead_letters += a.dead_letters;
-                    if through.0 > 0 {
-                        let tables: Vec<String> =
-                            sink.source_tables().map(str::to_string).collect();
-                        for t in tables {
-                            status.applied(&sink.name, &t, through).await;
-                        }
-                    }
-                }
-            }
-            Target::Kafka { producer, .. } => {
-                producer.publish(batch).await?;
-                progress.published += batch.len() as u64;
-            }
-        }
-        Ok(())
+    ) -> Result<(), PipelineError>;
+    /// The slot was confirmed at `lsn`; `wrote` says whether a batch ended
+    /// there (else it was an idle or skipped position).
+    async fn confirmed(
+        &mut self,
+        _lsn: Lsn,
+        _wrote: bool,
+        _slot: &str,
+        _status: &dyn StatusReporter,
+    ) {
     }
 }
 
@@ -182,7 +169,7 @@ pub enum Start {
 /// `on_progress` is called after every batch.
 pub async fn run(
     cfg: &SourceConfig,
-    target: &mut Target<'_>,
+    target: &mut dyn Destination,
     start: Start,
     status: &dyn StatusReporter,
     shutdown: impl Future<Output = ()>,
@@ -232,7 +219,7 @@ pub async fn run(
         }
         if let Some(end) = through {
             target
-                .take(&batch, end, false, &mut progress, status)
+                .write(&batch, end, false, &mut progress, status)
                 .await?;
         }
         // Everything handed over is committed in every sink.
@@ -244,18 +231,9 @@ pub async fn run(
         if confirm > progress.confirmed {
             stream.confirm(confirm);
             progress.confirmed = confirm;
-            if let Target::Kafka { .. } = target {
-                status.published(&cfg.slot, confirm).await;
-            }
-            if through.is_none() {
-                if let Target::Embedded(sinks) = target {
-                    for sink in sinks.iter() {
-                        for t in sink.source_tables() {
-                            status.applied(&sink.name, t, confirm).await;
-                        }
-                    }
-                }
-            }
+            target
+                .confirmed(confirm, through.is_some(), &cfg.slot, status)
+                .await;
         }
         on_progress(&progress);
     }
@@ -267,7 +245,7 @@ pub async fn run(
 /// snapshot when one is needed.
 async fn open(
     cfg: &SourceConfig,
-    target: &mut Target<'_>,
+    target: &mut dyn Destination,
     start: Start,
     status: &dyn StatusReporter,
     progress: &mut Progress,
@@ -303,11 +281,7 @@ async fn open(
         tracing::warn!(slot = %cfg.slot, "a sink has no complete snapshot: recreating the slot and snapshotting again");
         source::drop_slot(&mut conn, &cfg.slot).await?;
     }
-    if let Target::Embedded(sinks) = target {
-        for s in sinks.iter_mut() {
-            s.reset().await?;
-        }
-    }
+    target.reset().await?;
     let (tx, mut rx) = mpsc::channel::<Vec<Record>>(2);
     let read = start == Start::Initial;
     let snap = {
@@ -329,19 +303,20 @@ async fn open(
     };
     while let Some(batch) = rx.recv().await {
         progress.snapshot_rows += batch.len() as u64;
-        target.take(&batch, Lsn(0), false, progress, status).await?;
+        target
+            .write(&batch, Lsn(0), false, progress, status)
+            .await?;
         on_progress(progress);
     }
     let (stream, consistent, sample) = snap
         .await
         .map_err(|e| SourceError::Invalid(format!("the snapshot task failed: {e}")))??;
-    target.take(&[], consistent, true, progress, status).await?;
+    target
+        .write(&[], consistent, true, progress, status)
+        .await?;
     status.snapshot_complete(&cfg.slot).await;
     if !sample.tables.is_empty() {
         status.snapshot_sampled(&cfg.slot, sample).await;
-    }
-    if let Target::Kafka { snapshot_done, .. } = target {
-        *snapshot_done = true;
     }
     stream.confirm(consistent);
     progress.confirmed = consistent;

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use strangler_config::TableMapping;
 
-use crate::pipeline::{self, PipelineError, Progress, Start, StatusReporter, Target};
-use crate::sink::Sink;
+use crate::pipeline::{self, PipelineError, Progress, Start, StatusReporter};
+use crate::sink::{Sink, Sinks};
 use crate::source::SourceConfig;
-use crate::transport::kafka::{self, Consumed, KafkaProducer, TransportError};
+use crate::transport::kafka::{self, Consumed, KafkaDestination, KafkaProducer, TransportError};
 
 /// A sink to connect (again) on every attempt.
 #[derive(Debug, Clone)]
@@ -114,7 +114,7 @@ pub async fn embedded(
             }
             pipeline::run(
                 cfg,
-                &mut Target::Embedded(&mut connected),
+                &mut Sinks(&mut connected),
                 start,
                 status,
                 &mut shutdown,
@@ -152,7 +152,7 @@ pub async fn kafka_source(
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Progress, PipelineError> {
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut target = Target::Kafka {
+    let mut target = KafkaDestination {
         producer,
         snapshot_done,
     };

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
-use strangler_cdc::pipeline::{self, NoStatus, Progress, Start, Target};
-use strangler_cdc::sink::{Sink, TargetTable};
+use strangler_cdc::pipeline::{self, NoStatus, Progress, Start};
+use strangler_cdc::sink::{Sink, Sinks, TargetTable};
 use strangler_cdc::source::{SourceConfig, Stream};
 use strangler_cdc::verify;
 use strangler_config::{TableMapping, TableName};
@@ -142,7 +142,7 @@ async fn start(
     let task = tokio::spawn(async move {
         pipeline::run(
             &cfg,
-            &mut Target::Embedded(&mut sinks),
+            &mut Sinks(&mut sinks),
             mode,
             &NoStatus,
             async move {
@@ -481,7 +481,7 @@ async fn events_have_debeziums_structure() {
     let run_cfg = cfg.clone();
     let _ = pipeline::run(
         &run_cfg,
-        &mut Target::Embedded(&mut sinks),
+        &mut Sinks(&mut sinks),
         Start::Never,
         &NoStatus,
         async {},

@@ -17,10 +17,10 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, Row};
-use strangler_cdc::pipeline::{self, NoStatus, Start, Target};
-use strangler_cdc::sink::{Sink, TargetTable};
+use strangler_cdc::pipeline::{self, NoStatus, Start};
+use strangler_cdc::sink::{Sink, Sinks, TargetTable};
 use strangler_cdc::source::SourceConfig;
-use strangler_cdc::transport::kafka::{self, KafkaProducer};
+use strangler_cdc::transport::kafka::{self, KafkaDestination, KafkaProducer};
 use strangler_cdc::types::{
     BinaryHandling, DecimalHandling, EventFormat, IntervalHandling, TimePrecision,
 };
@@ -288,7 +288,7 @@ async fn every_type_arrives_exactly_embedded() {
     let run = tokio::spawn(async move {
         pipeline::run(
             &cfg,
-            &mut Target::Embedded(&mut sinks),
+            &mut Sinks(&mut sinks),
             Start::Initial,
             &NoStatus,
             async move {
@@ -325,7 +325,7 @@ async fn through_kafka(format: EventFormat) -> (Env, Vec<(String, Value, Option<
     let src = tokio::spawn(async move {
         pipeline::run(
             &cfg,
-            &mut Target::Kafka {
+            &mut KafkaDestination {
                 producer: &producer,
                 snapshot_done: false,
             },

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use strangler_cdc::lsn::Lsn;
-use strangler_cdc::pipeline::{self, NoStatus, Start, Target};
-use strangler_cdc::sink::Sink;
+use strangler_cdc::pipeline::{self, NoStatus, Start};
+use strangler_cdc::sink::{Sink, Sinks};
 use strangler_cdc::source::{Item, SourceConfig, Stream};
 use strangler_config::{TableMapping, TableName};
 use strangler_sandbox::PgCluster;
@@ -187,7 +187,7 @@ async fn snapshot(pg: &PgCluster, rows: i64) {
     let start = Instant::now();
     pipeline::run(
         &cfg(&src_url, "snap"),
-        &mut Target::Embedded(&mut sinks),
+        &mut Sinks(&mut sinks),
         Start::Initial,
         &NoStatus,
         async {},
@@ -228,7 +228,7 @@ async fn end_to_end(pg: &PgCluster, secs: u64, writers: usize) {
     let pipe = tokio::spawn(async move {
         pipeline::run(
             &c,
-            &mut Target::Embedded(&mut sinks),
+            &mut Sinks(&mut sinks),
             Start::Initial,
             &NoStatus,
             async {

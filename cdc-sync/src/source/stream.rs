@@ -10,7 +10,6 @@ use super::{SourceConfig, SourceError};
 use crate::event::{self, Op, Record, SourceInfo, Table, TxOrder};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, Message, Value as Col};
-use crate::sink::origin_name;
 use crate::types::Catalog;
 
 /// PostgreSQL's epoch (2000-01-01) in ms since the Unix epoch.
@@ -57,8 +56,6 @@ pub struct Stream {
     catalog: Catalog,
     open: Option<Open>,
     last_commit: Option<Lsn>,
-    /// Origins of our own sinks: transactions carrying them are dropped.
-    our_origin_prefix: String,
 }
 
 impl Stream {
@@ -72,7 +69,6 @@ impl Stream {
             catalog,
             open: None,
             last_commit: None,
-            our_origin_prefix: origin_name(""),
         }
     }
 
@@ -172,7 +168,7 @@ impl Stream {
             return Ok(());
         };
         if let Message::Origin { name } = &msg {
-            open.foreign_origin = name.starts_with(&self.our_origin_prefix);
+            open.foreign_origin = crate::origin::is_ours(name);
             return Ok(());
         }
         if open.foreign_origin {

@@ -1,182 +1,18 @@
-//! The Kafka transport (rdkafka).
-//!
-//! Contract: [`KafkaProducer::publish`] returns only when the broker has
-//! acknowledged every record (`acks=all`, idempotent producer, so retries
-//! never duplicate); only then may the slot move. Delivery to sinks is
-//! at-least-once: a sink worker commits the consumer offset after the rows,
-//! and the offsets it stores with the rows make replays harmless.
+//! The sink side: consumer-group workers applying records to a sink.
 
 use std::future::Future;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
+use super::{KafkaProducer, TransportError};
 use crate::event::{Record, EXACT_HEADER};
 use crate::lsn::Lsn;
-use crate::sink::{Sink, SinkError};
-
-/// Errors of the Kafka transport.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TransportError {
-    /// The broker refused or did not acknowledge (retryable: nothing was confirmed).
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-}
-
-impl TransportError {
-    /// Whether trying again may succeed: a broker down, a timeout, a
-    /// rebalance; not a bad client configuration.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            TransportError::Kafka(KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)) => {
-                false
-            }
-            TransportError::Kafka(_) => true,
-            TransportError::Sink(e) => e.is_retryable(),
-        }
-    }
-}
-
-/// The dead-letter topic of a topic prefix.
-pub fn dlq_topic(prefix: &str) -> String {
-    format!("{prefix}.dlq")
-}
-
-/// The source side: an idempotent producer.
-pub struct KafkaProducer {
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
-    partitions: i32,
-}
-
-impl KafkaProducer {
-    pub fn new(brokers: &str, partitions: i32) -> Result<KafkaProducer, KafkaError> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            // Kafka's Java default: the same key lands in the same partition
-            // whichever client produced it.
-            .set("partitioner", "murmur2_random");
-        Ok(KafkaProducer {
-            producer: cfg.create()?,
-            admin: cfg.create()?,
-            partitions,
-        })
-    }
-
-    /// Creates the topics that do not exist yet.
-    pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), KafkaError> {
-        let new: Vec<NewTopic<'_>> = topics
-            .iter()
-            .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(1)))
-            .collect();
-        let results = self
-            .admin
-            .create_topics(
-                &new,
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(KafkaError::AdminOp(code))
-                        .inspect_err(|_| tracing::error!(topic, ?code, "cannot create topic"))
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Publishes records in order and waits until every one is acknowledged.
-    pub async fn publish(&self, records: &[Record]) -> Result<(), TransportError> {
-        let encoded: Vec<Encoded> = records.iter().map(encode).collect();
-        let mut pending = Vec::with_capacity(records.len());
-        for (r, e) in records.iter().zip(&encoded) {
-            let mut rec: FutureRecord<'_, String, String> = FutureRecord::to(&r.topic);
-            if let Some(k) = e.key.as_ref() {
-                rec = rec.key(k);
-            }
-            if let Some(v) = e.value.as_ref() {
-                rec = rec.payload(v);
-            }
-            if let Some(x) = e.exact.as_ref() {
-                rec = rec.headers(OwnedHeaders::new().insert(Header {
-                    key: EXACT_HEADER,
-                    value: Some(x),
-                }));
-            }
-            pending.push(self.producer.send(rec, Duration::from_secs(0)));
-        }
-        for f in futures::future::join_all(pending).await {
-            f.map_err(|(e, _)| e)?;
-        }
-        Ok(())
-    }
-
-    /// Publishes a dead letter (the record and why it could not be applied).
-    pub async fn dead_letter(
-        &self,
-        prefix: &str,
-        sink: &str,
-        topic: &str,
-        key: Option<&str>,
-        value: Option<&str>,
-        reason: &str,
-    ) -> Result<(), TransportError> {
-        let payload = serde_json::json!({ "sink": sink, "topic": topic, "key": key, "value": value, "reason": reason }).to_string();
-        let dlq = dlq_topic(prefix);
-        let mut rec: FutureRecord<'_, str, String> = FutureRecord::to(&dlq).payload(&payload);
-        if let Some(k) = key {
-            rec = rec.key(k);
-        }
-        self.producer
-            .send(rec, Duration::from_secs(0))
-            .await
-            .map_err(|(e, _)| e)?;
-        Ok(())
-    }
-}
-
-/// A record as bytes on the wire.
-struct Encoded {
-    key: Option<String>,
-    value: Option<String>,
-    exact: Option<String>,
-}
-
-/// Key and value as Kafka Connect's JSON converter writes them: with
-/// `schemas_enable`, `{schema, payload}`.
-fn encode(r: &Record) -> Encoded {
-    let wrap = |schema: Option<&Value>, v: &Value| match schema {
-        Some(s) => serde_json::json!({ "schema": s, "payload": v }).to_string(),
-        None => v.to_string(),
-    };
-    let schemas = r.schemas.as_deref();
-    Encoded {
-        key: r.key.as_ref().map(|k| wrap(schemas.map(|s| &s.key), k)),
-        value: r.value.as_ref().map(|v| wrap(schemas.map(|s| &s.value), v)),
-        exact: r
-            .exact
-            .as_ref()
-            .map(|x| Value::Object(x.clone()).to_string()),
-    }
-}
+use crate::sink::Sink;
 
 /// The payload of a JSON-converter message, with or without its schema.
 fn payload_of(bytes: &[u8]) -> Option<Value> {

@@ -1,0 +1,70 @@
+//! Dead letters: a record that cannot be applied is rolled back alone
+//! (savepoint) and kept in `strangler_cdc_dead_letters` with the reason;
+//! the Kafka transport also publishes it to `<prefix>.dlq`.
+
+use serde_json::Value;
+
+use super::{db_err, Sink, SinkError};
+use crate::event::Record;
+
+/// A stored dead letter: id, topic, key, value, reason.
+type DeadLetterRow = (i64, String, Option<String>, Option<String>, String);
+
+/// Sets a record that cannot be applied aside, with the reason.
+pub(super) async fn dead_letter(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    sink: &str,
+    r: &Record,
+    reason: &str,
+) -> Result<(), SinkError> {
+    tracing::warn!(sink, topic = %r.topic, reason, "event set aside to the dead-letter table");
+    sqlx::query("INSERT INTO strangler_cdc_dead_letters (sink, topic, key, value, reason) VALUES ($1, $2, $3, $4, $5)")
+        .bind(sink)
+        .bind(&r.topic)
+        .bind(r.key.as_ref().map(Value::to_string))
+        .bind(r.value.as_ref().map(Value::to_string))
+        .bind(reason)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err(sink))?;
+    Ok(())
+}
+
+impl Sink {
+    /// The id of the newest dead letter (to read the ones added after it).
+    pub fn dead_letter_count(&self) -> i64 {
+        self.last_dead_letter
+    }
+
+    /// Dead letters after id `after`: (topic, key, value, reason).
+    pub async fn dead_letters_since(
+        &mut self,
+        after: i64,
+    ) -> Result<Vec<(String, Option<String>, Option<String>, String)>, SinkError> {
+        let rows: Vec<DeadLetterRow> =
+            sqlx::query_as("SELECT id, topic, key, value, reason FROM strangler_cdc_dead_letters WHERE sink = $1 AND id > $2 ORDER BY id")
+                .bind(&self.name)
+                .bind(after)
+                .fetch_all(&mut self.conn)
+                .await
+                .map_err(|e| self.db(e))?;
+        if let Some(last) = rows.last() {
+            self.last_dead_letter = last.0;
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(_, t, k, v, r)| (t, k, v, r))
+            .collect())
+    }
+
+    /// Dead letters kept so far.
+    pub async fn dead_letters(&mut self) -> Result<i64, SinkError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM strangler_cdc_dead_letters WHERE sink = $1")
+                .bind(&self.name)
+                .fetch_one(&mut self.conn)
+                .await
+                .map_err(db_err(&self.name))?;
+        Ok(n)
+    }
+}

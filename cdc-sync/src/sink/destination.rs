@@ -1,0 +1,57 @@
+//! The embedded sinks as a pipeline [`Destination`]: a batch is durable
+//! once every sink has committed it together with its offset.
+
+use crate::event::Record;
+use crate::lsn::Lsn;
+use crate::pipeline::{Destination, PipelineError, Progress, StatusReporter};
+
+use super::Sink;
+
+/// Every sink of an embedded pipeline, applied in turn.
+pub struct Sinks<'a>(pub &'a mut [Sink]);
+
+#[async_trait::async_trait]
+impl Destination for Sinks<'_> {
+    fn snapshot_unfinished(&self) -> bool {
+        self.0.iter().any(|s| !s.snapshot_done())
+    }
+
+    async fn reset(&mut self) -> Result<(), PipelineError> {
+        for s in self.0.iter_mut() {
+            s.reset().await?;
+        }
+        Ok(())
+    }
+
+    async fn write(
+        &mut self,
+        batch: &[Record],
+        through: Lsn,
+        snapshot_complete: bool,
+        progress: &mut Progress,
+        status: &dyn StatusReporter,
+    ) -> Result<(), PipelineError> {
+        for sink in self.0.iter_mut() {
+            let a = sink.apply(batch, through, snapshot_complete).await?;
+            progress.rows_applied += a.rows;
+            progress.dead_letters += a.dead_letters;
+            if through.0 > 0 {
+                for t in sink.source_tables() {
+                    status.applied(&sink.name, t, through).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn confirmed(&mut self, lsn: Lsn, wrote: bool, _slot: &str, status: &dyn StatusReporter) {
+        // An idle or skipped position: every table is applied up to it.
+        if !wrote {
+            for sink in self.0.iter() {
+                for t in sink.source_tables() {
+                    status.applied(&sink.name, t, lsn).await;
+                }
+            }
+        }
+    }
+}

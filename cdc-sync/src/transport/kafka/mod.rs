@@ -1,0 +1,53 @@
+//! The Kafka transport (rdkafka).
+//!
+//! Contract: [`KafkaProducer::publish`] returns only when the broker has
+//! acknowledged every record (`acks=all`, idempotent producer, so retries
+//! never duplicate); only then may the slot move. Delivery to sinks is
+//! at-least-once: a sink worker commits the consumer offset after the rows,
+//! and the offsets it stores with the rows make replays harmless.
+
+//!
+//! `producer.rs` the source side (idempotent producer, the
+//! `strangler.exact` header, `{schema, payload}`, [`KafkaDestination`]);
+//! `consumer.rs` the sink workers (consumer group, offsets stored with the
+//! rows through [`crate::sink::Sink::apply_consumed`]).
+
+mod consumer;
+mod producer;
+
+use rdkafka::error::KafkaError;
+
+use crate::sink::SinkError;
+
+pub use consumer::{consume, Consumed};
+pub use producer::{KafkaDestination, KafkaProducer};
+
+/// Errors of the Kafka transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The broker refused or did not acknowledge (retryable: nothing was confirmed).
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+impl TransportError {
+    /// Whether trying again may succeed: a broker down, a timeout, a
+    /// rebalance; not a bad client configuration.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TransportError::Kafka(KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)) => {
+                false
+            }
+            TransportError::Kafka(_) => true,
+            TransportError::Sink(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// The dead-letter topic of a topic prefix.
+pub fn dlq_topic(prefix: &str) -> String {
+    format!("{prefix}.dlq")
+}
