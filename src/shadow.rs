@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use strangler_config::{Config, Route};
-use strangler_router::shadow::summaries;
 use strangler_shadow::noise::{self, Suggestion, Thresholds};
+use strangler_shadow::report::summaries;
 use strangler_shadow::report::{self, RouteReport};
 use strangler_shadow::verdict::Status;
 use strangler_shadow::Rules;

@@ -7,6 +7,47 @@ use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
 
+/// One access-log line: what was asked, how it was routed, how it ended.
+pub struct Entry<'a> {
+    pub request_id: &'a str,
+    pub trace_id: &'a str,
+    pub client: Option<std::net::IpAddr>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub route: &'a str,
+    pub stage: Option<&'a str>,
+    /// Why the target was chosen (`stage`, `canary_in`, `forced`, …).
+    pub decision: &'a str,
+    pub target: &'a str,
+    pub fallback: Option<&'a str>,
+    pub status: u16,
+    pub elapsed: std::time::Duration,
+    pub error: Option<String>,
+}
+
+impl Entry<'_> {
+    /// The JSON line.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "ts": strangler_state::store::rfc3339(strangler_state::store::now_ms()),
+            "request_id": self.request_id,
+            "trace_id": self.trace_id,
+            "client": self.client.map(|ip| ip.to_string()),
+            "method": self.method,
+            "path": self.path,
+            "route": self.route,
+            "stage": self.stage,
+            "decision": self.decision,
+            "target": self.target,
+            "fallback": self.fallback,
+            "status": self.status,
+            "duration_ms": (self.elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            "error": self.error,
+        })
+        .to_string()
+    }
+}
+
 /// A new random request id (32 hex digits).
 pub fn new_request_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))

@@ -120,7 +120,7 @@ async fn shadow_summary(State(state): State<Arc<AdminState>>) -> Response {
     let routing = state.shared.routing.load();
     let stage_of =
         |r: &strangler_config::Route| routing.table.find(&r.name).map_or(r.stage, |c| c.stage);
-    let routes = crate::shadow::summaries(
+    let routes = strangler_shadow::report::summaries(
         &config,
         stage_of,
         &stats,

@@ -19,8 +19,8 @@ use strangler_state::store::{AuditEntry, StageState, StateStore};
 use strangler_state::StoreError;
 
 use super::{check, next_step, Gate};
-use crate::shadow::summaries;
 use crate::usage::minute;
+use strangler_shadow::report::summaries;
 
 /// Everything the board and a promotion know about one route.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -15,6 +15,7 @@
 //! ```
 
 mod ctx;
+mod headers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,13 +32,9 @@ pub use ctx::{Ctx, FallbackReason};
 
 use crate::access_log;
 use crate::runtime::Shared;
-use crate::shadow::{self, Direction, ShadowCtx, ShadowJob, Targets};
+use crate::shadow::{self, Direction};
 use crate::table::{sticky::BUCKETS, Forced, RequestInfo, Why, DEFAULT_ROUTE, LEGACY_ID};
-use strangler_config::Stage;
 use strangler_shadow::Skip;
-
-const REQUEST_ID: &str = "x-request-id";
-const TRACEPARENT: &str = "traceparent";
 
 /// The router's Pingora service.
 pub struct RouterProxy {
@@ -50,7 +47,7 @@ impl RouterProxy {
     }
 }
 
-fn is_safe(method: &Method) -> bool {
+pub(crate) fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
@@ -95,38 +92,15 @@ impl ProxyHttp for RouterProxy {
         }
         ctx.routing = Some(routing);
 
-        ctx.request_id = match req.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-            Some(id) if !id.is_empty() => id.to_string(),
-            _ => {
-                let id = access_log::new_request_id();
-                req.insert_header(REQUEST_ID, &id)?;
-                id
-            }
-        };
-        ctx.trace_id = match req
-            .headers
-            .get(TRACEPARENT)
-            .and_then(|v| access_log::trace_id_of(v.as_bytes()))
+        let ids = headers::stamp(req, client_ip)?;
+        ctx.request_id = ids.request_id;
+        ctx.trace_id = ids.trace_id;
+        if let Some((state, direction)) =
+            shadow::plan::plan(&self.shared, ctx, session.req_header())
         {
-            Some(trace) => trace.to_string(),
-            None => {
-                let (tp, trace) = access_log::new_traceparent();
-                req.insert_header(TRACEPARENT, &tp)?;
-                trace
-            }
-        };
-        if let Some(ip) = client_ip {
-            let xff = match req
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip.to_string(),
-            };
-            req.insert_header("x-forwarded-for", xff)?;
+            ctx.shadow_reverse = direction == Direction::Reverse;
+            ctx.shadow = Some(state);
         }
-        self.plan_shadow(session, ctx);
         Ok(false)
     }
 
@@ -322,110 +296,27 @@ impl ProxyHttp for RouterProxy {
         }
         if routing.access_log {
             let req = session.req_header();
-            let line = serde_json::json!({
-                "ts": strangler_state::store::rfc3339(strangler_state::store::now_ms()),
-                "request_id": ctx.request_id,
-                "trace_id": ctx.trace_id,
-                "client": session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
-                "method": req.method.as_str(),
-                "path": req.uri.path(),
-                "route": route_name,
-                "stage": route.map(|r| r.stage.as_str()),
-                "decision": why_str(ctx.why),
-                "target": target,
-                "fallback": ctx.fallback.map(FallbackReason::as_str),
-                "status": status,
-                "duration_ms": (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-                "error": e.map(|e| e.to_string()),
-            });
-            access_log::write_line(line.to_string());
+            access_log::write_line(
+                access_log::Entry {
+                    request_id: &ctx.request_id,
+                    trace_id: &ctx.trace_id,
+                    client: session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.ip()),
+                    method: req.method.as_str(),
+                    path: req.uri.path(),
+                    route: route_name,
+                    stage: route.map(|r| r.stage.as_str()),
+                    decision: ctx.why.as_str(),
+                    target,
+                    fallback: ctx.fallback.map(FallbackReason::as_str),
+                    status,
+                    elapsed,
+                    error: e.map(|e| e.to_string()),
+                }
+                .to_json(),
+            );
         }
-    }
-}
-
-impl RouterProxy {
-    /// Decides whether this request is shadowed and prepares the job.
-    fn plan_shadow(&self, session: &Session, ctx: &mut Ctx) {
-        let Some(routing) = ctx.routing.clone() else {
-            return;
-        };
-        let Some(route) = ctx.route.and_then(|i| routing.table.routes().get(i)) else {
-            return;
-        };
-        let Some(service) = route.service else { return };
-        let direction = match (route.stage, ctx.why) {
-            (Stage::Shadow, Why::Stage) => Direction::Forward,
-            (Stage::Migrated, Why::Stage) if ctx.target == service => Direction::Reverse,
-            _ => return,
-        };
-        let req = session.req_header();
-        let sh = &route.shadow;
-        if sh.percent <= 0.0
-            || fastrand::f64() * 100.0 >= sh.percent
-            || !shadow::method_allowed(&req.method, &sh.methods)
-            // A copy made by another proxy is never copied again.
-            || req.headers.contains_key("x-strangler-shadow")
-        {
-            return;
-        }
-        let metrics = &self.shared.metrics;
-        let shadower = &self.shared.shadower;
-        let declared_len = req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared_len.is_some_and(|n| n > routing.max_shadow_body_bytes as u64) {
-            return shadower.skip(metrics, &route.name, Skip::BodyTooLarge);
-        }
-        let Some(slot) = shadower.try_slot(routing.max_shadow_inflight) else {
-            return shadower.skip(metrics, &route.name, Skip::Inflight);
-        };
-        let (primary, candidate) = match direction {
-            Direction::Forward => (LEGACY_ID, service),
-            Direction::Reverse => (service, LEGACY_ID),
-        };
-        let safe = is_safe(&req.method);
-        let job = ShadowJob {
-            route: route.name.clone(),
-            direction,
-            rules: sh.rules.clone(),
-            targets: Targets {
-                primary: routing.upstream(primary).addr,
-                candidate: routing.upstream(candidate).addr,
-            },
-            method: req.method.clone(),
-            uri: req
-                .uri
-                .path_and_query()
-                .map_or_else(|| req.uri.path().to_string(), |pq| pq.as_str().to_string()),
-            headers: req.headers.clone(),
-            body: Vec::new(),
-            max_body: routing.max_shadow_body_bytes,
-            aa: safe && fastrand::f64() * 100.0 < sh.aa_percent,
-            tables: sh.tables.clone(),
-            request_ms: strangler_state::store::now_ms(),
-            slot,
-        };
-        let mut state = ShadowCtx::new(job, routing.max_shadow_body_bytes);
-        let has_body = declared_len.is_some_and(|n| n > 0)
-            || req.headers.contains_key(http::header::TRANSFER_ENCODING);
-        if !has_body {
-            // Nothing to wait for: the candidate request goes out now.
-            state.spawn(self.shared.clone());
-        }
-        ctx.shadow_reverse = direction == Direction::Reverse;
-        ctx.shadow = Some(state);
-    }
-}
-
-fn why_str(why: Why) -> &'static str {
-    match why {
-        Why::Unmatched => "unmatched",
-        Why::Stage => "stage",
-        Why::CanaryIn => "canary_in",
-        Why::CanaryOut => "canary_out",
-        Why::Forced => "forced",
-        Why::ServiceDown => "service_down",
     }
 }

@@ -21,6 +21,7 @@
 
 mod job;
 mod lag;
+pub mod plan;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -281,48 +282,4 @@ pub struct RouteShadow {
     pub methods: Vec<String>,
     pub aa_percent: f64,
     pub tables: Vec<String>,
-}
-
-/// Report rows for every route that has a service, from stored stats.
-/// Fields covered by the route's current `ignore` rules are left out, so
-/// accepting an ignore rule cleans the verdict of data already gathered.
-pub fn summaries(
-    config: &strangler_config::Config,
-    stage_of: impl Fn(&strangler_config::Route) -> strangler_config::Stage,
-    stats: &[(String, RouteStats)],
-    max_mismatch: f64,
-    min_samples: u64,
-) -> Vec<strangler_shadow::report::RouteReport> {
-    config
-        .routes
-        .iter()
-        .filter(|r| r.service.is_some())
-        .map(|r| {
-            let mut s = stats
-                .iter()
-                .find(|(n, _)| *n == r.name)
-                .map(|(_, s)| s.clone())
-                .unwrap_or_default();
-            let rules = Rules::new(&r.compare);
-            s.forget_fields(|field| rules.ignores_field(field));
-            let stage = stage_of(r);
-            let methods = if r.methods.is_empty() {
-                "*".to_string()
-            } else {
-                r.methods.join(",")
-            };
-            strangler_shadow::report::route(
-                strangler_shadow::report::RouteInfo {
-                    route: &r.name,
-                    endpoint: format!("{methods} {}", r.path),
-                    stage: stage.as_str(),
-                    service: r.service.as_deref(),
-                },
-                &s,
-                strangler_shadow::noise::Thresholds::default(),
-                max_mismatch,
-                min_samples,
-            )
-        })
-        .collect()
 }

@@ -139,6 +139,20 @@ pub enum Why {
     ServiceDown,
 }
 
+impl Why {
+    /// As the access log writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Unmatched => "unmatched",
+            Why::Stage => "stage",
+            Why::CanaryIn => "canary_in",
+            Why::CanaryOut => "canary_out",
+            Why::Forced => "forced",
+            Why::ServiceDown => "service_down",
+        }
+    }
+}
+
 impl RouteTable {
     /// Orders `routes` by precedence: more specific template first, then
     /// routes naming methods before catch-all-method routes, then file order.

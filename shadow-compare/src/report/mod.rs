@@ -4,6 +4,7 @@
 
 mod html;
 mod markdown;
+mod summaries;
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use crate::{Kind, RouteStats, Sample};
 
 pub use html::render as html;
 pub use markdown::render as markdown;
+pub use summaries::summaries;
 
 /// One field of one route, for the report.
 #[derive(Debug, Clone, Serialize)]
