@@ -275,28 +275,30 @@ pub async fn report(
                 continue;
             }
         };
-        let row: Option<(i64, String, f64)> = async {
-            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.ok()?;
-            sqlx::query_as("SELECT lsn, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), EXTRACT(EPOCH FROM now() - updated_at)::float8 FROM strangler_cdc_offsets WHERE sink = $1 AND slot = $2")
+        // A sink database that cannot be read shows as "nothing applied".
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+            .await
+            .ok();
+        let row: Option<(i64, String, f64)> = match conn.as_mut() {
+            Some(c) => sqlx::query_as("SELECT lsn, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), EXTRACT(EPOCH FROM now() - updated_at)::float8 FROM strangler_cdc_offsets WHERE sink = $1 AND slot = $2")
                 .bind(name)
                 .bind(&cfg.slot)
-                .fetch_optional(&mut c)
+                .fetch_optional(c)
                 .await
                 .ok()
-                .flatten()
-        }
-        .await;
-        let check: Option<(i64, i64, String)> = async {
-            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.ok()?;
-            sqlx::query_as("SELECT rows_checked, rows_differing, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM strangler_cdc_checks WHERE sink = $1 AND slot = $2")
+                .flatten(),
+            None => None,
+        };
+        let check: Option<(i64, i64, String)> = match conn.as_mut() {
+            Some(c) => sqlx::query_as("SELECT rows_checked, rows_differing, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM strangler_cdc_checks WHERE sink = $1 AND slot = $2")
                 .bind(name)
                 .bind(&cfg.slot)
-                .fetch_optional(&mut c)
+                .fetch_optional(c)
                 .await
                 .ok()
-                .flatten()
-        }
-        .await;
+                .flatten(),
+            None => None,
+        };
         let check =
             check.map(|(n, d, at)| json!({"rows_checked": n, "rows_differing": d, "at": at}));
         out_sinks.push(match row {
