@@ -152,12 +152,14 @@ pub enum ShadowCommand {
     /// Exit 0 when the route is READY, 1 NOT READY, 2 too few samples.
     Gate {
         name: String,
-        /// Allowed real-mismatch rate, in percent.
-        #[arg(long, default_value_t = 0.1)]
-        max_mismatch: f64,
-        /// Comparisons needed before any verdict.
-        #[arg(long, default_value_t = 500)]
-        min_samples: u64,
+        /// Allowed real-mismatch rate, in percent (default: the route's
+        /// `[routes.promote] max_mismatch`, 0.1 % unless set).
+        #[arg(long)]
+        max_mismatch: Option<f64>,
+        /// Comparisons needed before any verdict (default: the route's
+        /// `[routes.promote] min_samples`, 500 unless set).
+        #[arg(long)]
+        min_samples: Option<u64>,
     },
     /// Suggested ignore rules learned from A/A traffic and value shapes.
     Noise {

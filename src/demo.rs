@@ -502,7 +502,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
     let report_path = dir.path().join("shadow-report.html");
     let cfg = Config::load(&config_path)?;
     let stats = store.shadow_stats().await?;
-    let reports = strangler_shadow::report::summaries(&cfg, |r| r.stage, &stats, 0.01, 300);
+    let reports = strangler_shadow::report::summaries(&cfg, |r| r.stage, &stats, None);
     for rep in reports.iter().filter(|r| r.route.contains("product")) {
         note(&format!(
             "{} ({}): {} comparisons, {} matched",

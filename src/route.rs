@@ -102,7 +102,7 @@ async fn list(config: &Config, store: &StateStore, args: &Common) -> anyhow::Res
     let stage_of = |r: &strangler_config::Route| {
         effective(r, overrides.iter().find(|o| o.route == r.name)).stage
     };
-    let verdicts = strangler_shadow::report::summaries(config, stage_of, &stats, 0.001, 500);
+    let verdicts = strangler_shadow::report::summaries(config, stage_of, &stats, None);
     let verdict_of = |name: &str| verdicts.iter().find(|v| v.route == name).map(|v| v.verdict);
     let rows: Vec<_> = config
         .routes

@@ -74,19 +74,12 @@ pub fn run(args: ShadowArgs) -> anyhow::Result<Exit> {
 async fn reports(
     config: &Config,
     store: &StateStore,
-    max_mismatch: f64,
-    min_samples: u64,
+    thresholds: Option<(f64, u64)>,
 ) -> anyhow::Result<Vec<RouteReport>> {
     let stats = store.shadow_stats().await?;
     let overrides = store.overrides().await?;
     let stage_of = |r: &Route| effective(r, overrides.iter().find(|o| o.route == r.name)).stage;
-    Ok(summaries(
-        config,
-        stage_of,
-        &stats,
-        max_mismatch,
-        min_samples,
-    ))
+    Ok(summaries(config, stage_of, &stats, thresholds))
 }
 
 async fn report_cmd(
@@ -97,7 +90,7 @@ async fn report_cmd(
     format: Option<String>,
     output: Option<PathBuf>,
 ) -> anyhow::Result<Exit> {
-    let mut routes = reports(config, store, 0.001, 500).await?;
+    let mut routes = reports(config, store, None).await?;
     if let Some(name) = &route {
         if config.route(name).is_none() {
             return Ok(crate::route::unknown_route(config, name));
@@ -139,13 +132,23 @@ async fn gate(
     store: &StateStore,
     args: &Common,
     name: &str,
-    max_mismatch_pct: f64,
-    min_samples: u64,
+    max_mismatch_pct: Option<f64>,
+    min_samples: Option<u64>,
 ) -> anyhow::Result<Exit> {
     if config.route(name).is_none() {
         return Ok(crate::route::unknown_route(config, name));
     }
-    let routes = reports(config, store, max_mismatch_pct / 100.0, min_samples).await?;
+    // The route's own thresholds unless given here.
+    let own = config
+        .route(name)
+        .map(|r| (r.promote.max_mismatch, r.promote.min_samples));
+    let thresholds = own.map(|(mm, ms)| {
+        (
+            max_mismatch_pct.map_or(mm, |p| p / 100.0),
+            min_samples.unwrap_or(ms),
+        )
+    });
+    let routes = reports(config, store, thresholds).await?;
     let Some(r) = routes.iter().find(|r| r.route == name) else {
         eprintln!("error: route {name:?} has no service, so nothing is compared");
         return Ok(Exit::Usage);

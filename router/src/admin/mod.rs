@@ -107,10 +107,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         .into_response()
 }
 
-/// Defaults of `strangler shadow gate`: 0.1 % real mismatches, 500 samples.
-pub const DEFAULT_MAX_MISMATCH: f64 = 0.001;
-pub const DEFAULT_MIN_SAMPLES: u64 = 500;
-
+/// Per-route comparison counts and verdicts, under each route's own thresholds.
 async fn shadow_summary(State(state): State<Arc<AdminState>>) -> Response {
     let stats = match state.store.shadow_stats().await {
         Ok(s) => s,
@@ -120,13 +117,7 @@ async fn shadow_summary(State(state): State<Arc<AdminState>>) -> Response {
     let routing = state.shared.routing.load();
     let stage_of =
         |r: &strangler_config::Route| routing.table.find(&r.name).map_or(r.stage, |c| c.stage);
-    let routes = strangler_shadow::report::summaries(
-        &config,
-        stage_of,
-        &stats,
-        DEFAULT_MAX_MISMATCH,
-        DEFAULT_MIN_SAMPLES,
-    );
+    let routes = strangler_shadow::report::summaries(&config, stage_of, &stats, None);
     let list: Vec<_> = routes
         .iter()
         .map(|r| {

@@ -49,7 +49,7 @@ pub async fn evaluate_all(
     let overrides = store.overrides().await?;
     let eff = |r: &Route| effective(r, overrides.iter().find(|o| o.route == r.name));
     let stats = store.shadow_stats().await?;
-    let verdicts = summaries(config, |r| eff(r).stage, &stats, 0.001, 500);
+    let verdicts = summaries(config, |r| eff(r).stage, &stats, None);
     let lag = store.lag_view().await?;
     let now = strangler_state::store::now_ms();
     let mut out = Vec::with_capacity(config.routes.len());
@@ -62,14 +62,10 @@ pub async fn evaluate_all(
             .get(&r.name)
             .copied()
             .unwrap_or_default();
-        let verdict = verdicts.iter().find(|v| v.route == r.name).map(|v| {
-            strangler_shadow::verdict::verdict(
-                v.verdict.samples,
-                v.verdict.real_mismatches,
-                r.promote.max_mismatch,
-                r.promote.min_samples,
-            )
-        });
+        let verdict = verdicts
+            .iter()
+            .find(|v| v.route == r.name)
+            .map(|v| v.verdict);
         let cdc_lag_bytes = if r.tables.is_empty() {
             None
         } else {
