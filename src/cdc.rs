@@ -6,7 +6,6 @@ use serde_json::json;
 use strangler_cdc::pipeline::{Progress, Start};
 use strangler_cdc::source::{self, SourceConfig};
 use strangler_cdc::status::{CheckPlan, StoreStatus};
-use strangler_cdc::transport::kafka::{self, KafkaProducer};
 use strangler_cdc::verify;
 use strangler_config::{CdcConfig, CdcSink, CdcTransport, Config, SnapshotMode, TableName};
 use strangler_state::store::StateStore;
@@ -371,7 +370,6 @@ async fn shutdown_signal() {
 
 /// Kafka transport: the source publishes (unless `sinks_only`), and each
 /// sink runs as a member of its consumer group (unless `source_only`).
-/// `(brokers, topic_prefix)` and `(source_only, sinks_only)`.
 async fn run_kafka(
     config: &Config,
     cfg: SourceConfig,
@@ -387,75 +385,51 @@ async fn run_kafka(
         json,
         metrics,
     } = opts;
-    let producer = std::sync::Arc::new(KafkaProducer::new(brokers, 3)?);
-    let mut topics: Vec<String> = cfg
-        .tables
-        .iter()
-        .map(|t| strangler_cdc::event::topic(prefix, &t.schema, &t.table))
-        .collect();
-    topics.push(kafka::dlq_topic(prefix));
-    producer.ensure_topics(&topics).await?;
-    let store = StateStore::connect(&config.state.url).await.ok();
-    let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<String>>> = Vec::new();
-    if !sinks_only {
-        let snapshot_done = match &store {
-            Some(s) => s.cdc_snapshot_done(&cfg.slot).await.unwrap_or(false),
-            None => false,
-        };
-        let (producer, cfg, store, metrics) = (
-            producer.clone(),
-            cfg.clone(),
-            store.clone(),
-            metrics.clone(),
-        );
-        let plan = CheckPlan::new(&cfg.url, sinks, urls, Duration::from_secs(120));
-        tasks.push(tokio::spawn(async move {
-            let status = StoreStatus::new(store, metrics.clone()).with_check(plan);
-            let shutdown = async move {
-                if !snapshot_only {
-                    shutdown_signal().await;
-                }
-            };
-            let p = strangler_cdc::run::kafka_source(&cfg, &producer, snapshot_done, start, &status, shutdown, |p| {
-                if let Some(m) = &metrics {
-                    m.update(p);
-                }
-            })
-            .await?;
-            let differing = status.finish_checks().await;
-            if differing > 0 {
-                anyhow::bail!("snapshot check: {differing} sampled rows differ in the sinks (see the log; `strangler cdc verify` lists them all)");
-            }
-            Ok(format!(
-                "{}: snapshot {} rows, {} transactions, {} records published, slot confirmed at {}",
-                cfg.slot, p.snapshot_rows, p.transactions, p.published, p.confirmed
-            ))
-        }));
-    }
-    if !source_only {
-        for spec in sink_specs(sinks, urls) {
-            let topics: Vec<String> = spec
-                .tables
-                .iter()
-                .map(|m| strangler_cdc::event::topic(prefix, &m.source.schema, &m.source.table))
-                .collect();
-            let (producer, brokers, prefix) =
-                (producer.clone(), brokers.to_string(), prefix.to_string());
-            let (store, cfg, metrics) = (store.clone(), cfg.clone(), metrics.clone());
-            tasks.push(tokio::spawn(async move {
-                let status = StoreStatus::new(store, metrics);
-                let c = strangler_cdc::run::kafka_sink(&cfg, &brokers, &topics, &spec, Some((&producer, &prefix)), &status, shutdown_signal()).await?;
-                Ok(format!("sink {}: {} messages, {} rows applied, {} skipped (already applied), {} dead letters", spec.name, c.messages, c.rows, c.skipped, c.dead_letters))
-            }));
+    let plan = strangler_cdc::run::KafkaPlan {
+        brokers: brokers.to_string(),
+        prefix: prefix.to_string(),
+        sinks: sink_specs(sinks, urls),
+        source: !sinks_only,
+        workers: !source_only,
+        start,
+        store: StateStore::connect(&config.state.url).await.ok(),
+        metrics,
+        check: Some(CheckPlan::new(
+            &cfg.url,
+            sinks,
+            urls,
+            Duration::from_secs(120),
+        )),
+    };
+    let source_shutdown = async move {
+        if !snapshot_only {
+            shutdown_signal().await;
         }
-    }
-    for t in tasks {
-        let line = t.await??;
+    };
+    let finished = strangler_cdc::run::kafka(&cfg, plan, source_shutdown, shutdown_signal).await?;
+    let mut exit = Exit::Ok;
+    for f in finished {
+        let line = match f {
+            strangler_cdc::run::Finished::Source { progress: p, check_differences } => {
+                if check_differences > 0 {
+                    eprintln!("snapshot check: {check_differences} sampled rows differ in the sinks (see the log; `strangler cdc verify` lists them all)");
+                    exit = Exit::Failed;
+                }
+                format!(
+                    "{}: snapshot {} rows, {} transactions, {} records published, slot confirmed at {}",
+                    cfg.slot, p.snapshot_rows, p.transactions, p.published, p.confirmed
+                )
+            }
+            strangler_cdc::run::Finished::Sink { name, consumed: c } => format!(
+                "sink {name}: {} messages, {} rows applied, {} skipped (already applied), {} dead letters",
+                c.messages, c.rows, c.skipped, c.dead_letters
+            ),
+        };
         if json {
             println!("{}", json!({ "done": line }));
         } else {
             println!("{line}");
         }
     }
-    Ok(Exit::Ok)
+    Ok(exit)
 }

@@ -459,11 +459,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         }
     };
     until("the initial snapshot", Duration::from_secs(120), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalog_items")
-            .fetch_one(&catalog)
-            .await
-            .unwrap_or(0)
-            == 2_000
+        catalog_service::count_items(&catalog).await.unwrap_or(0) == 2_000
     })
     .await?;
     note("snapshot done: 2,000 products in catalog_items (title → name, price_cents → price, no internal_notes); orders, items, payments, stock and customers in the orders database");
@@ -637,8 +633,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
     ));
     // …and flows back to the monolith's table.
     until("the reverse sync", Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, i64>("SELECT price_cents FROM products WHERE id = 42")
-            .fetch_one(&shop)
+        legacy_monolith::products::price_cents(&shop, 42)
             .await
             .unwrap_or(0)
             == 4242

@@ -452,11 +452,17 @@ rename = { name = "title", price = "price_cents" }
         .stderr(Stdio::from(log_file))
         .spawn()
         .expect("spawn reverse");
+    // Streaming has begun once the reverse sink stored its start position
+    // (after the slot's consistent point): a slot is already "active" while
+    // it is still being created, and an edit committed before its
+    // consistent point is, rightly, not streamed by a `never`-snapshot start.
     let started = eventually(Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'strangler_rev_catalog_back' AND active)")
-            .fetch_one(&dst)
-            .await
-            .unwrap_or(false)
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM strangler_cdc_offsets WHERE sink = 'catalog-back')",
+        )
+        .fetch_one(&src)
+        .await
+        .unwrap_or(false)
     })
     .await;
     assert!(started.is_some(), "{}", log());

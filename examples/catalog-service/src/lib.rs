@@ -22,6 +22,14 @@ use sqlx::{PgPool, Row};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The catalog's HTTP API.
+/// How many products the catalog holds (what the demo waits on after the
+/// snapshot).
+pub async fn count_items(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM catalog_items")
+        .fetch_one(pool)
+        .await
+}
+
 pub fn app(pool: PgPool) -> Router {
     Router::new()
         .route("/healthz", get(healthz))

@@ -2,7 +2,7 @@
 //! database, with the habits of a real monolith (noise in every body,
 //! `NULL` descriptions shown as `""`, internal columns beside public ones).
 
-mod products;
+pub mod products;
 pub mod seed;
 
 use axum::routing::get;

@@ -16,6 +16,15 @@ const COLUMNS: &str = "id, sku, title, description, price_cents, updated_at";
 
 /// A product as the API shows it. Legacy habit: a `NULL` description is
 /// shown as `""`.
+/// The price of product `id` in cents, as the monolith stores it (what the
+/// demo watches come back through reverse sync).
+pub async fn price_cents(pool: &PgPool, id: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT price_cents FROM products WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+}
+
 fn product(row: &PgRow) -> Result<Value, sqlx::Error> {
     Ok(json!({
         "id": row.try_get::<i64, _>("id")?,

@@ -15,6 +15,10 @@
 //! offset covers, a sink worker resumes from the offsets stored with its
 //! rows — so a retry neither loses nor applies twice.
 
+mod in_one_process;
+
+pub use in_one_process::{kafka, Finished, KafkaPlan, KafkaRunError};
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
