@@ -4,12 +4,10 @@
 //! by event under savepoints when the batch fails so only the bad event is
 //! set aside.
 
-use std::collections::HashMap;
-
 use sqlx::Connection;
 
 use super::dead_letters::dead_letter;
-use super::{db_err, mapping, Applied, Bookkeeping, Sink, SinkError};
+use super::{db_err, mapping, Applied, Bookkeeping, Position, Sink, SinkError};
 use crate::event::Record;
 use crate::lsn::Lsn;
 
@@ -49,64 +47,31 @@ impl Sink {
         Ok(applied)
     }
 
-    /// Applies records consumed from Kafka and stores each partition's next
-    /// offset with them; records below a stored offset were applied before
-    /// (a replay after a crash or a rebalance) and are skipped.
-    pub async fn apply_consumed(
+    /// Applies `records` (those of this sink's tables) and stores
+    /// `position` with them in one transaction.
+    pub async fn apply_with(
         &mut self,
-        records: &[(Record, String, i32, i64)],
+        records: &[&Record],
+        position: &dyn Position,
     ) -> Result<Applied, SinkError> {
-        let mut next: HashMap<(String, i32), i64> = HashMap::new();
-        let mut mine = Vec::new();
-        let mut skipped = 0;
-        for (r, topic, partition, offset) in records {
-            let stored = match self.kafka_offsets.get(&(topic.clone(), *partition)) {
-                Some(o) => *o,
-                None => {
-                    let o: Option<i64> = sqlx::query_scalar("SELECT next_offset FROM strangler_cdc_kafka_offsets WHERE sink = $1 AND topic = $2 AND partition = $3")
-                        .bind(&self.name)
-                        .bind(topic)
-                        .bind(partition)
-                        .fetch_optional(&mut self.conn)
-                        .await
-                        .map_err(|e| self.db(e))?;
-                    self.kafka_offsets
-                        .insert((topic.clone(), *partition), o.unwrap_or(0));
-                    o.unwrap_or(0)
-                }
-            };
-            if *offset < stored {
-                skipped += 1;
-                continue;
-            }
-            let n = next.entry((topic.clone(), *partition)).or_insert(0);
-            *n = (*n).max(offset + 1);
-            if self.tables.contains_key(&r.table) {
-                mine.push(r);
-            }
-        }
-        if next.is_empty() {
-            return Ok(Applied {
-                skipped,
-                ..Applied::default()
-            });
-        }
-        let offsets: Vec<(String, i32, i64)> =
-            next.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
-        let mut applied = self
-            .apply_inner(&mine, Bookkeeping::Kafka(offsets.clone()))
-            .await?;
-        for (t, p, o) in offsets {
-            self.kafka_offsets.insert((t, p), o);
-        }
-        applied.skipped = skipped;
-        Ok(applied)
+        let mine: Vec<&Record> = records
+            .iter()
+            .copied()
+            .filter(|r| self.tables.contains_key(&r.table))
+            .collect();
+        self.apply_inner(&mine, Bookkeeping::Other(position)).await
+    }
+
+    /// The sink's connection, for a transport reading its own stored
+    /// position (between batches, never inside one).
+    pub(crate) fn connection(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.conn
     }
 
     async fn apply_inner(
         &mut self,
         mine: &[&Record],
-        book: Bookkeeping,
+        book: Bookkeeping<'_>,
     ) -> Result<Applied, SinkError> {
         let mut applied = Applied::default();
         let mut tx = self.conn.begin().await.map_err(db_err(&self.name))?;
@@ -220,20 +185,11 @@ impl Sink {
                 self.position = through;
                 self.snapshot_done = snapshot_done;
             }
-            Bookkeeping::Kafka(offsets) => {
-                for (topic, partition, next) in offsets {
-                    sqlx::query(
-                        "INSERT INTO strangler_cdc_kafka_offsets (sink, topic, partition, next_offset, updated_at) VALUES ($1, $2, $3, $4, now()) \
-                         ON CONFLICT (sink, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()",
-                    )
-                    .bind(&self.name)
-                    .bind(topic)
-                    .bind(partition)
-                    .bind(next)
-                    .execute(&mut *tx)
+            Bookkeeping::Other(position) => {
+                position
+                    .store(&self.name, &mut tx)
                     .await
                     .map_err(db_err(&self.name))?;
-                }
                 tx.commit().await.map_err(db_err(&self.name))?;
             }
         }

@@ -75,19 +75,27 @@ pub struct Sink {
     /// Last applied commit position, as stored.
     position: Lsn,
     snapshot_done: bool,
-    /// Next offset per consumed topic partition (Kafka transport).
-    kafka_offsets: HashMap<(String, i32), i64>,
     /// Id of the newest dead letter seen.
     last_dead_letter: i64,
 }
 
 /// What is stored with the rows.
-enum Bookkeeping {
+enum Bookkeeping<'a> {
+    /// The source commit position (the embedded transport).
     Lsn {
         through: Lsn,
         snapshot_complete: bool,
     },
-    Kafka(Vec<(String, i32, i64)>),
+    /// A transport's own position ([`Position`]).
+    Other(&'a dyn Position),
+}
+
+/// A position a transport stores with the rows, in the same transaction
+/// (so a replay after a crash skips exactly what was applied): Kafka's
+/// next offset per partition, for example.
+#[async_trait::async_trait]
+pub trait Position: Send + Sync {
+    async fn store(&self, sink: &str, conn: &mut PgConnection) -> Result<(), sqlx::Error>;
 }
 
 const SETUP: &[&str] = &[
@@ -98,13 +106,6 @@ const SETUP: &[&str] = &[
         snapshot_done BOOLEAN NOT NULL DEFAULT false,
         updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         PRIMARY KEY (sink, slot))",
-    "CREATE TABLE IF NOT EXISTS strangler_cdc_kafka_offsets (
-        sink TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        partition INT NOT NULL,
-        next_offset BIGINT NOT NULL,
-        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-        PRIMARY KEY (sink, topic, partition))",
     "CREATE TABLE IF NOT EXISTS strangler_cdc_dead_letters (
         id BIGSERIAL PRIMARY KEY,
         sink TEXT NOT NULL,
@@ -208,7 +209,6 @@ impl Sink {
             tables,
             position,
             snapshot_done,
-            kafka_offsets: HashMap::new(),
             last_dead_letter,
         })
     }

@@ -119,6 +119,7 @@ pub async fn consume(
     consumer.subscribe(&refs)?;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut progress = Consumed::default();
+    let mut offsets = super::offsets::PartitionOffsets::default();
     loop {
         let first = tokio::select! {
             _ = &mut shutdown => break,
@@ -160,7 +161,7 @@ pub async fn consume(
             }
         }
         let before = sink.dead_letter_count();
-        let applied = sink.apply_consumed(&batch).await?;
+        let applied = offsets.apply(sink, &batch).await?;
         if applied.dead_letters > 0 {
             if let Some((producer, prefix)) = dlq {
                 for d in sink.dead_letters_since(before).await? {

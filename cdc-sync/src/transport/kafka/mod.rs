@@ -13,6 +13,7 @@
 //! rows through [`crate::sink::Sink::apply_consumed`]).
 
 mod consumer;
+mod offsets;
 mod producer;
 
 use rdkafka::error::KafkaError;
@@ -20,6 +21,7 @@ use rdkafka::error::KafkaError;
 use crate::sink::SinkError;
 
 pub use consumer::{consume, Consumed};
+pub use offsets::{ConsumedRecord, PartitionOffsets};
 pub use producer::{KafkaDestination, KafkaProducer};
 
 /// Errors of the Kafka transport.
