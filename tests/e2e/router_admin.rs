@@ -253,3 +253,38 @@ async fn metrics_count_what_happened() {
     assert_eq!(summary["routes"][0]["route"], "get-product");
     assert_eq!(summary["routes"][0]["stage"], "migrated");
 }
+
+/// The admin API shows a route's next promotion from the same engine as
+/// `strangler status`: the same gates, in the same state.
+#[tokio::test]
+async fn the_admin_api_and_the_board_show_the_same_gates() {
+    let (_legacy, _svc, h, p) = setup(None).await;
+    let c = client();
+    let r = c
+        .put(format!("{}/routes/get-product", p.admin))
+        .json(&serde_json::json!({ "stage": "shadow", "reason": "compare first" }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 200);
+    let view: Value = c
+        .get(format!("{}/routes/get-product", p.admin))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let gates = &view["promotion"]["gates"];
+    assert_eq!(gates[0]["name"], "shadow", "{view}");
+    assert_eq!(gates[0]["ok"], false, "no samples yet: {view}");
+    let (code, out, err) = cli(&["status", "--json"], &h.config_path());
+    assert_eq!(code, 0, "{err}");
+    let board: Value = serde_json::from_str(&out).expect("json");
+    let row = board["routes"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["route"] == "get-product"))
+        .cloned()
+        .expect("the route on the board");
+    assert_eq!(&row["gates"], gates, "board: {out}");
+}

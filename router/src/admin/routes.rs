@@ -103,13 +103,24 @@ pub(super) async fn show(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> Response {
-    match route_views(&state.shared)
+    let Some(view) = route_views(&state.shared)
         .into_iter()
         .find(|r| r.name == name)
-    {
-        Some(view) => Json(view).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no route {name:?}")),
-    }
+    else {
+        return error(StatusCode::NOT_FOUND, format!("no route {name:?}"));
+    };
+    // The next promotion as the one engine sees it (what `route promote`
+    // and `strangler status` show).
+    let config = state.shared.config.load_full();
+    let promotion = match crate::gates::evaluate_all(&config, &state.store).await {
+        Ok(reports) => reports.into_iter().find(|r| r.route == name).map(
+            |r| json!({ "verdict": r.verdict, "cdc_lag_bytes": r.cdc_lag_bytes, "gates": r.gates }),
+        ),
+        Err(e) => Some(json!({ "error": e.to_string() })),
+    };
+    let mut body = serde_json::to_value(&view).unwrap_or_default();
+    body["promotion"] = promotion.unwrap_or_default();
+    Json(body).into_response()
 }
 
 /// Body of `PUT /routes/{name}`.
