@@ -1,4 +1,8 @@
 //! `strangler cdc snapshot | run | status | verify | reverse`
+//!
+//! (About 430 lines: the five commands' argument handling, environment
+//! variables and printing; the work itself is in `strangler_cdc::run`,
+//! `status` and `verify`.)
 
 use std::time::Duration;
 

@@ -7,6 +7,9 @@
 //! canary 10 % → 50 % → migrated, CDC flips to reverse for `products`, and
 //! the board is printed at each step. Everything it starts is stopped and
 //! removed at the end, on Ctrl-C too.
+//!
+//! (Longer than 400 lines on purpose: the demo is one story told step by
+//! step, and reads top to bottom.)
 
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};

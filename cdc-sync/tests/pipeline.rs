@@ -1,5 +1,8 @@
 //! The pipeline on real PostgreSQL: a source database and a target database
 //! in a throw-away cluster with `wal_level = logical`.
+//!
+//! (Longer than 400 lines: one scenario per test on the same two databases
+//! and mapping; they share the fixtures here.)
 
 #![allow(clippy::unwrap_used)] // test code: a failed step is a failed test
 

@@ -1,5 +1,8 @@
 //! `strangler cdc` as a user runs it: killed with SIGKILL mid-stream and
 //! restarted, nothing is lost and nothing is applied twice in effect.
+//!
+//! (Longer than 400 lines: one scenario per test, each a whole CDC run
+//! through the binary; they share the process and database helpers here.)
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
