@@ -17,6 +17,16 @@ const SCHEMA: [&str; 2] = [
 
 const CONFIG: &str = "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.t\", \"public.edge\"]\n\n[cdc.transport]\nkind = \"embedded\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.t\"\n[[cdc.sinks.tables]]\nsource = \"public.edge\"\n";
 
+/// The two databases, each with [`SCHEMA`].
+async fn with_schema() -> crate::cdc::Databases {
+    let db = databases().await;
+    for sql in SCHEMA {
+        sqlx::query(sql).execute(&db.src).await.expect("ddl");
+        sqlx::query(sql).execute(&db.dst).await.expect("ddl");
+    }
+    db
+}
+
 /// Every row of `table` as text.
 async fn text_rows(pool: &sqlx::PgPool, table: &str) -> Vec<String> {
     sqlx::query_scalar(&format!("SELECT x::text FROM {table} x ORDER BY id"))
@@ -27,11 +37,7 @@ async fn text_rows(pool: &sqlx::PgPool, table: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn booleans_and_edge_values_arrive_identical_through_snapshot_and_stream() {
-    let db = databases().await;
-    for sql in SCHEMA {
-        sqlx::query(sql).execute(&db.src).await.expect("ddl");
-        sqlx::query(sql).execute(&db.dst).await.expect("ddl");
-    }
+    let db = with_schema().await;
     for sql in [
         "INSERT INTO t VALUES (1, true, '{x,y}', 12.34, '1 day 2 hours'), (2, false, null, null, null)",
         "INSERT INTO edge VALUES (1, '0001-01-01 BC', 'infinity', '-1 days', '{}', 'NaN', 'NaN'), \
@@ -101,11 +107,7 @@ async fn booleans_and_edge_values_arrive_identical_through_snapshot_and_stream()
 /// fails, the log says which rows, `cdc status` shows it.
 #[tokio::test]
 async fn the_check_after_the_snapshot_reports_a_sink_that_changed_rows() {
-    let db = databases().await;
-    for sql in SCHEMA {
-        sqlx::query(sql).execute(&db.src).await.expect("ddl");
-        sqlx::query(sql).execute(&db.dst).await.expect("ddl");
-    }
+    let db = with_schema().await;
     for sql in [
         "CREATE FUNCTION flip() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.b := NOT NEW.b; RETURN NEW; END $$",
         "CREATE TRIGGER flip BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION flip()",
