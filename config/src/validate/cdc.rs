@@ -1,0 +1,234 @@
+//! `[cdc]`: the source, the transport and its representation options,
+//! the sinks and their table mappings.
+
+use std::collections::HashSet;
+
+use toml::Spanned;
+
+use super::*;
+
+fn table(c: &mut Checker<'_>, t: &Spanned<String>, key: &str) -> TableName {
+    t.get_ref().parse().unwrap_or_else(|msg| {
+        c.err(t, key, msg);
+        TableName {
+            schema: String::new(),
+            table: String::new(),
+        }
+    })
+}
+
+pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
+    let s = &raw.source;
+    let snapshot = match &s.snapshot {
+        Some(v) => match v.get_ref().as_str() {
+            "initial" => SnapshotMode::Initial,
+            "never" => SnapshotMode::Never,
+            other => {
+                c.err(
+                    v,
+                    "cdc.source.snapshot",
+                    format!("unknown mode {other:?} (expected initial or never)"),
+                );
+                SnapshotMode::Initial
+            }
+        },
+        None => SnapshotMode::Initial,
+    };
+    let ident = |c: &mut Checker<'_>, v: &Option<Spanned<String>>, key: &str| -> String {
+        match v {
+            Some(n)
+                if n.get_ref().is_empty()
+                    || !n
+                        .get_ref()
+                        .chars()
+                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_') =>
+            {
+                c.err(
+                    n,
+                    key,
+                    "use lower-case letters, digits and '_' (PostgreSQL's rule for slot names)",
+                );
+                "strangler".to_string()
+            }
+            Some(n) => n.get_ref().clone(),
+            None => "strangler".to_string(),
+        }
+    };
+    let source = CdcSource {
+        url_env: s.url_env.get_ref().clone(),
+        slot: ident(c, &s.slot, "cdc.source.slot"),
+        publication: ident(c, &s.publication, "cdc.source.publication"),
+        tables: s
+            .tables
+            .iter()
+            .map(|t| table(c, t, "cdc.source.tables"))
+            .collect(),
+        snapshot,
+        verify_after_snapshot: match &s.verify_after_snapshot {
+            Some(n) => u32::try_from(*n.get_ref()).unwrap_or_else(|_| {
+                c.err(
+                    n,
+                    "cdc.source.verify_after_snapshot",
+                    "a number of rows from 0 (off) to 4294967295",
+                );
+                0
+            }),
+            None => 1000,
+        },
+    };
+    let t = &raw.transport;
+    let format = event_format(c, t);
+    let topic_prefix = t
+        .topic_prefix
+        .as_ref()
+        .map_or("strangler".to_string(), |p| p.get_ref().clone());
+    let transport = match t.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
+        Some((_, "kafka")) => match &t.brokers {
+            Some(b) => CdcTransport::Kafka {
+                brokers: b.get_ref().clone(),
+                topic_prefix,
+            },
+            None => {
+                c.err_at(
+                    t.kind.as_ref().map_or(0, |k| k.span().start),
+                    "cdc.transport.brokers",
+                    "kind = \"kafka\" needs brokers",
+                );
+                CdcTransport::Embedded { topic_prefix }
+            }
+        },
+        Some((_, "embedded")) | None => CdcTransport::Embedded { topic_prefix },
+        Some((k, other)) => {
+            c.err(
+                k,
+                "cdc.transport.kind",
+                format!("unknown transport {other:?} (expected kafka or embedded)"),
+            );
+            CdcTransport::Embedded { topic_prefix }
+        }
+    };
+    let mut names = HashSet::new();
+    let sinks = raw
+        .sinks
+        .iter()
+        .enumerate()
+        .map(|(i, sink)| {
+            if !names.insert(sink.name.get_ref().clone()) {
+                c.err(
+                    &sink.name,
+                    &format!("cdc.sinks[{i}].name"),
+                    "sink names are unique",
+                );
+            }
+            CdcSink {
+                name: sink.name.get_ref().clone(),
+                url_env: sink.url_env.get_ref().clone(),
+                reverse: sink.reverse,
+                tables: sink
+                    .tables
+                    .iter()
+                    .enumerate()
+                    .map(|(j, m)| {
+                        let key = format!("cdc.sinks[{i}].tables[{j}]");
+                        let source_t = table(c, &m.source, &format!("{key}.source"));
+                        if !sink.reverse && !source.tables.contains(&source_t) {
+                            c.err(
+                                &m.source,
+                                &format!("{key}.source"),
+                                format!("{} is not among cdc.source.tables", m.source.get_ref()),
+                            );
+                        }
+                        let target = match &m.target {
+                            Some(t) => table(c, t, &format!("{key}.target")),
+                            None => source_t.clone(),
+                        };
+                        TableMapping {
+                            source: source_t,
+                            target,
+                            rename: m.rename.clone(),
+                            exclude: m.exclude.clone(),
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    CdcConfig {
+        source,
+        transport,
+        format,
+        sinks,
+    }
+}
+
+/// Debezium's representation options of `[cdc.transport]`.
+fn event_format(c: &mut Checker<'_>, t: &RawCdcTransport) -> EventFormat {
+    fn pick<T: Copy + Default>(
+        c: &mut Checker<'_>,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        choices: &[(&str, T)],
+    ) -> T {
+        let Some(v) = v else { return T::default() };
+        match choices
+            .iter()
+            .find(|(name, _)| *name == v.get_ref().as_str())
+        {
+            Some((_, x)) => *x,
+            None => {
+                let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+                c.err(
+                    v,
+                    key,
+                    format!(
+                        "unknown mode {:?} (expected {})",
+                        v.get_ref(),
+                        names.join(" | ")
+                    ),
+                );
+                T::default()
+            }
+        }
+    }
+    EventFormat {
+        decimal: pick(
+            c,
+            &t.decimal_handling,
+            "cdc.transport.decimal_handling",
+            &[
+                ("precise", DecimalHandling::Precise),
+                ("string", DecimalHandling::String),
+                ("double", DecimalHandling::Double),
+            ],
+        ),
+        time: pick(
+            c,
+            &t.time_precision,
+            "cdc.transport.time_precision",
+            &[
+                ("adaptive", TimePrecision::Adaptive),
+                ("connect", TimePrecision::Connect),
+            ],
+        ),
+        interval: pick(
+            c,
+            &t.interval_handling,
+            "cdc.transport.interval_handling",
+            &[
+                ("numeric", IntervalHandling::Numeric),
+                ("string", IntervalHandling::String),
+            ],
+        ),
+        binary: pick(
+            c,
+            &t.binary_handling,
+            "cdc.transport.binary_handling",
+            &[
+                ("bytes", BinaryHandling::Bytes),
+                ("base64", BinaryHandling::Base64),
+                ("hex", BinaryHandling::Hex),
+            ],
+        ),
+        schemas: t.schemas_enable,
+    }
+}

@@ -1,0 +1,398 @@
+//! Raw → validated, collecting every error with its location.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::raw::*;
+use crate::validated::*;
+use crate::PathTemplate;
+
+const DEFAULT_STATE_URL: &str = "sqlite://.strangler/state.db";
+
+/// Collects errors for one file.
+struct Checker<'a> {
+    file: String,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn err_at(&mut self, offset: usize, key: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError::at(
+            &self.file,
+            self.text,
+            offset,
+            key,
+            message.into(),
+        ));
+    }
+
+    fn err<T>(&mut self, value: &Spanned<T>, key: &str, message: impl Into<String>) {
+        self.err_at(value.span().start, key, message);
+    }
+
+    /// A positive duration in milliseconds, or the default.
+    fn millis(&mut self, v: &Option<Spanned<u64>>, key: &str, default: u64) -> Duration {
+        match v {
+            Some(ms) if *ms.get_ref() == 0 => {
+                self.err(ms, key, "must be greater than 0");
+                Duration::from_millis(default)
+            }
+            Some(ms) => Duration::from_millis(*ms.get_ref()),
+            None => Duration::from_millis(default),
+        }
+    }
+
+    fn addr(&mut self, v: &Option<Spanned<String>>, key: &str, default: &str) -> SocketAddr {
+        let text = v.as_ref().map_or(default, |s| s.get_ref().as_str());
+        match text.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                let msg =
+                    format!("{text:?} is not an address of the form IP:PORT (e.g. 127.0.0.1:8080)");
+                match v {
+                    Some(s) => self.err(s, key, msg),
+                    None => self.err_at(0, key, msg),
+                }
+                fallback_addr()
+            }
+        }
+    }
+}
+
+fn fallback_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+pub(crate) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        let key = key_at(text, offset);
+        ConfigErrors::single(ConfigError::at(
+            &file,
+            text,
+            offset,
+            &key,
+            e.message().trim().to_string(),
+        ))
+    })?;
+    let mut c = Checker {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    let state = check_state(&mut c, &raw.state, &base_dir);
+    let proxy = check_proxy(&mut c, &raw.proxy);
+    let upstreams = check_upstreams(&mut c, &raw.upstreams);
+    let routes = check_routes(&mut c, &raw.routes, &upstreams);
+    let cdc = raw.cdc.as_ref().map(|cdc| check_cdc(&mut c, cdc));
+
+    if c.errors.is_empty() {
+        Ok(Config {
+            path: path.to_path_buf(),
+            state,
+            proxy,
+            upstreams,
+            routes,
+            cdc,
+        })
+    } else {
+        c.errors.sort_by_key(|e| (e.line, e.col));
+        Err(ConfigErrors(c.errors))
+    }
+}
+
+/// The dotted key at `offset`, from the nearest table header and the key on
+/// that line: `routes[1].stage`, `proxy.listen`.
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text
+        .get(line_start..)
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("");
+    let key_on_line = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.starts_with('['));
+    // The innermost table header before the offset, with array indexes.
+    let mut table = String::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for l in before.get(..line_start).unwrap_or("").lines() {
+        let l = l.trim();
+        if let Some(name) = l
+            .strip_prefix("[[")
+            .and_then(|r| r.split_once("]]"))
+            .map(|(n, _)| n.trim())
+        {
+            let n = counts.entry(name.to_string()).or_insert(0);
+            table = format!("{name}[{}]", *n);
+            *n += 1;
+            // Nested arrays restart the count of their children.
+            counts.retain(|k, _| !k.starts_with(&format!("{name}.")));
+        } else if let Some(name) = l
+            .strip_prefix('[')
+            .and_then(|r| r.split_once(']'))
+            .map(|(n, _)| n.trim())
+        {
+            table = name.to_string();
+        }
+    }
+    // `[routes.compare]` inside the second route reads `routes[1].compare`.
+    for (name, n) in &counts {
+        if let Some(rest) = table.strip_prefix(&format!("{name}.")) {
+            table = format!("{name}[{}].{rest}", n.saturating_sub(1));
+            break;
+        }
+    }
+    match (table.is_empty(), key_on_line) {
+        (true, Some(k)) => k,
+        (false, Some(k)) => format!("{table}.{k}"),
+        (_, None) => table,
+    }
+}
+
+fn check_state(c: &mut Checker<'_>, raw: &RawState, base_dir: &Path) -> StateConfig {
+    let poll_interval = c.millis(&raw.poll_interval_ms, "state.poll_interval_ms", 200);
+    let from_env = raw
+        .url_env
+        .as_ref()
+        .and_then(|v| std::env::var(v.get_ref()).ok());
+    let url = match (&from_env, &raw.url) {
+        (Some(url), _) => url.clone(),
+        (None, Some(u)) => u.get_ref().clone(),
+        (None, None) => DEFAULT_STATE_URL.to_string(),
+    };
+    let url = if let Some(file) = url.strip_prefix("sqlite://") {
+        let (file, query) = file.split_once('?').unwrap_or((file, ""));
+        let p = PathBuf::from(file);
+        let abs = if p.is_absolute() { p } else { base_dir.join(p) };
+        let query = if query.is_empty() {
+            "mode=rwc".to_string()
+        } else {
+            query.to_string()
+        };
+        format!("sqlite://{}?{query}", abs.display())
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        url
+    } else {
+        let msg = "must be sqlite://PATH or postgres://… (the state store is SQLite or PostgreSQL)";
+        match &raw.url {
+            Some(u) if from_env.is_none() => c.err(u, "state.url", msg),
+            _ => c.err_at(0, "state.url_env", format!("the variable's URL {msg}")),
+        }
+        url
+    };
+    StateConfig { url, poll_interval }
+}
+
+fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy) -> ProxyConfig {
+    let listen = c.addr(&raw.listen, "proxy.listen", "127.0.0.1:8080");
+    let admin = c.addr(&raw.admin, "proxy.admin", "127.0.0.1:9090");
+    if raw.admin.is_some() && raw.listen.is_some() && listen == admin {
+        if let Some(a) = &raw.admin {
+            c.err(a, "proxy.admin", "must differ from proxy.listen");
+        }
+    }
+    let override_header = raw.override_header.as_ref().map(|h| {
+        if !is_token(h.get_ref()) {
+            c.err(
+                h,
+                "proxy.override_header",
+                format!("{:?} is not a valid header name", h.get_ref()),
+            );
+        }
+        h.get_ref().to_ascii_lowercase()
+    });
+    let admin_token_env = raw.admin_token_env.as_ref().map(|v| {
+        if v.get_ref().is_empty() {
+            c.err(
+                v,
+                "proxy.admin_token_env",
+                "names an environment variable and cannot be empty",
+            );
+        }
+        v.get_ref().clone()
+    });
+    let positive = |c: &mut Checker<'_>, v: &Option<Spanned<u64>>, key: &str, default: u64| match v
+    {
+        Some(n) if *n.get_ref() == 0 => {
+            c.err(n, key, "must be greater than 0");
+            default
+        }
+        Some(n) => *n.get_ref(),
+        None => default,
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    ProxyConfig {
+        listen,
+        admin,
+        admin_token_env,
+        override_header,
+        max_shadow_body_bytes: positive(
+            c,
+            &raw.max_shadow_body_bytes,
+            "proxy.max_shadow_body_bytes",
+            1 << 20,
+        ),
+        max_shadow_inflight: positive(
+            c,
+            &raw.max_shadow_inflight,
+            "proxy.max_shadow_inflight",
+            256,
+        ),
+        threads: positive(c, &raw.threads, "proxy.threads", cpus) as usize,
+        access_log: raw.access_log.unwrap_or(true),
+        drain_timeout: Duration::from_secs(
+            raw.drain_timeout_secs.as_ref().map_or(10, |s| *s.get_ref()),
+        ),
+    }
+}
+
+fn check_upstreams(
+    c: &mut Checker<'_>,
+    raw: &BTreeMap<String, Spanned<RawUpstream>>,
+) -> BTreeMap<String, Upstream> {
+    let mut out = BTreeMap::new();
+    if !raw.contains_key(LEGACY) {
+        c.err_at(
+            0,
+            "upstreams.legacy",
+            "is required: it is the monolith, where every unmatched request goes",
+        );
+    }
+    for (name, up) in raw {
+        let key = |field: &str| format!("upstreams.{name}.{field}");
+        let up = up.get_ref();
+        let authority = match parse_http_url(up.url.get_ref()) {
+            Ok(v) => v,
+            Err(msg) => {
+                c.err(&up.url, &key("url"), msg);
+                String::new()
+            }
+        };
+        let health = up.health_path.as_ref().map(|p| {
+            if !p.get_ref().starts_with('/') {
+                c.err(p, &key("health_path"), "must start with '/'");
+            }
+            let threshold =
+                |c: &mut Checker<'_>, v: &Option<Spanned<u32>>, field: &str, d: u32| match v {
+                    Some(n) if *n.get_ref() == 0 => {
+                        c.err(n, &key(field), "must be at least 1");
+                        d
+                    }
+                    Some(n) => *n.get_ref(),
+                    None => d,
+                };
+            HealthCheck {
+                path: p.get_ref().clone(),
+                interval: c.millis(&up.health_interval_ms, &key("health_interval_ms"), 1000),
+                timeout: c.millis(&up.health_timeout_ms, &key("health_timeout_ms"), 500),
+                unhealthy_threshold: threshold(
+                    c,
+                    &up.unhealthy_threshold,
+                    "unhealthy_threshold",
+                    2,
+                ),
+                healthy_threshold: threshold(c, &up.healthy_threshold, "healthy_threshold", 1),
+            }
+        });
+        out.insert(
+            name.clone(),
+            Upstream {
+                name: name.clone(),
+                url: up.url.get_ref().clone(),
+                authority,
+                health,
+                connect_timeout: c.millis(&up.connect_timeout_ms, &key("connect_timeout_ms"), 1000),
+                read_timeout: c.millis(&up.read_timeout_ms, &key("read_timeout_ms"), 30_000),
+            },
+        );
+    }
+    out
+}
+
+/// `http://host:port[/]` → `host:port` (port 80 when absent; IPv6
+/// addresses in brackets: `[::1]:8080`).
+fn parse_http_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| match e {
+        url::ParseError::InvalidPort => {
+            format!("{text:?}: the part after ':' is not a port (1-65535)")
+        }
+        url::ParseError::RelativeUrlWithoutBase => {
+            format!("{text:?} must be an http:// URL (http://host:port)")
+        }
+        other => format!("{text:?}: {other}"),
+    })?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(format!(
+                "{text:?}: TLS upstreams are not supported by this build; use http://"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "{text:?} must be an http:// URL (http://host:port)"
+            ))
+        }
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?} must be http://host:port with no path"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{text:?}: credentials do not belong in an upstream URL"
+        ));
+    }
+    let host = match url.host() {
+        Some(url::Host::Ipv6(a)) => format!("[{a}]"),
+        Some(h) => h.to_string(),
+        None => return Err(format!("{text:?}: no host")),
+    };
+    Ok(format!("{host}:{}", url.port().unwrap_or(80)))
+}
+
+fn methods(c: &mut Checker<'_>, raw: &[Spanned<String>], key: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in raw {
+        let up = m.get_ref().to_ascii_uppercase();
+        if !is_token(&up) {
+            c.err(m, key, format!("{:?} is not an HTTP method", m.get_ref()));
+        } else if !out.contains(&up) {
+            out.push(up);
+        }
+    }
+    out
+}
+
+fn percent(c: &mut Checker<'_>, v: &Option<Spanned<f64>>, key: &str, default: f64) -> f64 {
+    match v {
+        Some(p) if !(0.0..=100.0).contains(p.get_ref()) => {
+            c.err(p, key, format!("{} is outside 0.0..=100.0", p.get_ref()));
+            default
+        }
+        Some(p) => *p.get_ref(),
+        None => default,
+    }
+}
+
+mod cdc;
+mod routes;
+
+use cdc::check_cdc;
+use routes::check_routes;
+
+#[cfg(test)]
+mod tests;
