@@ -151,7 +151,7 @@ async fn run_pipeline(
     } = opts;
     let plan = CheckPlan::new(&cfg.url, sinks, urls, Duration::from_secs(10));
     let specs = sink_specs(sinks, urls);
-    let store = StateStore::connect(&config.state.url).await.map_err(|e| tracing::warn!(error = %e, "state store unavailable; CDC status will not be shared")).ok();
+    let store = StateStore::connect(config.state.store_url().map_err(crate::UsageError)?).await.map_err(|e| tracing::warn!(error = %e, "state store unavailable; CDC status will not be shared")).ok();
     let status = StoreStatus::new(store, metrics.clone()).with_check(plan);
     // A spinner on a terminal (indicatif draws nothing elsewhere).
     let bar = if json {
@@ -396,7 +396,9 @@ async fn run_kafka(
         source: !sinks_only,
         workers: !source_only,
         start,
-        store: StateStore::connect(&config.state.url).await.ok(),
+        store: StateStore::connect(config.state.store_url().map_err(crate::UsageError)?)
+            .await
+            .ok(),
         metrics,
         check: Some(CheckPlan::new(
             &cfg.url,

@@ -30,6 +30,10 @@ pub enum Command {
     Status(StatusArgs),
     /// The whole example migration, locally, end to end.
     Demo(DemoArgs),
+    /// What a config file would do to the fleet, route by route (a CI step
+    /// for a config repository): exit 0 when every change would apply, 1
+    /// when something would be held, 2 on a bad file.
+    Plan(Common),
 }
 
 #[derive(Debug, Args)]
@@ -92,7 +96,8 @@ pub struct RouteArgs {
 pub enum RouteCommand {
     /// Every route: match, stage, percent, service.
     List,
-    /// Move a route to a stage (and percent).
+    /// Move a route to a stage (and percent): legacy is a rollback (held);
+    /// a step forward runs the promotion gates.
     Set {
         name: String,
         /// legacy | shadow | canary | migrated
@@ -104,6 +109,9 @@ pub enum RouteCommand {
         /// Why; written to the audit log.
         #[arg(long, default_value = "")]
         reason: String,
+        /// Move forward even though gates fail (needs --reason; audited).
+        #[arg(long)]
+        force: bool,
     },
     /// Move a route to its next stage/percent, if its gates pass.
     Promote {
@@ -117,14 +125,28 @@ pub enum RouteCommand {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Send a route straight back to legacy.
+    /// Send a route straight back to legacy and hold it there, on every
+    /// proxy and whatever any file says, until `route resume`.
     Rollback {
         name: String,
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Lift the hold a rollback put on a route; it then follows the fleet's
+    /// declared state through its gates.
+    Resume {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// The audit log of a route.
-    History { name: String },
+    History {
+        name: String,
+        /// Check the whole log's hash chain; exit 1 naming any edited or
+        /// deleted entry.
+        #[arg(long)]
+        verify: bool,
+    },
 }
 
 #[derive(Debug, Args)]

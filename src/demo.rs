@@ -350,7 +350,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
     ));
     let config_path: PathBuf = dir.path().join("strangler.toml");
     std::fs::write(&config_path, config_text(dir.path(), &ports))?;
-    let store = StateStore::connect(&Config::load(&config_path)?.state.url).await?;
+    let store = crate::open_store(&Config::load(&config_path)?).await?;
 
     say(&format!(
         "CDC: the monolith's tables into each service's own database ({})",
@@ -677,10 +677,10 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
     say("The board at the end");
     board(&config_path, &store).await?;
     let cfg = Config::load(&config_path)?;
-    let overrides = store.overrides().await?;
+    let rows = strangler_state::RouteStore::routes(&store).await?;
     let migrated = ["get-product", "list-products"].iter().all(|n| {
         cfg.route(n).is_some_and(|r| {
-            effective(r, overrides.iter().find(|o| o.route == *n)).stage == Stage::Migrated
+            effective(r, rows.iter().find(|o| o.route == *n)).stage == Stage::Migrated
         })
     });
     note(&format!("shadow report: {}", report_path.display()));

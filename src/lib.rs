@@ -6,6 +6,7 @@ pub mod cli;
 pub mod demo;
 pub mod init;
 mod output;
+pub mod plan;
 pub mod proxy;
 pub mod route;
 pub mod shadow;
@@ -27,6 +28,27 @@ impl From<Exit> for ExitCode {
     fn from(e: Exit) -> ExitCode {
         ExitCode::from(e as u8)
     }
+}
+
+/// A usage or configuration problem found while running (exit 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Connects to the config's state store; an unset `state.url_env`
+/// variable is a [`UsageError`].
+pub(crate) async fn open_store(
+    config: &strangler_config::Config,
+) -> anyhow::Result<strangler_state::StateStore> {
+    let url = config.state.store_url().map_err(UsageError)?;
+    Ok(strangler_state::StateStore::connect(url).await?)
 }
 
 /// Runs one command.
@@ -51,5 +73,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Cdc(args) => cdc::run(args),
         Command::Status(args) => status::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Plan(args) => plan::run(&args),
     }
 }

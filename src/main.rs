@@ -13,6 +13,10 @@ fn main() -> ExitCode {
     let cli = strangler::cli::Cli::parse();
     match strangler::run(cli) {
         Ok(code) => code.into(),
+        Err(e) if e.downcast_ref::<strangler::UsageError>().is_some() => {
+            eprintln!("error: {e:#}");
+            strangler::Exit::Usage.into()
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             strangler::Exit::Failed.into()

@@ -8,7 +8,12 @@ use crate::Exit;
 pub fn run(args: &Common) -> anyhow::Result<Exit> {
     match server::run(&args.config) {
         Ok(()) => Ok(Exit::Ok),
-        Err(e @ (StartError::Config(_) | StartError::MissingToken(_))) => {
+        Err(
+            e @ (StartError::Config(_)
+            | StartError::MissingToken(_)
+            | StartError::StateUrl(_)
+            | StartError::Tokens(_)),
+        ) => {
             eprintln!("{e}");
             Ok(Exit::Usage)
         }

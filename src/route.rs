@@ -1,13 +1,18 @@
-//! `strangler route list | set | rollback | history`
+//! `strangler route list | set | promote | rollback | resume | history`
 //!
 //! These talk to the state store directly (not to a proxy), so they work
 //! with no proxy running; every proxy sharing the store obeys within
-//! `state.poll_interval_ms`.
+//! `state.poll_interval_ms`. They act on the fleet's state of a route (the
+//! store's row), never on this copy of the file, and say so when the file
+//! differs from what the fleet runs.
 
 use serde_json::json;
 use strangler_config::{Config, Stage};
-use strangler_state::route_state::{check_target, effective, Origin};
-use strangler_state::store::{AuditEntry, StateStore};
+use strangler_router::gates::{self, PromoteError, Promotion, ResumeError, SetOutcome};
+use strangler_state::audit::{verify, AuditEntry};
+use strangler_state::route_state::{effective, Target};
+use strangler_state::route_store::{RouteStore, Who, FLEET_WINDOW_MS};
+use strangler_state::store::{now_ms, StateStore};
 
 use crate::cli::{Common, RouteArgs, RouteCommand};
 use crate::output::{percent, table};
@@ -25,14 +30,16 @@ pub fn run(args: RouteArgs) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = StateStore::connect(&config.state.url).await?;
+        let store = crate::open_store(&config).await?;
+        let common = &args.common;
         let exit = match args.command {
-            RouteCommand::List => list(&config, &store, &args.common).await?,
+            RouteCommand::List => list(&config, &store, common).await?,
             RouteCommand::Set {
                 name,
                 stage,
                 percent,
                 reason,
+                force,
             } => {
                 let stage = match stage.parse::<Stage>() {
                     Ok(s) => s,
@@ -41,14 +48,12 @@ pub fn run(args: RouteArgs) -> anyhow::Result<Exit> {
                         return Ok(Exit::Usage);
                     }
                 };
+                if force && reason.trim().is_empty() {
+                    eprintln!("error: --force needs --reason (it is written to the audit log)");
+                    return Ok(Exit::Usage);
+                }
                 set(
-                    &config,
-                    &store,
-                    &args.common,
-                    &name,
-                    stage,
-                    percent,
-                    &reason,
+                    &config, &store, common, &name, stage, percent, force, &reason,
                 )
                 .await?
             }
@@ -56,32 +61,27 @@ pub fn run(args: RouteArgs) -> anyhow::Result<Exit> {
                 set(
                     &config,
                     &store,
-                    &args.common,
+                    common,
                     &name,
                     Stage::Legacy,
                     None,
+                    false,
                     &reason,
                 )
                 .await?
             }
-            RouteCommand::History { name } => history(&config, &store, &args.common, &name).await?,
+            RouteCommand::Resume { name, reason } => {
+                resume(&config, &store, common, &name, &reason).await?
+            }
+            RouteCommand::History { name, verify } => {
+                history(&config, &store, common, &name, verify).await?
+            }
             RouteCommand::Promote {
                 name,
                 to,
                 force,
                 reason,
-            } => {
-                promote(
-                    &config,
-                    &store,
-                    &args.common,
-                    &name,
-                    to,
-                    force,
-                    reason.as_deref(),
-                )
-                .await?
-            }
+            } => promote(&config, &store, common, &name, to, force, reason.as_deref()).await?,
         };
         store.close().await;
         Ok(exit)
@@ -96,77 +96,96 @@ fn match_text(methods: &[String], path: &str) -> String {
     }
 }
 
-async fn list(config: &Config, store: &StateStore, args: &Common) -> anyhow::Result<Exit> {
-    let overrides = store.overrides().await?;
-    let stats = store.shadow_stats().await?;
-    let stage_of = |r: &strangler_config::Route| {
-        effective(r, overrides.iter().find(|o| o.route == r.name)).stage
-    };
-    let verdicts = strangler_shadow::report::summaries(config, stage_of, &stats, None);
-    let verdict_of = |name: &str| verdicts.iter().find(|v| v.route == name).map(|v| v.verdict);
-    let rows: Vec<_> = config
-        .routes
+/// Warns when this file is not what the fleet runs: the command acts on
+/// the fleet's state regardless.
+async fn compare_with_fleet(config: &Config, store: &StateStore) -> anyhow::Result<()> {
+    let fleet = store.proxies(now_ms() - FLEET_WINDOW_MS).await?;
+    let others: Vec<&str> = fleet
         .iter()
-        .map(|r| {
-            (
-                r,
-                effective(r, overrides.iter().find(|o| o.route == r.name)),
-            )
-        })
+        .filter(|p| p.revision != config.revision)
+        .map(|p| p.revision.as_str())
         .collect();
+    if !others.is_empty() {
+        let mut revs = others.clone();
+        revs.sort_unstable();
+        revs.dedup();
+        eprintln!(
+            "note: {} is revision {}, but the fleet runs {}; acting on the fleet's state of the route, not on this file",
+            config.path.display(),
+            config.revision,
+            revs.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn list(config: &Config, store: &StateStore, args: &Common) -> anyhow::Result<Exit> {
+    compare_with_fleet(config, store).await?;
+    let rows = store.routes().await?;
+    let row = |r: &strangler_config::Route| rows.iter().find(|o| o.route == r.name);
+    let stats = store.shadow_stats().await?;
+    let verdicts =
+        strangler_shadow::report::summaries(config, |r| effective(r, row(r)).stage, &stats, None);
+    let verdict_of = |name: &str| verdicts.iter().find(|v| v.route == name).map(|v| v.verdict);
     if args.json {
-        let list: Vec<_> = rows
+        let list: Vec<_> = config
+            .routes
             .iter()
-            .map(|(r, e)| {
+            .map(|r| {
+                let e = effective(r, row(r));
                 json!({
                     "name": r.name, "methods": r.methods, "path": r.path.as_str(), "service": r.service,
-                    "stage": e.stage, "percent": e.percent, "origin": e.origin, "shadow_verdict": verdict_of(&r.name),
+                    "declared": Target::declared(r),
+                    "stage": e.stage, "percent": e.percent, "origin": e.origin,
+                    "why": row(r).map(|l| l.explain()).unwrap_or_default(),
+                    "shadow_verdict": verdict_of(&r.name),
                 })
             })
             .collect();
-        println!("{}", json!({ "routes": list }));
-    } else {
-        let table_rows: Vec<Vec<String>> = rows
-            .iter()
-            .map(|(r, e)| {
-                vec![
-                    r.name.clone(),
-                    match_text(&r.methods, r.path.as_str()),
-                    format!(
-                        "{}{}",
-                        e.stage,
-                        if e.origin == Origin::Override {
-                            "*"
-                        } else {
-                            ""
-                        }
-                    ),
-                    if e.stage == Stage::Canary {
-                        percent(e.percent)
-                    } else {
-                        "-".into()
-                    },
-                    r.service.clone().unwrap_or_else(|| "-".into()),
-                    verdict_of(&r.name).filter(|v| v.samples > 0).map_or_else(
-                        || "-".into(),
-                        |v| format!("{} ({} samples)", v.status.label(), v.samples),
-                    ),
-                ]
-            })
-            .collect();
-        table(
-            &["NAME", "MATCH", "STAGE", "PERCENT", "SERVICE", "SHADOW"],
-            &table_rows,
-        );
-        if rows.iter().any(|(_, e)| e.origin == Origin::Override) {
-            println!("\n* set at run time (strangler route set / admin API); wins over the file until the file changes the route");
+        println!("{}", json!({ "revision": config.revision, "routes": list }));
+        return Ok(Exit::Ok);
+    }
+    let table_rows: Vec<Vec<String>> = config
+        .routes
+        .iter()
+        .map(|r| {
+            let e = effective(r, row(r));
+            vec![
+                r.name.clone(),
+                match_text(&r.methods, r.path.as_str()),
+                state_text(&Target::declared(r)),
+                state_text(&e.target()),
+                e.origin.as_str().to_string(),
+                r.service.clone().unwrap_or_else(|| "-".into()),
+                verdict_of(&r.name).filter(|v| v.samples > 0).map_or_else(
+                    || "-".into(),
+                    |v| format!("{} ({} samples)", v.status.label(), v.samples),
+                ),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "MATCH",
+            "DECLARED",
+            "EFFECTIVE",
+            "ORIGIN",
+            "SERVICE",
+            "SHADOW",
+        ],
+        &table_rows,
+    );
+    for r in &config.routes {
+        if let Some(why) = row(r).map(|l| l.explain()).filter(|w| !w.is_empty()) {
+            println!("  {}: {why}", r.name);
         }
     }
     Ok(Exit::Ok)
 }
 
 /// Who is making a change: `STRANGLER_ACTOR`, else `cli:USER@HOST`.
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     if let Ok(a) = std::env::var("STRANGLER_ACTOR") {
         if !a.is_empty() {
             return a;
@@ -185,6 +204,14 @@ fn actor() -> String {
     }
 }
 
+pub(crate) fn who(config: &Config, reason: &str) -> Who {
+    Who {
+        actor: actor(),
+        reason: reason.to_string(),
+        revision: config.revision.clone(),
+    }
+}
+
 pub(crate) fn unknown_route(config: &Config, name: &str) -> Exit {
     let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     eprintln!(
@@ -199,6 +226,26 @@ pub(crate) fn unknown_route(config: &Config, name: &str) -> Exit {
     Exit::Usage
 }
 
+fn print_entry(args: &Common, name: &str, entry: &AuditEntry, held: bool) -> anyhow::Result<()> {
+    if args.json {
+        println!("{}", serde_json::to_string(entry)?);
+    } else {
+        println!(
+            "{name}: {} → {}{} (audit #{})",
+            state_text(&entry.before),
+            state_text(&entry.after),
+            if held {
+                ", held until `route resume`"
+            } else {
+                ""
+            },
+            entry.id
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn set(
     config: &Config,
     store: &StateStore,
@@ -206,39 +253,80 @@ async fn set(
     name: &str,
     stage: Stage,
     pct: Option<f64>,
+    force: bool,
     reason: &str,
 ) -> anyhow::Result<Exit> {
-    let Some(route) = config.route(name) else {
+    if config.route(name).is_none() {
         return Ok(unknown_route(config, name));
-    };
-    let overrides = store.overrides().await?;
-    let current = effective(route, overrides.iter().find(|o| o.route == name));
-    let target = match check_target(route, stage, pct, current) {
-        Ok(t) => t,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            return Ok(Exit::Usage);
-        }
-    };
-    let entry = store.set_route(route, target, &actor(), reason).await?;
-    if args.json {
-        println!("{}", serde_json::to_string(&entry)?);
-    } else {
-        println!(
-            "{name}: {} → {} (audit #{})",
-            state_text(&entry.before),
-            state_text(&entry.after),
-            entry.id
-        );
+    }
+    compare_with_fleet(config, store).await?;
+    match gates::set(config, store, name, stage, pct, force, who(config, reason)).await {
+        Ok(SetOutcome::RolledBack(entry)) => print_entry(args, name, &entry, true)?,
+        Ok(SetOutcome::Moved(p)) => return promoted(args, name, p),
+        Err(e) => return promote_error(config, name, e),
     }
     Ok(Exit::Ok)
 }
 
-fn state_text(s: &strangler_state::store::StageState) -> String {
+fn promote_error(config: &Config, name: &str, e: PromoteError) -> anyhow::Result<Exit> {
+    match e {
+        PromoteError::UnknownRoute(_) => Ok(unknown_route(config, name)),
+        PromoteError::NoStep(msg) => {
+            eprintln!("error: {msg}");
+            Ok(Exit::Usage)
+        }
+        e @ PromoteError::Held { .. } => {
+            eprintln!("error: {e}");
+            Ok(Exit::Failed)
+        }
+        e => Err(e.into()),
+    }
+}
+
+fn state_text(s: &Target) -> String {
     if s.stage == Stage::Canary {
         format!("canary {}", percent(s.percent))
     } else {
         s.stage.to_string()
+    }
+}
+
+async fn resume(
+    config: &Config,
+    store: &StateStore,
+    args: &Common,
+    name: &str,
+    reason: &str,
+) -> anyhow::Result<Exit> {
+    compare_with_fleet(config, store).await?;
+    match gates::resume(config, store, name, who(config, reason)).await {
+        Ok(r) => {
+            if args.json {
+                println!(
+                    "{}",
+                    json!({ "route": name, "released": r.released, "then": r.then, "audit": r.next })
+                );
+            } else {
+                println!("{name}: hold lifted (audit #{})", r.released.id);
+                match (&r.next, r.then.is_held()) {
+                    (Some(e), false) => println!(
+                        "{name}: {} → {} as declared; gates passed (audit #{})",
+                        state_text(&e.before),
+                        state_text(&e.after),
+                        e.id
+                    ),
+                    (_, true) => println!("{name}: stays at legacy — {}", r.then.why()),
+                    (None, false) => println!("{name}: the fleet declares legacy; stays there"),
+                }
+            }
+            Ok(Exit::Ok)
+        }
+        Err(ResumeError::UnknownRoute(_)) => Ok(unknown_route(config, name)),
+        Err(e @ ResumeError::NotHeld(_)) => {
+            eprintln!("error: {e}");
+            Ok(Exit::Failed)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -247,13 +335,23 @@ async fn history(
     store: &StateStore,
     args: &Common,
     name: &str,
+    check: bool,
 ) -> anyhow::Result<Exit> {
     if config.route(name).is_none() {
         return Ok(unknown_route(config, name));
     }
-    let entries: Vec<AuditEntry> = store.history(name).await?;
+    let breaks = if check {
+        verify(&store.audit_log(None).await?)
+    } else {
+        Vec::new()
+    };
+    let entries = store.audit_log(Some(name)).await?;
     if args.json {
-        println!("{}", json!({ "route": name, "history": entries }));
+        let mut body = json!({ "route": name, "history": entries });
+        if check {
+            body["chain"] = json!({ "intact": breaks.is_empty(), "breaks": breaks });
+        }
+        println!("{body}");
     } else if entries.is_empty() {
         println!("{name}: no changes recorded");
     } else {
@@ -266,13 +364,37 @@ async fn history(
                     e.actor.clone(),
                     state_text(&e.before),
                     state_text(&e.after),
+                    revision_text(e),
                     e.reason.clone(),
                 ]
             })
             .collect();
-        table(&["ID", "AT", "ACTOR", "BEFORE", "AFTER", "REASON"], &rows);
+        table(
+            &["ID", "AT", "ACTOR", "BEFORE", "AFTER", "FILE", "REASON"],
+            &rows,
+        );
+    }
+    if check {
+        if breaks.is_empty() {
+            eprintln!("audit log verified: the hash chain is intact");
+        } else {
+            for b in &breaks {
+                eprintln!("audit log: {}", b.problem);
+            }
+            return Ok(Exit::Failed);
+        }
     }
     Ok(Exit::Ok)
+}
+
+/// The caller's file revision, and the fleet's when it differed.
+fn revision_text(e: &AuditEntry) -> String {
+    match (e.revision.as_str(), e.fleet_revision.as_str()) {
+        ("", _) => "-".into(),
+        (r, "") => r.to_string(),
+        (r, f) if f.split(',').any(|x| x == r) => r.to_string(),
+        (r, f) => format!("{r} (fleet {f})"),
+    }
 }
 
 /// `strangler route promote`: the next step, if every gate passes (or `--force`).
@@ -285,15 +407,16 @@ async fn promote(
     force: bool,
     reason: Option<&str>,
 ) -> anyhow::Result<Exit> {
-    use strangler_router::gates::{self, PromoteError, Promotion};
+    compare_with_fleet(config, store).await?;
     match gates::promote(config, store, name, to, force, reason, &actor()).await {
-        Err(PromoteError::UnknownRoute(_)) => Ok(unknown_route(config, name)),
-        Err(PromoteError::NoStep(msg)) => {
-            eprintln!("error: {msg}");
-            Ok(Exit::Usage)
-        }
-        Err(e) => Err(e.into()),
-        Ok(Promotion::Refused { to, gates }) => {
+        Ok(p) => promoted(args, name, p),
+        Err(e) => promote_error(config, name, e),
+    }
+}
+
+fn promoted(args: &Common, name: &str, p: Promotion) -> anyhow::Result<Exit> {
+    match p {
+        Promotion::Refused { to, gates } => {
             let to_text = state_text(&to);
             if args.json {
                 println!(
@@ -309,19 +432,14 @@ async fn promote(
             }
             Ok(Exit::Failed)
         }
-        Ok(Promotion::Promoted { entry, gates, .. }) => {
+        Promotion::Promoted { entry, gates, .. } => {
             if args.json {
                 println!(
                     "{}",
-                    json!({ "route": name, "promoted": true, "audit": entry, "gates": gates })
+                    json!({ "route": name, "promoted": true, "audit": entry, "gates": gates, "before": entry.before, "after": entry.after })
                 );
             } else {
-                println!(
-                    "{name}: {} → {} (audit #{})",
-                    state_text(&entry.before),
-                    state_text(&entry.after),
-                    entry.id
-                );
+                print_entry(args, name, &entry, false)?;
             }
             Ok(Exit::Ok)
         }

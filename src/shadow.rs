@@ -29,7 +29,7 @@ pub fn run(args: ShadowArgs) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = StateStore::connect(&config.state.url).await?;
+        let store = crate::open_store(&config).await?;
         let exit = match args.command {
             ShadowCommand::Report {
                 route,
@@ -59,10 +59,19 @@ pub fn run(args: ShadowArgs) -> anyhow::Result<Exit> {
                     return Ok(crate::route::unknown_route(&config, &name));
                 }
                 let had = store.reset_shadow(&name).await?;
-                println!(
-                    "{name}: shadow statistics {}",
-                    if had { "cleared" } else { "were already empty" }
-                );
+                if let Some(route) = config.route(&name) {
+                    let entry = strangler_router::gates::note(
+                        &store,
+                        route,
+                        crate::route::who(&config, "shadow reset: comparison statistics cleared"),
+                    )
+                    .await?;
+                    println!(
+                        "{name}: shadow statistics {} (audit #{})",
+                        if had { "cleared" } else { "were already empty" },
+                        entry.id
+                    );
+                }
                 Exit::Ok
             }
         };
@@ -77,8 +86,8 @@ async fn reports(
     thresholds: Option<(f64, u64)>,
 ) -> anyhow::Result<Vec<RouteReport>> {
     let stats = store.shadow_stats().await?;
-    let overrides = store.overrides().await?;
-    let stage_of = |r: &Route| effective(r, overrides.iter().find(|o| o.route == r.name)).stage;
+    let rows = strangler_state::RouteStore::routes(store).await?;
+    let stage_of = |r: &Route| effective(r, rows.iter().find(|o| o.route == r.name)).stage;
     Ok(summaries(config, stage_of, &stats, thresholds))
 }
 
@@ -211,10 +220,28 @@ async fn noise_cmd(
     }
     if accept && !suggestions.is_empty() {
         accept_suggestions(&config.path, name, &suggestions)?;
+        let rules: Vec<String> = suggestions
+            .iter()
+            .map(|s| format!("{} {:?}", s.rule, s.value))
+            .collect();
+        let entry = strangler_router::gates::note(
+            store,
+            route,
+            crate::route::who(
+                config,
+                &format!(
+                    "shadow noise --accept: {} written to {}",
+                    rules.join(", "),
+                    config.path.display()
+                ),
+            ),
+        )
+        .await?;
         if !args.json {
             println!(
-                "written to {} (running proxies reload it)",
-                config.path.display()
+                "written to {} (running proxies reload it; audit #{})",
+                config.path.display(),
+                entry.id
             );
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use strangler_config::{Config, Stage};
 use strangler_router::gates;
+use strangler_state::route_state::{Origin, Target};
 use strangler_state::store::StateStore;
 
 use crate::cli::StatusArgs;
@@ -19,6 +20,11 @@ pub struct Row {
     pub r#match: String,
     pub stage: Stage,
     pub percent: f64,
+    /// What the file declares, where the effective state comes from (file,
+    /// runtime, hold) and why it differs.
+    pub declared: Target,
+    pub origin: Origin,
+    pub why: String,
     pub service: Option<String>,
     pub shadow: Option<serde_json::Value>,
     /// Highest CDC lag (bytes) over the route's tables; `None` when not known.
@@ -48,6 +54,9 @@ pub async fn board(config: &Config, store: &StateStore) -> anyhow::Result<Vec<Ro
                 r#match: format!("{methods} {}", r.path),
                 stage: e.stage,
                 percent: e.percent,
+                declared: e.live.as_ref().map_or(Target::declared(r), |l| l.declared),
+                origin: e.current.origin,
+                why: e.live.as_ref().map(|l| l.explain()).unwrap_or_default(),
                 service: r.service.clone(),
                 shadow: e.verdict.map(|v| json!({"verdict": v.status.label(), "samples": v.samples, "bound": v.upper_bound})),
                 cdc_lag_bytes: e.cdc_lag_bytes,
@@ -77,11 +86,25 @@ pub fn render(rows: &[Row]) -> String {
     .map(|s| s.to_string())
     .collect()];
     for r in rows {
-        let stage = if r.stage == Stage::Canary {
+        let mut stage = if r.stage == Stage::Canary {
             format!("canary {}", percent(r.percent))
         } else {
             r.stage.to_string()
         };
+        match r.origin {
+            Origin::Hold => stage.push_str(" (HELD)"),
+            Origin::Runtime => stage.push_str(" (runtime)"),
+            Origin::File
+                if r.declared
+                    != (Target {
+                        stage: r.stage,
+                        percent: r.percent,
+                    }) =>
+            {
+                stage.push_str(" (gated)")
+            }
+            Origin::File => {}
+        }
         let shadow = r.shadow.as_ref().map_or("-".to_string(), |s| {
             format!(
                 "{} ({}, ≤{:.2}%)",
@@ -147,7 +170,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = StateStore::connect(&config.state.url).await?;
+        let store = crate::open_store(&config).await?;
         loop {
             let rows = board(&config, &store).await?;
             if args.common.json {

@@ -18,6 +18,7 @@ mod validated;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use template::{PathTemplate, Segment};
+pub use validate::revision;
 pub use validated::*;
 
 use std::path::Path;

@@ -38,11 +38,16 @@ pub struct RawState {
     /// `sqlite://.strangler/state.db`) or `postgres://…` for a fleet.
     pub url: Option<Spanned<String>>,
     /// Like `url`, but read from this environment variable (for URLs that
-    /// carry a password). Wins over `url` when the variable is set.
+    /// carry a password). When named, the variable must be set: a proxy or
+    /// command that needs the store refuses to run without it.
     pub url_env: Option<Spanned<String>>,
     /// How often a proxy looks for changes made by others, in milliseconds
     /// (default 200; a change reaches every proxy within this interval).
     pub poll_interval_ms: Option<Spanned<u64>>,
+    /// Where a proxy keeps the last route state it read from the store, to
+    /// start from while the store is down (default
+    /// `.strangler/route-cache.json` beside this file).
+    pub cache_file: Option<Spanned<String>>,
 }
 
 /// `[proxy]`
@@ -56,6 +61,10 @@ pub struct RawProxy {
     /// When this environment variable is set, the admin API requires
     /// `Authorization: Bearer <its value>`.
     pub admin_token_env: Option<Spanned<String>>,
+    /// Named admin credentials with roles (viewer, operator, approver), a
+    /// TOML file of `[[tokens]]` with `name`, `role` and `sha256` (the hex
+    /// SHA-256 of the bearer token). Relative to this file; reloaded with it.
+    pub admin_tokens_file: Option<Spanned<String>>,
     /// A request header with which a tester forces `legacy` or `service`
     /// for a matched route. Off when unset. Stripped before forwarding.
     pub override_header: Option<Spanned<String>>,

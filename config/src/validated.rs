@@ -17,6 +17,9 @@ pub const LEGACY: &str = "legacy";
 pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
+    /// The first 12 hex digits of the SHA-256 of the file's text: what a
+    /// proxy reports it runs, and what the audit log records.
+    pub revision: String,
     pub state: StateConfig,
     pub proxy: ProxyConfig,
     /// Every upstream by name, `legacy` included.
@@ -33,6 +36,19 @@ impl Config {
     }
 }
 
+impl StateConfig {
+    /// The store's URL, or why there is none: `state.url_env` names a
+    /// variable that is not set.
+    pub fn store_url(&self) -> Result<&str, String> {
+        match &self.missing_env {
+            Some(var) => Err(format!(
+                "state.url_env names {var}, which is not set (or empty): set it to the state store's URL (every proxy and the CLI of a fleet must share one store)"
+            )),
+            None => Ok(&self.url),
+        }
+    }
+}
+
 /// `[state]`, validated.
 #[derive(Debug, Clone)]
 pub struct StateConfig {
@@ -40,6 +56,13 @@ pub struct StateConfig {
     pub url: String,
     /// How often a proxy polls the store for changes made elsewhere.
     pub poll_interval: Duration,
+    /// The environment variable the URL came from, if any.
+    pub url_env: Option<String>,
+    /// `url_env` names a variable that is not set (or empty): `url` is not
+    /// to be used ([`StateConfig::store_url`] says so).
+    pub missing_env: Option<String>,
+    /// The proxy's cache of the last route state it read.
+    pub cache_file: PathBuf,
 }
 
 /// `[proxy]`, validated.
@@ -48,6 +71,8 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub admin_token_env: Option<String>,
+    /// Named credentials with roles (absolute path).
+    pub admin_tokens_file: Option<PathBuf>,
     /// Lower-cased header name.
     pub override_header: Option<String>,
     pub max_shadow_body_bytes: u64,
@@ -125,6 +150,13 @@ impl Stage {
 impl serde::Serialize for Stage {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Stage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -17,6 +17,7 @@ use crate::admin::{self, AdminState};
 use crate::health::HealthCheckers;
 use crate::runtime::Shared;
 use strangler_state::store::StateStore;
+use strangler_state::{RouteStore, StoreError};
 
 /// How often the config file is looked at for changes.
 const FILE_POLL: Duration = Duration::from_millis(500);
@@ -27,23 +28,25 @@ pub struct Control {
     pub config_path: PathBuf,
     /// Bound before the server starts, so a busy port fails the start.
     pub admin_listener: Mutex<Option<std::net::TcpListener>>,
-    pub admin_token: Option<String>,
+    pub credentials_slot: Mutex<Option<crate::admin::auth::Credentials>>,
 }
 
 #[async_trait]
 impl BackgroundService for Control {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let config = self.shared.config.load_full();
-        let store = loop {
-            match StateStore::connect(&config.state.url).await {
-                Ok(s) => break s,
-                Err(e) => {
-                    tracing::error!(error = %e, "state store unreachable; retrying in 1 s");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
+        // Connects on first use: the proxy serves (from its cache) and the
+        // admin API answers while the store is down.
+        let store = match config
+            .state
+            .store_url()
+            .map_err(|e| e.to_string())
+            .and_then(|u| StateStore::lazy(u).map_err(|e| e.to_string()))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the state store URL");
+                return;
             }
         };
         let listener = self
@@ -52,13 +55,20 @@ impl BackgroundService for Control {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
             .map(tokio::net::TcpListener::from_std);
+        let mut admin_state = None;
         match listener {
             Some(Ok(l)) => {
+                let credentials = self
+                    .credentials_slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
                 let state = Arc::new(AdminState {
                     shared: self.shared.clone(),
                     store: store.clone(),
-                    token: self.admin_token.clone(),
+                    credentials: std::sync::RwLock::new(credentials.map(Arc::new)),
                 });
+                admin_state = Some(state.clone());
                 let mut stop = shutdown.clone();
                 tokio::spawn(admin::run(l, state, async move {
                     let _ = stop.changed().await;
@@ -100,6 +110,10 @@ impl BackgroundService for Control {
             if reload {
                 if let Some(config) = self.reload() {
                     health.reconcile(&self.shared, &config);
+                    self.shared.reconcile_due.store(true, Ordering::Relaxed);
+                    if let Some(admin) = &admin_state {
+                        reload_credentials(admin, &config);
+                    }
                 }
             }
         }
@@ -119,8 +133,8 @@ impl Control {
                     ("state", old.state.url != new.state.url),
                     ("proxy.threads", old.proxy.threads != new.proxy.threads),
                     (
-                        "proxy.admin_token_env",
-                        old.proxy.admin_token_env != new.proxy.admin_token_env,
+                        "state.cache_file",
+                        old.state.cache_file != new.state.cache_file,
                     ),
                 ] {
                     if changed {
@@ -173,22 +187,78 @@ impl FileState {
     }
 }
 
-/// Follows changes made by other proxies and the CLI. While the store
-/// fails with a retryable error (unreachable, restarting) the proxy keeps
-/// serving the last known state and tries again with backoff, logging and
-/// counting every retry; a fatal error is logged and polling goes on at
-/// the normal pace.
+/// Reads the fleet's route rows and installs them (and the cache) when
+/// they changed.
+pub async fn refresh(shared: &Shared, store: &StateStore) -> Result<(), StoreError> {
+    let rows = store.routes().await?;
+    let cache = shared.config.load().state.cache_file.clone();
+    if shared.set_live(rows) {
+        if let Err(e) = crate::cache::write(&cache, &shared.live()) {
+            tracing::warn!(file = %cache.display(), error = %e, "cannot write the route-state cache");
+        }
+    }
+    Ok(())
+}
+
+/// Brings this proxy's file to the fleet (`gates::reconcile`): on start,
+/// after a reload, and while a declaration waits for its gates.
+async fn reconcile(shared: &Shared, store: &StateStore) -> Result<(), StoreError> {
+    let config = shared.config.load_full();
+    for u in crate::gates::reconcile::apply(&config, store).await? {
+        if let Some(e) = u.entry() {
+            tracing::warn!(route = %e.route, from = %e.before, to = %e.after, reason = %e.reason, "the file's declaration met the fleet");
+        }
+    }
+    Ok(())
+}
+
+/// Whether a route's declaration waits for its gates.
+fn waiting(shared: &Shared) -> bool {
+    shared
+        .live()
+        .iter()
+        .any(|l| l.origin == strangler_state::route_state::Origin::File && l.target() != l.declared)
+}
+
+/// This proxy's name in the fleet: host and admin port.
+fn proxy_id(shared: &Shared) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "proxy".into());
+    format!("{host}:{}", shared.config.load().proxy.admin.port())
+}
+
+/// Follows changes made by other proxies and the CLI, reconciles this
+/// proxy's file, and reports the revision it runs. While the store fails
+/// with a retryable error (unreachable, restarting) the proxy keeps
+/// serving the last known state (`/readyz` says degraded) and tries again
+/// with backoff, logging and counting every retry; a fatal error is logged
+/// and polling goes on at the normal pace.
 async fn poll_store(shared: Arc<Shared>, store: StateStore) {
     let mut last_version = None;
     let mut retries: Option<(u32, Box<dyn Iterator<Item = Duration> + Send>)> = None;
     let mut last_resolve = Instant::now();
+    let mut last_seen: Option<Instant> = None;
+    let mut last_retry_gates = Instant::now();
+    let mut first = true;
+    // Failed rounds since the store last answered.
+    let mut failures: Option<u32> = None;
     loop {
         let interval = shared.config.load().state.poll_interval;
         let wait = match retries.as_mut() {
             Some((_, delays)) => delays.next().unwrap_or(interval).max(interval),
             None => interval,
         };
-        tokio::time::sleep(wait).await;
+        if !first {
+            tokio::time::sleep(wait).await;
+        }
+        first = false;
         // Upstream names are resolved when a table is built: rebuild now and
         // then so DNS changes (a rescheduled pod) are picked up.
         if last_resolve.elapsed() > Duration::from_secs(30) {
@@ -197,21 +267,43 @@ async fn poll_store(shared: Arc<Shared>, store: StateStore) {
             shared.set_config(config);
         }
         let result = async {
+            if shared.reconcile_due.swap(false, Ordering::Relaxed)
+                || (waiting(&shared) && last_retry_gates.elapsed() > GATE_RETRY)
+            {
+                last_retry_gates = Instant::now();
+                if let Err(e) = reconcile(&shared, &store).await {
+                    shared.reconcile_due.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
             let v = store.version().await?;
             if last_version != Some(v) {
-                shared.set_overrides(store.overrides().await?);
+                refresh(&shared, &store).await?;
                 last_version = Some(v);
             }
-            Ok::<_, strangler_state::store::StoreError>(())
+            if last_seen.is_none_or(|t| t.elapsed() > SEEN_EVERY) {
+                let config = shared.config.load();
+                store
+                    .proxy_seen(&proxy_id(&shared), &config.revision)
+                    .await?;
+                last_seen = Some(Instant::now());
+            }
+            Ok::<_, StoreError>(())
         }
         .await;
         match result {
             Ok(()) => {
-                if let Some((n, _)) = retries.take() {
-                    tracing::info!(retries = n, "the state store answers again");
+                retries = None;
+                if let Some(n) = failures.take() {
+                    tracing::info!(failures = n, "the state store answers again");
+                }
+                if shared.degraded().is_some() {
+                    tracing::info!("the state store answers; route state caught up, ready");
+                    shared.set_degraded(None);
                 }
             }
             Err(e) if e.is_retryable() => {
+                *failures.get_or_insert(0) += 1;
                 let (n, _) =
                     retries.get_or_insert_with(|| (0, Box::new(strangler_state::retry::delays())));
                 *n += 1;
@@ -220,12 +312,39 @@ async fn poll_store(shared: Arc<Shared>, store: StateStore) {
                     .store_retries
                     .with_label_values(&["poll"])
                     .inc();
+                if shared.degraded().is_none() {
+                    shared.set_degraded(Some(format!(
+                        "state store unreachable ({e}); serving the last known route state"
+                    )));
+                }
                 tracing::warn!(error = %e, retry = *n, "cannot read the state store (retryable); serving the last known route state and trying again with backoff");
             }
             Err(e) => {
+                *failures.get_or_insert(0) += 1;
                 retries = None;
                 tracing::error!(error = %e, "cannot read the state store (not retryable); serving the last known route state");
             }
+        }
+    }
+}
+
+/// How often a proxy reports the revision it runs.
+const SEEN_EVERY: Duration = Duration::from_secs(5);
+/// How often a declaration held by its gates is tried again.
+const GATE_RETRY: Duration = Duration::from_secs(10);
+
+/// Reads the tokens file again after a reload.
+fn reload_credentials(admin: &AdminState, config: &Config) {
+    let env_token = config
+        .proxy
+        .admin_token_env
+        .as_ref()
+        .and_then(|v| std::env::var(v).ok())
+        .filter(|t| !t.is_empty());
+    match crate::admin::auth::Credentials::load(&config.proxy, env_token.as_deref()) {
+        Ok(c) => admin.set_credentials(c),
+        Err(e) => {
+            tracing::error!(error = %e, "admin credentials not reloaded; the previous ones stay")
         }
     }
 }
@@ -269,7 +388,7 @@ async fn rollback_loop(shared: Arc<Shared>, store: StateStore) {
         for route in canaries {
             // Only what happened since the route entered this stage counts.
             let changed = store
-                .history(&route.name)
+                .audit_log(Some(&route.name))
                 .await
                 .ok()
                 .and_then(|h| h.last().map(|e| e.at_ms))
@@ -286,18 +405,16 @@ async fn rollback_loop(shared: Arc<Shared>, store: StateStore) {
                 continue;
             };
             if let Some(reason) = crate::gates::should_roll_back(route, current, &counts) {
-                let target = strangler_state::route_state::Target {
-                    stage: strangler_config::Stage::Legacy,
-                    percent: 0.0,
+                let who = strangler_state::route_store::Who {
+                    actor: "router:auto-rollback".into(),
+                    reason: reason.clone(),
+                    revision: config.revision.clone(),
                 };
-                match store
-                    .set_route(route, target, "router:auto-rollback", &reason)
-                    .await
-                {
+                match crate::gates::rollback(&store, route, who).await {
                     Ok(_) => {
-                        tracing::warn!(route = %route.name, %reason, "rolled back");
-                        if let Ok(o) = store.overrides().await {
-                            shared.set_overrides(o);
+                        tracing::warn!(route = %route.name, %reason, "rolled back and held at legacy");
+                        if let Err(e) = refresh(&shared, &store).await {
+                            tracing::warn!(error = %e, "cannot read the route state back");
                         }
                     }
                     Err(e) => {

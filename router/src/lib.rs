@@ -6,12 +6,15 @@
 //! - [`table`]: the routing decision, a pure function ([`table::RouteTable::decide`]).
 //! - [`runtime`]: the immutable routing snapshot the data path reads.
 //! - [`proxy`]: the Pingora `ProxyHttp` impl that wires the decision in.
-//! - [`store`]: run-time overrides and the audit log (SQLite or PostgreSQL).
-//! - [`admin`], [`control`], [`health`]: the control plane.
+//! - [`gates`]: promotion gates, and how a file, a set, a rollback (a
+//!   hold) or a resume reaches the fleet's route state in the store.
+//! - [`admin`], [`control`], [`health`], [`cache`]: the control plane; the
+//!   cache keeps the last route state for a start while the store is down.
 //! - [`server::run`]: what `strangler proxy` calls.
 
 pub mod access_log;
 pub mod admin;
+pub mod cache;
 pub mod control;
 pub mod gates;
 pub mod health;

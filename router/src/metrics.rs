@@ -1,7 +1,8 @@
 //! Prometheus metrics of the router, served on the admin listener.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the router exports.
@@ -21,6 +22,11 @@ pub struct Metrics {
     pub shadow: IntCounterVec,
     /// `strangler_store_retries_total{operation}`
     pub store_retries: IntCounterVec,
+    /// `strangler_degraded`: 1 while the store is unreachable.
+    pub degraded: IntGauge,
+    /// `strangler_route_state{route,declared,effective,origin}`: the
+    /// effective percent, labelled with the file's stage and the origin.
+    pub route_state: IntGaugeVec,
 }
 
 impl Metrics {
@@ -86,8 +92,23 @@ impl Metrics {
             &["operation"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let degraded = IntGauge::new(
+            "strangler_degraded",
+            "1 while the state store is unreachable and the proxy serves its last known (or cached) route state.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let route_state = IntGaugeVec::new(
+            Opts::new(
+                "strangler_route_state",
+                "Per route: the effective percent on the service, labelled with the stage the file declares, the effective stage and where it comes from (file, runtime, hold).",
+            ),
+            &["route", "declared", "effective", "origin"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(degraded.clone()),
+            Box::new(route_state.clone()),
             Box::new(store_retries.clone()),
             Box::new(duration.clone()),
             Box::new(fallbacks.clone()),
@@ -108,6 +129,8 @@ impl Metrics {
             reloads,
             shadow,
             store_retries,
+            degraded,
+            route_state,
         }
     }
 

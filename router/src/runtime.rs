@@ -1,5 +1,5 @@
 //! The state the data path reads: an immutable [`Routing`] snapshot behind an
-//! `ArcSwap`, rebuilt whenever the config file or the stored overrides change.
+//! `ArcSwap`, rebuilt whenever the config file or the fleet's route rows change.
 //!
 //! Invariant: a request reads one snapshot for its whole life, so a change
 //! never splits a request between two tables; the next request sees it.
@@ -17,7 +17,7 @@ use strangler_config::{Config, LEGACY};
 use crate::metrics::Metrics;
 use crate::shadow::{RouteShadow, Shadower};
 use crate::table::{CompiledRoute, RouteTable, UpstreamId, LEGACY_ID};
-use strangler_state::route_state::{effective, Effective, Override};
+use strangler_state::route_state::{effective, Effective, LiveRoute};
 
 /// An upstream as the data path needs it.
 #[derive(Debug)]
@@ -60,13 +60,18 @@ impl Routing {
 pub struct Shared {
     pub routing: ArcSwap<Routing>,
     pub config: ArcSwap<Config>,
-    overrides: Mutex<Arc<Vec<Override>>>,
+    live: Mutex<Arc<Vec<LiveRoute>>>,
+    /// Why the proxy is not fully ready (the store unreachable, running
+    /// from its cache); `None` when it is.
+    degraded: Mutex<Option<String>>,
     health: Mutex<HashMap<String, Arc<AtomicBool>>>,
     pub metrics: Metrics,
     /// Requests being served (for draining on SIGTERM).
     pub inflight: AtomicI64,
     pub shadower: Arc<Shadower>,
     pub usage: crate::usage::Usage,
+    /// The file must be brought to the fleet (start, reload).
+    pub reconcile_due: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,49 +80,74 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(config: Config, overrides: Vec<Override>) -> Arc<Shared> {
+    pub fn new(config: Config, live: Vec<LiveRoute>) -> Arc<Shared> {
         let health = Mutex::new(HashMap::new());
         let metrics = Metrics::new();
-        let routing = build(&config, &overrides, &health, &metrics);
+        let routing = build(&config, &live, &health, &metrics);
         Arc::new(Shared {
             routing: ArcSwap::from_pointee(routing),
             config: ArcSwap::from_pointee(config),
-            overrides: Mutex::new(Arc::new(overrides)),
+            live: Mutex::new(Arc::new(live)),
+            degraded: Mutex::new(None),
             health,
             metrics,
             inflight: AtomicI64::new(0),
             shadower: Arc::new(Shadower::new()),
             usage: crate::usage::Usage::default(),
+            reconcile_due: AtomicBool::new(true),
         })
     }
 
     /// Installs a newly loaded config file.
     pub fn set_config(&self, config: Config) {
-        let overrides = lock(&self.overrides).clone();
+        let live = lock(&self.live).clone();
         // Build before publishing both so readers never see a mismatch for long.
-        let routing = build(&config, &overrides, &self.health, &self.metrics);
+        let routing = build(&config, &live, &self.health, &self.metrics);
         self.config.store(Arc::new(config));
         self.routing.store(Arc::new(routing));
     }
 
-    /// Installs the overrides just read from the store.
-    pub fn set_overrides(&self, overrides: Vec<Override>) {
-        let mut current = lock(&self.overrides);
-        if **current == overrides {
-            return;
+    /// Installs the route rows just read from the store (or the cache);
+    /// `true` when they differ from the ones installed.
+    pub fn set_live(&self, live: Vec<LiveRoute>) -> bool {
+        let mut current = lock(&self.live);
+        if **current == live {
+            return false;
         }
-        *current = Arc::new(overrides);
+        *current = Arc::new(live);
         let config = self.config.load();
         let routing = build(&config, &current, &self.health, &self.metrics);
         self.routing.store(Arc::new(routing));
+        true
+    }
+
+    /// The route rows installed.
+    pub fn live(&self) -> Arc<Vec<LiveRoute>> {
+        lock(&self.live).clone()
+    }
+
+    /// The stored row of route `name`, if any.
+    pub fn live_route(&self, name: &str) -> Option<LiveRoute> {
+        lock(&self.live).iter().find(|l| l.route == name).cloned()
+    }
+
+    /// Marks the proxy degraded (with why) or ready (`None`).
+    pub fn set_degraded(&self, why: Option<String>) {
+        self.metrics.degraded.set(i64::from(why.is_some()));
+        *lock(&self.degraded) = why;
+    }
+
+    /// Why the proxy is degraded, if it is.
+    pub fn degraded(&self) -> Option<String> {
+        lock(&self.degraded).clone()
     }
 
     /// The effective state of the route called `name`.
     pub fn effective(&self, name: &str) -> Option<Effective> {
         let config = self.config.load();
         let route = config.route(name)?;
-        let overrides = lock(&self.overrides).clone();
-        Some(effective(route, overrides.iter().find(|o| o.route == name)))
+        let live = lock(&self.live).clone();
+        Some(effective(route, live.iter().find(|o| o.route == name)))
     }
 
     /// The health flag of upstream `name` (created up).
@@ -142,7 +172,7 @@ fn health_flag(
 
 fn build(
     config: &Config,
-    overrides: &[Override],
+    live: &[LiveRoute],
     health: &Mutex<HashMap<String, Arc<AtomicBool>>>,
     metrics: &Metrics,
 ) -> Routing {
@@ -180,7 +210,7 @@ fn build(
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let ov = overrides.iter().find(|o| o.route == r.name);
+            let ov = live.iter().find(|o| o.route == r.name);
             let shadow = RouteShadow {
                 rules: Arc::new(strangler_shadow::Rules::new(&r.compare)),
                 percent: r.shadow_percent,
@@ -197,6 +227,24 @@ fn build(
             )
         })
         .collect();
+    metrics.route_state.reset();
+    for r in &config.routes {
+        let e = effective(r, live.iter().find(|o| o.route == r.name));
+        let percent = match e.stage {
+            strangler_config::Stage::Migrated => 100,
+            strangler_config::Stage::Canary => e.percent.round() as i64,
+            _ => 0,
+        };
+        metrics
+            .route_state
+            .with_label_values(&[
+                r.name.as_str(),
+                r.stage.as_str(),
+                e.stage.as_str(),
+                e.origin.as_str(),
+            ])
+            .set(percent);
+    }
     Routing {
         table: RouteTable::new(routes),
         upstreams,

@@ -11,7 +11,12 @@ use strangler_config::Config;
 use crate::control::Control;
 use crate::proxy::RouterProxy;
 use crate::runtime::Shared;
+use strangler_state::route_state::LiveRoute;
 use strangler_state::store::StateStore;
+use strangler_state::RouteStore;
+
+/// How long a starting proxy waits for the store before using its cache.
+const START_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +28,10 @@ pub enum StartError {
     MissingToken(String),
     #[error(transparent)]
     Store(#[from] strangler_state::store::StoreError),
+    #[error("{0}")]
+    Tokens(String),
+    #[error("{0}")]
+    StateUrl(String),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -43,16 +52,14 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         },
         None => None,
     };
-    // Read the stored route state before serving the first request.
-    let overrides = tokio::runtime::Builder::new_current_thread()
+    let credentials = crate::admin::auth::Credentials::load(&config.proxy, admin_token.as_deref())
+        .map_err(StartError::Tokens)?;
+    // Read the fleet's route state before serving the first request; the
+    // local cache when the store cannot be reached.
+    let (live, degraded) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(async {
-            let store = StateStore::connect(&config.state.url).await?;
-            let o = store.overrides().await;
-            store.close().await;
-            o
-        })?;
+        .block_on(initial_state(&config))?;
     let admin =
         std::net::TcpListener::bind(config.proxy.admin).map_err(|source| StartError::Bind {
             what: "proxy.admin",
@@ -77,7 +84,8 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
-    let shared = Shared::new(config, overrides);
+    let shared = Shared::new(config, live);
+    shared.set_degraded(degraded);
     tracing::info!(%listen, admin = %shared.config.load().proxy.admin, routes = shared.config.load().routes.len(), "strangler router starting");
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -94,11 +102,48 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
             shared,
             config_path: config_path.to_path_buf(),
             admin_listener: Mutex::new(Some(admin)),
-            admin_token,
+            credentials_slot: Mutex::new(credentials),
         },
     );
     server.add_service(proxy);
     server.add_service(control);
     server.run(RunArgs::default());
     Ok(())
+}
+
+/// The route rows to start with, and why the proxy is degraded if it is.
+async fn initial_state(config: &Config) -> Result<(Vec<LiveRoute>, Option<String>), StartError> {
+    let store = StateStore::lazy(config.state.store_url().map_err(StartError::StateUrl)?)?;
+    let cache_file = &config.state.cache_file;
+    let read = tokio::time::timeout(START_STORE_TIMEOUT, store.routes()).await;
+    store.close().await;
+    let error = match read {
+        Ok(Ok(rows)) => {
+            if let Err(e) = crate::cache::write(cache_file, &rows) {
+                tracing::warn!(file = %cache_file.display(), error = %e, "cannot write the route-state cache");
+            }
+            return Ok((rows, None));
+        }
+        Ok(Err(e)) if !e.is_retryable() => return Err(e.into()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {} s", START_STORE_TIMEOUT.as_secs()),
+    };
+    match crate::cache::read(cache_file) {
+        Ok((rows, saved_at_ms)) => {
+            let why = format!(
+                "state store unreachable ({error}); serving the route state cached at {} ({} s old) until it answers",
+                cache_file.display(),
+                (strangler_state::store::now_ms() - saved_at_ms) / 1000
+            );
+            tracing::error!("{why}");
+            Ok((rows, Some(why)))
+        }
+        Err(cache) => {
+            let why = format!(
+                "state store unreachable ({error}) and no route-state cache ({cache}); serving the stages the file declares until the store answers"
+            );
+            tracing::error!("{why}");
+            Ok((Vec::new(), Some(why)))
+        }
+    }
 }

@@ -12,6 +12,7 @@ mod example_shadow;
 mod router_admin;
 mod router_config;
 mod router_fallback;
+mod router_fleet;
 mod router_promote;
 mod router_routing;
 mod router_shadow;

@@ -114,7 +114,28 @@ async fn put_route_validates_and_applies() {
         (b["route"]["stage"].as_str(), b["route"]["percent"].as_f64()),
         (Some("canary"), Some(25.0))
     );
-    assert_eq!(b["route"]["origin"], "override");
+    assert_eq!(b["route"]["origin"], "runtime");
+    assert_eq!(b["route"]["declared"]["stage"], "migrated");
+    // A step forward runs the promotion gates: nothing was shadowed.
+    let (s, b) = put(json!({"stage": "canary", "percent": 50})).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["gates"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g["name"] == "shadow" && g["ok"] == false)),
+        "{b}"
+    );
+    let (s, b) = put(json!({"stage": "canary", "percent": 50, "force": true})).await;
+    assert_eq!(s, 422, "a forced move needs a reason: {b}");
+    let (s, b) =
+        put(json!({"stage": "canary", "percent": 50, "force": true, "reason": "hotfix"})).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b["audit"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("FORCED past failed gates (shadow")),
+        "{b}"
+    );
     let r = c
         .put(format!("{}/routes/nope", p.admin))
         .json(&json!({"stage": "legacy"}))
@@ -131,7 +152,7 @@ async fn put_route_validates_and_applies() {
         .await
         .expect("json");
     assert_eq!(list["routes"][0]["name"], "get-product");
-    assert_eq!(list["routes"][0]["percent"], 25.0);
+    assert_eq!(list["routes"][0]["percent"], 50.0);
 }
 
 #[tokio::test]

@@ -88,6 +88,9 @@ async fn a_failing_canary_is_rolled_back_by_the_router() {
             "canary",
             "--percent",
             "50",
+            "--force",
+            "--reason",
+            "no shadow phase for this test",
         ],
         &path,
     );
@@ -104,7 +107,9 @@ async fn a_failing_canary_is_rolled_back_by_the_router() {
     }
     let rolled = eventually(Duration::from_secs(15), || async {
         let (_, out, _) = cli(&["route", "list", "--json"], &path);
-        serde_json::from_str::<Value>(&out).is_ok_and(|v| v["routes"][0]["stage"] == "legacy")
+        serde_json::from_str::<Value>(&out).is_ok_and(|v| {
+            v["routes"][0]["stage"] == "legacy" && v["routes"][0]["origin"] == "hold"
+        })
     })
     .await;
     assert!(

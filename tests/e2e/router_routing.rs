@@ -200,7 +200,7 @@ async fn raising_the_percent_moves_no_user_back() {
         async move {
             let r = c
                 .put(format!("{admin}/routes/canary"))
-                .json(&serde_json::json!({"stage": "canary", "percent": percent, "reason": "e2e"}))
+                .json(&serde_json::json!({"stage": "canary", "percent": percent, "reason": "e2e", "force": true}))
                 .send()
                 .await
                 .expect("admin");

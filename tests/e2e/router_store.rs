@@ -61,19 +61,32 @@ async fn two_proxies_sharing_postgres_obey_a_rollback_within_a_second() {
         "the other proxy did not obey the rollback within 1 s"
     );
 
-    // The CLI changes the shared store; both proxies follow.
+    // The rollback holds: a set is refused until the hold is lifted.
+    let set_migrated = [
+        "route",
+        "set",
+        "get-product",
+        "--stage",
+        "migrated",
+        "--force",
+        "--reason",
+        "fixed",
+    ];
+    let (code, _, err) = cli(&set_migrated, &ha.config_path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("on hold since a rollback"), "{err}");
     let (code, out, err) = cli(
-        &[
-            "route",
-            "set",
-            "get-product",
-            "--stage",
-            "migrated",
-            "--reason",
-            "fixed",
-        ],
+        &["route", "resume", "get-product", "--reason", "fixed"],
         &ha.config_path(),
     );
+    assert_eq!(code, 0, "{out}{err}");
+    // Back toward migrated only through the gates: nothing was shadowed.
+    assert!(
+        out.contains("stays at legacy") && out.contains("gate shadow NOT READY"),
+        "{out}"
+    );
+    // The CLI changes the shared store; both proxies follow.
+    let (code, out, err) = cli(&set_migrated, &ha.config_path());
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("legacy → migrated"), "{out}");
     for p in [&a, &b] {
@@ -93,8 +106,11 @@ async fn two_proxies_sharing_postgres_obey_a_rollback_within_a_second() {
         .expect("array")
         .iter()
         .filter_map(|e| e["actor"].as_str())
+        .map(|a| if a.starts_with("file:") { "file" } else { a })
         .collect();
-    assert_eq!(actors, ["admin-api", "e2e-test"]);
+    // The rollback, the resume, the fleet's file held by the shadow gate,
+    // and the forced move.
+    assert_eq!(actors, ["admin-api", "e2e-test", "file", "e2e-test"]);
 }
 
 #[tokio::test]
@@ -148,7 +164,7 @@ async fn route_cli_lists_sets_and_refuses_bad_input() {
             list["routes"][0]["stage"].as_str(),
             list["routes"][0]["origin"].as_str()
         ),
-        (Some("canary"), Some("override"))
+        (Some("canary"), Some("runtime"))
     );
 
     // A proxy started now reads the stored stage before its first request.

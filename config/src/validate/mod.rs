@@ -90,7 +90,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
 
     let state = check_state(&mut c, &raw.state, &base_dir);
-    let proxy = check_proxy(&mut c, &raw.proxy);
+    let proxy = check_proxy(&mut c, &raw.proxy, &base_dir);
     let upstreams = check_upstreams(&mut c, &raw.upstreams);
     let routes = check_routes(&mut c, &raw.routes, &upstreams);
     let cdc = raw.cdc.as_ref().map(|cdc| check_cdc(&mut c, cdc));
@@ -98,6 +98,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
     if c.errors.is_empty() {
         Ok(Config {
             path: path.to_path_buf(),
+            revision: revision(text),
             state,
             proxy,
             upstreams,
@@ -163,12 +164,33 @@ fn key_at(text: &str, offset: usize) -> String {
     }
 }
 
+/// The first 12 hex digits of the SHA-256 of `text`.
+pub fn revision(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn check_state(c: &mut Checker<'_>, raw: &RawState, base_dir: &Path) -> StateConfig {
     let poll_interval = c.millis(&raw.poll_interval_ms, "state.poll_interval_ms", 200);
+    // A variable that is named but unset must stop whatever needs the
+    // store (never a silent local SQLite file: that would split the
+    // fleet); the file itself stays valid, so `strangler check` passes
+    // where the secret is not set.
+    let mut missing_env = None;
     let from_env = raw
         .url_env
         .as_ref()
-        .and_then(|v| std::env::var(v.get_ref()).ok());
+        .and_then(|v| match std::env::var(v.get_ref()) {
+            Ok(url) if !url.trim().is_empty() => Some(url),
+            _ => {
+                missing_env = Some(v.get_ref().clone());
+                None
+            }
+        });
     let url = match (&from_env, &raw.url) {
         (Some(url), _) => url.clone(),
         (None, Some(u)) => u.get_ref().clone(),
@@ -189,15 +211,25 @@ fn check_state(c: &mut Checker<'_>, raw: &RawState, base_dir: &Path) -> StateCon
     } else {
         let msg = "must be sqlite://PATH or postgres://… (the state store is SQLite or PostgreSQL)";
         match &raw.url {
-            Some(u) if from_env.is_none() => c.err(u, "state.url", msg),
+            Some(u) if from_env.is_none() && missing_env.is_none() => c.err(u, "state.url", msg),
             _ => c.err_at(0, "state.url_env", format!("the variable's URL {msg}")),
         }
         url
     };
-    StateConfig { url, poll_interval }
+    let cache_file = raw.cache_file.as_ref().map_or_else(
+        || base_dir.join(".strangler/route-cache.json"),
+        |p| base_dir.join(p.get_ref()),
+    );
+    StateConfig {
+        url,
+        poll_interval,
+        url_env: raw.url_env.as_ref().map(|v| v.get_ref().clone()),
+        missing_env,
+        cache_file,
+    }
 }
 
-fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy) -> ProxyConfig {
+fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy, base_dir: &Path) -> ProxyConfig {
     let listen = c.addr(&raw.listen, "proxy.listen", "127.0.0.1:8080");
     let admin = c.addr(&raw.admin, "proxy.admin", "127.0.0.1:9090");
     if raw.admin.is_some() && raw.listen.is_some() && listen == admin {
@@ -235,10 +267,22 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy) -> ProxyConfig {
         None => default,
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let admin_tokens_file = raw.admin_tokens_file.as_ref().map(|p| {
+        let path = base_dir.join(p.get_ref());
+        if !path.is_file() {
+            c.err(
+                p,
+                "proxy.admin_tokens_file",
+                format!("{} is not a readable file", path.display()),
+            );
+        }
+        path
+    });
     ProxyConfig {
         listen,
         admin,
         admin_token_env,
+        admin_tokens_file,
         override_header,
         max_shadow_body_bytes: positive(
             c,

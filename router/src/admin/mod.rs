@@ -2,16 +2,22 @@
 //!
 //! | method, path                     | does                                   |
 //! |----------------------------------|----------------------------------------|
-//! | `GET /healthz`                   | 200 while the router serves (no token) |
-//! | `GET /metrics`                   | Prometheus text                        |
-//! | `GET /routes`, `GET /routes/{n}` | stages, percents, counters             |
-//! | `PUT /routes/{n}`                | `{"stage", "percent", "reason"}`       |
-//! | `POST /routes/{n}/rollback`      | to legacy, now                         |
-//! | `GET /shadow/summary`            | 501 until the shadow comparator lands  |
+//! | method, path                     | does                                   | role     |
+//! |----------------------------------|----------------------------------------|----------|
+//! | `GET /healthz`, `GET /livez`     | 200 while the process serves           | none     |
+//! | `GET /readyz`                    | 200, or 503 with why when degraded     | none     |
+//! | `GET /metrics`                   | Prometheus text                        | viewer   |
+//! | `GET /routes`, `GET /routes/{n}` | declared, effective, origin, why, gates| viewer   |
+//! | `PUT /routes/{n}`                | `{"stage", "percent", "reason", "force"}`; a step forward runs the gates (409 when one fails) | operator (force: approver) |
+//! | `POST /routes/{n}/rollback`      | to legacy and hold                     | operator |
+//! | `POST /routes/{n}/resume`        | lift the hold (`{"reason"}`)           | operator |
+//! | `GET /shadow/summary`            | per-route comparison counts, verdicts  | viewer   |
 //!
-//! When `proxy.admin_token_env` is set, every endpoint but `/healthz`
-//! requires `Authorization: Bearer <token>` (401 otherwise).
+//! With credentials configured (`auth.rs`) every endpoint but the health
+//! checks needs `Authorization: Bearer <token>` (401 without, 403 when the
+//! token's role is too low); the audit log records the token's name.
 
+pub mod auth;
 mod routes;
 
 use std::future::Future;
@@ -26,6 +32,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::runtime::Shared;
+use auth::{Credentials, Identity, Role};
 use strangler_state::store::StateStore;
 
 pub use routes::{route_views, RouteView};
@@ -34,8 +41,25 @@ pub use routes::{route_views, RouteView};
 pub struct AdminState {
     pub shared: Arc<Shared>,
     pub store: StateStore,
-    /// The bearer token, when one is required.
-    pub token: Option<String>,
+    /// `None`: the API is open.
+    pub credentials: std::sync::RwLock<Option<Arc<Credentials>>>,
+}
+
+impl AdminState {
+    fn credentials(&self) -> Option<Arc<Credentials>> {
+        self.credentials
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Installs credentials read again (on reload).
+    pub fn set_credentials(&self, c: Option<Credentials>) {
+        *self
+            .credentials
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = c.map(Arc::new);
+    }
 }
 
 /// The admin API's router.
@@ -45,10 +69,13 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/routes", get(routes::list))
         .route("/routes/{name}", get(routes::show).put(routes::set))
         .route("/routes/{name}/rollback", post(routes::rollback))
+        .route("/routes/{name}/resume", post(routes::resume))
         .route("/shadow/summary", get(shadow_summary))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .merge(protected)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .with_state(state)
@@ -73,30 +100,71 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            let mut resp = error(
-                StatusCode::UNAUTHORIZED,
-                "this admin API needs Authorization: Bearer <token>",
-            );
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            return resp;
+/// The caller's identity, or the answer that turns them away. `GET`s
+/// need a viewer, anything else an operator.
+async fn require_token(
+    State(state): State<Arc<AdminState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let identity = match state.credentials() {
+        None => Identity {
+            name: "admin-api".into(),
+            role: Role::Approver,
+        },
+        Some(creds) => {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match given.and_then(|g| creds.identify(g)) {
+                Some(id) => id,
+                None => {
+                    let mut resp = error(
+                        StatusCode::UNAUTHORIZED,
+                        "this admin API needs Authorization: Bearer <token> with a known token",
+                    );
+                    resp.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Bearer"),
+                    );
+                    return resp;
+                }
+            }
         }
+    };
+    let needs = if req.method() == axum::http::Method::GET {
+        Role::Viewer
+    } else {
+        Role::Operator
+    };
+    if identity.role < needs {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} has role {}; {} {} needs {}",
+                identity.name,
+                identity.role.as_str(),
+                req.method(),
+                req.uri().path(),
+                needs.as_str()
+            ),
+        );
     }
+    req.extensions_mut().insert(identity);
     next.run(req).await
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    match state.shared.degraded() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: {why}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {

@@ -4,17 +4,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strangler_config::Stage;
 
+use super::auth::{Identity, Role};
 use super::{error, AdminState};
+use crate::gates::{PromoteError, Promotion, ResumeError, SetOutcome};
 use crate::runtime::Shared;
-use strangler_state::route_state::{check_target, Origin};
+use strangler_state::route_state::{Origin, Target};
+use strangler_state::route_store::Who;
+use strangler_state::store::AuditEntry;
 
 /// A route as the admin API and `strangler route list` show it.
 #[derive(Debug, Serialize)]
@@ -23,9 +27,14 @@ pub struct RouteView {
     pub methods: Vec<String>,
     pub path: String,
     pub service: Option<String>,
+    /// What the file declares (this proxy's file).
+    pub declared: Target,
+    /// What the fleet runs.
     pub stage: Stage,
     pub percent: f64,
     pub origin: Origin,
+    /// Why the effective state differs from the declared one ("" when not).
+    pub why: String,
     pub sticky: String,
     pub fallback: bool,
     /// Health of the service (true without a health check).
@@ -39,6 +48,7 @@ pub struct RouteView {
 /// Every route in file order, with counters from the metrics.
 pub fn route_views(shared: &Shared) -> Vec<RouteView> {
     let routing = shared.routing.load();
+    let config = shared.config.load();
     let mut by_route_target: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut fallbacks: BTreeMap<(String, String), u64> = BTreeMap::new();
     let families = prometheus::core::Collector::collect(&shared.metrics.requests)
@@ -77,11 +87,16 @@ pub fn route_views(shared: &Shared) -> Vec<RouteView> {
                     .collect()
             };
             let service = r.service.map(|id| routing.upstream(id));
+            let live = shared.live_route(&r.name);
             RouteView {
                 name: r.name.to_string(),
                 methods: r.methods.iter().map(|m| m.to_string()).collect(),
                 path: r.template.to_string(),
                 service: service.map(|s| s.name.to_string()),
+                declared: config
+                    .route(&r.name)
+                    .map_or(Target::LEGACY, Target::declared),
+                why: live.map(|l| l.explain()).unwrap_or_default(),
                 stage: r.stage,
                 percent: r.percent,
                 origin: r.origin,
@@ -96,7 +111,12 @@ pub fn route_views(shared: &Shared) -> Vec<RouteView> {
 }
 
 pub(super) async fn list(State(state): State<Arc<AdminState>>) -> Response {
-    Json(json!({ "routes": route_views(&state.shared) })).into_response()
+    Json(json!({
+        "revision": state.shared.config.load().revision,
+        "degraded": state.shared.degraded(),
+        "routes": route_views(&state.shared),
+    }))
+    .into_response()
 }
 
 pub(super) async fn show(
@@ -131,28 +151,31 @@ pub(super) struct SetBody {
     percent: Option<f64>,
     #[serde(default)]
     reason: String,
+    /// Past failed gates (needs the approver role and a reason).
+    #[serde(default)]
+    force: bool,
 }
 
-/// Body of `POST /routes/{name}/rollback` (optional).
+/// Body of `POST /routes/{name}/rollback` and `/resume` (optional).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RollbackBody {
+pub(super) struct ReasonBody {
     #[serde(default)]
     reason: String,
 }
 
-fn actor(headers: &HeaderMap) -> String {
-    headers
-        .get("x-strangler-actor")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| "admin-api".to_string(), |v| format!("admin-api:{v}"))
+fn who(id: &Identity, reason: &str, shared: &Shared) -> Who {
+    Who {
+        actor: id.name.clone(),
+        reason: reason.to_string(),
+        revision: shared.config.load().revision.clone(),
+    }
 }
 
 pub(super) async fn set(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    Extension(id): Extension<Identity>,
     body: Result<Json<SetBody>, JsonRejection>,
 ) -> Response {
     let body = match body {
@@ -168,66 +191,127 @@ pub(super) async fn set(
         Ok(s) => s,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
-    change(
-        &state,
+    if body.force {
+        if id.role < Role::Approver {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} has role {}; a forced move needs approver",
+                    id.name,
+                    id.role.as_str()
+                ),
+            );
+        }
+        if body.reason.trim().is_empty() {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "a forced move needs a reason",
+            );
+        }
+    }
+    let config = state.shared.config.load_full();
+    let outcome = crate::gates::set(
+        &config,
+        &state.store,
         &name,
         stage,
         body.percent,
-        &actor(&headers),
-        &body.reason,
+        body.force,
+        who(&id, &body.reason, &state.shared),
     )
-    .await
+    .await;
+    let entry = match outcome {
+        Ok(SetOutcome::RolledBack(entry)) => entry,
+        Ok(SetOutcome::Moved(Promotion::Promoted { entry, .. })) => *entry,
+        Ok(SetOutcome::Moved(Promotion::Refused { to, gates })) => {
+            return (
+                StatusCode::CONFLICT,
+                Json(json!({
+                    "error": format!("gates failed for {name} → {to}; nothing changed (force with a reason to override)"),
+                    "gates": gates,
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => return promote_error(&name, e),
+    };
+    applied(&state, &name, entry).await
+}
+
+fn promote_error(name: &str, e: PromoteError) -> Response {
+    match e {
+        PromoteError::UnknownRoute(_) => error(StatusCode::NOT_FOUND, format!("no route {name:?}")),
+        PromoteError::NoStep(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
+        e @ PromoteError::Held { .. } => error(StatusCode::CONFLICT, e.to_string()),
+        e => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 pub(super) async fn rollback(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Option<Json<RollbackBody>>,
+    Extension(id): Extension<Identity>,
+    body: Option<Json<ReasonBody>>,
 ) -> Response {
     let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
-    change(
-        &state,
-        &name,
-        Stage::Legacy,
-        None,
-        &actor(&headers),
-        &reason,
-    )
-    .await
-}
-
-async fn change(
-    state: &AdminState,
-    name: &str,
-    stage: Stage,
-    percent: Option<f64>,
-    actor: &str,
-    reason: &str,
-) -> Response {
     let config = state.shared.config.load_full();
-    let (Some(route), Some(current)) = (config.route(name), state.shared.effective(name)) else {
+    let Some(route) = config.route(&name) else {
         return error(StatusCode::NOT_FOUND, format!("no route {name:?}"));
     };
-    let target = match check_target(route, stage, percent, current) {
-        Ok(t) => t,
-        Err(msg) => return error(StatusCode::UNPROCESSABLE_ENTITY, msg),
-    };
-    let entry = match state.store.set_route(route, target, actor, reason).await {
-        Ok(e) => e,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
-    // Apply here at once: the very next request through this proxy obeys.
-    match state.store.overrides().await {
-        Ok(o) => state.shared.set_overrides(o),
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("change saved but not reloaded: {e}"),
-            )
-        }
+    match crate::gates::rollback(&state.store, route, who(&id, &reason, &state.shared)).await {
+        Ok(entry) => applied(&state, &name, entry).await,
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
-    tracing::info!(route = name, actor, reason, from = %entry.before.stage, to = %entry.after.stage, percent = entry.after.percent, "route changed");
+}
+
+pub(super) async fn resume(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    Extension(id): Extension<Identity>,
+    body: Option<Json<ReasonBody>>,
+) -> Response {
+    let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
+    let config = state.shared.config.load_full();
+    match crate::gates::resume(
+        &config,
+        &state.store,
+        &name,
+        who(&id, &reason, &state.shared),
+    )
+    .await
+    {
+        Ok(r) => {
+            let then = r.then.clone();
+            let next = r.next.clone();
+            let mut resp = applied(&state, &name, r.released).await;
+            if resp.status() == StatusCode::OK {
+                resp = Json(json!({
+                    "route": route_views(&state.shared).into_iter().find(|v| v.name == name),
+                    "audit": next,
+                    "then": then,
+                }))
+                .into_response();
+            }
+            resp
+        }
+        Err(ResumeError::UnknownRoute(_)) => {
+            error(StatusCode::NOT_FOUND, format!("no route {name:?}"))
+        }
+        Err(e @ ResumeError::NotHeld(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// Applies a change here at once (the very next request through this
+/// proxy obeys; the others within a poll) and answers with the route.
+async fn applied(state: &AdminState, name: &str, entry: AuditEntry) -> Response {
+    if let Err(e) = crate::control::refresh(&state.shared, &state.store).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("change saved but not reloaded: {e}"),
+        );
+    }
+    tracing::info!(route = name, actor = %entry.actor, reason = %entry.reason, from = %entry.before, to = %entry.after, "route changed");
     let view = route_views(&state.shared)
         .into_iter()
         .find(|r| r.name == name);

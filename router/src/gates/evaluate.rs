@@ -2,11 +2,11 @@
 //! stage asks (`route promote`, `status`, the demo, the admin API).
 //!
 //! ```text
-//!  store ─ overrides, shadow stats, CDC lag view, usage over the window
+//!  store ─ route rows (the fleet's view), shadow stats, CDC lag view, usage
 //!    │
 //!    ▼ evaluate_all ─▶ RouteReport per route: stage, verdict, lag, usage, gates
 //!                        │
-//!  promote(name, to, force) ─ next_step ─ gates all ok? ─ set_route (audited)
+//!  promote(name, to, force) ─ next_step ─ gates all ok? ─ store.update (audited)
 //!                                  └ not ok, no force ─▶ Refused (nothing written)
 //!                                  └ not ok, force + reason ─▶ "FORCED past failed gates (…)"
 //! ```
@@ -14,7 +14,8 @@
 use strangler_config::{Config, Route, Stage};
 use strangler_shadow::verdict::Verdict;
 use strangler_state::counts::Counts;
-use strangler_state::route_state::{effective, Effective};
+use strangler_state::route_state::{effective, Effective, LiveRoute, Origin, Target};
+use strangler_state::route_store::{Change, Decision, RouteStore, Who};
 use strangler_state::store::{AuditEntry, StageState, StateStore};
 use strangler_state::StoreError;
 
@@ -37,8 +38,31 @@ pub struct RouteReport {
     /// Gates of the next promotion (none for a route without a service or
     /// already migrated).
     pub gates: Vec<Gate>,
+    /// What the fleet's row says (declared, origin, why); `None` before a
+    /// proxy has adopted the route.
+    pub live: Option<LiveRoute>,
     #[serde(skip)]
     pub current: Effective,
+}
+
+/// Gates of moving `route` from `from` to `to`: none for a step back or
+/// into shadow; for anything past shadow, the gates of leaving shadow (or
+/// the current stage), whatever stages the move skips.
+pub fn gates_to(
+    report: &RouteReport,
+    route: &Route,
+    lag: &crate::shadow::LagView,
+    to: Target,
+) -> Vec<Gate> {
+    let from = report.current;
+    if !to.is_ahead_of(&from.target()) || to.stage <= Stage::Shadow {
+        return Vec::new();
+    }
+    let leaving = Effective {
+        stage: from.stage.max(Stage::Shadow),
+        ..from
+    };
+    check(route, leaving, report.verdict.as_ref(), lag, &report.usage)
 }
 
 /// Evaluates every route of `config` against the store.
@@ -46,8 +70,17 @@ pub async fn evaluate_all(
     config: &Config,
     store: &StateStore,
 ) -> Result<Vec<RouteReport>, StoreError> {
-    let overrides = store.overrides().await?;
-    let eff = |r: &Route| effective(r, overrides.iter().find(|o| o.route == r.name));
+    Ok(evaluate_with_lag(config, store).await?.0)
+}
+
+/// [`evaluate_all`] and the CDC lag view it used.
+pub async fn evaluate_with_lag(
+    config: &Config,
+    store: &StateStore,
+) -> Result<(Vec<RouteReport>, crate::shadow::LagView), StoreError> {
+    let rows = store.routes().await?;
+    let row = |r: &Route| rows.iter().find(|o| o.route == r.name);
+    let eff = |r: &Route| effective(r, row(r));
     let stats = store.shadow_stats().await?;
     let verdicts = summaries(config, |r| eff(r).stage, &stats, None);
     let lag = store.lag_view().await?;
@@ -90,10 +123,11 @@ pub async fn evaluate_all(
             cdc_lag_bytes,
             usage,
             gates,
+            live: row(r).cloned(),
             current,
         });
     }
-    Ok(out)
+    Ok((out, lag))
 }
 
 /// What a promotion did.
@@ -101,7 +135,7 @@ pub async fn evaluate_all(
 pub enum Promotion {
     /// Moved (and audited); `forced` when gates had failed.
     Promoted {
-        entry: AuditEntry,
+        entry: Box<AuditEntry>,
         gates: Vec<Gate>,
         forced: bool,
     },
@@ -118,6 +152,9 @@ pub enum PromoteError {
     /// No next step (already migrated, a bad `to`).
     #[error("{0}")]
     NoStep(String),
+    /// A rollback holds the route at legacy.
+    #[error("route {route:?} is on hold since a rollback ({why}); `strangler route resume {route} --reason …` lifts it")]
+    Held { route: String, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -143,6 +180,38 @@ pub async fn promote(
         .find(|r| r.route == name)
         .ok_or_else(|| PromoteError::UnknownRoute(name.to_string()))?;
     let target = next_step(route, report.current, to).map_err(PromoteError::NoStep)?;
+    move_forward(
+        store,
+        route,
+        &report,
+        report.gates.clone(),
+        target,
+        force,
+        reason,
+        (actor, &config.revision),
+    )
+    .await
+}
+
+/// Moves `route` forward to `target` through `gates` (refused when one
+/// failed, unless `force`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn move_forward(
+    store: &StateStore,
+    route: &Route,
+    report: &RouteReport,
+    gates: Vec<Gate>,
+    target: Target,
+    force: bool,
+    reason: Option<&str>,
+    (actor, revision): (&str, &str),
+) -> Result<Promotion, PromoteError> {
+    if let Some(live) = report.live.as_ref().filter(|l| l.origin == Origin::Hold) {
+        return Err(PromoteError::Held {
+            route: route.name.clone(),
+            why: live.why.clone(),
+        });
+    }
     let failed: Vec<&str> = report
         .gates
         .iter()
@@ -155,7 +224,7 @@ pub async fn promote(
                 stage: target.stage,
                 percent: target.percent,
             },
-            gates: report.gates,
+            gates,
         });
     }
     let forced = !failed.is_empty();
@@ -168,10 +237,55 @@ pub async fn promote(
     } else {
         reason.unwrap_or("promoted; gates passed").to_string()
     };
-    let entry = store.set_route(route, target, actor, &reason).await?;
+    let entry = write_runtime(
+        store,
+        route,
+        target,
+        Who {
+            actor: actor.to_string(),
+            reason,
+            revision: revision.to_string(),
+        },
+    )
+    .await?;
     Ok(Promotion::Promoted {
-        entry,
-        gates: report.gates,
+        entry: Box::new(entry),
+        gates,
         forced,
     })
+}
+
+/// Stores a run-time change of `route` to `target` (audited); the
+/// declared state stays what the fleet last reconciled.
+pub async fn write_runtime(
+    store: &dyn RouteStore,
+    route: &Route,
+    target: Target,
+    who: Who,
+) -> Result<AuditEntry, StoreError> {
+    let declared = Target::declared(route);
+    let name = route.name.clone();
+    let decide = move |row: Option<&LiveRoute>| {
+        Decision::Write(Change {
+            row: LiveRoute {
+                route: name.clone(),
+                declared: row.map_or(declared, |r| r.declared),
+                stage: target.stage,
+                percent: target.percent,
+                origin: Origin::Runtime,
+                why: String::new(),
+                revision: row.map(|r| r.revision.clone()).unwrap_or_default(),
+                updated_at_ms: 0,
+            },
+            who: who.clone(),
+        })
+    };
+    written(store.update(&route.name, &decide).await?)
+}
+
+/// The audit entry of an update that always writes.
+pub(crate) fn written(u: strangler_state::route_store::Updated) -> Result<AuditEntry, StoreError> {
+    u.entry()
+        .cloned()
+        .ok_or_else(|| StoreError::Corrupt("the store did not record the change".into()))
 }

@@ -1,10 +1,18 @@
 //! Safe promotion: the next stage of a route, and the gates it must pass.
-//! [`evaluate`] gathers the inputs from the store and is the one engine
-//! every surface uses.
+//! [`evaluate_all`] gathers the inputs from the store and is the one engine
+//! every surface uses; `reconcile` brings a config file to the fleet
+//! through the same gates; `actions` holds set, rollback (a hold) and
+//! resume.
 
+mod actions;
 mod evaluate;
+pub mod reconcile;
 
-pub use evaluate::{evaluate_all, promote, PromoteError, Promotion, RouteReport};
+pub use actions::{note, resume, rollback, set, ResumeError, Resumed, SetOutcome};
+pub use evaluate::{
+    evaluate_all, evaluate_with_lag, gates_to, promote, write_runtime, PromoteError, Promotion,
+    RouteReport,
+};
 
 use strangler_config::{Route, Stage};
 use strangler_shadow::verdict::{Status, Verdict};

@@ -56,7 +56,7 @@ fn table_with(stage_of: impl Fn(&str) -> Option<(Stage, f64)>) -> RouteTable {
                 eff = Effective {
                     stage,
                     percent,
-                    origin: Origin::Override,
+                    origin: Origin::Runtime,
                 };
             }
             let shadow = crate::shadow::RouteShadow {
@@ -254,7 +254,7 @@ fn overrides_change_the_decision() {
     assert_eq!(d.target, LEGACY_ID);
     assert_eq!(
         t.find("any-product").map(|r| r.origin),
-        Some(Origin::Override)
+        Some(Origin::Runtime)
     );
 }
 

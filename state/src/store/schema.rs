@@ -4,11 +4,10 @@ use sqlx::AnyPool;
 
 use super::{Backend, StoreError};
 
-/// The audit log's id column, per dialect.
-fn audit_log(id: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS strangler_audit_log (
-        id {id},
+/// The audit log: a hash chain (see `audit.rs`); ids are given by the
+/// writer under the write lock, so they have no gaps.
+const AUDIT: &str = "CREATE TABLE IF NOT EXISTS strangler_audit (
+        id BIGINT PRIMARY KEY,
         route TEXT NOT NULL,
         actor TEXT NOT NULL,
         at_ms BIGINT NOT NULL,
@@ -16,19 +15,29 @@ fn audit_log(id: &str) -> String {
         before_stage TEXT NOT NULL,
         before_percent DOUBLE PRECISION NOT NULL,
         after_stage TEXT NOT NULL,
-        after_percent DOUBLE PRECISION NOT NULL)"
-    )
-}
+        after_percent DOUBLE PRECISION NOT NULL,
+        revision TEXT NOT NULL,
+        fleet_revision TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL)";
 
 /// Tables both dialects write the same way.
 const COMMON: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS strangler_route_overrides (
+    AUDIT,
+    "CREATE TABLE IF NOT EXISTS strangler_routes (
         route TEXT PRIMARY KEY,
+        declared_stage TEXT NOT NULL,
+        declared_percent DOUBLE PRECISION NOT NULL,
         stage TEXT NOT NULL,
         percent DOUBLE PRECISION NOT NULL,
-        base_stage TEXT NOT NULL,
-        base_percent DOUBLE PRECISION NOT NULL,
+        origin TEXT NOT NULL,
+        why TEXT NOT NULL,
+        revision TEXT NOT NULL,
         updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_proxies (
+        id TEXT PRIMARY KEY,
+        revision TEXT NOT NULL,
+        seen_at_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS strangler_shadow_stats (
         route TEXT PRIMARY KEY,
         stats TEXT NOT NULL,
@@ -63,21 +72,14 @@ const COMMON: &[&str] = &[
 /// The statements for `backend`, in order.
 fn statements(backend: Backend) -> Vec<String> {
     let mut out: Vec<String> = match backend {
-        Backend::Sqlite => vec![
-            "PRAGMA journal_mode = WAL".into(),
-            audit_log("INTEGER PRIMARY KEY AUTOINCREMENT"),
-        ],
+        Backend::Sqlite => vec!["PRAGMA journal_mode = WAL".into()],
         // Two proxies starting at once must not race on CREATE TABLE.
-        Backend::Postgres => vec![
-            "SELECT pg_advisory_xact_lock(7395562000)".into(),
-            audit_log("BIGSERIAL PRIMARY KEY"),
-        ],
+        Backend::Postgres => vec!["SELECT pg_advisory_xact_lock(7395562000)".into()],
     };
-    out.push(
-        "CREATE INDEX IF NOT EXISTS strangler_audit_log_route ON strangler_audit_log (route, id)"
-            .into(),
-    );
     out.extend(COMMON.iter().map(|s| s.to_string()));
+    out.push(
+        "CREATE INDEX IF NOT EXISTS strangler_audit_route ON strangler_audit (route, id)".into(),
+    );
     out
 }
 

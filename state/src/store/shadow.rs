@@ -76,7 +76,7 @@ impl StateStore {
             }
             Backend::Sqlite => {
                 // Any write takes SQLite's write lock for the transaction.
-                sqlx::query("UPDATE strangler_route_overrides SET route = route WHERE 1 = 0")
+                sqlx::query("UPDATE strangler_routes SET route = route WHERE 1 = 0")
                     .execute(&mut **tx)
                     .await?;
             }

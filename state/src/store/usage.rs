@@ -42,7 +42,8 @@ impl StateStore {
         since_minute: i64,
     ) -> Result<HashMap<String, Counts>, StoreError> {
         let rows = sqlx::query(
-            "SELECT route, SUM(requests), SUM(service_requests), SUM(service_errors), SUM(fallbacks) \
+            "SELECT route, CAST(SUM(requests) AS BIGINT), CAST(SUM(service_requests) AS BIGINT), \
+             CAST(SUM(service_errors) AS BIGINT), CAST(SUM(fallbacks) AS BIGINT) \
              FROM strangler_route_usage WHERE minute >= $1 GROUP BY route",
         )
         .bind(since_minute)

@@ -1,0 +1,210 @@
+//! What an operator does to a route (CLI and admin API alike): set it,
+//! roll it back (a hold), resume it. Each acts on the fleet's row, never on
+//! the caller's copy of the file.
+
+use strangler_config::{Config, Stage};
+use strangler_state::route_state::{check_target, LiveRoute, Origin, Target};
+use strangler_state::route_store::{Change, Decision, RouteStore, Who};
+use strangler_state::store::{AuditEntry, StateStore};
+use strangler_state::StoreError;
+
+use super::evaluate::{evaluate_with_lag, gates_to, move_forward, write_runtime, written};
+use super::reconcile::{plan_route, Action};
+use super::{PromoteError, Promotion};
+
+/// Rolls `route` back to legacy and holds it there, on every proxy and
+/// whatever any file says, until [`resume`].
+pub async fn rollback(
+    store: &dyn RouteStore,
+    route: &strangler_config::Route,
+    who: Who,
+) -> Result<AuditEntry, StoreError> {
+    let declared = Target::declared(route);
+    let name = route.name.clone();
+    let why = format!(
+        "rolled back by {}{}",
+        who.actor,
+        if who.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", who.reason)
+        }
+    );
+    let decide = move |row: Option<&LiveRoute>| {
+        Decision::Write(Change {
+            row: LiveRoute {
+                route: name.clone(),
+                declared: row.map_or(declared, |r| r.declared),
+                stage: Stage::Legacy,
+                percent: 0.0,
+                origin: Origin::Hold,
+                why: why.clone(),
+                revision: row.map(|r| r.revision.clone()).unwrap_or_default(),
+                updated_at_ms: 0,
+            },
+            who: who.clone(),
+        })
+    };
+    written(store.update(&route.name, &decide).await?)
+}
+
+/// What `route set` / `PUT /routes/{name}` did.
+#[derive(Debug)]
+pub enum SetOutcome {
+    /// Moved (a step back, or forward through passing or forced gates).
+    Moved(Promotion),
+    /// To legacy: a rollback, with its hold.
+    RolledBack(AuditEntry),
+}
+
+/// Moves `name` to `stage`/`percent`: to legacy is a rollback (held);
+/// another step back applies; a step forward runs the same gates as
+/// `route promote` (refused unless `force` with a reason).
+#[allow(clippy::too_many_arguments)]
+pub async fn set(
+    config: &Config,
+    store: &StateStore,
+    name: &str,
+    stage: Stage,
+    percent: Option<f64>,
+    force: bool,
+    who: Who,
+) -> Result<SetOutcome, PromoteError> {
+    let route = config
+        .route(name)
+        .ok_or_else(|| PromoteError::UnknownRoute(name.to_string()))?;
+    let (reports, lag) = evaluate_with_lag(config, store).await?;
+    let report = reports
+        .iter()
+        .find(|r| r.route == name)
+        .ok_or_else(|| PromoteError::UnknownRoute(name.to_string()))?;
+    let target =
+        check_target(route, stage, percent, report.current).map_err(PromoteError::NoStep)?;
+    if target.stage == Stage::Legacy {
+        return Ok(SetOutcome::RolledBack(rollback(store, route, who).await?));
+    }
+    if target.is_ahead_of(&report.current.target()) {
+        let gates = gates_to(report, route, &lag, target);
+        let reason = (!who.reason.is_empty()).then_some(who.reason.as_str());
+        return Ok(SetOutcome::Moved(
+            move_forward(
+                store,
+                route,
+                report,
+                gates,
+                target,
+                force,
+                reason,
+                (&who.actor, &config.revision),
+            )
+            .await?,
+        ));
+    }
+    if let Some(live) = report.live.as_ref().filter(|l| l.origin == Origin::Hold) {
+        return Err(PromoteError::Held {
+            route: route.name.clone(),
+            why: live.why.clone(),
+        });
+    }
+    let entry = write_runtime(store, route, target, who).await?;
+    Ok(SetOutcome::Moved(Promotion::Promoted {
+        entry: Box::new(entry),
+        gates: Vec::new(),
+        forced: false,
+    }))
+}
+
+/// What `route resume` did.
+#[derive(Debug)]
+pub struct Resumed {
+    /// The audited release of the hold.
+    pub released: AuditEntry,
+    /// Where the route went next: to what the file declares when its gates
+    /// pass, else it stays at legacy, held by the gates.
+    pub then: Action,
+    pub next: Option<AuditEntry>,
+}
+
+/// Why a resume could not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeError {
+    #[error("no route {0:?}")]
+    UnknownRoute(String),
+    #[error("route {0:?} is not on hold; nothing to resume")]
+    NotHeld(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Lifts the hold a rollback put on `name`; the route then follows the
+/// fleet's declared state through its gates.
+pub async fn resume(
+    config: &Config,
+    store: &StateStore,
+    name: &str,
+    who: Who,
+) -> Result<Resumed, ResumeError> {
+    let route = config
+        .route(name)
+        .ok_or_else(|| ResumeError::UnknownRoute(name.to_string()))?;
+    let decide = move |row: Option<&LiveRoute>| match row {
+        Some(r) if r.origin == Origin::Hold => Decision::Write(Change {
+            row: LiveRoute {
+                origin: Origin::File,
+                why: String::new(),
+                ..r.clone()
+            },
+            who: who.clone(),
+        }),
+        _ => Decision::Keep,
+    };
+    let released = match store.update(name, &decide).await? {
+        strangler_state::route_store::Updated::Written { entry, .. } => *entry,
+        _ => return Err(ResumeError::NotHeld(name.to_string())),
+    };
+    // Toward what the fleet declared (from its row, not from this file).
+    let (reports, lag) = evaluate_with_lag(config, store).await?;
+    let Some(report) = reports.iter().find(|r| r.route == name) else {
+        return Err(ResumeError::UnknownRoute(name.to_string()));
+    };
+    let mut as_declared = route.clone();
+    if let Some(live) = &report.live {
+        as_declared.stage = live.declared.stage;
+        as_declared.percent = live.declared.percent;
+    }
+    let planned = plan_route(&as_declared, report.live.as_ref(), |to| {
+        gates_to(report, &as_declared, &lag, to)
+    });
+    let mut fleet = config.clone();
+    if let Some(r) = fleet.routes.iter_mut().find(|r| r.name == name) {
+        *r = as_declared;
+    }
+    if let Some(live) = &report.live {
+        fleet.revision = live.revision.clone();
+    }
+    let next = super::reconcile::apply_plan(&fleet, store, std::slice::from_ref(&planned))
+        .await?
+        .into_iter()
+        .find_map(|u| u.entry().cloned());
+    Ok(Resumed {
+        released,
+        then: planned.action,
+        next,
+    })
+}
+
+/// Audits an action that changes a route's verdict without moving it (a
+/// shadow reset, accepted noise rules).
+pub async fn note(
+    store: &dyn RouteStore,
+    route: &strangler_config::Route,
+    who: Who,
+) -> Result<AuditEntry, StoreError> {
+    let declared = Target::declared(route);
+    let decide = move |row: Option<&LiveRoute>| Decision::Note {
+        at: row.map_or(declared, LiveRoute::target),
+        who: who.clone(),
+    };
+    written(store.update(&route.name, &decide).await?)
+}
