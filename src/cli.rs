@@ -88,6 +88,12 @@ pub struct Common {
 pub struct RouteArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Act through this proxy's admin API (`http://HOST:PORT`) instead of
+    /// the state store: no database credentials needed, and the audit log
+    /// records the token's identity. The token comes from
+    /// `STRANGLER_ADMIN_TOKEN`.
+    #[arg(long, global = true, env = "STRANGLER_ADMIN")]
+    pub admin: Option<String>,
     #[command(subcommand)]
     pub command: RouteCommand,
 }

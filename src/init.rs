@@ -12,14 +12,21 @@ const TEMPLATE: &str = r#"# strangler.toml — one file describes the whole migr
 # Reference: the doc comment of every field in config/src/raw.rs.
 
 [state]
-# Route stages, the audit log and shadow results. A fleet shares PostgreSQL:
-# url = "postgres://strangler@db/strangler"
+# The fleet's route state (what each proxy runs, holds), the audit log and
+# shadow results. A fleet shares PostgreSQL:
+# url_env = "STRANGLER_STATE_URL"     # must be set wherever the store is needed
 url = "sqlite://.strangler/state.db"
+# cache_file = ".strangler/route-cache.json"   # a proxy starts from it while the store is down
 
 [proxy]
 listen = "127.0.0.1:8080"
 admin = "127.0.0.1:9090"              # admin API and /metrics
-# admin_token_env = "STRANGLER_ADMIN_TOKEN"
+# Admin credentials (without any, the admin API is open on loopback):
+# admin_tokens_file = "tokens.toml"   # [[tokens]] name, role (viewer | operator | approver), sha256
+# admin_token_env = "STRANGLER_ADMIN_TOKEN"   # one token, role approver
+# oidc_jwks_url = "https://idp.example/.well-known/jwks.json"   # JWTs; roles from the "roles" claim
+# oidc_issuer = "https://idp.example"
+# oidc_audience = "strangler"
 # override_header = "x-strangler-target"
 
 [upstreams.legacy]                    # the monolith: everything unmatched goes here

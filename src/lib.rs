@@ -9,6 +9,7 @@ mod output;
 pub mod plan;
 pub mod proxy;
 pub mod route;
+mod route_admin;
 pub mod shadow;
 pub mod status;
 

@@ -19,6 +19,9 @@ use crate::output::{percent, table};
 use crate::Exit;
 
 pub fn run(args: RouteArgs) -> anyhow::Result<Exit> {
+    if let Some(admin) = &args.admin {
+        return crate::route_admin::run(admin, &args);
+    }
     let config = match Config::load(&args.common.config) {
         Ok(c) => c,
         Err(e) => {
@@ -283,7 +286,7 @@ fn promote_error(config: &Config, name: &str, e: PromoteError) -> anyhow::Result
     }
 }
 
-fn state_text(s: &Target) -> String {
+pub(crate) fn state_text(s: &Target) -> String {
     if s.stage == Stage::Canary {
         format!("canary {}", percent(s.percent))
     } else {

@@ -65,6 +65,17 @@ pub struct RawProxy {
     /// TOML file of `[[tokens]]` with `name`, `role` and `sha256` (the hex
     /// SHA-256 of the bearer token). Relative to this file; reloaded with it.
     pub admin_tokens_file: Option<Spanned<String>>,
+    /// OIDC: the identity provider's JWKS URL. JWT bearer tokens signed by
+    /// one of its keys are accepted; the identity is the `oidc_name_claim`
+    /// (default `sub`) and the role the highest of viewer, operator,
+    /// approver named in the `oidc_roles_claim` (default `roles`).
+    pub oidc_jwks_url: Option<Spanned<String>>,
+    /// Required `iss` of OIDC tokens (checked when set).
+    pub oidc_issuer: Option<Spanned<String>>,
+    /// Required `aud` of OIDC tokens (checked when set).
+    pub oidc_audience: Option<Spanned<String>>,
+    pub oidc_roles_claim: Option<Spanned<String>>,
+    pub oidc_name_claim: Option<Spanned<String>>,
     /// A request header with which a tester forces `legacy` or `service`
     /// for a matched route. Off when unset. Stripped before forwarding.
     pub override_header: Option<Spanned<String>>,

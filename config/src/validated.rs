@@ -73,6 +73,8 @@ pub struct ProxyConfig {
     pub admin_token_env: Option<String>,
     /// Named credentials with roles (absolute path).
     pub admin_tokens_file: Option<PathBuf>,
+    /// JWT bearer tokens from an OIDC identity provider.
+    pub oidc: Option<OidcConfig>,
     /// Lower-cased header name.
     pub override_header: Option<String>,
     pub max_shadow_body_bytes: u64,
@@ -80,6 +82,16 @@ pub struct ProxyConfig {
     pub threads: usize,
     pub access_log: bool,
     pub drain_timeout: Duration,
+}
+
+/// `proxy.oidc_*`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OidcConfig {
+    pub jwks_url: String,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub roles_claim: String,
+    pub name_claim: String,
 }
 
 /// `[upstreams.NAME]`, validated.

@@ -69,6 +69,19 @@ impl BackgroundService for Control {
                     credentials: std::sync::RwLock::new(credentials.map(Arc::new)),
                 });
                 admin_state = Some(state.clone());
+                if let Some(o) = state.credentials().and_then(|c| c.oidc.clone()) {
+                    tokio::spawn(async move {
+                        loop {
+                            match o.refresh().await {
+                                Ok(n) => tracing::info!(keys = n, "OIDC key set fetched"),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot fetch the OIDC key set; JWTs fail until it answers")
+                                }
+                            }
+                            tokio::time::sleep(crate::admin::oidc::REFRESH_EVERY).await;
+                        }
+                    });
+                }
                 let mut stop = shutdown.clone();
                 tokio::spawn(admin::run(l, state, async move {
                     let _ = stop.changed().await;

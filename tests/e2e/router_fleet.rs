@@ -92,6 +92,21 @@ async fn a_rollback_from_an_old_checkout_holds_the_fleet_until_resumed() {
         p.log_text()
     );
 
+    // The metric shows declared, effective and origin.
+    let metrics = c
+        .get(format!("{}/metrics", p.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "strangler_route_state{declared=\"migrated\",effective=\"legacy\",origin=\"hold\",route=\"p\"} 0"
+        ),
+        "{metrics}"
+    );
     let (_, out, _) = cli(&["route", "history", "p", "--json"], &fleet);
     let hist: Value = serde_json::from_str(&out).expect("json");
     let last = hist["history"]
@@ -436,14 +451,35 @@ async fn roles_decide_who_changes_routes_and_an_edited_audit_entry_is_found() {
         .await
         .expect("put");
     assert_eq!(r.status(), 403);
-    let r = c
-        .post(format!("{}/routes/p/rollback", p.admin))
-        .bearer_auth("operator-token")
-        .json(&json!({"reason": "incident"}))
-        .send()
-        .await
-        .expect("rollback");
-    assert_eq!(r.status(), 200);
+    // The CLI through the admin API: a token, no database credentials.
+    let via_admin = |token: &str, args: &[&str]| {
+        let out = std::process::Command::new(strangler_bin())
+            .args(["route", "--admin", &p.admin])
+            .args(args)
+            .arg("-c")
+            .arg(h.dir.path().join("no-such-file.toml"))
+            .env("STRANGLER_ADMIN_TOKEN", token)
+            .env("STRANGLER_ACTOR", "someone-else")
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = via_admin("viewer-token", &["rollback", "p", "--reason", "x"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("vic has role viewer"), "{err}");
+    let (code, out, err) = via_admin("operator-token", &["rollback", "p", "--reason", "incident"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("canary 10% → legacy") && out.contains("by olga"),
+        "{out}"
+    );
+    let (code, out, _) = via_admin("viewer-token", &["list"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("hold"), "{out}");
 
     let (code, _, err) = cli(&["route", "history", "p", "--verify"], &path);
     assert_eq!(code, 0, "{err}");
@@ -482,4 +518,122 @@ async fn roles_decide_who_changes_routes_and_an_edited_audit_entry_is_found() {
         err.contains("entry #2 is the oldest left but was written after another"),
         "{err}"
     );
+}
+
+/// A test-only P-256 key (generated for this test; signs nothing else).
+const IDP_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQguZXOU7efO4ojyDU/
+1f5+DzDgCdTlfxPAo4VJgEcvF1uhRANCAASgyR+ANXxPCD27bKJTMqJ3BlLnT9e4
+46ZuAq8yw6MHZaukOo7yqlbvCjdjeFFNeh2FyZc4in6sSm8irj+ceJe5
+-----END PRIVATE KEY-----
+";
+
+/// Its public half as a JWK set.
+fn jwks() -> Value {
+    json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+        "x": "oMkfgDV8Twg9u2yiUzKidwZS50_XuOOmbgKvMsOjB2U",
+        "y": "q6Q6jvKqVu8KN2N4UU16HYXJlziKfqxKbyKuP5x4l7k",
+    }]})
+}
+
+fn jwt(claims: Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("k1".into());
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(IDP_KEY.as_bytes()).expect("key");
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+}
+
+#[tokio::test]
+async fn oidc_tokens_carry_the_identity_and_role_into_the_audit_log() {
+    let idp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let idp_addr = idp.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let app =
+            axum::Router::new().route("/jwks", axum::routing::get(|| async { axum::Json(jwks()) }));
+        let _ = axum::serve(idp, app).await;
+    });
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    let text = h
+        .config_text(&format!("{}{}", upstreams(&legacy, &[("svc", &svc)]), route("migrated")))
+        .replace(
+            "[proxy]\n",
+            &format!("[proxy]\noidc_jwks_url = \"http://{idp_addr}/jwks\"\noidc_issuer = \"https://idp.test\"\noidc_audience = \"strangler\"\n"),
+        );
+    std::fs::write(h.config_path(), text).expect("write");
+    let p = h.start().await;
+    let c = client();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = |sub: &str, roles: Value, exp: u64, aud: &str| json!({"sub": sub, "roles": roles, "exp": exp, "iss": "https://idp.test", "aud": aud});
+    let put = |token: String| {
+        c.put(format!("{}/routes/p", p.admin))
+            .bearer_auth(token)
+            .json(&json!({"stage": "canary", "percent": 10, "reason": "fewer users"}))
+            .send()
+    };
+    let r = put(jwt(claims(
+        "olivia",
+        json!(["viewer", "operator"]),
+        now + 300,
+        "strangler",
+    )))
+    .await
+    .expect("put");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["audit"]["actor"], "olivia");
+
+    let r = put(jwt(claims(
+        "val",
+        json!(["viewer"]),
+        now + 300,
+        "strangler",
+    )))
+    .await
+    .expect("put");
+    assert_eq!(r.status(), 403);
+    for (token, why) in [
+        (
+            jwt(claims(
+                "olivia",
+                json!(["operator"]),
+                now - 600,
+                "strangler",
+            )),
+            "ExpiredSignature",
+        ),
+        (
+            jwt(claims(
+                "olivia",
+                json!(["operator"]),
+                now + 300,
+                "other-app",
+            )),
+            "InvalidAudience",
+        ),
+        (
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &claims("mallory", json!(["approver"]), now + 300, "strangler"),
+                &jsonwebtoken::EncodingKey::from_secret(b"guess"),
+            )
+            .expect("sign"),
+            "HS256 is not accepted",
+        ),
+    ] {
+        let r = put(token).await.expect("put");
+        assert_eq!(r.status(), 401);
+        let body: Value = r.json().await.expect("json");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(why)),
+            "{body}"
+        );
+    }
 }

@@ -278,11 +278,40 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy, base_dir: &Path) -> ProxyCon
         }
         path
     });
+    let oidc = raw.oidc_jwks_url.as_ref().map(|u| {
+        match url::Url::parse(u.get_ref()) {
+            Ok(p) if p.scheme() == "https" || p.scheme() == "http" => {}
+            _ => c.err(
+                u,
+                "proxy.oidc_jwks_url",
+                format!("{:?} is not an http(s) URL", u.get_ref()),
+            ),
+        }
+        let text = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().clone());
+        OidcConfig {
+            jwks_url: u.get_ref().clone(),
+            issuer: text(&raw.oidc_issuer),
+            audience: text(&raw.oidc_audience),
+            roles_claim: text(&raw.oidc_roles_claim).unwrap_or_else(|| "roles".into()),
+            name_claim: text(&raw.oidc_name_claim).unwrap_or_else(|| "sub".into()),
+        }
+    });
+    for (key, v) in [
+        ("proxy.oidc_issuer", &raw.oidc_issuer),
+        ("proxy.oidc_audience", &raw.oidc_audience),
+        ("proxy.oidc_roles_claim", &raw.oidc_roles_claim),
+        ("proxy.oidc_name_claim", &raw.oidc_name_claim),
+    ] {
+        if let (Some(v), None) = (v, &raw.oidc_jwks_url) {
+            c.err(v, key, "needs proxy.oidc_jwks_url");
+        }
+    }
     ProxyConfig {
         listen,
         admin,
         admin_token_env,
         admin_tokens_file,
+        oidc,
         override_header,
         max_shadow_body_bytes: positive(
             c,

@@ -1,8 +1,9 @@
 //! Who calls the admin API, and what they may do.
 //!
 //! Credentials come from `proxy.admin_tokens_file` (named tokens with a
-//! role, stored as SHA-256 digests) and `proxy.admin_token_env` (one
-//! token, role approver, named `admin-token`). Roles are ordered: a
+//! role, stored as SHA-256 digests), `proxy.admin_token_env` (one token,
+//! role approver, named `admin-token`) and, with `proxy.oidc_jwks_url`,
+//! JWTs from an identity provider (`oidc.rs`). Roles are ordered: a
 //! `viewer` reads; an `operator` also sets, promotes, rolls back and
 //! resumes; an `approver` also forces a move past failed gates. Without
 //! any credential configured the API is open (loopback by default) and
@@ -66,6 +67,8 @@ struct TokenEntry {
 #[derive(Debug, Default)]
 pub struct Credentials {
     tokens: Vec<([u8; 32], Identity)>,
+    /// JWT bearer tokens from an identity provider.
+    pub oidc: Option<std::sync::Arc<super::oidc::Oidc>>,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -102,11 +105,30 @@ impl Credentials {
                 },
             ));
         }
-        Ok((!creds.tokens.is_empty() || proxy.admin_tokens_file.is_some()).then_some(creds))
+        creds.oidc = proxy
+            .oidc
+            .clone()
+            .map(|o| std::sync::Arc::new(super::oidc::Oidc::new(o)));
+        Ok(
+            (!creds.tokens.is_empty() || proxy.admin_tokens_file.is_some() || creds.oidc.is_some())
+                .then_some(creds),
+        )
     }
 
-    /// The identity a bearer token belongs to.
-    pub fn identify(&self, bearer: &str) -> Option<Identity> {
+    /// The identity a bearer token belongs to: a named token, or a JWT
+    /// from the identity provider; the error says why a JWT was refused.
+    pub async fn identify(&self, bearer: &str) -> Result<Identity, String> {
+        if let Some(id) = self.identify_token(bearer) {
+            return Ok(id);
+        }
+        match &self.oidc {
+            Some(o) if bearer.matches('.').count() == 2 => o.identify(bearer).await,
+            _ => Err("unknown token".into()),
+        }
+    }
+
+    /// The identity a named token belongs to.
+    pub fn identify_token(&self, bearer: &str) -> Option<Identity> {
         let given = digest(bearer);
         // Compare every entry in full so timing does not tell which matched.
         let mut found = None;
@@ -174,15 +196,15 @@ mod tests {
         )
         .expect("write");
         let tokens = read_file(&path).expect("read");
-        let creds = Credentials { tokens };
+        let creds = Credentials { tokens, oidc: None };
         assert_eq!(
-            creds.identify("s3cret"),
+            creds.identify_token("s3cret"),
             Some(Identity {
                 name: "vic".into(),
                 role: Role::Viewer
             })
         );
-        assert_eq!(creds.identify("s3cret "), None);
+        assert_eq!(creds.identify_token("s3cret "), None);
         std::fs::write(
             &path,
             "[[tokens]]\nname = \"x\"\nrole = \"viewer\"\nsha256 = \"zz\"\n",

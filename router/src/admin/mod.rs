@@ -11,6 +11,8 @@
 //! | `PUT /routes/{n}`                | `{"stage", "percent", "reason", "force"}`; a step forward runs the gates (409 when one fails) | operator (force: approver) |
 //! | `POST /routes/{n}/rollback`      | to legacy and hold                     | operator |
 //! | `POST /routes/{n}/resume`        | lift the hold (`{"reason"}`)           | operator |
+//! | `POST /routes/{n}/promote`       | next step through the gates (`{"to", "force", "reason"}`; 409 when a gate fails) | operator (force: approver) |
+//! | `GET /routes/{n}/history`        | the audit log (`?verify=true` checks the chain) | viewer |
 //! | `GET /shadow/summary`            | per-route comparison counts, verdicts  | viewer   |
 //!
 //! With credentials configured (`auth.rs`) every endpoint but the health
@@ -18,6 +20,7 @@
 //! token's role is too low); the audit log records the token's name.
 
 pub mod auth;
+pub mod oidc;
 mod routes;
 
 use std::future::Future;
@@ -46,7 +49,7 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    fn credentials(&self) -> Option<Arc<Credentials>> {
+    pub fn credentials(&self) -> Option<Arc<Credentials>> {
         self.credentials
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -70,6 +73,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/routes/{name}", get(routes::show).put(routes::set))
         .route("/routes/{name}/rollback", post(routes::rollback))
         .route("/routes/{name}/resume", post(routes::resume))
+        .route("/routes/{name}/promote", post(routes::promote))
+        .route("/routes/{name}/history", get(routes::history))
         .route("/shadow/summary", get(shadow_summary))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -118,12 +123,16 @@ async fn require_token(
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            match given.and_then(|g| creds.identify(g)) {
-                Some(id) => id,
-                None => {
+            let found = match given {
+                Some(g) => creds.identify(g).await,
+                None => Err("no bearer token".into()),
+            };
+            match found {
+                Ok(id) => id,
+                Err(why) => {
                     let mut resp = error(
                         StatusCode::UNAUTHORIZED,
-                        "this admin API needs Authorization: Bearer <token> with a known token",
+                        format!("this admin API needs Authorization: Bearer <token> with a known token or a valid OIDC token ({why})"),
                     );
                     resp.headers_mut().insert(
                         header::WWW_AUTHENTICATE,

@@ -191,23 +191,8 @@ pub(super) async fn set(
         Ok(s) => s,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
-    if body.force {
-        if id.role < Role::Approver {
-            return error(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{} has role {}; a forced move needs approver",
-                    id.name,
-                    id.role.as_str()
-                ),
-            );
-        }
-        if body.reason.trim().is_empty() {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "a forced move needs a reason",
-            );
-        }
+    if let Some(r) = refuse_force(&id, body.force, &body.reason) {
+        return r;
     }
     let config = state.shared.config.load_full();
     let outcome = crate::gates::set(
@@ -224,18 +209,117 @@ pub(super) async fn set(
         Ok(SetOutcome::RolledBack(entry)) => entry,
         Ok(SetOutcome::Moved(Promotion::Promoted { entry, .. })) => *entry,
         Ok(SetOutcome::Moved(Promotion::Refused { to, gates })) => {
-            return (
-                StatusCode::CONFLICT,
-                Json(json!({
-                    "error": format!("gates failed for {name} → {to}; nothing changed (force with a reason to override)"),
-                    "gates": gates,
-                })),
-            )
-                .into_response()
+            return refused(&name, &to, gates)
         }
         Err(e) => return promote_error(&name, e),
     };
     applied(&state, &name, entry).await
+}
+
+/// Body of `POST /routes/{name}/promote`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PromoteBody {
+    to: Option<f64>,
+    #[serde(default)]
+    force: bool,
+    reason: Option<String>,
+}
+
+fn refuse_force(id: &Identity, force: bool, reason: &str) -> Option<Response> {
+    if !force {
+        return None;
+    }
+    if id.role < Role::Approver {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} has role {}; a forced move needs approver",
+                id.name,
+                id.role.as_str()
+            ),
+        ));
+    }
+    reason.trim().is_empty().then(|| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a forced move needs a reason",
+        )
+    })
+}
+
+fn refused(name: &str, to: &Target, gates: Vec<crate::gates::Gate>) -> Response {
+    (
+        StatusCode::CONFLICT,
+        Json(json!({
+            "error": format!("gates failed for {name} → {to}; nothing changed (force with a reason to override)"),
+            "to": to,
+            "gates": gates,
+        })),
+    )
+        .into_response()
+}
+
+pub(super) async fn promote(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    Extension(id): Extension<Identity>,
+    body: Option<Json<PromoteBody>>,
+) -> Response {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let reason = body.reason.clone().unwrap_or_default();
+    if let Some(r) = refuse_force(&id, body.force, &reason) {
+        return r;
+    }
+    let config = state.shared.config.load_full();
+    match crate::gates::promote(
+        &config,
+        &state.store,
+        &name,
+        body.to,
+        body.force,
+        body.reason.as_deref(),
+        &id.name,
+    )
+    .await
+    {
+        Ok(Promotion::Promoted { entry, .. }) => applied(&state, &name, *entry).await,
+        Ok(Promotion::Refused { to, gates }) => refused(&name, &to, gates),
+        Err(e) => promote_error(&name, e),
+    }
+}
+
+/// Query of `GET /routes/{name}/history`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct HistoryQuery {
+    #[serde(default)]
+    verify: bool,
+}
+
+pub(super) async fn history(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HistoryQuery>,
+) -> Response {
+    use strangler_state::RouteStore;
+    if state.shared.config.load().route(&name).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no route {name:?}"));
+    }
+    let entries = match state.store.audit_log(Some(&name)).await {
+        Ok(e) => e,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let mut body = json!({ "route": name, "history": entries });
+    if q.verify {
+        match state.store.audit_log(None).await {
+            Ok(all) => {
+                let breaks = strangler_state::audit::verify(&all);
+                body["chain"] = json!({ "intact": breaks.is_empty(), "breaks": breaks });
+            }
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+    Json(body).into_response()
 }
 
 fn promote_error(name: &str, e: PromoteError) -> Response {
