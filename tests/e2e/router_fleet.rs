@@ -314,6 +314,14 @@ async fn a_proxy_starts_from_its_cache_while_the_store_is_down() {
             200
         );
     }
+    // On PostgreSQL too the audit log refuses edits.
+    let pool = sqlx::PgPool::connect(&url).await.expect("pg");
+    let refused = sqlx::query("DELETE FROM strangler_audit")
+        .execute(&pool)
+        .await
+        .expect_err("append-only");
+    assert!(refused.to_string().contains("append-only"), "{refused}");
+    pool.close().await;
     pg.stop().expect("stop postgres");
     let p = h.start().await;
     // The hold came from the cache: the file says migrated.
@@ -489,6 +497,22 @@ async fn roles_decide_who_changes_routes_and_an_edited_audit_entry_is_found() {
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("sqlite");
+    let refused =
+        sqlx::query("UPDATE strangler_audit SET reason = 'routine' WHERE reason = 'incident'")
+            .execute(&pool)
+            .await
+            .expect_err("the audit log is append-only");
+    assert!(refused.to_string().contains("append-only"), "{refused}");
+    // They drop the guard first (every connection of strangler puts it back).
+    let drop_guard = || async {
+        for t in ["strangler_audit_no_update", "strangler_audit_no_delete"] {
+            sqlx::query(&format!("DROP TRIGGER IF EXISTS {t}"))
+                .execute(&pool)
+                .await
+                .expect("drop trigger");
+        }
+    };
+    drop_guard().await;
     let edited =
         sqlx::query("UPDATE strangler_audit SET reason = 'routine' WHERE reason = 'incident'")
             .execute(&pool)
@@ -503,6 +527,7 @@ async fn roles_decide_who_changes_routes_and_an_edited_audit_entry_is_found() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("entry #{id} was edited")), "{err}");
     // Deleting the first entry breaks the link of the one after it.
+    drop_guard().await;
     sqlx::query("UPDATE strangler_audit SET reason = 'incident' WHERE id = $1")
         .bind(id)
         .execute(&pool)

@@ -80,6 +80,26 @@ fn statements(backend: Backend) -> Vec<String> {
     out.push(
         "CREATE INDEX IF NOT EXISTS strangler_audit_route ON strangler_audit (route, id)".into(),
     );
+    // The audit log is append-only: an UPDATE or DELETE is refused (whoever
+    // drops the trigger first is still caught by the hash chain).
+    match backend {
+        Backend::Sqlite => out.extend(["UPDATE", "DELETE"].map(|op| {
+            format!(
+                "CREATE TRIGGER IF NOT EXISTS strangler_audit_no_{} BEFORE {op} ON strangler_audit \
+                 BEGIN SELECT RAISE(ABORT, 'strangler_audit is append-only'); END",
+                op.to_lowercase()
+            )
+        })),
+        Backend::Postgres => out.extend([
+            "CREATE OR REPLACE FUNCTION strangler_audit_append_only() RETURNS trigger \
+             LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'strangler_audit is append-only'; END $$"
+                .to_string(),
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'strangler_audit_append_only') THEN \
+             CREATE TRIGGER strangler_audit_append_only BEFORE UPDATE OR DELETE ON strangler_audit \
+             FOR EACH ROW EXECUTE FUNCTION strangler_audit_append_only(); END IF; END $$"
+                .to_string(),
+        ]),
+    }
     out
 }
 
