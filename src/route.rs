@@ -2,7 +2,8 @@
 //!
 //! These talk to the state store directly (not to a proxy), so they work
 //! with no proxy running; every proxy sharing the store obeys within
-//! `state.poll_interval_ms`. They act on the fleet's state of a route (the
+//! `state.poll_interval_ms`. (About 450 lines: six commands' arguments and
+//! printing; the decisions are in `strangler_router::gates`.) They act on the fleet's state of a route (the
 //! store's row), never on this copy of the file, and say so when the file
 //! differs from what the fleet runs.
 

@@ -1,4 +1,7 @@
 //! What the code runs on: produced only by validation.
+//!
+//! (Over 400 lines: every section's validated type in one place, so the
+//! config's whole shape reads top to bottom; the logic is in `validate/`.)
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,6 +1,7 @@
 //! One source of truth: rollbacks that always apply and hold, file edits
 //! that cannot undo them, `strangler plan`, a store outage, identities and
-//! an audit log nobody can edit.
+//! an audit log nobody can edit. (Long: one test per "done when" line of
+//! the issue, each telling its story end to end.)
 
 use std::time::Duration;
 
