@@ -12,7 +12,8 @@ pub fn run(args: &Common) -> anyhow::Result<Exit> {
             e @ (StartError::Config(_)
             | StartError::MissingToken(_)
             | StartError::StateUrl(_)
-            | StartError::Tokens(_)),
+            | StartError::Tokens(_)
+            | StartError::InsecureAdmin(_)),
         ) => {
             eprintln!("{e}");
             Ok(Exit::Usage)

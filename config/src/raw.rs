@@ -65,6 +65,12 @@ pub struct RawProxy {
     /// TOML file of `[[tokens]]` with `name`, `role` and `sha256` (the hex
     /// SHA-256 of the bearer token). Relative to this file; reloaded with it.
     pub admin_tokens_file: Option<Spanned<String>>,
+    /// `true` allows an admin listener beyond loopback with no credential
+    /// (anyone who reaches it can move traffic); default false: refused.
+    pub admin_insecure: Option<bool>,
+    /// `true` serves `/metrics` without a token (for a Prometheus scraper
+    /// that has none); default false.
+    pub metrics_public: Option<bool>,
     /// OIDC: the identity provider's JWKS URL. JWT bearer tokens signed by
     /// one of its keys are accepted; the identity is the `oidc_name_claim`
     /// (default `sub`) and the role the highest of viewer, operator,

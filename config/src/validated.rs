@@ -78,6 +78,10 @@ pub struct ProxyConfig {
     pub admin_tokens_file: Option<PathBuf>,
     /// JWT bearer tokens from an OIDC identity provider.
     pub oidc: Option<OidcConfig>,
+    /// An admin listener beyond loopback may run without credentials.
+    pub admin_insecure: bool,
+    /// `/metrics` needs no token.
+    pub metrics_public: bool,
     /// Lower-cased header name.
     pub override_header: Option<String>,
     pub max_shadow_body_bytes: u64,

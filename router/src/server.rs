@@ -32,6 +32,8 @@ pub enum StartError {
     Tokens(String),
     #[error("{0}")]
     StateUrl(String),
+    #[error("proxy.admin is {0}, beyond loopback, and no admin credential is configured: anyone who reaches it could move traffic. Set proxy.admin_tokens_file, proxy.admin_token_env or proxy.oidc_jwks_url, or proxy.admin_insecure = true to allow it")]
+    InsecureAdmin(std::net::SocketAddr),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -60,21 +62,22 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         .enable_all()
         .build()?
         .block_on(initial_state(&config))?;
-    let admin =
-        std::net::TcpListener::bind(config.proxy.admin).map_err(|source| StartError::Bind {
-            what: "proxy.admin",
-            addr: config.proxy.admin,
-            source,
-        })?;
-    admin.set_nonblocking(true)?;
-    // Pingora binds the data listener itself and would only log a failure.
-    drop(
-        std::net::TcpListener::bind(config.proxy.listen).map_err(|source| StartError::Bind {
-            what: "proxy.listen",
-            addr: config.proxy.listen,
-            source,
-        })?,
-    );
+    if credentials.is_none() && !config.proxy.admin.ip().is_loopback() && !config.proxy.admin_insecure
+    {
+        return Err(StartError::InsecureAdmin(config.proxy.admin));
+    }
+    let admin = bind(config.proxy.admin).map_err(|source| StartError::Bind {
+        what: "proxy.admin",
+        addr: config.proxy.admin,
+        source,
+    })?;
+    // Pingora binds the data listener itself (with SO_REUSEADDR) and would
+    // only log a failure: check it the same way first.
+    drop(bind(config.proxy.listen).map_err(|source| StartError::Bind {
+        what: "proxy.listen",
+        addr: config.proxy.listen,
+        source,
+    })?);
 
     let listen = config.proxy.listen.to_string();
     let conf = ServerConf {
@@ -146,4 +149,17 @@ async fn initial_state(config: &Config) -> Result<(Vec<LiveRoute>, Option<String
             Ok((Vec::new(), Some(why)))
         }
     }
+}
+
+/// A listening socket with `SO_REUSEADDR`, so a restart binds at once even
+/// while connections of the previous process sit in TIME_WAIT (as nginx
+/// and Envoy do).
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }

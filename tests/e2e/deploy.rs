@@ -99,6 +99,10 @@ fn kubernetes_router_matches_the_binary_and_its_config() {
         Some(port_of(&cfg.proxy.admin))
     );
     assert_eq!(ann["prometheus.io/path"], "/metrics");
+    assert!(
+        cfg.proxy.metrics_public || cfg.proxy.admin_token_env.is_none(),
+        "Prometheus scrapes without a token: /metrics must be public"
+    );
     let env = env_names(c);
     assert!(env.contains(&"STRANGLER_STATE_URL".to_string()));
     assert!(

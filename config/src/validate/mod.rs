@@ -316,6 +316,8 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy, base_dir: &Path) -> ProxyCon
         admin_token_env,
         admin_tokens_file,
         oidc,
+        admin_insecure: raw.admin_insecure.unwrap_or(false),
+        metrics_public: raw.metrics_public.unwrap_or(false),
         override_header,
         max_shadow_body_bytes: positive(
             c,

@@ -67,17 +67,24 @@ impl AdminState {
 
 /// The admin API's router.
 pub fn router(state: Arc<AdminState>) -> Router {
-    let protected = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/routes", get(routes::list))
+    let metrics_public = state.shared.config.load().proxy.metrics_public;
+    let mut protected = Router::new().route("/routes", get(routes::list))
         .route("/routes/{name}", get(routes::show).put(routes::set))
         .route("/routes/{name}/rollback", post(routes::rollback))
         .route("/routes/{name}/resume", post(routes::resume))
         .route("/routes/{name}/promote", post(routes::promote))
         .route("/routes/{name}/history", get(routes::history))
-        .route("/shadow/summary", get(shadow_summary))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/shadow/summary", get(shadow_summary));
+    let mut open = Router::new();
+    if metrics_public {
+        open = open.route("/metrics", get(metrics));
+    } else {
+        protected = protected.route("/metrics", get(metrics));
+    }
+    let protected =
+        protected.layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .merge(open)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

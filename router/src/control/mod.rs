@@ -153,6 +153,10 @@ impl Control {
                         "state.cache_file",
                         old.state.cache_file != new.state.cache_file,
                     ),
+                    (
+                        "proxy.metrics_public",
+                        old.proxy.metrics_public != new.proxy.metrics_public,
+                    ),
                 ] {
                     if changed {
                         tracing::warn!(

@@ -72,6 +72,21 @@ impl Harness {
         self.start_with_env(&[]).await
     }
 
+    /// Starts on exactly the written ports (no new ones when a port is
+    /// taken); the proxy's log when it does not start.
+    pub async fn start_on_same_ports(&self) -> Result<Proxy, String> {
+        let mut p = self.spawn(&[]);
+        p.wait_ready().await.map(|()| p)
+    }
+
+    /// The ports the proxy listens on: (data, admin).
+    pub fn ports(&self) -> (u16, u16) {
+        (
+            self.listen.load(Ordering::Relaxed),
+            self.admin.load(Ordering::Relaxed),
+        )
+    }
+
     pub async fn start_with_env(&self, env: &[(&str, &str)]) -> Proxy {
         for _ in 0..4 {
             let mut p = self.spawn(env);
