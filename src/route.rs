@@ -279,7 +279,7 @@ fn promote_error(config: &Config, name: &str, e: PromoteError) -> anyhow::Result
             eprintln!("error: {msg}");
             Ok(Exit::Usage)
         }
-        e @ PromoteError::Held { .. } => {
+        e @ (PromoteError::Held { .. } | PromoteError::Changed { .. }) => {
             eprintln!("error: {e}");
             Ok(Exit::Failed)
         }

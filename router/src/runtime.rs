@@ -218,13 +218,15 @@ fn build(
                 aa_percent: r.compare.aa_percent,
                 tables: r.tables.clone(),
             };
-            CompiledRoute::new(
+            let mut c = CompiledRoute::new(
                 r,
                 i,
                 r.service.as_deref().and_then(id_of),
                 effective(r, ov),
                 shadow,
-            )
+            );
+            c.state_ms = ov.map_or(0, |l| l.updated_at_ms);
+            c
         })
         .collect();
     metrics.route_state.reset();

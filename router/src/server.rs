@@ -62,7 +62,9 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         .enable_all()
         .build()?
         .block_on(initial_state(&config))?;
-    if credentials.is_none() && !config.proxy.admin.ip().is_loopback() && !config.proxy.admin_insecure
+    if credentials.is_none()
+        && !config.proxy.admin.ip().is_loopback()
+        && !config.proxy.admin_insecure
     {
         return Err(StartError::InsecureAdmin(config.proxy.admin));
     }
@@ -73,11 +75,13 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     })?;
     // Pingora binds the data listener itself (with SO_REUSEADDR) and would
     // only log a failure: check it the same way first.
-    drop(bind(config.proxy.listen).map_err(|source| StartError::Bind {
-        what: "proxy.listen",
-        addr: config.proxy.listen,
-        source,
-    })?);
+    drop(
+        bind(config.proxy.listen).map_err(|source| StartError::Bind {
+            what: "proxy.listen",
+            addr: config.proxy.listen,
+            source,
+        })?,
+    );
 
     let listen = config.proxy.listen.to_string();
     let conf = ServerConf {

@@ -7,10 +7,14 @@ use std::sync::Mutex;
 
 pub use strangler_state::counts::Counts;
 
-/// What this proxy counted since its last flush, by (route, minute).
+/// The key of a count: route, minute, and the route state it was made
+/// under (its row's `updated_at_ms`; 0 without a row).
+pub type Key = (String, i64, i64);
+
+/// What this proxy counted since its last flush, by [`Key`].
 #[derive(Debug, Default)]
 pub struct Usage {
-    deltas: Mutex<HashMap<(String, i64), Counts>>,
+    deltas: Mutex<HashMap<Key, Counts>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -18,23 +22,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Usage {
-    pub fn record(&self, route: &str, minute: i64, c: Counts) {
+    pub fn record(&self, route: &str, minute: i64, state_ms: i64, c: Counts) {
         let mut d = lock(&self.deltas);
-        match d.get_mut(&(route.to_string(), minute)) {
+        match d.get_mut(&(route.to_string(), minute, state_ms)) {
             Some(e) => e.add(&c),
             None => {
-                d.insert((route.to_string(), minute), c);
+                d.insert((route.to_string(), minute, state_ms), c);
             }
         }
     }
 
-    pub fn take(&self) -> HashMap<(String, i64), Counts> {
+    pub fn take(&self) -> HashMap<Key, Counts> {
         std::mem::take(&mut *lock(&self.deltas))
     }
 
-    pub fn restore(&self, d: HashMap<(String, i64), Counts>) {
-        for ((r, m), c) in d {
-            self.record(&r, m, c);
+    pub fn restore(&self, d: HashMap<Key, Counts>) {
+        for ((r, m, s), c) in d {
+            self.record(&r, m, s, c);
         }
     }
 }

@@ -153,6 +153,11 @@ impl LiveRoute {
         }
     }
 
+    /// The effective state and its origin, for messages.
+    pub fn explain_state(&self) -> String {
+        format!("{} ({})", self.target(), self.origin.as_str())
+    }
+
     /// Why the route runs what it runs, for people ("" when it simply
     /// follows the file).
     pub fn explain(&self) -> String {

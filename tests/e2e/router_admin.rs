@@ -314,7 +314,11 @@ async fn the_admin_api_and_the_board_show_the_same_gates() {
 fn time_wait_ports() -> Vec<u16> {
     let mut out = Vec::new();
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        for line in std::fs::read_to_string(f).unwrap_or_default().lines().skip(1) {
+        for line in std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.get(3) == Some(&"06") {
                 if let Some(port) = cols
@@ -338,8 +342,15 @@ async fn a_restarted_proxy_binds_its_ports_at_once() {
     let (data, admin) = h.ports();
     let c = client();
     for _ in 0..5 {
-        assert_eq!(get_who(&c, &format!("{}/products/1", p.base), &[]).await, "svc");
-        let r = c.get(format!("{}/routes", p.admin)).send().await.expect("admin");
+        assert_eq!(
+            get_who(&c, &format!("{}/products/1", p.base), &[]).await,
+            "svc"
+        );
+        let r = c
+            .get(format!("{}/routes", p.admin))
+            .send()
+            .await
+            .expect("admin");
         assert_eq!(r.status(), 200);
     }
     // The server side closes first: its ports go to TIME_WAIT.
@@ -350,12 +361,19 @@ async fn a_restarted_proxy_binds_its_ports_at_once() {
         tw.contains(&data) && tw.contains(&admin)
     })
     .await;
-    assert!(waiting.is_some(), "no TIME_WAIT on {data}/{admin}: {:?}", time_wait_ports());
+    assert!(
+        waiting.is_some(),
+        "no TIME_WAIT on {data}/{admin}: {:?}",
+        time_wait_ports()
+    );
     let p = h
         .start_on_same_ports()
         .await
         .unwrap_or_else(|log| panic!("the restart could not bind:\n{log}"));
-    assert_eq!(get_who(&client(), &format!("{}/products/1", p.base), &[]).await, "svc");
+    assert_eq!(
+        get_who(&client(), &format!("{}/products/1", p.base), &[]).await,
+        "svc"
+    );
 }
 
 #[tokio::test]
@@ -375,7 +393,10 @@ async fn an_open_admin_listener_beyond_loopback_is_refused_unless_allowed() {
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("beyond loopback") && err.contains("admin_insecure"), "{err}");
+    assert!(
+        err.contains("beyond loopback") && err.contains("admin_insecure"),
+        "{err}"
+    );
     std::fs::write(
         h.config_path(),
         text.replace("[proxy]\n", "[proxy]\nadmin_insecure = true\n"),
@@ -383,7 +404,12 @@ async fn an_open_admin_listener_beyond_loopback_is_refused_unless_allowed() {
     .expect("write");
     let p = h.start_on_same_ports().await.expect("starts when allowed");
     assert_eq!(
-        client().get(format!("{}/routes", p.admin)).send().await.expect("get").status(),
+        client()
+            .get(format!("{}/routes", p.admin))
+            .send()
+            .await
+            .expect("get")
+            .status(),
         200
     );
 }
@@ -402,9 +428,21 @@ async fn metrics_can_be_public_while_routes_need_the_token() {
     std::fs::write(h.config_path(), text).expect("write");
     let p = h.start_with_env(&[("E2E_ADMIN_TOKEN", "s3cret")]).await;
     let c = client();
-    let m = c.get(format!("{}/metrics", p.admin)).send().await.expect("get");
+    let m = c
+        .get(format!("{}/metrics", p.admin))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(m.status(), 200);
-    assert!(m.text().await.unwrap_or_default().contains("strangler_route_state"));
-    let r = c.get(format!("{}/routes", p.admin)).send().await.expect("get");
+    assert!(m
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("strangler_route_state"));
+    let r = c
+        .get(format!("{}/routes", p.admin))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), 401);
 }

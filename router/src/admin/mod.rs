@@ -68,7 +68,8 @@ impl AdminState {
 /// The admin API's router.
 pub fn router(state: Arc<AdminState>) -> Router {
     let metrics_public = state.shared.config.load().proxy.metrics_public;
-    let mut protected = Router::new().route("/routes", get(routes::list))
+    let mut protected = Router::new()
+        .route("/routes", get(routes::list))
         .route("/routes/{name}", get(routes::show).put(routes::set))
         .route("/routes/{name}/rollback", post(routes::rollback))
         .route("/routes/{name}/resume", post(routes::resume))
@@ -81,8 +82,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     } else {
         protected = protected.route("/metrics", get(metrics));
     }
-    let protected =
-        protected.layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let protected = protected.layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(open)
         .route("/healthz", get(|| async { "ok\n" }))

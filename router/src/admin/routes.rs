@@ -327,7 +327,9 @@ fn promote_error(name: &str, e: PromoteError) -> Response {
     match e {
         PromoteError::UnknownRoute(_) => error(StatusCode::NOT_FOUND, format!("no route {name:?}")),
         PromoteError::NoStep(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
-        e @ PromoteError::Held { .. } => error(StatusCode::CONFLICT, e.to_string()),
+        e @ (PromoteError::Held { .. } | PromoteError::Changed { .. }) => {
+            error(StatusCode::CONFLICT, e.to_string())
+        }
         e => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

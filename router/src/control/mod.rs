@@ -21,7 +21,6 @@ use crate::admin::{self, AdminState};
 use crate::health::HealthCheckers;
 use crate::runtime::Shared;
 use strangler_state::store::StateStore;
-use strangler_state::RouteStore;
 
 /// How often the config file is looked at for changes.
 const FILE_POLL: Duration = Duration::from_millis(500);
@@ -261,18 +260,15 @@ async fn rollback_loop(shared: Arc<Shared>, store: StateStore) {
             continue;
         }
         for route in canaries {
-            // Only what happened since the route entered this stage counts.
-            let changed = store
-                .audit_log(Some(&route.name))
-                .await
-                .ok()
-                .and_then(|h| h.last().map(|e| e.at_ms))
-                .unwrap_or(0);
+            // Only what was counted under the route's current state counts
+            // (the window starts at the later of its start and the change).
+            let state_ms = shared
+                .live_route(&route.name)
+                .map_or(0, |l| l.updated_at_ms);
             let since = crate::usage::minute(
-                (strangler_state::store::now_ms() - route.promote.window.as_millis() as i64)
-                    .max(changed),
+                strangler_state::store::now_ms() - route.promote.window.as_millis() as i64,
             );
-            let Ok(usage) = store.usage_since(since).await else {
+            let Ok(usage) = store.usage_in_state(since, state_ms).await else {
                 continue;
             };
             let counts = usage.get(&route.name).copied().unwrap_or_default();

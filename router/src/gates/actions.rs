@@ -106,7 +106,7 @@ pub async fn set(
             why: live.why.clone(),
         });
     }
-    let entry = write_runtime(store, route, target, who).await?;
+    let entry = write_runtime(store, route, report.current.target(), target, who).await?;
     Ok(SetOutcome::Moved(Promotion::Promoted {
         entry: Box::new(entry),
         gates: Vec::new(),
@@ -207,4 +207,75 @@ pub async fn note(
         who: who.clone(),
     };
     written(store.update(&route.name, &decide).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strangler_state::memory::MemoryStore;
+
+    fn route() -> strangler_config::Route {
+        let text = "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n[upstreams.svc]\nurl = \"http://127.0.0.1:2\"\n\
+                    [[routes]]\nname = \"p\"\npath = \"/p\"\nservice = \"svc\"\nstage = \"canary\"\npercent = 50\n";
+        Config::from_toml(text, std::path::Path::new("/tmp/s.toml"))
+            .expect("config")
+            .routes
+            .remove(0)
+    }
+
+    fn who(actor: &str) -> Who {
+        Who {
+            actor: actor.into(),
+            reason: "test".into(),
+            revision: String::new(),
+        }
+    }
+
+    /// A proxy read canary 50 and decided to move it; meanwhile an operator
+    /// rolled it back. The late write must not undo the rollback.
+    #[tokio::test]
+    async fn a_write_from_a_stale_read_never_clobbers_a_rollback() {
+        let store = MemoryStore::default();
+        let r = route();
+        let seen = Target {
+            stage: Stage::Canary,
+            percent: 50.0,
+        };
+        rollback(&store, &r, who("ops")).await.expect("rollback");
+        let late = write_runtime(
+            &store,
+            &r,
+            seen,
+            Target {
+                stage: Stage::Canary,
+                percent: 10.0,
+            },
+            who("proxy"),
+        )
+        .await;
+        assert!(
+            matches!(&late, Err(PromoteError::Changed { now, .. }) if now == "legacy (hold)"),
+            "{late:?}"
+        );
+        let row = store.routes().await.expect("rows").remove(0);
+        assert_eq!((row.stage, row.origin), (Stage::Legacy, Origin::Hold));
+        assert_eq!(store.audit_log(None).await.expect("log").len(), 1);
+        // From what it runs now, a step is written.
+        let resumed = store
+            .update("p", &|row: Option<&LiveRoute>| {
+                Decision::Write(Change {
+                    row: LiveRoute {
+                        origin: Origin::Runtime,
+                        ..row.cloned().expect("row")
+                    },
+                    who: who("ops"),
+                })
+            })
+            .await
+            .expect("release");
+        assert!(resumed.entry().is_some());
+        write_runtime(&store, &r, Target::LEGACY, seen, who("ops"))
+            .await
+            .expect("a fresh read writes");
+    }
 }

@@ -152,6 +152,12 @@ pub enum PromoteError {
     /// No next step (already migrated, a bad `to`).
     #[error("{0}")]
     NoStep(String),
+    /// The route changed between reading and writing (another proxy or
+    /// operator); nothing was written.
+    #[error(
+        "route {route:?} changed meanwhile (now {now}); nothing was written — look again and retry"
+    )]
+    Changed { route: String, now: String },
     /// A rollback holds the route at legacy.
     #[error("route {route:?} is on hold since a rollback ({why}); `strangler route resume {route} --reason …` lifts it")]
     Held { route: String, why: String },
@@ -240,6 +246,7 @@ pub(crate) async fn move_forward(
     let entry = write_runtime(
         store,
         route,
+        report.current.target(),
         target,
         Who {
             actor: actor.to_string(),
@@ -255,17 +262,25 @@ pub(crate) async fn move_forward(
     })
 }
 
-/// Stores a run-time change of `route` to `target` (audited); the
-/// declared state stays what the fleet last reconciled.
+/// Stores a run-time change of `route` from `seen` to `target` (audited);
+/// the declared state stays what the fleet last reconciled. A
+/// compare-and-set: when the route no longer runs `seen` (or a rollback
+/// holds it), nothing is written and [`PromoteError::Changed`] says what it
+/// runs now, so a proxy and an operator never clobber each other.
 pub async fn write_runtime(
     store: &dyn RouteStore,
     route: &Route,
+    seen: Target,
     target: Target,
     who: Who,
-) -> Result<AuditEntry, StoreError> {
+) -> Result<AuditEntry, PromoteError> {
     let declared = Target::declared(route);
     let name = route.name.clone();
     let decide = move |row: Option<&LiveRoute>| {
+        let now = row.map_or(declared, LiveRoute::target);
+        if now != seen || row.is_some_and(|r| r.origin == Origin::Hold) {
+            return Decision::Keep;
+        }
         Decision::Write(Change {
             row: LiveRoute {
                 route: name.clone(),
@@ -280,7 +295,19 @@ pub async fn write_runtime(
             who: who.clone(),
         })
     };
-    written(store.update(&route.name, &decide).await?)
+    match store.update(&route.name, &decide).await? {
+        strangler_state::route_store::Updated::Written { entry, .. } => Ok(*entry),
+        other => {
+            let now = match &other {
+                strangler_state::route_store::Updated::Kept(Some(r)) => r.explain_state(),
+                _ => seen.to_string(),
+            };
+            Err(PromoteError::Changed {
+                route: route.name.clone(),
+                now,
+            })
+        }
+    }
 }
 
 /// The audit entry of an update that always writes.

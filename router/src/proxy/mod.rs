@@ -281,6 +281,7 @@ impl ProxyHttp for RouterProxy {
         self.shared.usage.record(
             route_name,
             crate::usage::minute(strangler_state::store::now_ms()),
+            route.map_or(0, |r| r.state_ms),
             strangler_state::counts::Counts {
                 requests: 1,
                 service_requests: u64::from(meant_for_service),

@@ -37,6 +37,9 @@ pub struct CompiledRoute {
     pub origin: Origin,
     /// Position in the config file (for ties and for listing).
     pub file_index: usize,
+    /// When the route's stored state last changed (0 without a row): the
+    /// state its usage counts are made under.
+    pub state_ms: i64,
     /// Shadow settings and compiled comparison rules.
     pub shadow: RouteShadow,
 }
@@ -65,6 +68,7 @@ impl CompiledRoute {
             fallback: route.fallback,
             origin: effective.origin,
             file_index,
+            state_ms: 0,
             shadow,
         }
     }

@@ -46,14 +46,15 @@ const COMMON: &[&str] = &[
         slot TEXT PRIMARY KEY,
         source_lsn BIGINT NOT NULL,
         updated_at_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS strangler_route_usage (
+    "CREATE TABLE IF NOT EXISTS strangler_usage (
         route TEXT NOT NULL,
         minute BIGINT NOT NULL,
+        state_ms BIGINT NOT NULL,
         requests BIGINT NOT NULL,
         service_requests BIGINT NOT NULL,
         service_errors BIGINT NOT NULL,
         fallbacks BIGINT NOT NULL,
-        PRIMARY KEY (route, minute))",
+        PRIMARY KEY (route, minute, state_ms))",
     "CREATE TABLE IF NOT EXISTS strangler_cdc_published (
         slot TEXT PRIMARY KEY,
         lsn BIGINT NOT NULL,

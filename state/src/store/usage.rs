@@ -1,4 +1,9 @@
 //! Route usage by minute in the state store (merged from every proxy).
+//!
+//! Each count also carries the route state it was made under (`state_ms`,
+//! the `updated_at_ms` of the route's row when the proxy counted it), so
+//! automatic rollback counts exactly what happened since the route entered
+//! its current state, not the errors of the same minute before it.
 
 use std::collections::HashMap;
 
@@ -11,20 +16,21 @@ impl StateStore {
     /// Adds this proxy's counts.
     pub async fn merge_usage(
         &self,
-        deltas: &HashMap<(String, i64), Counts>,
+        deltas: &HashMap<(String, i64, i64), Counts>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for ((route, minute), c) in deltas {
+        for ((route, minute, state_ms), c) in deltas {
             sqlx::query(
-                "INSERT INTO strangler_route_usage (route, minute, requests, service_requests, service_errors, fallbacks) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (route, minute) DO UPDATE SET \
-                 requests = strangler_route_usage.requests + excluded.requests, \
-                 service_requests = strangler_route_usage.service_requests + excluded.service_requests, \
-                 service_errors = strangler_route_usage.service_errors + excluded.service_errors, \
-                 fallbacks = strangler_route_usage.fallbacks + excluded.fallbacks",
+                "INSERT INTO strangler_usage (route, minute, state_ms, requests, service_requests, service_errors, fallbacks) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (route, minute, state_ms) DO UPDATE SET \
+                 requests = strangler_usage.requests + excluded.requests, \
+                 service_requests = strangler_usage.service_requests + excluded.service_requests, \
+                 service_errors = strangler_usage.service_errors + excluded.service_errors, \
+                 fallbacks = strangler_usage.fallbacks + excluded.fallbacks",
             )
             .bind(route)
             .bind(*minute)
+            .bind(*state_ms)
             .bind(i64::try_from(c.requests).unwrap_or(i64::MAX))
             .bind(i64::try_from(c.service_requests).unwrap_or(i64::MAX))
             .bind(i64::try_from(c.service_errors).unwrap_or(i64::MAX))
@@ -41,12 +47,23 @@ impl StateStore {
         &self,
         since_minute: i64,
     ) -> Result<HashMap<String, Counts>, StoreError> {
+        self.usage_in_state(since_minute, 0).await
+    }
+
+    /// Counts per route since `since_minute`, made under a route state no
+    /// older than `state_ms`.
+    pub async fn usage_in_state(
+        &self,
+        since_minute: i64,
+        state_ms: i64,
+    ) -> Result<HashMap<String, Counts>, StoreError> {
         let rows = sqlx::query(
             "SELECT route, CAST(SUM(requests) AS BIGINT), CAST(SUM(service_requests) AS BIGINT), \
              CAST(SUM(service_errors) AS BIGINT), CAST(SUM(fallbacks) AS BIGINT) \
-             FROM strangler_route_usage WHERE minute >= $1 GROUP BY route",
+             FROM strangler_usage WHERE minute >= $1 AND state_ms >= $2 GROUP BY route",
         )
         .bind(since_minute)
+        .bind(state_ms)
         .fetch_all(&self.pool)
         .await?;
         let mut out = HashMap::new();
@@ -65,5 +82,49 @@ impl StateStore {
             );
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_of_an_earlier_route_state_are_left_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::connect(&format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("s.db").display()
+        ))
+        .await
+        .expect("store");
+        let errors = Counts {
+            requests: 30,
+            service_requests: 30,
+            service_errors: 30,
+            fallbacks: 30,
+        };
+        let fine = Counts {
+            requests: 10,
+            service_requests: 10,
+            service_errors: 0,
+            fallbacks: 0,
+        };
+        // The same minute: errors under state 100, then the route changed (200).
+        let deltas = HashMap::from([
+            (("p".to_string(), 7, 100), errors),
+            (("p".to_string(), 7, 200), fine),
+        ]);
+        store.merge_usage(&deltas).await.expect("merge");
+        store.merge_usage(&deltas).await.expect("merge again adds");
+        let all = store.usage_since(7).await.expect("all");
+        assert_eq!(all["p"].requests, 80);
+        let now = store
+            .usage_in_state(7, 200)
+            .await
+            .expect("since the change");
+        assert_eq!(now["p"].requests, 20);
+        assert_eq!(now["p"].service_errors, 0);
+        assert!(store.usage_since(8).await.expect("later").is_empty());
     }
 }
