@@ -199,6 +199,16 @@ pub struct RawCompare {
     /// Extra JSON Pointers redacted from stored samples and reports.
     #[serde(default)]
     pub redact: Vec<Spanned<String>>,
+    /// Extra header names whose values are never kept (besides
+    /// authorization, proxy-authorization, cookie, set-cookie, x-api-key,
+    /// x-auth-token).
+    #[serde(default)]
+    pub redact_headers: Vec<Spanned<String>>,
+    /// Extra field-name patterns (case-insensitive substrings) whose values
+    /// are never kept, in JSON and in `name=value` text (besides password,
+    /// passwd, secret, token, api_key, apikey, credential, private_key).
+    #[serde(default)]
+    pub secret_fields: Vec<Spanned<String>>,
     /// Share of shadowed safe requests (GET, HEAD, OPTIONS) also sent a
     /// second time to the primary, to learn which fields are noise
     /// (percent, default 10).

@@ -310,6 +310,10 @@ pub struct CompareRules {
     pub unordered_arrays: Vec<String>,
     pub numeric_tolerance: f64,
     pub redact: Vec<String>,
+    /// Lower-cased header names redacted besides the defaults.
+    pub redact_headers: Vec<String>,
+    /// Lower-cased field-name patterns redacted besides the defaults.
+    pub secret_fields: Vec<String>,
     /// Percent of shadowed safe requests also sent twice to the primary (A/A).
     pub aa_percent: f64,
 }
@@ -322,6 +326,8 @@ impl Default for CompareRules {
             unordered_arrays: Vec::new(),
             numeric_tolerance: 0.0,
             redact: Vec::new(),
+            redact_headers: Vec::new(),
+            secret_fields: Vec::new(),
             aa_percent: 10.0,
         }
     }

@@ -89,6 +89,9 @@ pub struct Rules {
     pub numeric_tolerance: f64,
     /// Pointers whose values never reach samples or reports.
     pub redact: Vec<Pattern>,
+    /// Headers, field names and text patterns whose values never reach
+    /// samples or reports.
+    pub secrets: std::sync::Arc<crate::redact::Secrets>,
 }
 
 impl Rules {
@@ -113,6 +116,10 @@ impl Rules {
                 .collect(),
             numeric_tolerance: rules.numeric_tolerance,
             redact: rules.redact.iter().map(|p| Pattern::parse(p)).collect(),
+            secrets: std::sync::Arc::new(crate::redact::Secrets::new(
+                &rules.redact_headers,
+                &rules.secret_fields,
+            )),
         }
     }
 

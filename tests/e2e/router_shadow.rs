@@ -390,3 +390,143 @@ async fn the_html_report_shows_the_difference_in_a_browser() {
     );
     assert!(dom.contains("noise"), "noise fields are marked");
 }
+
+/// An upstream that answers `/account` with secrets of its own (different
+/// on each side, so every one of them is a difference), JSON or text.
+async fn secret_upstream(side: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::response::IntoResponse;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let app = axum::Router::new()
+        .route(
+            "/account",
+            axum::routing::get(move || async move {
+                (
+                    [
+                        ("set-cookie", format!("sid=cookie-{side}-7731")),
+                        ("x-upstream", side.to_string()),
+                    ],
+                    axum::Json(serde_json::json!({
+                        "user": "bob",
+                        "password": format!("pw-{side}-hunter2"),
+                        "card": if side == "legacy" { "4111 1111 1111 1111" } else { "5500 0000 0000 0004" },
+                        "note": format!("session token=tok-{side}-5521 issued"),
+                    })),
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/notes",
+            axum::routing::get(move || async move {
+                format!("line one\nauth Bearer bearer-{side}-9911\napi_key={side}-key-3310\nend\n")
+            }),
+        );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (url, task)
+}
+
+/// Every secret the test sends or the upstreams answer.
+const SECRETS: &[&str] = &[
+    "pw-legacy-hunter2",
+    "pw-svc-hunter2",
+    "4111 1111 1111 1111",
+    "5500 0000 0000 0004",
+    "tok-legacy-5521",
+    "tok-svc-5521",
+    "cookie-legacy-7731",
+    "cookie-svc-7731",
+    "bearer-legacy-9911",
+    "bearer-svc-9911",
+    "legacy-key-3310",
+    "svc-key-3310",
+    "client-bearer-4455",
+    "client-cookie-6677",
+    "query-token-8899",
+];
+
+#[tokio::test]
+async fn secrets_reach_no_report_no_log_and_no_stored_stat() {
+    let (legacy, _l) = secret_upstream("legacy").await;
+    let (svc, _s) = secret_upstream("svc").await;
+    let h = Harness::new();
+    let routes = r#"
+[[routes]]
+name = "account"
+path = "/account"
+service = "svc"
+stage = "shadow"
+shadow_percent = 100.0
+[routes.compare]
+aa_percent = 0.0
+
+[[routes]]
+name = "notes"
+path = "/notes"
+service = "svc"
+stage = "shadow"
+shadow_percent = 100.0
+[routes.compare]
+aa_percent = 0.0
+"#;
+    h.write_config(&format!(
+        "[upstreams.legacy]\nurl = \"{legacy}\"\n\n[upstreams.svc]\nurl = \"{svc}\"\n{routes}"
+    ));
+    let p = h.start().await;
+    let c = client();
+    for path in ["/account", "/notes"] {
+        for _ in 0..3 {
+            let r = c
+                .get(format!("{}{path}?access_token=query-token-8899&page=2", p.base))
+                .header("authorization", "Bearer client-bearer-4455")
+                .header("cookie", "sid=client-cookie-6677")
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(r.status(), 200);
+        }
+    }
+    flushed(&h, "account", 3).await;
+    flushed(&h, "notes", 3).await;
+    // The differences were seen (redacted), so the check below is not empty.
+    let (_, md, _) = cli(&["shadow", "report", "--format", "md"], &h.config_path());
+    assert!(md.contains("/password") && md.contains("[redacted]"), "{md}");
+    assert!(md.contains("header:set-cookie"), "{md}");
+
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for format in ["md", "html", "json"] {
+        let (code, out, err) = cli(&["shadow", "report", "--format", format], &h.config_path());
+        assert_eq!(code, 0, "{err}");
+        kept.push((format!("report {format}"), out));
+    }
+    let summary = c
+        .get(format!("{}/shadow/summary", p.admin))
+        .send()
+        .await
+        .expect("summary")
+        .text()
+        .await
+        .expect("text");
+    kept.push(("/shadow/summary".into(), summary));
+    let store = StateStore::connect(&format!(
+        "sqlite://{}?mode=rw",
+        h.dir.path().join("state.db").display()
+    ))
+    .await
+    .expect("store");
+    let stats = store.shadow_stats().await.expect("stats");
+    assert_eq!(stats.len(), 2);
+    kept.push(("stored stats".into(), serde_json::to_string(&stats).expect("json")));
+    kept.push(("proxy log".into(), p.log_text()));
+    kept.push((
+        "access log".into(),
+        std::fs::read_to_string(h.dir.path().join("access.log")).unwrap_or_default(),
+    ));
+    for (place, text) in &kept {
+        for s in SECRETS {
+            assert!(!text.contains(s), "{s:?} reached the {place}:\n{text}");
+        }
+    }
+}

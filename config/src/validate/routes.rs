@@ -244,6 +244,34 @@ fn check_compare(c: &mut Checker<'_>, raw: &RawCompare, key: &str) -> CompareRul
         unordered_arrays: pointers(c, &raw.unordered_arrays, "unordered_arrays"),
         numeric_tolerance: tolerance,
         redact: pointers(c, &raw.redact, "redact"),
+        redact_headers: raw
+            .redact_headers
+            .iter()
+            .map(|h| {
+                if !is_token(h.get_ref()) {
+                    c.err(
+                        h,
+                        &format!("{key}.redact_headers"),
+                        format!("{:?} is not a header name", h.get_ref()),
+                    );
+                }
+                h.get_ref().to_ascii_lowercase()
+            })
+            .collect(),
+        secret_fields: raw
+            .secret_fields
+            .iter()
+            .map(|f| {
+                if !f.get_ref().chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') || f.get_ref().is_empty() {
+                    c.err(
+                        f,
+                        &format!("{key}.secret_fields"),
+                        format!("{:?}: a field-name pattern is letters, digits, '_' and '-'", f.get_ref()),
+                    );
+                }
+                f.get_ref().to_ascii_lowercase()
+            })
+            .collect(),
         aa_percent: percent(c, &raw.aa_percent, &format!("{key}.aa_percent"), 10.0),
     }
 }

@@ -53,6 +53,23 @@ pub(crate) fn is_safe(method: &Method) -> bool {
 
 #[async_trait]
 impl ProxyHttp for RouterProxy {
+    /// What Pingora's own log lines name a request by: method, path and
+    /// host, never the query string (it carries tokens often enough).
+    fn request_summary(&self, session: &Session, _ctx: &Self::CTX) -> String {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        format!(
+            "{} {}{}, Host: {host}",
+            req.method,
+            req.uri.path(),
+            if req.uri.query().is_some() { "?…" } else { "" }
+        )
+    }
+
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {

@@ -71,7 +71,7 @@ impl ShadowJob {
         }
         let mut resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Fetch::Failed(e.to_string()),
+            Err(e) => return Fetch::Failed(e.without_url().to_string()),
         };
         let status = resp.status().as_u16();
         let headers: Vec<(String, String)> = resp
@@ -94,7 +94,7 @@ impl ShadowJob {
                     body.extend_from_slice(&c);
                 }
                 Ok(None) => break,
-                Err(e) => return Fetch::Failed(e.to_string()),
+                Err(e) => return Fetch::Failed(e.without_url().to_string()),
             }
         }
         Fetch::Ok(Response::new(status, headers, body))
