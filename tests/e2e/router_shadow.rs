@@ -530,3 +530,69 @@ aa_percent = 0.0
         }
     }
 }
+
+/// One verdict everywhere: with the route's own thresholds the gate, every
+/// report format, the admin summary and the board say NOT READY, and the
+/// admin API refuses a canary unless forced (audited as FORCED).
+#[tokio::test]
+async fn every_surface_gives_the_same_verdict_and_put_obeys_it() {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    h.write_config(&format!(
+        "{}{}\n[routes.promote]\nmin_samples = 20\nmax_mismatch = 1.0\n",
+        upstreams(&legacy, &[("svc", &svc)]),
+        routes("", "shadow", "")
+    ));
+    // Even product ids get another price from the service: a real difference.
+    svc.set_price_delta(1);
+    let p = h.start().await;
+    let c = client();
+    for i in 0..25 {
+        get_who(&c, &format!("{}/product/{i}", p.base), &[]).await;
+    }
+    let report = flushed(&h, "product", 25).await;
+    assert_eq!(report["routes"][0]["verdict"]["status"], "NOT_READY", "{report}");
+    assert_eq!(report["routes"][0]["stage"], "shadow");
+    let (code, out, err) = cli(&["shadow", "gate", "product"], &h.config_path());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("NOT READY"), "{out}");
+    for format in ["md", "html"] {
+        let (_, out, _) = cli(&["shadow", "report", "--format", format], &h.config_path());
+        assert!(out.contains("NOT READY") && !out.contains("INSUFFICIENT DATA"), "{format}: {out}");
+    }
+    let summary: Value = c
+        .get(format!("{}/shadow/summary", p.admin))
+        .send()
+        .await
+        .expect("summary")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(summary["routes"][0]["verdict"], "NOT_READY", "{summary}");
+    let (_, out, _) = cli(&["status", "--json"], &h.config_path());
+    let board: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(board["routes"][0]["shadow"]["verdict"], "NOT READY", "{board}");
+
+    let put = |body: Value| {
+        c.put(format!("{}/routes/product", p.admin)).json(&body).send()
+    };
+    let r = put(serde_json::json!({"stage": "canary", "percent": 10})).await.expect("put");
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.expect("json");
+    let shadow_gate = body["gates"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["name"] == "shadow"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(shadow_gate["ok"], false, "{body}");
+    assert!(shadow_gate["detail"].as_str().is_some_and(|d| d.contains("NOT READY")), "{body}");
+    let r = put(serde_json::json!({"stage": "canary", "percent": 10, "force": true, "reason": "demo"}))
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.expect("json");
+    let reason = body["audit"]["reason"].as_str().unwrap_or("");
+    assert!(reason.starts_with("FORCED past failed gates (shadow") && reason.ends_with("demo"), "{reason}");
+    assert_eq!(body["route"]["stage"], "canary");
+}
