@@ -130,7 +130,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                 }
                 Ok(exit)
             }
-            CdcCommand::Status => status(&cdc, &source_url, json).await,
+            CdcCommand::Status => status(&config, &cdc, &source_url, json).await,
             CdcCommand::Verify { table } => verify_cmd(&cdc, &source_url, table.as_deref(), json).await,
         }
     })
@@ -175,8 +175,15 @@ async fn run_pipeline(
             shutdown_signal().await;
         }
     };
-    let p =
-        strangler_cdc::run::embedded(&cfg, &specs, start, &status, shutdown, on_progress).await?;
+    let p = match strangler_cdc::run::embedded(&cfg, &specs, start, &status, shutdown, on_progress)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            bar.finish_and_clear();
+            return Ok(fatal(&e, &strangler_cdc::remedy::for_pipeline(&e)));
+        }
+    };
     bar.finish_and_clear();
     let differing = status.finish_checks().await;
     if json {
@@ -202,7 +209,19 @@ async fn run_pipeline(
     })
 }
 
-async fn status(cdc: &CdcConfig, source_url: &str, json: bool) -> anyhow::Result<Exit> {
+/// A fault CDC cannot ride out: the cause, what to do, exit 2.
+fn fatal(e: &dyn std::fmt::Display, remedy: &str) -> Exit {
+    eprintln!("error: CDC stopped: {e}");
+    eprintln!("what to do: {remedy}");
+    Exit::Usage
+}
+
+async fn status(
+    config: &Config,
+    cdc: &CdcConfig,
+    source_url: &str,
+    json: bool,
+) -> anyhow::Result<Exit> {
     let cfg = SourceConfig::from_config(cdc, source_url.to_string());
     let sinks: Vec<(String, Result<String, String>)> = cdc
         .sinks
@@ -215,7 +234,19 @@ async fn status(cdc: &CdcConfig, source_url: &str, json: bool) -> anyhow::Result
             )
         })
         .collect();
-    let out = strangler_cdc::status::report(&cfg, &sinks).await?;
+    let mut out = strangler_cdc::status::report(&cfg, &sinks).await?;
+    // Reconnects after faults, as `cdc run` recorded them.
+    let reconnects = match config.state.store_url() {
+        Ok(url) => match StateStore::connect(url).await {
+            Ok(store) => store.cdc_reconnects(&cfg.slot).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        },
+        Err(_) => Vec::new(),
+    };
+    out["reconnects"] = json!(reconnects
+        .iter()
+        .map(|(part, n, at, err)| json!({"part": part, "count": n, "last_at": strangler_state::store::rfc3339(*at), "last_error": err}))
+        .collect::<Vec<_>>());
     let slot = out["exists"]
         .as_bool()
         .unwrap_or(false)
@@ -241,6 +272,12 @@ async fn status(cdc: &CdcConfig, source_url: &str, json: bool) -> anyhow::Result
             lag_bytes.map_or("-".to_string(), |b| b.to_string()),
             rate
         );
+        for (part, n, at, err) in &reconnects {
+            println!(
+                "  reconnects of the {part}: {n} (last at {}: {err})",
+                strangler_state::store::rfc3339(*at)
+            );
+        }
         for s in out["sinks"].as_array().into_iter().flatten() {
             println!(
                 "  sink {}: applied {} at {} · lag {} bytes, {:.1} s",
@@ -412,7 +449,11 @@ async fn run_kafka(
             shutdown_signal().await;
         }
     };
-    let finished = strangler_cdc::run::kafka(&cfg, plan, source_shutdown, shutdown_signal).await?;
+    let finished =
+        match strangler_cdc::run::kafka(&cfg, plan, source_shutdown, shutdown_signal).await {
+            Ok(f) => f,
+            Err(e) => return Ok(fatal(&e, &strangler_cdc::remedy::for_kafka_run(&e))),
+        };
     let mut exit = Exit::Ok;
     for f in finished {
         let line = match f {

@@ -41,6 +41,10 @@ pub struct Record {
     pub value: Option<Value>,
     /// Commit position of the transaction (`Lsn(0)` during the snapshot).
     pub commit_lsn: Lsn,
+    /// Position of the event within its transaction (0 in the snapshot):
+    /// with `commit_lsn`, a position that only grows along a partition, so
+    /// a record published twice (a replay after a fault) is applied once.
+    pub seq: u32,
     /// PostgreSQL's text of the columns whose representation cannot be
     /// read back exactly (the row the sink writes: `after`, or the key of
     /// a delete); Kafka carries it in the header [`EXACT_HEADER`].
@@ -51,6 +55,9 @@ pub struct Record {
 
 /// The Kafka header carrying [`Record::exact`].
 pub const EXACT_HEADER: &str = "strangler.exact";
+
+/// The Kafka header carrying `commit_lsn/seq` of a streamed record.
+pub const POSITION_HEADER: &str = "strangler.position";
 
 /// Kafka Connect schemas of a table's keys and values.
 #[derive(Debug, Clone, PartialEq)]

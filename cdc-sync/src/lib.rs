@@ -11,6 +11,8 @@
 //! - [`pipeline`]: source → sinks (the embedded transport), confirming the
 //!   slot only past what every sink has committed.
 //! - [`verify`]: chunked hash comparison of source and target after mapping.
+//! - [`run`]: running all of it through the faults that pass (reconnect with
+//!   backoff); [`remedy`]: what to do about the ones that do not.
 
 pub mod event;
 pub mod lsn;
@@ -18,6 +20,7 @@ pub mod metrics;
 pub mod origin;
 pub mod pgoutput;
 pub mod pipeline;
+pub mod remedy;
 pub mod run;
 pub mod sink;
 pub mod source;

@@ -112,7 +112,18 @@ pub trait StatusReporter: Send + Sync {
     async fn published(&self, _slot: &str, _lsn: Lsn) {}
     /// A part (`pipeline`, `source`, `sink`) failed with a retryable error
     /// and is being reconnected.
-    async fn retried(&self, _part: &str) {}
+    async fn retried(&self, _slot: &str, _part: &str, _error: &str) {}
+    /// Kafka: what a sink worker applied on one partition of `table`'s
+    /// topic (everything published when `caught_up`).
+    async fn partition_applied(
+        &self,
+        _sink: &str,
+        _table: &str,
+        _partition: (&str, i32),
+        _lsn: Lsn,
+        _caught_up: bool,
+    ) {
+    }
     /// Kafka: the position last reported by [`StatusReporter::published`].
     async fn published_position(&self, _slot: &str) -> Option<Lsn> {
         None

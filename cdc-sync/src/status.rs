@@ -64,6 +64,8 @@ struct Pending {
     source: std::collections::HashMap<String, i64>,
     applied: std::collections::HashMap<(String, String), i64>,
     published: std::collections::HashMap<String, i64>,
+    /// (sink, table, topic, partition) → (position, caught up)
+    partitions: std::collections::HashMap<(String, String, String, i32), (i64, bool)>,
 }
 
 impl StoreStatus {
@@ -90,6 +92,14 @@ impl StoreStatus {
                     for ((sink, table), lsn) in batch.applied {
                         if let Err(e) = store.report_applied_position(&sink, &table, lsn).await {
                             tracing::debug!(error = %e, "cannot report an applied position");
+                        }
+                    }
+                    for ((sink, table, topic, partition), (lsn, caught_up)) in batch.partitions {
+                        if let Err(e) = store
+                            .report_partition(&sink, &table, (&topic, partition), lsn, caught_up)
+                            .await
+                        {
+                            tracing::debug!(error = %e, "cannot report a partition's position");
                         }
                     }
                     for (slot, lsn) in batch.published {
@@ -160,6 +170,26 @@ impl StatusReporter for StoreStatus {
             )
         });
     }
+    async fn partition_applied(
+        &self,
+        sink: &str,
+        table: &str,
+        (topic, partition): (&str, i32),
+        lsn: Lsn,
+        caught_up: bool,
+    ) {
+        self.with(|p| {
+            p.partitions.insert(
+                (
+                    sink.to_string(),
+                    table.to_string(),
+                    topic.to_string(),
+                    partition,
+                ),
+                (lsn.as_i64(), caught_up),
+            );
+        });
+    }
     async fn published(&self, slot: &str, lsn: Lsn) {
         self.with(|p| keep_max(&mut p.published, slot.to_string(), lsn.as_i64()));
     }
@@ -176,9 +206,14 @@ impl StatusReporter for StoreStatus {
             }
         }
     }
-    async fn retried(&self, part: &str) {
+    async fn retried(&self, slot: &str, part: &str, error: &str) {
         if let Some(m) = &self.metrics {
             m.retried(part);
+        }
+        if let Some(s) = &self.store {
+            if let Err(e) = s.record_cdc_reconnect(slot, part, error).await {
+                tracing::debug!(error = %e, "cannot record the reconnect in the state store");
+            }
         }
     }
     async fn snapshot_sampled(&self, slot: &str, sample: crate::verify::Sample) {

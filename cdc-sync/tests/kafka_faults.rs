@@ -20,6 +20,7 @@ fn records(n: usize) -> Vec<Record> {
             key: Some(json!({"id": i})),
             value: Some(json!({"op": "c", "after": {"id": i}})),
             commit_lsn: Lsn(1),
+            seq: i as u32,
             exact: None,
             schemas: None,
         })

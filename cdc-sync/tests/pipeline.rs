@@ -611,6 +611,7 @@ async fn replayed_kafka_records_below_the_stored_offset_are_skipped() {
             "price_cents": price, "updated_at": "2024-01-01T00:00:00Z", "internal_notes": "x", "big": null
         }})),
         commit_lsn: Lsn(0),
+        seq: 0,
         exact: None,
         schemas: None,
     };

@@ -100,7 +100,7 @@ impl Secrets {
 
     pub fn is_secret_header(&self, name: &str) -> bool {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().any(|h| *h == name)
+        self.headers.contains(&name)
     }
 
     /// Whether a JSON field (a path segment) is named like a secret.
@@ -274,14 +274,20 @@ mod tests {
                 r#"{"user":"bob","api_key":"k-123","n":1}"#,
                 r#"{"user":"bob","api_key":"[redacted]","n":1}"#,
             ),
-            ("Authorization: Bearer abc.def-123", "Authorization: Bearer [redacted]"),
+            (
+                "Authorization: Bearer abc.def-123",
+                "Authorization: Bearer [redacted]",
+            ),
             ("pay 4111 1111 1111 1111 now", "pay [redacted] now"),
             ("order 4111111111111112 ok", "order 4111111111111112 ok"),
             (
                 "t eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_x end",
                 "t [redacted] end",
             ),
-            ("GET /x?access_token=s3cr3t&page=2", "GET /x?access_token=[redacted]&page=2"),
+            (
+                "GET /x?access_token=s3cr3t&page=2",
+                "GET /x?access_token=[redacted]&page=2",
+            ),
             ("nothing to see", "nothing to see"),
         ];
         for (input, want) in cases {

@@ -395,7 +395,9 @@ async fn the_html_report_shows_the_difference_in_a_browser() {
 /// on each side, so every one of them is a difference), JSON or text.
 async fn secret_upstream(side: &'static str) -> (String, tokio::task::JoinHandle<()>) {
     use axum::response::IntoResponse;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("http://{}", l.local_addr().expect("addr"));
     let app = axum::Router::new()
         .route(
@@ -479,7 +481,10 @@ aa_percent = 0.0
     for path in ["/account", "/notes"] {
         for _ in 0..3 {
             let r = c
-                .get(format!("{}{path}?access_token=query-token-8899&page=2", p.base))
+                .get(format!(
+                    "{}{path}?access_token=query-token-8899&page=2",
+                    p.base
+                ))
                 .header("authorization", "Bearer client-bearer-4455")
                 .header("cookie", "sid=client-cookie-6677")
                 .send()
@@ -492,7 +497,10 @@ aa_percent = 0.0
     flushed(&h, "notes", 3).await;
     // The differences were seen (redacted), so the check below is not empty.
     let (_, md, _) = cli(&["shadow", "report", "--format", "md"], &h.config_path());
-    assert!(md.contains("/password") && md.contains("[redacted]"), "{md}");
+    assert!(
+        md.contains("/password") && md.contains("[redacted]"),
+        "{md}"
+    );
     assert!(md.contains("header:set-cookie"), "{md}");
 
     let mut kept: Vec<(String, String)> = Vec::new();
@@ -518,7 +526,10 @@ aa_percent = 0.0
     .expect("store");
     let stats = store.shadow_stats().await.expect("stats");
     assert_eq!(stats.len(), 2);
-    kept.push(("stored stats".into(), serde_json::to_string(&stats).expect("json")));
+    kept.push((
+        "stored stats".into(),
+        serde_json::to_string(&stats).expect("json"),
+    ));
     kept.push(("proxy log".into(), p.log_text()));
     kept.push((
         "access log".into(),
@@ -552,14 +563,20 @@ async fn every_surface_gives_the_same_verdict_and_put_obeys_it() {
         get_who(&c, &format!("{}/product/{i}", p.base), &[]).await;
     }
     let report = flushed(&h, "product", 25).await;
-    assert_eq!(report["routes"][0]["verdict"]["status"], "NOT_READY", "{report}");
+    assert_eq!(
+        report["routes"][0]["verdict"]["status"], "NOT_READY",
+        "{report}"
+    );
     assert_eq!(report["routes"][0]["stage"], "shadow");
     let (code, out, err) = cli(&["shadow", "gate", "product"], &h.config_path());
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("NOT READY"), "{out}");
     for format in ["md", "html"] {
         let (_, out, _) = cli(&["shadow", "report", "--format", format], &h.config_path());
-        assert!(out.contains("NOT READY") && !out.contains("INSUFFICIENT DATA"), "{format}: {out}");
+        assert!(
+            out.contains("NOT READY") && !out.contains("INSUFFICIENT DATA"),
+            "{format}: {out}"
+        );
     }
     let summary: Value = c
         .get(format!("{}/shadow/summary", p.admin))
@@ -572,12 +589,19 @@ async fn every_surface_gives_the_same_verdict_and_put_obeys_it() {
     assert_eq!(summary["routes"][0]["verdict"], "NOT_READY", "{summary}");
     let (_, out, _) = cli(&["status", "--json"], &h.config_path());
     let board: Value = serde_json::from_str(&out).expect("json");
-    assert_eq!(board["routes"][0]["shadow"]["verdict"], "NOT READY", "{board}");
+    assert_eq!(
+        board["routes"][0]["shadow"]["verdict"], "NOT READY",
+        "{board}"
+    );
 
     let put = |body: Value| {
-        c.put(format!("{}/routes/product", p.admin)).json(&body).send()
+        c.put(format!("{}/routes/product", p.admin))
+            .json(&body)
+            .send()
     };
-    let r = put(serde_json::json!({"stage": "canary", "percent": 10})).await.expect("put");
+    let r = put(serde_json::json!({"stage": "canary", "percent": 10}))
+        .await
+        .expect("put");
     assert_eq!(r.status(), 409);
     let body: Value = r.json().await.expect("json");
     let shadow_gate = body["gates"]
@@ -586,13 +610,22 @@ async fn every_surface_gives_the_same_verdict_and_put_obeys_it() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(shadow_gate["ok"], false, "{body}");
-    assert!(shadow_gate["detail"].as_str().is_some_and(|d| d.contains("NOT READY")), "{body}");
-    let r = put(serde_json::json!({"stage": "canary", "percent": 10, "force": true, "reason": "demo"}))
-        .await
-        .expect("put");
+    assert!(
+        shadow_gate["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("NOT READY")),
+        "{body}"
+    );
+    let r =
+        put(serde_json::json!({"stage": "canary", "percent": 10, "force": true, "reason": "demo"}))
+            .await
+            .expect("put");
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.expect("json");
     let reason = body["audit"]["reason"].as_str().unwrap_or("");
-    assert!(reason.starts_with("FORCED past failed gates (shadow") && reason.ends_with("demo"), "{reason}");
+    assert!(
+        reason.starts_with("FORCED past failed gates (shadow") && reason.ends_with("demo"),
+        "{reason}"
+    );
     assert_eq!(body["route"]["stage"], "canary");
 }

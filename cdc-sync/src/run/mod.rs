@@ -55,14 +55,16 @@ const HEALTHY: Duration = Duration::from_secs(60);
 /// Where one runner is in its backoff.
 struct Backoff {
     what: &'static str,
+    slot: String,
     delays: Box<dyn Iterator<Item = Duration> + Send>,
     tries: u32,
 }
 
 impl Backoff {
-    fn new(what: &'static str) -> Backoff {
+    fn new(what: &'static str, slot: &str) -> Backoff {
         Backoff {
             what,
+            slot: slot.to_string(),
             delays: Box::new(strangler_state::retry::delays()),
             tries: 0,
         }
@@ -86,7 +88,9 @@ impl Backoff {
             part = self.what, error = %error, retry = self.tries, wait_ms = wait.as_millis() as u64,
             "CDC failed with a retryable error; reconnecting"
         );
-        status.retried(self.what).await;
+        status
+            .retried(&self.slot, self.what, &error.to_string())
+            .await;
         tokio::select! {
             _ = tokio::time::sleep(wait) => true,
             _ = shutdown.as_mut() => false,
@@ -107,7 +111,7 @@ pub async fn embedded(
 ) -> Result<Progress, PipelineError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut total = Progress::default();
-    let mut backoff = Backoff::new("pipeline");
+    let mut backoff = Backoff::new("pipeline", &cfg.slot);
     loop {
         let began = Instant::now();
         let mut last = Progress::default();
@@ -161,7 +165,7 @@ pub async fn kafka_source(
         snapshot_done,
     };
     let mut total = Progress::default();
-    let mut backoff = Backoff::new("source");
+    let mut backoff = Backoff::new("source", &cfg.slot);
     loop {
         let began = Instant::now();
         let mut last = Progress::default();
@@ -198,7 +202,7 @@ pub async fn kafka_sink(
 ) -> Result<Consumed, TransportError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut total = Consumed::default();
-    let mut backoff = Backoff::new("sink");
+    let mut backoff = Backoff::new("sink", &cfg.slot);
     loop {
         let began = Instant::now();
         let mut last = Consumed::default();

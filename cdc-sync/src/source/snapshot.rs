@@ -143,6 +143,7 @@ pub async fn snapshot(
                     now,
                 )),
                 commit_lsn: Lsn(0),
+                seq: 0,
                 exact: (!exact.is_empty()).then_some(exact),
                 schemas: table.schemas.clone(),
             });

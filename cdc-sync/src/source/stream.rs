@@ -199,10 +199,12 @@ impl Stream {
                 total: open.records.len() as u64 + 1,
                 in_table: *n,
             };
+            let seq = open.records.len() as u32;
             open.records.push(Record {
                 topic: t.topic.clone(),
                 table: t.name.clone(),
                 key,
+                seq,
                 value: Some(event::envelope(
                     op,
                     before,
@@ -218,10 +220,12 @@ impl Stream {
             });
         };
         let tombstone = |open: &mut Open, t: &Table, key: Option<Value>| {
+            let seq = open.records.len() as u32;
             open.records.push(Record {
                 topic: t.topic.clone(),
                 table: t.name.clone(),
                 key,
+                seq,
                 value: None,
                 commit_lsn: Lsn(0),
                 exact: None,

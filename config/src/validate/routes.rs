@@ -262,11 +262,19 @@ fn check_compare(c: &mut Checker<'_>, raw: &RawCompare, key: &str) -> CompareRul
             .secret_fields
             .iter()
             .map(|f| {
-                if !f.get_ref().chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') || f.get_ref().is_empty() {
+                if !f
+                    .get_ref()
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+                    || f.get_ref().is_empty()
+                {
                     c.err(
                         f,
                         &format!("{key}.secret_fields"),
-                        format!("{:?}: a field-name pattern is letters, digits, '_' and '-'", f.get_ref()),
+                        format!(
+                            "{:?}: a field-name pattern is letters, digits, '_' and '-'",
+                            f.get_ref()
+                        ),
                     );
                 }
                 f.get_ref().to_ascii_lowercase()

@@ -66,7 +66,11 @@ impl ProxyHttp for RouterProxy {
             "{} {}{}, Host: {host}",
             req.method,
             req.uri.path(),
-            if req.uri.query().is_some() { "?…" } else { "" }
+            if req.uri.query().is_some() {
+                "?…"
+            } else {
+                ""
+            }
         )
     }
 

@@ -43,6 +43,74 @@ impl StateStore {
         Ok(())
     }
 
+    /// Kafka: what a sink worker has applied on one partition of a table's
+    /// topic — everything the source published when `caught_up` (its
+    /// consumer position is the partition's high watermark), else the
+    /// commit position of the last record applied.
+    pub async fn report_partition(
+        &self,
+        sink: &str,
+        source_table: &str,
+        (topic, partition): (&str, i32),
+        lsn: i64,
+        caught_up: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO strangler_cdc_partitions (sink, source_table, topic, partition, applied_lsn, caught_up, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sink, topic, partition) DO UPDATE SET \
+             source_table = excluded.source_table, applied_lsn = excluded.applied_lsn, \
+             caught_up = excluded.caught_up, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(sink)
+        .bind(source_table)
+        .bind(topic)
+        .bind(partition)
+        .bind(lsn)
+        .bind(i32::from(caught_up))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that a CDC part (`pipeline`, `source`, `sink`) of `slot`
+    /// reconnected after `error`.
+    pub async fn record_cdc_reconnect(
+        &self,
+        slot: &str,
+        part: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO strangler_cdc_reconnects (slot, part, count, last_at_ms, last_error) VALUES ($1, $2, 1, $3, $4) \
+             ON CONFLICT (slot, part) DO UPDATE SET count = strangler_cdc_reconnects.count + 1, \
+             last_at_ms = excluded.last_at_ms, last_error = excluded.last_error",
+        )
+        .bind(slot)
+        .bind(part)
+        .bind(now_ms())
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Reconnects of `slot`'s parts: (part, count, last at ms, last error).
+    pub async fn cdc_reconnects(
+        &self,
+        slot: &str,
+    ) -> Result<Vec<(String, i64, i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT part, count, last_at_ms, last_error FROM strangler_cdc_reconnects WHERE slot = $1 ORDER BY part",
+        )
+        .bind(slot)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .collect()
+    }
+
     /// Records that a complete snapshot of `slot` was published (Kafka transport).
     pub async fn mark_cdc_snapshot(&self, slot: &str) -> Result<(), StoreError> {
         sqlx::query(
@@ -96,8 +164,13 @@ impl StateStore {
             .await?
             .map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
             .transpose()?;
+        // Embedded sinks report per table; Kafka sink workers per partition
+        // (a table is as far as its slowest partition).
         let rows = sqlx::query(
-            "SELECT source_table, MIN(applied_lsn) FROM strangler_cdc_sinks GROUP BY source_table",
+            "SELECT source_table, MIN(applied_lsn) FROM ( \
+               SELECT source_table, applied_lsn FROM strangler_cdc_sinks \
+               UNION ALL SELECT source_table, applied_lsn FROM strangler_cdc_partitions \
+             ) positions GROUP BY source_table",
         )
         .fetch_all(&self.pool)
         .await?;

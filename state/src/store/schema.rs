@@ -59,6 +59,22 @@ const COMMON: &[&str] = &[
         slot TEXT PRIMARY KEY,
         lsn BIGINT NOT NULL,
         updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_partitions (
+        sink TEXT NOT NULL,
+        source_table TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        partition INT NOT NULL,
+        applied_lsn BIGINT NOT NULL,
+        caught_up INT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (sink, topic, partition))",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_reconnects (
+        slot TEXT NOT NULL,
+        part TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        last_at_ms BIGINT NOT NULL,
+        last_error TEXT NOT NULL,
+        PRIMARY KEY (slot, part))",
     "CREATE TABLE IF NOT EXISTS strangler_cdc_snapshots (
         slot TEXT PRIMARY KEY,
         done_at_ms BIGINT NOT NULL)",

@@ -4,13 +4,19 @@ use std::future::Future;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 use super::{KafkaProducer, TransportError};
-use crate::event::{Record, EXACT_HEADER};
+use crate::event::{Record, EXACT_HEADER, POSITION_HEADER};
 use crate::lsn::Lsn;
 use crate::sink::Sink;
 
@@ -33,7 +39,13 @@ fn record_of(
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
     exact: Option<&[u8]>,
+    position: Option<&[u8]>,
 ) -> Record {
+    let (commit_lsn, seq) = position
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .and_then(|p| p.split_once('/'))
+        .and_then(|(l, s)| Some((Lsn(l.parse().ok()?), s.parse().ok()?)))
+        .unwrap_or((Lsn(0), 0));
     let value: Option<Value> = payload.and_then(payload_of);
     let table = value
         .as_ref()
@@ -50,7 +62,8 @@ fn record_of(
         table,
         key: key.and_then(payload_of),
         value,
-        commit_lsn: Lsn(0),
+        commit_lsn,
+        seq,
         exact: exact
             .and_then(|x| serde_json::from_slice::<Value>(x).ok())
             .and_then(|x| match x {
@@ -61,12 +74,112 @@ fn record_of(
     }
 }
 
-/// The `strangler.exact` header of a message.
-fn exact_header<M: Message>(m: &M) -> Option<&[u8]> {
+/// A header of a message.
+fn header<'m, M: Message>(m: &'m M, name: &str) -> Option<&'m [u8]> {
     m.headers()?
         .iter()
-        .find(|h| h.key == EXACT_HEADER)
+        .find(|h| h.key == name)
         .and_then(|h| h.value)
+}
+
+/// A consumed message as a record with where it came from.
+fn consumed<M: Message>(m: &M) -> super::offsets::ConsumedRecord {
+    (
+        record_of(
+            m.topic(),
+            m.key(),
+            m.payload(),
+            header(m, EXACT_HEADER),
+            header(m, POSITION_HEADER),
+        ),
+        m.topic().to_string(),
+        m.partition(),
+        m.offset(),
+    )
+}
+
+/// The source table a topic carries (`prefix.schema.table`).
+fn table_of(topic: &str) -> &str {
+    topic.split_once('.').map_or(topic, |x| x.1)
+}
+
+/// Reports each assigned partition: caught up (its consumer position is
+/// the high watermark) means everything the source published is applied;
+/// otherwise the commit position of the last record applied there.
+async fn report_partitions(
+    consumer: &StreamConsumer<Rebalances>,
+    offsets: &super::offsets::PartitionOffsets,
+    sink: &str,
+    status: &dyn crate::pipeline::StatusReporter,
+    slot: &str,
+) {
+    // Read the published position first: whatever the watermarks say
+    // afterwards covers at least what it names.
+    let published = status.published_position(slot).await;
+    let Ok(assigned) = consumer.assignment() else {
+        return;
+    };
+    // Everything read off the (non-Send) client before the first await.
+    let reports: Vec<(String, i32, Lsn, bool)> = {
+        let positions = consumer.position().ok();
+        let applied: std::collections::HashMap<(&str, i32), Lsn> =
+            offsets.positions().map(|(t, p, l)| ((t, p), l)).collect();
+        assigned
+            .elements()
+            .iter()
+            .map(|e| {
+                let (topic, partition) = (e.topic(), e.partition());
+                let position = positions
+                    .as_ref()
+                    .and_then(|l| l.find_partition(topic, partition))
+                    .and_then(|x| match x.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .or_else(|| offsets.next_offset(topic, partition));
+                let high = watermarks(consumer, topic, partition);
+                let caught_up = matches!((position, high), (Some(p), Some(h)) if p >= h)
+                    || matches!((position, high), (None, Some(0)));
+                let lsn = match (caught_up, published) {
+                    (true, Some(p)) => p,
+                    _ => applied.get(&(topic, partition)).copied().unwrap_or(Lsn(0)),
+                };
+                (topic.to_string(), partition, lsn, caught_up)
+            })
+            .collect()
+    };
+    for (topic, partition, lsn, caught_up) in &reports {
+        status
+            .partition_applied(sink, table_of(topic), (topic, *partition), *lsn, *caught_up)
+            .await;
+    }
+}
+
+/// The partition's high watermark, asked of the broker (a cached one may
+/// predate what was just published).
+fn watermarks(consumer: &StreamConsumer<Rebalances>, topic: &str, partition: i32) -> Option<i64> {
+    let fetch = || {
+        consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(2))
+            .ok()
+            .map(|(_, high)| high)
+    };
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(fetch),
+        _ => fetch(),
+    }
+}
+
+/// Notes every change of the group's assignment, so the worker reads the
+/// stored offsets of the partitions it (re)gets from the database.
+struct Rebalances(Arc<AtomicBool>);
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, _r: &Rebalance<'_>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Progress of a sink worker.
@@ -108,13 +221,14 @@ pub async fn consume(
     shutdown: impl Future<Output = ()>,
     mut on_progress: impl FnMut(&Consumed),
 ) -> Result<Consumed, TransportError> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let rebalanced = Arc::new(AtomicBool::new(false));
+    let consumer: StreamConsumer<Rebalances> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("strangler-{}", sink.name))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .create()?;
+        .create_with_context(Rebalances(rebalanced.clone()))?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
     let mut shutdown = std::pin::pin!(shutdown);
@@ -126,39 +240,22 @@ pub async fn consume(
             m = tokio::time::timeout(Duration::from_millis(500), consumer.recv()) => match m {
                 Ok(m) => m?,
                 Err(_) => {
-                    // Nothing left to read: everything published is applied.
-                    if let Some(p) = status.published_position(slot).await {
-                        let tables: Vec<String> = sink.source_tables().map(str::to_string).collect();
-                        for t in tables {
-                            status.applied(&sink.name, &t, p).await;
-                        }
-                    }
+                    // Idle: report every assigned partition, caught up or not.
+                    report_partitions(&consumer, &offsets, &sink.name, status, slot).await;
                     continue;
                 }
             },
         };
-        let mut batch = vec![(
-            record_of(
-                first.topic(),
-                first.key(),
-                first.payload(),
-                exact_header(&first),
-            ),
-            first.topic().to_string(),
-            first.partition(),
-            first.offset(),
-        )];
+        let mut batch = vec![consumed(&first)];
         while batch.len() < 5_000 {
             match tokio::time::timeout(Duration::from_millis(20), consumer.recv()).await {
-                Ok(Ok(m)) => batch.push((
-                    record_of(m.topic(), m.key(), m.payload(), exact_header(&m)),
-                    m.topic().to_string(),
-                    m.partition(),
-                    m.offset(),
-                )),
+                Ok(Ok(m)) => batch.push(consumed(&m)),
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_) => break,
             }
+        }
+        if rebalanced.swap(false, Ordering::SeqCst) {
+            offsets.forget();
         }
         let before = sink.dead_letter_count();
         let applied = offsets.apply(sink, &batch).await?;
@@ -178,16 +275,18 @@ pub async fn consume(
                 }
             }
         }
-        // Applied positions while busy: the newest change of each table.
-        let mut newest: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-        for (r, ..) in &batch {
-            if let Some(lsn) = r.value.as_ref().and_then(|v| v["source"]["lsn"].as_u64()) {
-                let e = newest.entry(r.table.as_str()).or_insert(0);
-                *e = (*e).max(lsn);
+        // Applied positions while busy: per partition, the last record's
+        // commit position (a table is as far as its slowest partition).
+        let mut seen: Vec<(&str, i32)> =
+            batch.iter().map(|(_, t, p, _)| (t.as_str(), *p)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for (topic, partition, lsn) in offsets.positions() {
+            if seen.contains(&(topic, partition)) {
+                status
+                    .partition_applied(&sink.name, table_of(topic), (topic, partition), lsn, false)
+                    .await;
             }
-        }
-        for (table, lsn) in newest {
-            status.applied(&sink.name, table, Lsn(lsn)).await;
         }
         // The rows and their offsets are committed: tell the group.
         let mut tpl = TopicPartitionList::new();

@@ -13,7 +13,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde_json::Value;
 
 use super::{dlq_topic, TransportError};
-use crate::event::{Record, EXACT_HEADER};
+use crate::event::{Record, EXACT_HEADER, POSITION_HEADER};
 use crate::lsn::Lsn;
 
 /// The source side: an idempotent producer.
@@ -77,12 +77,20 @@ impl KafkaProducer {
             if let Some(v) = e.value.as_ref() {
                 rec = rec.payload(v);
             }
+            let mut headers = OwnedHeaders::new();
             if let Some(x) = e.exact.as_ref() {
-                rec = rec.headers(OwnedHeaders::new().insert(Header {
+                headers = headers.insert(Header {
                     key: EXACT_HEADER,
                     value: Some(x),
-                }));
+                });
             }
+            if let Some(p) = e.position.as_ref() {
+                headers = headers.insert(Header {
+                    key: POSITION_HEADER,
+                    value: Some(p),
+                });
+            }
+            rec = rec.headers(headers);
             pending.push(self.producer.send(rec, Duration::from_secs(0)));
         }
         for f in futures::future::join_all(pending).await {
@@ -120,6 +128,8 @@ struct Encoded {
     key: Option<String>,
     value: Option<String>,
     exact: Option<String>,
+    /// `commit_lsn/seq` of a streamed record.
+    position: Option<String>,
 }
 
 /// Key and value as Kafka Connect's JSON converter writes them: with
@@ -137,6 +147,7 @@ fn encode(r: &Record) -> Encoded {
             .exact
             .as_ref()
             .map(|x| Value::Object(x.clone()).to_string()),
+        position: (r.commit_lsn.0 > 0).then(|| format!("{}/{}", r.commit_lsn.0, r.seq)),
     }
 }
 
