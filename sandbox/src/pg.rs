@@ -192,6 +192,36 @@ impl PgCluster {
         Ok(())
     }
 
+    /// `pg_ctl restart -m fast`: connections are cut, the server comes
+    /// back on the same port with the same options.
+    pub fn restart(&self) -> Result<()> {
+        let (data, log) = (self.data_dir(), self.dir.path().join("postgres.log"));
+        // With its log file: a server writing to pg_ctl's pipe would keep
+        // the pipe (and this call) open for its whole life.
+        self.run_pg(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&data)?,
+                "-l",
+                path_str(&log)?,
+                "-m",
+                "fast",
+                "-w",
+                "restart",
+            ],
+        )
+        .with_context(|| format!("its log ends:\n{}", self.log_tail(40)))?;
+        Ok(())
+    }
+
+    /// The last `n` lines of the server's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(n).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
     /// Starts a stopped server again on the same port.
     pub fn start_again(&self) -> Result<()> {
         self.pg_ctl_start().map(|_| ())

@@ -36,14 +36,21 @@ impl Broker {
     /// Starts a broker on a free loopback port and waits until it accepts connections.
     pub fn start() -> Result<Broker> {
         let port = crate::free_port();
+        Broker::start_on(port, port)
+    }
+
+    /// A broker on `port` that tells clients to connect to `advertised`
+    /// (a proxy in front of it, to cut the network to the broker).
+    pub fn start_on(port: u16, advertised: u16) -> Result<Broker> {
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new(tansu_bin()?)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ])

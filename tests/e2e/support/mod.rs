@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+mod cut;
+
+pub use cut::Cuttable;
 pub use strangler_testkit::{free_port, Behaviour, PgCluster, TestUpstream};
 
 /// The `strangler` binary built for these tests.

@@ -98,6 +98,20 @@ fn consumed<M: Message>(m: &M) -> super::offsets::ConsumedRecord {
     )
 }
 
+/// Errors the client reports while it reconnects to the broker by itself.
+fn passing(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as C};
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+        )
+    )
+}
+
 /// The source table a topic carries (`prefix.schema.table`).
 fn table_of(topic: &str) -> &str {
     topic.split_once('.').map_or(topic, |x| x.1)
@@ -228,6 +242,9 @@ pub async fn consume(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
+        // A worker that dies hands its partitions over within ~10 s.
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000")
         .create_with_context(Rebalances(rebalanced.clone()))?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
@@ -238,7 +255,16 @@ pub async fn consume(
         let first = tokio::select! {
             _ = &mut shutdown => break,
             m = tokio::time::timeout(Duration::from_millis(500), consumer.recv()) => match m {
-                Ok(m) => m?,
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) if passing(&e) => {
+                    // librdkafka reconnects by itself: keep this member of
+                    // the group (a new one would wait out the old one's
+                    // session before getting any partition).
+                    tracing::warn!(error = %e, "Kafka broker unreachable; the consumer reconnects by itself");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Ok(Err(e)) => return Err(e.into()),
                 Err(_) => {
                     // Idle: report every assigned partition, caught up or not.
                     report_partitions(&consumer, &offsets, &sink.name, status, slot).await;
@@ -250,6 +276,7 @@ pub async fn consume(
         while batch.len() < 5_000 {
             match tokio::time::timeout(Duration::from_millis(20), consumer.recv()).await {
                 Ok(Ok(m)) => batch.push(consumed(&m)),
+                Ok(Err(e)) if passing(&e) => break,
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_) => break,
             }

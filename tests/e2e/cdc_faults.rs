@@ -1,0 +1,212 @@
+//! `strangler cdc run` (Kafka transport) under a steady write load through
+//! the faults of production: the source PostgreSQL restarted, then the
+//! target restarted, then the network to the broker cut for 30 s. The same
+//! process rides them out without an operator; every row arrives, and each
+//! is applied once (a per-row apply counter in the target, as the kill -9
+//! test has).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::cdc::{cli_env, spawn_cdc};
+use crate::support::*;
+
+async fn cluster() -> (PgCluster, String, sqlx::PgPool) {
+    let pg = tokio::task::spawn_blocking(PgCluster::start)
+        .await
+        .expect("join")
+        .expect("postgres");
+    let url = pg.create_database("db").expect("db");
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .expect("pool");
+    (pg, url, pool)
+}
+
+async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or(-1)
+}
+
+// Multi-threaded: the broker's forwarder must keep running while the test
+// waits on pg_ctl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_rides_out_source_target_and_broker_faults_under_load() {
+    let (src_pg, src_url, src) = cluster().await;
+    let (dst_pg, dst_url, dst) = cluster().await;
+    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)")
+        .execute(&src)
+        .await
+        .expect("ddl");
+    for sql in [
+        "CREATE TABLE ledger (id BIGINT PRIMARY KEY, n INT NOT NULL, note TEXT)",
+        "CREATE TABLE applied_log (id BIGINT NOT NULL)",
+        "CREATE FUNCTION log_apply() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO applied_log VALUES (NEW.id); RETURN NEW; END $$",
+        "CREATE TRIGGER ledger_applied AFTER INSERT OR UPDATE ON ledger FOR EACH ROW EXECUTE FUNCTION log_apply()",
+    ] {
+        sqlx::query(sql).execute(&dst).await.expect("ddl");
+    }
+    // The broker behind a connection we can cut.
+    let broker_port = free_port();
+    let cut = Cuttable::start(([127, 0, 0, 1], broker_port).into()).await;
+    let advertised = cut.port;
+    let _broker = tokio::task::spawn_blocking(move || {
+        strangler_testkit::Broker::start_on(broker_port, advertised)
+    })
+    .await
+    .expect("join")
+    .expect("tansu");
+
+    let h = Harness::new();
+    h.write_config(&format!(
+        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:{}\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
+        cut.port
+    ));
+    let env = [("E2E_SRC", src_url.as_str()), ("E2E_DST", dst_url.as_str())];
+    let mut cdc = spawn_cdc(&h, &env);
+    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    // The log without librdkafka's noise while the broker is away, last lines.
+    let log_tail = || {
+        let all = log();
+        let lines: Vec<&str> = all
+            .lines()
+            .filter(|l| !l.contains("librdkafka") && !l.contains("rdkafka::client"))
+            .collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    };
+    let ready = eventually(Duration::from_secs(60), || async {
+        count(
+            &src,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'strangler' AND active",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(ready.is_some(), "cdc did not start: {}", log());
+
+    // A steady write load, riding out the source's restart itself.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (src, stop) = (src.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut batch = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let ok = sqlx::query(
+                    "INSERT INTO ledger (n, note) SELECT $1, 'row ' || g FROM generate_series(1, 10) g",
+                )
+                .bind(batch)
+                .execute(&src)
+                .await
+                .is_ok();
+                batch += i32::from(ok);
+                tokio::time::sleep(Duration::from_millis(if ok { 20 } else { 200 })).await;
+            }
+        })
+    };
+    // Rows keep arriving: `more` past what the target had.
+    let grows = |what: &'static str| {
+        let (dst, log) = (dst.clone(), log_tail);
+        async move {
+            let from = count(&dst, "SELECT count(*) FROM ledger").await;
+            let grew = eventually(Duration::from_secs(90), || async {
+                count(&dst, "SELECT count(*) FROM ledger").await >= from + 300
+            })
+            .await;
+            assert!(grew.is_some(), "no rows arrived after {what}: {}", log());
+        }
+    };
+    grows("the start").await;
+
+    let src_pg = Arc::new(src_pg);
+    let dst_pg = Arc::new(dst_pg);
+    let restart = |pg: &Arc<PgCluster>| {
+        let pg = pg.clone();
+        async move {
+            let p = pg.clone();
+            match tokio::time::timeout(
+                Duration::from_secs(100),
+                tokio::task::spawn_blocking(move || p.restart()),
+            )
+            .await
+            {
+                Ok(r) => r.expect("join"),
+                Err(_) => Err(anyhow::anyhow!(
+                    "pg_ctl restart hangs; its log:\n{}",
+                    pg.log_tail(30)
+                )),
+            }
+        }
+    };
+    if let Err(e) = restart(&src_pg).await {
+        panic!("restart the source: {e:#}\ncdc log:\n{}", log());
+    }
+    grows("the source restarted").await;
+    if let Err(e) = restart(&dst_pg).await {
+        panic!("restart the target: {e:#}\ncdc log:\n{}", log());
+    }
+    grows("the target restarted").await;
+    cut.cut();
+    // The broker is away for 30 s: that is the fault, not a wait.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    cut.restore().await;
+    grows("the broker came back").await;
+
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    let written = count(&src, "SELECT count(*) FROM ledger").await;
+    let all = eventually(Duration::from_secs(120), || async {
+        count(&dst, "SELECT count(*) FROM ledger").await == written
+    })
+    .await;
+    let alive = cdc.try_wait().expect("wait").is_none();
+    assert!(
+        all.is_some() && alive,
+        "alive {alive}; {} of {written} rows: {}",
+        count(&dst, "SELECT count(*) FROM ledger").await,
+        log()
+    );
+    assert_eq!(
+        count(&dst, "SELECT count(*) FROM applied_log").await,
+        written,
+        "a row was applied twice: {}",
+        log()
+    );
+    let rows = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT md5(string_agg(l::text, ',' ORDER BY id)) FROM ledger l",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("rows")
+    };
+    assert_eq!(rows(dst.clone()).await, rows(src.clone()).await);
+    assert!(
+        log().contains("CDC failed with a retryable error; reconnecting"),
+        "{}",
+        log()
+    );
+
+    let (code, out, err) = cli_env(&["cdc", "verify"], &h, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli_env(&["cdc", "status", "--json"], &h, &env);
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(&out).expect("json");
+    let reconnects: i64 = status["reconnects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["count"].as_i64())
+        .sum();
+    assert!(reconnects >= 2, "{status}");
+    let _ = cdc.kill();
+    let _ = cdc.wait();
+}
