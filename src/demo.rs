@@ -429,7 +429,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
                 );
                 let status = strangler_cdc::status::StoreStatus::new(Some(store.clone()), None);
                 consumers.push(tokio::spawn(async move {
-                    let _ = cdc_run::kafka_sink(
+                    cdc_run::kafka_sink(
                         &source,
                         &brokers,
                         &topics,
@@ -440,7 +440,9 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
                             let _ = stop.changed().await;
                         },
                     )
-                    .await;
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
                 }));
             }
             tokio::spawn(async move {
@@ -501,7 +503,14 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
     let report_path = dir.path().join("shadow-report.html");
     let cfg = Config::load(&config_path)?;
     let stats = store.shadow_stats().await?;
-    let reports = strangler_shadow::report::summaries(&cfg, |r| r.stage, &stats, None);
+    // The report shows each route's effective stage (the fleet's), not the file's.
+    let rows = strangler_state::RouteStore::routes(&store).await?;
+    let reports = strangler_shadow::report::summaries(
+        &cfg,
+        |r| effective(r, rows.iter().find(|l| l.route == r.name)).stage,
+        &stats,
+        None,
+    );
     for rep in reports.iter().filter(|r| r.route.contains("product")) {
         note(&format!(
             "{} ({}): {} comparisons, {} matched",
@@ -687,11 +696,12 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
 
     let _ = cdc_stop.send(());
     let _ = rev_stop.send(());
-    let _ = cdc.await;
-    let _ = rev.await;
+    // A CDC part that failed fails the demo (its error says why).
+    cdc.await??;
+    rev.await??;
     let _ = stop_tx.send(true);
     for c in consumers {
-        let _ = c.await;
+        c.await??;
     }
     store.close().await;
     let keep = dir.path().join("shadow-report.html");

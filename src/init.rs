@@ -27,6 +27,8 @@ admin = "127.0.0.1:9090"              # admin API and /metrics
 # oidc_jwks_url = "https://idp.example/.well-known/jwks.json"   # JWTs; roles from the "roles" claim
 # oidc_issuer = "https://idp.example"
 # oidc_audience = "strangler"
+# admin_insecure = false             # true: an admin listener beyond loopback may run without credentials
+# metrics_public = false             # true: /metrics needs no token (a Prometheus scraper)
 # override_header = "x-strangler-target"
 
 [upstreams.legacy]                    # the monolith: everything unmatched goes here

@@ -502,11 +502,14 @@ rename = { name = "title", price = "price_cents" }
         let a: Vec<i64> = sqlx::query_scalar("SELECT lsn FROM strangler_cdc_offsets ORDER BY sink")
             .fetch_all(&dst)
             .await
-            .unwrap_or_default();
+            .expect("forward offsets");
         let b: Vec<i64> = sqlx::query_scalar("SELECT lsn FROM strangler_cdc_offsets ORDER BY sink")
             .fetch_all(&src)
             .await
-            .unwrap_or_default();
+            .expect("reverse offsets");
+        // Both directions have applied something: an empty list would
+        // compare equal to itself and prove nothing.
+        assert!(!a.is_empty() && !b.is_empty(), "no offsets: {a:?} {b:?}");
         (a, b)
     };
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -210,3 +210,41 @@ async fn cdc_rides_out_source_target_and_broker_faults_under_load() {
     let _ = cdc.kill();
     let _ = cdc.wait();
 }
+
+/// A fault no retry fixes (the target table is missing): `cdc run` stops
+/// at once, names the cause and what to do, and exits 2.
+#[tokio::test]
+async fn a_fatal_cdc_error_names_the_cause_and_the_fix_and_exits_2() {
+    let db = crate::cdc::databases().await;
+    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL)")
+        .execute(&db.src)
+        .await
+        .expect("ddl");
+    let h = Harness::new();
+    h.write_config(
+        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\ntarget = \"public.no_such_table\"\n",
+    );
+    let env = [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+    ];
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(strangler_bin())
+            .args(["cdc", "run", "-c"])
+            .arg(h.config_path())
+            .envs(env)
+            .output(),
+    )
+    .await
+    .expect("cdc run stops by itself")
+    .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no_such_table")
+            && err.contains("what to do:")
+            && err.contains("[[cdc.sinks.tables]]"),
+        "{err}"
+    );
+}

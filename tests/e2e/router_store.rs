@@ -118,7 +118,11 @@ async fn route_cli_lists_sets_and_refuses_bad_input() {
     let legacy = TestUpstream::start("legacy").await;
     let svc = TestUpstream::start("svc").await;
     let h = Harness::new();
-    let path = h.write_config(&format!("{}{ROUTES}", upstreams(&legacy, &[("svc", &svc)])));
+    let routes = ROUTES.replace(
+        "stage = \"migrated\"",
+        "stage = \"migrated\"\nsticky = \"header:x-user-id\"",
+    );
+    let path = h.write_config(&format!("{}{routes}", upstreams(&legacy, &[("svc", &svc)])));
     let (code, out, _) = cli(&["route", "list"], &path);
     assert_eq!(code, 0);
     assert!(
@@ -170,12 +174,25 @@ async fn route_cli_lists_sets_and_refuses_bad_input() {
     // A proxy started now reads the stored stage before its first request.
     let p = h.start().await;
     let c = client();
+    // Exactly the users whose sticky bucket is under 10 % reach the service.
+    use strangler_router::table::sticky::{bucket, on_service};
     let mut on_svc = 0;
-    for _ in 0..400 {
-        on_svc += usize::from(get_who(&c, &format!("{}/products/1", p.base), &[]).await == "svc");
+    let mut expected = 0;
+    for i in 0..400 {
+        let user = format!("u{i}");
+        expected += usize::from(on_service(bucket("get-product", user.as_bytes()), 10.0));
+        on_svc += usize::from(
+            get_who(
+                &c,
+                &format!("{}/products/1", p.base),
+                &[("x-user-id", &user)],
+            )
+            .await
+                == "svc",
+        );
     }
-    // client-ip stickiness: every request of this one client goes one way.
-    assert!(on_svc == 0 || on_svc == 400, "{on_svc}");
+    assert!(expected > 10 && expected < 100, "{expected}");
+    assert_eq!(on_svc, expected);
 
     // The file changing the route wins over the stored override.
     std::fs::write(
@@ -183,7 +200,7 @@ async fn route_cli_lists_sets_and_refuses_bad_input() {
         h.config_text(&format!(
             "{}{}",
             upstreams(&legacy, &[("svc", &svc)]),
-            ROUTES.replace("migrated", "legacy")
+            routes.replace("migrated", "legacy")
         )),
     )
     .expect("write");

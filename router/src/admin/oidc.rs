@@ -9,7 +9,7 @@
 //! rotation at the provider needs no restart. Only asymmetric algorithms
 //! are accepted (no `none`, no HMAC with a public key).
 
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -28,7 +28,9 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(600);
 pub struct Oidc {
     config: OidcConfig,
     keys: RwLock<JwkSet>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// When the key set was last fetched; held while fetching, so a request
+    /// that misses a key waits for a fetch in flight instead of failing.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
     client: reqwest::Client,
 }
 
@@ -45,7 +47,7 @@ impl Oidc {
         Oidc {
             config,
             keys: RwLock::new(JwkSet { keys: Vec::new() }),
-            last_fetch: Mutex::new(None),
+            last_fetch: tokio::sync::Mutex::new(None),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -55,10 +57,13 @@ impl Oidc {
 
     /// Fetches the key set.
     pub async fn refresh(&self) -> Result<usize, String> {
-        *self
-            .last_fetch
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        let mut last = self.last_fetch.lock().await;
+        self.fetch(&mut last).await
+    }
+
+    /// Fetches the key set, the fetch lock held.
+    async fn fetch(&self, last: &mut Option<Instant>) -> Result<usize, String> {
+        *last = Some(Instant::now());
         let url = &self.config.jwks_url;
         let set: JwkSet = self
             .client
@@ -104,16 +109,16 @@ impl Oidc {
         let key = match self.key(kid) {
             Some(k) => k,
             None => {
-                let may_fetch = self
-                    .last_fetch
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .is_none_or(|t| t.elapsed() > REFETCH_AT_MOST_EVERY);
-                if may_fetch {
-                    if let Err(e) = self.refresh().await {
+                // Waits for a fetch in flight (the one at start, say).
+                let mut last = self.last_fetch.lock().await;
+                if self.key(kid).is_none()
+                    && last.is_none_or(|t| t.elapsed() > REFETCH_AT_MOST_EVERY)
+                {
+                    if let Err(e) = self.fetch(&mut last).await {
                         tracing::warn!(error = %e, "cannot fetch the OIDC key set");
                     }
                 }
+                drop(last);
                 self.key(kid)
                     .ok_or_else(|| format!("no key {:?} in the OIDC key set", kid.unwrap_or("")))?
             }
