@@ -17,7 +17,7 @@ pub(crate) fn spawn_cdc(h: &Harness, env: &[(&str, &str)]) -> Child {
     spawn_cdc_with(h, env, &[])
 }
 
-fn spawn_cdc_with(h: &Harness, env: &[(&str, &str)], extra: &[&str]) -> Child {
+pub(crate) fn spawn_cdc_with(h: &Harness, env: &[(&str, &str)], extra: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

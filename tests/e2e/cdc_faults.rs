@@ -248,3 +248,120 @@ async fn a_fatal_cdc_error_names_the_cause_and_the_fix_and_exits_2() {
         "{err}"
     );
 }
+
+/// Two sink workers of one group (`--sinks-only`) beside a source process
+/// (`--source-only`) share one sink (each under its own replication origin,
+/// the bookkeeping created once). One is killed with -9: while its
+/// partitions wait, the table's applied position stays behind — the live
+/// worker, idle on its own partitions, does not report the table caught up.
+///
+/// (That the dead worker's partitions then move to the live one is left to
+/// the broker: tansu keeps a dead member in the group, so it is not checked
+/// here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sink_workers_share_a_sink_and_a_dead_ones_partitions_hold_the_table_back() {
+    let broker = tokio::task::spawn_blocking(strangler_testkit::Broker::start)
+        .await
+        .expect("join")
+        .expect("tansu");
+    let db = crate::cdc::databases().await;
+    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)")
+        .execute(&db.src)
+        .await
+        .expect("ddl");
+    for sql in [
+        "CREATE TABLE ledger (id BIGINT PRIMARY KEY, n INT NOT NULL, note TEXT)",
+        "CREATE TABLE applied_log (id BIGINT NOT NULL)",
+        "CREATE FUNCTION log_apply() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO applied_log VALUES (NEW.id); RETURN NEW; END $$",
+        "CREATE TRIGGER ledger_applied AFTER INSERT OR UPDATE ON ledger FOR EACH ROW EXECUTE FUNCTION log_apply()",
+    ] {
+        sqlx::query(sql).execute(&db.dst).await.expect("ddl");
+    }
+    let h = Harness::new();
+    h.write_config(&format!(
+        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
+        broker.bootstrap()
+    ));
+    let env = [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+    ];
+    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let mut source = crate::cdc::spawn_cdc_with(&h, &env, &["--source-only"]);
+    let mut a = crate::cdc::spawn_cdc_with(&h, &env, &["--sinks-only"]);
+    let mut b = crate::cdc::spawn_cdc_with(&h, &env, &["--sinks-only"]);
+    let insert = |n: i32| {
+        sqlx::query(
+            "INSERT INTO ledger (n, note) SELECT $1, 'row ' || g FROM generate_series(1, 100) g",
+        )
+        .bind(n)
+        .execute(&db.src)
+    };
+    // Both workers apply: every partition has stored offsets.
+    let ready = eventually(Duration::from_secs(90), || async {
+        insert(0).await.expect("insert");
+        count(
+            &db.dst,
+            "SELECT count(DISTINCT partition) FROM strangler_cdc_kafka_offsets",
+        )
+        .await
+            == 3
+    })
+    .await;
+    assert!(ready.is_some(), "the workers did not start: {}", log());
+    let origins = count(
+        &db.dst,
+        "SELECT count(*) FROM pg_replication_origin WHERE roname LIKE 'strangler_svc%'",
+    )
+    .await;
+    assert_eq!(origins, 2, "one origin per worker: {}", log());
+    for p in [&mut a, &mut b] {
+        assert!(
+            p.try_wait().expect("wait").is_none(),
+            "a worker stopped: {}",
+            log()
+        );
+    }
+    let caught_up = eventually(Duration::from_secs(30), || async {
+        count(&db.dst, "SELECT count(*) FROM ledger").await
+            == count(&db.src, "SELECT count(*) FROM ledger").await
+    })
+    .await;
+    assert!(caught_up.is_some(), "{}", log());
+    assert_eq!(
+        count(&db.dst, "SELECT count(*) FROM applied_log").await,
+        count(&db.src, "SELECT count(*) FROM ledger").await,
+        "a row was applied twice"
+    );
+    let store = strangler_state::StateStore::connect(&format!(
+        "sqlite://{}/state.db?mode=rwc",
+        h.dir.path().display()
+    ))
+    .await
+    .expect("store");
+
+    a.kill().expect("kill -9 a worker");
+    let _ = a.wait();
+    for n in 1..=5 {
+        insert(n).await.expect("insert");
+    }
+    let written = count(&db.src, "SELECT count(*) FROM ledger").await;
+    // The live worker catches up on its own partitions and goes idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let published = store
+        .published("strangler")
+        .await
+        .expect("published")
+        .unwrap_or(0);
+    let lag = store.lag_view().await.expect("lag view");
+    let applied = lag.applied.get("public.ledger").copied().unwrap_or(0);
+    let behind = count(&db.dst, "SELECT count(*) FROM ledger").await < written;
+    assert!(
+        behind && published > 0 && applied < published,
+        "while a partition is behind the table must not look caught up: applied {applied}, published {published}, rows behind {behind}"
+    );
+    for p in [&mut source, &mut b] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}

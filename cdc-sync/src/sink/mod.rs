@@ -117,6 +117,24 @@ const SETUP: &[&str] = &[
 ];
 
 /// The outcome of the last post-snapshot check, per sink and slot.
+/// Runs bookkeeping DDL under a transaction-scoped advisory lock: workers
+/// of one sink starting together would otherwise race on `CREATE TABLE IF
+/// NOT EXISTS` (PostgreSQL answers one of them with a unique violation in
+/// its catalog).
+pub(crate) async fn setup_ddl(
+    conn: &mut PgConnection,
+    statements: &[&str],
+) -> Result<(), sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('strangler_cdc_setup'))")
+        .execute(&mut *tx)
+        .await?;
+    for sql in statements {
+        sqlx::query(sql).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
 pub const CHECKS_TABLE: &str = "CREATE TABLE IF NOT EXISTS strangler_cdc_checks (
     sink TEXT NOT NULL,
     slot TEXT NOT NULL,
@@ -152,20 +170,33 @@ impl Sink {
             .execute(&mut conn)
             .await
             .map_err(db)?;
-        for sql in SETUP {
-            sqlx::query(sql).execute(&mut conn).await.map_err(db)?;
+        setup_ddl(&mut conn, SETUP).await.map_err(db)?;
+        // The first origin of this sink no other session holds (several
+        // Kafka workers of one sink write at once; PostgreSQL lets one
+        // session at a time use an origin).
+        let mut n = 0;
+        loop {
+            let origin = crate::origin::name_of_session(name, n);
+            let create = format!(
+                "SELECT pg_replication_origin_create('{o}') WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = '{o}')",
+                o = origin.replace('\'', "''")
+            );
+            setup_ddl(&mut conn, &[&create]).await.map_err(db)?;
+            match sqlx::query("SELECT pg_replication_origin_session_setup($1)")
+                .bind(&origin)
+                .execute(&mut conn)
+                .await
+            {
+                Ok(_) => break,
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("55006")
+                        && n + 1 < crate::origin::MAX_SESSIONS =>
+                {
+                    n += 1;
+                }
+                Err(e) => return Err(db(e)),
+            }
         }
-        let origin = crate::origin::name(name);
-        sqlx::query("SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)")
-            .bind(&origin)
-            .execute(&mut conn)
-            .await
-            .map_err(db)?;
-        sqlx::query("SELECT pg_replication_origin_session_setup($1)")
-            .bind(&origin)
-            .execute(&mut conn)
-            .await
-            .map_err(db)?;
         let catalog = Catalog::load(&mut conn).await.map_err(db)?;
         let mut tables = HashMap::new();
         for m in mappings {

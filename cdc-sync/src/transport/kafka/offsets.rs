@@ -119,10 +119,9 @@ impl PartitionOffsets {
         };
         let conn = sink.connection();
         if !self.table_ready {
-            sqlx::query(TABLE).execute(&mut *conn).await.map_err(db)?;
-            for sql in COLUMNS {
-                sqlx::query(sql).execute(&mut *conn).await.map_err(db)?;
-            }
+            let mut ddl = vec![TABLE];
+            ddl.extend_from_slice(COLUMNS);
+            crate::sink::setup_ddl(conn, &ddl).await.map_err(db)?;
             self.table_ready = true;
         }
         let row: Option<(i64, i64, i64)> = sqlx::query_as(
