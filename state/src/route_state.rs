@@ -134,6 +134,9 @@ pub struct LiveRoute {
     pub why: String,
     /// Revision of the config file that last declared.
     pub revision: String,
+    /// When the effective stage and percent last changed (0: as the file
+    /// first declared them); the usage counted since is what auto-rollback
+    /// weighs.
     pub updated_at_ms: i64,
 }
 

@@ -166,7 +166,9 @@ pub fn settle(
             entry: None,
         },
         Decision::Adopt(mut row) => {
-            row.updated_at_ms = at_ms;
+            // Adopting changes nothing any proxy runs: the route's state
+            // still dates from the file (0), as the usage counted so far says.
+            row.updated_at_ms = 0;
             Settled {
                 row: Some(row.clone()),
                 write: Some(row),
@@ -174,7 +176,13 @@ pub fn settle(
             }
         }
         Decision::Write(Change { mut row, who }) => {
-            row.updated_at_ms = at_ms;
+            // `updated_at_ms` dates the effective state (usage is counted
+            // under it): a write that leaves stage and percent as they were
+            // (a recorded ask, a hold at legacy already) keeps the date.
+            row.updated_at_ms = match current {
+                Some(c) if c.target() == row.target() => c.updated_at_ms,
+                _ => at_ms,
+            };
             let before = current.map_or(row.declared, LiveRoute::target);
             let e = entry(before, row.target(), who);
             Settled {

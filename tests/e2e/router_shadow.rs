@@ -74,7 +74,9 @@ async fn flushed(h: &Harness, route: &str, n: u64) -> Value {
 
 #[tokio::test]
 async fn shadow_reports_the_known_field_and_learns_the_random_one_as_noise() {
-    let (legacy, svc, h, p) = setup("shadow", &[], "").await;
+    // Every request is compared (the in-flight bound has its own test; on a
+    // loaded machine the default would skip some).
+    let (legacy, svc, h, p) = setup("shadow", &[("max_shadow_inflight", "100000")], "").await;
     svc.set_price_delta(7);
     let c = client();
     let n = 600;
