@@ -287,6 +287,16 @@ async fn cdc_through_a_real_kafka_protocol_broker() {
         .execute(&src)
         .await
         .expect("seed");
+    // A dead letter an earlier worker committed but crashed before
+    // publishing: the next worker publishes it.
+    for sql in [
+        "CREATE TABLE strangler_cdc_dead_letters (id BIGSERIAL PRIMARY KEY, sink TEXT NOT NULL, topic TEXT NOT NULL, \
+         key TEXT, value TEXT, reason TEXT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now(), published BOOLEAN NOT NULL DEFAULT true)",
+        "INSERT INTO strangler_cdc_dead_letters (sink, topic, key, value, reason, published) \
+         VALUES ('svc', 'shop.public.ledger', '{\"id\":999}', NULL, 'left by a crash before publishing', false)",
+    ] {
+        sqlx::query(sql).execute(&dst).await.expect("dead letter");
+    }
     let h = Harness::new();
     h.write_config(&format!(
         "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
@@ -307,6 +317,16 @@ async fn cdc_through_a_real_kafka_protocol_broker() {
         snap.is_some(),
         "snapshot did not arrive through the broker: {}",
         log()
+    );
+    // Before any new dead letter: the worker published the one left over.
+    let early = read_topic(&broker.bootstrap(), "shop.dlq", 1).await;
+    assert!(
+        early
+            .iter()
+            .any(|(_, v)| v.as_ref().is_some_and(|v| v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("left by a crash")))),
+        "the worker publishes what a crash left unpublished when it starts: {early:?}"
     );
     sqlx::query("INSERT INTO ledger (n, note) SELECT g, 'after' FROM generate_series(1, 200) g")
         .execute(&src)
@@ -370,16 +390,29 @@ async fn cdc_through_a_real_kafka_protocol_broker() {
         .iter()
         .find(|(k, v)| v.is_none() && k.as_ref().is_some_and(|k| k["id"] == 7));
     assert!(tombstone.is_some(), "a tombstone follows the delete");
-    let dlq = read_topic(&broker.bootstrap(), "shop.dlq", 1).await;
-    let reason = dlq
-        .first()
-        .and_then(|(_, v)| v.as_ref())
+    let dlq = read_topic(&broker.bootstrap(), "shop.dlq", 2).await;
+    let reasons: Vec<String> = dlq
+        .iter()
+        .filter_map(|(_, v)| v.as_ref())
         .map(|v| v["reason"].to_string())
-        .unwrap_or_default();
+        .collect();
+    assert_eq!(reasons.len(), 2, "{dlq:?}");
     assert!(
-        reason.contains("check constraint"),
+        reasons
+            .iter()
+            .any(|r| r.contains("left by a crash before publishing")),
+        "the dead letter a crash left unpublished reached the topic: {dlq:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("check constraint")),
         "the poison event reached the dead-letter topic: {dlq:?}"
     );
+    let unpublished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM strangler_cdc_dead_letters WHERE NOT published")
+            .fetch_one(&dst)
+            .await
+            .expect("count");
+    assert_eq!(unpublished, 0, "every dead letter is marked published");
 
     cdc.kill().expect("kill");
     let _ = cdc.wait();

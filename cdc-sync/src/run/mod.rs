@@ -208,6 +208,9 @@ pub async fn kafka_sink(
         let mut last = Consumed::default();
         let result = async {
             let mut connected = sink.connect(cfg).await?;
+            if dlq.is_some() {
+                connected = connected.publishing_dead_letters();
+            }
             kafka::consume(
                 brokers,
                 topics,

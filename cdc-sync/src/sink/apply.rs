@@ -142,7 +142,14 @@ impl Sink {
                     Ok(Some(m)) => m,
                     Ok(None) => continue,
                     Err(reason) => {
-                        dead_letter(&mut tx, &self.name, r, &reason).await?;
+                        dead_letter(
+                            &mut tx,
+                            &self.name,
+                            r,
+                            &reason,
+                            !self.publishes_dead_letters,
+                        )
+                        .await?;
                         applied.dead_letters += 1;
                         continue;
                     }
@@ -158,7 +165,14 @@ impl Sink {
                             .execute(&mut *tx)
                             .await
                             .map_err(db_err(&self.name))?;
-                        dead_letter(&mut tx, &self.name, r, &e.to_string()).await?;
+                        dead_letter(
+                            &mut tx,
+                            &self.name,
+                            r,
+                            &e.to_string(),
+                            !self.publishes_dead_letters,
+                        )
+                        .await?;
                         applied.dead_letters += 1;
                     }
                 }

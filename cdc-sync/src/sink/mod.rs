@@ -77,6 +77,9 @@ pub struct Sink {
     snapshot_done: bool,
     /// Id of the newest dead letter seen.
     last_dead_letter: i64,
+    /// Dead letters also go to a dead-letter topic (Kafka): they are kept
+    /// unpublished until [`Sink::mark_dead_letters_published`].
+    publishes_dead_letters: bool,
 }
 
 /// What is stored with the rows.
@@ -114,6 +117,8 @@ const SETUP: &[&str] = &[
         value TEXT,
         reason TEXT NOT NULL,
         at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    // Rows from before it existed were published (or had no topic).
+    "ALTER TABLE strangler_cdc_dead_letters ADD COLUMN IF NOT EXISTS published BOOLEAN NOT NULL DEFAULT true",
 ];
 
 /// The outcome of the last post-snapshot check, per sink and slot.
@@ -241,6 +246,7 @@ impl Sink {
             position,
             snapshot_done,
             last_dead_letter,
+            publishes_dead_letters: false,
         })
     }
 

@@ -112,6 +112,36 @@ fn passing(e: &rdkafka::error::KafkaError) -> bool {
     )
 }
 
+/// Publishes the sink's unpublished dead letters to the dead-letter topic,
+/// then marks them (at least once: a crash in between publishes again).
+async fn publish_dead_letters(
+    sink: &mut Sink,
+    dlq: Option<(&KafkaProducer, &str)>,
+) -> Result<(), TransportError> {
+    let Some((producer, prefix)) = dlq else {
+        return Ok(());
+    };
+    let pending = sink.unpublished_dead_letters().await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    for (_, topic, key, value, reason) in &pending {
+        producer
+            .dead_letter(
+                prefix,
+                &sink.name,
+                topic,
+                key.as_deref(),
+                value.as_deref(),
+                reason,
+            )
+            .await?;
+    }
+    let ids: Vec<i64> = pending.iter().map(|d| d.0).collect();
+    sink.mark_dead_letters_published(&ids).await?;
+    Ok(())
+}
+
 /// The source table a topic carries (`prefix.schema.table`).
 fn table_of(topic: &str) -> &str {
     topic.split_once('.').map_or(topic, |x| x.1)
@@ -248,6 +278,8 @@ pub async fn consume(
         .create_with_context(Rebalances(rebalanced.clone()))?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
+    // Dead letters a crash left unpublished (committed, not yet sent).
+    publish_dead_letters(sink, dlq).await?;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut progress = Consumed::default();
     let mut offsets = super::offsets::PartitionOffsets::default();
@@ -284,23 +316,9 @@ pub async fn consume(
         if rebalanced.swap(false, Ordering::SeqCst) {
             offsets.forget();
         }
-        let before = sink.dead_letter_count();
         let applied = offsets.apply(sink, &batch).await?;
         if applied.dead_letters > 0 {
-            if let Some((producer, prefix)) = dlq {
-                for d in sink.dead_letters_since(before).await? {
-                    producer
-                        .dead_letter(
-                            prefix,
-                            &sink.name,
-                            &d.0,
-                            d.1.as_deref(),
-                            d.2.as_deref(),
-                            &d.3,
-                        )
-                        .await?;
-                }
-            }
+            publish_dead_letters(sink, dlq).await?;
         }
         // Applied positions while busy: per partition, the last record's
         // commit position (a table is as far as its slowest partition).
