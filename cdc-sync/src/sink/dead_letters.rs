@@ -10,9 +10,6 @@ use serde_json::Value;
 use super::{db_err, Sink, SinkError};
 use crate::event::Record;
 
-/// A stored dead letter: id, topic, key, value, reason.
-type DeadLetterRow = (i64, String, Option<String>, Option<String>, String);
-
 /// Sets a record that cannot be applied aside, with the reason.
 pub(super) async fn dead_letter(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -65,32 +62,6 @@ impl Sink {
             .await
             .map_err(|e| self.db(e))?;
         Ok(())
-    }
-
-    /// The id of the newest dead letter (to read the ones added after it).
-    pub fn dead_letter_count(&self) -> i64 {
-        self.last_dead_letter
-    }
-
-    /// Dead letters after id `after`: (topic, key, value, reason).
-    pub async fn dead_letters_since(
-        &mut self,
-        after: i64,
-    ) -> Result<Vec<(String, Option<String>, Option<String>, String)>, SinkError> {
-        let rows: Vec<DeadLetterRow> =
-            sqlx::query_as("SELECT id, topic, key, value, reason FROM strangler_cdc_dead_letters WHERE sink = $1 AND id > $2 ORDER BY id")
-                .bind(&self.name)
-                .bind(after)
-                .fetch_all(&mut self.conn)
-                .await
-                .map_err(|e| self.db(e))?;
-        if let Some(last) = rows.last() {
-            self.last_dead_letter = last.0;
-        }
-        Ok(rows
-            .into_iter()
-            .map(|(_, t, k, v, r)| (t, k, v, r))
-            .collect())
     }
 
     /// Dead letters kept so far.

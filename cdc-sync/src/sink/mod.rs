@@ -75,8 +75,6 @@ pub struct Sink {
     /// Last applied commit position, as stored.
     position: Lsn,
     snapshot_done: bool,
-    /// Id of the newest dead letter seen.
-    last_dead_letter: i64,
     /// Dead letters also go to a dead-letter topic (Kafka): they are kept
     /// unpublished until [`Sink::mark_dead_letters_published`].
     publishes_dead_letters: bool,
@@ -231,13 +229,6 @@ impl Sink {
             ),
             None => (Lsn(0), false),
         };
-        let last_dead_letter: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(id), 0) FROM strangler_cdc_dead_letters WHERE sink = $1",
-        )
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await
-        .map_err(db)?;
         Ok(Sink {
             name: name.to_string(),
             slot: slot.to_string(),
@@ -245,7 +236,6 @@ impl Sink {
             tables,
             position,
             snapshot_done,
-            last_dead_letter,
             publishes_dead_letters: false,
         })
     }
