@@ -85,6 +85,23 @@ pub(crate) async fn databases() -> Databases {
     }
 }
 
+/// `ledger` in the source, and in the target with `applied_log`: one row
+/// per apply of a ledger row (a row applied twice shows up twice).
+pub(crate) async fn counted_ledger(src: &sqlx::PgPool, dst: &sqlx::PgPool) {
+    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)")
+        .execute(src)
+        .await
+        .expect("ddl");
+    for sql in [
+        "CREATE TABLE ledger (id BIGINT PRIMARY KEY, n INT NOT NULL, note TEXT)",
+        "CREATE TABLE applied_log (id BIGINT NOT NULL)",
+        "CREATE FUNCTION log_apply() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO applied_log VALUES (NEW.id); RETURN NEW; END $$",
+        "CREATE TRIGGER ledger_applied AFTER INSERT OR UPDATE ON ledger FOR EACH ROW EXECUTE FUNCTION log_apply()",
+    ] {
+        sqlx::query(sql).execute(dst).await.expect("ddl");
+    }
+}
+
 #[tokio::test]
 async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
     let Databases {
@@ -94,18 +111,7 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
         src,
         dst,
     } = databases().await;
-    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)")
-        .execute(&src)
-        .await
-        .expect("ddl");
-    for sql in [
-        "CREATE TABLE ledger (id BIGINT PRIMARY KEY, n INT NOT NULL, note TEXT)",
-        "CREATE TABLE applied_log (id BIGINT NOT NULL)",
-        "CREATE FUNCTION log_apply() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO applied_log VALUES (NEW.id); RETURN NEW; END $$",
-        "CREATE TRIGGER ledger_applied AFTER INSERT OR UPDATE ON ledger FOR EACH ROW EXECUTE FUNCTION log_apply()",
-    ] {
-        sqlx::query(sql).execute(&dst).await.expect("ddl");
-    }
+    counted_ledger(&src, &dst).await;
     let h = Harness::new();
     h.write_config(
         "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"embedded\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",

@@ -42,18 +42,7 @@ async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
 async fn cdc_rides_out_source_target_and_broker_faults_under_load() {
     let (src_pg, src_url, src) = cluster().await;
     let (dst_pg, dst_url, dst) = cluster().await;
-    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)")
-        .execute(&src)
-        .await
-        .expect("ddl");
-    for sql in [
-        "CREATE TABLE ledger (id BIGINT PRIMARY KEY, n INT NOT NULL, note TEXT)",
-        "CREATE TABLE applied_log (id BIGINT NOT NULL)",
-        "CREATE FUNCTION log_apply() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO applied_log VALUES (NEW.id); RETURN NEW; END $$",
-        "CREATE TRIGGER ledger_applied AFTER INSERT OR UPDATE ON ledger FOR EACH ROW EXECUTE FUNCTION log_apply()",
-    ] {
-        sqlx::query(sql).execute(&dst).await.expect("ddl");
-    }
+    crate::cdc::counted_ledger(&src, &dst).await;
     // The broker behind a connection we can cut.
     let broker_port = free_port();
     let cut = Cuttable::start(([127, 0, 0, 1], broker_port).into()).await;
@@ -265,18 +254,7 @@ async fn two_sink_workers_share_a_sink_and_a_dead_ones_partitions_hold_the_table
         .expect("join")
         .expect("tansu");
     let db = crate::cdc::databases().await;
-    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n INT NOT NULL, note TEXT)")
-        .execute(&db.src)
-        .await
-        .expect("ddl");
-    for sql in [
-        "CREATE TABLE ledger (id BIGINT PRIMARY KEY, n INT NOT NULL, note TEXT)",
-        "CREATE TABLE applied_log (id BIGINT NOT NULL)",
-        "CREATE FUNCTION log_apply() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO applied_log VALUES (NEW.id); RETURN NEW; END $$",
-        "CREATE TRIGGER ledger_applied AFTER INSERT OR UPDATE ON ledger FOR EACH ROW EXECUTE FUNCTION log_apply()",
-    ] {
-        sqlx::query(sql).execute(&db.dst).await.expect("ddl");
-    }
+    crate::cdc::counted_ledger(&db.src, &db.dst).await;
     let h = Harness::new();
     h.write_config(&format!(
         "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
@@ -346,8 +324,27 @@ async fn two_sink_workers_share_a_sink_and_a_dead_ones_partitions_hold_the_table
         insert(n).await.expect("insert");
     }
     let written = count(&db.src, "SELECT count(*) FROM ledger").await;
-    // The live worker catches up on its own partitions and goes idle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after_ms = strangler_state::store::now_ms();
+    // The live worker catches up on its own partitions and reports them
+    // caught up (idle) after the inserts.
+    let state = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}/state.db?mode=ro",
+        h.dir.path().display()
+    ))
+    .await
+    .expect("state db");
+    let idle = eventually(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM strangler_cdc_partitions WHERE caught_up = 1 AND updated_at_ms > $1",
+        )
+        .bind(after_ms)
+        .fetch_one(&state)
+        .await
+        .unwrap_or(0)
+            > 0
+    })
+    .await;
+    assert!(idle.is_some(), "the live worker never caught up: {}", log());
     let published = store
         .published("strangler")
         .await

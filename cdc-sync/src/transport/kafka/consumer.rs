@@ -282,18 +282,26 @@ pub async fn consume(
     publish_dead_letters(sink, dlq).await?;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut progress = Consumed::default();
+    let mut unreachable = false;
     let mut offsets = super::offsets::PartitionOffsets::default();
     loop {
         let first = tokio::select! {
             _ = &mut shutdown => break,
             m = tokio::time::timeout(Duration::from_millis(500), consumer.recv()) => match m {
-                Ok(Ok(m)) => m,
+                Ok(Ok(m)) => {
+                    if std::mem::take(&mut unreachable) {
+                        tracing::info!("Kafka broker reachable again");
+                    }
+                    m
+                }
                 Ok(Err(e)) if passing(&e) => {
-                    // librdkafka reconnects by itself: keep this member of
-                    // the group (a new one would wait out the old one's
-                    // session before getting any partition).
-                    tracing::warn!(error = %e, "Kafka broker unreachable; the consumer reconnects by itself");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    // librdkafka reconnects by itself (with its own
+                    // backoff): keep this member of the group (a new one
+                    // would wait out the old one's session before getting
+                    // any partition) and wait in `recv` for the broker.
+                    if !std::mem::replace(&mut unreachable, true) {
+                        tracing::warn!(error = %e, "Kafka broker unreachable; the consumer reconnects by itself");
+                    }
                     continue;
                 }
                 Ok(Err(e)) => return Err(e.into()),
