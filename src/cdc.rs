@@ -12,6 +12,7 @@ use strangler_cdc::source::{self, SourceConfig};
 use strangler_cdc::status::{CheckPlan, StoreStatus};
 use strangler_cdc::verify;
 use strangler_config::{CdcConfig, CdcSink, CdcTransport, Config, SnapshotMode, TableName};
+use strangler_state::lag::Direction;
 use strangler_state::store::StateStore;
 
 use crate::cli::{CdcArgs, CdcCommand};
@@ -87,14 +88,14 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                 };
                 match &cdc.transport {
                     CdcTransport::Embedded { .. } => {
-                        run_pipeline(&config, cfg, &sinks, &urls, RunOpts { start, snapshot_only, json, metrics }).await
+                        run_pipeline(&config, cfg, &sinks, &urls, RunOpts { start, snapshot_only, json, metrics, direction: Direction::Forward }).await
                     }
                     CdcTransport::Kafka { brokers, topic_prefix } => {
                         let (source_only, sinks_only) = match &args.command {
                             CdcCommand::Run { source_only, sinks_only, .. } => (*source_only, *sinks_only),
                             _ => (true, false),
                         };
-                        run_kafka(&config, cfg, &sinks, &urls, (brokers, topic_prefix), (snapshot_only || source_only, sinks_only), RunOpts { start, snapshot_only, json, metrics }).await
+                        run_kafka(&config, cfg, &sinks, &urls, (brokers, topic_prefix), (snapshot_only || source_only, sinks_only), RunOpts { start, snapshot_only, json, metrics, direction: Direction::Forward }).await
                     }
                 }
             }
@@ -120,7 +121,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                         check_rows: 0,
                     };
                     let (config, s, url) = (config.clone(), s.clone(), source_url.clone());
-                    tasks.push(tokio::spawn(async move { run_pipeline(&config, cfg, &[&s], &[url], RunOpts { start: Start::Never, snapshot_only: false, json, metrics: None }).await }));
+                    tasks.push(tokio::spawn(async move { run_pipeline(&config, cfg, &[&s], &[url], RunOpts { start: Start::Never, snapshot_only: false, json, metrics: None, direction: Direction::Reverse }).await }));
                 }
                 let mut exit = Exit::Ok;
                 for t in tasks {
@@ -148,11 +149,12 @@ async fn run_pipeline(
         snapshot_only,
         json,
         metrics,
+        direction,
     } = opts;
     let plan = CheckPlan::new(&cfg.url, sinks, urls, Duration::from_secs(10));
     let specs = sink_specs(sinks, urls);
     let store = StateStore::connect(config.state.store_url().map_err(crate::UsageError)?).await.map_err(|e| tracing::warn!(error = %e, "state store unavailable; CDC status will not be shared")).ok();
-    let status = StoreStatus::new(store, metrics.clone()).with_check(plan);
+    let status = StoreStatus::new(store, metrics.clone(), &cfg.slot, direction).with_check(plan);
     // A spinner on a terminal (indicatif draws nothing elsewhere).
     let bar = if json {
         indicatif::ProgressBar::hidden()
@@ -395,6 +397,8 @@ struct RunOpts {
     snapshot_only: bool,
     json: bool,
     metrics: Option<std::sync::Arc<strangler_cdc::metrics::CdcMetrics>>,
+    /// Which way the pipeline carries changes (positions are stored under it).
+    direction: Direction,
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -425,6 +429,7 @@ async fn run_kafka(
         snapshot_only,
         json,
         metrics,
+        ..
     } = opts;
     let plan = strangler_cdc::run::KafkaPlan {
         brokers: brokers.to_string(),

@@ -392,7 +392,12 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         },
     ];
     let (cdc_stop, cdc_rx) = oneshot::channel::<()>();
-    let status = strangler_cdc::status::StoreStatus::new(Some(store.clone()), None);
+    let status = strangler_cdc::status::StoreStatus::new(
+        Some(store.clone()),
+        None,
+        &source.slot,
+        strangler_state::lag::Direction::Forward,
+    );
     let mut consumers = Vec::new();
     let cdc = match kafka.clone() {
         None => tokio::spawn(async move {
@@ -427,7 +432,12 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
                     stop_rx.clone(),
                     source.clone(),
                 );
-                let status = strangler_cdc::status::StoreStatus::new(Some(store.clone()), None);
+                let status = strangler_cdc::status::StoreStatus::new(
+                    Some(store.clone()),
+                    None,
+                    &source.slot,
+                    strangler_state::lag::Direction::Forward,
+                );
                 consumers.push(tokio::spawn(async move {
                     cdc_run::kafka_sink(
                         &source,

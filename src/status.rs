@@ -27,8 +27,8 @@ pub struct Row {
     pub why: String,
     pub service: Option<String>,
     pub shadow: Option<serde_json::Value>,
-    /// Highest CDC lag (bytes) over the route's tables; `None` when not known.
-    pub cdc_lag_bytes: Option<u64>,
+    /// Highest CDC lag (bytes) over the route's tables, forward and reverse.
+    pub cdc_lag: gates::CdcLag,
     pub requests: u64,
     pub fallbacks: u64,
     pub service_error_rate: f64,
@@ -59,7 +59,7 @@ pub async fn board(config: &Config, store: &StateStore) -> anyhow::Result<Vec<Ro
                 why: e.live.as_ref().map(|l| l.explain()).unwrap_or_default(),
                 service: r.service.clone(),
                 shadow: e.verdict.map(|v| json!({"verdict": v.status.label(), "samples": v.samples, "bound": v.upper_bound})),
-                cdc_lag_bytes: e.cdc_lag_bytes,
+                cdc_lag: e.cdc_lag,
                 requests: e.usage.requests,
                 fallbacks: e.usage.fallbacks,
                 service_error_rate: e.usage.error_rate(),
@@ -67,6 +67,19 @@ pub async fn board(config: &Config, store: &StateStore) -> anyhow::Result<Vec<Ro
             }
         })
         .collect())
+}
+
+/// `fwd 0 B`, `fwd 0 B · rev 12 B`, or `-` when nothing reports.
+fn lag_cell(lag: gates::CdcLag) -> String {
+    let parts: Vec<String> = [("fwd", lag.forward_bytes), ("rev", lag.reverse_bytes)]
+        .iter()
+        .filter_map(|(d, b)| b.map(|b| format!("{d} {b} B")))
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" · ")
+    }
 }
 
 pub fn render(rows: &[Row]) -> String {
@@ -127,7 +140,7 @@ pub fn render(rows: &[Row]) -> String {
             stage,
             r.service.clone().unwrap_or_else(|| "-".into()),
             shadow,
-            r.cdc_lag_bytes.map_or("-".into(), |b| format!("{b} B")),
+            lag_cell(r.cdc_lag),
             r.requests.to_string(),
             r.fallbacks.to_string(),
             format!("{:.2}%", r.service_error_rate * 100.0),

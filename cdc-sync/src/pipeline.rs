@@ -99,10 +99,14 @@ impl PipelineError {
 /// `strangler status`).
 #[async_trait::async_trait]
 pub trait StatusReporter: Send + Sync {
+    /// The source's cluster (its system identifier): every position
+    /// reported afterwards belongs to that cluster's WAL.
+    async fn source_cluster(&self, _cluster: &str) {}
     /// The source's current WAL position.
     async fn source_position(&self, slot: &str, lsn: Lsn);
-    /// What a sink has applied for a source table.
-    async fn applied(&self, sink: &str, table: &str, lsn: Lsn);
+    /// What a sink has applied of a source table; `tables` is (source
+    /// table, target table).
+    async fn applied(&self, sink: &str, tables: (&str, &str), lsn: Lsn);
     /// A complete snapshot of `slot` was taken (Kafka: published).
     async fn snapshot_complete(&self, _slot: &str) {}
     /// Rows the snapshot read, for the check against every sink
@@ -118,7 +122,7 @@ pub trait StatusReporter: Send + Sync {
     async fn partition_applied(
         &self,
         _sink: &str,
-        _table: &str,
+        _tables: (&str, &str),
         _partition: (&str, i32),
         _lsn: Lsn,
         _caught_up: bool,
@@ -136,7 +140,7 @@ pub struct NoStatus;
 #[async_trait::async_trait]
 impl StatusReporter for NoStatus {
     async fn source_position(&self, _slot: &str, _lsn: Lsn) {}
-    async fn applied(&self, _sink: &str, _table: &str, _lsn: Lsn) {}
+    async fn applied(&self, _sink: &str, _tables: (&str, &str), _lsn: Lsn) {}
 }
 
 /// Counters of a run.
@@ -189,19 +193,14 @@ pub async fn run(
     let mut progress = Progress::default();
     let mut stream = open(cfg, target, start, status, &mut progress, &mut on_progress).await?;
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut last_status = Instant::now() - Duration::from_secs(10);
-    let mut status_conn = source::connect(cfg).await.ok();
+    // The source's position is read beside the apply loop, never by it: a
+    // stalled sink must show as a growing lag, not as a frozen "caught up".
+    let report = report_source_positions(cfg, status);
+    let mut report = std::pin::pin!(report);
     loop {
-        if last_status.elapsed() >= Duration::from_millis(500) {
-            last_status = Instant::now();
-            if let Some(c) = status_conn.as_mut() {
-                if let Ok(lsn) = source::current_lsn(c).await {
-                    status.source_position(&cfg.slot, lsn).await;
-                }
-            }
-        }
         let first = tokio::select! {
             _ = &mut shutdown => break,
+            _ = &mut report => unreachable!("the position reporter never ends"),
             item = tokio::time::timeout(Duration::from_millis(500), stream.next()) => match item {
                 Ok(item) => item?,
                 Err(_) => continue,
@@ -229,9 +228,11 @@ pub async fn run(
             }
         }
         if let Some(end) = through {
-            target
-                .write(&batch, end, false, &mut progress, status)
-                .await?;
+            let write = target.write(&batch, end, false, &mut progress, status);
+            tokio::select! {
+                r = write => r?,
+                _ = &mut report => unreachable!("the position reporter never ends"),
+            }
         }
         // Everything handed over is committed in every sink.
         let confirm = match (through, quiet) {
@@ -252,6 +253,25 @@ pub async fn run(
     Ok(progress)
 }
 
+/// Reports the source's current WAL position every 500 ms, reconnecting
+/// when its session breaks; never returns.
+async fn report_source_positions(cfg: &SourceConfig, status: &dyn StatusReporter) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut conn = None;
+    loop {
+        tick.tick().await;
+        if conn.is_none() {
+            conn = source::connect(cfg).await.ok();
+        }
+        if let Some(c) = conn.as_mut() {
+            match source::current_lsn(c).await {
+                Ok(lsn) => status.source_position(&cfg.slot, lsn).await,
+                Err(_) => conn = None,
+            }
+        }
+    }
+}
+
 /// Prepares the source and returns a running stream, after the initial
 /// snapshot when one is needed.
 async fn open(
@@ -263,6 +283,9 @@ async fn open(
     on_progress: &mut impl FnMut(&Progress),
 ) -> Result<Stream, PipelineError> {
     let mut conn = source::connect(cfg).await?;
+    status
+        .source_cluster(&source::system_identifier(&mut conn).await?)
+        .await;
     source::ensure_publication(&mut conn, cfg).await?;
     let mut slot = source::slot_state(&mut conn, &cfg.slot).await?;
     // After a crash the server may not have noticed the old session is gone.

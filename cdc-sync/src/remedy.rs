@@ -66,6 +66,7 @@ fn for_transport(e: &TransportError) -> String {
     match e {
         TransportError::Sink(s) => for_sink(s),
         TransportError::Kafka(_) => "the Kafka client could not be set up: check `[cdc.transport]` brokers and `[cdc.transport.properties]`".into(),
+        TransportError::Gap(_) => "changes this sink had not applied were deleted from the topic (retention shorter than the sink's outage): run `strangler cdc snapshot` to copy the tables again, and keep topics longer than a sink can be down".into(),
     }
 }
 

@@ -4,10 +4,17 @@
 //!
 //! Reporting never blocks the pipeline: positions are coalesced in memory
 //! and a background task writes the newest of each every 200 ms.
+//!
+//! Every position is stored under its stream ([`StreamKey`]: the source
+//! cluster's system identifier, the slot, the direction), so positions of
+//! two clusters are never compared. The cluster is what the source reports
+//! when it connects; a Kafka sink worker, which never connects to the
+//! source, takes it from the source's published position.
 
 use std::time::Duration;
 
 use strangler_config::CdcSink;
+use strangler_state::lag::{Direction, StreamKey};
 use strangler_state::store::StateStore;
 
 use serde_json::json;
@@ -28,6 +35,9 @@ pub struct StoreStatus {
     /// What the post-snapshot check compares, and its running checks.
     check: Option<CheckPlan>,
     checks: std::sync::Mutex<Vec<tokio::task::JoinHandle<usize>>>,
+    /// The stream reported on; its cluster is known once the source
+    /// reports it (or a published position names it).
+    stream: std::sync::Arc<std::sync::Mutex<StreamKey>>,
 }
 
 /// The sinks a post-snapshot check compares with the source.
@@ -61,52 +71,45 @@ impl CheckPlan {
 
 #[derive(Default)]
 struct Pending {
-    source: std::collections::HashMap<String, i64>,
-    applied: std::collections::HashMap<(String, String), i64>,
-    published: std::collections::HashMap<String, i64>,
-    /// (sink, table, topic, partition) → (position, caught up)
-    partitions: std::collections::HashMap<(String, String, String, i32), (i64, bool)>,
+    source: Option<i64>,
+    /// (sink, source table, target table) → position
+    applied: std::collections::HashMap<(String, String, String), i64>,
+    published: Option<i64>,
+    partitions: std::collections::HashMap<PartitionKey, (i64, bool)>,
 }
 
+/// (sink, source table, target table, topic, partition) → (position, caught up)
+type PartitionKey = (String, String, String, String, i32);
+
 impl StoreStatus {
+    /// Reports on the stream of `slot` in `direction` (its cluster comes
+    /// from the source, see [`StatusReporter::source_cluster`]).
     pub fn new(
         store: Option<StateStore>,
         metrics: Option<std::sync::Arc<crate::metrics::CdcMetrics>>,
+        slot: &str,
+        direction: Direction,
     ) -> StoreStatus {
         let pending = std::sync::Arc::new(std::sync::Mutex::new(Pending::default()));
+        let stream = std::sync::Arc::new(std::sync::Mutex::new(StreamKey {
+            cluster: String::new(),
+            slot: slot.to_string(),
+            direction,
+        }));
         if let Some(store) = store.clone() {
             let weak = std::sync::Arc::downgrade(&pending);
+            let stream = stream.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     let Some(p) = weak.upgrade() else { break };
-                    let batch = std::mem::take(
-                        &mut *p.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-                    );
+                    let Some(key) = known_stream(&store, &stream).await else {
+                        // Positions wait (coalesced) until their cluster is known.
+                        continue;
+                    };
+                    let batch = std::mem::take(&mut *lock(&p));
                     drop(p);
-                    for (slot, lsn) in batch.source {
-                        if let Err(e) = store.report_source_position(&slot, lsn).await {
-                            tracing::debug!(error = %e, "cannot report the source position");
-                        }
-                    }
-                    for ((sink, table), lsn) in batch.applied {
-                        if let Err(e) = store.report_applied_position(&sink, &table, lsn).await {
-                            tracing::debug!(error = %e, "cannot report an applied position");
-                        }
-                    }
-                    for ((sink, table, topic, partition), (lsn, caught_up)) in batch.partitions {
-                        if let Err(e) = store
-                            .report_partition(&sink, &table, (&topic, partition), lsn, caught_up)
-                            .await
-                        {
-                            tracing::debug!(error = %e, "cannot report a partition's position");
-                        }
-                    }
-                    for (slot, lsn) in batch.published {
-                        if let Err(e) = store.report_published(&slot, lsn).await {
-                            tracing::debug!(error = %e, "cannot report the published position");
-                        }
-                    }
+                    write(&store, &key, batch).await;
                 }
             });
         }
@@ -116,6 +119,7 @@ impl StoreStatus {
             pending,
             check: None,
             checks: std::sync::Mutex::new(Vec::new()),
+            stream,
         }
     }
 
@@ -141,10 +145,57 @@ impl StoreStatus {
     }
 
     fn with(&self, f: impl FnOnce(&mut Pending)) {
-        f(&mut self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner));
+        f(&mut lock(&self.pending));
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The stream with its cluster, once known: reported by the source, or
+/// (a Kafka sink worker) named by the slot's published position.
+async fn known_stream(
+    store: &StateStore,
+    stream: &std::sync::Mutex<StreamKey>,
+) -> Option<StreamKey> {
+    let key = lock(stream).clone();
+    if !key.cluster.is_empty() {
+        return Some(key);
+    }
+    let (cluster, _) = store.published(&key.slot).await.ok().flatten()?;
+    let mut s = lock(stream);
+    s.cluster = cluster;
+    Some(s.clone())
+}
+
+/// Writes the newest positions of one round.
+async fn write(store: &StateStore, key: &StreamKey, batch: Pending) {
+    if let Some(lsn) = batch.source {
+        if let Err(e) = store.report_source_position(key, lsn).await {
+            tracing::debug!(error = %e, "cannot report the source position");
+        }
+    }
+    for ((sink, source, target), lsn) in batch.applied {
+        if let Err(e) = store
+            .report_applied_position(key, &sink, (&source, &target), lsn)
+            .await
+        {
+            tracing::debug!(error = %e, "cannot report an applied position");
+        }
+    }
+    for ((sink, source, target, topic, partition), at) in batch.partitions {
+        if let Err(e) = store
+            .report_partition(key, &sink, (&source, &target), (&topic, partition), at)
+            .await
+        {
+            tracing::debug!(error = %e, "cannot report a partition's position");
+        }
+    }
+    if let Some(lsn) = batch.published {
+        if let Err(e) = store.report_published(key, lsn).await {
+            tracing::debug!(error = %e, "cannot report the published position");
+        }
     }
 }
 
@@ -155,17 +206,20 @@ fn keep_max<K: std::hash::Hash + Eq>(m: &mut std::collections::HashMap<K, i64>, 
 
 #[async_trait::async_trait]
 impl StatusReporter for StoreStatus {
-    async fn source_position(&self, slot: &str, lsn: Lsn) {
+    async fn source_cluster(&self, cluster: &str) {
+        lock(&self.stream).cluster = cluster.to_string();
+    }
+    async fn source_position(&self, _slot: &str, lsn: Lsn) {
         if let Some(m) = &self.metrics {
             m.source_position(lsn.as_i64());
         }
-        self.with(|p| keep_max(&mut p.source, slot.to_string(), lsn.as_i64()));
+        self.with(|p| p.source = Some(p.source.unwrap_or(0).max(lsn.as_i64())));
     }
-    async fn applied(&self, sink: &str, table: &str, lsn: Lsn) {
+    async fn applied(&self, sink: &str, (source, target): (&str, &str), lsn: Lsn) {
         self.with(|p| {
             keep_max(
                 &mut p.applied,
-                (sink.to_string(), table.to_string()),
+                (sink.to_string(), source.to_string(), target.to_string()),
                 lsn.as_i64(),
             )
         });
@@ -173,7 +227,7 @@ impl StatusReporter for StoreStatus {
     async fn partition_applied(
         &self,
         sink: &str,
-        table: &str,
+        (source, target): (&str, &str),
         (topic, partition): (&str, i32),
         lsn: Lsn,
         caught_up: bool,
@@ -182,7 +236,8 @@ impl StatusReporter for StoreStatus {
             p.partitions.insert(
                 (
                     sink.to_string(),
-                    table.to_string(),
+                    source.to_string(),
+                    target.to_string(),
                     topic.to_string(),
                     partition,
                 ),
@@ -190,12 +245,17 @@ impl StatusReporter for StoreStatus {
             );
         });
     }
-    async fn published(&self, slot: &str, lsn: Lsn) {
-        self.with(|p| keep_max(&mut p.published, slot.to_string(), lsn.as_i64()));
+    async fn published(&self, _slot: &str, lsn: Lsn) {
+        self.with(|p| p.published = Some(p.published.unwrap_or(0).max(lsn.as_i64())));
     }
     async fn published_position(&self, slot: &str) -> Option<Lsn> {
         match &self.store {
-            Some(s) => s.published(slot).await.ok().flatten().map(Lsn::from_i64),
+            Some(s) => s
+                .published(slot)
+                .await
+                .ok()
+                .flatten()
+                .map(|(_, l)| Lsn::from_i64(l)),
             None => None,
         }
     }

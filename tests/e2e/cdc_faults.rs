@@ -15,7 +15,7 @@ use sqlx::postgres::PgPoolOptions;
 use crate::cdc::{cli_env, spawn_cdc};
 use crate::support::*;
 
-async fn cluster() -> (PgCluster, String, sqlx::PgPool) {
+pub(crate) async fn cluster() -> (PgCluster, String, sqlx::PgPool) {
     let pg = tokio::task::spawn_blocking(PgCluster::start)
         .await
         .expect("join")
@@ -29,7 +29,7 @@ async fn cluster() -> (PgCluster, String, sqlx::PgPool) {
     (pg, url, pool)
 }
 
-async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
+pub(crate) async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar::<_, i64>(sql)
         .fetch_one(pool)
         .await
@@ -337,14 +337,15 @@ async fn two_sink_workers_share_a_sink_and_a_dead_ones_partitions_hold_the_table
             .published("strangler")
             .await
             .expect("published")
-            .unwrap_or(0);
+            .map_or(0, |(_, lsn)| lsn);
         let applied = store
             .lag_view()
             .await
             .expect("lag view")
-            .applied
-            .get("public.ledger")
-            .copied()
+            .for_table("public.ledger")
+            .iter()
+            .map(|l| l.applied)
+            .min()
             .unwrap_or(0);
         // Read the rows last: a row applied after the positions were read
         // can only make the target look more complete, never less.
@@ -368,4 +369,90 @@ async fn two_sink_workers_share_a_sink_and_a_dead_ones_partitions_hold_the_table
         let _ = p.kill();
         let _ = p.wait();
     }
+}
+
+/// The target database is restored from a backup taken while CDC ran: the
+/// group's committed offsets are ahead of the offsets stored with the rows.
+/// The worker resumes where the rows say (seeking back), so what the
+/// restore lost is applied again instead of silently skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_restored_from_a_backup_gets_every_row_again() {
+    let broker = tokio::task::spawn_blocking(strangler_testkit::Broker::start)
+        .await
+        .expect("join")
+        .expect("tansu");
+    let db = crate::cdc::databases().await;
+    crate::cdc::counted_ledger(&db.src, &db.dst).await;
+    let h = Harness::new();
+    h.write_config(&format!(
+        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
+        broker.bootstrap()
+    ));
+    let env = [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+    ];
+    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let insert = |n: i32| {
+        sqlx::query(
+            "INSERT INTO ledger (n, note) SELECT $1, 'row ' || g FROM generate_series(1, 100) g",
+        )
+        .bind(n)
+        .execute(&db.src)
+    };
+    let rows_in_target = |want: i64| {
+        let dst = db.dst.clone();
+        async move {
+            eventually(Duration::from_secs(60), || async {
+                count(&dst, "SELECT count(*) FROM ledger").await == want
+            })
+            .await
+        }
+    };
+    let mut cdc = spawn_cdc(&h, &env);
+    for n in 0..3 {
+        insert(n).await.expect("insert");
+    }
+    assert!(rows_in_target(300).await.is_some(), "{}", log());
+    // The backup: rows and the offsets stored with them, consistent.
+    let dump = async |sql: &str| sqlx::query(sql).execute(&db.dst).await.expect(sql);
+    dump("CREATE TABLE ledger_backup AS SELECT * FROM ledger").await;
+    dump("CREATE TABLE offsets_backup AS SELECT * FROM strangler_cdc_kafka_offsets").await;
+    for n in 3..6 {
+        insert(n).await.expect("insert");
+    }
+    assert!(rows_in_target(600).await.is_some(), "{}", log());
+    // The group has committed offsets past the backup's. (Stopped, not
+    // killed: the member leaves the group, the next one gets the
+    // partitions at once.)
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &cdc.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(stopped.success());
+    let _ = cdc.wait();
+    // The restore.
+    dump("TRUNCATE ledger").await;
+    dump("INSERT INTO ledger SELECT * FROM ledger_backup").await;
+    dump("TRUNCATE strangler_cdc_kafka_offsets").await;
+    dump("INSERT INTO strangler_cdc_kafka_offsets SELECT * FROM offsets_backup").await;
+    dump("TRUNCATE applied_log").await;
+    let mut cdc = spawn_cdc(&h, &env);
+    assert!(
+        rows_in_target(600).await.is_some(),
+        "rows lost by the restore were not applied again: {} of 600\n{}",
+        count(&db.dst, "SELECT count(*) FROM ledger").await,
+        log()
+    );
+    // Exactly the 300 rows the restore lost were applied again, once each.
+    assert_eq!(
+        count(&db.dst, "SELECT count(DISTINCT id) FROM applied_log").await,
+        300
+    );
+    assert_eq!(
+        count(&db.dst, "SELECT count(*) FROM applied_log").await,
+        300
+    );
+    let _ = cdc.kill();
+    let _ = cdc.wait();
 }

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::support::*;
+use strangler_state::RouteStore;
 
 fn route(stage: &str) -> String {
     let percent = match stage.split_once(' ') {
@@ -254,9 +255,23 @@ async fn plan_exits_1_when_a_promotion_would_be_held_and_0_for_a_rollback() {
     let h = Harness::new();
     h.write_config(&format!("{ups}{}", route("shadow")));
     let p = h.start().await;
-    // The proxy adopted the file's state.
+    // The proxy adopted the file's state (its row is in the store).
     let c = client();
     assert_eq!(admin_route(&c, &p).await["stage"], "shadow");
+    let store = strangler_state::StateStore::connect(&format!(
+        "sqlite://{}/state.db?mode=rwc",
+        h.dir.path().display()
+    ))
+    .await
+    .expect("store");
+    let adopted = eventually(Duration::from_secs(10), || async {
+        store
+            .routes()
+            .await
+            .is_ok_and(|rows| rows.iter().any(|r| r.route == "p"))
+    })
+    .await;
+    assert!(adopted.is_some(), "the proxy never wrote the route's row");
     let new = h.dir.path().join("new.toml");
 
     std::fs::write(&new, h.config_text(&format!("{ups}{}", route("canary 10")))).expect("write");

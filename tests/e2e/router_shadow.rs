@@ -308,12 +308,18 @@ async fn a_mismatch_that_replication_explains_is_counted_stale() {
     .await
     .expect("store");
     // CDC is running and reporting (behind: the service still has the old price).
+    let stream = strangler_state::lag::StreamKey {
+        cluster: "7301".into(),
+        slot: "strangler".into(),
+        direction: strangler_state::lag::Direction::Forward,
+    };
+    let products = ("public.products", "public.products");
     store
-        .report_source_position("strangler", 500)
+        .report_source_position(&stream, 500)
         .await
         .expect("source");
     store
-        .report_applied_position("catalog", "public.products", 400)
+        .report_applied_position(&stream, "catalog", products, 400)
         .await
         .expect("applied");
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -324,11 +330,11 @@ async fn a_mismatch_that_replication_explains_is_counted_stale() {
     // Replication catches up: the service has the new data, and CDC says so.
     svc.set_price_delta(0);
     store
-        .report_source_position("strangler", 1_000)
+        .report_source_position(&stream, 1_000)
         .await
         .expect("source");
     store
-        .report_applied_position("catalog", "public.products", 1_000)
+        .report_applied_position(&stream, "catalog", products, 1_000)
         .await
         .expect("applied");
     let report = flushed(&h, "product", 1).await;

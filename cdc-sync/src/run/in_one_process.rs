@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use strangler_state::lag::Direction;
 use strangler_state::store::StateStore;
 
 use super::{kafka_sink, kafka_source, SinkSpec};
@@ -84,7 +85,12 @@ where
             None => false,
         };
         let (producer, cfg, metrics) = (producer.clone(), cfg.clone(), plan.metrics.clone());
-        let mut status = StoreStatus::new(plan.store.clone(), metrics.clone());
+        let mut status = StoreStatus::new(
+            plan.store.clone(),
+            metrics.clone(),
+            &cfg.slot,
+            Direction::Forward,
+        );
         if let Some(check) = plan.check.clone() {
             status = status.with_check(check);
         }
@@ -116,7 +122,12 @@ where
             let (producer, brokers, prefix) =
                 (producer.clone(), plan.brokers.clone(), plan.prefix.clone());
             let (cfg, shutdown) = (cfg.clone(), worker_shutdown());
-            let status = StoreStatus::new(plan.store.clone(), plan.metrics.clone());
+            let status = StoreStatus::new(
+                plan.store.clone(),
+                plan.metrics.clone(),
+                &cfg.slot,
+                Direction::Forward,
+            );
             tasks.push(tokio::spawn(async move {
                 let consumed = kafka_sink(
                     &cfg,

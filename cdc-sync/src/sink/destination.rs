@@ -36,8 +36,8 @@ impl Destination for Sinks<'_> {
             progress.rows_applied += a.rows;
             progress.dead_letters += a.dead_letters;
             if through.0 > 0 {
-                for t in sink.source_tables() {
-                    status.applied(&sink.name, t, through).await;
+                for (s, t) in sink.tables() {
+                    status.applied(&sink.name, (s, &t), through).await;
                 }
             }
         }
@@ -48,8 +48,8 @@ impl Destination for Sinks<'_> {
         // An idle or skipped position: every table is applied up to it.
         if !wrote {
             for sink in self.0.iter() {
-                for t in sink.source_tables() {
-                    status.applied(&sink.name, t, lsn).await;
+                for (s, t) in sink.tables() {
+                    status.applied(&sink.name, (s, &t), lsn).await;
                 }
             }
         }

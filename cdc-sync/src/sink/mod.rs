@@ -258,9 +258,18 @@ impl Sink {
         self.snapshot_done
     }
 
-    /// Source tables this sink takes.
-    pub fn source_tables(&self) -> impl Iterator<Item = &str> {
-        self.tables.keys().map(String::as_str)
+    /// The tables this sink takes: (source table, target table).
+    pub fn tables(&self) -> impl Iterator<Item = (&str, String)> {
+        self.tables
+            .iter()
+            .map(|(s, t)| (s.as_str(), t.mapping.target.to_string()))
+    }
+
+    /// The table `source` is written to (`schema.table`).
+    pub fn target_of(&self, source: &str) -> Option<String> {
+        self.tables
+            .get(source)
+            .map(|t| t.mapping.target.to_string())
     }
 
     fn db(&self, source: sqlx::Error) -> SinkError {

@@ -284,6 +284,16 @@ pub async fn connect(cfg: &SourceConfig) -> Result<PgConnection, SourceError> {
     Ok(c)
 }
 
+/// The cluster's system identifier: positions are only comparable with
+/// positions of the same cluster.
+pub async fn system_identifier(conn: &mut PgConnection) -> Result<String, SourceError> {
+    Ok(
+        sqlx::query_scalar("SELECT system_identifier::text FROM pg_control_system()")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
 /// The source's current WAL position (for lag).
 pub async fn current_lsn(conn: &mut PgConnection) -> Result<Lsn, SourceError> {
     let s: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")

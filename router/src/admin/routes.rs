@@ -134,9 +134,10 @@ pub(super) async fn show(
     // and `strangler status` show).
     let config = state.shared.config.load_full();
     let promotion = match crate::gates::evaluate_all(&config, &state.store).await {
-        Ok(reports) => reports.into_iter().find(|r| r.route == name).map(
-            |r| json!({ "verdict": r.verdict, "cdc_lag_bytes": r.cdc_lag_bytes, "gates": r.gates }),
-        ),
+        Ok(reports) => reports
+            .into_iter()
+            .find(|r| r.route == name)
+            .map(|r| json!({ "verdict": r.verdict, "cdc_lag": r.cdc_lag, "gates": r.gates })),
         Err(e) => Some(json!({ "error": e.to_string() })),
     };
     let mut body = serde_json::to_value(&view).unwrap_or_default();

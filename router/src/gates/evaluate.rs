@@ -31,8 +31,8 @@ pub struct RouteReport {
     pub percent: f64,
     /// The shadow verdict under the route's own thresholds.
     pub verdict: Option<Verdict>,
-    /// Highest CDC lag (bytes) over the route's tables; `None` when not known.
-    pub cdc_lag_bytes: Option<u64>,
+    /// Highest CDC lag (bytes) over the route's tables, per direction.
+    pub cdc_lag: CdcLag,
     /// Counts over the route's promotion window.
     pub usage: Counts,
     /// Gates of the next promotion (none for a route without a service or
@@ -43,6 +43,28 @@ pub struct RouteReport {
     pub live: Option<LiveRoute>,
     #[serde(skip)]
     pub current: Effective,
+}
+
+/// How far CDC is behind on a route's tables, each direction measured
+/// inside its own stream: `None` where no stream of that direction carries
+/// every table (or a source has not reported).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct CdcLag {
+    pub forward_bytes: Option<u64>,
+    pub reverse_bytes: Option<u64>,
+}
+
+impl CdcLag {
+    pub fn of(lag: &crate::shadow::LagView, tables: &[String]) -> CdcLag {
+        use crate::shadow::lag::Direction;
+        if tables.is_empty() {
+            return CdcLag::default();
+        }
+        CdcLag {
+            forward_bytes: lag.behind(tables, Direction::Forward),
+            reverse_bytes: lag.behind(tables, Direction::Reverse),
+        }
+    }
 }
 
 /// Gates of moving `route` from `from` to `to`: none for a step back or
@@ -99,17 +121,7 @@ pub async fn evaluate_with_lag(
             .iter()
             .find(|v| v.route == r.name)
             .map(|v| v.verdict);
-        let cdc_lag_bytes = if r.tables.is_empty() {
-            None
-        } else {
-            r.tables
-                .iter()
-                .map(|t| match (lag.source, lag.applied.get(t)) {
-                    (Some((s, _)), Some(a)) => Some(u64::try_from((s - a).max(0)).unwrap_or(0)),
-                    _ => None,
-                })
-                .try_fold(0u64, |m, v| v.map(|v| m.max(v)))
-        };
+        let cdc_lag = CdcLag::of(&lag, &r.tables);
         let gates = if r.service.is_some() && current.stage != Stage::Migrated {
             check(r, current, verdict.as_ref(), &lag, &usage)
         } else {
@@ -120,7 +132,7 @@ pub async fn evaluate_with_lag(
             stage: current.stage,
             percent: current.percent,
             verdict,
-            cdc_lag_bytes,
+            cdc_lag,
             usage,
             gates,
             live: row(r).cloned(),

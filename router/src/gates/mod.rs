@@ -10,15 +10,17 @@ pub mod reconcile;
 
 pub use actions::{note, resume, rollback, set, ResumeError, Resumed, SetOutcome};
 pub use evaluate::{
-    evaluate_all, evaluate_with_lag, gates_to, promote, write_runtime, PromoteError, Promotion,
-    RouteReport,
+    evaluate_all, evaluate_with_lag, gates_to, promote, write_runtime, CdcLag, PromoteError,
+    Promotion, RouteReport,
 };
 
 use strangler_config::{Route, Stage};
 use strangler_shadow::verdict::{Status, Verdict};
 
+use crate::shadow::lag::Direction;
 use crate::shadow::LagView;
 use strangler_state::counts::Counts;
+use strangler_state::lag::STALE_AFTER_MS;
 use strangler_state::route_state::{Effective, Target};
 
 /// One gate and whether it passed.
@@ -125,26 +127,44 @@ pub fn check(
             detail: "no shadow comparison recorded".into(),
         },
     });
+    // Every stream that carries a table (forward, and reverse where it
+    // runs), each measured against its own source's WAL.
+    let max = route.promote.max_lag_bytes;
     for t in &route.tables {
-        let gate = match (lag.source, lag.applied.get(t)) {
-            (Some((src, _)), Some(applied)) => {
-                let behind = u64::try_from((src - applied).max(0)).unwrap_or(0);
-                Gate {
-                    name: "cdc_lag",
-                    ok: behind <= route.promote.max_lag_bytes,
-                    detail: format!(
-                        "{t}: {behind} bytes behind (allowed {})",
-                        route.promote.max_lag_bytes
-                    ),
-                }
-            }
-            _ => Gate {
+        let lags = lag.for_table(t);
+        if lags.iter().all(|l| l.direction != Direction::Forward) {
+            out.push(Gate {
                 name: "cdc_lag",
                 ok: false,
                 detail: format!("{t}: no CDC position recorded (is `strangler cdc run` running?)"),
-            },
-        };
-        out.push(gate);
+            });
+        }
+        let now = strangler_state::store::now_ms();
+        for l in lags {
+            let stream = format!("{} {} (slot {})", l.direction, l.source_table, l.slot);
+            let age_ms = l.source.map_or(0, |(_, at)| now - at);
+            out.push(match l.behind {
+                // A source that stopped reporting says nothing about now.
+                Some(_) if age_ms > STALE_AFTER_MS => Gate {
+                    name: "cdc_lag",
+                    ok: false,
+                    detail: format!(
+                        "{t} {stream}: no position reported for {} s (is its `strangler cdc` process running?)",
+                        age_ms / 1000
+                    ),
+                },
+                Some(behind) => Gate {
+                    name: "cdc_lag",
+                    ok: behind <= max,
+                    detail: format!("{t} {stream}: {behind} bytes behind (allowed {max})"),
+                },
+                None => Gate {
+                    name: "cdc_lag",
+                    ok: false,
+                    detail: format!("{t} {stream}: the source has not reported its position"),
+                },
+            });
+        }
     }
     let rate = usage.error_rate();
     out.push(Gate {

@@ -113,6 +113,16 @@ impl ShadowJob {
         }
     }
 
+    /// The CDC directions a stale re-check waits for: forward when the
+    /// monolith answered first; both when the service did (it may hold
+    /// writes the monolith only gets through reverse sync).
+    fn recheck_directions(&self) -> &'static [lag::Direction] {
+        match self.direction {
+            Direction::Forward => &[lag::Direction::Forward],
+            Direction::Reverse => &[lag::Direction::Forward, lag::Direction::Reverse],
+        }
+    }
+
     fn count(&self, ctx: &JobContext, outcome: &str) {
         ctx.metrics
             .shadow
@@ -176,7 +186,13 @@ impl ShadowJob {
         if !comparison.is_match()
             && safe
             && !self.tables.is_empty()
-            && lag::caught_up(&ctx.shadower.lag, &self.tables, self.request_ms).await
+            && lag::caught_up(
+                &ctx.shadower.lag,
+                &self.tables,
+                self.request_ms,
+                self.recheck_directions(),
+            )
+            .await
         {
             // Replication has caught up: ask both again.
             let again = (

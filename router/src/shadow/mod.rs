@@ -20,7 +20,7 @@
 //! service is primary and the monolith the candidate.
 
 mod job;
-mod lag;
+pub mod lag;
 pub mod plan;
 
 use std::collections::HashMap;

@@ -1,21 +1,28 @@
 //! CDC positions in the state store: written by the CDC pipeline, read by
 //! the router (lag-aware comparison) and `strangler status`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use sqlx::Row;
 
 use super::{now_ms, StateStore, StoreError};
-use crate::lag::LagView;
+use crate::lag::{Direction, LagView, StreamKey, StreamLag, TableApplied};
 
 impl StateStore {
     /// The source's current WAL position (written by the CDC source).
-    pub async fn report_source_position(&self, slot: &str, lsn: i64) -> Result<(), StoreError> {
+    pub async fn report_source_position(
+        &self,
+        stream: &StreamKey,
+        lsn: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO strangler_cdc_source (slot, source_lsn, updated_at_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (slot) DO UPDATE SET source_lsn = excluded.source_lsn, updated_at_ms = excluded.updated_at_ms",
+            "INSERT INTO strangler_cdc_source_positions (cluster, slot, direction, source_lsn, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (cluster, slot) DO UPDATE SET \
+             direction = excluded.direction, source_lsn = excluded.source_lsn, updated_at_ms = excluded.updated_at_ms",
         )
-        .bind(slot)
+        .bind(&stream.cluster)
+        .bind(&stream.slot)
+        .bind(stream.direction.as_str())
         .bind(lsn)
         .bind(now_ms())
         .execute(&self.pool)
@@ -23,19 +30,27 @@ impl StateStore {
         Ok(())
     }
 
-    /// The position a sink has applied for a source table (written by the sink).
+    /// The position a sink has applied of a source table (written by the
+    /// sink); `tables` is (source table, target table).
     pub async fn report_applied_position(
         &self,
+        stream: &StreamKey,
         sink: &str,
-        source_table: &str,
+        (source_table, target_table): (&str, &str),
         lsn: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO strangler_cdc_sinks (sink, source_table, applied_lsn, updated_at_ms) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (sink, source_table) DO UPDATE SET applied_lsn = excluded.applied_lsn, updated_at_ms = excluded.updated_at_ms",
+            "INSERT INTO strangler_cdc_applied_positions (cluster, slot, direction, sink, source_table, target_table, applied_lsn, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (cluster, slot, sink, source_table) DO UPDATE SET \
+             direction = excluded.direction, target_table = excluded.target_table, \
+             applied_lsn = excluded.applied_lsn, updated_at_ms = excluded.updated_at_ms",
         )
+        .bind(&stream.cluster)
+        .bind(&stream.slot)
+        .bind(stream.direction.as_str())
         .bind(sink)
         .bind(source_table)
+        .bind(target_table)
         .bind(lsn)
         .bind(now_ms())
         .execute(&self.pool)
@@ -49,20 +64,24 @@ impl StateStore {
     /// commit position of the last record applied.
     pub async fn report_partition(
         &self,
+        stream: &StreamKey,
         sink: &str,
-        source_table: &str,
+        (source_table, target_table): (&str, &str),
         (topic, partition): (&str, i32),
-        lsn: i64,
-        caught_up: bool,
+        (lsn, caught_up): (i64, bool),
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO strangler_cdc_partitions (sink, source_table, topic, partition, applied_lsn, caught_up, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sink, topic, partition) DO UPDATE SET \
-             source_table = excluded.source_table, applied_lsn = excluded.applied_lsn, \
-             caught_up = excluded.caught_up, updated_at_ms = excluded.updated_at_ms",
+            "INSERT INTO strangler_cdc_partition_positions (cluster, slot, direction, sink, source_table, target_table, topic, partition, applied_lsn, caught_up, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (cluster, slot, sink, topic, partition) DO UPDATE SET \
+             direction = excluded.direction, source_table = excluded.source_table, target_table = excluded.target_table, \
+             applied_lsn = excluded.applied_lsn, caught_up = excluded.caught_up, updated_at_ms = excluded.updated_at_ms",
         )
+        .bind(&stream.cluster)
+        .bind(&stream.slot)
+        .bind(stream.direction.as_str())
         .bind(sink)
         .bind(source_table)
+        .bind(target_table)
         .bind(topic)
         .bind(partition)
         .bind(lsn)
@@ -124,12 +143,13 @@ impl StateStore {
     }
 
     /// Kafka: the source's position acknowledged by the broker.
-    pub async fn report_published(&self, slot: &str, lsn: i64) -> Result<(), StoreError> {
+    pub async fn report_published(&self, stream: &StreamKey, lsn: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO strangler_cdc_published (slot, lsn, updated_at_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (slot) DO UPDATE SET lsn = excluded.lsn, updated_at_ms = excluded.updated_at_ms",
+            "INSERT INTO strangler_cdc_published_positions (cluster, slot, lsn, updated_at_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (cluster, slot) DO UPDATE SET lsn = excluded.lsn, updated_at_ms = excluded.updated_at_ms",
         )
-        .bind(slot)
+        .bind(&stream.cluster)
+        .bind(&stream.slot)
         .bind(lsn)
         .bind(now_ms())
         .execute(&self.pool)
@@ -137,14 +157,19 @@ impl StateStore {
         Ok(())
     }
 
-    /// Kafka: the last published position of `slot`.
-    pub async fn published(&self, slot: &str) -> Result<Option<i64>, StoreError> {
-        let lsn: Option<i64> =
-            sqlx::query_scalar("SELECT lsn FROM strangler_cdc_published WHERE slot = $1")
-                .bind(slot)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(lsn)
+    /// Kafka: the cluster and last published position of `slot` (the
+    /// newest report when slots of two clusters share the name).
+    pub async fn published(&self, slot: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT cluster, lsn FROM strangler_cdc_published_positions WHERE slot = $1 ORDER BY updated_at_ms DESC LIMIT 1",
+        )
+        .bind(slot)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+            None => None,
+        })
     }
 
     /// Whether a complete snapshot of `slot` was published.
@@ -156,28 +181,63 @@ impl StateStore {
         Ok(row.is_some())
     }
 
-    /// The latest positions: the newest source report and, per source
-    /// table, the lowest position applied by any sink.
+    /// The latest positions of every stream: its source's position and,
+    /// per (source table, target table), the lowest position applied by
+    /// any sink or Kafka partition of that stream.
     pub async fn lag_view(&self) -> Result<LagView, StoreError> {
-        let source = sqlx::query("SELECT source_lsn, updated_at_ms FROM strangler_cdc_source ORDER BY updated_at_ms DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
-            .transpose()?;
-        // Embedded sinks report per table; Kafka sink workers per partition
-        // (a table is as far as its slowest partition).
-        let rows = sqlx::query(
-            "SELECT source_table, MIN(applied_lsn) FROM ( \
-               SELECT source_table, applied_lsn FROM strangler_cdc_sinks \
-               UNION ALL SELECT source_table, applied_lsn FROM strangler_cdc_partitions \
-             ) positions GROUP BY source_table",
+        let mut streams: BTreeMap<StreamKey, StreamLag> = BTreeMap::new();
+        let key = |r: &sqlx::any::AnyRow| -> Result<StreamKey, StoreError> {
+            let d: String = r.try_get("direction")?;
+            Ok(StreamKey {
+                cluster: r.try_get("cluster")?,
+                slot: r.try_get("slot")?,
+                direction: Direction::parse(&d).unwrap_or(Direction::Forward),
+            })
+        };
+        let sources = sqlx::query(
+            "SELECT cluster, slot, direction, source_lsn, updated_at_ms FROM strangler_cdc_source_positions",
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut applied = HashMap::new();
-        for r in &rows {
-            applied.insert(r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
+        for r in &sources {
+            let k = key(r)?;
+            streams.insert(
+                k.clone(),
+                StreamLag {
+                    key: k,
+                    source: Some((r.try_get("source_lsn")?, r.try_get("updated_at_ms")?)),
+                    tables: Vec::new(),
+                },
+            );
         }
-        Ok(LagView { source, applied })
+        // Embedded sinks report per table; Kafka sink workers per partition
+        // (a table is as far as its slowest partition).
+        let applied = sqlx::query(
+            "SELECT cluster, slot, direction, source_table, target_table, MIN(applied_lsn) AS applied FROM ( \
+               SELECT cluster, slot, direction, source_table, target_table, applied_lsn FROM strangler_cdc_applied_positions \
+               UNION ALL SELECT cluster, slot, direction, source_table, target_table, applied_lsn FROM strangler_cdc_partition_positions \
+             ) positions GROUP BY cluster, slot, direction, source_table, target_table",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &applied {
+            let k = key(r)?;
+            streams
+                .entry(k.clone())
+                .or_insert_with(|| StreamLag {
+                    key: k,
+                    source: None,
+                    tables: Vec::new(),
+                })
+                .tables
+                .push(TableApplied {
+                    source_table: r.try_get("source_table")?,
+                    target_table: r.try_get("target_table")?,
+                    applied: r.try_get("applied")?,
+                });
+        }
+        Ok(LagView {
+            streams: streams.into_values().collect(),
+        })
     }
 }

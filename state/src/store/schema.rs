@@ -42,10 +42,15 @@ const COMMON: &[&str] = &[
         route TEXT PRIMARY KEY,
         stats TEXT NOT NULL,
         updated_at_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS strangler_cdc_source (
-        slot TEXT PRIMARY KEY,
+    // CDC positions, keyed by the stream they belong to (the source
+    // cluster's system identifier and slot): lag is computed inside one.
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_source_positions (
+        cluster TEXT NOT NULL,
+        slot TEXT NOT NULL,
+        direction TEXT NOT NULL,
         source_lsn BIGINT NOT NULL,
-        updated_at_ms BIGINT NOT NULL)",
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (cluster, slot))",
     "CREATE TABLE IF NOT EXISTS strangler_usage (
         route TEXT NOT NULL,
         minute BIGINT NOT NULL,
@@ -55,19 +60,25 @@ const COMMON: &[&str] = &[
         service_errors BIGINT NOT NULL,
         fallbacks BIGINT NOT NULL,
         PRIMARY KEY (route, minute, state_ms))",
-    "CREATE TABLE IF NOT EXISTS strangler_cdc_published (
-        slot TEXT PRIMARY KEY,
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_published_positions (
+        cluster TEXT NOT NULL,
+        slot TEXT NOT NULL,
         lsn BIGINT NOT NULL,
-        updated_at_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS strangler_cdc_partitions (
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (cluster, slot))",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_partition_positions (
+        cluster TEXT NOT NULL,
+        slot TEXT NOT NULL,
+        direction TEXT NOT NULL,
         sink TEXT NOT NULL,
         source_table TEXT NOT NULL,
+        target_table TEXT NOT NULL,
         topic TEXT NOT NULL,
         partition INT NOT NULL,
         applied_lsn BIGINT NOT NULL,
         caught_up INT NOT NULL,
         updated_at_ms BIGINT NOT NULL,
-        PRIMARY KEY (sink, topic, partition))",
+        PRIMARY KEY (cluster, slot, sink, topic, partition))",
     "CREATE TABLE IF NOT EXISTS strangler_cdc_reconnects (
         slot TEXT NOT NULL,
         part TEXT NOT NULL,
@@ -78,12 +89,16 @@ const COMMON: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS strangler_cdc_snapshots (
         slot TEXT PRIMARY KEY,
         done_at_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS strangler_cdc_sinks (
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_applied_positions (
+        cluster TEXT NOT NULL,
+        slot TEXT NOT NULL,
+        direction TEXT NOT NULL,
         sink TEXT NOT NULL,
         source_table TEXT NOT NULL,
+        target_table TEXT NOT NULL,
         applied_lsn BIGINT NOT NULL,
         updated_at_ms BIGINT NOT NULL,
-        PRIMARY KEY (sink, source_table))",
+        PRIMARY KEY (cluster, slot, sink, source_table))",
 ];
 
 /// The statements for `backend`, in order.

@@ -142,9 +142,14 @@ async fn publish_dead_letters(
     Ok(())
 }
 
-/// The source table a topic carries (`prefix.schema.table`).
-fn table_of(topic: &str) -> &str {
-    topic.split_once('.').map_or(topic, |x| x.1)
+/// The source table a topic carries (`prefix.schema.table`) and the table
+/// `sink` writes it to.
+fn tables_of<'a>(sink: &Sink, topic: &'a str) -> (&'a str, String) {
+    let source = topic.split_once('.').map_or(topic, |x| x.1);
+    (
+        source,
+        sink.target_of(source).unwrap_or_else(|| source.to_string()),
+    )
 }
 
 /// Reports each assigned partition: caught up (its consumer position is
@@ -153,7 +158,7 @@ fn table_of(topic: &str) -> &str {
 async fn report_partitions(
     consumer: &StreamConsumer<Rebalances>,
     offsets: &super::offsets::PartitionOffsets,
-    sink: &str,
+    sink: &Sink,
     status: &dyn crate::pipeline::StatusReporter,
     slot: &str,
 ) {
@@ -193,10 +198,100 @@ async fn report_partitions(
             .collect()
     };
     for (topic, partition, lsn, caught_up) in &reports {
+        let (source, target) = tables_of(sink, topic);
         status
-            .partition_applied(sink, table_of(topic), (topic, *partition), *lsn, *caught_up)
+            .partition_applied(
+                &sink.name,
+                (source, &target),
+                (topic, *partition),
+                *lsn,
+                *caught_up,
+            )
             .await;
     }
+}
+
+/// Where to seek a partition that was read from past its stored offset.
+/// First the stored offset itself; when the broker answers from past it
+/// again (a broker may answer a fetch inside a record batch with the next
+/// batch), farther back each time — records below the stored offset are
+/// skipped — and from the start as a last resort. A gap that survives
+/// that means the records are gone.
+#[derive(Default)]
+struct Seeking(std::collections::HashMap<(String, i32), u32>);
+
+impl Seeking {
+    const BACK: [i64; 4] = [0, 1_000, 100_000, i64::MAX];
+
+    fn back_to(&mut self, (topic, partition): (&str, i32), resume: i64) -> Option<i64> {
+        let tries = self.0.entry((topic.to_string(), partition)).or_default();
+        let back = *Self::BACK.get(*tries as usize)?;
+        *tries += 1;
+        Some(resume.saturating_sub(back).max(0))
+    }
+
+    /// Partitions read again from at or before their stored offset.
+    fn closed(&mut self, batch: &[super::offsets::ConsumedRecord]) {
+        if !self.0.is_empty() {
+            self.0
+                .retain(|(t, p), _| !batch.iter().any(|(_, bt, bp, _)| bt == t && bp == p));
+        }
+    }
+}
+
+/// Seeks every assigned partition that has offsets stored with the rows to
+/// them.
+async fn resume_assigned(
+    consumer: &StreamConsumer<Rebalances>,
+    offsets: &mut super::offsets::PartitionOffsets,
+    sink: &mut Sink,
+) -> Result<(), TransportError> {
+    let assigned: Vec<(String, i32)> = consumer
+        .assignment()?
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    for (topic, partition) in assigned {
+        let stored = offsets.stored_next(sink, &topic, partition).await?;
+        if let Some(next) = stored {
+            match seek(consumer, &topic, partition, next) {
+                Ok(()) => tracing::info!(
+                    topic,
+                    partition,
+                    offset = next,
+                    "partition assigned: resuming at the offset stored with the rows"
+                ),
+                // Not fetching yet: the first batch's gap check seeks it.
+                Err(e) => {
+                    tracing::info!(topic, partition, error = %e, "cannot seek a newly assigned partition yet")
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves the consumer of a partition to `offset`.
+fn seek(
+    consumer: &StreamConsumer<Rebalances>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), TransportError> {
+    let go = || {
+        consumer.seek(
+            topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(5),
+        )
+    };
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(go),
+        _ => go(),
+    }?;
+    Ok(())
 }
 
 /// The partition's high watermark, asked of the broker (a cached one may
@@ -284,7 +379,15 @@ pub async fn consume(
     let mut progress = Consumed::default();
     let mut unreachable = false;
     let mut offsets = super::offsets::PartitionOffsets::default();
+    let mut seeking = Seeking::default();
     loop {
+        if rebalanced.swap(false, Ordering::SeqCst) {
+            // New partitions resume at the offsets stored with the rows,
+            // not at the group's committed ones (a restored target, a
+            // commit that never reached the broker).
+            offsets.forget();
+            resume_assigned(&consumer, &mut offsets, sink).await?;
+        }
         let first = tokio::select! {
             _ = &mut shutdown => break,
             m = tokio::time::timeout(Duration::from_millis(500), consumer.recv()) => match m {
@@ -307,7 +410,7 @@ pub async fn consume(
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_) => {
                     // Idle: report every assigned partition, caught up or not.
-                    report_partitions(&consumer, &offsets, &sink.name, status, slot).await;
+                    report_partitions(&consumer, &offsets, sink, status, slot).await;
                     continue;
                 }
             },
@@ -323,6 +426,37 @@ pub async fn consume(
         }
         if rebalanced.swap(false, Ordering::SeqCst) {
             offsets.forget();
+            resume_assigned(&consumer, &mut offsets, sink).await?;
+        }
+        // The database says where each partition resumes: a partition read
+        // from past it goes back there, its records here are dropped.
+        let gaps = offsets.gaps(sink, &batch).await?;
+        for (topic, partition, resume) in &gaps {
+            let first = batch
+                .iter()
+                .find(|(_, t, p, _)| t == topic && p == partition)
+                .map_or(0, |b| b.3);
+            let at = seeking.back_to((topic, *partition), *resume).ok_or_else(|| {
+                TransportError::Gap(format!(
+                    "{topic}[{partition}]: the broker no longer has offset {resume}, the next one this sink must apply (deleted by retention?)"
+                ))
+            })?;
+            tracing::warn!(
+                topic,
+                partition,
+                resume,
+                first,
+                seek = at,
+                "read from past the offset stored with the rows; seeking back"
+            );
+            seek(&consumer, topic, *partition, at)?;
+        }
+        if !gaps.is_empty() {
+            batch.retain(|(_, t, p, _)| !gaps.iter().any(|(gt, gp, _)| gt == t && gp == p));
+        }
+        seeking.closed(&batch);
+        if batch.is_empty() {
+            continue;
         }
         let applied = offsets.apply(sink, &batch).await?;
         if applied.dead_letters > 0 {
@@ -336,8 +470,15 @@ pub async fn consume(
         seen.dedup();
         for (topic, partition, lsn) in offsets.positions() {
             if seen.contains(&(topic, partition)) {
+                let (source, target) = tables_of(sink, topic);
                 status
-                    .partition_applied(&sink.name, table_of(topic), (topic, partition), lsn, false)
+                    .partition_applied(
+                        &sink.name,
+                        (source, &target),
+                        (topic, partition),
+                        lsn,
+                        false,
+                    )
                     .await;
             }
         }
@@ -360,4 +501,38 @@ pub async fn consume(
         on_progress(&progress);
     }
     Ok(progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gap_is_sought_at_the_stored_offset_then_farther_back_then_given_up() {
+        let mut s = Seeking::default();
+        let p = ("shop.public.t", 1);
+        assert_eq!(s.back_to(p, 5_000), Some(5_000));
+        assert_eq!(s.back_to(p, 5_000), Some(4_000));
+        assert_eq!(s.back_to(p, 5_000), Some(0), "never before the start");
+        assert_eq!(s.back_to(p, 5_000), Some(0));
+        assert_eq!(s.back_to(p, 5_000), None, "the records are gone");
+        // Read again from at or before the stored offset: closed, a later
+        // gap starts over.
+        s.closed(&[(
+            crate::event::Record {
+                topic: "shop.public.t".into(),
+                table: "public.t".into(),
+                key: None,
+                value: None,
+                commit_lsn: Lsn(0),
+                seq: 0,
+                exact: None,
+                schemas: None,
+            },
+            "shop.public.t".into(),
+            1,
+            4_990,
+        )]);
+        assert_eq!(s.back_to(p, 9_000), Some(9_000));
+    }
 }

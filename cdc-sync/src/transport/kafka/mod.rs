@@ -33,6 +33,10 @@ pub enum TransportError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// Records a sink still had to apply are gone from the broker: only a
+    /// new snapshot brings the target back (fatal).
+    #[error("kafka: {0}")]
+    Gap(String),
 }
 
 impl TransportError {
@@ -45,6 +49,7 @@ impl TransportError {
             }
             TransportError::Kafka(_) => true,
             TransportError::Sink(e) => e.is_retryable(),
+            TransportError::Gap(_) => false,
         }
     }
 }

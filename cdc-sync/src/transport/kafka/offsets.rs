@@ -11,6 +11,13 @@
 //! The cache of stored values is dropped when the group's assignment
 //! changes ([`PartitionOffsets::forget`]), so a partition that comes back
 //! is read from the database again, never from an old copy.
+//!
+//! The database, not the group's committed offset, says where a partition
+//! resumes: a batch that starts past the stored next offset (the consumer
+//! was started at a committed offset ahead of what was applied) would
+//! otherwise mark the records in between as applied without applying them.
+//! [`PartitionOffsets::gaps`] finds such partitions; the worker seeks them
+//! back to the stored offset.
 
 use std::collections::HashMap;
 
@@ -40,6 +47,8 @@ pub type ConsumedRecord = (Record, String, i32, i64);
 /// What is stored for one partition.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stored {
+    /// Whether the database has a row for the partition.
+    pub exists: bool,
     pub next_offset: i64,
     /// (`commit_lsn`, `seq`) of the last streamed record applied.
     pub position: (u64, u32),
@@ -134,11 +143,47 @@ impl PartitionOffsets {
         .await
         .map_err(db)?;
         let s = row.map_or(Stored::default(), |(o, l, q)| Stored {
+            exists: true,
             next_offset: o,
             position: (u64::try_from(l).unwrap_or(0), u32::try_from(q).unwrap_or(0)),
         });
         self.stored.insert((topic.to_string(), partition), s);
         Ok(s)
+    }
+
+    /// The next offset stored with the rows for a partition, if any.
+    pub async fn stored_next(
+        &mut self,
+        sink: &mut Sink,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, SinkError> {
+        let s = self.stored(sink, topic, partition).await?;
+        Ok(s.exists.then_some(s.next_offset))
+    }
+
+    /// Partitions whose first record in `records` lies past the stored
+    /// next offset — records in between were never applied here — with the
+    /// offset to resume them at. Their records must not be applied.
+    pub async fn gaps(
+        &mut self,
+        sink: &mut Sink,
+        records: &[ConsumedRecord],
+    ) -> Result<Vec<(String, i32, i64)>, SinkError> {
+        let mut first: Vec<(&str, i32, i64)> = Vec::new();
+        for (_, topic, partition, offset) in records {
+            if !first.iter().any(|(t, p, _)| t == topic && p == partition) {
+                first.push((topic, *partition, *offset));
+            }
+        }
+        let mut out = Vec::new();
+        for (topic, partition, offset) in first {
+            let s = self.stored(sink, topic, partition).await?;
+            if s.exists && offset > s.next_offset {
+                out.push((topic.to_string(), partition, s.next_offset));
+            }
+        }
+        Ok(out)
     }
 
     /// Applies consumed records to `sink` and stores each partition's next
@@ -234,6 +279,7 @@ mod tests {
     #[test]
     fn a_record_published_twice_is_applied_once() {
         let s = Stored {
+            exists: true,
             next_offset: 10,
             position: (500, 3),
         };
