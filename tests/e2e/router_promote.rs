@@ -150,3 +150,71 @@ async fn a_failing_canary_is_rolled_back_by_the_router() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_canary_whose_service_fails_is_not_promoted_further() {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    h.write_config(&format!(
+        "{}{}",
+        upstreams(&legacy, &[("svc", &svc)]),
+        ROUTE
+            .replace("stage = \"legacy\"", "stage = \"canary\"\npercent = 50.0")
+            .replace(
+                "window_secs = 60",
+                "window_secs = 60\nauto_rollback = false"
+            )
+    ));
+    let path = h.config_path();
+    // The shadow verdict is READY: only the error rate can hold it back.
+    let store = strangler_state::StateStore::connect(&format!(
+        "sqlite://{}/state.db?mode=rwc",
+        h.dir.path().display()
+    ))
+    .await
+    .expect("store");
+    store
+        .merge_shadow(
+            "product",
+            &strangler_shadow::RouteStats {
+                comparisons: 10_000,
+                matches: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("stats");
+    let p = h.start().await;
+    svc.set_behaviour(Behaviour::Status(503));
+    let c = client();
+    for i in 0..60 {
+        assert_eq!(
+            get_who(&c, &format!("{}/product/{i}", p.base), &[]).await,
+            "legacy"
+        );
+    }
+    // The fleet's counts reach the store.
+    let counted = eventually(Duration::from_secs(15), || async {
+        let (_, out, _) = cli(&["status", "--json"], &path);
+        serde_json::from_str::<Value>(&out)
+            .is_ok_and(|v| v["routes"][0]["service_error_rate"].as_f64() == Some(1.0))
+    })
+    .await;
+    assert!(counted.is_some(), "{}", p.log_text());
+    let (code, out, err) = cli(&["route", "promote", "product"], &path);
+    assert_eq!(code, 1, "{out}{err}");
+    let failed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("gate ") && l.contains(" failed: "))
+        .collect();
+    assert_eq!(failed.len(), 1, "{err}");
+    assert!(
+        failed[0].contains("gate error_rate failed: service errors 100.00 %"),
+        "{err}"
+    );
+    // Still canary 50 %: the refusal wrote nothing.
+    let (_, out, _) = cli(&["route", "list", "--json"], &path);
+    let list: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(list["routes"][0]["stage"], "canary", "{list}");
+}

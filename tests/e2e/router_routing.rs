@@ -339,3 +339,115 @@ async fn request_id_and_traceparent_are_passed_on_or_created() {
     .await;
     assert!(found.is_some(), "no access-log line for req-123");
 }
+
+/// A canary at 50 % keyed by `sticky`, alone in its config.
+async fn sticky_setup(sticky: &str) -> (TestUpstream, TestUpstream, Harness, Proxy) {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    h.write_config(&format!(
+        "{}\n[[routes]]\nname = \"orders\"\nmethods = [\"GET\"]\npath = \"/orders/{{id}}\"\nservice = \"svc\"\nstage = \"canary\"\npercent = 50.0\nsticky = \"{sticky}\"\n",
+        upstreams(&legacy, &[("svc", &svc)])
+    ));
+    let p = h.start().await;
+    (legacy, svc, h, p)
+}
+
+/// Every user lands on one target for all of their requests, and the users
+/// split between both.
+fn assert_sticky(targets: &HashMap<String, Vec<String>>) {
+    for (user, seen) in targets {
+        assert!(
+            seen.iter().all(|t| *t == seen[0]),
+            "user {user} moved between targets: {seen:?}"
+        );
+    }
+    let on_svc = targets.values().filter(|s| s[0] == "svc").count();
+    assert!(
+        (20..=80).contains(&on_svc),
+        "{on_svc} of {} users on the service at 50 %",
+        targets.len()
+    );
+}
+
+#[tokio::test]
+async fn cookie_stickiness_keeps_each_user_on_one_target() {
+    let (_l, _s, _h, p) = sticky_setup("cookie:uid").await;
+    let c = client();
+    let mut targets: HashMap<String, Vec<String>> = HashMap::new();
+    for u in 0..100 {
+        let user = format!("user-{u}");
+        for i in 0..5 {
+            let cookie = format!("theme=dark; uid={user}; lang=en");
+            let t = get_who(
+                &c,
+                &format!("{}/orders/{i}", p.base),
+                &[("cookie", &cookie)],
+            )
+            .await;
+            targets.entry(user.clone()).or_default().push(t);
+        }
+    }
+    assert_sticky(&targets);
+}
+
+#[tokio::test]
+async fn client_ip_stickiness_keeps_each_address_on_one_target() {
+    let (_l, _s, _h, p) = sticky_setup("client-ip").await;
+    let mut targets: HashMap<String, Vec<String>> = HashMap::new();
+    // 100 clients, each from its own loopback address (127.0.0.0/8 is all
+    // loopback on Linux).
+    for n in 2..102u8 {
+        let ip = std::net::IpAddr::from([127, 0, 0, n]);
+        let c = reqwest::Client::builder()
+            .no_proxy()
+            .local_address(ip)
+            .build()
+            .expect("client");
+        for i in 0..5 {
+            let t = get_who(&c, &format!("{}/orders/{i}", p.base), &[]).await;
+            targets.entry(ip.to_string()).or_default().push(t);
+        }
+    }
+    assert_sticky(&targets);
+}
+
+#[tokio::test]
+async fn without_an_override_header_the_header_forces_nothing() {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    h.write_config(&format!("{}{ROUTES}", upstreams(&legacy, &[("svc", &svc)])));
+    let text = std::fs::read_to_string(h.config_path()).expect("read");
+    let off = text.replace("override_header = \"x-strangler-target\"\n", "");
+    assert_ne!(off, text, "the harness config names an override header");
+    std::fs::write(h.config_path(), off).expect("write");
+    let p = h.start().await;
+    let c = client();
+    // A legacy route stays legacy, a migrated one migrated.
+    for (path, want) in [("/products/1", "legacy"), ("/products/featured", "svc")] {
+        for force in ["service", "legacy"] {
+            assert_eq!(
+                get_who(
+                    &c,
+                    &format!("{}{path}", p.base),
+                    &[("x-strangler-target", force)]
+                )
+                .await,
+                want,
+                "{path} with x-strangler-target: {force}"
+            );
+        }
+    }
+    // Nothing special about the header: it is passed on like any other.
+    let body: serde_json::Value = c
+        .get(format!("{}/products/1", p.base))
+        .header("x-strangler-target", "service")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["headers"]["x-strangler-target"], "service", "{body}");
+}

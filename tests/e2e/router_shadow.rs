@@ -387,16 +387,33 @@ async fn the_html_report_shows_the_difference_in_a_browser() {
         .output()
         .expect("run chromium");
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert!(dom.contains("Shadow comparison report"), "{dom}");
+    // What this run measured, as the browser renders it: 40 comparisons,
+    // the 20 even ids' price off by one (monolith 100, service 101), the
+    // random nonce learned as noise, the verdict for 40 samples.
     assert!(
-        dom.contains("<code>/price</code>"),
-        "the known field is shown"
+        dom.contains("<b>40</b><span>comparisons</span>"),
+        "the comparison count: {dom}"
+    );
+    assert!(
+        dom.contains("<code>/price</code></td><td class=\"num\">20</td>"),
+        "the price field with its 20 mismatches: {dom}"
+    );
+    assert!(
+        dom.contains("<pre>100</pre>") && dom.contains("<pre>101</pre>"),
+        "the price example, monolith and service: {dom}"
+    );
+    assert!(
+        dom.contains("<code>/nonce</code> <span class=\"noise\">noise</span>"),
+        "the nonce is marked noise: {dom}"
+    );
+    assert!(
+        !dom.contains("<code>/price</code> <span class=\"noise\">"),
+        "the price is not noise"
     );
     assert!(
         dom.contains("INSUFFICIENT DATA"),
         "the verdict is shown (40 samples are too few)"
     );
-    assert!(dom.contains("noise"), "noise fields are marked");
 }
 
 /// An upstream that answers `/account` with secrets of its own (different
@@ -636,4 +653,82 @@ async fn every_surface_gives_the_same_verdict_and_put_obeys_it() {
         "{reason}"
     );
     assert_eq!(body["route"]["stage"], "canary");
+}
+
+#[tokio::test]
+async fn compare_redact_keeps_a_fields_values_out_of_every_report() {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    h.write_config(&format!(
+        "{}{}",
+        upstreams(&legacy, &[("svc", &svc)]),
+        routes("redact = [\"/price\"]", "shadow", "")
+    ));
+    let p = h.start().await;
+    svc.set_price_delta(7);
+    let c = client();
+    for i in 0..20 {
+        get_who(&c, &format!("{}/product/{i}", p.base), &[]).await;
+    }
+    let report = flushed(&h, "product", 20).await;
+    // The difference is still counted; its values are not kept.
+    let price = report["routes"][0]["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .find(|f| f["field"] == "/price")
+        .cloned()
+        .expect("/price is reported");
+    assert_eq!(price["mismatches"], 10, "{price}");
+    let example = &price["examples"][0];
+    assert_eq!(example["legacy"], "[redacted]", "{price}");
+    assert_eq!(example["candidate"], "[redacted]", "{price}");
+    for format in ["markdown", "html", "json"] {
+        let (code, out, err) = cli(&["shadow", "report", "--format", format], &h.config_path());
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("/price") && !out.contains("107"),
+            "{format} report shows the redacted price: {out}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unsafe_methods_listed_in_shadow_methods_are_shadowed() {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    h.write_config(&format!(
+        "{}{}",
+        upstreams(&legacy, &[("svc", &svc)]),
+        routes("", "shadow", "").replace(
+            "shadow_percent = 100.0",
+            "shadow_percent = 100.0\nshadow_methods = [\"GET\", \"POST\"]"
+        )
+    ));
+    let p = h.start().await;
+    let c = client();
+    for i in 0..10 {
+        let r = c
+            .post(format!("{}/product/{i}", p.base))
+            .body("{\"qty\": 1}")
+            .send()
+            .await
+            .expect("post");
+        // The client is answered by the monolith.
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-upstream"], "legacy");
+        let r = c
+            .delete(format!("{}/product/{i}", p.base))
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(r.status(), 200);
+    }
+    // Every POST reached the service as a shadow copy; no DELETE did.
+    let report = flushed(&h, "product", 10).await;
+    assert_eq!(report["routes"][0]["comparisons"], 10, "{report}");
+    assert_eq!(svc.requests(), 10, "only the 10 POSTs reached the service");
+    assert_eq!(svc.shadow_requests(), 10);
 }

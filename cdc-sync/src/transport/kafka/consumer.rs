@@ -458,7 +458,20 @@ pub async fn consume(
         if batch.is_empty() {
             continue;
         }
-        let applied = offsets.apply(sink, &batch).await?;
+        let applied = match offsets.apply(sink, &batch).await {
+            Ok(a) => a,
+            Err(e) if super::offsets::moved_on(&e) => {
+                // Another worker applied some of these first (the group
+                // moved a partition): nothing of this batch was kept. Go on
+                // from what the database stores — the same member, no new
+                // rebalance; a partition still ours is sought back there.
+                tracing::info!(error = %e, "batch dropped; resuming from the stored offsets");
+                offsets.forget();
+                resume_assigned(&consumer, &mut offsets, sink).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if applied.dead_letters > 0 {
             publish_dead_letters(sink, dlq).await?;
         }

@@ -88,14 +88,33 @@ impl Position for Advance {
             .await?;
             if done.rows_affected() == 0 {
                 // Another worker applied this partition since it was read:
-                // roll back and read again (retryable).
-                return Err(sqlx::Error::Io(std::io::Error::other(format!(
+                // roll back; the worker resumes from what is stored.
+                return Err(sqlx::Error::Io(std::io::Error::other(MovedOn(format!(
                     "{topic}[{partition}] moved on under another worker of the group; reading its offsets again"
-                ))));
+                )))));
             }
         }
         Ok(())
     }
+}
+
+/// A batch lost the compare-and-set on a partition's stored offset: another
+/// worker of the group applied it meanwhile (a rebalance moved it).
+#[derive(Debug)]
+pub struct MovedOn(String);
+
+impl std::fmt::Display for MovedOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MovedOn {}
+
+/// Whether `e` is a lost compare-and-set ([`MovedOn`]).
+pub fn moved_on(e: &SinkError) -> bool {
+    matches!(e, SinkError::Database { source: sqlx::Error::Io(io), .. }
+        if io.get_ref().is_some_and(|x| x.is::<MovedOn>()))
 }
 
 /// Whether a record at `offset` with the source position of `r` was
