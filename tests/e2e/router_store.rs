@@ -274,9 +274,10 @@ async fn a_proxy_rides_out_a_state_store_restart_and_obeys_a_later_rollback() {
         "the proxy did not pick up the rollback:\n{}",
         p.log_text()
     );
-    assert!(
-        p.log_text().contains("the state store answers again"),
-        "{}",
-        p.log_text()
-    );
+    // The proxy's log is written by a background thread: wait for the line.
+    let logged = eventually(Duration::from_secs(10), || async {
+        p.log_text().contains("the state store answers again")
+    })
+    .await;
+    assert!(logged.is_some(), "{}", p.log_text());
 }
