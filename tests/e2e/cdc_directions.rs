@@ -29,7 +29,7 @@ async fn lags(store: &StateStore) -> (Option<u64>, Option<u64>) {
 }
 
 async fn wal_lsn(pool: &sqlx::PgPool) -> u64 {
-    let text: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+    let text: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
         .fetch_one(pool)
         .await
         .expect("lsn");
@@ -214,8 +214,23 @@ target = "public.orders"
 
     // Unstalled, reverse catches up and the same promotion goes through.
     lock.rollback().await.expect("unlock");
-    let caught_up = eventually(Duration::from_secs(60), || async {
+    let applied_back = eventually(Duration::from_secs(60), || async {
         count(&a, "SELECT count(*) FROM orders").await == 3001
+    })
+    .await;
+    assert!(applied_back.is_some(), "{}", log());
+    // Those rows moved A's WAL on: forward sync is caught up once it has
+    // passed them (skipping them: they came from the service) — and its
+    // lag measured against a source position read after them.
+    let a_now = wal_lsn(&a).await as i64;
+    let caught_up = eventually(Duration::from_secs(60), || async {
+        let view = store.lag_view().await.expect("lag view");
+        let forward_past = view.for_table("public.orders").iter().any(|l| {
+            l.direction == Direction::Forward
+                && l.applied >= a_now
+                && l.source.is_some_and(|(src, _)| src >= a_now)
+        });
+        forward_past
             && matches!(lags(&store).await, (Some(f), Some(r)) if f <= MAX_LAG && r <= MAX_LAG)
     })
     .await;
