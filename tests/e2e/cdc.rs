@@ -4,7 +4,7 @@
 //! (Longer than 400 lines: one scenario per test, each a whole CDC run
 //! through the binary; they share the process and database helpers here.)
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,11 +13,11 @@ use strangler_state::store::StateStore;
 
 use crate::support::*;
 
-pub(crate) fn spawn_cdc(h: &Harness, env: &[(&str, &str)]) -> Child {
+pub(crate) fn spawn_cdc(h: &Harness, env: &[(&str, &str)]) -> KillOnDrop {
     spawn_cdc_with(h, env, &[])
 }
 
-pub(crate) fn spawn_cdc_with(h: &Harness, env: &[(&str, &str)], extra: &[&str]) -> Child {
+pub(crate) fn spawn_cdc_with(h: &Harness, env: &[(&str, &str)], extra: &[&str]) -> KillOnDrop {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -32,6 +32,7 @@ pub(crate) fn spawn_cdc_with(h: &Harness, env: &[(&str, &str)], extra: &[&str]) 
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
+        .map(KillOnDrop)
         .expect("spawn strangler cdc run")
 }
 
@@ -496,6 +497,7 @@ rename = { name = "title", price = "price_cents" }
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))
         .spawn()
+        .map(KillOnDrop)
         .expect("spawn reverse");
     // Streaming has begun once the reverse sink stored its start position
     // (after the slot's consistent point): a slot is already "active" while

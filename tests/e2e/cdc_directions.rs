@@ -136,6 +136,7 @@ target = "public.orders"
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::from(log_file()))
             .spawn()
+            .map(KillOnDrop)
             .expect("spawn cdc")
     };
     let mut forward = spawn("run");
