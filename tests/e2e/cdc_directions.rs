@@ -101,24 +101,9 @@ target = "public.orders"
 "#,
         upstreams(&legacy, &[("svc", &svc)])
     ));
-    let store = StateStore::connect(&format!(
-        "sqlite://{}/state.db?mode=rwc",
-        h.dir.path().display()
-    ))
-    .await
-    .expect("store");
+    let store = harness_store(&h).await;
     // The shadow verdict is READY: only CDC can hold the route back.
-    store
-        .merge_shadow(
-            "orders",
-            &strangler_shadow::RouteStats {
-                comparisons: 10_000,
-                matches: 10_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("stats");
+    ready_shadow(&store, "orders").await;
     let env = [("E2E_A", a_url.as_str()), ("E2E_B", b_url.as_str())];
     let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
     let log_file = || {

@@ -29,6 +29,13 @@ pub(crate) async fn cluster() -> (PgCluster, String, sqlx::PgPool) {
     (pg, url, pool)
 }
 
+/// `public.ledger` through Kafka (`brokers`) into the sink `svc`.
+fn kafka_ledger_config(brokers: &str) -> String {
+    format!(
+        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n"
+    )
+}
+
 pub(crate) async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar::<_, i64>(sql)
         .fetch_one(pool)
@@ -144,8 +151,19 @@ async fn cdc_rides_out_source_target_and_broker_faults_under_load() {
     }
     grows("the target restarted").await;
     cut.cut();
-    // The broker is away for 30 s: that is the fault, not a wait.
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    let cut_at = std::time::Instant::now();
+    // The broker stays away until the pipeline has felt it (its consumer
+    // reports the broker unreachable) and for at least the 30 s the fault
+    // calls for.
+    let felt = eventually(Duration::from_secs(90), || async {
+        log().contains("Kafka broker unreachable") && cut_at.elapsed() >= Duration::from_secs(30)
+    })
+    .await;
+    assert!(
+        felt.is_some(),
+        "the broker outage went unnoticed: {}",
+        log()
+    );
     cut.restore().await;
     grows("the broker came back").await;
 
@@ -257,10 +275,7 @@ async fn two_sink_workers_one_killed_its_partitions_hold_the_table_back_then_mov
     let db = crate::cdc::databases().await;
     crate::cdc::counted_ledger(&db.src, &db.dst).await;
     let h = Harness::new();
-    h.write_config(&format!(
-        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
-        broker.bootstrap()
-    ));
+    h.write_config(&kafka_ledger_config(&broker.bootstrap()));
     let env = [
         ("E2E_SRC", db.src_url.as_str()),
         ("E2E_DST", db.dst_url.as_str()),
@@ -404,10 +419,7 @@ async fn a_target_restored_from_a_backup_gets_every_row_again() {
     let db = crate::cdc::databases().await;
     crate::cdc::counted_ledger(&db.src, &db.dst).await;
     let h = Harness::new();
-    h.write_config(&format!(
-        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
-        broker.bootstrap()
-    ));
+    h.write_config(&kafka_ledger_config(&broker.bootstrap()));
     let env = [
         ("E2E_SRC", db.src_url.as_str()),
         ("E2E_DST", db.dst_url.as_str()),

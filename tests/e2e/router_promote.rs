@@ -168,23 +168,8 @@ async fn a_canary_whose_service_fails_is_not_promoted_further() {
     ));
     let path = h.config_path();
     // The shadow verdict is READY: only the error rate can hold it back.
-    let store = strangler_state::StateStore::connect(&format!(
-        "sqlite://{}/state.db?mode=rwc",
-        h.dir.path().display()
-    ))
-    .await
-    .expect("store");
-    store
-        .merge_shadow(
-            "product",
-            &strangler_shadow::RouteStats {
-                comparisons: 10_000,
-                matches: 10_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("stats");
+    let store = harness_store(&h).await;
+    ready_shadow(&store, "product").await;
     let p = h.start().await;
     svc.set_behaviour(Behaviour::Status(503));
     let c = client();

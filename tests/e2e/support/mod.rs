@@ -360,3 +360,29 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The SQLite state store a harness's proxy and commands share.
+pub async fn harness_store(h: &Harness) -> strangler_state::StateStore {
+    strangler_state::StateStore::connect(&format!(
+        "sqlite://{}/state.db?mode=rwc",
+        h.dir.path().display()
+    ))
+    .await
+    .expect("store")
+}
+
+/// Records a READY shadow verdict for `route` (10,000 matching
+/// comparisons), so that only the other gates can hold it back.
+pub async fn ready_shadow(store: &strangler_state::StateStore, route: &str) {
+    store
+        .merge_shadow(
+            route,
+            &strangler_shadow::RouteStats {
+                comparisons: 10_000,
+                matches: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("stats");
+}
