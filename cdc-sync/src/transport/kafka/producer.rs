@@ -8,7 +8,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde_json::Value;
 
@@ -40,12 +40,34 @@ impl KafkaProducer {
         })
     }
 
-    /// Creates the topics that do not exist yet.
+    /// Creates the topics that do not exist yet. Topics that exist are
+    /// left alone, so a principal without the right to create topics (a
+    /// managed Kafka whose topics an administrator created) works too.
     pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), KafkaError> {
+        let existing: std::collections::HashSet<String> = {
+            let client = self.producer.client();
+            let fetch = || client.fetch_metadata(None, Duration::from_secs(10));
+            let metadata = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                    tokio::task::block_in_place(fetch)
+                }
+                _ => fetch(),
+            }?;
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| t.name().to_string())
+                .collect()
+        };
         let new: Vec<NewTopic<'_>> = topics
             .iter()
+            .filter(|t| !existing.contains(t.as_str()))
             .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(1)))
             .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
         let results = self
             .admin
             .create_topics(
