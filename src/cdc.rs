@@ -119,6 +119,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                         name: format!("{}-reverse", s.name),
                         format: cdc.format,
                         check_rows: 0,
+                        tx_memory: cdc.source.transaction_memory,
                     };
                     let (config, s, url) = (config.clone(), s.clone(), source_url.clone());
                     tasks.push(tokio::spawn(async move { run_pipeline(&config, cfg, &[&s], &[url], RunOpts { start: Start::Never, snapshot_only: false, json, metrics: None, direction: Direction::Reverse }).await }));

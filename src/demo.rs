@@ -378,6 +378,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         name: "monolith".into(),
         format: Default::default(),
         check_rows: 0,
+        tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
     };
     let sinks = vec![
         SinkSpec {
@@ -617,6 +618,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         name: "catalog-reverse".into(),
         format: Default::default(),
         check_rows: 0,
+        tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
     };
     let rev_sinks = vec![SinkSpec {
         name: "catalog_back".into(),
@@ -672,6 +674,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         name: String::new(),
         format: Default::default(),
         check_rows: 0,
+        tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
     })
     .await?;
     let mut d = strangler_cdc::verify::connect(&cat_url).await?;

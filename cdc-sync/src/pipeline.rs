@@ -8,6 +8,8 @@
 //!                        └──────────── after every sink ◀── Sink::apply: rows + offset
 //!                                       committed               in one transaction
 //!   Idle(wal_end) / Skipped(end_lsn), nothing pending ──▶ confirm at once (heartbeat)
+//!   Large tx (> PART messages) ──▶ parts of ≤ PART records, decoded one at
+//!                                  a time ──▶ Destination::write_part; confirm after the last
 //! ```
 //!
 //! Which position is confirmed when: the slot's `confirmed_flush_lsn` is
@@ -25,7 +27,7 @@ use tokio::sync::mpsc;
 use crate::event::Record;
 use crate::lsn::Lsn;
 use crate::sink::SinkError;
-use crate::source::{self, Item, SourceConfig, SourceError, Stream};
+use crate::source::{self, Item, Large, SourceConfig, SourceError, Stream};
 use crate::transport::kafka::TransportError;
 
 /// Where the pipeline hands its batches: the embedded sinks
@@ -56,6 +58,23 @@ pub trait Destination: Send {
         progress: &mut Progress,
         status: &dyn StatusReporter,
     ) -> Result<(), PipelineError>;
+    /// Writes one part of a large source transaction ending at `through`
+    /// (parts come in order; `last` is the final call, possibly with no
+    /// records). Durable only with the last part; the slot is confirmed
+    /// after it. By default each part is written as a batch.
+    async fn write_part(
+        &mut self,
+        part: &[Record],
+        through: Lsn,
+        last: bool,
+        progress: &mut Progress,
+        status: &dyn StatusReporter,
+    ) -> Result<(), PipelineError> {
+        if part.is_empty() && last {
+            return Ok(());
+        }
+        self.write(part, through, false, progress, status).await
+    }
     /// The slot was confirmed at `lsn`; `wrote` says whether a batch ended
     /// there (else it was an idle or skipped position).
     async fn confirmed(
@@ -209,6 +228,7 @@ pub async fn run(
         let mut batch: Vec<Record> = Vec::new();
         let mut through: Option<Lsn> = None;
         let mut quiet: Option<Lsn> = None;
+        let mut large: Option<Large> = None;
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
@@ -219,6 +239,11 @@ pub async fn run(
                     batch.extend(tx.records);
                 }
                 Item::Skipped(l) | Item::Idle(l) => quiet = Some(l),
+                // Written after what came before it.
+                Item::Large(l) => {
+                    large = Some(l);
+                    break;
+                }
             }
             // Gather what is already there, up to a batch.
             if batch.len() < BATCH {
@@ -236,21 +261,64 @@ pub async fn run(
         }
         // Everything handed over is committed in every sink.
         let confirm = match (through, quiet) {
-            (Some(a), Some(b)) => a.max(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => continue,
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (Some(a), None) | (None, Some(a)) => Some(a),
+            (None, None) => None,
         };
-        if confirm > progress.confirmed {
+        if let Some(confirm) = confirm.filter(|c| *c > progress.confirmed) {
             stream.confirm(confirm);
             progress.confirmed = confirm;
             target
                 .confirmed(confirm, through.is_some(), &cfg.slot, status)
                 .await;
         }
+        if let Some(mut l) = large {
+            let write = write_large(&mut stream, &mut l, target, &mut progress, status);
+            tokio::select! {
+                r = write => r?,
+                _ = &mut report => unreachable!("the position reporter never ends"),
+            }
+            if l.end_lsn > progress.confirmed {
+                stream.confirm(l.end_lsn);
+                progress.confirmed = l.end_lsn;
+                target.confirmed(l.end_lsn, true, &cfg.slot, status).await;
+            }
+        }
         on_progress(&progress);
     }
     stream.shutdown().await;
     Ok(progress)
+}
+
+/// Writes a large transaction part by part: one part decoded, then
+/// written, so only one is ever in memory.
+async fn write_large(
+    stream: &mut Stream,
+    large: &mut Large,
+    target: &mut dyn Destination,
+    progress: &mut Progress,
+    status: &dyn StatusReporter,
+) -> Result<(), PipelineError> {
+    progress.transactions += 1;
+    let started = Instant::now();
+    let mut events = 0u64;
+    while let Some(part) = stream.part(large).await? {
+        events += part.len() as u64;
+        progress.events += part.len() as u64;
+        target
+            .write_part(&part, large.end_lsn, false, progress, status)
+            .await?;
+    }
+    target
+        .write_part(&[], large.end_lsn, true, progress, status)
+        .await?;
+    tracing::info!(
+        xid = large.xid,
+        events,
+        seconds = started.elapsed().as_secs_f64(),
+        "a large source transaction was written in parts"
+    );
+    Ok(())
 }
 
 /// Reports the source's current WAL position every 500 ms, reconnecting

@@ -116,6 +116,7 @@ fn source_cfg(e: &Env) -> SourceConfig {
         name: "monolith".into(),
         format: Default::default(),
         check_rows: 0,
+        tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
     }
 }
 
@@ -401,6 +402,7 @@ async fn reverse_sync_converges_without_ping_pong() {
         name: "catalog-reverse".into(),
         format: Default::default(),
         check_rows: 0,
+        tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
     };
     let rev = start(
         rev_cfg,
@@ -514,6 +516,7 @@ async fn events_have_debeziums_structure() {
         {
             strangler_cdc::source::Item::Tx(tx) => records.extend(tx.records),
             strangler_cdc::source::Item::Idle(_) | strangler_cdc::source::Item::Skipped(_) => {}
+            strangler_cdc::source::Item::Large(l) => panic!("one-row transactions: {l:?}"),
         }
     }
     let ops: Vec<Option<String>> = records

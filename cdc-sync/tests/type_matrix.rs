@@ -184,6 +184,7 @@ fn source(e: &Env, format: EventFormat) -> SourceConfig {
         name: "m".into(),
         format,
         check_rows: 0,
+        tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
     }
 }
 

@@ -246,6 +246,9 @@ pub struct RawCdcSource {
     /// Rows per table compared between source and every sink right after
     /// the snapshot (default 1000; 0 turns the check off).
     pub verify_after_snapshot: Option<Spanned<i64>>,
+    /// MiB of one source transaction held in memory while it is read;
+    /// beyond that it is spilled to a temporary file (default 64).
+    pub transaction_memory_mb: Option<Spanned<i64>>,
 }
 
 /// `[cdc.transport]`

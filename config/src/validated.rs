@@ -404,6 +404,9 @@ pub struct CdcSource {
     pub snapshot: SnapshotMode,
     /// Rows per table checked against every sink right after a snapshot (0: off).
     pub verify_after_snapshot: u32,
+    /// Bytes of one source transaction held in memory before the rest
+    /// is spilled to a temporary file.
+    pub transaction_memory: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

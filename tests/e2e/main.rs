@@ -6,6 +6,7 @@ mod support;
 mod cdc;
 mod cdc_directions;
 mod cdc_faults;
+mod cdc_large_tx;
 mod cdc_types;
 mod demo;
 mod deploy;

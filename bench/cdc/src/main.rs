@@ -35,6 +35,7 @@ fn cfg(url: &str, slot: &str) -> SourceConfig {
         name: "bench".into(),
         format: Default::default(),
         check_rows: 0,
+        tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
     }
 }
 
@@ -135,6 +136,14 @@ async fn decode(pg: &PgCluster, rows: i64) {
             Item::Tx(tx) => {
                 n += tx.records.len() as i64;
                 if tx.end_lsn >= end {
+                    break;
+                }
+            }
+            Item::Large(mut l) => {
+                while let Some(part) = stream.part(&mut l).await.unwrap() {
+                    n += part.len() as i64;
+                }
+                if l.end_lsn >= end {
                     break;
                 }
             }

@@ -4,10 +4,12 @@
 //! by event under savepoints when the batch fails so only the bad event is
 //! set aside.
 
-use sqlx::Connection;
+use std::collections::HashMap;
+
+use sqlx::{Connection, PgConnection};
 
 use super::dead_letters::dead_letter;
-use super::{db_err, mapping, Applied, Bookkeeping, Position, Sink, SinkError};
+use super::{db_err, mapping, Applied, Bookkeeping, Position, Sink, SinkError, TargetTable};
 use crate::event::Record;
 use crate::lsn::Lsn;
 
@@ -73,128 +75,22 @@ impl Sink {
         mine: &[&Record],
         book: Bookkeeping<'_>,
     ) -> Result<Applied, SinkError> {
-        let mut applied = Applied::default();
         let mut tx = self.conn.begin().await.map_err(db_err(&self.name))?;
-        // First try the batch as a whole, consecutive records of one table
-        // and shape in one statement; on an error redo it event by event
-        // under savepoints so only the bad event is set aside.
-        let fast = {
-            sqlx::query("SAVEPOINT batch")
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err(&self.name))?;
-            let mut ok = true;
-            let mut i = 0;
-            while i < mine.len() && ok {
-                let Some(t) = self.tables.get(&mine[i].table) else {
-                    i += 1;
-                    continue;
-                };
-                // A value that cannot be read: the slow path names it.
-                let Ok((shape, first)) = mapping::shape(t, mine[i]) else {
-                    ok = false;
-                    break;
-                };
-                let mut rows = vec![first];
-                let mut j = i + 1;
-                while j < mine.len() && mine[j].table == mine[i].table {
-                    match mapping::shape(t, mine[j]) {
-                        Ok((s2, vals)) if s2 == shape => rows.push(vals),
-                        _ => break,
-                    }
-                    j += 1;
-                }
-                let n = rows.len() as u64;
-                let result = match &shape {
-                    mapping::Shape::Upsert(cols) => {
-                        mapping::upsert_batch(t, cols, rows).execute(&mut tx).await
-                    }
-                    mapping::Shape::Delete => mapping::delete_batch(t, rows).execute(&mut tx).await,
-                    mapping::Shape::Truncate => match t.statement(mine[i]) {
-                        Ok(Some(m)) => m.execute(&mut tx).await,
-                        _ => Ok(()),
-                    },
-                    mapping::Shape::Nothing => Ok(()),
-                };
-                match result {
-                    Ok(()) if shape != mapping::Shape::Nothing => applied.rows += n,
-                    Ok(()) => {}
-                    Err(e) => {
-                        tracing::debug!(sink = %self.name, error = %e, "batch failed; applying event by event");
-                        ok = false;
-                    }
-                }
-                i = j;
-            }
-            ok
-        };
-        if !fast {
-            applied.rows = 0;
-            sqlx::query("ROLLBACK TO SAVEPOINT batch")
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err(&self.name))?;
-            for r in mine {
-                let Some(t) = self.tables.get(&r.table) else {
-                    continue;
-                };
-                let m = match t.statement(r) {
-                    Ok(Some(m)) => m,
-                    Ok(None) => continue,
-                    Err(reason) => {
-                        dead_letter(
-                            &mut tx,
-                            &self.name,
-                            r,
-                            &reason,
-                            !self.publishes_dead_letters,
-                        )
-                        .await?;
-                        applied.dead_letters += 1;
-                        continue;
-                    }
-                };
-                sqlx::query("SAVEPOINT one")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err(&self.name))?;
-                match m.execute(&mut tx).await {
-                    Ok(()) => applied.rows += 1,
-                    Err(e) => {
-                        sqlx::query("ROLLBACK TO SAVEPOINT one")
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db_err(&self.name))?;
-                        dead_letter(
-                            &mut tx,
-                            &self.name,
-                            r,
-                            &e.to_string(),
-                            !self.publishes_dead_letters,
-                        )
-                        .await?;
-                        applied.dead_letters += 1;
-                    }
-                }
-            }
-        }
+        let applied = apply_rows(
+            &mut tx,
+            &self.tables,
+            &self.name,
+            self.publishes_dead_letters,
+            mine,
+        )
+        .await?;
         match book {
             Bookkeeping::Lsn {
                 through,
                 snapshot_complete,
             } => {
                 let snapshot_done = self.snapshot_done || snapshot_complete;
-                sqlx::query(
-                    "INSERT INTO strangler_cdc_offsets (sink, slot, lsn, snapshot_done, updated_at) VALUES ($1, $2, $3, $4, now()) \
-                     ON CONFLICT (sink, slot) DO UPDATE SET lsn = excluded.lsn, snapshot_done = excluded.snapshot_done, updated_at = now()",
-                )
-                .bind(&self.name)
-                .bind(&self.slot)
-                .bind(through.as_i64())
-                .bind(snapshot_done)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err(&self.name))?;
+                store_lsn(&mut tx, &self.name, &self.slot, through, snapshot_done).await?;
                 tx.commit().await.map_err(db_err(&self.name))?;
                 self.position = through;
                 self.snapshot_done = snapshot_done;
@@ -209,4 +105,218 @@ impl Sink {
         }
         Ok(applied)
     }
+
+    /// Applies one part of a large source transaction ending at
+    /// `through`, in one target transaction held open from its first part
+    /// to its `last`, which stores `through` with the rows and commits: the
+    /// target sees the source transaction whole or not at all, while only
+    /// one part is ever in memory. A failure in between rolls back every
+    /// part (the pipeline reconnects and the slot replays the transaction).
+    pub async fn apply_part(
+        &mut self,
+        records: &[Record],
+        through: Lsn,
+        last: bool,
+    ) -> Result<Applied, SinkError> {
+        if through <= self.position {
+            // Applied before a restart: the slot replays it.
+            return Ok(Applied {
+                skipped: records.len() as u64,
+                ..Applied::default()
+            });
+        }
+        if !self.in_part {
+            sqlx::query("BEGIN")
+                .execute(&mut self.conn)
+                .await
+                .map_err(db_err(&self.name))?;
+            self.in_part = true;
+        }
+        let mine: Vec<&Record> = records
+            .iter()
+            .filter(|r| self.tables.contains_key(&r.table))
+            .collect();
+        let result = apply_rows(
+            &mut self.conn,
+            &self.tables,
+            &self.name,
+            self.publishes_dead_letters,
+            &mine,
+        )
+        .await;
+        let mut applied = match result {
+            Ok(a) => a,
+            Err(e) => {
+                self.abandon_part().await;
+                return Err(e);
+            }
+        };
+        applied.skipped = (records.len() - mine.len()) as u64;
+        if last {
+            let stored = store_lsn(
+                &mut self.conn,
+                &self.name,
+                &self.slot,
+                through,
+                self.snapshot_done,
+            )
+            .await;
+            let committed = match stored {
+                Ok(()) => sqlx::query("COMMIT")
+                    .execute(&mut self.conn)
+                    .await
+                    .map(|_| ())
+                    .map_err(db_err(&self.name)),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = committed {
+                self.abandon_part().await;
+                return Err(e);
+            }
+            self.in_part = false;
+            self.position = through;
+        }
+        Ok(applied)
+    }
+
+    /// Rolls back a transaction held open across parts.
+    async fn abandon_part(&mut self) {
+        if std::mem::take(&mut self.in_part) {
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        }
+    }
+}
+
+/// Stores the source position a sink has applied through, with the rows.
+async fn store_lsn(
+    conn: &mut PgConnection,
+    sink: &str,
+    slot: &str,
+    through: Lsn,
+    snapshot_done: bool,
+) -> Result<(), SinkError> {
+    sqlx::query(
+        "INSERT INTO strangler_cdc_offsets (sink, slot, lsn, snapshot_done, updated_at) VALUES ($1, $2, $3, $4, now()) \
+         ON CONFLICT (sink, slot) DO UPDATE SET lsn = excluded.lsn, snapshot_done = excluded.snapshot_done, updated_at = now()",
+    )
+    .bind(sink)
+    .bind(slot)
+    .bind(through.as_i64())
+    .bind(snapshot_done)
+    .execute(conn)
+    .await
+    .map_err(db_err(sink))?;
+    Ok(())
+}
+
+/// Applies `mine` inside the transaction open on `conn`: first as a whole,
+/// consecutive records of one table and shape in one statement; on an
+/// error again event by event under savepoints, so only the bad event is
+/// set aside (dead letter).
+async fn apply_rows(
+    conn: &mut PgConnection,
+    tables: &HashMap<String, TargetTable>,
+    name: &str,
+    publishes_dead_letters: bool,
+    mine: &[&Record],
+) -> Result<Applied, SinkError> {
+    let mut applied = Applied::default();
+    let fast = {
+        sqlx::query("SAVEPOINT batch")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err(name))?;
+        let mut ok = true;
+        let mut i = 0;
+        while i < mine.len() && ok {
+            let Some(t) = tables.get(&mine[i].table) else {
+                i += 1;
+                continue;
+            };
+            // A value that cannot be read: the slow path names it.
+            let Ok((shape, first)) = mapping::shape(t, mine[i]) else {
+                ok = false;
+                break;
+            };
+            let mut rows = vec![first];
+            let mut j = i + 1;
+            while j < mine.len() && mine[j].table == mine[i].table {
+                match mapping::shape(t, mine[j]) {
+                    Ok((s2, vals)) if s2 == shape => rows.push(vals),
+                    _ => break,
+                }
+                j += 1;
+            }
+            let n = rows.len() as u64;
+            let result = match &shape {
+                mapping::Shape::Upsert(cols) => {
+                    mapping::upsert_batch(t, cols, rows).execute(conn).await
+                }
+                mapping::Shape::Delete => mapping::delete_batch(t, rows).execute(conn).await,
+                mapping::Shape::Truncate => match t.statement(mine[i]) {
+                    Ok(Some(m)) => m.execute(conn).await,
+                    _ => Ok(()),
+                },
+                mapping::Shape::Nothing => Ok(()),
+            };
+            match result {
+                Ok(()) if shape != mapping::Shape::Nothing => applied.rows += n,
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::debug!(sink = %name, error = %e, "batch failed; applying event by event");
+                    ok = false;
+                }
+            }
+            i = j;
+        }
+        ok
+    };
+    if fast {
+        sqlx::query("RELEASE SAVEPOINT batch")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err(name))?;
+        return Ok(applied);
+    }
+    applied.rows = 0;
+    sqlx::query("ROLLBACK TO SAVEPOINT batch")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err(name))?;
+    for r in mine {
+        let Some(t) = tables.get(&r.table) else {
+            continue;
+        };
+        let m = match t.statement(r) {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            Err(reason) => {
+                dead_letter(conn, name, r, &reason, !publishes_dead_letters).await?;
+                applied.dead_letters += 1;
+                continue;
+            }
+        };
+        sqlx::query("SAVEPOINT one")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err(name))?;
+        match m.execute(conn).await {
+            Ok(()) => {
+                sqlx::query("RELEASE SAVEPOINT one")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err(name))?;
+                applied.rows += 1;
+            }
+            Err(e) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT one")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err(name))?;
+                dead_letter(conn, name, r, &e.to_string(), !publishes_dead_letters).await?;
+                applied.dead_letters += 1;
+            }
+        }
+    }
+    Ok(applied)
 }

@@ -12,7 +12,7 @@ use crate::event::Record;
 
 /// Sets a record that cannot be applied aside, with the reason.
 pub(super) async fn dead_letter(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    conn: &mut sqlx::PgConnection,
     sink: &str,
     r: &Record,
     reason: &str,
@@ -26,7 +26,7 @@ pub(super) async fn dead_letter(
         .bind(r.value.as_ref().map(Value::to_string))
         .bind(reason)
         .bind(published)
-        .execute(&mut **tx)
+        .execute(conn)
         .await
         .map_err(db_err(sink))?;
     Ok(())

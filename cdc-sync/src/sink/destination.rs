@@ -44,6 +44,27 @@ impl Destination for Sinks<'_> {
         Ok(())
     }
 
+    async fn write_part(
+        &mut self,
+        part: &[Record],
+        through: Lsn,
+        last: bool,
+        progress: &mut Progress,
+        status: &dyn StatusReporter,
+    ) -> Result<(), PipelineError> {
+        for sink in self.0.iter_mut() {
+            let a = sink.apply_part(part, through, last).await?;
+            progress.rows_applied += a.rows;
+            progress.dead_letters += a.dead_letters;
+            if last {
+                for (s, t) in sink.tables() {
+                    status.applied(&sink.name, (s, &t), through).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn confirmed(&mut self, lsn: Lsn, wrote: bool, _slot: &str, status: &dyn StatusReporter) {
         // An idle or skipped position: every table is applied up to it.
         if !wrote {

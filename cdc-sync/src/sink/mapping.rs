@@ -5,7 +5,7 @@
 //! cast to the target column's type.
 
 use serde_json::{Map, Value};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::PgConnection;
 
 use super::target::{quote, TargetTable};
 use crate::event::{Record, UNAVAILABLE};
@@ -18,8 +18,7 @@ pub struct Mapped {
 }
 
 impl Mapped {
-    pub async fn execute(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
-        let conn: &mut PgConnection = tx;
+    pub async fn execute(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         let mut q = sqlx::query(&self.sql);
         for p in &self.params {
             q = q.bind(p);
@@ -203,8 +202,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub async fn execute(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
-        let conn: &mut PgConnection = tx;
+    pub async fn execute(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         let mut q = sqlx::query(&self.sql);
         for c in &self.columns {
             q = q.bind(c);

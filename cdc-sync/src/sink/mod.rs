@@ -78,6 +78,9 @@ pub struct Sink {
     /// Dead letters also go to a dead-letter topic (Kafka): they are kept
     /// unpublished until [`Sink::mark_dead_letters_published`].
     publishes_dead_letters: bool,
+    /// A target transaction is open across the parts of a large source
+    /// transaction ([`Sink::apply_part`]).
+    in_part: bool,
 }
 
 /// What is stored with the rows.
@@ -237,6 +240,7 @@ impl Sink {
             position,
             snapshot_done,
             publishes_dead_letters: false,
+            in_part: false,
         })
     }
 

@@ -19,6 +19,7 @@
 //! by a sink) are dropped here: reverse sync never loops.
 
 mod snapshot;
+mod spill;
 mod stream;
 
 use std::time::Duration;
@@ -27,7 +28,7 @@ use sqlx::{Connection, PgConnection, Row};
 use strangler_config::{EventFormat, TableName};
 
 pub use snapshot::snapshot;
-pub use stream::{Item, Stream, Tx};
+pub use stream::{Item, Large, Stream, Tx, PART};
 
 use crate::lsn::Lsn;
 
@@ -101,7 +102,13 @@ pub struct SourceConfig {
     /// Rows per table sampled by the snapshot for the check that follows
     /// it (0: none).
     pub check_rows: u32,
+    /// Bytes of one transaction held in memory while it is read; the rest
+    /// is spilled to a temporary file ([`DEFAULT_TX_MEMORY`]).
+    pub tx_memory: usize,
 }
+
+/// The default of [`SourceConfig::tx_memory`] (64 MiB).
+pub const DEFAULT_TX_MEMORY: usize = 64 << 20;
 
 /// The session settings every source session runs with: the text forms
 /// [`crate::types::text`] reads (the snapshot's COPY and pgoutput's text
@@ -130,6 +137,7 @@ impl SourceConfig {
             name,
             format: cdc.format,
             check_rows: cdc.source.verify_after_snapshot,
+            tx_memory: cdc.source.transaction_memory,
         }
     }
 

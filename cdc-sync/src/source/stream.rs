@@ -1,4 +1,10 @@
 //! Streaming: pgoutput transactions → records, in commit order.
+//!
+//! A transaction's messages are kept as pgoutput sent them until its
+//! commit ([`super::spill`]: in memory up to `tx_memory`, then in a
+//! temporary file), and decoded into records only then: a small one as a
+//! whole ([`Item::Tx`]), a large one part by part ([`Item::Large`],
+//! [`Stream::part`]), so memory stays bounded whatever its size.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -6,6 +12,7 @@ use std::sync::Arc;
 use pgwire_replication::{ReplicationClient, ReplicationEvent};
 use serde_json::{Map, Value};
 
+use super::spill::{Messages, Pending};
 use super::{SourceConfig, SourceError};
 use crate::event::{self, Op, Record, SourceInfo, Table, TxOrder};
 use crate::lsn::Lsn;
@@ -24,10 +31,35 @@ pub struct Tx {
     pub records: Vec<Record>,
 }
 
+/// Records per part of a large transaction (and the most messages a
+/// transaction may have to be decoded whole).
+pub const PART: usize = 5_000;
+
+/// A committed transaction too large to be decoded whole: its records are
+/// read part by part with [`Stream::part`].
+pub struct Large {
+    pub xid: u32,
+    /// The position after its commit record.
+    pub end_lsn: Lsn,
+    messages: Messages,
+    decoding: Decoding,
+}
+
+impl std::fmt::Debug for Large {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Large")
+            .field("xid", &self.xid)
+            .field("end_lsn", &self.end_lsn)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the stream yields.
 #[derive(Debug)]
 pub enum Item {
     Tx(Tx),
+    /// A transaction of more than [`PART`] messages.
+    Large(Large),
     /// A transaction written by one of our sinks (reverse sync): nothing to
     /// publish, but its position may be confirmed.
     Skipped(Lsn),
@@ -37,12 +69,26 @@ pub enum Item {
     Idle(Lsn),
 }
 
+/// The transaction being read.
 struct Open {
     xid: u32,
     commit_ms: i64,
     foreign_origin: bool,
-    records: Vec<Record>,
+    pending: Pending,
+}
+
+/// Turning a committed transaction's messages into records.
+struct Decoding {
+    xid: u32,
+    commit_ms: i64,
+    end_lsn: Lsn,
+    /// The commit before this transaction's (`source.lsn` of Debezium's
+    /// `last_commit_lsn`).
+    last_commit: Option<Lsn>,
+    /// Records emitted so far (the next `seq`).
+    emitted: u64,
     per_table: HashMap<u32, u64>,
+    records: Vec<Record>,
 }
 
 /// A running replication stream.
@@ -110,39 +156,52 @@ impl Stream {
                         xid,
                         commit_ms: PG_EPOCH_MS + commit_time_micros / 1000,
                         foreign_origin: false,
-                        records: Vec::new(),
-                        per_table: HashMap::new(),
+                        pending: Pending::new(self.cfg.tx_memory),
                     });
                 }
                 ReplicationEvent::XLogData {
                     wal_start, data, ..
                 } => {
-                    let msg = pgoutput::decode(&data)?;
-                    if let Message::Relation(rel) = msg {
-                        // A type created after the catalog was read (a new
-                        // enum, domain or array of one): read it again.
-                        if rel.columns.iter().any(|c| !self.catalog.knows(c.type_oid)) {
-                            self.catalog =
-                                Catalog::load(&mut super::connect(&self.cfg).await?).await?;
+                    let at = Lsn(wal_start.0);
+                    match self.open.as_mut() {
+                        // The origin comes first: a transaction of ours is
+                        // not even kept.
+                        Some(open) if data.first() == Some(&b'O') => {
+                            if let Message::Origin { name } = pgoutput::decode(&data)? {
+                                open.foreign_origin = crate::origin::is_ours(&name);
+                            }
                         }
-                        let table = Table::new(rel, &self.catalog, &self.cfg.name, self.cfg.format);
-                        self.tables.insert(table.rel.oid, Arc::new(table));
-                        continue;
+                        Some(open) if open.foreign_origin => {}
+                        Some(open) => open.pending.push(at, data).map_err(spill_error)?,
+                        None => {
+                            let mut nothing = Decoding::new(0, 0, Lsn(0), None);
+                            self.decode(&mut nothing, at, &data).await?;
+                        }
                     }
-                    self.message(msg, Lsn(wal_start.0))?;
                 }
                 ReplicationEvent::Commit { end_lsn, lsn, .. } => {
                     let end = Lsn(end_lsn.0);
                     let Some(open) = self.open.take() else {
                         continue;
                     };
-                    self.last_commit = Some(Lsn(lsn.0));
+                    let last_commit = self.last_commit.replace(Lsn(lsn.0));
                     if open.foreign_origin {
                         return Ok(Item::Skipped(end));
                     }
-                    let mut records = open.records;
-                    for r in &mut records {
-                        r.commit_lsn = end;
+                    let decoding = Decoding::new(open.xid, open.commit_ms, end, last_commit);
+                    let whole = !open.pending.spilled() && open.pending.len() <= PART as u64;
+                    let mut large = Large {
+                        xid: open.xid,
+                        end_lsn: end,
+                        messages: open.pending.into_messages().map_err(spill_error)?,
+                        decoding,
+                    };
+                    if !whole {
+                        return Ok(Item::Large(large));
+                    }
+                    let mut records = Vec::new();
+                    while let Some(part) = self.part(&mut large).await? {
+                        records.extend(part);
                     }
                     return Ok(Item::Tx(Tx {
                         xid: open.xid,
@@ -163,30 +222,54 @@ impl Stream {
         }
     }
 
-    fn message(&mut self, msg: Message, at: Lsn) -> Result<(), SourceError> {
-        let Some(open) = self.open.as_mut() else {
-            return Ok(());
-        };
-        if let Message::Origin { name } = &msg {
-            open.foreign_origin = crate::origin::is_ours(name);
+    /// The next records of a committed transaction, at least [`PART`]
+    /// unless it ends first; `None` after the last.
+    pub async fn part(&mut self, large: &mut Large) -> Result<Option<Vec<Record>>, SourceError> {
+        while large.decoding.records.len() < PART {
+            let Some((at, data)) = large.messages.next_message().map_err(spill_error)? else {
+                break;
+            };
+            self.decode(&mut large.decoding, at, &data).await?;
+        }
+        let records = std::mem::take(&mut large.decoding.records);
+        Ok((!records.is_empty()).then_some(records))
+    }
+
+    /// Decodes one kept message: a relation is remembered, a change
+    /// becomes records.
+    async fn decode(&mut self, d: &mut Decoding, at: Lsn, data: &[u8]) -> Result<(), SourceError> {
+        let msg = pgoutput::decode(data)?;
+        if let Message::Relation(rel) = msg {
+            // A type created after the catalog was read (a new enum,
+            // domain or array of one): read it again.
+            if rel.columns.iter().any(|c| !self.catalog.knows(c.type_oid)) {
+                self.catalog = Catalog::load(&mut super::connect(&self.cfg).await?).await?;
+            }
+            let table = Table::new(rel, &self.catalog, &self.cfg.name, self.cfg.format);
+            self.tables.insert(table.rel.oid, Arc::new(table));
             return Ok(());
         }
-        if open.foreign_origin {
+        if d.end_lsn.0 == 0 {
+            // Outside a transaction: nothing but relations matter.
             return Ok(());
         }
+        self.message(msg, at, d)
+    }
+
+    fn message(&mut self, msg: Message, at: Lsn, open: &mut Decoding) -> Result<(), SourceError> {
         let info = SourceInfo {
             name: &self.cfg.name,
             db: &self.db,
             tx_id: Some(open.xid),
             lsn: Some(at),
-            last_commit_lsn: self.last_commit,
+            last_commit_lsn: open.last_commit,
             ts_ms: open.commit_ms,
             snapshot: "false",
         };
         let now = crate::now_ms();
         // `exact` is the text of the lossy columns of the row the sink
         // writes (the new row, or the key of a delete).
-        let emit = |open: &mut Open,
+        let emit = |open: &mut Decoding,
                     t: &Table,
                     op: Op,
                     key: Option<Value>,
@@ -196,10 +279,11 @@ impl Stream {
             let n = open.per_table.entry(t.rel.oid).or_insert(0);
             *n += 1;
             let order = TxOrder {
-                total: open.records.len() as u64 + 1,
+                total: open.emitted + 1,
                 in_table: *n,
             };
-            let seq = open.records.len() as u32;
+            let seq = open.emitted as u32;
+            open.emitted += 1;
             open.records.push(Record {
                 topic: t.topic.clone(),
                 table: t.name.clone(),
@@ -214,20 +298,21 @@ impl Stream {
                     Some(order),
                     now,
                 )),
-                commit_lsn: Lsn(0),
+                commit_lsn: open.end_lsn,
                 exact: (!exact.is_empty()).then_some(exact),
                 schemas: t.schemas.clone(),
             });
         };
-        let tombstone = |open: &mut Open, t: &Table, key: Option<Value>| {
-            let seq = open.records.len() as u32;
+        let tombstone = |open: &mut Decoding, t: &Table, key: Option<Value>| {
+            let seq = open.emitted as u32;
+            open.emitted += 1;
             open.records.push(Record {
                 topic: t.topic.clone(),
                 table: t.name.clone(),
                 key,
                 seq,
                 value: None,
-                commit_lsn: Lsn(0),
+                commit_lsn: open.end_lsn,
                 exact: None,
                 schemas: t.schemas.clone(),
             });
@@ -321,4 +406,25 @@ impl Stream {
         }
         Ok(())
     }
+}
+
+impl Decoding {
+    fn new(xid: u32, commit_ms: i64, end_lsn: Lsn, last_commit: Option<Lsn>) -> Decoding {
+        Decoding {
+            xid,
+            commit_ms,
+            end_lsn,
+            last_commit,
+            emitted: 0,
+            per_table: HashMap::new(),
+            records: Vec::new(),
+        }
+    }
+}
+
+/// The temporary file of a large transaction failed.
+fn spill_error(e: std::io::Error) -> SourceError {
+    SourceError::Invalid(format!(
+        "cannot keep a large transaction in a temporary file (cdc.source.transaction_memory_mb; TMPDIR): {e}"
+    ))
 }

@@ -75,6 +75,14 @@ pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
             }),
             None => 1000,
         },
+        transaction_memory: match &s.transaction_memory_mb {
+            Some(n) if (1..=65_536).contains(n.get_ref()) => (*n.get_ref() as usize) << 20,
+            Some(n) => {
+                c.err(n, "cdc.source.transaction_memory_mb", "MiB from 1 to 65536");
+                64 << 20
+            }
+            None => 64 << 20,
+        },
     };
     let t = &raw.transport;
     let format = event_format(c, t);

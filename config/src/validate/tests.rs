@@ -267,6 +267,14 @@ fn debezium_representation_options_and_the_snapshot_check() {
     );
     let e = first_error(&format!("{base}verify_after_snapshot = -1\n"));
     assert!(e.contains("cdc.source.verify_after_snapshot"), "{e}");
+    assert_eq!(cdc.source.transaction_memory, 64 << 20);
+    let c = load(&format!("{base}transaction_memory_mb = 8\n")).expect("valid");
+    assert_eq!(c.cdc.expect("cdc").source.transaction_memory, 8 << 20);
+    let e = first_error(&format!("{base}transaction_memory_mb = 0\n"));
+    assert!(
+        e.contains("cdc.source.transaction_memory_mb: MiB from 1 to 65536"),
+        "{e}"
+    );
 }
 
 #[test]
