@@ -2,15 +2,19 @@
 //! sink has committed.
 //!
 //! ```text
-//!   slot ──pgoutput──▶ Stream ──Tx (whole, in commit order)──▶ batch (≤ 5000 records)
-//!                        ▲                                          │
-//!                        │ confirm(end_lsn of the last tx)          ▼
-//!                        └──────────── after every sink ◀── Sink::apply: rows + offset
-//!                                       committed               in one transaction
-//!   Idle(wal_end) / Skipped(end_lsn), nothing pending ──▶ confirm at once (heartbeat)
-//!   Large tx (> PART messages) ──▶ parts of ≤ PART records, decoded one at
-//!                                  a time ──▶ Destination::write_part; confirm after the last
+//!   slot ──pgoutput──▶ Stream ──▶ reader: batch of whole transactions (≤ 5000 records),
+//!    ▲                             or a large one in parts of 5000 (decoded one at a time)
+//!    │                                   │ channel (2 batches: back-pressure)
+//!    │ confirm(durable)                  ▼
+//!    └──── reader ◀── durable position ── writer: Destination::write / write_part
+//!                                          (rows + offset in one target transaction)
+//!   Idle(wal_end) / Skipped(end_lsn), nothing pending ──▶ durable at once (heartbeat)
 //! ```
+//!
+//! The reader decodes the next batch while the writer's is in the target.
+//! The reader confirms on the slot what the writer made durable (between
+//! batches; when the stream is idle, at the next keepalive, and at the
+//! end).
 //!
 //! Which position is confirmed when: the slot's `confirmed_flush_lsn` is
 //! advanced to a transaction's end only after every sink has committed that
@@ -19,6 +23,7 @@
 //! is lost and nothing is applied twice in effect.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -27,7 +32,7 @@ use tokio::sync::mpsc;
 use crate::event::Record;
 use crate::lsn::Lsn;
 use crate::sink::SinkError;
-use crate::source::{self, Item, Large, SourceConfig, SourceError, Stream};
+use crate::source::{self, Item, Large, SnapshotItem, SourceConfig, SourceError, Stream};
 use crate::transport::kafka::TransportError;
 
 /// Where the pipeline hands its batches: the embedded sinks
@@ -74,6 +79,27 @@ pub trait Destination: Send {
             return Ok(());
         }
         self.write(part, through, false, progress, status).await
+    }
+    /// Which of a snapshot table's source columns (name, `format_type`)
+    /// this destination takes as COPY text straight into its targets, or
+    /// `None` for records (the default).
+    async fn copy_columns(
+        &mut self,
+        _table: &str,
+        _columns: &[(String, String)],
+    ) -> Result<Option<Vec<String>>, PipelineError> {
+        Ok(None)
+    }
+    /// Copies a snapshot table's rows (COPY text of `columns`, until
+    /// `chunks` closes); the number of rows. Only called after
+    /// [`Destination::copy_columns`] named those columns.
+    async fn copy_table(
+        &mut self,
+        table: &str,
+        _columns: &[String],
+        _chunks: mpsc::Receiver<bytes::Bytes>,
+    ) -> Result<u64, PipelineError> {
+        Err(SourceError::Invalid(format!("{table}: this destination takes no COPY text")).into())
     }
     /// The slot was confirmed at `lsn`; `wrote` says whether a batch ended
     /// there (else it was an idle or skipped position).
@@ -166,6 +192,8 @@ impl StatusReporter for NoStatus {
 #[derive(Debug, Default, Clone)]
 pub struct Progress {
     pub snapshot_rows: u64,
+    /// Of those, rows copied as COPY text straight into their target.
+    pub snapshot_copied: u64,
     pub transactions: u64,
     pub events: u64,
     pub rows_applied: u64,
@@ -180,6 +208,7 @@ impl Progress {
     pub fn plus(&self, o: &Progress) -> Progress {
         Progress {
             snapshot_rows: self.snapshot_rows + o.snapshot_rows,
+            snapshot_copied: self.snapshot_copied + o.snapshot_copied,
             transactions: self.transactions + o.transactions,
             events: self.events + o.events,
             rows_applied: self.rows_applied + o.rows_applied,
@@ -211,32 +240,88 @@ pub async fn run(
 ) -> Result<Progress, PipelineError> {
     let mut progress = Progress::default();
     let mut stream = open(cfg, target, start, status, &mut progress, &mut on_progress).await?;
-    let mut shutdown = std::pin::pin!(shutdown);
     // The source's position is read beside the apply loop, never by it: a
     // stalled sink must show as a growing lag, not as a frozen "caught up".
     let report = report_source_positions(cfg, status);
     let mut report = std::pin::pin!(report);
+    // Reading and decoding overlap with writing: the reader gathers the
+    // next batch while the writer's batch is in the target. What the
+    // writer made durable goes back to the reader, which confirms it.
+    let durable = AtomicU64::new(progress.confirmed.0);
+    let (tx, rx) = mpsc::channel::<Work>(2);
+    let read = read(&mut stream, tx, &durable, shutdown);
+    let write = write(
+        rx,
+        target,
+        &durable,
+        &cfg.slot,
+        status,
+        &mut progress,
+        &mut on_progress,
+    );
+    tokio::select! {
+        r = async { futures::try_join!(read, write) } => { r?; }
+        _ = &mut report => unreachable!("the position reporter never ends"),
+    }
+    stream.confirm(progress.confirmed);
+    stream.shutdown().await;
+    Ok(progress)
+}
+
+/// What the reader hands the writer.
+enum Work {
+    /// Whole transactions (`through`: the end of the last), and a position
+    /// with nothing to write (idle, or a transaction of ours) to confirm.
+    Batch {
+        records: Vec<Record>,
+        transactions: u64,
+        through: Option<Lsn>,
+        quiet: Option<Lsn>,
+    },
+    /// A part of a large transaction ending at `end`; `last` ends it.
+    Part {
+        records: Vec<Record>,
+        end: Lsn,
+        last: bool,
+    },
+}
+
+/// Reads the stream into batches (and large transactions into parts) until
+/// `shutdown`; confirms on the slot whatever the writer made durable.
+async fn read(
+    stream: &mut Stream,
+    tx: mpsc::Sender<Work>,
+    durable: &AtomicU64,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PipelineError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut confirmed = Lsn(durable.load(Ordering::Acquire));
+    let send = |w| async { tx.send(w).await.is_ok() };
     loop {
+        let d = Lsn(durable.load(Ordering::Acquire));
+        if d > confirmed {
+            stream.confirm(d);
+            confirmed = d;
+        }
         let first = tokio::select! {
-            _ = &mut shutdown => break,
-            _ = &mut report => unreachable!("the position reporter never ends"),
+            _ = &mut shutdown => return Ok(()),
             item = tokio::time::timeout(Duration::from_millis(500), stream.next()) => match item {
                 Ok(item) => item?,
                 Err(_) => continue,
             },
         };
-        let mut batch: Vec<Record> = Vec::new();
+        let mut records: Vec<Record> = Vec::new();
+        let mut transactions = 0;
         let mut through: Option<Lsn> = None;
         let mut quiet: Option<Lsn> = None;
         let mut large: Option<Large> = None;
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Item::Tx(tx) => {
-                    progress.transactions += 1;
-                    progress.events += tx.records.len() as u64;
-                    through = Some(tx.end_lsn);
-                    batch.extend(tx.records);
+                Item::Tx(t) => {
+                    transactions += 1;
+                    through = Some(t.end_lsn);
+                    records.extend(t.records);
                 }
                 Item::Skipped(l) | Item::Idle(l) => quiet = Some(l),
                 // Written after what came before it.
@@ -246,78 +331,104 @@ pub async fn run(
                 }
             }
             // Gather what is already there, up to a batch.
-            if batch.len() < BATCH {
+            if records.len() < BATCH {
                 if let Some(item) = stream.next().now_or_never() {
                     next = Some(item?);
                 }
             }
         }
-        if let Some(end) = through {
-            let write = target.write(&batch, end, false, &mut progress, status);
-            tokio::select! {
-                r = write => r?,
-                _ = &mut report => unreachable!("the position reporter never ends"),
-            }
-        }
-        // Everything handed over is committed in every sink.
-        let confirm = match (through, quiet) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (Some(a), None) | (None, Some(a)) => Some(a),
-            (None, None) => None,
-        };
-        if let Some(confirm) = confirm.filter(|c| *c > progress.confirmed) {
-            stream.confirm(confirm);
-            progress.confirmed = confirm;
-            target
-                .confirmed(confirm, through.is_some(), &cfg.slot, status)
-                .await;
+        if (through.is_some() || quiet.is_some())
+            && !send(Work::Batch {
+                records,
+                transactions,
+                through,
+                quiet,
+            })
+            .await
+        {
+            return Ok(());
         }
         if let Some(mut l) = large {
-            let write = write_large(&mut stream, &mut l, target, &mut progress, status);
-            tokio::select! {
-                r = write => r?,
-                _ = &mut report => unreachable!("the position reporter never ends"),
+            let started = Instant::now();
+            let mut events = 0;
+            // One part decoded while the one before is written: at most
+            // the channel's parts in memory.
+            while let Some(part) = stream.part(&mut l).await? {
+                events += part.len();
+                let w = Work::Part {
+                    records: part,
+                    end: l.end_lsn,
+                    last: false,
+                };
+                if !send(w).await {
+                    return Ok(());
+                }
             }
-            if l.end_lsn > progress.confirmed {
-                stream.confirm(l.end_lsn);
-                progress.confirmed = l.end_lsn;
-                target.confirmed(l.end_lsn, true, &cfg.slot, status).await;
+            let w = Work::Part {
+                records: Vec::new(),
+                end: l.end_lsn,
+                last: true,
+            };
+            if !send(w).await {
+                return Ok(());
             }
+            tracing::info!(
+                xid = l.xid,
+                events,
+                seconds = started.elapsed().as_secs_f64(),
+                "a large source transaction was read in parts"
+            );
         }
-        on_progress(&progress);
     }
-    stream.shutdown().await;
-    Ok(progress)
 }
 
-/// Writes a large transaction part by part: one part decoded, then
-/// written, so only one is ever in memory.
-async fn write_large(
-    stream: &mut Stream,
-    large: &mut Large,
+/// Writes what the reader hands over, durably, in order; publishes each
+/// durable position for the reader to confirm.
+async fn write(
+    mut rx: mpsc::Receiver<Work>,
     target: &mut dyn Destination,
-    progress: &mut Progress,
+    durable: &AtomicU64,
+    slot: &str,
     status: &dyn StatusReporter,
+    progress: &mut Progress,
+    on_progress: &mut impl FnMut(&Progress),
 ) -> Result<(), PipelineError> {
-    progress.transactions += 1;
-    let started = Instant::now();
-    let mut events = 0u64;
-    while let Some(part) = stream.part(large).await? {
-        events += part.len() as u64;
-        progress.events += part.len() as u64;
-        target
-            .write_part(&part, large.end_lsn, false, progress, status)
-            .await?;
+    while let Some(work) = rx.recv().await {
+        let (confirm, wrote) = match work {
+            Work::Batch {
+                records,
+                transactions,
+                through,
+                quiet,
+            } => {
+                progress.transactions += transactions;
+                progress.events += records.len() as u64;
+                if let Some(end) = through {
+                    target.write(&records, end, false, progress, status).await?;
+                }
+                // Everything handed over is committed in every sink.
+                (through.max(quiet), through.is_some())
+            }
+            Work::Part { records, end, last } => {
+                progress.events += records.len() as u64;
+                target
+                    .write_part(&records, end, last, progress, status)
+                    .await?;
+                if !last {
+                    on_progress(progress);
+                    continue;
+                }
+                progress.transactions += 1;
+                (Some(end), true)
+            }
+        };
+        if let Some(c) = confirm.filter(|c| *c > progress.confirmed) {
+            durable.store(c.0, Ordering::Release);
+            progress.confirmed = c;
+            target.confirmed(c, wrote, slot, status).await;
+        }
+        on_progress(progress);
     }
-    target
-        .write_part(&[], large.end_lsn, true, progress, status)
-        .await?;
-    tracing::info!(
-        xid = large.xid,
-        events,
-        seconds = started.elapsed().as_secs_f64(),
-        "a large source transaction was written in parts"
-    );
     Ok(())
 }
 
@@ -384,7 +495,7 @@ async fn open(
         source::drop_slot(&mut conn, &cfg.slot).await?;
     }
     target.reset().await?;
-    let (tx, mut rx) = mpsc::channel::<Vec<Record>>(2);
+    let (tx, mut rx) = mpsc::channel::<SnapshotItem>(2);
     let read = start == Start::Initial;
     let snap = {
         let cfg = cfg.clone();
@@ -403,11 +514,46 @@ async fn open(
             }
         })
     };
-    while let Some(batch) = rx.recv().await {
-        progress.snapshot_rows += batch.len() as u64;
-        target
-            .write(&batch, Lsn(0), false, progress, status)
-            .await?;
+    while let Some(item) = rx.recv().await {
+        match item {
+            SnapshotItem::Records(batch) => {
+                progress.snapshot_rows += batch.len() as u64;
+                target
+                    .write(&batch, Lsn(0), false, progress, status)
+                    .await?;
+            }
+            SnapshotItem::Table {
+                table,
+                columns,
+                answer,
+            } => {
+                let _ = answer.send(target.copy_columns(&table, &columns).await?);
+            }
+            SnapshotItem::Copy {
+                table,
+                columns,
+                chunks,
+                done,
+            } => match target.copy_table(&table, &columns, chunks).await {
+                Ok(rows) => {
+                    tracing::info!(
+                        table,
+                        rows,
+                        "snapshot table copied straight into its target"
+                    );
+                    progress.snapshot_rows += rows;
+                    progress.snapshot_copied += rows;
+                    let _ = done.send(true);
+                }
+                Err(e) if !e.is_retryable() => {
+                    // A row the target refuses: as records, each bad one
+                    // set aside as a dead letter.
+                    tracing::warn!(table, error = %e, "COPY into the target failed; sending the table as records");
+                    let _ = done.send(false);
+                }
+                Err(e) => return Err(e),
+            },
+        }
         on_progress(progress);
     }
     let (stream, consistent, sample) = snap

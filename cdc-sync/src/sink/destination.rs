@@ -65,6 +65,35 @@ impl Destination for Sinks<'_> {
         Ok(())
     }
 
+    async fn copy_columns(
+        &mut self,
+        table: &str,
+        columns: &[(String, String)],
+    ) -> Result<Option<Vec<String>>, PipelineError> {
+        // One sink takes the table (COPY text goes to one connection);
+        // several, or none: records.
+        let mut takers = self.0.iter().filter(|s| s.target_of(table).is_some());
+        let (Some(sink), None) = (takers.next(), takers.next()) else {
+            return Ok(None);
+        };
+        Ok(sink
+            .copy_columns(table, columns)
+            .map(|pairs| pairs.into_iter().map(|(src, _)| src).collect()))
+    }
+
+    async fn copy_table(
+        &mut self,
+        table: &str,
+        columns: &[String],
+        chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    ) -> Result<u64, PipelineError> {
+        let Some(sink) = self.0.iter_mut().find(|s| s.target_of(table).is_some()) else {
+            return Ok(0);
+        };
+        let targets = sink.copy_targets(table, columns);
+        Ok(sink.copy_in(table, &targets, chunks).await?)
+    }
+
     async fn confirmed(&mut self, lsn: Lsn, wrote: bool, _slot: &str, status: &dyn StatusReporter) {
         // An idle or skipped position: every table is applied up to it.
         if !wrote {

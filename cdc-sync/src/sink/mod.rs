@@ -15,6 +15,7 @@
 //! batch goes on.
 
 mod apply;
+mod copy;
 mod dead_letters;
 mod destination;
 mod mapping;

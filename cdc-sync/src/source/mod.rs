@@ -27,7 +27,7 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection, Row};
 use strangler_config::{EventFormat, TableName};
 
-pub use snapshot::snapshot;
+pub use snapshot::{snapshot, SnapshotItem};
 pub use stream::{Item, Large, Stream, Tx, PART};
 
 use crate::lsn::Lsn;

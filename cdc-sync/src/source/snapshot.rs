@@ -1,9 +1,10 @@
 //! The initial snapshot, consistent with the slot.
 
+use bytes::{Bytes, BytesMut};
 use pgwire_replication::ReplicationClient;
 use serde_json::Map;
-use sqlx::{Connection, Row};
-use tokio::sync::mpsc;
+use sqlx::{Connection, PgConnection, Row};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{connect, stream::Stream, SourceConfig, SourceError};
 use crate::event::{self, Op, Record, SourceInfo, Table};
@@ -15,13 +16,41 @@ use crate::verify::{self, Sample};
 /// Records per batch handed over during the snapshot.
 pub const SNAPSHOT_BATCH: usize = 5_000;
 
+/// Bytes of COPY text per chunk handed over.
+const COPY_CHUNK: usize = 256 << 10;
+
+/// What the snapshot hands over.
+#[derive(Debug)]
+pub enum SnapshotItem {
+    /// Rows as records (op `r`).
+    Records(Vec<Record>),
+    /// A table about to be read, with its columns and their types
+    /// (`format_type`): the receiver answers which columns it takes as
+    /// COPY text straight into its targets, or `None` for records.
+    Table {
+        table: String,
+        columns: Vec<(String, String)>,
+        answer: oneshot::Sender<Option<Vec<String>>>,
+    },
+    /// The table's rows as COPY text of `columns`, chunk by chunk until
+    /// `chunks` closes; `done` says whether they were taken (`false`: the
+    /// target refused them, and the table follows again as records).
+    Copy {
+        table: String,
+        columns: Vec<String>,
+        chunks: mpsc::Receiver<Bytes>,
+        done: oneshot::Sender<bool>,
+    },
+}
+
 /// Creates the slot with an exported snapshot, reads every table in that
-/// snapshot into `out` (op `r`), samples `cfg.check_rows` rows of each in
-/// the same snapshot, then starts streaming from the slot's consistent
-/// point. Returns the stream, the consistent point and the sample.
+/// snapshot into `out` (as COPY text where the receiver takes it, else as
+/// records, op `r`), samples `cfg.check_rows` rows of each in the same
+/// snapshot, then starts streaming from the slot's consistent point.
+/// Returns the stream, the consistent point and the sample.
 pub async fn snapshot(
     cfg: &SourceConfig,
-    out: mpsc::Sender<Vec<Record>>,
+    out: mpsc::Sender<SnapshotItem>,
 ) -> Result<(Stream, Lsn, Sample), SourceError> {
     let mut client = ReplicationClient::connect_gated(cfg.replication()?).await?;
     let rows = client
@@ -68,7 +97,7 @@ pub async fn snapshot(
     let last_table = cfg.tables.len().saturating_sub(1);
     for (ti, t) in cfg.tables.iter().enumerate() {
         let cols = sqlx::query(
-            "SELECT a.attname, a.atttypid::int8, a.atttypmod, COALESCE(a.attnum = ANY(i.indkey), false) \
+            "SELECT a.attname, a.atttypid::int8, a.atttypmod, COALESCE(a.attnum = ANY(i.indkey), false), format_type(a.atttypid, a.atttypmod) \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
              LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
              WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
@@ -101,6 +130,15 @@ pub async fn snapshot(
             cfg.format,
         );
         let quote = |i: &str| format!("\"{}\"", i.replace('"', "\"\""));
+        // Straight as COPY text where every target takes it.
+        let typed: Vec<(String, String)> = cols
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(4)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        if copy_table(&mut tx, t, typed, &out).await? {
+            sample_table(&mut tx, cfg, t, &table, &mut sample).await?;
+            continue;
+        }
         let list: Vec<String> = table.rel.columns.iter().map(|c| quote(&c.name)).collect();
         // COPY's text format is the columns' output functions, exactly what
         // pgoutput sends while streaming: one parser for both paths.
@@ -174,7 +212,7 @@ pub async fn snapshot(
                     if let Some(prev) = pending.take() {
                         emit(prev, false, &mut batch);
                         if batch.len() >= SNAPSHOT_BATCH {
-                            out.send(std::mem::take(&mut batch))
+                            out.send(SnapshotItem::Records(std::mem::take(&mut batch)))
                                 .await
                                 .map_err(|_| SourceError::ConsumerGone)?;
                         }
@@ -196,26 +234,11 @@ pub async fn snapshot(
             emit(last, true, &mut batch);
         }
         if !batch.is_empty() {
-            out.send(batch)
+            out.send(SnapshotItem::Records(batch))
                 .await
                 .map_err(|_| SourceError::ConsumerGone)?;
         }
-        if cfg.check_rows > 0 {
-            let names: Vec<String> = table.rel.columns.iter().map(|c| c.name.clone()).collect();
-            let key: Vec<usize> = table
-                .rel
-                .columns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.key)
-                .map(|(i, _)| i)
-                .collect();
-            if !key.is_empty() {
-                sample
-                    .tables
-                    .push(verify::read_sample(&mut tx, t, &names, key, cfg.check_rows).await?);
-            }
-        }
+        sample_table(&mut tx, cfg, t, &table, &mut sample).await?;
     }
     tx.commit().await?;
     drop(out);
@@ -226,4 +249,95 @@ pub async fn snapshot(
         consistent,
         sample,
     ))
+}
+
+/// Samples `cfg.check_rows` rows of a table for the check after the
+/// snapshot.
+async fn sample_table(
+    conn: &mut PgConnection,
+    cfg: &SourceConfig,
+    t: &strangler_config::TableName,
+    table: &Table,
+    sample: &mut Sample,
+) -> Result<(), SourceError> {
+    if cfg.check_rows == 0 {
+        return Ok(());
+    }
+    let names: Vec<String> = table.rel.columns.iter().map(|c| c.name.clone()).collect();
+    let key: Vec<usize> = table
+        .rel
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.key)
+        .map(|(i, _)| i)
+        .collect();
+    if !key.is_empty() {
+        sample
+            .tables
+            .push(verify::read_sample(conn, t, &names, key, cfg.check_rows).await?);
+    }
+    Ok(())
+}
+
+/// Offers a table as COPY text; when the receiver takes it, streams its
+/// rows in chunks. Whether it was taken (else it goes as records).
+async fn copy_table(
+    conn: &mut PgConnection,
+    t: &strangler_config::TableName,
+    columns: Vec<(String, String)>,
+    out: &mpsc::Sender<SnapshotItem>,
+) -> Result<bool, SourceError> {
+    let gone = |_| SourceError::ConsumerGone;
+    let (answer, answered) = oneshot::channel();
+    out.send(SnapshotItem::Table {
+        table: t.to_string(),
+        columns,
+        answer,
+    })
+    .await
+    .map_err(gone)?;
+    let Some(columns) = answered.await.ok().flatten() else {
+        return Ok(false);
+    };
+    let (chunks, taken) = mpsc::channel(4);
+    let (done, finished) = oneshot::channel();
+    out.send(SnapshotItem::Copy {
+        table: t.to_string(),
+        columns: columns.clone(),
+        chunks: taken,
+        done,
+    })
+    .await
+    .map_err(gone)?;
+    let quote = |i: &str| format!("\"{}\"", i.replace('"', "\"\""));
+    let list: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+    let sql = format!(
+        "COPY {}.{} ({}) TO STDOUT",
+        quote(&t.schema),
+        quote(&t.table),
+        list.join(", ")
+    );
+    {
+        use futures::TryStreamExt;
+        let mut copy = conn.copy_out_raw(&sql).await?;
+        let mut buf = BytesMut::with_capacity(COPY_CHUNK + (16 << 10));
+        // Read to the end even when the receiver stopped taking (the
+        // session must finish the COPY to go on).
+        let mut open = true;
+        while let Some(c) = copy.try_next().await? {
+            if !open {
+                continue;
+            }
+            buf.extend_from_slice(&c);
+            if buf.len() >= COPY_CHUNK {
+                open = chunks.send(buf.split().freeze()).await.is_ok();
+            }
+        }
+        if open && !buf.is_empty() {
+            let _ = chunks.send(buf.split().freeze()).await;
+        }
+    }
+    drop(chunks);
+    Ok(finished.await.unwrap_or(false))
 }
