@@ -11,6 +11,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use strangler_cdc::lsn::Lsn;
 use strangler_cdc::pipeline::{self, NoStatus, Start};
+use strangler_cdc::run::{Finished, KafkaPlan, SinkSpec};
 use strangler_cdc::sink::{Sink, Sinks};
 use strangler_cdc::source::{Item, SourceConfig, Stream};
 use strangler_config::{TableMapping, TableName};
@@ -23,7 +24,20 @@ const TABLE: &str = "CREATE TABLE bench (id BIGSERIAL PRIMARY KEY, a INT NOT NUL
 const TARGET: &str = "CREATE TABLE bench (id BIGINT PRIMARY KEY, a INT NOT NULL, b TEXT NOT NULL, c TIMESTAMPTZ NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())";
 
 fn table() -> TableName {
-    "public.bench".parse().unwrap()
+    table_of("bench")
+}
+
+fn table_of(name: &str) -> TableName {
+    format!("public.{name}").parse().unwrap()
+}
+
+fn mapping_of(name: &str) -> TableMapping {
+    TableMapping {
+        source: table_of(name),
+        target: table_of(name),
+        rename: BTreeMap::new(),
+        exclude: vec![],
+    }
 }
 
 fn cfg(url: &str, slot: &str) -> SourceConfig {
@@ -40,20 +54,20 @@ fn cfg(url: &str, slot: &str) -> SourceConfig {
 }
 
 fn mapping() -> TableMapping {
-    TableMapping {
-        source: table(),
-        target: table(),
-        rename: BTreeMap::new(),
-        exclude: vec![],
-    }
+    mapping_of("bench")
 }
 
 async fn fill(pool: &PgPool, rows: i64) {
-    let per_tx = 10_000;
+    fill_table(pool, "bench", rows).await;
+}
+
+/// Rows in transactions of 5,000 (each one batch of the stream).
+async fn fill_table(pool: &PgPool, name: &str, rows: i64) {
+    let per_tx = 5_000;
     let mut done = 0;
     while done < rows {
         let n = per_tx.min(rows - done);
-        sqlx::query("INSERT INTO bench (a, b) SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, $1) g").bind(n).execute(pool).await.unwrap();
+        sqlx::query(&format!("INSERT INTO {name} (a, b) SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, $1) g")).bind(n).execute(pool).await.unwrap();
         done += n;
     }
 }
@@ -157,70 +171,183 @@ async fn decode(pg: &PgCluster, rows: i64) {
     row("strangler: decode + Debezium envelopes", rows, secs, "");
 }
 
+/// Tables of the snapshot comparison: one of a million rows (at least)
+/// and two smaller ones.
+fn snapshot_tables(rows: i64) -> [(&'static str, i64); 3] {
+    [
+        ("big", rows.max(1_000_000)),
+        ("mid", rows),
+        ("small", (rows / 4).max(1)),
+    ]
+}
+
 async fn snapshot(pg: &PgCluster, rows: i64) {
+    let tables = snapshot_tables(rows);
+    let total: i64 = tables.iter().map(|t| t.1).sum();
     let src_url = pg.create_database("snap").unwrap();
     let src = PgPoolOptions::new().connect(&src_url).await.unwrap();
-    sqlx::query(TABLE).execute(&src).await.unwrap();
-    fill(&src, rows).await;
+    for (name, n) in tables {
+        sqlx::query(&TABLE.replace("bench", name))
+            .execute(&src)
+            .await
+            .unwrap();
+        fill_table(&src, name, n).await;
+    }
     let bin = std::env::var("PG_BINDIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let create_targets = |pool: PgPool| async move {
+        for (name, _) in tables {
+            sqlx::query(&TARGET.replace("bench", name))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    let names: Vec<&str> = tables.iter().map(|t| t.0).collect();
 
     let dump_url = pg.create_database("dumped").unwrap();
     let dump = PgPoolOptions::new().connect(&dump_url).await.unwrap();
-    sqlx::query(TARGET).execute(&dump).await.unwrap();
+    create_targets(dump.clone()).await;
     let port = pg.port().to_string();
+    let only: Vec<String> = names.iter().map(|n| format!("-t {n}")).collect();
     let start = Instant::now();
+    // Sequences are left out: the targets have none (a plain id column).
     let ok = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "{}/pg_dump -h 127.0.0.1 -p {port} -U postgres --data-only -t bench snap | psql -q -h 127.0.0.1 -p {port} -U postgres -d dumped >/dev/null",
-            bin.display()
+            "{}/pg_dump -h 127.0.0.1 -p {port} -U postgres --data-only {} snap | grep -v '^SELECT pg_catalog.setval' | psql -q -h 127.0.0.1 -p {port} -U postgres -d dumped >/dev/null",
+            bin.display(),
+            only.join(" ")
         ))
         .status()
         .unwrap();
     assert!(ok.success());
+    let anchor = start.elapsed().as_secs_f64();
     row(
-        "pg_dump | psql (COPY out, COPY in)",
-        rows,
-        start.elapsed().as_secs_f64(),
-        "",
+        "pg_dump | psql (COPY out, COPY in), 3 tables",
+        total,
+        anchor,
+        &format!(
+            "tables of {} rows",
+            tables.map(|t| t.1.to_string()).join(", ")
+        ),
     );
 
     let dst_url = pg.create_database("snapped").unwrap();
     let dst = PgPoolOptions::new().connect(&dst_url).await.unwrap();
-    sqlx::query(TARGET).execute(&dst).await.unwrap();
-    let mut sinks = vec![Sink::connect("bench", &dst_url, "snap", &[mapping()])
+    create_targets(dst.clone()).await;
+    let mappings: Vec<TableMapping> = names.iter().map(|n| mapping_of(n)).collect();
+    let mut sinks = vec![Sink::connect("bench", &dst_url, "snap", &mappings)
         .await
         .unwrap()];
+    let mut c = cfg(&src_url, "snap");
+    c.tables = names.iter().map(|n| table_of(n)).collect();
     let start = Instant::now();
-    pipeline::run(
-        &cfg(&src_url, "snap"),
+    let mut applied = None;
+    let p = pipeline::run(
+        &c,
         &mut Sinks(&mut sinks),
         Start::Initial,
         &NoStatus,
         async {},
-        |_| {},
+        |p| {
+            // The last report of the snapshot: every table applied and the
+            // sink's snapshot marked complete (the session's shutdown after
+            // it is not part of the copy).
+            if p.snapshot_rows == total as u64 {
+                applied = Some(start.elapsed());
+            }
+        },
     )
     .await
     .unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM bench")
-        .fetch_one(&dst)
-        .await
-        .unwrap();
-    assert_eq!(n, rows);
+    let secs = applied.expect("the snapshot completed").as_secs_f64();
+    for (name, n) in tables {
+        let got: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {name}"))
+            .fetch_one(&dst)
+            .await
+            .unwrap();
+        assert_eq!(got, n, "{name}");
+    }
     row(
-        "strangler snapshot (slot + exported snapshot → sink upserts)",
-        rows,
+        "strangler snapshot (exported snapshot → COPY into the sink), 3 tables",
+        total,
         secs,
-        "",
+        &format!(
+            "**{:.2}×**; {} of {} rows as COPY text",
+            anchor / secs,
+            p.snapshot_copied,
+            p.snapshot_rows
+        ),
     );
 }
 
-async fn end_to_end(pg: &PgCluster, secs: u64, writers: usize) {
-    let src_url = pg.create_database("e2e").unwrap();
-    let dst_url = pg.create_database("e2e_target").unwrap();
+/// Writes `rows` (0: until `until`) in 12-row transactions (10 inserts, 2
+/// updates) from `writers` tasks, at `rate` rows/s in total when given.
+async fn write_load(
+    src: &PgPool,
+    writers: usize,
+    rate: Option<u64>,
+    until: Instant,
+    rows: i64,
+) -> i64 {
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let src = src.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = rate.map(|r| {
+                let per_writer = r as f64 / writers as f64;
+                let mut i = tokio::time::interval(Duration::from_secs_f64(12.0 / per_writer));
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                i
+            });
+            let mut written = 0i64;
+            while (rows == 0 && Instant::now() < until) || (rows > 0 && written < rows / writers as i64) {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                let mut tx = src.begin().await.unwrap();
+                let ids: Vec<i64> = sqlx::query_scalar("INSERT INTO bench (a, b) SELECT $1, md5(g::text) FROM generate_series(1, 10) g RETURNING id").bind(w as i32).fetch_all(&mut *tx).await.unwrap();
+                // Two of them updated by primary key (a lookup, as an
+                // application does; not a scan of the growing table).
+                sqlx::query("UPDATE bench SET a = -a - 1, c = clock_timestamp() WHERE id = ANY($1)").bind(&ids[..2]).execute(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+                written += 12;
+            }
+            written
+        }));
+    }
+    let mut written = 0;
+    for t in tasks {
+        written += t.await.unwrap();
+    }
+    written
+}
+
+/// Waits until the target has the source's rows; the seconds it took.
+async fn drain(src: &PgPool, dst: &PgPool) -> f64 {
+    let target_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM bench")
+        .fetch_one(src)
+        .await
+        .unwrap();
+    let caught = Instant::now();
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM bench")
+        .fetch_one(dst)
+        .await
+        .unwrap()
+        < target_rows
+        && caught.elapsed() < Duration::from_secs(300)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    caught.elapsed().as_secs_f64()
+}
+
+/// Source and target databases with the bench table.
+async fn pair(pg: &PgCluster, name: &str, writers: usize) -> (String, PgPool, String, PgPool) {
+    let src_url = pg.create_database(name).unwrap();
+    let dst_url = pg.create_database(&format!("{name}_target")).unwrap();
     let src = PgPoolOptions::new()
         .max_connections(writers as u32 + 1)
         .connect(&src_url)
@@ -229,100 +356,332 @@ async fn end_to_end(pg: &PgCluster, secs: u64, writers: usize) {
     let dst = PgPoolOptions::new().connect(&dst_url).await.unwrap();
     sqlx::query(TABLE).execute(&src).await.unwrap();
     sqlx::query(TARGET).execute(&dst).await.unwrap();
-    let mut sinks = vec![Sink::connect("bench", &dst_url, "e2e", &[mapping()])
-        .await
-        .unwrap()];
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let c = cfg(&src_url, "e2e");
-    let pipe = tokio::spawn(async move {
-        pipeline::run(
-            &c,
-            &mut Sinks(&mut sinks),
-            Start::Initial,
-            &NoStatus,
-            async {
-                let _ = stop_rx.await;
-            },
-            |_| {},
-        )
-        .await
-        .unwrap()
-    });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // pgbench-style load: writers in small transactions (10 inserts + 2 updates).
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let src = src.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rows = 0i64;
-            while Instant::now() < deadline {
-                let mut tx = src.begin().await.unwrap();
-                sqlx::query("INSERT INTO bench (a, b) SELECT $1, md5(g::text) FROM generate_series(1, 10) g").bind(w as i32).execute(&mut *tx).await.unwrap();
-                sqlx::query("UPDATE bench SET a = a + 1, c = clock_timestamp() WHERE id IN (SELECT id FROM bench WHERE a = $1 ORDER BY id DESC LIMIT 2)").bind(w as i32).execute(&mut *tx).await.unwrap();
-                tx.commit().await.unwrap();
-                rows += 12;
-            }
-            rows
-        }));
+    (src_url, src, dst_url, dst)
+}
+
+/// How the bench runs the pipeline.
+#[derive(Clone)]
+enum Transport {
+    Embedded,
+    /// Through a Kafka broker at these bootstrap servers (tansu).
+    Kafka(String),
+}
+
+impl Transport {
+    fn label(&self) -> &'static str {
+        match self {
+            Transport::Embedded => "embedded",
+            Transport::Kafka(_) => "Kafka (tansu)",
+        }
     }
-    let mut written = 0;
-    for t in tasks {
-        written += t.await.unwrap();
-    }
-    let load_secs = secs as f64;
-    // Wait for the tail to arrive.
-    let target_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM bench")
-        .fetch_one(&src)
+}
+
+/// Runs the pipeline (source and sink) until the returned sender says stop;
+/// the task's result is the number of events the source read.
+fn start_pipeline(
+    transport: &Transport,
+    src_url: &str,
+    dst_url: &str,
+    slot: &str,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<u64>,
+) {
+    start_parts(transport, src_url, dst_url, slot, true, Start::Initial)
+}
+
+/// [`start_pipeline`]; with Kafka, `workers: false` runs the source side
+/// (publishing) alone.
+fn start_parts(
+    transport: &Transport,
+    src_url: &str,
+    dst_url: &str,
+    slot: &str,
+    workers: bool,
+    start: Start,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<u64>,
+) {
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let stopped = |stop: &tokio::sync::watch::Sender<bool>| {
+        let mut rx = stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let c = cfg(src_url, slot);
+    let dst_url = dst_url.to_string();
+    let source_stop = stopped(&stop);
+    let task = match transport.clone() {
+        Transport::Embedded => tokio::spawn(async move {
+            let mut sinks = vec![Sink::connect("bench", &dst_url, &c.slot, &[mapping()])
+                .await
+                .unwrap()];
+            pipeline::run(
+                &c,
+                &mut Sinks(&mut sinks),
+                Start::Initial,
+                &NoStatus,
+                source_stop,
+                |_| {},
+            )
+            .await
+            .unwrap()
+            .events
+        }),
+        Transport::Kafka(brokers) => {
+            let worker_stop = stop.clone();
+            tokio::spawn(async move {
+                let plan = KafkaPlan {
+                    brokers,
+                    prefix: "bench".into(),
+                    sinks: vec![SinkSpec {
+                        name: "bench".into(),
+                        url: dst_url,
+                        tables: vec![mapping()],
+                    }],
+                    source: true,
+                    workers,
+                    start,
+                    store: None,
+                    metrics: None,
+                    check: None,
+                };
+                let finished =
+                    strangler_cdc::run::kafka(&c, plan, source_stop, move || stopped(&worker_stop))
+                        .await
+                        .unwrap();
+                finished
+                    .iter()
+                    .map(|f| match f {
+                        Finished::Source { progress, .. } => progress.events,
+                        Finished::Sink { .. } => 0,
+                    })
+                    .sum()
+            })
+        }
+    };
+    (stop, task)
+}
+
+/// Waits until a first row written to the source has arrived: the slot,
+/// the (empty) snapshot and every consumer are in place.
+async fn ready(src: &PgPool, dst: &PgPool) {
+    sqlx::query("INSERT INTO bench (a, b) VALUES (-1, 'ready')")
+        .execute(src)
         .await
         .unwrap();
-    let caught = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
     while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM bench")
-        .fetch_one(&dst)
+        .fetch_one(dst)
         .await
         .unwrap()
-        < target_rows
-        && caught.elapsed() < Duration::from_secs(120)
+        < 1
     {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(Instant::now() < deadline, "the pipeline did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let drain = caught.elapsed().as_secs_f64();
-    let _ = stop_tx.send(());
-    let p = pipe.await.unwrap();
-    // Lag: from the source commit (c, set in the transaction) to the row's arrival (applied_at).
+}
+
+/// End to end under a write load: `rate` rows/s offered (or as fast as
+/// the writers go), lag from the source commit to the row's arrival.
+async fn end_to_end(
+    pg: &PgCluster,
+    transport: &Transport,
+    secs: u64,
+    writers: usize,
+    rate: Option<u64>,
+) {
+    let name = format!(
+        "e2e_{}_{}",
+        transport
+            .label()
+            .split(' ')
+            .next()
+            .unwrap_or("x")
+            .to_lowercase(),
+        rate.unwrap_or(0)
+    );
+    let (src_url, src, dst_url, dst) = pair(pg, &name, writers).await;
+    let (stop, pipe) = start_pipeline(transport, &src_url, &dst_url, &name);
+    ready(&src, &dst).await;
+    sqlx::query("DELETE FROM bench")
+        .execute(&src)
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(secs);
+    let written = write_load(&src, writers, rate, until, 0).await;
+    let drain = drain(&src, &dst).await;
+    let _ = stop.send(true);
+    let events = pipe.await.unwrap();
+    // Lag: from the source commit (c, set in the transaction) to the row's
+    // arrival (applied_at), over rows never updated (an update's c is
+    // later than the insert that set applied_at).
     let lag: (f64, f64, f64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY l), percentile_cont(0.95) WITHIN GROUP (ORDER BY l), percentile_cont(0.99) WITHIN GROUP (ORDER BY l) \
-         FROM (SELECT EXTRACT(EPOCH FROM applied_at - c)::float8 AS l FROM bench) x",
+         FROM (SELECT EXTRACT(EPOCH FROM applied_at - c)::float8 AS l FROM bench WHERE a >= 0) x",
     )
     .fetch_one(&dst)
     .await
     .unwrap();
-    let events = p.events as i64;
+    let offered = match rate {
+        Some(r) => format!("{r} rows/s offered"),
+        None => "writers unthrottled".to_string(),
+    };
     row(
-        &format!("strangler end to end, embedded ({writers} writers, {secs} s)"),
-        events,
-        load_secs + drain,
-        &format!("written {written} rows; lag of inserted rows p50 {:.3} s, p95 {:.3} s, p99 {:.3} s; drain after load {drain:.2} s", lag.0, lag.1, lag.2),
+        &format!(
+            "strangler end to end, {} ({writers} writers, {secs} s, {offered})",
+            transport.label()
+        ),
+        events as i64,
+        secs as f64 + drain,
+        &format!(
+            "written {written} rows ({:.0}/s); lag p50 {:.3} s, p95 {:.3} s, p99 {:.3} s; drain after load {drain:.2} s",
+            written as f64 / secs as f64,
+            lag.0,
+            lag.1,
+            lag.2
+        ),
+    );
+}
+
+/// The pipeline alone: a backlog written while it was stopped, applied
+/// with no writers competing for the 2 cores.
+async fn catch_up(pg: &PgCluster, rows: i64) {
+    let (src_url, src, dst_url, dst) = pair(pg, "catch_up", 8).await;
+    let (stop, pipe) = start_pipeline(&Transport::Embedded, &src_url, &dst_url, "catch_up");
+    ready(&src, &dst).await;
+    let _ = stop.send(true);
+    pipe.await.unwrap();
+    let far = Instant::now() + Duration::from_secs(3600);
+    let written = write_load(&src, 8, None, far, rows).await;
+    let (stop, pipe) = start_pipeline(&Transport::Embedded, &src_url, &dst_url, "catch_up");
+    let secs = drain(&src, &dst).await;
+    let _ = stop.send(true);
+    pipe.await.unwrap();
+    row(
+        "strangler catch-up, embedded (backlog in 12-row transactions, no writers)",
+        written,
+        secs,
+        "the pipeline's own rate: reconnect, stream, apply",
+    );
+}
+
+/// The Kafka source side alone: a backlog published, timed until the
+/// slot is confirmed past it (the broker acknowledged every record).
+async fn publish_only(pg: &PgCluster, transport: &Transport, rows: i64) {
+    let (src_url, src, dst_url, dst) = pair(pg, "publish", 8).await;
+    let (stop, pipe) = start_pipeline(transport, &src_url, &dst_url, "publish");
+    ready(&src, &dst).await;
+    let _ = stop.send(true);
+    pipe.await.unwrap();
+    let far = Instant::now() + Duration::from_secs(3600);
+    let written = write_load(&src, 8, None, far, rows).await;
+    let end: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+        .fetch_one(&src)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    // Never snapshot again: without a state store the source side cannot
+    // know the first run's snapshot was published.
+    let (stop, pipe) = start_parts(
+        transport,
+        &src_url,
+        &dst_url,
+        "publish",
+        false,
+        Start::Never,
+    );
+    loop {
+        let done: bool = sqlx::query_scalar(
+            "SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = 'publish'",
+        )
+        .bind(&end)
+        .fetch_one(&src)
+        .await
+        .unwrap();
+        if done || start.elapsed() > Duration::from_secs(300) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    pipe.await.unwrap();
+    row(
+        "strangler publish only, Kafka (tansu) (backlog in 12-row transactions)",
+        written,
+        secs,
+        "the source side alone: stream, encode, produce, acknowledged",
+    );
+}
+
+/// Peak memory (VmHWM) of this process streaming one transaction of
+/// `rows` rows (run alone: `cdc-bench memory ROWS`).
+async fn memory(pg: &PgCluster, rows: i64) {
+    let (src_url, src, dst_url, dst) = pair(pg, "memory", 1).await;
+    let (stop, pipe) = start_pipeline(&Transport::Embedded, &src_url, &dst_url, "memory");
+    ready(&src, &dst).await;
+    let start = Instant::now();
+    sqlx::query("INSERT INTO bench (a, b) SELECT g, md5(g::text) FROM generate_series(1, $1) g")
+        .bind(rows)
+        .execute(&src)
+        .await
+        .unwrap();
+    let secs = start.elapsed().as_secs_f64() + drain(&src, &dst).await;
+    let _ = stop.send(true);
+    pipe.await.unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    row(
+        &format!("one transaction of {rows} rows, embedded (transaction_memory_mb = 64)"),
+        rows,
+        secs,
+        &format!("peak resident memory of the whole process {peak}"),
     );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rows: i64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200_000);
-    let secs: u64 = std::env::args()
-        .nth(2)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let args: Vec<String> = std::env::args().collect();
     let pg = tokio::task::spawn_blocking(PgCluster::start)
         .await
         .unwrap()
         .unwrap();
     println!("| run | rows/events | seconds | per second | notes |");
     println!("|---|---:|---:|---:|---|");
-    decode(&pg, rows).await;
-    snapshot(&pg, rows).await;
-    end_to_end(&pg, secs, 8).await;
+    if args.get(1).map(String::as_str) == Some("memory") {
+        let rows = args
+            .get(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2_000_000);
+        memory(&pg, rows).await;
+        return;
+    }
+    // `cdc-bench kafka ROWS SECS`: the Kafka rows alone.
+    let kafka_only = args.get(1).map(String::as_str) == Some("kafka");
+    let args = &args[usize::from(kafka_only)..];
+    let rows: i64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200_000);
+    let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+    if !kafka_only {
+        decode(&pg, rows).await;
+        snapshot(&pg, rows).await;
+        catch_up(&pg, rows).await;
+        end_to_end(&pg, &Transport::Embedded, secs, 8, Some(25_000)).await;
+        end_to_end(&pg, &Transport::Embedded, secs, 8, None).await;
+    }
+    let broker = tokio::task::spawn_blocking(strangler_testkit::Broker::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let kafka = Transport::Kafka(broker.bootstrap());
+    publish_only(&pg, &kafka, rows).await;
+    end_to_end(&pg, &kafka, secs, 8, Some(25_000)).await;
+    end_to_end(&pg, &kafka, secs, 8, None).await;
 }

@@ -29,7 +29,11 @@ impl KafkaProducer {
         cfg.set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            // The pipeline waits for a batch's acknowledgements before the
+            // slot may move: lingering only delays the batch's last
+            // request (5 ms: 14k rows/s through tansu; 0: 40k).
+            .set("linger.ms", "0")
+            .set("compression.type", "lz4")
             // Kafka's Java default: the same key lands in the same partition
             // whichever client produced it.
             .set("partitioner", "murmur2_random");
