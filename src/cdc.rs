@@ -164,13 +164,34 @@ async fn run_pipeline(
         b.enable_steady_tick(Duration::from_millis(200));
         b
     };
+    let spinner = indicatif::ProgressStyle::default_spinner();
+    let rows_bar = indicatif::ProgressStyle::with_template(
+        "snapshot [{bar:30}] {human_pos}/~{human_len} rows · {per_sec} · ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let mut snapshotting = false;
     let on_progress = |p: &Progress| {
         if let Some(m) = &metrics {
             m.update(p);
         }
+        // During the snapshot (nothing confirmed yet): a bar against the
+        // tables' estimated rows; then a spinner while streaming.
+        if p.confirmed.0 == 0 && p.snapshot_expected > 0 {
+            if !snapshotting {
+                snapshotting = true;
+                bar.set_style(rows_bar.clone());
+                bar.reset_eta();
+            }
+            bar.set_length(p.snapshot_expected.max(p.snapshot_rows));
+            bar.set_position(p.snapshot_rows);
+            return;
+        }
+        if std::mem::take(&mut snapshotting) {
+            bar.set_style(spinner.clone());
+        }
         bar.set_message(format!(
-            "snapshot {} rows · {} transactions · {} events · {} rows applied · {} dead letters · confirmed {}",
-            p.snapshot_rows, p.transactions, p.events, p.rows_applied, p.dead_letters, p.confirmed
+            "snapshot {} rows ({} by COPY) · {} transactions · {} events · {} rows applied · {} dead letters · {} ms behind the source · confirmed {}",
+            p.snapshot_rows, p.snapshot_copied, p.transactions, p.events, p.rows_applied, p.dead_letters, p.behind_ms, p.confirmed
         ));
     };
     let shutdown = async move {
@@ -336,7 +357,7 @@ async fn verify_cmd(
                 indicatif::ProgressBar::new(0)
                     .with_style(
                         indicatif::ProgressStyle::with_template(
-                            "{msg} [{bar:30}] {pos}/{len} chunks",
+                            "{msg} [{bar:30}] {pos}/{len} chunks · ETA {eta}",
                         )
                         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                     )

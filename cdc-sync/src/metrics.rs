@@ -10,6 +10,8 @@ use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
 pub struct CdcMetrics {
     registry: Registry,
     snapshot_rows: IntCounter,
+    snapshot_expected: IntGauge,
+    behind_source: prometheus::Gauge,
     transactions: IntCounter,
     events: IntCounter,
     rows_applied: IntCounter,
@@ -48,6 +50,21 @@ impl CdcMetrics {
                 "strangler_cdc_snapshot_rows_total",
                 "Rows read by the initial snapshot.",
             ),
+            snapshot_expected: gauge(
+                &r,
+                "strangler_cdc_snapshot_rows_expected",
+                "Rows the snapshot expects to read (the tables' estimates; 0: unknown).",
+            ),
+            behind_source: {
+                let g = prometheus::Gauge::new(
+                    "strangler_cdc_behind_source_seconds",
+                    "Now minus the source commit time of the last event written (0 when caught up).",
+                )
+                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+                r.register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
+                g
+            },
             transactions: counter(
                 &r,
                 "strangler_cdc_transactions_total",
@@ -134,6 +151,9 @@ impl CdcMetrics {
         self.published
             .inc_by(p.published.saturating_sub(last.published));
         self.confirmed.set(p.confirmed.as_i64());
+        self.snapshot_expected
+            .set(i64::try_from(p.snapshot_expected).unwrap_or(i64::MAX));
+        self.behind_source.set(p.behind_ms as f64 / 1000.0);
         self.lag
             .set((self.source.get() - p.confirmed.as_i64()).max(0));
         *last = p.clone();

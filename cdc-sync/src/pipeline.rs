@@ -91,13 +91,15 @@ pub trait Destination: Send {
         Ok(None)
     }
     /// Copies a snapshot table's rows (COPY text of `columns`, until
-    /// `chunks` closes); the number of rows. Only called after
+    /// `chunks` closes), counting them in `rows` as they go; the number of
+    /// rows. Only called after
     /// [`Destination::copy_columns`] named those columns.
     async fn copy_table(
         &mut self,
         table: &str,
         _columns: &[String],
         _chunks: mpsc::Receiver<bytes::Bytes>,
+        _rows: &AtomicU64,
     ) -> Result<u64, PipelineError> {
         Err(SourceError::Invalid(format!("{table}: this destination takes no COPY text")).into())
     }
@@ -194,6 +196,13 @@ pub struct Progress {
     pub snapshot_rows: u64,
     /// Of those, rows copied as COPY text straight into their target.
     pub snapshot_copied: u64,
+    /// Rows the snapshot expects to read (the tables' estimates,
+    /// `pg_class.reltuples`); 0 when unknown.
+    pub snapshot_expected: u64,
+    /// How far behind the source the last batch written was: now minus
+    /// its last event's commit time, in ms (Debezium's
+    /// `MilliSecondsBehindSource`).
+    pub behind_ms: u64,
     pub transactions: u64,
     pub events: u64,
     pub rows_applied: u64,
@@ -209,6 +218,8 @@ impl Progress {
         Progress {
             snapshot_rows: self.snapshot_rows + o.snapshot_rows,
             snapshot_copied: self.snapshot_copied + o.snapshot_copied,
+            snapshot_expected: self.snapshot_expected.max(o.snapshot_expected),
+            behind_ms: o.behind_ms,
             transactions: self.transactions + o.transactions,
             events: self.events + o.events,
             rows_applied: self.rows_applied + o.rows_applied,
@@ -405,6 +416,10 @@ async fn write(
                 progress.events += records.len() as u64;
                 if let Some(end) = through {
                     target.write(&records, end, false, progress, status).await?;
+                    progress.behind_ms = behind(&records);
+                } else {
+                    // Nothing to write: caught up.
+                    progress.behind_ms = 0;
                 }
                 // Everything handed over is committed in every sink.
                 (through.max(quiet), through.is_some())
@@ -414,6 +429,9 @@ async fn write(
                 target
                     .write_part(&records, end, last, progress, status)
                     .await?;
+                if !records.is_empty() {
+                    progress.behind_ms = behind(&records);
+                }
                 if !last {
                     on_progress(progress);
                     continue;
@@ -430,6 +448,15 @@ async fn write(
         on_progress(progress);
     }
     Ok(())
+}
+
+/// Now minus the commit time (`source.ts_ms`) of the last event written.
+fn behind(records: &[Record]) -> u64 {
+    records
+        .iter()
+        .rev()
+        .find_map(|r| r.value.as_ref()?.get("source")?.get("ts_ms")?.as_i64())
+        .map_or(0, |ts| crate::now_ms().saturating_sub(ts).max(0) as u64)
 }
 
 /// Reports the source's current WAL position every 500 ms, reconnecting
@@ -529,30 +556,49 @@ async fn open(
             } => {
                 let _ = answer.send(target.copy_columns(&table, &columns).await?);
             }
+            SnapshotItem::Expected(rows) => progress.snapshot_expected = rows,
             SnapshotItem::Copy {
                 table,
                 columns,
                 chunks,
                 done,
-            } => match target.copy_table(&table, &columns, chunks).await {
-                Ok(rows) => {
-                    tracing::info!(
-                        table,
-                        rows,
-                        "snapshot table copied straight into its target"
-                    );
-                    progress.snapshot_rows += rows;
-                    progress.snapshot_copied += rows;
-                    let _ = done.send(true);
+            } => {
+                // Rows as they go (the bar moves within a big table); the
+                // count is kept only if the table is taken.
+                let seen = AtomicU64::new(0);
+                let copy = target.copy_table(&table, &columns, chunks, &seen);
+                let mut copy = std::pin::pin!(copy);
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                let copied = loop {
+                    tokio::select! {
+                        r = &mut copy => break r,
+                        _ = tick.tick() => {
+                            let mut p = progress.clone();
+                            p.snapshot_rows += seen.load(Ordering::Relaxed);
+                            on_progress(&p);
+                        }
+                    }
+                };
+                match copied {
+                    Ok(rows) => {
+                        tracing::info!(
+                            table,
+                            rows,
+                            "snapshot table copied straight into its target"
+                        );
+                        progress.snapshot_rows += rows;
+                        progress.snapshot_copied += rows;
+                        let _ = done.send(true);
+                    }
+                    Err(e) if !e.is_retryable() => {
+                        // A row the target refuses: as records, each bad
+                        // one set aside as a dead letter.
+                        tracing::warn!(table, error = %e, "COPY into the target failed; sending the table as records");
+                        let _ = done.send(false);
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) if !e.is_retryable() => {
-                    // A row the target refuses: as records, each bad one
-                    // set aside as a dead letter.
-                    tracing::warn!(table, error = %e, "COPY into the target failed; sending the table as records");
-                    let _ = done.send(false);
-                }
-                Err(e) => return Err(e),
-            },
+            }
         }
         on_progress(progress);
     }

@@ -20,7 +20,6 @@ struct Env {
     _pg: PgCluster,
     src_url: String,
     dst_url: String,
-    src: PgPool,
     dst: PgPool,
 }
 
@@ -64,6 +63,8 @@ async fn env(bad_price: bool) -> Env {
         .execute(&src)
         .await
         .unwrap();
+    // Exact estimates for the progress bar.
+    sqlx::query("ANALYZE products").execute(&src).await.unwrap();
     if bad_price {
         sqlx::query("UPDATE products SET price = -1 WHERE id = 42")
             .execute(&src)
@@ -74,7 +75,6 @@ async fn env(bad_price: bool) -> Env {
         _pg: pg,
         src_url,
         dst_url,
-        src,
         dst,
     }
 }
@@ -144,6 +144,7 @@ async fn an_empty_target_gets_the_snapshot_by_copy_exactly() {
     let e = env(false).await;
     let p = snapshot(&e, 3_000).await;
     assert_eq!((p.snapshot_rows, p.snapshot_copied), (3_000, 3_000));
+    assert_eq!(p.snapshot_expected, 3_000, "the estimate the bar shows");
     let r = diff(&e).await;
     assert!(r.differences.is_empty(), "{r:?}");
     let (name, extra): (String, String) =

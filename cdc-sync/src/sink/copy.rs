@@ -58,6 +58,7 @@ impl Sink {
         table: &str,
         targets: &[String],
         mut chunks: mpsc::Receiver<Bytes>,
+        progress: &std::sync::atomic::AtomicU64,
     ) -> Result<u64, SinkError> {
         let Some(t) = self.tables.get(table) else {
             return Ok(0);
@@ -94,7 +95,9 @@ impl Sink {
                 .map_err(&db)?;
             while let Some(chunk) = chunks.recv().await {
                 // One line per row: newlines inside values are escaped.
-                rows += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+                let n = chunk.iter().filter(|b| **b == b'\n').count() as u64;
+                rows += n;
+                progress.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = copy.send(chunk).await {
                     let _ = copy.abort("the target failed").await;
                     return Err(db(e));

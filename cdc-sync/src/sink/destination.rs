@@ -86,12 +86,13 @@ impl Destination for Sinks<'_> {
         table: &str,
         columns: &[String],
         chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+        rows: &std::sync::atomic::AtomicU64,
     ) -> Result<u64, PipelineError> {
         let Some(sink) = self.0.iter_mut().find(|s| s.target_of(table).is_some()) else {
             return Ok(0);
         };
         let targets = sink.copy_targets(table, columns);
-        Ok(sink.copy_in(table, &targets, chunks).await?)
+        Ok(sink.copy_in(table, &targets, chunks, rows).await?)
     }
 
     async fn confirmed(&mut self, lsn: Lsn, wrote: bool, _slot: &str, status: &dyn StatusReporter) {

@@ -22,6 +22,8 @@ const COPY_CHUNK: usize = 256 << 10;
 /// What the snapshot hands over.
 #[derive(Debug)]
 pub enum SnapshotItem {
+    /// The rows the snapshot expects to read (the tables' estimates).
+    Expected(u64),
     /// Rows as records (op `r`).
     Records(Vec<Record>),
     /// A table about to be read, with its columns and their types
@@ -91,6 +93,18 @@ pub async fn snapshot(
             .await?;
     }
     let catalog = Catalog::load(&mut tx).await?;
+    // For progress: PostgreSQL's estimates (exact after ANALYZE; -1, never
+    // analyzed, counts as unknown).
+    let names: Vec<String> = cfg.tables.iter().map(|t| t.to_string()).collect();
+    let expected: Option<f64> = sqlx::query_scalar(
+        "SELECT sum(GREATEST(c.reltuples, 0))::float8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname || '.' || c.relname = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_one(&mut *tx)
+    .await?;
+    out.send(SnapshotItem::Expected(expected.unwrap_or(0.0) as u64))
+        .await
+        .map_err(|_| SourceError::ConsumerGone)?;
     let mut sample = Sample::default();
     let db = cfg.db();
     let now = crate::now_ms();
