@@ -66,7 +66,8 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
         };
         let json = args.common.json;
         match args.command {
-            CdcCommand::Run { .. } | CdcCommand::Snapshot => {
+            CdcCommand::Snapshot { table: Some(t) } => request_chunked(&cdc, &source_url, &t, json).await,
+            CdcCommand::Run { .. } | CdcCommand::Snapshot { table: None } => {
                 let sinks: Vec<&CdcSink> = cdc.sinks.iter().filter(|s| !s.reverse).collect();
                 let mut urls = Vec::new();
                 for s in &sinks {
@@ -77,7 +78,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                 }
                 let cfg = SourceConfig::from_config(&cdc, source_url);
                 let start = if cdc.source.snapshot == SnapshotMode::Initial { Start::Initial } else { Start::Never };
-                let snapshot_only = matches!(args.command, CdcCommand::Snapshot);
+                let snapshot_only = matches!(args.command, CdcCommand::Snapshot { .. });
                 let metrics = match &args.command {
                     CdcCommand::Run { metrics: Some(addr), .. } => {
                         let m = strangler_cdc::metrics::CdcMetrics::new();
@@ -506,4 +507,37 @@ async fn run_kafka(
         }
     }
     Ok(exit)
+}
+
+/// `cdc snapshot --table T`: a request in the source's WAL (a
+/// transactional logical message), read by the running `cdc run`, which
+/// copies the table in chunks between watermarks while streaming.
+async fn request_chunked(
+    cdc: &CdcConfig,
+    source_url: &str,
+    table: &str,
+    json: bool,
+) -> anyhow::Result<Exit> {
+    let wanted = |t: &TableName| t.to_string() == table || t.table == table;
+    let Some(t) = cdc.source.tables.iter().find(|t| wanted(t)) else {
+        let known: Vec<String> = cdc.source.tables.iter().map(ToString::to_string).collect();
+        return usage(format!(
+            "--table {table}: not a table of [cdc.source] tables ({})",
+            known.join(", ")
+        ));
+    };
+    let mut conn = source::connect(&SourceConfig::from_config(cdc, source_url.to_string())).await?;
+    strangler_cdc::source::chunk::request(&mut conn, &cdc.source.slot, t).await?;
+    if json {
+        println!(
+            "{}",
+            json!({"requested": t.to_string(), "slot": cdc.source.slot})
+        );
+    } else {
+        println!(
+            "requested a chunked snapshot of {t} on slot {}: the running `strangler cdc run` copies it while streaming (its log says when it is complete)",
+            cdc.source.slot
+        );
+    }
+    Ok(Exit::Ok)
 }

@@ -210,8 +210,16 @@ pub struct CdcArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CdcCommand {
-    /// Create the publication and slot and take the initial snapshot, then stop.
-    Snapshot,
+    /// Create the publication and slot and take the initial snapshot, then
+    /// stop; with `--table`, ask the running `cdc run` to copy one table
+    /// again in chunks while streaming continues.
+    Snapshot {
+        /// Copy this captured table (`schema.table` or `table`) in chunks
+        /// through the running pipeline (watermarks in the stream: changes
+        /// made meanwhile win over the copied rows).
+        #[arg(long)]
+        table: Option<String>,
+    },
     /// Snapshot if needed, then stream changes until SIGTERM or Ctrl-C.
     Run {
         /// Kafka transport: only publish (the sinks run elsewhere).

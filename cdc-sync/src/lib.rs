@@ -15,6 +15,7 @@
 //!   backoff); [`remedy`]: what to do about the ones that do not.
 
 pub mod event;
+mod incremental;
 pub mod lsn;
 pub mod metrics;
 pub mod origin;

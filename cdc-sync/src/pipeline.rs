@@ -260,7 +260,8 @@ pub async fn run(
     // writer made durable goes back to the reader, which confirms it.
     let durable = AtomicU64::new(progress.confirmed.0);
     let (tx, rx) = mpsc::channel::<Work>(2);
-    let read = read(&mut stream, tx, &durable, shutdown);
+    let mut chunks = crate::incremental::Incremental::new(cfg);
+    let read = read(&mut stream, &mut chunks, tx, &durable, shutdown);
     let write = write(
         rx,
         target,
@@ -301,6 +302,7 @@ enum Work {
 /// `shutdown`; confirms on the slot whatever the writer made durable.
 async fn read(
     stream: &mut Stream,
+    chunks: &mut crate::incremental::Incremental,
     tx: mpsc::Sender<Work>,
     durable: &AtomicU64,
     shutdown: impl Future<Output = ()>,
@@ -332,9 +334,23 @@ async fn read(
                 Item::Tx(t) => {
                     transactions += 1;
                     through = Some(t.end_lsn);
+                    chunks.saw(&t.records);
                     records.extend(t.records);
                 }
                 Item::Skipped(l) | Item::Idle(l) => quiet = Some(l),
+                Item::SnapshotRequest { table, end_lsn } => {
+                    quiet = Some(end_lsn);
+                    chunks.request(&table).await?;
+                }
+                Item::Watermark { high, chunk, lsn } => {
+                    let rows = chunks.watermark(high, chunk, lsn).await?;
+                    if rows.is_empty() {
+                        quiet = Some(lsn);
+                    } else {
+                        through = Some(lsn);
+                        records.extend(rows);
+                    }
+                }
                 // Written after what came before it.
                 Item::Large(l) => {
                     large = Some(l);
@@ -366,6 +382,7 @@ async fn read(
             // the channel's parts in memory.
             while let Some(part) = stream.part(&mut l).await? {
                 events += part.len();
+                chunks.saw(&part);
                 let w = Work::Part {
                     records: part,
                     end: l.end_lsn,

@@ -517,6 +517,7 @@ async fn events_have_debeziums_structure() {
             strangler_cdc::source::Item::Tx(tx) => records.extend(tx.records),
             strangler_cdc::source::Item::Idle(_) | strangler_cdc::source::Item::Skipped(_) => {}
             strangler_cdc::source::Item::Large(l) => panic!("one-row transactions: {l:?}"),
+            other => panic!("no snapshot requests here: {other:?}"),
         }
     }
     let ops: Vec<Option<String>> = records

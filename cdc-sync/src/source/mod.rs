@@ -18,6 +18,7 @@
 //! effect). Transactions that carry a replication origin of ours (written
 //! by a sink) are dropped here: reverse sync never loops.
 
+pub mod chunk;
 mod snapshot;
 mod spill;
 mod stream;

@@ -3,13 +3,13 @@
 use bytes::{Bytes, BytesMut};
 use pgwire_replication::ReplicationClient;
 use serde_json::Map;
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{connect, stream::Stream, SourceConfig, SourceError};
 use crate::event::{self, Op, Record, SourceInfo, Table};
 use crate::lsn::Lsn;
-use crate::pgoutput::{Column, Relation, Value as Col};
+use crate::pgoutput::Value as Col;
 use crate::types::{text, Catalog};
 use crate::verify::{self, Sample};
 
@@ -110,45 +110,18 @@ pub async fn snapshot(
     let now = crate::now_ms();
     let last_table = cfg.tables.len().saturating_sub(1);
     for (ti, t) in cfg.tables.iter().enumerate() {
-        let cols = sqlx::query(
-            "SELECT a.attname, a.atttypid::int8, a.atttypmod, COALESCE(a.attnum = ANY(i.indkey), false), format_type(a.atttypid, a.atttypmod) \
-             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-        )
-        .bind(&t.schema)
-        .bind(&t.table)
-        .fetch_all(&mut *tx)
-        .await?;
-        let columns: Vec<Column> = cols
+        let described = super::chunk::describe(&mut tx, cfg, &catalog, t).await?;
+        let typed: Vec<(String, String)> = described
+            .table
+            .rel
+            .columns
             .iter()
-            .map(|r| {
-                Ok(Column {
-                    name: r.try_get(0)?,
-                    type_oid: u32::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0),
-                    type_mod: r.try_get(2)?,
-                    key: r.try_get(3)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
-        let table = Table::new(
-            Relation {
-                oid: 0,
-                schema: t.schema.clone(),
-                table: t.table.clone(),
-                replica_identity: b'd',
-                columns,
-            },
-            &catalog,
-            &cfg.name,
-            cfg.format,
-        );
+            .map(|c| c.name.clone())
+            .zip(described.types)
+            .collect();
+        let table = described.table;
         let quote = |i: &str| format!("\"{}\"", i.replace('"', "\"\""));
         // Straight as COPY text where every target takes it.
-        let typed: Vec<(String, String)> = cols
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(4)?)))
-            .collect::<Result<_, sqlx::Error>>()?;
         if copy_table(&mut tx, t, typed, &out).await? {
             sample_table(&mut tx, cfg, t, &table, &mut sample).await?;
             continue;

@@ -67,6 +67,19 @@ pub enum Item {
     /// be confirmed once everything before it is (the heartbeat that keeps
     /// an idle slot from holding WAL).
     Idle(Lsn),
+    /// A committed request to copy `table` in chunks while streaming
+    /// (`strangler cdc snapshot --table`); `end_lsn` may be confirmed like
+    /// an idle position once everything before it is.
+    SnapshotRequest {
+        table: String,
+        end_lsn: Lsn,
+    },
+    /// A chunk's watermark (`high`: the chunk was read) at `lsn`.
+    Watermark {
+        high: bool,
+        chunk: u64,
+        lsn: Lsn,
+    },
 }
 
 /// The transaction being read.
@@ -75,6 +88,8 @@ struct Open {
     commit_ms: i64,
     foreign_origin: bool,
     pending: Pending,
+    /// Tables requested for a chunked snapshot in this transaction.
+    requests: Vec<String>,
 }
 
 /// Turning a committed transaction's messages into records.
@@ -102,6 +117,8 @@ pub struct Stream {
     catalog: Catalog,
     open: Option<Open>,
     last_commit: Option<Lsn>,
+    /// Items due before the next message is read.
+    queued: std::collections::VecDeque<Item>,
 }
 
 impl Stream {
@@ -115,6 +132,7 @@ impl Stream {
             catalog,
             open: None,
             last_commit: None,
+            queued: std::collections::VecDeque::new(),
         }
     }
 
@@ -142,6 +160,9 @@ impl Stream {
 
     /// The next committed transaction, skipped transaction, or idle point.
     pub async fn next(&mut self) -> Result<Item, SourceError> {
+        if let Some(item) = self.queued.pop_front() {
+            return Ok(item);
+        }
         loop {
             let Some(ev) = self.client.recv().await? else {
                 return Err(SourceError::Ended("the replication stream ended"));
@@ -157,6 +178,7 @@ impl Stream {
                         commit_ms: PG_EPOCH_MS + commit_time_micros / 1000,
                         foreign_origin: false,
                         pending: Pending::new(self.cfg.tx_memory),
+                        requests: Vec::new(),
                     });
                 }
                 ReplicationEvent::XLogData {
@@ -188,6 +210,12 @@ impl Stream {
                     if open.foreign_origin {
                         return Ok(Item::Skipped(end));
                     }
+                    for table in open.requests {
+                        self.queued.push_back(Item::SnapshotRequest {
+                            table,
+                            end_lsn: end,
+                        });
+                    }
                     let decoding = Decoding::new(open.xid, open.commit_ms, end, last_commit);
                     let whole = !open.pending.spilled() && open.pending.len() <= PART as u64;
                     let mut large = Large {
@@ -214,7 +242,39 @@ impl Stream {
                         return Ok(Item::Idle(Lsn(wal_end.0)));
                     }
                 }
-                ReplicationEvent::Message { .. } => {}
+                ReplicationEvent::Message {
+                    transactional,
+                    lsn,
+                    prefix,
+                    content,
+                } => {
+                    use super::chunk::{parse_watermark, REQUEST_PREFIX, WATERMARK_PREFIX};
+                    if prefix == WATERMARK_PREFIX && !transactional {
+                        if let Some((high, slot, chunk)) = parse_watermark(&content) {
+                            if slot == self.cfg.slot {
+                                return Ok(Item::Watermark {
+                                    high,
+                                    chunk,
+                                    lsn: Lsn(lsn.0),
+                                });
+                            }
+                        }
+                    } else if prefix == REQUEST_PREFIX && transactional {
+                        let request: Option<Value> = serde_json::from_slice(&content).ok();
+                        let field = |k: &str| {
+                            request
+                                .as_ref()
+                                .and_then(|r| r.get(k))
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                        };
+                        if let (Some(open), Some(table)) = (self.open.as_mut(), field("table")) {
+                            if field("slot").as_deref() == Some(self.cfg.slot.as_str()) {
+                                open.requests.push(table);
+                            }
+                        }
+                    }
+                }
                 ReplicationEvent::StoppedAt { .. } => {
                     return Err(SourceError::Ended("the replication stream stopped"));
                 }
