@@ -379,6 +379,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         format: Default::default(),
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
+        chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
     };
     let sinks = vec![
         SinkSpec {
@@ -619,6 +620,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         format: Default::default(),
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
+        chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
     };
     let rev_sinks = vec![SinkSpec {
         name: "catalog_back".into(),
@@ -675,6 +677,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         format: Default::default(),
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
+        chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
     })
     .await?;
     let mut d = strangler_cdc::verify::connect(&cat_url).await?;

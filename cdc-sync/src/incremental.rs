@@ -6,8 +6,9 @@
 //! dropped from the chunk); at the high watermark the rest of the chunk
 //! joins the batch as op `r` records at that position.
 //!
-//! Not yet resumable: a restart forgets a chunked snapshot in progress
-//! (request it again; rows already copied are upserted again).
+//! Resumable: once a batch with a chunk's rows is durable, the destination
+//! records the table and the chunk's last key ([`ChunkProgress`]); a
+//! restarted pipeline resumes there (the chunk in flight is read again).
 
 use std::collections::{HashSet, VecDeque};
 
@@ -16,17 +17,30 @@ use strangler_config::TableName;
 
 use crate::event::Record;
 use crate::lsn::Lsn;
-use crate::source::chunk::{self, Described, CHUNK_ROWS};
+use crate::source::chunk::{self, Described};
 use crate::source::{self, SourceConfig, SourceError};
 use crate::types::Catalog;
+
+/// Where a chunked snapshot stands, recorded by the destination once the
+/// batch carrying it is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkProgress {
+    /// `schema.table`.
+    pub table: String,
+    /// Key texts of the last row copied (`None`: nothing yet).
+    pub after: Option<Vec<String>>,
+    pub complete: bool,
+}
 
 /// The table being copied.
 struct Current {
     table: TableName,
     described: Described,
+    /// Where it started (a resume), as recorded.
+    resumed_after: Option<Vec<String>>,
     /// Key texts of the last row read.
     last: Option<Vec<String>>,
-    chunk: u64,
+    chunk: String,
     rows: Vec<(String, Record)>,
     /// Between the chunk's low and high watermarks.
     window: bool,
@@ -39,9 +53,12 @@ struct Current {
 pub(crate) struct Incremental {
     cfg: SourceConfig,
     conn: Option<PgConnection>,
-    waiting: VecDeque<TableName>,
+    waiting: VecDeque<(TableName, Option<Vec<String>>)>,
     current: Option<Current>,
     chunks: u64,
+    /// Unique to this run: watermarks replayed from an earlier run never
+    /// match a chunk of this one.
+    run: String,
 }
 
 impl Incremental {
@@ -52,6 +69,7 @@ impl Incremental {
             waiting: VecDeque::new(),
             current: None,
             chunks: 0,
+            run: format!("{}.{}", std::process::id(), crate::now_ms()),
         }
     }
 
@@ -74,15 +92,44 @@ impl Incremental {
             return Ok(());
         };
         tracing::info!(table, "chunked snapshot requested");
-        self.waiting.push_back(t.clone());
+        self.waiting.push_back((t.clone(), None));
         if self.current.is_none() {
             self.next_table().await?;
         }
         Ok(())
     }
 
+    /// A chunked snapshot a destination recorded as unfinished: go on
+    /// after `after`.
+    pub(crate) async fn resume(
+        &mut self,
+        table: &str,
+        after: Option<Vec<String>>,
+    ) -> Result<(), SourceError> {
+        let Some(t) = self.cfg.tables.iter().find(|t| t.to_string() == table) else {
+            return Ok(());
+        };
+        tracing::info!(table, after = ?after, "chunked snapshot resumed");
+        self.waiting.push_back((t.clone(), after));
+        if self.current.is_none() {
+            self.next_table().await?;
+        }
+        Ok(())
+    }
+
+    /// The progress a request or a resume starts from (recorded at once,
+    /// so a restart before the first chunk still resumes).
+    pub(crate) fn started(&self) -> Option<ChunkProgress> {
+        let cur = self.current.as_ref()?;
+        Some(ChunkProgress {
+            table: cur.table.to_string(),
+            after: cur.resumed_after.clone(),
+            complete: false,
+        })
+    }
+
     async fn next_table(&mut self) -> Result<(), SourceError> {
-        let Some(table) = self.waiting.pop_front() else {
+        let Some((table, after)) = self.waiting.pop_front() else {
             return Ok(());
         };
         let cfg = self.cfg.clone();
@@ -92,8 +139,9 @@ impl Incremental {
         self.current = Some(Current {
             table,
             described,
-            last: None,
-            chunk: 0,
+            resumed_after: after.clone(),
+            last: after,
+            chunk: String::new(),
             rows: Vec::new(),
             window: false,
             seen: HashSet::new(),
@@ -105,15 +153,22 @@ impl Incremental {
     /// Low watermark, read, high watermark.
     async fn next_chunk(&mut self) -> Result<(), SourceError> {
         self.chunks += 1;
-        let n = self.chunks;
+        let n = format!("{}-{}", self.run, self.chunks);
         let cfg = self.cfg.clone();
         let Some(mut cur) = self.current.take() else {
             return Ok(());
         };
         let conn = self.conn().await?;
-        chunk::watermark(conn, &cfg.slot, false, n).await?;
+        chunk::watermark(conn, &cfg.slot, false, &n).await?;
         let read = chunk::read(conn, &cfg, &cur.described, cur.last.as_deref()).await?;
-        chunk::watermark(conn, &cfg.slot, true, n).await?;
+        chunk::watermark(conn, &cfg.slot, true, &n).await?;
+        tracing::info!(
+            table = %cur.table,
+            chunk = %n,
+            rows = read.records.len(),
+            after = ?cur.last,
+            "chunk read"
+        );
         cur.chunk = n;
         cur.rows = read.records;
         if read.last.is_some() {
@@ -139,22 +194,29 @@ impl Incremental {
     }
 
     /// A watermark: at the current chunk's high one, the chunk's rows the
-    /// stream did not change, at `lsn`; then the next chunk is read.
+    /// stream did not change, at `lsn`, with the progress to record once
+    /// they are durable; then the next chunk is read.
     pub(crate) async fn watermark(
         &mut self,
         high: bool,
-        chunk: u64,
+        chunk: &str,
         lsn: Lsn,
-    ) -> Result<Vec<Record>, SourceError> {
+    ) -> Result<(Vec<Record>, Option<ChunkProgress>), SourceError> {
+        let chunk_rows = self.cfg.chunk_rows.max(1);
         let Some(cur) = self.current.as_mut().filter(|c| c.chunk == chunk) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         };
         if !high {
             cur.window = true;
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let read = std::mem::take(&mut cur.rows);
-        let full = read.len() >= CHUNK_ROWS;
+        let full = read.len() >= chunk_rows;
+        let progress = ChunkProgress {
+            table: cur.table.to_string(),
+            after: cur.last.clone(),
+            complete: !full,
+        };
         let seen = std::mem::take(&mut cur.seen);
         let out: Vec<Record> = read
             .into_iter()
@@ -179,6 +241,6 @@ impl Incremental {
             self.current = None;
             self.next_table().await?;
         }
-        Ok(out)
+        Ok((out, Some(progress)))
     }
 }

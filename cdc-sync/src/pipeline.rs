@@ -30,6 +30,7 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::event::Record;
+pub use crate::incremental::ChunkProgress;
 use crate::lsn::Lsn;
 use crate::sink::SinkError;
 use crate::source::{self, Item, Large, SnapshotItem, SourceConfig, SourceError, Stream};
@@ -102,6 +103,17 @@ pub trait Destination: Send {
         _rows: &AtomicU64,
     ) -> Result<u64, PipelineError> {
         Err(SourceError::Invalid(format!("{table}: this destination takes no COPY text")).into())
+    }
+    /// Records where a chunked snapshot stands (after the batch with its
+    /// rows is durable). By default nothing is kept: no resume.
+    async fn chunk_progress(&mut self, _p: &ChunkProgress) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// Chunked snapshots recorded as unfinished: (table, last key copied).
+    async fn chunked_in_progress(
+        &mut self,
+    ) -> Result<Vec<(String, Option<Vec<String>>)>, PipelineError> {
+        Ok(Vec::new())
     }
     /// The slot was confirmed at `lsn`; `wrote` says whether a batch ended
     /// there (else it was an idle or skipped position).
@@ -261,6 +273,9 @@ pub async fn run(
     let durable = AtomicU64::new(progress.confirmed.0);
     let (tx, rx) = mpsc::channel::<Work>(2);
     let mut chunks = crate::incremental::Incremental::new(cfg);
+    for (table, after) in target.chunked_in_progress().await? {
+        chunks.resume(&table, after).await?;
+    }
     let read = read(&mut stream, &mut chunks, tx, &durable, shutdown);
     let write = write(
         rx,
@@ -289,6 +304,8 @@ enum Work {
         transactions: u64,
         through: Option<Lsn>,
         quiet: Option<Lsn>,
+        /// A chunked snapshot's progress, recorded once the batch is durable.
+        chunked: Option<ChunkProgress>,
     },
     /// A part of a large transaction ending at `end`; `last` ends it.
     Part {
@@ -328,6 +345,7 @@ async fn read(
         let mut through: Option<Lsn> = None;
         let mut quiet: Option<Lsn> = None;
         let mut large: Option<Large> = None;
+        let mut chunked: Option<ChunkProgress> = None;
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
@@ -341,14 +359,20 @@ async fn read(
                 Item::SnapshotRequest { table, end_lsn } => {
                     quiet = Some(end_lsn);
                     chunks.request(&table).await?;
+                    chunked = chunked.or(chunks.started());
                 }
                 Item::Watermark { high, chunk, lsn } => {
-                    let rows = chunks.watermark(high, chunk, lsn).await?;
+                    let (rows, progress) = chunks.watermark(high, &chunk, lsn).await?;
                     if rows.is_empty() {
                         quiet = Some(lsn);
                     } else {
                         through = Some(lsn);
                         records.extend(rows);
+                    }
+                    if progress.is_some() {
+                        chunked = progress;
+                        // Recorded with this batch: end it here.
+                        break;
                     }
                 }
                 // Written after what came before it.
@@ -370,6 +394,7 @@ async fn read(
                 transactions,
                 through,
                 quiet,
+                chunked,
             })
             .await
         {
@@ -428,6 +453,7 @@ async fn write(
                 transactions,
                 through,
                 quiet,
+                chunked,
             } => {
                 progress.transactions += transactions;
                 progress.events += records.len() as u64;
@@ -437,6 +463,11 @@ async fn write(
                 } else {
                     // Nothing to write: caught up.
                     progress.behind_ms = 0;
+                }
+                if let Some(c) = &chunked {
+                    // After the rows: at least once (a chunk read again
+                    // after a crash is read between new watermarks).
+                    target.chunk_progress(c).await?;
                 }
                 // Everything handed over is committed in every sink.
                 (through.max(quiet), through.is_some())

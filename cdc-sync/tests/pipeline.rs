@@ -117,6 +117,7 @@ fn source_cfg(e: &Env) -> SourceConfig {
         format: Default::default(),
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
+        chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
     }
 }
 
@@ -403,6 +404,7 @@ async fn reverse_sync_converges_without_ping_pong() {
         format: Default::default(),
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
+        chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
     };
     let rev = start(
         rev_cfg,

@@ -90,6 +90,7 @@ async fn snapshot(e: &Env, rows: i64) -> Progress {
         format: Default::default(),
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
+        chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
     };
     let mut sinks = vec![
         Sink::connect("catalog", &e.dst_url, "strangler", &[mapping()])

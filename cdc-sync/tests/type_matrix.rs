@@ -185,6 +185,7 @@ fn source(e: &Env, format: EventFormat) -> SourceConfig {
         format,
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
+        chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
     }
 }
 

@@ -249,6 +249,8 @@ pub struct RawCdcSource {
     /// MiB of one source transaction held in memory while it is read;
     /// beyond that it is spilled to a temporary file (default 64).
     pub transaction_memory_mb: Option<Spanned<i64>>,
+    /// Rows per chunk of `cdc snapshot --table` (default 2000).
+    pub snapshot_chunk_rows: Option<Spanned<i64>>,
 }
 
 /// `[cdc.transport]`

@@ -407,6 +407,8 @@ pub struct CdcSource {
     /// Bytes of one source transaction held in memory before the rest
     /// is spilled to a temporary file.
     pub transaction_memory: usize,
+    /// Rows per chunk of a chunked snapshot (`cdc snapshot --table`).
+    pub snapshot_chunk_rows: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -50,6 +50,7 @@ fn cfg(url: &str, slot: &str) -> SourceConfig {
         format: Default::default(),
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
+        chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
     }
 }
 

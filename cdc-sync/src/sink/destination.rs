@@ -65,6 +65,38 @@ impl Destination for Sinks<'_> {
         Ok(())
     }
 
+    async fn chunk_progress(
+        &mut self,
+        p: &crate::pipeline::ChunkProgress,
+    ) -> Result<(), PipelineError> {
+        for sink in self.0.iter_mut() {
+            sink.record_chunk(p).await?;
+        }
+        Ok(())
+    }
+
+    async fn chunked_in_progress(
+        &mut self,
+    ) -> Result<Vec<(String, Option<Vec<String>>)>, PipelineError> {
+        // Sinks that disagree start the table over (copying again is
+        // harmless; skipping is not).
+        let mut all: Option<Vec<(String, Option<Vec<String>>)>> = None;
+        for sink in self.0.iter_mut() {
+            let mine = sink.unfinished_chunks().await?;
+            all = Some(match all {
+                None => mine,
+                Some(before) => before
+                    .into_iter()
+                    .map(|(t, a)| {
+                        let same = mine.iter().any(|(mt, ma)| *mt == t && *ma == a);
+                        (t, if same { a } else { None })
+                    })
+                    .collect(),
+            });
+        }
+        Ok(all.unwrap_or_default())
+    }
+
     async fn copy_columns(
         &mut self,
         table: &str,

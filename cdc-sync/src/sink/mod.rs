@@ -15,6 +15,7 @@
 //! batch goes on.
 
 mod apply;
+mod chunked;
 mod copy;
 mod dead_letters;
 mod destination;
@@ -178,6 +179,7 @@ impl Sink {
             .await
             .map_err(db)?;
         setup_ddl(&mut conn, SETUP).await.map_err(db)?;
+        setup_ddl(&mut conn, &[chunked::TABLE]).await.map_err(db)?;
         // The first origin of this sink no other session holds (several
         // Kafka workers of one sink write at once; PostgreSQL lets one
         // session at a time use an origin).

@@ -21,10 +21,12 @@ use crate::types::{text, Catalog};
 /// Prefix of a request in the stream (a transactional logical message
 /// whose content is `{"slot": …, "table": "schema.table"}`).
 pub const REQUEST_PREFIX: &str = "strangler.snapshot";
-/// Prefix of the watermarks (content `low|high:<slot>:<chunk>`).
+/// Prefix of the watermarks (content `low|high:<slot>:<chunk id>`; ids
+/// are unique across runs, so a watermark replayed after a restart never
+/// matches a new chunk).
 pub const WATERMARK_PREFIX: &str = "strangler.watermark";
 
-/// Rows per chunk.
+/// Rows per chunk by default (`[cdc.source] snapshot_chunk_rows`).
 pub const CHUNK_ROWS: usize = 2_000;
 
 /// A table's columns as the snapshot reads them, with their types.
@@ -94,7 +96,7 @@ pub async fn watermark(
     conn: &mut PgConnection,
     slot: &str,
     high: bool,
-    chunk: u64,
+    chunk: &str,
 ) -> Result<(), SourceError> {
     let content = format!("{}:{slot}:{chunk}", if high { "high" } else { "low" });
     sqlx::query("SELECT pg_logical_emit_message(false, $1, $2)")
@@ -121,8 +123,8 @@ pub async fn request(
     Ok(())
 }
 
-/// A watermark's content: (high, slot, chunk).
-pub fn parse_watermark(content: &[u8]) -> Option<(bool, String, u64)> {
+/// A watermark's content: (high, slot, chunk id).
+pub fn parse_watermark(content: &[u8]) -> Option<(bool, String, String)> {
     let s = std::str::from_utf8(content).ok()?;
     let (kind, rest) = s.split_once(':')?;
     let (slot, chunk) = rest.rsplit_once(':')?;
@@ -131,7 +133,7 @@ pub fn parse_watermark(content: &[u8]) -> Option<(bool, String, u64)> {
         "high" => true,
         _ => return None,
     };
-    Some((high, slot.to_string(), chunk.parse().ok()?))
+    (!chunk.is_empty()).then(|| (high, slot.to_string(), chunk.to_string()))
 }
 
 /// One chunk read: its records (op `r`, in key order, their keys as JSON
@@ -141,7 +143,7 @@ pub struct Chunk {
     pub last: Option<Vec<String>>,
 }
 
-/// Reads up to [`CHUNK_ROWS`] rows with a key after `after` (the key
+/// Reads up to `cfg.chunk_rows` rows with a key after `after` (the key
 /// columns' texts), in key order, as op `r` records.
 pub async fn read(
     conn: &mut PgConnection,
@@ -175,11 +177,12 @@ pub async fn read(
         None => String::new(),
     };
     let sql = format!(
-        "COPY (SELECT {} FROM {}.{} {filter} ORDER BY {} LIMIT {CHUNK_ROWS}) TO STDOUT",
+        "COPY (SELECT {} FROM {}.{} {filter} ORDER BY {} LIMIT {}) TO STDOUT",
         cols.join(", "),
         quote(&t.rel.schema),
         quote(&t.rel.table),
-        key_cols.join(", ")
+        key_cols.join(", "),
+        cfg.chunk_rows.max(1)
     );
     let db = cfg.db();
     let now = crate::now_ms();
@@ -262,14 +265,14 @@ mod tests {
     #[test]
     fn watermarks_name_their_kind_slot_and_chunk() {
         assert_eq!(
-            parse_watermark(b"low:strangler:3"),
-            Some((false, "strangler".into(), 3))
+            parse_watermark(b"low:strangler:41.17-3"),
+            Some((false, "strangler".into(), "41.17-3".into()))
         );
         assert_eq!(
             parse_watermark(b"high:a:b:12"),
-            Some((true, "a:b".into(), 12))
+            Some((true, "a:b".into(), "12".into()))
         );
         assert_eq!(parse_watermark(b"middle:s:1"), None);
-        assert_eq!(parse_watermark(b"low:s:x"), None);
+        assert_eq!(parse_watermark(b"low:s:"), None);
     }
 }

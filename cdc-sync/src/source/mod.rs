@@ -106,6 +106,8 @@ pub struct SourceConfig {
     /// Bytes of one transaction held in memory while it is read; the rest
     /// is spilled to a temporary file ([`DEFAULT_TX_MEMORY`]).
     pub tx_memory: usize,
+    /// Rows per chunk of a chunked snapshot ([`chunk::CHUNK_ROWS`] by default).
+    pub chunk_rows: usize,
 }
 
 /// The default of [`SourceConfig::tx_memory`] (64 MiB).
@@ -139,6 +141,7 @@ impl SourceConfig {
             format: cdc.format,
             check_rows: cdc.source.verify_after_snapshot,
             tx_memory: cdc.source.transaction_memory,
+            chunk_rows: cdc.source.snapshot_chunk_rows,
         }
     }
 

@@ -77,7 +77,7 @@ pub enum Item {
     /// A chunk's watermark (`high`: the chunk was read) at `lsn`.
     Watermark {
         high: bool,
-        chunk: u64,
+        chunk: String,
         lsn: Lsn,
     },
 }

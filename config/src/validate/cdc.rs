@@ -83,6 +83,18 @@ pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
             }
             None => 64 << 20,
         },
+        snapshot_chunk_rows: match &s.snapshot_chunk_rows {
+            Some(n) if (1..=1_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                c.err(
+                    n,
+                    "cdc.source.snapshot_chunk_rows",
+                    "rows from 1 to 1000000",
+                );
+                2_000
+            }
+            None => 2_000,
+        },
     };
     let t = &raw.transport;
     let format = event_format(c, t);

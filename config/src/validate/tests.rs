@@ -270,6 +270,14 @@ fn debezium_representation_options_and_the_snapshot_check() {
     assert_eq!(cdc.source.transaction_memory, 64 << 20);
     let c = load(&format!("{base}transaction_memory_mb = 8\n")).expect("valid");
     assert_eq!(c.cdc.expect("cdc").source.transaction_memory, 8 << 20);
+    assert_eq!(cdc.source.snapshot_chunk_rows, 2_000);
+    let c = load(&format!("{base}snapshot_chunk_rows = 100\n")).expect("valid");
+    assert_eq!(c.cdc.expect("cdc").source.snapshot_chunk_rows, 100);
+    let e = first_error(&format!("{base}snapshot_chunk_rows = 0\n"));
+    assert!(
+        e.contains("cdc.source.snapshot_chunk_rows: rows from 1 to 1000000"),
+        "{e}"
+    );
     let e = first_error(&format!("{base}transaction_memory_mb = 0\n"));
     assert!(
         e.contains("cdc.source.transaction_memory_mb: MiB from 1 to 65536"),
