@@ -36,7 +36,7 @@ impl Destination for Sinks<'_> {
             progress.rows_applied += a.rows;
             progress.dead_letters += a.dead_letters;
             if through.0 > 0 {
-                for (s, t) in sink.tables() {
+                for (s, t) in sink.reported_tables() {
                     status.applied(&sink.name, (s, &t), through).await;
                 }
             }
@@ -57,7 +57,7 @@ impl Destination for Sinks<'_> {
             progress.rows_applied += a.rows;
             progress.dead_letters += a.dead_letters;
             if last {
-                for (s, t) in sink.tables() {
+                for (s, t) in sink.reported_tables() {
                     status.applied(&sink.name, (s, &t), through).await;
                 }
             }
@@ -71,6 +71,7 @@ impl Destination for Sinks<'_> {
     ) -> Result<(), PipelineError> {
         for sink in self.0.iter_mut() {
             sink.record_chunk(p).await?;
+            sink.set_copying(&p.table, !p.complete);
         }
         Ok(())
     }
@@ -83,6 +84,9 @@ impl Destination for Sinks<'_> {
         let mut all: Option<Vec<(String, Option<Vec<String>>)>> = None;
         for sink in self.0.iter_mut() {
             let mine = sink.unfinished_chunks().await?;
+            for (t, _) in &mine {
+                sink.set_copying(t, true);
+            }
             all = Some(match all {
                 None => mine,
                 Some(before) => before
@@ -131,7 +135,7 @@ impl Destination for Sinks<'_> {
         // An idle or skipped position: every table is applied up to it.
         if !wrote {
             for sink in self.0.iter() {
-                for (s, t) in sink.tables() {
+                for (s, t) in sink.reported_tables() {
                     status.applied(&sink.name, (s, &t), lsn).await;
                 }
             }

@@ -83,6 +83,10 @@ pub struct Sink {
     /// A target transaction is open across the parts of a large source
     /// transaction ([`Sink::apply_part`]).
     in_part: bool,
+    /// Source tables being copied again in chunks: their applied position
+    /// is not reported until the copy completes (the router's `cdc_lag`
+    /// gate must not take a half-copied table for caught up).
+    copying: std::collections::HashSet<String>,
 }
 
 /// What is stored with the rows.
@@ -244,6 +248,7 @@ impl Sink {
             snapshot_done,
             publishes_dead_letters: false,
             in_part: false,
+            copying: std::collections::HashSet::new(),
         })
     }
 
@@ -270,6 +275,21 @@ impl Sink {
         self.tables
             .iter()
             .map(|(s, t)| (s.as_str(), t.mapping.target.to_string()))
+    }
+
+    /// The tables whose applied position may be reported: all but those
+    /// being copied again in chunks.
+    pub fn reported_tables(&self) -> impl Iterator<Item = (&str, String)> {
+        self.tables().filter(|(s, _)| !self.copying.contains(*s))
+    }
+
+    /// Marks a source table as being copied again in chunks (or done).
+    pub fn set_copying(&mut self, table: &str, on: bool) {
+        if on {
+            self.copying.insert(table.to_string());
+        } else {
+            self.copying.remove(table);
+        }
     }
 
     /// The table `source` is written to (`schema.table`).
