@@ -411,7 +411,13 @@ fn start_parts(
             let _ = rx.wait_for(|v| *v).await;
         }
     };
-    let c = cfg(src_url, slot);
+    // Topics named after the run (`<slot>.public.bench`): runs share one
+    // broker, and a consumer group reading an earlier run's topic would
+    // apply its rows into this run's target.
+    let c = SourceConfig {
+        name: slot.to_string(),
+        ..cfg(src_url, slot)
+    };
     let dst_url = dst_url.to_string();
     let source_stop = stopped(&stop);
     let task = match transport.clone() {
@@ -436,7 +442,7 @@ fn start_parts(
             tokio::spawn(async move {
                 let plan = KafkaPlan {
                     brokers,
-                    prefix: "bench".into(),
+                    prefix: c.name.clone(),
                     sinks: vec![SinkSpec {
                         name: "bench".into(),
                         url: dst_url,
