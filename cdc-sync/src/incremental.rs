@@ -36,8 +36,6 @@ pub struct ChunkProgress {
 struct Current {
     table: TableName,
     described: Described,
-    /// Where it started (a resume), as recorded.
-    resumed_after: Option<Vec<String>>,
     /// Key texts of the last row read.
     last: Option<Vec<String>>,
     chunk: String,
@@ -83,20 +81,25 @@ impl Incremental {
     }
 
     /// A request in the stream: copy `table` after the ones before it.
-    pub(crate) async fn request(&mut self, table: &str) -> Result<(), SourceError> {
-        let Some(t) = self.cfg.tables.iter().find(|t| t.to_string() == table) else {
+    /// The progress to record (so a restart before its first chunk still
+    /// copies it); `None` for a table the source does not capture.
+    pub(crate) async fn request(
+        &mut self,
+        table: &str,
+    ) -> Result<Option<ChunkProgress>, SourceError> {
+        if !self.enqueue(table, None).await? {
             tracing::warn!(
                 table,
                 "chunked snapshot requested for a table the source does not capture; ignored"
             );
-            return Ok(());
-        };
-        tracing::info!(table, "chunked snapshot requested");
-        self.waiting.push_back((t.clone(), None));
-        if self.current.is_none() {
-            self.next_table().await?;
+            return Ok(None);
         }
-        Ok(())
+        tracing::info!(table, "chunked snapshot requested");
+        Ok(Some(ChunkProgress {
+            table: table.to_string(),
+            after: None,
+            complete: false,
+        }))
     }
 
     /// A chunked snapshot a destination recorded as unfinished: go on
@@ -106,26 +109,26 @@ impl Incremental {
         table: &str,
         after: Option<Vec<String>>,
     ) -> Result<(), SourceError> {
-        let Some(t) = self.cfg.tables.iter().find(|t| t.to_string() == table) else {
-            return Ok(());
-        };
         tracing::info!(table, after = ?after, "chunked snapshot resumed");
+        self.enqueue(table, after).await?;
+        Ok(())
+    }
+
+    /// Queues a captured table (starting it when nothing is being
+    /// copied); whether the source captures it.
+    async fn enqueue(
+        &mut self,
+        table: &str,
+        after: Option<Vec<String>>,
+    ) -> Result<bool, SourceError> {
+        let Some(t) = self.cfg.tables.iter().find(|t| t.to_string() == table) else {
+            return Ok(false);
+        };
         self.waiting.push_back((t.clone(), after));
         if self.current.is_none() {
             self.next_table().await?;
         }
-        Ok(())
-    }
-
-    /// The progress a request or a resume starts from (recorded at once,
-    /// so a restart before the first chunk still resumes).
-    pub(crate) fn started(&self) -> Option<ChunkProgress> {
-        let cur = self.current.as_ref()?;
-        Some(ChunkProgress {
-            table: cur.table.to_string(),
-            after: cur.resumed_after.clone(),
-            complete: false,
-        })
+        Ok(true)
     }
 
     async fn next_table(&mut self) -> Result<(), SourceError> {
@@ -139,7 +142,6 @@ impl Incremental {
         self.current = Some(Current {
             table,
             described,
-            resumed_after: after.clone(),
             last: after,
             chunk: String::new(),
             rows: Vec::new(),

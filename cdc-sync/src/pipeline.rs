@@ -358,8 +358,9 @@ async fn read(
                 Item::Skipped(l) | Item::Idle(l) => quiet = Some(l),
                 Item::SnapshotRequest { table, end_lsn } => {
                     quiet = Some(end_lsn);
-                    chunks.request(&table).await?;
-                    chunked = chunked.or(chunks.started());
+                    if let Some(p) = chunks.request(&table).await? {
+                        chunked = chunked.or(Some(p));
+                    }
                 }
                 Item::Watermark { high, chunk, lsn } => {
                     let (rows, progress) = chunks.watermark(high, &chunk, lsn).await?;
