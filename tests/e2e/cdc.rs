@@ -86,6 +86,24 @@ pub(crate) async fn databases() -> Databases {
     }
 }
 
+/// `public.ledger` synced to sink `svc` in-process (`E2E_SRC` → `E2E_DST`);
+/// `source` adds lines to `[cdc.source]`.
+pub(crate) fn embedded_ledger_config(source: &str) -> String {
+    format!("[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n{source}\n\n[cdc.transport]\nkind = \"embedded\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n")
+}
+
+/// `ledger` in the source and the target, with no bookkeeping of applies.
+pub(crate) async fn plain_ledger(src: &sqlx::PgPool, dst: &sqlx::PgPool) {
+    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n BIGINT NOT NULL, note TEXT)")
+        .execute(src)
+        .await
+        .expect("ddl");
+    sqlx::query("CREATE TABLE ledger (id BIGINT PRIMARY KEY, n BIGINT NOT NULL, note TEXT)")
+        .execute(dst)
+        .await
+        .expect("ddl");
+}
+
 /// `ledger` in the source, and in the target with `applied_log`: one row
 /// per apply of a ledger row (a row applied twice shows up twice).
 pub(crate) async fn counted_ledger(src: &sqlx::PgPool, dst: &sqlx::PgPool) {
@@ -114,9 +132,7 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
     } = databases().await;
     counted_ledger(&src, &dst).await;
     let h = Harness::new();
-    h.write_config(
-        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"embedded\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
-    );
+    h.write_config(&embedded_ledger_config(""));
     let env = [("E2E_SRC", src_url.as_str()), ("E2E_DST", dst_url.as_str())];
     assert_eq!(cli_env(&["check"], &h, &env).0, 0);
     let mut cdc = spawn_cdc(&h, &env);

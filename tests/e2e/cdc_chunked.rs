@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cdc::{cli_env, databases, spawn_cdc_with};
+use crate::cdc::{cli_env, databases, embedded_ledger_config, plain_ledger, spawn_cdc_with};
 use crate::cdc_faults::count;
 use crate::support::{eventually, Harness};
 
@@ -15,18 +15,9 @@ const ROWS: i64 = 7_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_copied_again_in_chunks_while_writes_go_on_ends_equal_to_the_source() {
     let db = databases().await;
-    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n BIGINT NOT NULL, note TEXT)")
-        .execute(&db.src)
-        .await
-        .expect("ddl");
-    sqlx::query("CREATE TABLE ledger (id BIGINT PRIMARY KEY, n BIGINT NOT NULL, note TEXT)")
-        .execute(&db.dst)
-        .await
-        .expect("ddl");
+    plain_ledger(&db.src, &db.dst).await;
     let h = Harness::new();
-    h.write_config(
-        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\n\n[cdc.transport]\nkind = \"embedded\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
-    );
+    h.write_config(&embedded_ledger_config(""));
     let env = [
         ("E2E_SRC", db.src_url.as_str()),
         ("E2E_DST", db.dst_url.as_str()),
@@ -112,18 +103,9 @@ async fn a_table_copied_again_in_chunks_while_writes_go_on_ends_equal_to_the_sou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_snapshot_killed_in_the_middle_resumes_at_the_next_chunk() {
     let db = databases().await;
-    sqlx::query("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, n BIGINT NOT NULL, note TEXT)")
-        .execute(&db.src)
-        .await
-        .expect("ddl");
-    sqlx::query("CREATE TABLE ledger (id BIGINT PRIMARY KEY, n BIGINT NOT NULL, note TEXT)")
-        .execute(&db.dst)
-        .await
-        .expect("ddl");
+    plain_ledger(&db.src, &db.dst).await;
     let h = Harness::new();
-    h.write_config(
-        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\nsnapshot_chunk_rows = 100\n\n[cdc.transport]\nkind = \"embedded\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
-    );
+    h.write_config(&embedded_ledger_config("snapshot_chunk_rows = 100"));
     let env = [
         ("E2E_SRC", db.src_url.as_str()),
         ("E2E_DST", db.dst_url.as_str()),

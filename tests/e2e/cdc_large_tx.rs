@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::cdc::{counted_ledger, databases, spawn_cdc_with};
+use crate::cdc::{counted_ledger, databases, embedded_ledger_config, spawn_cdc_with};
 use crate::cdc_faults::count;
 use crate::support::{eventually, Harness};
 
@@ -27,9 +27,7 @@ async fn a_two_million_row_transaction_streams_in_bounded_memory_whole_or_not_at
     let db = databases().await;
     counted_ledger(&db.src, &db.dst).await;
     let h = Harness::new();
-    h.write_config(
-        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.ledger\"]\ntransaction_memory_mb = 16\n\n[cdc.transport]\nkind = \"embedded\"\ntopic_prefix = \"shop\"\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.ledger\"\n",
-    );
+    h.write_config(&embedded_ledger_config("transaction_memory_mb = 16"));
     let env = [
         ("E2E_SRC", db.src_url.as_str()),
         ("E2E_DST", db.dst_url.as_str()),
