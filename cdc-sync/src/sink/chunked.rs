@@ -7,15 +7,6 @@ use sqlx::Row;
 use super::{db_err, Sink, SinkError};
 use crate::pipeline::ChunkProgress;
 
-pub(super) const TABLE: &str = "CREATE TABLE IF NOT EXISTS strangler_cdc_chunked_snapshots (
-    sink TEXT NOT NULL,
-    slot TEXT NOT NULL,
-    source_table TEXT NOT NULL,
-    after_key TEXT,
-    complete BOOLEAN NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (sink, slot, source_table))";
-
 impl Sink {
     /// Records a chunked snapshot's progress of one of this sink's tables.
     pub async fn record_chunk(&mut self, p: &ChunkProgress) -> Result<(), SinkError> {

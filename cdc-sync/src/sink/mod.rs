@@ -126,6 +126,15 @@ const SETUP: &[&str] = &[
         at TIMESTAMPTZ NOT NULL DEFAULT now())",
     // Rows from before it existed were published (or had no topic).
     "ALTER TABLE strangler_cdc_dead_letters ADD COLUMN IF NOT EXISTS published BOOLEAN NOT NULL DEFAULT true",
+    // Where a chunked snapshot stands (`chunked.rs`).
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_chunked_snapshots (
+        sink TEXT NOT NULL,
+        slot TEXT NOT NULL,
+        source_table TEXT NOT NULL,
+        after_key TEXT,
+        complete BOOLEAN NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (sink, slot, source_table))",
 ];
 
 /// The outcome of the last post-snapshot check, per sink and slot.
@@ -183,7 +192,6 @@ impl Sink {
             .await
             .map_err(db)?;
         setup_ddl(&mut conn, SETUP).await.map_err(db)?;
-        setup_ddl(&mut conn, &[chunked::TABLE]).await.map_err(db)?;
         // The first origin of this sink no other session holds (several
         // Kafka workers of one sink write at once; PostgreSQL lets one
         // session at a time use an origin).
