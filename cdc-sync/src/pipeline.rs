@@ -187,6 +187,19 @@ pub trait StatusReporter: Send + Sync {
         _caught_up: bool,
     ) {
     }
+    /// Kafka: `table`'s topic has partitions `0..partitions`. One that no
+    /// worker has reported yet counts as applied nowhere (position 0), so
+    /// it holds the table back until its worker reports it — a table is as
+    /// far as its slowest partition, including one whose worker died
+    /// before it ever reported.
+    async fn partitions_exist(
+        &self,
+        _sink: &str,
+        _tables: (&str, &str),
+        _topic: &str,
+        _partitions: i32,
+    ) {
+    }
     /// Kafka: the position last reported by [`StatusReporter::published`].
     async fn published_position(&self, _slot: &str) -> Option<Lsn> {
         None

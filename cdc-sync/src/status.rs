@@ -76,6 +76,8 @@ struct Pending {
     applied: std::collections::HashMap<(String, String, String), i64>,
     published: Option<i64>,
     partitions: std::collections::HashMap<PartitionKey, (i64, bool)>,
+    /// Partitions that exist, recorded at position 0 unless reported.
+    seeds: std::collections::HashSet<PartitionKey>,
 }
 
 /// (sink, source table, target table, topic, partition) → (position, caught up)
@@ -184,6 +186,16 @@ async fn write(store: &StateStore, key: &StreamKey, batch: Pending) {
             tracing::debug!(error = %e, "cannot report an applied position");
         }
     }
+    // Before any position: a round that reports one partition caught up
+    // also holds back the table on the partitions nobody reported yet.
+    for (sink, source, target, topic, partition) in batch.seeds {
+        if let Err(e) = store
+            .seed_partition(key, &sink, (&source, &target), (&topic, partition))
+            .await
+        {
+            tracing::debug!(error = %e, "cannot record a partition");
+        }
+    }
     for ((sink, source, target, topic, partition), at) in batch.partitions {
         if let Err(e) = store
             .report_partition(key, &sink, (&source, &target), (&topic, partition), at)
@@ -243,6 +255,25 @@ impl StatusReporter for StoreStatus {
                 ),
                 (lsn.as_i64(), caught_up),
             );
+        });
+    }
+    async fn partitions_exist(
+        &self,
+        sink: &str,
+        (source, target): (&str, &str),
+        topic: &str,
+        partitions: i32,
+    ) {
+        self.with(|p| {
+            p.seeds.extend((0..partitions).map(|partition| {
+                (
+                    sink.to_string(),
+                    source.to_string(),
+                    target.to_string(),
+                    topic.to_string(),
+                    partition,
+                )
+            }))
         });
     }
     async fn published(&self, _slot: &str, lsn: Lsn) {

@@ -92,6 +92,34 @@ impl StateStore {
         Ok(())
     }
 
+    /// Kafka: a partition of a table's topic exists. Recorded at position 0
+    /// (not caught up) unless a worker has reported it: a partition nobody
+    /// reported yet holds its table back.
+    pub async fn seed_partition(
+        &self,
+        stream: &StreamKey,
+        sink: &str,
+        (source_table, target_table): (&str, &str),
+        (topic, partition): (&str, i32),
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO strangler_cdc_partition_positions (cluster, slot, direction, sink, source_table, target_table, topic, partition, applied_lsn, caught_up, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9) ON CONFLICT (cluster, slot, sink, topic, partition) DO NOTHING",
+        )
+        .bind(&stream.cluster)
+        .bind(&stream.slot)
+        .bind(stream.direction.as_str())
+        .bind(sink)
+        .bind(source_table)
+        .bind(target_table)
+        .bind(topic)
+        .bind(partition)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records that a CDC part (`pipeline`, `source`, `sink`) of `slot`
     /// reconnected after `error`.
     pub async fn record_cdc_reconnect(
@@ -239,5 +267,60 @@ impl StateStore {
         Ok(LagView {
             streams: streams.into_values().collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_partition_nobody_reported_holds_its_table_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::connect(&format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("s.db").display()
+        ))
+        .await
+        .expect("store");
+        let stream = StreamKey {
+            cluster: "c".into(),
+            slot: "strangler".into(),
+            direction: Direction::Forward,
+        };
+        let tables = ("public.ledger", "public.ledger");
+        let topic = "shop.public.ledger";
+        let applied = async || {
+            let view = store.lag_view().await.expect("view");
+            let lags = view.for_table("public.ledger");
+            assert_eq!(lags.len(), 1, "{lags:?}");
+            lags[0].applied
+        };
+        // Partitions 0 and 2 caught up; 1 (its worker died before it ever
+        // reported) is known only to exist.
+        for p in [0, 2] {
+            store
+                .report_partition(&stream, "svc", tables, (topic, p), (900, true))
+                .await
+                .expect("report");
+        }
+        for p in 0..3 {
+            store
+                .seed_partition(&stream, "svc", tables, (topic, p))
+                .await
+                .expect("seed");
+        }
+        assert_eq!(applied().await, 0, "the unreported partition holds it back");
+        store
+            .report_partition(&stream, "svc", tables, (topic, 1), (700, false))
+            .await
+            .expect("report");
+        assert_eq!(applied().await, 700, "as far as its slowest partition");
+        // Seeding again (another worker's rebalance) keeps what was reported.
+        store
+            .seed_partition(&stream, "svc", tables, (topic, 1))
+            .await
+            .expect("seed");
+        assert_eq!(applied().await, 700);
     }
 }

@@ -211,6 +211,59 @@ async fn report_partitions(
     }
 }
 
+/// After the group's assignment changed: new partitions resume at the
+/// offsets stored with the rows, not at the group's committed ones (a
+/// restored target, a commit that never reached the broker), and every
+/// partition of the topics is recorded.
+async fn reassigned(
+    consumer: &StreamConsumer<Rebalances>,
+    topics: &[String],
+    offsets: &mut super::offsets::PartitionOffsets,
+    sink: &mut Sink,
+    status: &dyn crate::pipeline::StatusReporter,
+) -> Result<(), TransportError> {
+    offsets.forget();
+    resume_assigned(consumer, offsets, sink).await?;
+    record_partitions(consumer, topics, sink, status).await;
+    Ok(())
+}
+
+/// Records every partition of the subscribed topics (the broker's
+/// metadata): one that no worker has reported yet holds its table back, so
+/// a worker idle on its own partitions cannot report the table caught up
+/// while another worker's partition was never reported (that worker died
+/// first, or is still starting).
+async fn record_partitions(
+    consumer: &StreamConsumer<Rebalances>,
+    topics: &[String],
+    sink: &Sink,
+    status: &dyn crate::pipeline::StatusReporter,
+) {
+    for topic in topics {
+        let fetch = || {
+            consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .map(|m| m.topics().first().map_or(0, |t| t.partitions().len()))
+        };
+        let partitions = blocking(fetch);
+        match partitions {
+            Ok(n) if n > 0 => {
+                let (source, target) = tables_of(sink, topic);
+                status
+                    .partitions_exist(
+                        &sink.name,
+                        (source, &target),
+                        topic,
+                        i32::try_from(n).unwrap_or(i32::MAX),
+                    )
+                    .await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(topic, error = %e, "cannot read a topic's partitions"),
+        }
+    }
+}
+
 /// Where to seek a partition that was read from past its stored offset.
 /// First the stored offset itself; when the broker answers from past it
 /// again (a broker may answer a fetch inside a record batch with the next
@@ -287,10 +340,7 @@ fn seek(
             Duration::from_secs(5),
         )
     };
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(go),
-        _ => go(),
-    }?;
+    blocking(go)?;
     Ok(())
 }
 
@@ -303,9 +353,15 @@ fn watermarks(consumer: &StreamConsumer<Rebalances>, topic: &str, partition: i32
             .ok()
             .map(|(_, high)| high)
     };
+    blocking(fetch)
+}
+
+/// Runs a blocking call of the client (it waits for the broker) without
+/// stalling the runtime's other tasks where the runtime allows.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(fetch),
-        _ => fetch(),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -382,11 +438,7 @@ pub async fn consume(
     let mut seeking = Seeking::default();
     loop {
         if rebalanced.swap(false, Ordering::SeqCst) {
-            // New partitions resume at the offsets stored with the rows,
-            // not at the group's committed ones (a restored target, a
-            // commit that never reached the broker).
-            offsets.forget();
-            resume_assigned(&consumer, &mut offsets, sink).await?;
+            reassigned(&consumer, topics, &mut offsets, sink, status).await?;
         }
         let first = tokio::select! {
             _ = &mut shutdown => break,
@@ -425,8 +477,7 @@ pub async fn consume(
             }
         }
         if rebalanced.swap(false, Ordering::SeqCst) {
-            offsets.forget();
-            resume_assigned(&consumer, &mut offsets, sink).await?;
+            reassigned(&consumer, topics, &mut offsets, sink, status).await?;
         }
         // The database says where each partition resumes: a partition read
         // from past it goes back there, its records here are dropped.
