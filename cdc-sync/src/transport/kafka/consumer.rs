@@ -152,8 +152,9 @@ fn tables_of<'a>(sink: &Sink, topic: &'a str) -> (&'a str, String) {
     )
 }
 
-/// Reports each assigned partition: caught up (its consumer position is
-/// the high watermark) means everything the source published is applied;
+/// Reports each assigned partition: caught up (the next offset stored with
+/// the rows is the high watermark) means everything the source published
+/// is applied;
 /// otherwise the commit position of the last record applied there.
 async fn report_partitions(
     consumer: &StreamConsumer<Rebalances>,
@@ -170,7 +171,6 @@ async fn report_partitions(
     };
     // Everything read off the (non-Send) client before the first await.
     let reports: Vec<(String, i32, Lsn, bool)> = {
-        let positions = consumer.position().ok();
         let applied: std::collections::HashMap<(&str, i32), Lsn> =
             offsets.positions().map(|(t, p, l)| ((t, p), l)).collect();
         assigned
@@ -178,17 +178,13 @@ async fn report_partitions(
             .iter()
             .map(|e| {
                 let (topic, partition) = (e.topic(), e.partition());
-                let position = positions
-                    .as_ref()
-                    .and_then(|l| l.find_partition(topic, partition))
-                    .and_then(|x| match x.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .or_else(|| offsets.next_offset(topic, partition));
+                // What the database holds, not the consumer's position: a
+                // record received but dropped (a batch another worker beat,
+                // a gap sought back) is past the position, not applied.
+                let stored = offsets.next_offset(topic, partition);
                 let high = watermarks(consumer, topic, partition);
-                let caught_up = matches!((position, high), (Some(p), Some(h)) if p >= h)
-                    || matches!((position, high), (None, Some(0)));
+                let caught_up =
+                    matches!((stored, high), (Some(s), Some(h)) if s >= h) || high == Some(0);
                 let lsn = match (caught_up, published) {
                     (true, Some(p)) => p,
                     _ => applied.get(&(topic, partition)).copied().unwrap_or(Lsn(0)),
