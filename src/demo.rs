@@ -337,9 +337,10 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
     ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let [listen, admin] = strangler_sandbox::free_ports();
     let ports = Ports {
-        listen: strangler_sandbox::free_port(),
-        admin: strangler_sandbox::free_port(),
+        listen,
+        admin,
         monolith: serve(legacy_monolith::app(shop.clone()), stop_rx.clone()).await?,
         catalog: serve(catalog_service::app(catalog.clone()), stop_rx.clone()).await?,
         orders: serve(orders_service::app(orders.clone()), stop_rx.clone()).await?,

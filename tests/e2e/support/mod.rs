@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 mod cut;
 
 pub use cut::Cuttable;
-pub use strangler_testkit::{free_port, Behaviour, PgCluster, TestUpstream};
+pub use strangler_testkit::{free_port, free_ports, Behaviour, PgCluster, TestUpstream};
 
 /// The `strangler` binary built for these tests.
 pub fn strangler_bin() -> &'static str {
@@ -29,13 +29,14 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Harness {
+        let [listen, admin] = free_ports();
         Harness {
             dir: tempfile::Builder::new()
                 .prefix("strangler-e2e-")
                 .tempdir()
                 .expect("temp dir"),
-            listen: AtomicU16::new(free_port()),
-            admin: AtomicU16::new(free_port()),
+            listen: AtomicU16::new(listen),
+            admin: AtomicU16::new(admin),
             state_url: None,
         }
     }
@@ -104,8 +105,9 @@ impl Harness {
                         self.listen.load(Ordering::Relaxed),
                         self.admin.load(Ordering::Relaxed),
                     );
-                    self.listen.store(free_port(), Ordering::Relaxed);
-                    self.admin.store(free_port(), Ordering::Relaxed);
+                    let [listen, admin] = free_ports();
+                    self.listen.store(listen, Ordering::Relaxed);
+                    self.admin.store(admin, Ordering::Relaxed);
                     let text = text
                         .replace(
                             &format!("listen = \"127.0.0.1:{old_l}\""),
