@@ -104,6 +104,32 @@ pub trait Destination: Send {
     ) -> Result<u64, PipelineError> {
         Err(SourceError::Invalid(format!("{table}: this destination takes no COPY text")).into())
     }
+    /// The initial snapshot began with a new slot consistent at `lsn`.
+    async fn snapshot_begun(&mut self, _lsn: Lsn) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// Every row of `table` in the initial snapshot is durable here.
+    async fn snapshot_table_done(&mut self, _table: &str) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// The tables an interrupted initial snapshot has not finished, when it
+    /// can be resumed from a slot still at `consistent` (it began there and
+    /// recorded its tables); `None`: it must start over. By default it
+    /// always starts over.
+    async fn snapshot_unfinished_tables(
+        &mut self,
+        _consistent: Lsn,
+    ) -> Result<Option<Vec<String>>, PipelineError> {
+        Ok(None)
+    }
+    /// Resumes an interrupted initial snapshot: the snapshot counts as
+    /// complete at `consistent`, and the tables it had not finished are
+    /// recorded as chunked snapshots from their start, copied while
+    /// streaming from `consistent` (their applied position is not reported
+    /// until then).
+    async fn resume_snapshot(&mut self, _consistent: Lsn) -> Result<(), PipelineError> {
+        Err(SourceError::Invalid("this destination cannot resume a snapshot".into()).into())
+    }
     /// Records where a chunked snapshot stands (after the batch with its
     /// rows is durable). By default nothing is kept: no resume.
     async fn chunk_progress(&mut self, _p: &ChunkProgress) -> Result<(), PipelineError> {
@@ -540,6 +566,30 @@ async fn report_source_positions(cfg: &SourceConfig, status: &dyn StatusReporter
     }
 }
 
+/// The tables an interrupted initial snapshot still has to copy, when it
+/// can resume from the slot at `confirmed`: the destination began it
+/// there, and every unfinished table has a primary key to copy it in
+/// chunks by.
+async fn resumable(
+    conn: &mut sqlx::PgConnection,
+    target: &mut dyn Destination,
+    confirmed: Lsn,
+) -> Result<Option<Vec<String>>, PipelineError> {
+    let Some(tables) = target.snapshot_unfinished_tables(confirmed).await? else {
+        return Ok(None);
+    };
+    let keyed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE i.indisprimary AND n.nspname || '.' || c.relname = ANY($1)",
+    )
+    .bind(&tables)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(SourceError::from)?;
+    Ok((keyed == tables.len() as i64).then_some(tables))
+}
+
 /// Prepares the source and returns a running stream, after the initial
 /// snapshot when one is needed.
 async fn open(
@@ -577,9 +627,24 @@ async fn open(
     if !need_snapshot {
         return Ok(Stream::start(cfg).await?);
     }
+    if let (Start::Initial, Some(at)) = (start, &slot) {
+        if let Some(tables) = resumable(&mut conn, target, at.confirmed).await? {
+            // Tables done stay; the others are copied in chunks while the
+            // stream replays everything since the slot's consistent point.
+            tracing::warn!(
+                slot = %cfg.slot,
+                unfinished = ?tables,
+                "resuming an interrupted snapshot: finished tables are kept, the others are copied in chunks while streaming"
+            );
+            target.resume_snapshot(at.confirmed).await?;
+            status.snapshot_complete(&cfg.slot).await;
+            progress.confirmed = at.confirmed;
+            return Ok(Stream::start(cfg).await?);
+        }
+    }
     if slot.is_some() {
-        // A sink never finished its snapshot: the exported snapshot is gone,
-        // so take a new one with a new slot.
+        // A sink never finished its snapshot and it cannot be resumed: the
+        // exported snapshot is gone, so take a new one with a new slot.
         tracing::warn!(slot = %cfg.slot, "a sink has no complete snapshot: recreating the slot and snapshotting again");
         source::drop_slot(&mut conn, &cfg.slot).await?;
     }
@@ -619,6 +684,8 @@ async fn open(
                 let _ = answer.send(target.copy_columns(&table, &columns).await?);
             }
             SnapshotItem::Expected(rows) => progress.snapshot_expected = rows,
+            SnapshotItem::Begun(lsn) => target.snapshot_begun(lsn).await?,
+            SnapshotItem::TableDone(table) => target.snapshot_table_done(&table).await?,
             SnapshotItem::Copy {
                 table,
                 columns,

@@ -65,6 +65,51 @@ impl Destination for Sinks<'_> {
         Ok(())
     }
 
+    async fn snapshot_begun(&mut self, lsn: Lsn) -> Result<(), PipelineError> {
+        for sink in self.0.iter_mut() {
+            sink.snapshot_begun(lsn).await?;
+        }
+        Ok(())
+    }
+
+    async fn snapshot_table_done(&mut self, table: &str) -> Result<(), PipelineError> {
+        for sink in self.0.iter_mut() {
+            sink.snapshot_table_done(table).await?;
+        }
+        Ok(())
+    }
+
+    async fn snapshot_unfinished_tables(
+        &mut self,
+        consistent: Lsn,
+    ) -> Result<Option<Vec<String>>, PipelineError> {
+        // Unfinished in any sink: copied again in chunks (harmless for a
+        // sink that had it).
+        let mut all = Vec::new();
+        for sink in self.0.iter_mut() {
+            let Some(mine) = sink.snapshot_unfinished_tables(consistent).await? else {
+                return Ok(None);
+            };
+            all.extend(mine);
+        }
+        all.sort();
+        all.dedup();
+        Ok(Some(all))
+    }
+
+    async fn resume_snapshot(&mut self, consistent: Lsn) -> Result<(), PipelineError> {
+        let Some(tables) = self.snapshot_unfinished_tables(consistent).await? else {
+            return Err(crate::source::SourceError::Invalid(format!(
+                "no snapshot began at {consistent} to resume"
+            ))
+            .into());
+        };
+        for sink in self.0.iter_mut() {
+            sink.resume_snapshot(consistent, &tables).await?;
+        }
+        Ok(())
+    }
+
     async fn chunk_progress(
         &mut self,
         p: &crate::pipeline::ChunkProgress,
@@ -79,26 +124,21 @@ impl Destination for Sinks<'_> {
     async fn chunked_in_progress(
         &mut self,
     ) -> Result<Vec<(String, Option<Vec<String>>)>, PipelineError> {
-        // Sinks that disagree start the table over (copying again is
-        // harmless; skipping is not).
-        let mut all: Option<Vec<(String, Option<Vec<String>>)>> = None;
+        // Every table some sink has unfinished (sinks may take different
+        // tables); sinks that disagree on where it stands start it over
+        // (copying again is harmless; skipping is not).
+        let mut all: Vec<(String, Option<Vec<String>>)> = Vec::new();
         for sink in self.0.iter_mut() {
-            let mine = sink.unfinished_chunks().await?;
-            for (t, _) in &mine {
-                sink.set_copying(t, true);
+            for (t, after) in sink.unfinished_chunks().await? {
+                sink.set_copying(&t, true);
+                match all.iter_mut().find(|(at, _)| *at == t) {
+                    Some((_, a)) if *a != after => *a = None,
+                    Some(_) => {}
+                    None => all.push((t, after)),
+                }
             }
-            all = Some(match all {
-                None => mine,
-                Some(before) => before
-                    .into_iter()
-                    .map(|(t, a)| {
-                        let same = mine.iter().any(|(mt, ma)| *mt == t && *ma == a);
-                        (t, if same { a } else { None })
-                    })
-                    .collect(),
-            });
         }
-        Ok(all.unwrap_or_default())
+        Ok(all)
     }
 
     async fn copy_columns(

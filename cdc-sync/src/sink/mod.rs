@@ -126,7 +126,11 @@ const SETUP: &[&str] = &[
         at TIMESTAMPTZ NOT NULL DEFAULT now())",
     // Rows from before it existed were published (or had no topic).
     "ALTER TABLE strangler_cdc_dead_letters ADD COLUMN IF NOT EXISTS published BOOLEAN NOT NULL DEFAULT true",
-    // Where a chunked snapshot stands (`chunked.rs`).
+    // Where the slot was consistent when the snapshot began (`chunked.rs`:
+    // an interrupted one resumes while the slot is still there).
+    "ALTER TABLE strangler_cdc_offsets ADD COLUMN IF NOT EXISTS snapshot_lsn BIGINT NOT NULL DEFAULT 0",
+    // Where a chunked snapshot stands (`chunked.rs`); also the tables an
+    // initial snapshot finished.
     "CREATE TABLE IF NOT EXISTS strangler_cdc_chunked_snapshots (
         sink TEXT NOT NULL,
         slot TEXT NOT NULL,
@@ -316,12 +320,16 @@ impl Sink {
 
     /// Forgets the stored position (a new snapshot replaces everything).
     pub async fn reset(&mut self) -> Result<(), SinkError> {
-        sqlx::query("DELETE FROM strangler_cdc_offsets WHERE sink = $1 AND slot = $2")
+        for table in ["strangler_cdc_offsets", "strangler_cdc_chunked_snapshots"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE sink = $1 AND slot = $2"
+            ))
             .bind(&self.name)
             .bind(&self.slot)
             .execute(&mut self.conn)
             .await
             .map_err(|e| self.db(e))?;
+        }
         self.position = Lsn(0);
         self.snapshot_done = false;
         Ok(())

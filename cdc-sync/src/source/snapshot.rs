@@ -22,8 +22,13 @@ const COPY_CHUNK: usize = 256 << 10;
 /// What the snapshot hands over.
 #[derive(Debug)]
 pub enum SnapshotItem {
+    /// The slot exists, consistent at this position: until the snapshot is
+    /// complete the slot stays there, so a crash can resume it.
+    Begun(Lsn),
     /// The rows the snapshot expects to read (the tables' estimates).
     Expected(u64),
+    /// Every row of the table was handed over (the items before this one).
+    TableDone(String),
     /// Rows as records (op `r`).
     Records(Vec<Record>),
     /// A table about to be read, with its columns and their types
@@ -74,6 +79,9 @@ pub async fn snapshot(
         SourceError::Invalid("CREATE_REPLICATION_SLOT: no consistent point".into())
     })?;
     let snapshot_name = text(2);
+    out.send(SnapshotItem::Begun(consistent))
+        .await
+        .map_err(|_| SourceError::ConsumerGone)?;
 
     let mut conn = connect(cfg).await?;
     let mut tx = conn.begin().await?;
@@ -124,6 +132,9 @@ pub async fn snapshot(
         // Straight as COPY text where every target takes it.
         if copy_table(&mut tx, t, typed, &out).await? {
             sample_table(&mut tx, cfg, t, &table, &mut sample).await?;
+            out.send(SnapshotItem::TableDone(t.to_string()))
+                .await
+                .map_err(|_| SourceError::ConsumerGone)?;
             continue;
         }
         let list: Vec<String> = table.rel.columns.iter().map(|c| quote(&c.name)).collect();
@@ -226,6 +237,9 @@ pub async fn snapshot(
                 .map_err(|_| SourceError::ConsumerGone)?;
         }
         sample_table(&mut tx, cfg, t, &table, &mut sample).await?;
+        out.send(SnapshotItem::TableDone(t.to_string()))
+            .await
+            .map_err(|_| SourceError::ConsumerGone)?;
     }
     tx.commit().await?;
     drop(out);
