@@ -313,6 +313,40 @@ async fn status(
                 s["lag_bytes"].as_u64().unwrap_or(0),
                 s["lag_seconds"].as_f64().unwrap_or(0.0)
             );
+            let snap = &s["snapshot"];
+            let copying: Vec<String> = snap["tables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["state"] == "copying")
+                .map(|t| match t["after_key"].as_array() {
+                    Some(k) => format!(
+                        "{} (copied through key {})",
+                        t["table"].as_str().unwrap_or("?"),
+                        k.iter()
+                            .map(|v| v.as_str().unwrap_or("?"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None => format!("{} (starting)", t["table"].as_str().unwrap_or("?")),
+                })
+                .collect();
+            match snap["complete"].as_bool() {
+                Some(false) => {
+                    let copied = snap["tables"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|t| t["state"] == "copied")
+                        .count();
+                    println!("    initial snapshot in progress: {copied} table(s) copied");
+                }
+                None => println!("    no snapshot yet"),
+                Some(true) => {}
+            }
+            if !copying.is_empty() {
+                println!("    copying in chunks: {}", copying.join("; "));
+            }
             let c = &s["snapshot_check"];
             if let Some(n) = c["rows_checked"].as_i64() {
                 let d = c["rows_differing"].as_i64().unwrap_or(0);

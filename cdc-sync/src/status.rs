@@ -372,6 +372,43 @@ impl StatusReporter for StoreStatus {
     }
 }
 
+/// Where a sink's snapshots stand: whether the initial one is complete,
+/// and per table copied (by it, or by a chunked snapshot) or being copied
+/// in chunks (with the last key copied and when).
+async fn snapshot_progress(
+    conn: &mut sqlx::PgConnection,
+    sink: &str,
+    slot: &str,
+) -> serde_json::Value {
+    let done: Option<bool> = sqlx::query_scalar(
+        "SELECT snapshot_done FROM strangler_cdc_offsets WHERE sink = $1 AND slot = $2",
+    )
+    .bind(sink)
+    .bind(slot)
+    .fetch_optional(&mut *conn)
+    .await
+    .ok()
+    .flatten();
+    let tables: Vec<(String, Option<String>, bool, String)> = sqlx::query_as(
+        "SELECT source_table, after_key, complete, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+         FROM strangler_cdc_chunked_snapshots WHERE sink = $1 AND slot = $2 ORDER BY source_table",
+    )
+    .bind(sink)
+    .bind(slot)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    json!({
+        "complete": done,
+        "tables": tables.iter().map(|(t, after, complete, at)| json!({
+            "table": t,
+            "state": if *complete { "copied" } else { "copying" },
+            "after_key": after.as_deref().and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok()),
+            "updated_at": at,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// What `strangler cdc status` shows: the slot (position, lag, confirmed
 /// bytes per second over one second) and per sink its applied position,
 /// lag and last post-snapshot check. `sinks`: name and database URL (or
@@ -427,14 +464,18 @@ pub async fn report(
         };
         let check =
             check.map(|(n, d, at)| json!({"rows_checked": n, "rows_differing": d, "at": at}));
+        let snapshot = match conn.as_mut() {
+            Some(c) => snapshot_progress(c, name, &cfg.slot).await,
+            None => serde_json::Value::Null,
+        };
         out_sinks.push(match row {
             Some((lsn, at, age)) => {
                 let behind = current.0.saturating_sub(Lsn::from_i64(lsn).0);
                 json!({"sink": name, "applied": Lsn::from_i64(lsn).to_string(), "applied_at": at,
                        "lag_bytes": behind, "lag_seconds": if behind == 0 { 0.0 } else { age },
-                       "snapshot_check": check})
+                       "snapshot_check": check, "snapshot": snapshot})
             }
-            None => json!({"sink": name, "applied": null, "snapshot_check": check}),
+            None => json!({"sink": name, "applied": null, "snapshot_check": check, "snapshot": snapshot}),
         });
     }
     Ok(json!({

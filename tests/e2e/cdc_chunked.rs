@@ -260,6 +260,20 @@ async fn an_initial_snapshot_killed_between_tables_keeps_the_finished_ones() {
         "the snapshot finished before the kill: {}",
         log()
     );
+    // `cdc status` says where the snapshot stands.
+    let (code, out, err) = cli_env(&["cdc", "status", "--json"], &h, &env);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let snap = &status["sinks"][0]["snapshot"];
+    assert_eq!(snap["complete"], false, "{status}");
+    let copied: Vec<&str> = snap["tables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["state"] == "copied")
+        .filter_map(|t| t["table"].as_str())
+        .collect();
+    assert_eq!(copied, ["public.ledger", "public.orders"], "{status}");
     hold.rollback().await.expect("unlock");
     // Changes while it was down, to a finished table and the unfinished one.
     for sql in [
