@@ -37,6 +37,10 @@ struct State {
     name: String,
     status: AtomicU16,
     requests: AtomicU64,
+    /// TCP connections accepted.
+    connections: AtomicU64,
+    /// Connections that ended (closed by the client, or broken).
+    closed: AtomicU64,
     /// Added to the price of even product ids (`/product/{id}`).
     price_delta: std::sync::atomic::AtomicI64,
     /// Requests that carried `x-strangler-shadow: 1`.
@@ -70,6 +74,8 @@ impl TestUpstream {
             name: name.to_string(),
             status: AtomicU16::new(200),
             requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
             price_delta: std::sync::atomic::AtomicI64::new(0),
             shadow_requests: AtomicU64::new(0),
             sent: Mutex::new(std::collections::VecDeque::new()),
@@ -91,12 +97,17 @@ impl TestUpstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                state.connections.fetch_add(1, Ordering::Relaxed);
                 let state = state.clone();
                 conns.spawn(async move {
-                    let svc = service_fn(move |req| handle(state.clone(), req));
+                    let svc = {
+                        let state = state.clone();
+                        service_fn(move |req| handle(state.clone(), req))
+                    };
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
+                    state.closed.fetch_add(1, Ordering::Relaxed);
                 });
                 // Reap finished connections so the set does not grow.
                 while conns.try_join_next().is_some() {}
@@ -122,6 +133,16 @@ impl TestUpstream {
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections that have ended so far (closed by the client).
+    pub fn closed(&self) -> u64 {
+        self.state.closed.load(Ordering::Relaxed)
     }
 
     pub fn set_behaviour(&self, b: Behaviour) {

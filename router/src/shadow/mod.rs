@@ -69,7 +69,12 @@ impl Shadower {
     pub fn new() -> Shadower {
         let client = reqwest::Client::builder()
             .no_proxy()
-            .pool_max_idle_per_host(64)
+            // Every connection goes back to the pool: the copies in flight
+            // (at most `proxy.max_shadow_inflight`) bound how many there
+            // are. A cap below that closed the connections beyond it after
+            // each use, so under load every copy past the cap paid a new
+            // handshake and left a socket in TIME_WAIT.
+            .pool_max_idle_per_host(usize::MAX)
             .timeout(std::time::Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
             .build()
