@@ -40,6 +40,7 @@ fn sink_specs(sinks: &[&CdcSink], urls: &[String]) -> Vec<strangler_cdc::run::Si
             name: s.name.clone(),
             url: url.clone(),
             tables: s.tables.clone(),
+            connections: s.connections,
         })
         .collect()
 }

@@ -387,11 +387,13 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
             name: "catalog".into(),
             url: cat_url.clone(),
             tables: vec![catalog_mapping()],
+            connections: 1,
         },
         SinkSpec {
             name: "orders".into(),
             url: ord_url.clone(),
             tables: orders_mappings(),
+            connections: 1,
         },
     ];
     let (cdc_stop, cdc_rx) = oneshot::channel::<()>();
@@ -632,6 +634,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
             &[("name", "title"), ("price", "price_cents")],
             &[],
         )],
+        connections: 1,
     }];
     let rev = tokio::spawn(async move {
         cdc_run::embedded(

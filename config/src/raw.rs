@@ -287,6 +287,8 @@ pub struct RawCdcSink {
     /// Apply service tables back into the monolith (reverse sync).
     #[serde(default)]
     pub reverse: bool,
+    /// Connections the embedded sink applies through (default 1).
+    pub connections: Option<Spanned<u64>>,
     /// Table mappings.
     #[serde(default)]
     pub tables: Vec<RawCdcTable>,

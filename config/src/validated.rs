@@ -433,6 +433,9 @@ pub struct CdcSink {
     pub name: String,
     pub url_env: String,
     pub reverse: bool,
+    /// Connections the embedded sink applies through, rows partitioned by
+    /// table and key (1: one connection, source transactions whole).
+    pub connections: usize,
     pub tables: Vec<TableMapping>,
 }
 

@@ -5,6 +5,7 @@ mod support;
 
 mod cdc;
 mod cdc_chunked;
+mod cdc_connections;
 mod cdc_directions;
 mod cdc_faults;
 mod cdc_large_tx;

@@ -363,16 +363,19 @@ async fn pair(pg: &PgCluster, name: &str, writers: usize) -> (String, PgPool, St
 /// How the bench runs the pipeline.
 #[derive(Clone)]
 enum Transport {
-    Embedded,
+    /// Sinks in the pipeline's process, applying through this many
+    /// connections.
+    Embedded(usize),
     /// Through a Kafka broker at these bootstrap servers (tansu).
     Kafka(String),
 }
 
 impl Transport {
-    fn label(&self) -> &'static str {
+    fn label(&self) -> String {
         match self {
-            Transport::Embedded => "embedded",
-            Transport::Kafka(_) => "Kafka (tansu)",
+            Transport::Embedded(1) => "embedded".into(),
+            Transport::Embedded(n) => format!("embedded, {n} sink connections"),
+            Transport::Kafka(_) => "Kafka (tansu)".into(),
         }
     }
 }
@@ -421,8 +424,11 @@ fn start_parts(
     let dst_url = dst_url.to_string();
     let source_stop = stopped(&stop);
     let task = match transport.clone() {
-        Transport::Embedded => tokio::spawn(async move {
+        Transport::Embedded(connections) => tokio::spawn(async move {
             let mut sinks = vec![Sink::connect("bench", &dst_url, &c.slot, &[mapping()])
+                .await
+                .unwrap()
+                .with_connections(&dst_url, connections)
                 .await
                 .unwrap()];
             pipeline::run(
@@ -447,6 +453,7 @@ fn start_parts(
                         name: "bench".into(),
                         url: dst_url,
                         tables: vec![mapping()],
+                        connections: 1,
                     }],
                     source: true,
                     workers,
@@ -502,12 +509,10 @@ async fn end_to_end(
 ) {
     let name = format!(
         "e2e_{}_{}",
-        transport
-            .label()
-            .split(' ')
-            .next()
-            .unwrap_or("x")
-            .to_lowercase(),
+        match transport {
+            Transport::Embedded(n) => format!("embedded{n}"),
+            Transport::Kafka(_) => "kafka".to_string(),
+        },
         rate.unwrap_or(0)
     );
     let (src_url, src, dst_url, dst) = pair(pg, &name, writers).await;
@@ -555,20 +560,25 @@ async fn end_to_end(
 
 /// The pipeline alone: a backlog written while it was stopped, applied
 /// with no writers competing for the 2 cores.
-async fn catch_up(pg: &PgCluster, rows: i64) {
-    let (src_url, src, dst_url, dst) = pair(pg, "catch_up", 8).await;
-    let (stop, pipe) = start_pipeline(&Transport::Embedded, &src_url, &dst_url, "catch_up");
+async fn catch_up(pg: &PgCluster, rows: i64, connections: usize) {
+    let embedded = Transport::Embedded(connections);
+    let name = format!("catch_up{connections}");
+    let (src_url, src, dst_url, dst) = pair(pg, &name, 8).await;
+    let (stop, pipe) = start_pipeline(&embedded, &src_url, &dst_url, &name);
     ready(&src, &dst).await;
     let _ = stop.send(true);
     pipe.await.unwrap();
     let far = Instant::now() + Duration::from_secs(3600);
     let written = write_load(&src, 8, None, far, rows).await;
-    let (stop, pipe) = start_pipeline(&Transport::Embedded, &src_url, &dst_url, "catch_up");
+    let (stop, pipe) = start_pipeline(&embedded, &src_url, &dst_url, &name);
     let secs = drain(&src, &dst).await;
     let _ = stop.send(true);
     pipe.await.unwrap();
     row(
-        "strangler catch-up, embedded (backlog in 12-row transactions, no writers)",
+        &format!(
+            "strangler catch-up, {} (backlog in 12-row transactions, no writers)",
+            embedded.label()
+        ),
         written,
         secs,
         "the pipeline's own rate: reconnect, stream, apply",
@@ -628,7 +638,7 @@ async fn publish_only(pg: &PgCluster, transport: &Transport, rows: i64) {
 /// `rows` rows (run alone: `cdc-bench memory ROWS`).
 async fn memory(pg: &PgCluster, rows: i64) {
     let (src_url, src, dst_url, dst) = pair(pg, "memory", 1).await;
-    let (stop, pipe) = start_pipeline(&Transport::Embedded, &src_url, &dst_url, "memory");
+    let (stop, pipe) = start_pipeline(&Transport::Embedded(1), &src_url, &dst_url, "memory");
     ready(&src, &dst).await;
     let start = Instant::now();
     sqlx::query("INSERT INTO bench (a, b) SELECT g, md5(g::text) FROM generate_series(1, $1) g")
@@ -673,15 +683,24 @@ async fn main() {
     }
     // `cdc-bench kafka ROWS SECS`: the Kafka rows alone.
     let kafka_only = args.get(1).map(String::as_str) == Some("kafka");
-    let args = &args[usize::from(kafka_only)..];
+    let connections_only = args.get(1).map(String::as_str) == Some("connections");
+    let args = &args[usize::from(kafka_only || connections_only)..];
     let rows: i64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200_000);
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
-    if !kafka_only {
+    if !kafka_only && !connections_only {
         decode(&pg, rows).await;
         snapshot(&pg, rows).await;
-        catch_up(&pg, rows).await;
-        end_to_end(&pg, &Transport::Embedded, secs, 8, Some(25_000)).await;
-        end_to_end(&pg, &Transport::Embedded, secs, 8, None).await;
+        catch_up(&pg, rows, 1).await;
+        end_to_end(&pg, &Transport::Embedded(1), secs, 8, Some(25_000)).await;
+        end_to_end(&pg, &Transport::Embedded(1), secs, 8, None).await;
+    }
+    if connections_only {
+        // `cdc-bench connections ROWS SECS`: one sink connection, then two.
+        for n in [1, 2] {
+            catch_up(&pg, rows, n).await;
+            end_to_end(&pg, &Transport::Embedded(n), secs, 8, None).await;
+        }
+        return;
     }
     let broker = tokio::task::spawn_blocking(strangler_testkit::Broker::start)
         .await

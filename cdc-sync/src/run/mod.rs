@@ -36,15 +36,17 @@ pub struct SinkSpec {
     /// The target database.
     pub url: String,
     pub tables: Vec<TableMapping>,
+    /// Connections it applies through (embedded; see `sink/lanes.rs`).
+    pub connections: usize,
 }
 
 impl SinkSpec {
     async fn connect(&self, cfg: &SourceConfig) -> Result<Sink, crate::sink::SinkError> {
-        Ok(
-            Sink::connect(&self.name, &self.url, &cfg.slot, &self.tables)
-                .await?
-                .with_format(cfg.format),
-        )
+        Sink::connect(&self.name, &self.url, &cfg.slot, &self.tables)
+            .await?
+            .with_format(cfg.format)
+            .with_connections(&self.url, self.connections.max(1))
+            .await
     }
 }
 

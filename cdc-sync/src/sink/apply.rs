@@ -29,6 +29,18 @@ impl Sink {
             .filter(|r| r.commit_lsn.0 == 0 || r.commit_lsn > self.position)
             .collect();
         let skipped = (records.len() - mine.len()) as u64;
+        let snapshot =
+            through.0 == 0 || snapshot_complete || mine.iter().any(|r| r.commit_lsn.0 == 0);
+        if !self.lanes.is_empty() && !snapshot {
+            // Each connection filters by its own position.
+            let mine: Vec<&Record> = records
+                .iter()
+                .filter(|r| self.tables.contains_key(&r.table))
+                .collect();
+            let mut applied = self.apply_lanes(&mine, through).await?;
+            applied.skipped += (records.len() - mine.len()) as u64;
+            return Ok(applied);
+        }
         let new_position = through.max(self.position);
         if mine.is_empty() && new_position == self.position && !snapshot_complete {
             return Ok(Applied {
@@ -188,7 +200,7 @@ impl Sink {
 }
 
 /// Stores the source position a sink has applied through, with the rows.
-async fn store_lsn(
+pub(super) async fn store_lsn(
     conn: &mut PgConnection,
     sink: &str,
     slot: &str,
@@ -213,7 +225,7 @@ async fn store_lsn(
 /// consecutive records of one table and shape in one statement; on an
 /// error again event by event under savepoints, so only the bad event is
 /// set aside (dead letter).
-async fn apply_rows(
+pub(super) async fn apply_rows(
     conn: &mut PgConnection,
     tables: &HashMap<String, TargetTable>,
     name: &str,

@@ -19,6 +19,7 @@ mod chunked;
 mod copy;
 mod dead_letters;
 mod destination;
+mod lanes;
 mod mapping;
 mod target;
 
@@ -66,6 +67,14 @@ pub struct Applied {
     pub dead_letters: u64,
 }
 
+impl Applied {
+    fn add(&mut self, o: &Applied) {
+        self.rows += o.rows;
+        self.skipped += o.skipped;
+        self.dead_letters += o.dead_letters;
+    }
+}
+
 /// One sink: a target database and its table mappings.
 pub struct Sink {
     pub name: String,
@@ -87,6 +96,8 @@ pub struct Sink {
     /// is not reported until the copy completes (the router's `cdc_lag`
     /// gate must not take a half-copied table for caught up).
     copying: std::collections::HashSet<String>,
+    /// Connections beyond the first (`lanes.rs`).
+    lanes: Vec<lanes::Lane>,
 }
 
 /// What is stored with the rows.
@@ -129,6 +140,7 @@ const SETUP: &[&str] = &[
     // Where the slot was consistent when the snapshot began (`chunked.rs`:
     // an interrupted one resumes while the slot is still there).
     "ALTER TABLE strangler_cdc_offsets ADD COLUMN IF NOT EXISTS snapshot_lsn BIGINT NOT NULL DEFAULT 0",
+    lanes::LANES_TABLE,
     // Where a chunked snapshot stands (`chunked.rs`); also the tables an
     // initial snapshot finished.
     "CREATE TABLE IF NOT EXISTS strangler_cdc_chunked_snapshots (
@@ -196,32 +208,7 @@ impl Sink {
             .await
             .map_err(db)?;
         setup_ddl(&mut conn, SETUP).await.map_err(db)?;
-        // The first origin of this sink no other session holds (several
-        // Kafka workers of one sink write at once; PostgreSQL lets one
-        // session at a time use an origin).
-        let mut n = 0;
-        loop {
-            let origin = crate::origin::name_of_session(name, n);
-            let create = format!(
-                "SELECT pg_replication_origin_create('{o}') WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = '{o}')",
-                o = origin.replace('\'', "''")
-            );
-            setup_ddl(&mut conn, &[&create]).await.map_err(db)?;
-            match sqlx::query("SELECT pg_replication_origin_session_setup($1)")
-                .bind(&origin)
-                .execute(&mut conn)
-                .await
-            {
-                Ok(_) => break,
-                Err(sqlx::Error::Database(e))
-                    if e.code().as_deref() == Some("55006")
-                        && n + 1 < crate::origin::MAX_SESSIONS =>
-                {
-                    n += 1;
-                }
-                Err(e) => return Err(db(e)),
-            }
-        }
+        take_origin(&mut conn, name).await?;
         let catalog = Catalog::load(&mut conn).await.map_err(db)?;
         let mut tables = HashMap::new();
         for m in mappings {
@@ -261,6 +248,7 @@ impl Sink {
             publishes_dead_letters: false,
             in_part: false,
             copying: std::collections::HashSet::new(),
+            lanes: Vec::new(),
         })
     }
 
@@ -332,6 +320,50 @@ impl Sink {
         }
         self.position = Lsn(0);
         self.snapshot_done = false;
+        // Every lane keeps its row, at nothing applied (`lanes.rs`).
+        self.reset_lanes().await?;
         Ok(())
     }
+}
+
+/// Writes under the first origin of sink `name` no other session holds
+/// (several Kafka workers, or several connections, of one sink write at
+/// once; PostgreSQL lets one session at a time use an origin).
+async fn take_origin(conn: &mut PgConnection, name: &str) -> Result<(), SinkError> {
+    let db = db_err(name);
+    let mut n = 0;
+    loop {
+        let origin = crate::origin::name_of_session(name, n);
+        let create = format!(
+            "SELECT pg_replication_origin_create('{o}') WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = '{o}')",
+            o = origin.replace('\'', "''")
+        );
+        setup_ddl(conn, &[&create]).await.map_err(&db)?;
+        match sqlx::query("SELECT pg_replication_origin_session_setup($1)")
+            .bind(&origin)
+            .execute(&mut *conn)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("55006") && n + 1 < crate::origin::MAX_SESSIONS =>
+            {
+                n += 1;
+            }
+            Err(e) => return Err(db(e)),
+        }
+    }
+}
+
+/// A connection of sink `name` to `url` ready to write: UTC, under a
+/// replication origin of the sink.
+async fn session(name: &str, url: &str) -> Result<PgConnection, SinkError> {
+    let db = db_err(name);
+    let mut conn = PgConnection::connect(url).await.map_err(&db)?;
+    sqlx::query("SET TimeZone = 'UTC'")
+        .execute(&mut conn)
+        .await
+        .map_err(&db)?;
+    take_origin(&mut conn, name).await?;
+    Ok(conn)
 }

@@ -140,10 +140,31 @@ pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
                     "sink names are unique",
                 );
             }
+            let connections = match &sink.connections {
+                Some(n) if matches!(transport, CdcTransport::Kafka { .. }) && *n.get_ref() != 1 => {
+                    c.err(
+                        n,
+                        &format!("cdc.sinks[{i}].connections"),
+                        "applies to the embedded transport; with Kafka, run several sink workers (cdc run --sinks-only)",
+                    );
+                    1
+                }
+                Some(n) if (1..=16).contains(n.get_ref()) => *n.get_ref() as usize,
+                Some(n) => {
+                    c.err(
+                        n,
+                        &format!("cdc.sinks[{i}].connections"),
+                        "connections from 1 to 16",
+                    );
+                    1
+                }
+                None => 1,
+            };
             CdcSink {
                 name: sink.name.get_ref().clone(),
                 url_env: sink.url_env.get_ref().clone(),
                 reverse: sink.reverse,
+                connections,
                 tables: sink
                     .tables
                     .iter()

@@ -308,3 +308,27 @@ fn host_names_are_not_resolved_when_checking() {
         assert!(e.contains(why), "{url}: {e}");
     }
 }
+
+#[test]
+fn sink_connections_are_checked() {
+    let sink = |transport: &str, n: &str| {
+        format!(
+            "{MINIMAL}[cdc.source]\nurl_env = \"X\"\ntables = [\"public.t\"]\n{transport}[[cdc.sinks]]\nname = \"s\"\nurl_env = \"Y\"\n{n}[[cdc.sinks.tables]]\nsource = \"public.t\"\n"
+        )
+    };
+    let c = load(&sink("", "")).expect("valid");
+    assert_eq!(c.cdc.expect("cdc").sinks[0].connections, 1);
+    let c = load(&sink("", "connections = 4\n")).expect("valid");
+    assert_eq!(c.cdc.expect("cdc").sinks[0].connections, 4);
+    let e = first_error(&sink("", "connections = 0\n"));
+    assert!(
+        e.contains("cdc.sinks[0].connections: connections from 1 to 16"),
+        "{e}"
+    );
+    let kafka = "[cdc.transport]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\n";
+    let e = first_error(&sink(kafka, "connections = 2\n"));
+    assert!(
+        e.contains("cdc.sinks[0].connections: applies to the embedded transport"),
+        "{e}"
+    );
+}
