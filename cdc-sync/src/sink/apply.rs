@@ -320,6 +320,12 @@ pub(super) async fn apply_rows(
                     .map_err(db_err(name))?;
                 applied.rows += 1;
             }
+            // A fault that passes (deadlock, serialization failure, lost
+            // connection) says nothing about the event: the whole batch
+            // fails and is retried, never set aside.
+            Err(e) if strangler_state::retry::sqlx_retryable(&e) => {
+                return Err(db_err(name)(e));
+            }
             Err(e) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT one")
                     .execute(&mut *conn)

@@ -1,6 +1,8 @@
-//! A sink applying through several connections (`connections`): a crash
-//! between two connections' commits, then the replay, applies every row
-//! once; a TRUNCATE is ordered with the rows around it.
+//! How a sink applies, on a real target: through several connections
+//! (`connections`) a crash between two connections' commits, then the
+//! replay, applies every row once and a TRUNCATE is ordered with the rows
+//! around it; a fault that passes (a deadlock) fails the batch for a retry
+//! instead of setting an event aside.
 
 #![allow(clippy::unwrap_used)] // test code: a failed step is a failed test
 
@@ -31,6 +33,18 @@ BEGIN
 END $$;
 CREATE CONSTRAINT TRIGGER ledger_fail AFTER INSERT OR UPDATE ON ledger
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_at_commit();
+-- The first two writes of n = 777 end in a deadlock (a sequence: not
+-- rolled back with the failed transaction).
+CREATE SEQUENCE deadlocks;
+CREATE FUNCTION deadlock_once() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.n = 777 AND nextval('deadlocks') <= 2 THEN
+        RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER ledger_deadlock BEFORE INSERT OR UPDATE ON ledger
+    FOR EACH ROW EXECUTE FUNCTION deadlock_once();
 ";
 
 fn mapping() -> TableMapping {
@@ -244,5 +258,34 @@ async fn a_changed_number_of_connections_starts_every_one_from_the_lowest_positi
     assert_eq!(
         count(&pool, "SELECT count(*) FROM strangler_cdc_lane_offsets").await,
         1
+    );
+}
+
+/// A deadlock while applying (first in the batch statement, then again for
+/// the event alone) fails the batch — retryable, nothing set aside — and
+/// the retry applies it.
+#[tokio::test]
+async fn a_deadlock_fails_the_batch_for_a_retry_and_never_makes_a_dead_letter() {
+    let (_pg, url, pool) = target().await;
+    let records: Vec<Record> = (0..10)
+        .map(|i| row(100, i, if i == 7 { 777 } else { 1 }))
+        .collect();
+    let mut s = sink(&url, 1).await;
+    let err = s
+        .apply(&records, Lsn(100), false)
+        .await
+        .expect_err("the deadlock fails the batch");
+    assert!(err.is_retryable(), "{err}");
+    // The pipeline reconnects: the failed transaction goes with the old
+    // connection.
+    drop(s);
+    assert_eq!(count(&pool, "SELECT count(*) FROM ledger").await, 0);
+    let mut s = sink(&url, 1).await;
+    let applied = s.apply(&records, Lsn(100), false).await.unwrap();
+    assert_eq!(applied.dead_letters, 0);
+    assert_eq!(count(&pool, "SELECT count(*) FROM ledger").await, 10);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM strangler_cdc_dead_letters").await,
+        0
     );
 }
