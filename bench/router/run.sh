@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Router benchmark: wrk against the same upstream
 #   (a) directly, (b) through nginx as a plain reverse proxy with keep-alive
-#   to the upstream, (c) through the strangler router with 50 routes,
+#   to the upstream, (c) through a bare Pingora proxy (same Pingora version
+#   and allocator as strangler, no routing: the floor), (d) through the
+#   strangler router with 50 routes (the request matches a migrated route
+#   with shadowing off: proxying alone), (e) the same router on a migrated
+#   route copying every request to the monolith (reverse shadow, the
+#   default of a migrated route),
 # one after the other in one run, and prints a Markdown table.
 #
 #   bench/router/run.sh [DURATION_SECONDS] [CONNECTIONS] [PROXY_WORKERS]
@@ -15,8 +20,9 @@ conns=${2:-50}
 workers=${3:-1}
 
 scripts/setup bench >/dev/null
-cargo build --release --quiet --bin strangler
+cargo build --release --quiet -p strangler -p bench-pingora
 bin=${CARGO_TARGET_DIR:-target}/release/strangler
+bare=${CARGO_TARGET_DIR:-target}/release/bare-pingora
 
 work=$(mktemp -d /tmp/strangler-bench.XXXXXX)
 pids=()
@@ -28,7 +34,7 @@ cleanup() {
 trap cleanup EXIT
 
 source bench/lib.sh
-up_port=$(free_port); nginx_port=$(free_port); router_port=$(free_port); admin_port=$(free_port)
+up_port=$(free_port); nginx_port=$(free_port); router_port=$(free_port); admin_port=$(free_port); bare_port=$(free_port)
 mkdir -p "$work/px"
 # nginx as a plain reverse proxy with keep-alive to the upstream.
 cat > "$work/px/nginx.conf" <<CONF
@@ -52,7 +58,8 @@ http {
 }
 CONF
 # strangler with 50 routes; the benchmarked request matches route 25
-# (GET /api/v25/items/{id}, stage migrated) after the table is searched.
+# (GET /api/v25/items/{id}, stage migrated, no shadow) after the table is
+# searched; route 26 is the same with the migrated stage's reverse shadow.
 {
   cat <<CONF
 [state]
@@ -71,7 +78,9 @@ CONF
     case $((i % 3)) in
       0) stage=legacy ;; 1) stage=migrated ;; 2) stage=canary ;;
     esac
-    [ "$i" = 25 ] && stage=migrated
+    shadow=""
+    [ "$i" = 25 ] && stage=migrated && shadow="shadow_percent = 0.0"
+    [ "$i" = 26 ] && stage=migrated
     cat <<CONF
 [[routes]]
 name = "r$i"
@@ -81,14 +90,16 @@ service = "svc"
 stage = "$stage"
 percent = 50.0
 sticky = "header:x-user-id"
+$shadow
 CONF
   done
 } > "$work/strangler.toml"
 
 start_upstream "$up_port"
 nginx -c "$work/px/nginx.conf" -g 'daemon off;' & pids+=($!)
+"$bare" "127.0.0.1:$bare_port" "127.0.0.1:$up_port" "$workers" >/dev/null 2>"$work/bare.log" & pids+=($!)
 "$bin" proxy -c "$work/strangler.toml" >/dev/null 2>"$work/strangler.log" & pids+=($!)
-for port in $up_port $nginx_port $router_port; do wait_port "$port"; done
+for port in $up_port $nginx_port $bare_port $router_port; do wait_port "$port"; done
 
 echo "wrk -t1 -c$conns -d${duration}s --latency; proxies with $workers worker(s); $(nproc) cores; $(date -u +%F)"
 echo
@@ -96,4 +107,6 @@ echo "| target | req/s | p50 ms | p90 ms | p99 ms | errors |"
 echo "|---|---:|---:|---:|---:|---:|"
 wrk_row "direct (upstream)" "http://127.0.0.1:$up_port/api/v25/items/7"
 wrk_row "nginx reverse proxy" "http://127.0.0.1:$nginx_port/api/v25/items/7"
+wrk_row "bare Pingora (no routing)" "http://127.0.0.1:$bare_port/api/v25/items/7"
 wrk_row "strangler router, 50 routes" "http://127.0.0.1:$router_port/api/v25/items/7"
+wrk_row "strangler router, reverse shadow of every request" "http://127.0.0.1:$router_port/api/v26/items/7"
