@@ -61,34 +61,6 @@ pub struct Shadower {
     pub lag: ArcSwap<LagView>,
 }
 
-/// Shadow work takes only the CPU the proxy leaves: its threads run at
-/// the lowest priority (nice 19). Below saturation that changes nothing —
-/// every request is copied; at saturation the copies wait, the in-flight
-/// bound (`proxy.max_shadow_inflight`) fills and new copies are shed,
-/// counted per route (`skipped_inflight`), instead of halving the primary's
-/// throughput. The verdict is then drawn from the copies that ran.
-fn lowest_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(
-        rustix::process::Pid::from_raw(rustix::thread::gettid().as_raw_nonzero().get()),
-        19,
-    ) {
-        tracing::warn!(error = %e, "cannot lower the shadow thread's priority; shadow work competes with the proxy for CPU");
-    }
-}
-
-/// The nice value of the calling thread (Linux), for tests.
-#[cfg(all(test, target_os = "linux"))]
-fn nice_of_this_thread() -> i64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    // Fields after the command name (in parentheses): nice is the 19th field.
-    let rest = stat.rsplit_once(')').map_or("", |x| x.1);
-    rest.split_whitespace()
-        .nth(16)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(i64::MIN)
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -110,7 +82,6 @@ impl Shadower {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("strangler-shadow")
-            .on_thread_start(lowest_priority)
             .enable_all()
             .build()
             .map_err(|e| tracing::error!(error = %e, "cannot start the shadow thread; shadow work shares the proxy's"))
@@ -316,21 +287,4 @@ pub struct RouteShadow {
     pub methods: Vec<String>,
     pub aa_percent: f64,
     pub tables: Vec<String>,
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use std::time::Duration;
-
-    #[test]
-    fn shadow_work_runs_at_the_lowest_cpu_priority_and_the_proxy_does_not() {
-        let shadower = super::Shadower::new();
-        let (tx, rx) = std::sync::mpsc::channel();
-        shadower.spawn(async move {
-            let _ = tx.send(super::nice_of_this_thread());
-        });
-        let nice = rx.recv_timeout(Duration::from_secs(10)).expect("ran");
-        assert_eq!(nice, 19);
-        assert_ne!(super::nice_of_this_thread(), 19, "the caller's thread");
-    }
 }
