@@ -95,6 +95,10 @@ pub struct RawProxy {
     pub access_log: Option<bool>,
     /// Seconds SIGTERM waits for in-flight requests before exiting (default 10).
     pub drain_timeout_secs: Option<Spanned<u64>>,
+    /// Load balancers and proxies in front (addresses or CIDRs) whose
+    /// `X-Forwarded-For` names the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
 
 /// `[upstreams.NAME]`

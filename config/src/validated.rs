@@ -89,6 +89,9 @@ pub struct ProxyConfig {
     pub threads: usize,
     pub access_log: bool,
     pub drain_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is believed: the client is the last
+    /// address there that is not one of these.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `proxy.oidc_*`, validated.

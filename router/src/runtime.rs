@@ -46,6 +46,8 @@ pub struct Routing {
     pub access_log: bool,
     pub max_shadow_body_bytes: usize,
     pub max_shadow_inflight: u64,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Routing {
@@ -259,5 +261,6 @@ fn build(
         max_shadow_body_bytes: usize::try_from(config.proxy.max_shadow_body_bytes)
             .unwrap_or(usize::MAX),
         max_shadow_inflight: config.proxy.max_shadow_inflight,
+        trusted_proxies: config.proxy.trusted_proxies.clone(),
     }
 }

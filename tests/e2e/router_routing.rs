@@ -412,6 +412,62 @@ async fn client_ip_stickiness_keeps_each_address_on_one_target() {
     assert_sticky(&targets);
 }
 
+/// Behind a trusted load balancer (`proxy.trusted_proxies`; here the test
+/// on 127.0.0.1) client-ip stickiness sees the clients it forwards for;
+/// from a peer that is not trusted, `X-Forwarded-For` is a claim, not the
+/// client.
+#[tokio::test]
+async fn clients_behind_a_trusted_proxy_are_told_apart_and_an_untrusted_peer_is_not_believed() {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    let path = h.write_config(&format!(
+        "{}\n[[routes]]\nname = \"orders\"\nmethods = [\"GET\"]\npath = \"/orders/{{id}}\"\nservice = \"svc\"\nstage = \"canary\"\npercent = 50.0\nsticky = \"client-ip\"\n",
+        upstreams(&legacy, &[("svc", &svc)])
+    ));
+    let text = std::fs::read_to_string(&path).expect("config").replace(
+        "drain_timeout_secs = 5\n",
+        "drain_timeout_secs = 5\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    std::fs::write(&path, text).expect("write config");
+    let p = h.start().await;
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .expect("client")
+    };
+    let (balancer, stranger) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    let mut targets: HashMap<String, Vec<String>> = HashMap::new();
+    for n in 0..100u8 {
+        let client = format!("198.51.100.{n}");
+        for i in 0..5 {
+            let t = get_who(
+                &balancer,
+                &format!("{}/orders/{i}", p.base),
+                &[("x-forwarded-for", &client)],
+            )
+            .await;
+            targets.entry(client.clone()).or_default().push(t);
+        }
+    }
+    assert_sticky(&targets);
+    let mut seen = std::collections::HashSet::new();
+    for n in 0..100u8 {
+        let client = format!("198.51.100.{n}");
+        seen.insert(
+            get_who(
+                &stranger,
+                &format!("{}/orders/1", p.base),
+                &[("x-forwarded-for", &client)],
+            )
+            .await,
+        );
+    }
+    assert_eq!(seen.len(), 1, "one peer, one target: {seen:?}");
+}
+
 #[tokio::test]
 async fn without_an_override_header_the_header_forces_nothing() {
     let legacy = TestUpstream::start("legacy").await;

@@ -336,6 +336,27 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy, base_dir: &Path) -> ProxyCon
         drain_timeout: Duration::from_secs(
             raw.drain_timeout_secs.as_ref().map_or(10, |s| *s.get_ref()),
         ),
+        trusted_proxies: raw
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| {
+                let text = p.get_ref().trim();
+                let net = text
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                match net {
+                    Ok(n) => Some(n.trunc()),
+                    Err(_) => {
+                        c.err(
+                            p,
+                            "proxy.trusted_proxies",
+                            format!("{text:?} is not an address or a CIDR (10.0.0.0/8, ::1)"),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect(),
     }
 }
 

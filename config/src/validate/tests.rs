@@ -332,3 +332,21 @@ fn sink_connections_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn trusted_proxies_are_addresses_or_cidrs() {
+    let with = |list: &str| format!("[proxy]\ntrusted_proxies = {list}\n{MINIMAL}");
+    let c = load(&with(r#"["10.0.0.0/8", "192.168.1.7", "fd00::/8"]"#)).expect("valid");
+    let nets: Vec<String> = c
+        .proxy
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]);
+    let e = first_error(&with(r#"["10.0.0.0/8", "lb.internal"]"#));
+    assert!(
+        e.contains("proxy.trusted_proxies: \"lb.internal\" is not an address or a CIDR"),
+        "{e}"
+    );
+}

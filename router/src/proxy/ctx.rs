@@ -74,6 +74,8 @@ pub struct Ctx {
     pub shadow: Option<crate::shadow::ShadowCtx>,
     /// Reverse shadow (the service answers): dropped if the monolith answers after all.
     pub shadow_reverse: bool,
+    /// The client: the peer, or who a trusted proxy forwarded for.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl Ctx {
@@ -93,6 +95,7 @@ impl Ctx {
             trace_id: String::new(),
             shadow: None,
             shadow_reverse: false,
+            client_ip: None,
         }
     }
 

@@ -20,8 +20,36 @@ pub struct Ids {
     pub trace_id: String,
 }
 
+/// The client behind `peer`: `peer` itself unless it is a trusted proxy;
+/// then, reading `X-Forwarded-For` from the right, the first address that
+/// is not trusted (nginx's `real_ip_recursive on`); when every one is, the
+/// leftmost. An entry that is not an address ends the walk there.
+pub fn real_client(
+    peer: Option<IpAddr>,
+    xff: Option<&str>,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    for hop in xff.unwrap_or("").rsplit(',') {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
 /// Stamps `req` and returns its ids.
-pub fn stamp(req: &mut RequestHeader, client_ip: Option<IpAddr>) -> Result<Ids> {
+/// `peer` (the connection's address) is appended to `X-Forwarded-For`.
+pub fn stamp(req: &mut RequestHeader, peer: Option<IpAddr>) -> Result<Ids> {
     let request_id = match req.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() => id.to_string(),
         _ => {
@@ -42,7 +70,7 @@ pub fn stamp(req: &mut RequestHeader, client_ip: Option<IpAddr>) -> Result<Ids> 
             trace
         }
     };
-    if let Some(ip) = client_ip {
+    if let Some(ip) = peer {
         let xff = match req
             .headers
             .get("x-forwarded-for")
@@ -57,4 +85,61 @@ pub fn stamp(req: &mut RequestHeader, client_ip: Option<IpAddr>) -> Result<Ids> 
         request_id,
         trace_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::real_client;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn the_client_is_the_last_untrusted_hop_behind_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec![
+            "10.0.0.0/8".parse().expect("net"),
+            "::1/128".parse().expect("net"),
+        ];
+        let t = &trusted;
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(
+            real_client(Some(ip("203.0.113.9")), Some("1.2.3.4"), t),
+            Some(ip("203.0.113.9"))
+        );
+        // Behind a trusted balancer: the last address it saw.
+        assert_eq!(
+            real_client(Some(ip("10.1.1.1")), Some("198.51.100.7"), t),
+            Some(ip("198.51.100.7"))
+        );
+        // A client's own forged entry on the left is not believed.
+        assert_eq!(
+            real_client(
+                Some(ip("10.1.1.1")),
+                Some("6.6.6.6, 198.51.100.7, 10.2.2.2"),
+                t
+            ),
+            Some(ip("198.51.100.7"))
+        );
+        // Every hop trusted: the leftmost.
+        assert_eq!(
+            real_client(Some(ip("::1")), Some("10.9.9.9, 10.2.2.2"), t),
+            Some(ip("10.9.9.9"))
+        );
+        // No header, or garbage: the trusted peer itself, or the last good hop.
+        assert_eq!(
+            real_client(Some(ip("10.1.1.1")), None, t),
+            Some(ip("10.1.1.1"))
+        );
+        assert_eq!(
+            real_client(Some(ip("10.1.1.1")), Some("junk, 10.3.3.3"), t),
+            Some(ip("10.3.3.3"))
+        );
+        // Nothing trusted: the peer.
+        assert_eq!(
+            real_client(Some(ip("10.1.1.1")), Some("198.51.100.7"), &[]),
+            Some(ip("10.1.1.1"))
+        );
+    }
 }

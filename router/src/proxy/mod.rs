@@ -82,11 +82,19 @@ impl ProxyHttp for RouterProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let routing = self.shared.routing.load_full();
-        let client_ip = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let req = session.req_header_mut();
+        let client_ip = headers::real_client(
+            peer,
+            req.headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok()),
+            &routing.trusted_proxies,
+        );
+        ctx.client_ip = client_ip;
         let forced = match &routing.override_header {
             Some(h) => req
                 .remove_header(h)
@@ -113,7 +121,7 @@ impl ProxyHttp for RouterProxy {
         }
         ctx.routing = Some(routing);
 
-        let ids = headers::stamp(req, client_ip)?;
+        let ids = headers::stamp(req, peer)?;
         ctx.request_id = ids.request_id;
         ctx.trace_id = ids.trace_id;
         if let Some((state, direction)) =
@@ -322,10 +330,7 @@ impl ProxyHttp for RouterProxy {
                 access_log::Entry {
                     request_id: &ctx.request_id,
                     trace_id: &ctx.trace_id,
-                    client: session
-                        .client_addr()
-                        .and_then(|a| a.as_inet())
-                        .map(|a| a.ip()),
+                    client: ctx.client_ip,
                     method: req.method.as_str(),
                     path: req.uri.path(),
                     route: route_name,
