@@ -142,6 +142,8 @@ pub struct RawRoute {
     pub percent: Option<Spanned<f64>>,
     /// `header:NAME` | `cookie:NAME` | `client-ip` | `none` (default `client-ip`).
     pub sticky: Option<Spanned<String>>,
+    /// Requests allowed per client (`[routes.rate_limit]`).
+    pub rate_limit: Option<RawRateLimit>,
     /// Let the monolith answer when the service fails (default true).
     pub fallback: Option<bool>,
     /// Share of requests shadowed, in percent (default 100).
@@ -183,6 +185,19 @@ pub struct RawPromote {
     pub max_mismatch: Option<Spanned<f64>>,
     /// Comparisons needed before the shadow verdict can be READY (default 500).
     pub min_samples: Option<Spanned<u64>>,
+}
+
+/// `[routes.rate_limit]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Requests allowed per `per_seconds` (also the burst).
+    pub requests: Spanned<u64>,
+    /// The window, in seconds (default 1).
+    pub per_seconds: Option<Spanned<u64>>,
+    /// Who is limited: `client-ip` (default), `header:NAME`, `cookie:NAME`,
+    /// or `none` (the whole route shares one limit).
+    pub key: Option<Spanned<String>>,
 }
 
 /// `[routes.compare]`

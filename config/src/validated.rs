@@ -200,6 +200,16 @@ impl FromStr for Stage {
     }
 }
 
+/// `[routes.rate_limit]`, validated: `requests` per `per` for each key
+/// (`Sticky::None`: one limit for the whole route), bursts up to
+/// `requests`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+    pub key: Sticky,
+}
+
 /// Where the sticky key of a canary comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sticky {
@@ -265,6 +275,8 @@ pub struct Route {
     pub stage: Stage,
     pub percent: f64,
     pub sticky: Sticky,
+    /// Requests allowed per client, answered 429 beyond.
+    pub rate_limit: Option<RateLimit>,
     pub fallback: bool,
     pub shadow_percent: f64,
     pub shadow_methods: Vec<String>,

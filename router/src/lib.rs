@@ -18,6 +18,7 @@ pub mod cache;
 pub mod control;
 pub mod gates;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

@@ -67,6 +67,7 @@ pub struct Shared {
     /// from its cache); `None` when it is.
     degraded: Mutex<Option<String>>,
     health: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    limiters: crate::limits::Limiters,
     pub metrics: Metrics,
     /// Requests being served (for draining on SIGTERM).
     pub inflight: AtomicI64,
@@ -84,14 +85,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub fn new(config: Config, live: Vec<LiveRoute>) -> Arc<Shared> {
         let health = Mutex::new(HashMap::new());
+        let limiters = crate::limits::Limiters::default();
         let metrics = Metrics::new();
-        let routing = build(&config, &live, &health, &metrics);
+        let routing = build(&config, &live, (&health, &limiters), &metrics);
         Arc::new(Shared {
             routing: ArcSwap::from_pointee(routing),
             config: ArcSwap::from_pointee(config),
             live: Mutex::new(Arc::new(live)),
             degraded: Mutex::new(None),
             health,
+            limiters,
             metrics,
             inflight: AtomicI64::new(0),
             shadower: Arc::new(Shadower::new()),
@@ -104,7 +107,12 @@ impl Shared {
     pub fn set_config(&self, config: Config) {
         let live = lock(&self.live).clone();
         // Build before publishing both so readers never see a mismatch for long.
-        let routing = build(&config, &live, &self.health, &self.metrics);
+        let routing = build(
+            &config,
+            &live,
+            (&self.health, &self.limiters),
+            &self.metrics,
+        );
         self.config.store(Arc::new(config));
         self.routing.store(Arc::new(routing));
     }
@@ -118,7 +126,12 @@ impl Shared {
         }
         *current = Arc::new(live);
         let config = self.config.load();
-        let routing = build(&config, &current, &self.health, &self.metrics);
+        let routing = build(
+            &config,
+            &current,
+            (&self.health, &self.limiters),
+            &self.metrics,
+        );
         self.routing.store(Arc::new(routing));
         true
     }
@@ -175,7 +188,10 @@ fn health_flag(
 fn build(
     config: &Config,
     live: &[LiveRoute],
-    health: &Mutex<HashMap<String, Arc<AtomicBool>>>,
+    (health, limiters): (
+        &Mutex<HashMap<String, Arc<AtomicBool>>>,
+        &crate::limits::Limiters,
+    ),
     metrics: &Metrics,
 ) -> Routing {
     // Legacy first, so that LEGACY_ID (0) is the monolith.
@@ -228,6 +244,10 @@ fn build(
                 shadow,
             );
             c.state_ms = ov.map_or(0, |l| l.updated_at_ms);
+            c.rate_limit = r
+                .rate_limit
+                .as_ref()
+                .map(|l| limiters.for_route(&r.name, l));
             c
         })
         .collect();

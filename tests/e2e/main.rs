@@ -18,6 +18,7 @@ mod router_admin;
 mod router_config;
 mod router_fallback;
 mod router_fleet;
+mod router_limits;
 mod router_pooling;
 mod router_promote;
 mod router_routing;

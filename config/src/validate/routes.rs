@@ -94,6 +94,43 @@ pub(super) fn check_routes(
             }),
             None => Sticky::ClientIp,
         };
+        let rate_limit = r.rate_limit.as_ref().map(|l| {
+            let requests = match u32::try_from(*l.requests.get_ref()) {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    c.err(
+                        &l.requests,
+                        &key("rate_limit.requests"),
+                        "requests from 1 to 4294967295",
+                    );
+                    1
+                }
+            };
+            let per = match &l.per_seconds {
+                Some(s) if (1..=86_400).contains(s.get_ref()) => *s.get_ref(),
+                Some(s) => {
+                    c.err(s, &key("rate_limit.per_seconds"), "seconds from 1 to 86400");
+                    1
+                }
+                None => 1,
+            };
+            let key_of = match &l.key {
+                Some(k) => k.get_ref().parse::<Sticky>().unwrap_or_else(|msg| {
+                    c.err(
+                        k,
+                        &key("rate_limit.key"),
+                        msg.replace("sticky key", "rate-limit key"),
+                    );
+                    Sticky::ClientIp
+                }),
+                None => Sticky::ClientIp,
+            };
+            RateLimit {
+                requests,
+                per: std::time::Duration::from_secs(per),
+                key: key_of,
+            }
+        });
         let shadow_methods = match &r.shadow_methods {
             Some(m) => methods(c, m, &key("shadow_methods")),
             None => vec!["GET".to_string(), "HEAD".to_string()],
@@ -105,6 +142,7 @@ pub(super) fn check_routes(
             stage,
             percent: percent(c, &r.percent, &key("percent"), 0.0),
             sticky,
+            rate_limit,
             fallback: r.fallback.unwrap_or(true),
             shadow_percent: percent(c, &r.shadow_percent, &key("shadow_percent"), 100.0),
             shadow_methods,

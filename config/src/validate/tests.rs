@@ -350,3 +350,35 @@ fn trusted_proxies_are_addresses_or_cidrs() {
         "{e}"
     );
 }
+
+#[test]
+fn rate_limits_are_checked() {
+    let route = |limit: &str| {
+        format!("{MINIMAL}[upstreams.svc]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"r\"\npath = \"/r\"\nservice = \"svc\"\nstage = \"migrated\"\n{limit}")
+    };
+    let c = load(&route("[routes.rate_limit]\nrequests = 10\n")).expect("valid");
+    let l = c.routes[0].rate_limit.clone().expect("a limit");
+    assert_eq!(
+        (l.requests, l.per, l.key),
+        (10, std::time::Duration::from_secs(1), Sticky::ClientIp)
+    );
+    let c = load(&route(
+        "[routes.rate_limit]\nrequests = 100\nper_seconds = 60\nkey = \"header:x-api-client\"\n",
+    ))
+    .expect("valid");
+    let l = c.routes[0].rate_limit.clone().expect("a limit");
+    assert_eq!(l.key, Sticky::Header("x-api-client".into()));
+    assert!(load(&route("")).expect("valid").routes[0]
+        .rate_limit
+        .is_none());
+    let e = first_error(&route("[routes.rate_limit]\nrequests = 0\n"));
+    assert!(
+        e.contains("routes[0].rate_limit.requests: requests from 1"),
+        "{e}"
+    );
+    let e = first_error(&route("[routes.rate_limit]\nrequests = 5\nkey = \"ip\"\n"));
+    assert!(
+        e.contains("rate_limit.key: unknown rate-limit key \"ip\""),
+        "{e}"
+    );
+}

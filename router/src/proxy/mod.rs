@@ -119,7 +119,24 @@ impl ProxyHttp for RouterProxy {
         if decision.why == Why::ServiceDown {
             ctx.fallback = Some(FallbackReason::Unhealthy);
         }
+        let limited = ctx
+            .route
+            .and_then(|i| routing.table.routes().get(i))
+            .and_then(|r| r.rate_limit.as_ref())
+            .and_then(|l| l.check(&req.headers, client_ip).err());
         ctx.routing = Some(routing);
+        if let Some(wait) = limited {
+            // Over the route's limit: answered here, nothing goes upstream.
+            let mut resp = ResponseHeader::build(429, Some(3))?;
+            resp.insert_header(
+                "retry-after",
+                wait.as_secs_f64().ceil().max(1.0).to_string(),
+            )?;
+            resp.insert_header("content-length", "0")?;
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(true);
+        }
+        let req = session.req_header_mut();
 
         let ids = headers::stamp(req, peer)?;
         ctx.request_id = ids.request_id;

@@ -42,6 +42,8 @@ pub struct CompiledRoute {
     pub state_ms: i64,
     /// Shadow settings and compiled comparison rules.
     pub shadow: RouteShadow,
+    /// Its rate limit, if it has one (`limits.rs`).
+    pub rate_limit: Option<Arc<crate::limits::RouteLimiter>>,
 }
 
 impl CompiledRoute {
@@ -70,6 +72,7 @@ impl CompiledRoute {
             file_index,
             state_ms: 0,
             shadow,
+            rate_limit: None,
         }
     }
 
