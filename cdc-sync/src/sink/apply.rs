@@ -23,14 +23,8 @@ impl Sink {
         through: Lsn,
         snapshot_complete: bool,
     ) -> Result<Applied, SinkError> {
-        let mine: Vec<&Record> = records
-            .iter()
-            .filter(|r| self.tables.contains_key(&r.table))
-            .filter(|r| r.commit_lsn.0 == 0 || r.commit_lsn > self.position)
-            .collect();
-        let skipped = (records.len() - mine.len()) as u64;
         let snapshot =
-            through.0 == 0 || snapshot_complete || mine.iter().any(|r| r.commit_lsn.0 == 0);
+            through.0 == 0 || snapshot_complete || records.iter().any(|r| r.commit_lsn.0 == 0);
         if !self.lanes.is_empty() && !snapshot {
             // Each connection filters by its own position.
             let mine: Vec<&Record> = records
@@ -41,6 +35,12 @@ impl Sink {
             applied.skipped += (records.len() - mine.len()) as u64;
             return Ok(applied);
         }
+        let mine: Vec<&Record> = records
+            .iter()
+            .filter(|r| self.tables.contains_key(&r.table))
+            .filter(|r| r.commit_lsn.0 == 0 || r.commit_lsn > self.position)
+            .collect();
+        let skipped = (records.len() - mine.len()) as u64;
         let new_position = through.max(self.position);
         if mine.is_empty() && new_position == self.position && !snapshot_complete {
             return Ok(Applied {

@@ -99,6 +99,27 @@ async fn store_lane(
     Ok(())
 }
 
+/// Replaces the stored rows of the sink's lanes with `lanes` rows (lanes
+/// 1..=`lanes`), each at `at`.
+async fn rewrite_lanes(
+    conn: &mut PgConnection,
+    sink: &str,
+    slot: &str,
+    lanes: usize,
+    at: Lsn,
+) -> Result<(), SinkError> {
+    sqlx::query("DELETE FROM strangler_cdc_lane_offsets WHERE sink = $1 AND slot = $2")
+        .bind(sink)
+        .bind(slot)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err(sink))?;
+    for lane in 1..=lanes {
+        store_lane(conn, sink, slot, lane, at).await?;
+    }
+    Ok(())
+}
+
 impl Sink {
     /// Applies through `n` connections (1: the sink's own only). Reads each
     /// lane's stored position; when the number of lanes changed since they
@@ -141,18 +162,10 @@ impl Sink {
                 );
             }
             let mut tx = self.conn.begin().await.map_err(db_err(&name))?;
-            sqlx::query("DELETE FROM strangler_cdc_lane_offsets WHERE sink = $1 AND slot = $2")
-                .bind(&name)
-                .bind(&self.slot)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err(&name))?;
             if lowest < self.position {
                 store_lsn(&mut tx, &name, &self.slot, lowest, self.snapshot_done).await?;
             }
-            for lane in 1..n {
-                store_lane(&mut tx, &name, &self.slot, lane, lowest).await?;
-            }
+            rewrite_lanes(&mut tx, &name, &self.slot, n - 1, lowest).await?;
             tx.commit().await.map_err(db_err(&name))?;
             self.position = lowest;
             vec![lowest; n - 1]
@@ -170,15 +183,7 @@ impl Sink {
     pub(super) async fn reset_lanes(&mut self) -> Result<(), SinkError> {
         let name = self.name.clone();
         let mut tx = self.conn.begin().await.map_err(db_err(&name))?;
-        sqlx::query("DELETE FROM strangler_cdc_lane_offsets WHERE sink = $1 AND slot = $2")
-            .bind(&name)
-            .bind(&self.slot)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err(&name))?;
-        for lane in 1..=self.lanes.len() {
-            store_lane(&mut tx, &name, &self.slot, lane, Lsn(0)).await?;
-        }
+        rewrite_lanes(&mut tx, &name, &self.slot, self.lanes.len(), Lsn(0)).await?;
         tx.commit().await.map_err(db_err(&name))?;
         for lane in &mut self.lanes {
             lane.position = Lsn(0);
