@@ -66,16 +66,50 @@ impl StateStore {
         &self,
         stream: &StreamKey,
         sink: &str,
+        tables: (&str, &str),
+        partition: (&str, i32),
+        at: (i64, bool),
+    ) -> Result<(), StoreError> {
+        self.write_partition(stream, sink, tables, partition, at, true)
+            .await
+    }
+
+    /// Kafka: a partition of a table's topic exists. Recorded at position 0
+    /// (not caught up) unless a worker has reported it: a partition nobody
+    /// reported yet holds its table back.
+    pub async fn seed_partition(
+        &self,
+        stream: &StreamKey,
+        sink: &str,
+        tables: (&str, &str),
+        partition: (&str, i32),
+    ) -> Result<(), StoreError> {
+        self.write_partition(stream, sink, tables, partition, (0, false), false)
+            .await
+    }
+
+    /// A partition's row: written, or (`overwrite` false) only when there
+    /// is none yet.
+    async fn write_partition(
+        &self,
+        stream: &StreamKey,
+        sink: &str,
         (source_table, target_table): (&str, &str),
         (topic, partition): (&str, i32),
         (lsn, caught_up): (i64, bool),
+        overwrite: bool,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let on_conflict = if overwrite {
+            "DO UPDATE SET direction = excluded.direction, source_table = excluded.source_table, \
+             target_table = excluded.target_table, applied_lsn = excluded.applied_lsn, \
+             caught_up = excluded.caught_up, updated_at_ms = excluded.updated_at_ms"
+        } else {
+            "DO NOTHING"
+        };
+        sqlx::query(&format!(
             "INSERT INTO strangler_cdc_partition_positions (cluster, slot, direction, sink, source_table, target_table, topic, partition, applied_lsn, caught_up, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (cluster, slot, sink, topic, partition) DO UPDATE SET \
-             direction = excluded.direction, source_table = excluded.source_table, target_table = excluded.target_table, \
-             applied_lsn = excluded.applied_lsn, caught_up = excluded.caught_up, updated_at_ms = excluded.updated_at_ms",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (cluster, slot, sink, topic, partition) {on_conflict}"
+        ))
         .bind(&stream.cluster)
         .bind(&stream.slot)
         .bind(stream.direction.as_str())
@@ -86,34 +120,6 @@ impl StateStore {
         .bind(partition)
         .bind(lsn)
         .bind(i32::from(caught_up))
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Kafka: a partition of a table's topic exists. Recorded at position 0
-    /// (not caught up) unless a worker has reported it: a partition nobody
-    /// reported yet holds its table back.
-    pub async fn seed_partition(
-        &self,
-        stream: &StreamKey,
-        sink: &str,
-        (source_table, target_table): (&str, &str),
-        (topic, partition): (&str, i32),
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO strangler_cdc_partition_positions (cluster, slot, direction, sink, source_table, target_table, topic, partition, applied_lsn, caught_up, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9) ON CONFLICT (cluster, slot, sink, topic, partition) DO NOTHING",
-        )
-        .bind(&stream.cluster)
-        .bind(&stream.slot)
-        .bind(stream.direction.as_str())
-        .bind(sink)
-        .bind(source_table)
-        .bind(target_table)
-        .bind(topic)
-        .bind(partition)
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
@@ -276,13 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_partition_nobody_reported_holds_its_table_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = StateStore::connect(&format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("s.db").display()
-        ))
-        .await
-        .expect("store");
+        let (_dir, store) = crate::store::temp_store().await;
         let stream = StreamKey {
             cluster: "c".into(),
             slot: "strangler".into(),

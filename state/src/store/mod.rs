@@ -190,6 +190,19 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
+/// A store in a fresh SQLite file (kept while the directory lives).
+#[cfg(test)]
+pub(crate) async fn temp_store() -> (tempfile::TempDir, StateStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = StateStore::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("s.db").display()
+    ))
+    .await
+    .expect("store");
+    (dir, store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

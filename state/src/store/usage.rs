@@ -91,13 +91,7 @@ mod tests {
 
     #[tokio::test]
     async fn counts_of_an_earlier_route_state_are_left_out() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = StateStore::connect(&format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("s.db").display()
-        ))
-        .await
-        .expect("store");
+        let (_dir, store) = crate::store::temp_store().await;
         let errors = Counts {
             requests: 30,
             service_requests: 30,
