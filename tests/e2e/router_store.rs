@@ -58,7 +58,8 @@ async fn two_proxies_sharing_postgres_obey_a_rollback_within_a_second() {
     .await;
     assert!(
         took.is_some(),
-        "the other proxy did not obey the rollback within 1 s"
+        "the other proxy did not obey the rollback within 1 s; its log:\n{}",
+        b.log_text()
     );
 
     // The rollback holds: a set is refused until the hold is lifted.
@@ -89,12 +90,20 @@ async fn two_proxies_sharing_postgres_obey_a_rollback_within_a_second() {
     let (code, out, err) = cli(&set_migrated, &ha.config_path());
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("legacy → migrated"), "{out}");
+    // Following a CLI change is not the one-second promise (that is the
+    // rollback's, above); a generous deadline keeps a loaded CI box from
+    // failing it, and a failure prints what the proxy did.
     for p in [&a, &b] {
-        let took = eventually(Duration::from_secs(1), || async {
+        let took = eventually(Duration::from_secs(5), || async {
             get_who(&c, &format!("{}/products/1", p.base), &[]).await == "svc"
         })
         .await;
-        assert!(took.is_some(), "a proxy did not follow the CLI within 1 s");
+        assert!(
+            took.is_some(),
+            "a proxy did not follow the CLI within 5 s; its log:\n{}\naccess log:\n{}",
+            p.log_text(),
+            std::fs::read_to_string(&p.access_log).unwrap_or_default()
+        );
     }
     let (_, out, _) = cli(
         &["route", "history", "get-product", "--json"],
