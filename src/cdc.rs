@@ -123,6 +123,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                         check_rows: 0,
                         tx_memory: cdc.source.transaction_memory,
                         chunk_rows: cdc.source.snapshot_chunk_rows,
+                        workers: cdc.source.snapshot_workers,
                     };
                     let (config, s, url) = (config.clone(), s.clone(), source_url.clone());
                     tasks.push(tokio::spawn(async move { run_pipeline(&config, cfg, &[&s], &[url], RunOpts { start: Start::Never, snapshot_only: false, json, metrics: None, direction: Direction::Reverse }).await }));

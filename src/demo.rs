@@ -381,6 +381,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
+        workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
     };
     let sinks = vec![
         SinkSpec {
@@ -624,6 +625,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
+        workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
     };
     let rev_sinks = vec![SinkSpec {
         name: "catalog_back".into(),
@@ -682,6 +684,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
+        workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
     })
     .await?;
     let mut d = strangler_cdc::verify::connect(&cat_url).await?;

@@ -22,8 +22,10 @@
 //! transaction; each sink skips what its offset already covers. So nothing
 //! is lost and nothing is applied twice in effect.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -32,7 +34,7 @@ use tokio::sync::mpsc;
 use crate::event::Record;
 pub use crate::incremental::ChunkProgress;
 use crate::lsn::Lsn;
-use crate::sink::SinkError;
+use crate::sink::{CopyJob, SinkError};
 use crate::source::{self, Item, Large, SnapshotItem, SourceConfig, SourceError, Stream};
 use crate::transport::kafka::TransportError;
 
@@ -91,17 +93,16 @@ pub trait Destination: Send {
     ) -> Result<Option<Vec<String>>, PipelineError> {
         Ok(None)
     }
-    /// Copies a snapshot table's rows (COPY text of `columns`, until
-    /// `chunks` closes), counting them in `rows` as they go; the number of
-    /// rows. Only called after
-    /// [`Destination::copy_columns`] named those columns.
-    async fn copy_table(
+    /// A copy of part of a snapshot table (COPY text of `columns`) into
+    /// its target on a connection of its own ([`CopyJob`]); `direct` as
+    /// decided for the table's first part (`None`: decide). Only called
+    /// after [`Destination::copy_columns`] named those columns.
+    async fn copy_job(
         &mut self,
         table: &str,
         _columns: &[String],
-        _chunks: mpsc::Receiver<bytes::Bytes>,
-        _rows: &AtomicU64,
-    ) -> Result<u64, PipelineError> {
+        _direct: Option<bool>,
+    ) -> Result<CopyJob, PipelineError> {
         Err(SourceError::Invalid(format!("{table}: this destination takes no COPY text")).into())
     }
     /// The initial snapshot began with a new slot consistent at `lsn`.
@@ -668,52 +669,70 @@ async fn open(
             }
         })
     };
-    while let Some(item) = rx.recv().await {
-        match item {
-            SnapshotItem::Records(batch) => {
-                progress.snapshot_rows += batch.len() as u64;
-                target
-                    .write(&batch, Lsn(0), false, progress, status)
-                    .await?;
-            }
-            SnapshotItem::Table {
-                table,
-                columns,
-                answer,
-            } => {
-                let _ = answer.send(target.copy_columns(&table, &columns).await?);
-            }
-            SnapshotItem::Expected(rows) => progress.snapshot_expected = rows,
-            SnapshotItem::Begun(lsn) => target.snapshot_begun(lsn).await?,
-            SnapshotItem::TableDone(table) => target.snapshot_table_done(&table).await?,
-            SnapshotItem::Copy {
-                table,
-                columns,
-                chunks,
-                done,
-            } => {
-                // Rows as they go (the bar moves within a big table); the
-                // count is kept only if the table is taken.
-                let seen = AtomicU64::new(0);
-                let copy = target.copy_table(&table, &columns, chunks, &seen);
-                let mut copy = std::pin::pin!(copy);
-                let mut tick = tokio::time::interval(Duration::from_millis(500));
-                let copied = loop {
-                    tokio::select! {
-                        r = &mut copy => break r,
-                        _ = tick.tick() => {
-                            let mut p = progress.clone();
-                            p.snapshot_rows += seen.load(Ordering::Relaxed);
-                            on_progress(&p);
-                        }
+    // Parts of tables copied at once, each on a connection of its own (the
+    // source's workers wait for each part's answer, so every copy has
+    // ended when the channel closes).
+    let mut copies = tokio::task::JoinSet::new();
+    let mut counting: HashMap<u64, Arc<AtomicU64>> = HashMap::new();
+    let mut direct: HashMap<String, bool> = HashMap::new();
+    let mut next_copy = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            item = rx.recv() => {
+                let Some(item) = item else { break };
+                match item {
+                    SnapshotItem::Records(batch) => {
+                        progress.snapshot_rows += batch.len() as u64;
+                        target
+                            .write(&batch, Lsn(0), false, progress, status)
+                            .await?;
                     }
-                };
+                    SnapshotItem::Table {
+                        table,
+                        columns,
+                        answer,
+                    } => {
+                        let _ = answer.send(target.copy_columns(&table, &columns).await?);
+                    }
+                    SnapshotItem::Expected(rows) => progress.snapshot_expected = rows,
+                    SnapshotItem::Begun(lsn) => target.snapshot_begun(lsn).await?,
+                    SnapshotItem::TableDone(table) => target.snapshot_table_done(&table).await?,
+                    SnapshotItem::Copy {
+                        table,
+                        columns,
+                        chunks,
+                        done,
+                    } => {
+                        let job = target
+                            .copy_job(&table, &columns, direct.get(&table).copied())
+                            .await?;
+                        direct.insert(table.clone(), job.direct());
+                        // Rows as they go (the bar moves within a big
+                        // table); kept only if the part is taken.
+                        let seen = Arc::new(AtomicU64::new(0));
+                        next_copy += 1;
+                        counting.insert(next_copy, seen.clone());
+                        let id = next_copy;
+                        copies.spawn(async move {
+                            let copied = job.run(chunks, &seen).await;
+                            (id, table, copied, done)
+                        });
+                    }
+                }
+                on_progress(progress);
+            }
+            Some(joined) = copies.join_next() => {
+                let (id, table, copied, done) = joined.map_err(|e| {
+                    SourceError::Invalid(format!("a snapshot copy task failed: {e}"))
+                })?;
+                counting.remove(&id);
                 match copied {
                     Ok(rows) => {
                         tracing::info!(
                             table,
                             rows,
-                            "snapshot table copied straight into its target"
+                            "snapshot rows copied straight into their target"
                         );
                         progress.snapshot_rows += rows;
                         progress.snapshot_copied += rows;
@@ -722,14 +741,22 @@ async fn open(
                     Err(e) if !e.is_retryable() => {
                         // A row the target refuses: as records, each bad
                         // one set aside as a dead letter.
-                        tracing::warn!(table, error = %e, "COPY into the target failed; sending the table as records");
+                        tracing::warn!(table, error = %e, "COPY into the target failed; sending those rows as records");
                         let _ = done.send(false);
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 }
+                on_progress(progress);
+            }
+            _ = tick.tick(), if !counting.is_empty() => {
+                let mut p = progress.clone();
+                p.snapshot_rows += counting
+                    .values()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .sum::<u64>();
+                on_progress(&p);
             }
         }
-        on_progress(progress);
     }
     let (stream, consistent, sample) = snap
         .await

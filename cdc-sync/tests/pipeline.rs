@@ -118,6 +118,7 @@ fn source_cfg(e: &Env) -> SourceConfig {
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
+        workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
     }
 }
 
@@ -405,6 +406,7 @@ async fn reverse_sync_converges_without_ping_pong() {
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
+        workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
     };
     let rev = start(
         rev_cfg,

@@ -92,7 +92,7 @@ async fn sink(url: &str, connections: usize) -> Sink {
     Sink::connect("svc", url, "strangler", &[mapping()])
         .await
         .unwrap()
-        .with_connections(url, connections)
+        .with_connections(connections)
         .await
         .unwrap()
 }

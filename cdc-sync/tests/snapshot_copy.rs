@@ -91,6 +91,7 @@ async fn snapshot(e: &Env, rows: i64) -> Progress {
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
+        workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
     };
     let mut sinks = vec![
         Sink::connect("catalog", &e.dst_url, "strangler", &[mapping()])

@@ -270,6 +270,9 @@ pub struct RawCdcSource {
     pub transaction_memory_mb: Option<Spanned<i64>>,
     /// Rows per chunk of `cdc snapshot --table` (default 2000).
     pub snapshot_chunk_rows: Option<Spanned<i64>>,
+    /// Source connections copying the initial snapshot at once, each
+    /// joining the exported snapshot (default 2).
+    pub snapshot_workers: Option<Spanned<i64>>,
 }
 
 /// `[cdc.transport]`

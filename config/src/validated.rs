@@ -424,7 +424,12 @@ pub struct CdcSource {
     pub transaction_memory: usize,
     /// Rows per chunk of a chunked snapshot (`cdc snapshot --table`).
     pub snapshot_chunk_rows: usize,
+    /// Source connections copying the initial snapshot at once.
+    pub snapshot_workers: usize,
 }
+
+/// Source connections copying the initial snapshot at once by default.
+pub const DEFAULT_SNAPSHOT_WORKERS: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotMode {

@@ -51,6 +51,7 @@ fn cfg(url: &str, slot: &str) -> SourceConfig {
         check_rows: 0,
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
+        workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
     }
 }
 
@@ -235,15 +236,38 @@ async fn snapshot(pg: &PgCluster, rows: i64) {
         ),
     );
 
-    let dst_url = pg.create_database("snapped").unwrap();
+    // One source connection, then the default number of workers.
+    for workers in [1, strangler_config::DEFAULT_SNAPSHOT_WORKERS] {
+        snapshot_into(pg, &src_url, tables, workers, anchor).await;
+    }
+}
+
+/// strangler's snapshot of `tables` with `workers` source connections.
+async fn snapshot_into(
+    pg: &PgCluster,
+    src_url: &str,
+    tables: [(&'static str, i64); 3],
+    workers: usize,
+    anchor: f64,
+) {
+    let total: i64 = tables.iter().map(|t| t.1).sum();
+    let names: Vec<&str> = tables.iter().map(|t| t.0).collect();
+    let dst_url = pg.create_database(&format!("snapped{workers}")).unwrap();
     let dst = PgPoolOptions::new().connect(&dst_url).await.unwrap();
-    create_targets(dst.clone()).await;
+    for (name, _) in tables {
+        sqlx::query(&TARGET.replace("bench", name))
+            .execute(&dst)
+            .await
+            .unwrap();
+    }
     let mappings: Vec<TableMapping> = names.iter().map(|n| mapping_of(n)).collect();
-    let mut sinks = vec![Sink::connect("bench", &dst_url, "snap", &mappings)
+    let slot = format!("snap{workers}");
+    let mut sinks = vec![Sink::connect("bench", &dst_url, &slot, &mappings)
         .await
         .unwrap()];
-    let mut c = cfg(&src_url, "snap");
+    let mut c = cfg(src_url, &slot);
     c.tables = names.iter().map(|n| table_of(n)).collect();
+    c.workers = workers;
     let start = Instant::now();
     let mut applied = None;
     let p = pipeline::run(
@@ -272,7 +296,7 @@ async fn snapshot(pg: &PgCluster, rows: i64) {
         assert_eq!(got, n, "{name}");
     }
     row(
-        "strangler snapshot (exported snapshot → COPY into the sink), 3 tables",
+        &format!("strangler snapshot (exported snapshot → COPY into the sink), 3 tables, {workers} source connection(s)"),
         total,
         secs,
         &format!(
@@ -428,7 +452,7 @@ fn start_parts(
             let mut sinks = vec![Sink::connect("bench", &dst_url, &c.slot, &[mapping()])
                 .await
                 .unwrap()
-                .with_connections(&dst_url, connections)
+                .with_connections(connections)
                 .await
                 .unwrap()];
             pipeline::run(
@@ -684,9 +708,19 @@ async fn main() {
     // `cdc-bench kafka ROWS SECS`: the Kafka rows alone.
     let kafka_only = args.get(1).map(String::as_str) == Some("kafka");
     let connections_only = args.get(1).map(String::as_str) == Some("connections");
-    let args = &args[usize::from(kafka_only || connections_only)..];
+    // `cdc-bench snapshot ROWS`: the snapshot rows alone.
+    let snapshot_only = args.get(1).map(String::as_str) == Some("snapshot");
+    let args = &args[usize::from(kafka_only || connections_only || snapshot_only)..];
     let rows: i64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200_000);
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+    if snapshot_only {
+        snapshot(
+            &pg,
+            args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200_000),
+        )
+        .await;
+        return;
+    }
     if !kafka_only && !connections_only {
         decode(&pg, rows).await;
         snapshot(&pg, rows).await;

@@ -45,7 +45,7 @@ impl SinkSpec {
         Sink::connect(&self.name, &self.url, &cfg.slot, &self.tables)
             .await?
             .with_format(cfg.format)
-            .with_connections(&self.url, self.connections.max(1))
+            .with_connections(self.connections.max(1))
             .await
     }
 }

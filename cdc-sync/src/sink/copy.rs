@@ -50,37 +50,82 @@ impl Sink {
             .collect()
     }
 
-    /// Copies COPY text rows of `targets` (target columns, in the order of
-    /// the text) into `table`'s target; the number of rows. A failure
-    /// leaves the target as it was (one statement, or one transaction).
-    pub async fn copy_in(
+    /// A copy of snapshot rows (COPY text of the source `columns`) into
+    /// `table`'s target on a connection of its own, so that parts of the
+    /// snapshot are copied at once. `direct`: whether the target was empty
+    /// when the table's copy began (asked when `None`); every part then
+    /// goes straight in — the parts hold disjoint rows.
+    pub async fn copy_job(
         &mut self,
         table: &str,
-        targets: &[String],
+        columns: &[String],
+        direct: Option<bool>,
+    ) -> Result<Option<CopyJob>, SinkError> {
+        let targets = self.copy_targets(table, columns);
+        let Some(t) = self.tables.get(table) else {
+            return Ok(None);
+        };
+        let direct = match direct {
+            Some(d) => d,
+            None => sqlx::query(&format!(
+                "SELECT NOT EXISTS (SELECT 1 FROM {})",
+                t.qualified
+            ))
+            .fetch_one(&mut self.conn)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db_err(&self.name))?,
+        };
+        Ok(Some(CopyJob {
+            sink: self.name.clone(),
+            url: self.url.clone(),
+            qualified: t.qualified.clone(),
+            primary_key: t.primary_key.clone(),
+            targets,
+            direct,
+        }))
+    }
+}
+
+/// One part of a table's snapshot copied into its target, owned so that
+/// it runs beside the others ([`Sink::copy_job`]).
+pub struct CopyJob {
+    sink: String,
+    url: String,
+    qualified: String,
+    primary_key: Vec<String>,
+    /// Target columns, in the order of the COPY text.
+    targets: Vec<String>,
+    direct: bool,
+}
+
+impl CopyJob {
+    /// Whether the rows go straight into the target table.
+    pub fn direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Copies the rows of `chunks` (until it closes), counting them in
+    /// `progress` as they go; the number of rows. Straight into the table
+    /// when `direct`, otherwise through a staging table merged with one
+    /// `INSERT … SELECT … ON CONFLICT`. A failure leaves the target as it
+    /// was (one transaction).
+    pub async fn run(
+        self,
         mut chunks: mpsc::Receiver<Bytes>,
         progress: &std::sync::atomic::AtomicU64,
     ) -> Result<u64, SinkError> {
-        let Some(t) = self.tables.get(table) else {
-            return Ok(0);
-        };
-        let db = db_err(&self.name);
-        let list: Vec<String> = targets.iter().map(|c| quote(c)).collect();
+        let db = db_err(&self.sink);
+        let mut conn = super::session(&self.sink, &self.url).await?;
+        let list: Vec<String> = self.targets.iter().map(|c| quote(c)).collect();
         let list = list.join(", ");
-        let empty: bool = sqlx::query(&format!(
-            "SELECT NOT EXISTS (SELECT 1 FROM {})",
-            t.qualified
-        ))
-        .fetch_one(&mut self.conn)
-        .await
-        .and_then(|r| r.try_get(0))
-        .map_err(&db)?;
-        let mut tx = self.conn.begin().await.map_err(&db)?;
-        let into = if empty {
-            t.qualified.clone()
+        let mut tx = conn.begin().await.map_err(&db)?;
+        let into = if self.direct {
+            self.qualified.clone()
         } else {
             sqlx::query(&format!(
                 "CREATE TEMP TABLE strangler_snapshot_stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
-                t.qualified
+                self.qualified
             ))
             .execute(&mut *tx)
             .await
@@ -105,11 +150,12 @@ impl Sink {
             }
             copy.finish().await.map_err(&db)?;
         }
-        if !empty {
-            let pk: Vec<String> = t.primary_key.iter().map(|c| quote(c)).collect();
-            let set: Vec<String> = targets
+        if !self.direct {
+            let pk: Vec<String> = self.primary_key.iter().map(|c| quote(c)).collect();
+            let set: Vec<String> = self
+                .targets
                 .iter()
-                .filter(|c| !t.primary_key.contains(c))
+                .filter(|c| !self.primary_key.contains(c))
                 .map(|c| format!("{q} = EXCLUDED.{q}", q = quote(c)))
                 .collect();
             let action = if set.is_empty() {
@@ -119,7 +165,7 @@ impl Sink {
             };
             sqlx::query(&format!(
                 "INSERT INTO {} ({list}) SELECT {list} FROM strangler_snapshot_stage ON CONFLICT ({}) DO {action}",
-                t.qualified,
+                self.qualified,
                 pk.join(", ")
             ))
             .execute(&mut *tx)

@@ -5,7 +5,7 @@ use crate::event::Record;
 use crate::lsn::Lsn;
 use crate::pipeline::{Destination, PipelineError, Progress, StatusReporter};
 
-use super::Sink;
+use super::{CopyJob, Sink};
 
 /// Every sink of an embedded pipeline, applied in turn.
 pub struct Sinks<'a>(pub &'a mut [Sink]);
@@ -157,18 +157,20 @@ impl Destination for Sinks<'_> {
             .map(|pairs| pairs.into_iter().map(|(src, _)| src).collect()))
     }
 
-    async fn copy_table(
+    async fn copy_job(
         &mut self,
         table: &str,
         columns: &[String],
-        chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-        rows: &std::sync::atomic::AtomicU64,
-    ) -> Result<u64, PipelineError> {
-        let Some(sink) = self.0.iter_mut().find(|s| s.target_of(table).is_some()) else {
-            return Ok(0);
+        direct: Option<bool>,
+    ) -> Result<CopyJob, PipelineError> {
+        let job = match self.0.iter_mut().find(|s| s.target_of(table).is_some()) {
+            Some(sink) => sink.copy_job(table, columns, direct).await?,
+            None => None,
         };
-        let targets = sink.copy_targets(table, columns);
-        Ok(sink.copy_in(table, &targets, chunks, rows).await?)
+        job.ok_or_else(|| {
+            crate::source::SourceError::Invalid(format!("{table}: no sink takes it as COPY text"))
+                .into()
+        })
     }
 
     async fn confirmed(&mut self, lsn: Lsn, wrote: bool, _slot: &str, status: &dyn StatusReporter) {

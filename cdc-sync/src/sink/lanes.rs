@@ -124,7 +124,7 @@ impl Sink {
     /// Applies through `n` connections (1: the sink's own only). Reads each
     /// lane's stored position; when the number of lanes changed since they
     /// were stored, every lane starts from the lowest (see the module).
-    pub async fn with_connections(mut self, url: &str, n: usize) -> Result<Sink, SinkError> {
+    pub async fn with_connections(mut self, n: usize) -> Result<Sink, SinkError> {
         let name = self.name.clone();
         let stored: Vec<(i32, i64)> = sqlx::query_as(
             "SELECT lane, lsn FROM strangler_cdc_lane_offsets WHERE sink = $1 AND slot = $2 ORDER BY lane",
@@ -171,7 +171,7 @@ impl Sink {
             vec![lowest; n - 1]
         };
         for position in positions {
-            let conn = super::session(&name, url).await?;
+            let conn = super::session(&name, &self.url).await?;
             self.lanes.push(Lane { conn, position });
         }
         Ok(self)

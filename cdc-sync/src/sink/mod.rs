@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use sqlx::{Connection, PgConnection, Row};
 use strangler_config::TableMapping;
 
+pub use copy::CopyJob;
 pub use destination::Sinks;
 pub use mapping::Mapped;
 pub use target::TargetTable;
@@ -78,6 +79,9 @@ impl Applied {
 /// One sink: a target database and its table mappings.
 pub struct Sink {
     pub name: String,
+    /// The target database (more connections are opened: snapshot copies,
+    /// lanes).
+    url: String,
     /// Replication slot whose positions this sink tracks.
     slot: String,
     conn: PgConnection,
@@ -240,6 +244,7 @@ impl Sink {
         };
         Ok(Sink {
             name: name.to_string(),
+            url: url.to_string(),
             slot: slot.to_string(),
             conn,
             tables,

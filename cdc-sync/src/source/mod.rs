@@ -108,6 +108,8 @@ pub struct SourceConfig {
     pub tx_memory: usize,
     /// Rows per chunk of a chunked snapshot ([`chunk::CHUNK_ROWS`] by default).
     pub chunk_rows: usize,
+    /// Source connections copying the initial snapshot at once.
+    pub workers: usize,
 }
 
 /// The default of [`SourceConfig::tx_memory`] (64 MiB).
@@ -142,6 +144,7 @@ impl SourceConfig {
             check_rows: cdc.source.verify_after_snapshot,
             tx_memory: cdc.source.transaction_memory,
             chunk_rows: cdc.source.snapshot_chunk_rows,
+            workers: cdc.source.snapshot_workers,
         }
     }
 

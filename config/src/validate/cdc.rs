@@ -95,6 +95,14 @@ pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
             }
             None => 2_000,
         },
+        snapshot_workers: match &s.snapshot_workers {
+            Some(n) if (1..=32).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                c.err(n, "cdc.source.snapshot_workers", "connections from 1 to 32");
+                DEFAULT_SNAPSHOT_WORKERS
+            }
+            None => DEFAULT_SNAPSHOT_WORKERS,
+        },
     };
     let t = &raw.transport;
     let format = event_format(c, t);

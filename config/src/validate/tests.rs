@@ -273,6 +273,14 @@ fn debezium_representation_options_and_the_snapshot_check() {
     assert_eq!(cdc.source.snapshot_chunk_rows, 2_000);
     let c = load(&format!("{base}snapshot_chunk_rows = 100\n")).expect("valid");
     assert_eq!(c.cdc.expect("cdc").source.snapshot_chunk_rows, 100);
+    assert_eq!(cdc.source.snapshot_workers, crate::DEFAULT_SNAPSHOT_WORKERS);
+    let c = load(&format!("{base}snapshot_workers = 4\n")).expect("valid");
+    assert_eq!(c.cdc.expect("cdc").source.snapshot_workers, 4);
+    let e = first_error(&format!("{base}snapshot_workers = 0\n"));
+    assert!(
+        e.contains("cdc.source.snapshot_workers: connections from 1 to 32"),
+        "{e}"
+    );
     let e = first_error(&format!("{base}snapshot_chunk_rows = 0\n"));
     assert!(
         e.contains("cdc.source.snapshot_chunk_rows: rows from 1 to 1000000"),
