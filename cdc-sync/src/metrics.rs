@@ -4,13 +4,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::pipeline::Progress;
-use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Registry, TextEncoder};
 
 /// The pipeline's counters, as Prometheus sees them.
 pub struct CdcMetrics {
     registry: Registry,
     snapshot_rows: IntCounter,
     snapshot_expected: IntGauge,
+    /// Per table (`table` label): rows read, the estimate, done (0/1).
+    snapshot_table_rows: IntGaugeVec,
+    snapshot_table_expected: IntGaugeVec,
+    snapshot_table_done: IntGaugeVec,
     behind_source: prometheus::Gauge,
     transactions: IntCounter,
     events: IntCounter,
@@ -41,6 +45,14 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     g
 }
 
+fn by_table(r: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    let g = IntGaugeVec::new(prometheus::Opts::new(name, help), &["table"])
+        .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+    r.register(Box::new(g.clone()))
+        .unwrap_or_else(|e| unreachable!("distinct metric {name}: {e}"));
+    g
+}
+
 impl CdcMetrics {
     pub fn new() -> Arc<CdcMetrics> {
         let r = Registry::new();
@@ -54,6 +66,21 @@ impl CdcMetrics {
                 &r,
                 "strangler_cdc_snapshot_rows_expected",
                 "Rows the snapshot expects to read (the tables' estimates; 0: unknown).",
+            ),
+            snapshot_table_rows: by_table(
+                &r,
+                "strangler_cdc_snapshot_table_rows",
+                "Rows of a table read by the snapshot so far.",
+            ),
+            snapshot_table_expected: by_table(
+                &r,
+                "strangler_cdc_snapshot_table_rows_expected",
+                "Rows of a table the snapshot expects (PostgreSQL's estimate; 0: unknown).",
+            ),
+            snapshot_table_done: by_table(
+                &r,
+                "strangler_cdc_snapshot_table_done",
+                "1 once every row of the table's snapshot is durable in the destination.",
             ),
             behind_source: {
                 let g = prometheus::Gauge::new(
@@ -153,6 +180,18 @@ impl CdcMetrics {
         self.confirmed.set(p.confirmed.as_i64());
         self.snapshot_expected
             .set(i64::try_from(p.snapshot_expected).unwrap_or(i64::MAX));
+        for (table, t) in &p.snapshot_tables {
+            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.snapshot_table_rows
+                .with_label_values(&[table])
+                .set(n(t.rows));
+            self.snapshot_table_expected
+                .with_label_values(&[table])
+                .set(n(t.expected));
+            self.snapshot_table_done
+                .with_label_values(&[table])
+                .set(i64::from(t.done));
+        }
         self.behind_source.set(p.behind_ms as f64 / 1000.0);
         self.lag
             .set((self.source.get() - p.confirmed.as_i64()).max(0));
@@ -200,5 +239,43 @@ impl CdcMetrics {
             let _ = axum::serve(listener, app).await;
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::TableProgress;
+
+    #[test]
+    fn snapshot_progress_is_shown_per_table() {
+        let m = CdcMetrics::new();
+        let mut p = Progress::default();
+        p.snapshot_tables.insert(
+            "public.items".into(),
+            TableProgress {
+                rows: 1500,
+                expected: 4000,
+                done: false,
+            },
+        );
+        p.snapshot_tables.insert(
+            "public.users".into(),
+            TableProgress {
+                rows: 20,
+                expected: 20,
+                done: true,
+            },
+        );
+        m.update(&p);
+        let text = m.render();
+        for line in [
+            "strangler_cdc_snapshot_table_rows{table=\"public.items\"} 1500",
+            "strangler_cdc_snapshot_table_rows_expected{table=\"public.items\"} 4000",
+            "strangler_cdc_snapshot_table_done{table=\"public.items\"} 0",
+            "strangler_cdc_snapshot_table_done{table=\"public.users\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 }

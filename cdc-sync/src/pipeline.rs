@@ -22,7 +22,7 @@
 //! transaction; each sink skips what its offset already covers. So nothing
 //! is lost and nothing is applied twice in effect.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -262,6 +262,19 @@ pub struct Progress {
     /// Records published (Kafka transport).
     pub published: u64,
     pub confirmed: Lsn,
+    /// The snapshot, table by table (`schema.table`).
+    pub snapshot_tables: BTreeMap<String, TableProgress>,
+}
+
+/// How far the snapshot of one table got.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TableProgress {
+    /// Rows read (and, copied straight in, written) so far.
+    pub rows: u64,
+    /// The table's estimate (`pg_class.reltuples`); 0 when unknown.
+    pub expected: u64,
+    /// Every row of the table is durable in the destination.
+    pub done: bool,
 }
 
 impl Progress {
@@ -278,6 +291,12 @@ impl Progress {
             dead_letters: self.dead_letters + o.dead_letters,
             published: self.published + o.published,
             confirmed: self.confirmed.max(o.confirmed),
+            // A later snapshot replaces an earlier one's tables.
+            snapshot_tables: if o.snapshot_tables.is_empty() {
+                self.snapshot_tables.clone()
+            } else {
+                o.snapshot_tables.clone()
+            },
         }
     }
 }
@@ -673,7 +692,7 @@ async fn open(
     // source's workers wait for each part's answer, so every copy has
     // ended when the channel closes).
     let mut copies = tokio::task::JoinSet::new();
-    let mut counting: HashMap<u64, Arc<AtomicU64>> = HashMap::new();
+    let mut counting: HashMap<u64, (String, Arc<AtomicU64>)> = HashMap::new();
     let mut direct: HashMap<String, bool> = HashMap::new();
     let mut next_copy = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -684,6 +703,9 @@ async fn open(
                 match item {
                     SnapshotItem::Records(batch) => {
                         progress.snapshot_rows += batch.len() as u64;
+                        for r in &batch {
+                            progress.snapshot_tables.entry(r.table.clone()).or_default().rows += 1;
+                        }
                         target
                             .write(&batch, Lsn(0), false, progress, status)
                             .await?;
@@ -695,9 +717,17 @@ async fn open(
                     } => {
                         let _ = answer.send(target.copy_columns(&table, &columns).await?);
                     }
-                    SnapshotItem::Expected(rows) => progress.snapshot_expected = rows,
+                    SnapshotItem::Expected(tables) => {
+                        progress.snapshot_expected = tables.iter().map(|(_, n)| n).sum();
+                        for (table, expected) in tables {
+                            progress.snapshot_tables.entry(table).or_default().expected = expected;
+                        }
+                    }
                     SnapshotItem::Begun(lsn) => target.snapshot_begun(lsn).await?,
-                    SnapshotItem::TableDone(table) => target.snapshot_table_done(&table).await?,
+                    SnapshotItem::TableDone(table) => {
+                        target.snapshot_table_done(&table).await?;
+                        progress.snapshot_tables.entry(table).or_default().done = true;
+                    }
                     SnapshotItem::Copy {
                         table,
                         columns,
@@ -712,7 +742,7 @@ async fn open(
                         // table); kept only if the part is taken.
                         let seen = Arc::new(AtomicU64::new(0));
                         next_copy += 1;
-                        counting.insert(next_copy, seen.clone());
+                        counting.insert(next_copy, (table.clone(), seen.clone()));
                         let id = next_copy;
                         copies.spawn(async move {
                             let copied = job.run(chunks, &seen).await;
@@ -736,6 +766,7 @@ async fn open(
                         );
                         progress.snapshot_rows += rows;
                         progress.snapshot_copied += rows;
+                        progress.snapshot_tables.entry(table).or_default().rows += rows;
                         let _ = done.send(true);
                     }
                     Err(e) if !e.is_retryable() => {
@@ -750,10 +781,11 @@ async fn open(
             }
             _ = tick.tick(), if !counting.is_empty() => {
                 let mut p = progress.clone();
-                p.snapshot_rows += counting
-                    .values()
-                    .map(|c| c.load(Ordering::Relaxed))
-                    .sum::<u64>();
+                for (table, seen) in counting.values() {
+                    let n = seen.load(Ordering::Relaxed);
+                    p.snapshot_rows += n;
+                    p.snapshot_tables.entry(table.clone()).or_default().rows += n;
+                }
                 on_progress(&p);
             }
         }

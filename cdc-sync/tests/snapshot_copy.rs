@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
-use strangler_cdc::pipeline::{self, NoStatus, Progress, Start};
+use strangler_cdc::pipeline::{self, NoStatus, Progress, Start, TableProgress};
 use strangler_cdc::sink::{Sink, Sinks, TargetTable};
 use strangler_cdc::source::SourceConfig;
 use strangler_cdc::verify;
@@ -147,6 +147,15 @@ async fn an_empty_target_gets_the_snapshot_by_copy_exactly() {
     let p = snapshot(&e, 3_000).await;
     assert_eq!((p.snapshot_rows, p.snapshot_copied), (3_000, 3_000));
     assert_eq!(p.snapshot_expected, 3_000, "the estimate the bar shows");
+    assert_eq!(
+        p.snapshot_tables["public.products"],
+        TableProgress {
+            rows: 3_000,
+            expected: 3_000,
+            done: true
+        },
+        "the table's progress (--metrics)"
+    );
     let r = diff(&e).await;
     assert!(r.differences.is_empty(), "{r:?}");
     let (name, extra): (String, String) =
@@ -190,6 +199,8 @@ async fn a_row_the_target_refuses_sends_the_table_as_records_with_one_dead_lette
     let p = snapshot(&e, 2_999).await;
     assert_eq!((p.snapshot_rows, p.snapshot_copied), (3_000, 0));
     assert_eq!(p.dead_letters, 1);
+    let t = &p.snapshot_tables["public.products"];
+    assert_eq!((t.rows, t.done), (3_000, true), "counted once, as records");
     let reason: String = sqlx::query_scalar("SELECT reason FROM strangler_cdc_dead_letters")
         .fetch_one(&e.dst)
         .await

@@ -30,8 +30,9 @@ pub enum SnapshotItem {
     /// The slot exists, consistent at this position: until the snapshot is
     /// complete the slot stays there, so a crash can resume it.
     Begun(Lsn),
-    /// The rows the snapshot expects to read (the tables' estimates).
-    Expected(u64),
+    /// The rows the snapshot expects to read, per table (`schema.table`;
+    /// PostgreSQL's estimates, 0 when unknown).
+    Expected(Vec<(String, u64)>),
     /// Every row of the table was handed over (the items before this one).
     TableDone(String),
     /// Rows as records (op `r`).
@@ -100,13 +101,20 @@ pub async fn snapshot(
     // For progress: PostgreSQL's estimates (exact after ANALYZE; -1, never
     // analyzed, counts as unknown).
     let names: Vec<String> = cfg.tables.iter().map(|t| t.to_string()).collect();
-    let expected: Option<f64> = sqlx::query_scalar(
-        "SELECT sum(GREATEST(c.reltuples, 0))::float8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname || '.' || c.relname = ANY($1)",
+    let expected: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT n.nspname || '.' || c.relname, GREATEST(c.reltuples, 0)::float8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname || '.' || c.relname = ANY($1)",
     )
     .bind(&names)
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    out.send(SnapshotItem::Expected(expected.unwrap_or(0.0) as u64))
+    let expected = names
+        .iter()
+        .map(|t| {
+            let n = expected.iter().find(|(e, _)| e == t).map_or(0.0, |e| e.1);
+            (t.clone(), n as u64)
+        })
+        .collect();
+    out.send(SnapshotItem::Expected(expected))
         .await
         .map_err(gone)?;
     // Page ranges need TID range scans (PostgreSQL 14).
