@@ -244,6 +244,29 @@ fn fatal(e: &dyn std::fmt::Display, remedy: &str) -> Exit {
     Exit::Usage
 }
 
+/// The snapshot published to Kafka: complete, and per table published
+/// (by the initial snapshot) or being copied in chunks (through which key).
+async fn published_snapshot(store: &StateStore, slot: &str) -> serde_json::Value {
+    let complete = store.cdc_snapshot_done(slot).await.unwrap_or(false);
+    let done = store
+        .published_snapshot(slot)
+        .await
+        .ok()
+        .flatten()
+        .map(|(_, done)| done)
+        .unwrap_or_default();
+    let copying = store.published_unfinished(slot).await.unwrap_or_default();
+    let mut tables: Vec<serde_json::Value> = done
+        .iter()
+        .map(|t| json!({"table": t, "state": "published"}))
+        .collect();
+    tables.extend(copying.iter().map(|(t, after)| {
+        json!({"table": t, "state": "copying",
+               "after_key": after.as_deref().and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())})
+    }));
+    json!({"complete": complete, "tables": tables})
+}
+
 async fn status(
     config: &Config,
     cdc: &CdcConfig,
@@ -263,14 +286,19 @@ async fn status(
         })
         .collect();
     let mut out = strangler_cdc::status::report(&cfg, &sinks).await?;
-    // Reconnects after faults, as `cdc run` recorded them.
-    let reconnects = match config.state.store_url() {
-        Ok(url) => match StateStore::connect(url).await {
-            Ok(store) => store.cdc_reconnects(&cfg.slot).await.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        },
-        Err(_) => Vec::new(),
+    let store = match config.state.store_url() {
+        Ok(url) => StateStore::connect(url).await.ok(),
+        Err(_) => None,
     };
+    // Reconnects after faults, as `cdc run` recorded them.
+    let reconnects = match &store {
+        Some(store) => store.cdc_reconnects(&cfg.slot).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    // Kafka: where the snapshot published to the topics stands.
+    if let (strangler_config::CdcTransport::Kafka { .. }, Some(store)) = (&cdc.transport, &store) {
+        out["published_snapshot"] = published_snapshot(store, &cfg.slot).await;
+    }
     out["reconnects"] = json!(reconnects
         .iter()
         .map(|(part, n, at, err)| json!({"part": part, "count": n, "last_at": strangler_state::store::rfc3339(*at), "last_error": err}))
@@ -305,6 +333,28 @@ async fn status(
                 "  reconnects of the {part}: {n} (last at {}: {err})",
                 strangler_state::store::rfc3339(*at)
             );
+        }
+        let published = &out["published_snapshot"];
+        if let Some(complete) = published["complete"].as_bool() {
+            let tables = published["tables"].as_array().cloned().unwrap_or_default();
+            let of = |state: &str| {
+                tables
+                    .iter()
+                    .filter(|t| t["state"] == state)
+                    .filter_map(|t| t["table"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if !complete {
+                println!(
+                    "  initial snapshot to Kafka in progress; published: {}",
+                    of("published")
+                );
+            }
+            let copying = of("copying");
+            if !copying.is_empty() {
+                println!("  copying to Kafka in chunks: {copying}");
+            }
         }
         for s in out["sinks"].as_array().into_iter().flatten() {
             println!(

@@ -465,7 +465,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
                 cdc_run::kafka_source(
                     &source,
                     &producer,
-                    false,
+                    None,
                     Start::Initial,
                     &status,
                     async {

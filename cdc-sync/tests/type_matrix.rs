@@ -334,6 +334,9 @@ async fn through_kafka(format: EventFormat) -> (Env, Vec<(String, Value, Option<
             &mut KafkaDestination {
                 producer: &producer,
                 snapshot_done: false,
+                store: None,
+                slot: cfg.slot.clone(),
+                tables: Vec::new(),
             },
             Start::Initial,
             &NoStatus,

@@ -196,26 +196,7 @@ async fn a_chunked_snapshot_killed_in_the_middle_resumes_at_the_next_chunk() {
 /// lands between the tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_initial_snapshot_killed_between_tables_keeps_the_finished_ones() {
-    let db = databases().await;
-    crate::cdc::counted_ledger(&db.src, &db.dst).await;
-    for (pool, serial) in [(&db.src, "BIGSERIAL"), (&db.dst, "BIGINT")] {
-        for t in ["orders", "items"] {
-            sqlx::query(&format!(
-                "CREATE TABLE {t} (id {serial} PRIMARY KEY, n BIGINT NOT NULL, note TEXT)"
-            ))
-            .execute(pool)
-            .await
-            .expect("ddl");
-        }
-    }
-    for (t, rows) in [("ledger", 2_000), ("orders", 20_000), ("items", 30_000)] {
-        sqlx::query(&format!(
-            "INSERT INTO {t} (n, note) SELECT g, 'row ' || g FROM generate_series(1, {rows}) g"
-        ))
-        .execute(&db.src)
-        .await
-        .expect("rows");
-    }
+    let db = three_tables().await;
     // No transaction id (a SHARE lock needs none), so the slot is created
     // without waiting for it; the sink's write into items waits.
     let mut hold = db.dst.begin().await.expect("begin");
@@ -275,17 +256,7 @@ async fn an_initial_snapshot_killed_between_tables_keeps_the_finished_ones() {
         .collect();
     assert_eq!(copied, ["public.ledger", "public.orders"], "{status}");
     hold.rollback().await.expect("unlock");
-    // Changes while it was down, to a finished table and the unfinished one.
-    for sql in [
-        "UPDATE ledger SET n = -n WHERE id <= 10",
-        "DELETE FROM ledger WHERE id > 1990",
-        "INSERT INTO ledger (n, note) SELECT g, 'late' FROM generate_series(1, 10) g",
-        "UPDATE items SET note = 'changed' WHERE id % 100 = 0",
-        "DELETE FROM items WHERE id % 100 = 1",
-        "INSERT INTO items (n, note) SELECT g, 'late' FROM generate_series(1, 100) g",
-    ] {
-        sqlx::query(sql).execute(&db.src).await.expect(sql);
-    }
+    changes_while_down(&db.src).await;
 
     let _cdc = spawn_cdc_with(&h, &env, &[]);
     let complete = eventually(Duration::from_secs(180), || async {
@@ -298,20 +269,7 @@ async fn an_initial_snapshot_killed_between_tables_keeps_the_finished_ones() {
         "{}",
         log()
     );
-    let equal = eventually(Duration::from_secs(60), || async {
-        cli_env(&["cdc", "verify"], &h, &env).0 == 0
-    })
-    .await;
-    let (_, out, _) = cli_env(&["cdc", "verify"], &h, &env);
-    assert!(equal.is_some(), "verify: {out}");
-    // Only the unfinished table was read again, in chunks.
-    let text = log();
-    let reads: Vec<&str> = text.lines().filter(|l| l.contains("chunk read")).collect();
-    assert!(
-        !reads.is_empty() && reads.iter().all(|l| l.contains("public.items")),
-        "{}",
-        text
-    );
+    resumed_with_only_items_copied_again(&h, &env, &log()).await;
     // Each ledger row applied once by the snapshot, then once per change:
     // the 2,000 copied, 10 updated, 10 inserted — not copied again.
     assert_eq!(
@@ -319,5 +277,67 @@ async fn an_initial_snapshot_killed_between_tables_keeps_the_finished_ones() {
         2_020,
         "{}",
         log()
+    );
+}
+
+/// The three tables of the interrupted-snapshot tests: `ledger` (2,000
+/// rows, each application counted in the target's `applied_log`),
+/// `orders` (20,000) and `items` (30,000), in both databases.
+pub(crate) async fn three_tables() -> crate::cdc::Databases {
+    let db = databases().await;
+    crate::cdc::counted_ledger(&db.src, &db.dst).await;
+    for (pool, serial) in [(&db.src, "BIGSERIAL"), (&db.dst, "BIGINT")] {
+        for t in ["orders", "items"] {
+            sqlx::query(&format!(
+                "CREATE TABLE {t} (id {serial} PRIMARY KEY, n BIGINT NOT NULL, note TEXT)"
+            ))
+            .execute(pool)
+            .await
+            .expect("ddl");
+        }
+    }
+    for (t, rows) in [("ledger", 2_000), ("orders", 20_000), ("items", 30_000)] {
+        sqlx::query(&format!(
+            "INSERT INTO {t} (n, note) SELECT g, 'row ' || g FROM generate_series(1, {rows}) g"
+        ))
+        .execute(&db.src)
+        .await
+        .expect("rows");
+    }
+    db
+}
+
+/// Changes while `cdc run` was down, to a finished table and the
+/// unfinished one.
+pub(crate) async fn changes_while_down(src: &sqlx::PgPool) {
+    for sql in [
+        "UPDATE ledger SET n = -n WHERE id <= 10",
+        "DELETE FROM ledger WHERE id > 1990",
+        "INSERT INTO ledger (n, note) SELECT g, 'late' FROM generate_series(1, 10) g",
+        "UPDATE items SET note = 'changed' WHERE id % 100 = 0",
+        "DELETE FROM items WHERE id % 100 = 1",
+        "INSERT INTO items (n, note) SELECT g, 'late' FROM generate_series(1, 100) g",
+    ] {
+        sqlx::query(sql).execute(src).await.expect(sql);
+    }
+}
+
+/// After the restart: the targets equal the source, and only `items` was
+/// read again (in chunks).
+pub(crate) async fn resumed_with_only_items_copied_again(
+    h: &Harness,
+    env: &[(&str, &str)],
+    text: &str,
+) {
+    let equal = eventually(Duration::from_secs(60), || async {
+        cli_env(&["cdc", "verify"], h, env).0 == 0
+    })
+    .await;
+    let (_, out, _) = cli_env(&["cdc", "verify"], h, env);
+    assert!(equal.is_some(), "verify: {out}\n{text}");
+    let reads: Vec<&str> = text.lines().filter(|l| l.contains("chunk read")).collect();
+    assert!(
+        !reads.is_empty() && reads.iter().all(|l| l.contains("public.items")),
+        "{text}"
     );
 }

@@ -80,11 +80,8 @@ where
         .map_err(TransportError::from)?;
     let mut tasks: Vec<tokio::task::JoinHandle<Result<Finished, KafkaRunError>>> = Vec::new();
     if plan.source {
-        let snapshot_done = match &plan.store {
-            Some(s) => s.cdc_snapshot_done(&cfg.slot).await.unwrap_or(false),
-            None => false,
-        };
         let (producer, cfg, metrics) = (producer.clone(), cfg.clone(), plan.metrics.clone());
+        let store = plan.store.clone();
         let mut status = StoreStatus::new(
             plan.store.clone(),
             metrics.clone(),
@@ -99,7 +96,7 @@ where
             let progress = kafka_source(
                 &cfg,
                 &producer,
-                snapshot_done,
+                store.as_ref(),
                 start,
                 &status,
                 source_shutdown,

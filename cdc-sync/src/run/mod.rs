@@ -28,6 +28,7 @@ use crate::pipeline::{self, PipelineError, Progress, Start, StatusReporter};
 use crate::sink::{Sink, Sinks};
 use crate::source::SourceConfig;
 use crate::transport::kafka::{self, Consumed, KafkaDestination, KafkaProducer, TransportError};
+use strangler_state::store::StateStore;
 
 /// A sink to connect (again) on every attempt.
 #[derive(Debug, Clone)]
@@ -150,12 +151,13 @@ pub async fn embedded(
 }
 
 /// Runs the Kafka source side until `shutdown`: source → `producer`,
-/// reconnected after a retryable error. `snapshot_done` says whether a
-/// complete snapshot was published before.
+/// reconnected after a retryable error. `store` keeps whether a complete
+/// snapshot was published and where an unfinished one stands (without one,
+/// every start snapshots again).
 pub async fn kafka_source(
     cfg: &SourceConfig,
     producer: &KafkaProducer,
-    snapshot_done: bool,
+    store: Option<&StateStore>,
     start: Start,
     status: &dyn StatusReporter,
     shutdown: impl Future<Output = ()>,
@@ -164,17 +166,29 @@ pub async fn kafka_source(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut target = KafkaDestination {
         producer,
-        snapshot_done,
+        snapshot_done: false,
+        store,
+        slot: cfg.slot.clone(),
+        tables: cfg.tables.iter().map(|t| t.to_string()).collect(),
     };
     let mut total = Progress::default();
     let mut backoff = Backoff::new("source", &cfg.slot);
     loop {
         let began = Instant::now();
         let mut last = Progress::default();
-        let result = pipeline::run(cfg, &mut target, start, status, &mut shutdown, |p| {
-            last = p.clone();
-            on_progress(&total.plus(p));
-        })
+        let result = async {
+            if let (Some(s), false) = (store, target.snapshot_done) {
+                target.snapshot_done = s
+                    .cdc_snapshot_done(&cfg.slot)
+                    .await
+                    .map_err(TransportError::from)?;
+            }
+            pipeline::run(cfg, &mut target, start, status, &mut shutdown, |p| {
+                last = p.clone();
+                on_progress(&total.plus(p));
+            })
+            .await
+        }
         .await;
         total = total.plus(&last);
         match result {

@@ -10,6 +10,7 @@
 //! shadow statistics in `shadow.rs`, usage counts in `usage.rs`.
 
 mod cdc;
+mod published_snapshot;
 mod routes;
 mod schema;
 mod shadow;
@@ -24,6 +25,7 @@ use sqlx::AnyPool;
 use tokio::sync::OnceCell;
 
 pub use crate::audit::{AuditEntry, StageState};
+pub use published_snapshot::Unfinished;
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]

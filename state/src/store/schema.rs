@@ -89,6 +89,18 @@ const COMMON: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS strangler_cdc_snapshots (
         slot TEXT PRIMARY KEY,
         done_at_ms BIGINT NOT NULL)",
+    // Kafka: where a published snapshot stands (`published_snapshot.rs`).
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_published_snapshots (
+        slot TEXT PRIMARY KEY,
+        consistent_lsn BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS strangler_cdc_published_chunks (
+        slot TEXT NOT NULL,
+        source_table TEXT NOT NULL,
+        after_key TEXT,
+        complete INT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (slot, source_table))",
     "CREATE TABLE IF NOT EXISTS strangler_cdc_applied_positions (
         cluster TEXT NOT NULL,
         slot TEXT NOT NULL,

@@ -8,11 +8,13 @@
 
 //!
 //! `producer.rs` the source side (idempotent producer, the
-//! `strangler.exact` header, `{schema, payload}`, [`KafkaDestination`]);
+//! `strangler.exact` header, `{schema, payload}`); `destination.rs`
+//! [`KafkaDestination`] (a resumable snapshot with a state store);
 //! `consumer.rs` the sink workers (consumer group, offsets stored with the
 //! rows through [`crate::sink::Sink::apply_consumed`]).
 
 mod consumer;
+mod destination;
 mod offsets;
 mod producer;
 
@@ -21,8 +23,9 @@ use rdkafka::error::KafkaError;
 use crate::sink::SinkError;
 
 pub use consumer::{consume, Consumed};
+pub use destination::KafkaDestination;
 pub use offsets::{ConsumedRecord, PartitionOffsets};
-pub use producer::{KafkaDestination, KafkaProducer};
+pub use producer::KafkaProducer;
 
 /// Errors of the Kafka transport.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,9 @@ pub enum TransportError {
     /// new snapshot brings the target back (fatal).
     #[error("kafka: {0}")]
     Gap(String),
+    /// Where a published snapshot stands could not be read or written.
+    #[error("state store: {0}")]
+    Store(#[from] strangler_state::StoreError),
 }
 
 impl TransportError {
@@ -50,6 +56,7 @@ impl TransportError {
             TransportError::Kafka(_) => true,
             TransportError::Sink(e) => e.is_retryable(),
             TransportError::Gap(_) => false,
+            TransportError::Store(e) => e.is_retryable(),
         }
     }
 }

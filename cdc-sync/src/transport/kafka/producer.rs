@@ -14,7 +14,6 @@ use serde_json::Value;
 
 use super::{dlq_topic, TransportError};
 use crate::event::{Record, EXACT_HEADER, POSITION_HEADER};
-use crate::lsn::Lsn;
 
 /// The source side: an idempotent producer.
 pub struct KafkaProducer {
@@ -174,46 +173,5 @@ fn encode(r: &Record) -> Encoded {
             .as_ref()
             .map(|x| Value::Object(x.clone()).to_string()),
         position: (r.commit_lsn.0 > 0).then(|| format!("{}/{}", r.commit_lsn.0, r.seq)),
-    }
-}
-
-/// Kafka as a pipeline destination: a batch is durable once the broker
-/// has acknowledged every record of it.
-pub struct KafkaDestination<'a> {
-    pub producer: &'a KafkaProducer,
-    /// Whether a complete snapshot was published before.
-    pub snapshot_done: bool,
-}
-
-#[async_trait::async_trait]
-impl crate::pipeline::Destination for KafkaDestination<'_> {
-    fn snapshot_unfinished(&self) -> bool {
-        !self.snapshot_done
-    }
-
-    async fn write(
-        &mut self,
-        batch: &[Record],
-        _through: Lsn,
-        snapshot_complete: bool,
-        progress: &mut crate::pipeline::Progress,
-        _status: &dyn crate::pipeline::StatusReporter,
-    ) -> Result<(), crate::pipeline::PipelineError> {
-        self.producer.publish(batch).await?;
-        progress.published += batch.len() as u64;
-        if snapshot_complete {
-            self.snapshot_done = true;
-        }
-        Ok(())
-    }
-
-    async fn confirmed(
-        &mut self,
-        lsn: Lsn,
-        _wrote: bool,
-        slot: &str,
-        status: &dyn crate::pipeline::StatusReporter,
-    ) {
-        status.published(slot, lsn).await;
     }
 }
