@@ -66,6 +66,20 @@ pub trait Destination: Send {
         progress: &mut Progress,
         status: &dyn StatusReporter,
     ) -> Result<(), PipelineError>;
+    /// Starts writing whole source transactions ending at `through` as
+    /// [`Destination::write`] does and returns what completes once they
+    /// are durable, so that the next batches start meanwhile (they complete
+    /// in order; the slot moves past each only then). `None`: this
+    /// destination writes one batch at a time, through `write` (the
+    /// default).
+    async fn start_write(
+        &mut self,
+        _batch: &[Record],
+        _through: Lsn,
+        _progress: &mut Progress,
+    ) -> Result<Option<Pending>, PipelineError> {
+        Ok(None)
+    }
     /// Writes one part of a large source transaction ending at `through`
     /// (parts come in order; `last` is the final call, possibly with no
     /// records). Durable only with the last part; the slot is confirmed
@@ -241,6 +255,13 @@ impl StatusReporter for NoStatus {
     async fn source_position(&self, _slot: &str, _lsn: Lsn) {}
     async fn applied(&self, _sink: &str, _tables: (&str, &str), _lsn: Lsn) {}
 }
+
+/// A write that becomes durable later ([`Destination::start_write`]).
+pub type Pending = std::pin::Pin<Box<dyn Future<Output = Result<(), PipelineError>> + Send>>;
+
+/// Batches written at once by a destination that pipelines
+/// ([`Destination::start_write`]).
+const IN_FLIGHT: usize = 4;
 
 /// Counters of a run.
 #[derive(Debug, Default, Clone)]
@@ -495,8 +516,21 @@ async fn read(
     }
 }
 
+/// A batch handed to a pipelining destination, not yet durable.
+struct InFlight {
+    durable: Pending,
+    /// Where the slot may move once it is.
+    confirm: Option<Lsn>,
+    wrote: bool,
+    chunked: Option<ChunkProgress>,
+    /// Its last event's commit time, for [`Progress::behind_ms`].
+    last_commit_ms: Option<i64>,
+}
+
 /// Writes what the reader hands over, durably, in order; publishes each
-/// durable position for the reader to confirm.
+/// durable position for the reader to confirm. A destination that
+/// pipelines has up to [`IN_FLIGHT`] batches being written at once; each
+/// counts as durable only once it and every batch before it are.
 async fn write(
     mut rx: mpsc::Receiver<Work>,
     target: &mut dyn Destination,
@@ -506,7 +540,27 @@ async fn write(
     progress: &mut Progress,
     on_progress: &mut impl FnMut(&Progress),
 ) -> Result<(), PipelineError> {
-    while let Some(work) = rx.recv().await {
+    let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+    loop {
+        let room = in_flight.len() < IN_FLIGHT;
+        let work = match in_flight.front_mut() {
+            Some(front) => {
+                tokio::select! {
+                    biased;
+                    done = &mut front.durable => {
+                        done?;
+                        if let Some(f) = in_flight.pop_front() {
+                            landed(target, durable, slot, status, progress, f).await?;
+                            on_progress(progress);
+                        }
+                        continue;
+                    }
+                    work = rx.recv(), if room => work,
+                }
+            }
+            None => rx.recv().await,
+        };
+        let Some(work) = work else { break };
         let (confirm, wrote) = match work {
             Work::Batch {
                 records,
@@ -517,6 +571,22 @@ async fn write(
             } => {
                 progress.transactions += transactions;
                 progress.events += records.len() as u64;
+                let started = match through {
+                    Some(end) => target.start_write(&records, end, progress).await?,
+                    None => None,
+                };
+                if started.is_some() || !in_flight.is_empty() {
+                    // In order behind what is in flight (a quiet position
+                    // too: it must not be confirmed before them).
+                    in_flight.push_back(InFlight {
+                        durable: started.unwrap_or_else(|| Box::pin(async { Ok(()) })),
+                        confirm: through.max(quiet),
+                        wrote: through.is_some(),
+                        chunked,
+                        last_commit_ms: last_commit_ms(&records),
+                    });
+                    continue;
+                }
                 if let Some(end) = through {
                     target.write(&records, end, false, progress, status).await?;
                     progress.behind_ms = behind(&records);
@@ -533,6 +603,12 @@ async fn write(
                 (through.max(quiet), through.is_some())
             }
             Work::Part { records, end, last } => {
+                // Behind every batch in flight.
+                while let Some(f) = in_flight.pop_front() {
+                    let mut f = f;
+                    (&mut f.durable).await?;
+                    landed(target, durable, slot, status, progress, f).await?;
+                }
                 progress.events += records.len() as u64;
                 target
                     .write_part(&records, end, last, progress, status)
@@ -555,16 +631,50 @@ async fn write(
         }
         on_progress(progress);
     }
+    // The reader stopped: what is in flight still lands.
+    while let Some(mut f) = in_flight.pop_front() {
+        (&mut f.durable).await?;
+        landed(target, durable, slot, status, progress, f).await?;
+    }
+    on_progress(progress);
     Ok(())
 }
 
-/// Now minus the commit time (`source.ts_ms`) of the last event written.
-fn behind(records: &[Record]) -> u64 {
+/// A batch in flight is durable (and every one before it): record its
+/// chunk's progress and let the slot move past it.
+async fn landed(
+    target: &mut dyn Destination,
+    durable: &AtomicU64,
+    slot: &str,
+    status: &dyn StatusReporter,
+    progress: &mut Progress,
+    f: InFlight,
+) -> Result<(), PipelineError> {
+    progress.behind_ms = f
+        .last_commit_ms
+        .map_or(0, |ts| crate::now_ms().saturating_sub(ts).max(0) as u64);
+    if let Some(c) = &f.chunked {
+        target.chunk_progress(c).await?;
+    }
+    if let Some(c) = f.confirm.filter(|c| *c > progress.confirmed) {
+        durable.store(c.0, Ordering::Release);
+        progress.confirmed = c;
+        target.confirmed(c, f.wrote, slot, status).await;
+    }
+    Ok(())
+}
+
+/// The commit time (`source.ts_ms`) of the last event of `records`.
+fn last_commit_ms(records: &[Record]) -> Option<i64> {
     records
         .iter()
         .rev()
         .find_map(|r| r.value.as_ref()?.get("source")?.get("ts_ms")?.as_i64())
-        .map_or(0, |ts| crate::now_ms().saturating_sub(ts).max(0) as u64)
+}
+
+/// Now minus the commit time (`source.ts_ms`) of the last event written.
+fn behind(records: &[Record]) -> u64 {
+    last_commit_ms(records).map_or(0, |ts| crate::now_ms().saturating_sub(ts).max(0) as u64)
 }
 
 /// Reports the source's current WAL position every 500 ms, reconnecting
@@ -804,4 +914,124 @@ async fn open(
     progress.confirmed = consistent;
     on_progress(progress);
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// A destination whose writes become durable when the test says.
+    #[derive(Default)]
+    struct Held {
+        acks: Arc<Mutex<Vec<oneshot::Sender<()>>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Destination for Held {
+        fn snapshot_unfinished(&self) -> bool {
+            false
+        }
+        async fn write(
+            &mut self,
+            _: &[Record],
+            _: Lsn,
+            _: bool,
+            _: &mut Progress,
+            _: &dyn StatusReporter,
+        ) -> Result<(), PipelineError> {
+            unreachable!("a pipelining destination is written through start_write")
+        }
+        async fn start_write(
+            &mut self,
+            _: &[Record],
+            _: Lsn,
+            _: &mut Progress,
+        ) -> Result<Option<Pending>, PipelineError> {
+            let (ack, acked) = oneshot::channel();
+            self.acks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ack);
+            Ok(Some(Box::pin(async move {
+                let _ = acked.await;
+                Ok(())
+            })))
+        }
+    }
+
+    fn batch(through: u64) -> Work {
+        Work::Batch {
+            records: Vec::new(),
+            transactions: 1,
+            through: Some(Lsn(through)),
+            quiet: None,
+            chunked: None,
+        }
+    }
+
+    /// Waits (at most 10 s) until `f` holds.
+    async fn until(f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "condition not reached");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_in_flight_become_durable_only_in_order() {
+        let mut held = Held::default();
+        let acks = held.acks.clone();
+        let durable = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(8);
+        let writer = {
+            let durable = durable.clone();
+            tokio::spawn(async move {
+                let mut progress = Progress::default();
+                write(
+                    rx,
+                    &mut held,
+                    &durable,
+                    "slot",
+                    &NoStatus,
+                    &mut progress,
+                    &mut |_| {},
+                )
+                .await
+            })
+        };
+        for lsn in [10, 20, 30, 40, 50, 60] {
+            tx.send(batch(lsn))
+                .await
+                .unwrap_or_else(|_| panic!("writer gone"));
+        }
+        // At most IN_FLIGHT batches are written at once.
+        until(|| acks.lock().map_or(0, |a| a.len()) == IN_FLIGHT).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(acks.lock().map_or(0, |a| a.len()), IN_FLIGHT);
+        let ack = |i: usize| {
+            let mut a = acks.lock().unwrap_or_else(|e| e.into_inner());
+            let (dead, _) = oneshot::channel();
+            let _ = std::mem::replace(&mut a[i], dead).send(());
+        };
+        // The second is acknowledged first: nothing is durable yet.
+        ack(1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(durable.load(Ordering::Acquire), 0);
+        // The first: both are.
+        ack(0);
+        until(|| durable.load(Ordering::Acquire) == 20).await;
+        // Room again: the fifth and sixth are handed over.
+        until(|| acks.lock().map_or(0, |a| a.len()) == 6).await;
+        for i in 2..6 {
+            ack(i);
+        }
+        until(|| durable.load(Ordering::Acquire) == 60).await;
+        drop(tx);
+        writer.await.expect("join").expect("writer");
+    }
 }

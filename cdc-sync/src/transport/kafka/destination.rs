@@ -12,7 +12,7 @@ use super::{KafkaProducer, TransportError};
 use crate::event::Record;
 use crate::incremental::ChunkProgress;
 use crate::lsn::Lsn;
-use crate::pipeline::{Destination, PipelineError, Progress, StatusReporter};
+use crate::pipeline::{Destination, Pending, PipelineError, Progress, StatusReporter};
 
 pub struct KafkaDestination<'a> {
     pub producer: &'a KafkaProducer,
@@ -50,6 +50,17 @@ impl Destination for KafkaDestination<'_> {
             self.snapshot_done = true;
         }
         Ok(())
+    }
+
+    async fn start_write(
+        &mut self,
+        batch: &[Record],
+        _through: Lsn,
+        progress: &mut Progress,
+    ) -> Result<Option<Pending>, PipelineError> {
+        let acknowledged = self.producer.enqueue(batch).await?;
+        progress.published += batch.len() as u64;
+        Ok(Some(Box::pin(async move { Ok(acknowledged.await?) })))
     }
 
     async fn snapshot_begun(&mut self, lsn: Lsn) -> Result<(), PipelineError> {

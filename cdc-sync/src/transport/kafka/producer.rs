@@ -92,16 +92,23 @@ impl KafkaProducer {
 
     /// Publishes records in order and waits until every one is acknowledged.
     pub async fn publish(&self, records: &[Record]) -> Result<(), TransportError> {
-        let encoded: Vec<Encoded> = records.iter().map(encode).collect();
+        self.enqueue(records).await?.await
+    }
+
+    /// Hands records to the producer in order (they are sent from now on)
+    /// and returns what completes once every one is acknowledged: the next
+    /// batch can be handed over meanwhile. The idempotent producer keeps
+    /// each partition's order across batches.
+    pub async fn enqueue(
+        &self,
+        records: &[Record],
+    ) -> Result<
+        impl std::future::Future<Output = Result<(), TransportError>> + Send + 'static,
+        TransportError,
+    > {
         let mut pending = Vec::with_capacity(records.len());
-        for (r, e) in records.iter().zip(&encoded) {
-            let mut rec: FutureRecord<'_, String, String> = FutureRecord::to(&r.topic);
-            if let Some(k) = e.key.as_ref() {
-                rec = rec.key(k);
-            }
-            if let Some(v) = e.value.as_ref() {
-                rec = rec.payload(v);
-            }
+        for r in records {
+            let e = encode(r);
             let mut headers = OwnedHeaders::new();
             if let Some(x) = e.exact.as_ref() {
                 headers = headers.insert(Header {
@@ -115,13 +122,39 @@ impl KafkaProducer {
                     value: Some(p),
                 });
             }
-            rec = rec.headers(headers);
-            pending.push(self.producer.send(rec, Duration::from_secs(0)));
+            let mut rec: FutureRecord<'_, String, String> =
+                FutureRecord::to(&r.topic).headers(headers);
+            if let Some(k) = e.key.as_ref() {
+                rec = rec.key(k);
+            }
+            if let Some(v) = e.value.as_ref() {
+                rec = rec.payload(v);
+            }
+            loop {
+                match self.producer.send_result(rec) {
+                    Ok(delivery) => {
+                        pending.push(delivery);
+                        break;
+                    }
+                    // The producer's queue is full: wait for it to drain.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        rec = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => return Err(e.into()),
+                }
+            }
         }
-        for f in futures::future::join_all(pending).await {
-            f.map_err(|(e, _)| e)?;
-        }
-        Ok(())
+        Ok(async move {
+            for delivered in futures::future::join_all(pending).await {
+                match delivered {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => return Err(e.into()),
+                    Err(_) => return Err(KafkaError::Canceled.into()),
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Publishes a dead letter (the record and why it could not be applied).
