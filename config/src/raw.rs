@@ -144,6 +144,13 @@ pub struct RawRoute {
     pub sticky: Option<Spanned<String>>,
     /// Requests allowed per client (`[routes.rate_limit]`).
     pub rate_limit: Option<RawRateLimit>,
+    /// Seconds an upstream connection of this route may stay without a
+    /// byte read (a WebSocket, a stream of server-sent events, a long
+    /// poll); overrides the upstream's `read_timeout_ms`.
+    pub idle_timeout_secs: Option<Spanned<u64>>,
+    /// Largest request body accepted, in bytes; beyond, the client gets
+    /// 413 and nothing of it reaches an upstream (default: no limit).
+    pub max_body_bytes: Option<Spanned<u64>>,
     /// Let the monolith answer when the service fails (default true).
     pub fallback: Option<bool>,
     /// Share of requests shadowed, in percent (default 100).

@@ -277,6 +277,11 @@ pub struct Route {
     pub sticky: Sticky,
     /// Requests allowed per client, answered 429 beyond.
     pub rate_limit: Option<RateLimit>,
+    /// How long an upstream connection of the route may stay without a
+    /// byte read (`None`: the upstream's read timeout).
+    pub idle_timeout: Option<Duration>,
+    /// Largest request body accepted (`None`: no limit).
+    pub max_body_bytes: Option<u64>,
     pub fallback: bool,
     pub shadow_percent: f64,
     pub shadow_methods: Vec<String>,

@@ -31,6 +31,9 @@ pub enum Skip {
     CandidateError,
     /// The primary response did not complete (client went away, error).
     PrimaryIncomplete,
+    /// A protocol upgrade (a WebSocket): a connection, not a request, so it
+    /// is not copied.
+    Upgrade,
 }
 
 impl Skip {
@@ -40,6 +43,7 @@ impl Skip {
             Skip::Inflight => "inflight",
             Skip::CandidateError => "candidate_error",
             Skip::PrimaryIncomplete => "primary_incomplete",
+            Skip::Upgrade => "upgrade",
         }
     }
 }

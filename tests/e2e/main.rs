@@ -25,4 +25,5 @@ mod router_promote;
 mod router_routing;
 mod router_shadow;
 mod router_store;
+mod router_streams;
 mod setup;

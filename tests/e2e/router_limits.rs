@@ -56,3 +56,51 @@ async fn a_rate_limited_route_answers_429_with_retry_after_per_client() {
         2.0
     );
 }
+
+/// `max_body_bytes`: a body declared bigger is refused with 413 before
+/// anything goes upstream; a chunked one is cut off with 413 once it
+/// passes the limit; a body within it goes through.
+#[tokio::test]
+async fn a_request_body_over_the_routes_limit_gets_413() {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    h.write_config(&format!(
+        "{}[[routes]]\nname = \"upload\"\nmethods = [\"POST\"]\npath = \"/upload\"\nservice = \"svc\"\nstage = \"migrated\"\nshadow_percent = 0.0\nmax_body_bytes = 1000\n",
+        upstreams(&legacy, &[("svc", &svc)])
+    ));
+    let p = h.start().await;
+    let c = client();
+    let post = |n: usize| {
+        c.post(format!("{}/upload", p.base))
+            .body(vec![b'x'; n])
+            .send()
+    };
+    assert_eq!(post(1000).await.expect("post").status(), 200);
+    assert_eq!(svc.requests(), 1);
+    assert_eq!(post(1001).await.expect("post").status(), 413);
+    assert_eq!(
+        svc.requests(),
+        1,
+        "a declared body over the limit never goes upstream"
+    );
+
+    // Chunked: three chunks of 600 bytes.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(p.base.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    let mut req =
+        b"POST /upload HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(format!("258\r\n{}\r\n", "y".repeat(600)).as_bytes());
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    s.write_all(&req).await.expect("write");
+    let mut head = [0u8; 12];
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut head))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+    assert_eq!(&head, b"HTTP/1.1 413");
+}

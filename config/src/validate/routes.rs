@@ -143,6 +143,20 @@ pub(super) fn check_routes(
             percent: percent(c, &r.percent, &key("percent"), 0.0),
             sticky,
             rate_limit,
+            idle_timeout: r.idle_timeout_secs.as_ref().map(|s| match *s.get_ref() {
+                n @ 1..=86_400 => std::time::Duration::from_secs(n),
+                _ => {
+                    c.err(s, &key("idle_timeout_secs"), "seconds from 1 to 86400");
+                    std::time::Duration::from_secs(60)
+                }
+            }),
+            max_body_bytes: r.max_body_bytes.as_ref().map(|s| match *s.get_ref() {
+                0 => {
+                    c.err(s, &key("max_body_bytes"), "must be greater than 0");
+                    1
+                }
+                n => n,
+            }),
             fallback: r.fallback.unwrap_or(true),
             shadow_percent: percent(c, &r.shadow_percent, &key("shadow_percent"), 100.0),
             shadow_methods,

@@ -360,6 +360,36 @@ fn trusted_proxies_are_addresses_or_cidrs() {
 }
 
 #[test]
+fn idle_timeouts_and_body_limits_are_checked() {
+    let route = |extra: &str| {
+        format!("{MINIMAL}[upstreams.svc]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"r\"\npath = \"/r\"\nservice = \"svc\"\nstage = \"migrated\"\n{extra}")
+    };
+    let c = load(&route(
+        "idle_timeout_secs = 3600\nmax_body_bytes = 1048576\n",
+    ))
+    .expect("valid");
+    assert_eq!(
+        (c.routes[0].idle_timeout, c.routes[0].max_body_bytes),
+        (Some(std::time::Duration::from_secs(3600)), Some(1 << 20))
+    );
+    let c = load(&route("")).expect("valid");
+    assert_eq!(
+        (c.routes[0].idle_timeout, c.routes[0].max_body_bytes),
+        (None, None)
+    );
+    let e = first_error(&route("idle_timeout_secs = 0\n"));
+    assert!(
+        e.contains("routes[0].idle_timeout_secs: seconds from 1 to 86400"),
+        "{e}"
+    );
+    let e = first_error(&route("max_body_bytes = 0\n"));
+    assert!(
+        e.contains("routes[0].max_body_bytes: must be greater than 0"),
+        "{e}"
+    );
+}
+
+#[test]
 fn rate_limits_are_checked() {
     let route = |limit: &str| {
         format!("{MINIMAL}[upstreams.svc]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"r\"\npath = \"/r\"\nservice = \"svc\"\nstage = \"migrated\"\n{limit}")

@@ -76,6 +76,8 @@ pub struct Ctx {
     pub shadow_reverse: bool,
     /// The client: the peer, or who a trusted proxy forwarded for.
     pub client_ip: Option<std::net::IpAddr>,
+    /// Bytes of request body the route still accepts (`max_body_bytes`).
+    pub body_left: Option<u64>,
 }
 
 impl Ctx {
@@ -96,6 +98,7 @@ impl Ctx {
             shadow: None,
             shadow_reverse: false,
             client_ip: None,
+            body_left: None,
         }
     }
 

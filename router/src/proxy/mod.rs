@@ -124,7 +124,27 @@ impl ProxyHttp for RouterProxy {
             .and_then(|i| routing.table.routes().get(i))
             .and_then(|r| r.rate_limit.as_ref())
             .and_then(|l| l.check(&req.headers, client_ip).err());
+        let max_body = ctx
+            .route
+            .and_then(|i| routing.table.routes().get(i))
+            .and_then(|r| r.max_body_bytes);
         ctx.routing = Some(routing);
+        if let Some(max) = max_body {
+            let declared = req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                // Declared too big: refused before anything goes upstream.
+                let mut resp = ResponseHeader::build(413, Some(3))?;
+                resp.insert_header("content-length", "0")?;
+                resp.insert_header("connection", "close")?;
+                session.write_response_header(Box::new(resp), true).await?;
+                return Ok(true);
+            }
+            ctx.body_left = Some(max);
+        }
         if let Some(wait) = limited {
             // Over the route's limit: answered here, nothing goes upstream.
             let mut resp = ResponseHeader::build(429, Some(3))?;
@@ -157,6 +177,20 @@ impl ProxyHttp for RouterProxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let (Some(left), Some(b)) = (ctx.body_left.as_mut(), body.as_ref()) {
+            // A body without a length (chunked) that grows past the limit:
+            // cut off (the upstream sees an aborted request), 413.
+            match left.checked_sub(b.len() as u64) {
+                Some(l) => *left = l,
+                None => {
+                    ctx.shadow = None;
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(413),
+                        "the request body is larger than the route's max_body_bytes",
+                    );
+                }
+            }
+        }
         if let Some(sh) = ctx.shadow.as_mut() {
             if sh.job.is_some() {
                 if !sh.tee_request(body.as_ref()) {
@@ -186,9 +220,13 @@ impl ProxyHttp for RouterProxy {
         };
         ctx.replaced_status = None;
         let up = routing.upstream(ctx.attempt);
+        let idle = ctx
+            .route
+            .and_then(|i| routing.table.routes().get(i))
+            .and_then(|r| r.idle_timeout);
         let mut peer = HttpPeer::new(up.addr, false, String::new());
         peer.options.connection_timeout = Some(up.connect_timeout);
-        peer.options.read_timeout = Some(up.read_timeout);
+        peer.options.read_timeout = Some(idle.unwrap_or(up.read_timeout));
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(Box::new(peer))
     }

@@ -43,6 +43,10 @@ pub fn plan(
         return None;
     }
     let (metrics, shadower) = (&shared.metrics, &shared.shadower);
+    if req.headers.contains_key(http::header::UPGRADE) {
+        shadower.skip(metrics, &route.name, Skip::Upgrade);
+        return None;
+    }
     let declared_len = req
         .headers
         .get(http::header::CONTENT_LENGTH)

@@ -44,6 +44,11 @@ pub struct CompiledRoute {
     pub shadow: RouteShadow,
     /// Its rate limit, if it has one (`limits.rs`).
     pub rate_limit: Option<Arc<crate::limits::RouteLimiter>>,
+    /// How long its upstream connections may stay without a byte read
+    /// (`None`: the upstream's read timeout).
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: Option<u64>,
 }
 
 impl CompiledRoute {
@@ -73,6 +78,8 @@ impl CompiledRoute {
             state_ms: 0,
             shadow,
             rate_limit: None,
+            idle_timeout: route.idle_timeout,
+            max_body_bytes: route.max_body_bytes,
         }
     }
 

@@ -1,0 +1,211 @@
+//! What is not one request and one response: WebSocket upgrades pass
+//! through to the route's target, and server-sent events reach the client
+//! as they are sent, not when the stream ends.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+/// A WebSocket server that answers each text message with `NAME: message`;
+/// its URL and the connections it accepted.
+async fn ws_echo(name: &'static str) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if let Message::Text(t) = m {
+                        if ws
+                            .send(Message::Text(format!("{name}: {t}").into()))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+fn config(legacy: &str, svc: &str) -> String {
+    format!(
+        r#"[upstreams.legacy]
+url = "{legacy}"
+read_timeout_ms = 500
+
+[upstreams.svc]
+url = "{svc}"
+read_timeout_ms = 500
+
+[[routes]]
+name = "chat-new"
+methods = ["GET"]
+path = "/new/chat"
+service = "svc"
+stage = "migrated"
+idle_timeout_secs = 30
+
+[[routes]]
+name = "chat-old"
+methods = ["GET"]
+path = "/old/chat"
+service = "svc"
+stage = "legacy"
+idle_timeout_secs = 30
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_pass_through_to_the_routes_target_and_outlive_the_read_timeout() {
+    let ((legacy, legacy_conns), (svc, svc_conns)) =
+        (ws_echo("legacy").await, ws_echo("svc").await);
+    let h = Harness::new();
+    h.write_config(&config(&legacy, &svc));
+    let p = h.start().await;
+    let ws_base = p.base.replace("http://", "ws://");
+    for (path, who) in [("/new/chat", "svc"), ("/old/chat", "legacy")] {
+        let (mut ws, resp) = tokio_tungstenite::connect_async(format!("{ws_base}{path}"))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}\n{}", p.log_text()));
+        assert_eq!(resp.status(), 101);
+        for i in 0..20 {
+            ws.send(Message::Text(format!("m{i}").into()))
+                .await
+                .expect("send");
+            let got = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("an answer within 10 s")
+                .expect("open")
+                .expect("message");
+            assert_eq!(got, Message::Text(format!("{who}: m{i}").into()));
+            if i == 9 {
+                // Quiet for three times the upstream's read timeout: the
+                // route's idle timeout keeps the connection open.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+        }
+        ws.close(None).await.expect("close");
+    }
+    // One connection each: the migrated route's upgrade was not copied to
+    // the monolith (a connection is not a request to compare).
+    assert_eq!(
+        (
+            svc_conns.load(Ordering::SeqCst),
+            legacy_conns.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        p.metric(r#"strangler_shadow_total{outcome="skipped_upgrade",route="chat-new"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_reach_the_client_before_the_stream_ends() {
+    // The service sends one event, then waits for the test to say go.
+    let go = Arc::new(Notify::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let svc = format!("http://{}", listener.local_addr().expect("addr"));
+    {
+        let go = go.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let go = go.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        let go = go.clone();
+                        async move {
+                            let events = futures::stream::unfold(0u8, move |n| {
+                                let go = go.clone();
+                                async move {
+                                    match n {
+                                        0 => {}
+                                        1 => go.notified().await,
+                                        _ => return None,
+                                    }
+                                    let frame = Frame::data(Bytes::from(format!(
+                                        "event: tick\ndata: {n}\n\n"
+                                    )));
+                                    Some((Ok::<_, Infallible>(frame), n + 1))
+                                }
+                            });
+                            Ok::<_, Infallible>(
+                                hyper::Response::builder()
+                                    .header("content-type", "text/event-stream")
+                                    .header("x-upstream", "svc")
+                                    .body(StreamBody::new(events))
+                                    .expect("response"),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    }
+    let legacy = TestUpstream::start("legacy").await;
+    let h = Harness::new();
+    h.write_config(&format!(
+        r#"[upstreams.legacy]
+url = "{}"
+
+[upstreams.svc]
+url = "{svc}"
+
+[[routes]]
+name = "events"
+methods = ["GET"]
+path = "/events"
+service = "svc"
+stage = "migrated"
+"#,
+        legacy.url()
+    ));
+    let p = h.start().await;
+    let resp = client()
+        .get(format!("{}/events", p.base))
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut resp = resp;
+    let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("the first event arrives while the stream is open")
+        .expect("bytes")
+        .expect("a chunk");
+    assert_eq!(&first[..], b"event: tick\ndata: 0\n\n");
+    go.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = resp.chunk().await.expect("bytes") {
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(rest, b"event: tick\ndata: 1\n\n");
+}
