@@ -256,20 +256,7 @@ async fn an_initial_snapshot_killed_between_tables_keeps_the_finished_ones() {
         .collect();
     assert_eq!(copied, ["public.ledger", "public.orders"], "{status}");
     hold.rollback().await.expect("unlock");
-    changes_while_down(&db.src).await;
-
-    let _cdc = spawn_cdc_with(&h, &env, &[]);
-    let complete = eventually(Duration::from_secs(180), || async {
-        log().contains("chunked snapshot complete")
-    })
-    .await;
-    assert!(complete.is_some(), "{}", log());
-    assert!(
-        log().contains("resuming an interrupted snapshot"),
-        "{}",
-        log()
-    );
-    resumed_with_only_items_copied_again(&h, &env, &log()).await;
+    let _cdc = restart_and_resume(&h, &env, &db.src).await;
     // Each ledger row applied once by the snapshot, then once per change:
     // the 2,000 copied, 10 updated, 10 inserted — not copied again.
     assert_eq!(
@@ -309,7 +296,7 @@ pub(crate) async fn three_tables() -> crate::cdc::Databases {
 
 /// Changes while `cdc run` was down, to a finished table and the
 /// unfinished one.
-pub(crate) async fn changes_while_down(src: &sqlx::PgPool) {
+async fn changes_while_down(src: &sqlx::PgPool) {
     for sql in [
         "UPDATE ledger SET n = -n WHERE id <= 10",
         "DELETE FROM ledger WHERE id > 1990",
@@ -322,13 +309,28 @@ pub(crate) async fn changes_while_down(src: &sqlx::PgPool) {
     }
 }
 
-/// After the restart: the targets equal the source, and only `items` was
-/// read again (in chunks).
-pub(crate) async fn resumed_with_only_items_copied_again(
+/// Changes while `cdc run` was down, then `cdc run` again: it resumes the
+/// interrupted snapshot, the targets end equal to the source, and only
+/// `items` was read again (in chunks). The running `cdc run`.
+pub(crate) async fn restart_and_resume(
     h: &Harness,
     env: &[(&str, &str)],
-    text: &str,
-) {
+    src: &sqlx::PgPool,
+) -> crate::support::KillOnDrop {
+    changes_while_down(src).await;
+    let cdc = spawn_cdc_with(h, env, &[]);
+    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let complete = eventually(Duration::from_secs(150), || async {
+        log().contains("chunked snapshot complete")
+    })
+    .await;
+    assert!(complete.is_some(), "{}", log());
+    assert!(
+        log().contains("resuming an interrupted snapshot"),
+        "{}",
+        log()
+    );
+    let text = log();
     let equal = eventually(Duration::from_secs(60), || async {
         cli_env(&["cdc", "verify"], h, env).0 == 0
     })
@@ -340,4 +342,5 @@ pub(crate) async fn resumed_with_only_items_copied_again(
         !reads.is_empty() && reads.iter().all(|l| l.contains("public.items")),
         "{text}"
     );
+    cdc
 }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::cdc::{cli_env, spawn_cdc_with};
-use crate::cdc_chunked::{changes_while_down, resumed_with_only_items_copied_again, three_tables};
+use crate::cdc_chunked::{restart_and_resume, three_tables};
 use crate::support::{eventually, Harness};
 
 /// Tables `cdc status` shows as published by the initial snapshot.
@@ -91,21 +91,8 @@ async fn an_initial_snapshot_to_kafka_killed_between_tables_resumes_without_publ
         log()
     );
     hold.rollback().await.expect("unlock");
-    changes_while_down(&db.src).await;
-
-    let _cdc = spawn_cdc_with(&h, &env, &[]);
-    let complete = eventually(Duration::from_secs(120), || async {
-        log().contains("chunked snapshot complete")
-    })
-    .await;
-    assert!(complete.is_some(), "{}", log());
-    assert!(
-        log().contains("resuming an interrupted snapshot"),
-        "{}",
-        log()
-    );
+    let _cdc = restart_and_resume(&h, &env, &db.src).await;
     assert_eq!(published(&h, &env).0, Some(true), "{}", log());
-    resumed_with_only_items_copied_again(&h, &env, &log()).await;
     // The finished tables were published once: the ledger's topic holds
     // each of its 2,000 rows as a snapshot read exactly once.
     let ops = topic_ops(&broker.bootstrap(), "shop.public.ledger");
