@@ -144,6 +144,9 @@ pub struct RawRoute {
     pub sticky: Option<Spanned<String>>,
     /// Requests allowed per client (`[routes.rate_limit]`).
     pub rate_limit: Option<RawRateLimit>,
+    /// How many requests the service already answered (5xx) or broke off
+    /// may be tried again on the monolith at once (`[routes.retry_budget]`).
+    pub retry_budget: Option<RawRetryBudget>,
     /// Seconds an upstream connection of this route may stay without a
     /// byte read (a WebSocket, a stream of server-sent events, a long
     /// poll); overrides the upstream's `read_timeout_ms`.
@@ -205,6 +208,17 @@ pub struct RawRateLimit {
     /// Who is limited: `client-ip` (default), `header:NAME`, `cookie:NAME`,
     /// or `none` (the whole route shares one limit).
     pub key: Option<Spanned<String>>,
+}
+
+/// `[routes.retry_budget]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryBudget {
+    /// Retries in flight allowed, in percent of the route's requests in
+    /// flight to its service (default 20).
+    pub percent: Option<Spanned<f64>>,
+    /// Retries in flight always allowed, whatever the percent (default 3).
+    pub min_concurrency: Option<Spanned<u32>>,
 }
 
 /// `[routes.compare]`

@@ -210,6 +210,25 @@ pub struct RateLimit {
     pub key: Sticky,
 }
 
+/// `[routes.retry_budget]`, validated: retries in flight allowed while
+/// fewer than `max(min_concurrency, percent % of the requests in flight)`
+/// (Envoy's retry budget).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    /// Percent (20.0 for 20 %).
+    pub percent: f64,
+    pub min_concurrency: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            percent: 20.0,
+            min_concurrency: 3,
+        }
+    }
+}
+
 /// Where the sticky key of a canary comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sticky {
@@ -277,6 +296,9 @@ pub struct Route {
     pub sticky: Sticky,
     /// Requests allowed per client, answered 429 beyond.
     pub rate_limit: Option<RateLimit>,
+    /// How many fallbacks after the service answered or broke off may be
+    /// in flight at once.
+    pub retry_budget: RetryBudget,
     /// How long an upstream connection of the route may stay without a
     /// byte read (`None`: the upstream's read timeout).
     pub idle_timeout: Option<Duration>,

@@ -6,6 +6,14 @@
 //!
 //! A route's limiter survives rebuilds of the routing table (a store poll,
 //! a stage change) and is replaced only when its limit changes.
+//!
+//! Retry budgets (`[routes.retry_budget]`, Envoy's): a request the service
+//! answered with a 5xx or broke off may be tried again on the monolith
+//! only while the route's retries in flight stay under `max(min_concurrency,
+//! percent % of its requests in flight to the service)`; beyond, the client
+//! gets the service's answer and the refusal is counted. A fallback before
+//! the service saw the request (connect error, service down) is not a
+//! retry: it costs the monolith what it served before the migration.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,7 +25,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::HeaderMap;
-use strangler_config::{RateLimit, Sticky};
+use strangler_config::{RateLimit, RetryBudget, Sticky};
 
 use crate::table::sticky;
 
@@ -63,9 +71,79 @@ impl RouteLimiter {
     }
 }
 
-/// Every route's limiter, by route name.
+/// One route's requests and retries in flight against its budget.
+#[derive(Debug)]
+pub struct RouteBudget {
+    budget: RetryBudget,
+    active: AtomicU64,
+    retrying: AtomicU64,
+}
+
+/// A request in flight to a route's service (and its retry, once one is
+/// admitted); dropped with the request.
+#[derive(Debug)]
+pub struct InFlight {
+    of: Arc<RouteBudget>,
+    retrying: bool,
+}
+
+impl RouteBudget {
+    fn new(budget: RetryBudget) -> RouteBudget {
+        RouteBudget {
+            budget,
+            active: AtomicU64::new(0),
+            retrying: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            of: self.clone(),
+            retrying: false,
+        }
+    }
+}
+
+impl InFlight {
+    /// Whether this request may be tried again; counted as a retry in
+    /// flight until it ends when it may.
+    pub fn try_retry(&mut self) -> bool {
+        if self.retrying {
+            return true;
+        }
+        let b = &self.of;
+        let active = b.active.load(Ordering::Relaxed) as f64;
+        let allowed = (active * b.budget.percent / 100.0)
+            .floor()
+            .max(f64::from(b.budget.min_concurrency)) as u64;
+        let admitted = b
+            .retrying
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < allowed).then_some(n + 1)
+            })
+            .is_ok();
+        self.retrying = admitted;
+        admitted
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.of.active.fetch_sub(1, Ordering::Relaxed);
+        if self.retrying {
+            self.of.retrying.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Every route's limiter and retry budget, by route name.
 #[derive(Debug, Default)]
-pub struct Limiters(Mutex<HashMap<String, (RateLimit, Arc<RouteLimiter>)>>);
+pub struct Limiters(
+    Mutex<HashMap<String, (RateLimit, Arc<RouteLimiter>)>>,
+    Mutex<HashMap<String, Arc<RouteBudget>>>,
+);
 
 impl Limiters {
     /// The limiter of route `name` with `limit`: the one it had when the
@@ -84,6 +162,23 @@ impl Limiters {
             }
         }
     }
+
+    /// The retry budget of route `name`: the one it had (with its counts of
+    /// requests in flight) when the budget is unchanged, else a new one.
+    pub fn budget_for(&self, name: &str, budget: RetryBudget) -> Arc<RouteBudget> {
+        let mut all = self
+            .1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match all.get(name) {
+            Some(b) if b.budget == budget => b.clone(),
+            _ => {
+                let b = Arc::new(RouteBudget::new(budget));
+                all.insert(name.to_string(), b.clone());
+                b
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +191,38 @@ mod tests {
             per: Duration::from_secs(secs),
             key,
         }
+    }
+
+    #[test]
+    fn retries_in_flight_stay_within_the_budget() {
+        let b = Arc::new(RouteBudget::new(RetryBudget {
+            percent: 20.0,
+            min_concurrency: 1,
+        }));
+        let mut requests: Vec<InFlight> = (0..10).map(|_| b.enter()).collect();
+        // 20 % of 10 in flight: two retries at once.
+        assert!(requests[0].try_retry());
+        assert!(requests[1].try_retry());
+        assert!(!requests[2].try_retry(), "a third is over the budget");
+        assert!(requests[0].try_retry(), "an admitted retry stays admitted");
+        // Retries end with their requests: room again (8 in flight: one).
+        requests.drain(..2);
+        assert!(requests[0].try_retry());
+        assert!(!requests[1].try_retry());
+        // With few requests in flight, min_concurrency still allows one.
+        let mut few = vec![Arc::new(RouteBudget::new(RetryBudget {
+            percent: 20.0,
+            min_concurrency: 1,
+        }))
+        .enter()];
+        assert!(few[0].try_retry());
+        // A budget of nothing refuses every retry.
+        let none = Arc::new(RouteBudget::new(RetryBudget {
+            percent: 0.0,
+            min_concurrency: 0,
+        }));
+        assert!(!none.enter().try_retry());
+        few.clear();
     }
 
     #[test]

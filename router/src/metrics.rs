@@ -14,6 +14,9 @@ pub struct Metrics {
     pub duration: HistogramVec,
     /// `strangler_fallbacks_total{route,reason}`
     pub fallbacks: IntCounterVec,
+    /// `strangler_retries_refused_total{route}`: fallbacks the retry budget
+    /// refused (the client got the service's answer).
+    pub retries_refused: IntCounterVec,
     /// `strangler_upstream_up{upstream}`
     pub upstream_up: IntGaugeVec,
     /// `strangler_config_reloads_total{result}`
@@ -58,6 +61,14 @@ impl Metrics {
                 "Requests meant for a service that the monolith answered instead, by route and reason.",
             ),
             &["route", "reason"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let retries_refused = IntCounterVec::new(
+            Opts::new(
+                "strangler_retries_refused_total",
+                "Fallbacks to the monolith the route's retry budget refused, by route.",
+            ),
+            &["route"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let upstream_up = IntGaugeVec::new(
@@ -112,6 +123,7 @@ impl Metrics {
             Box::new(store_retries.clone()),
             Box::new(duration.clone()),
             Box::new(fallbacks.clone()),
+            Box::new(retries_refused.clone()),
             Box::new(upstream_up.clone()),
             Box::new(reloads.clone()),
             Box::new(shadow.clone()),
@@ -125,6 +137,7 @@ impl Metrics {
             requests,
             duration,
             fallbacks,
+            retries_refused,
             upstream_up,
             reloads,
             shadow,

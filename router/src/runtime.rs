@@ -248,6 +248,7 @@ fn build(
                 .rate_limit
                 .as_ref()
                 .map(|l| limiters.for_route(&r.name, l));
+            c.retry_budget = Some(limiters.budget_for(&r.name, r.retry_budget));
             c
         })
         .collect();

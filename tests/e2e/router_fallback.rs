@@ -185,3 +185,50 @@ async fn a_service_down_by_health_check_gets_no_traffic_until_it_is_back() {
         "svc"
     );
 }
+
+/// `[routes.retry_budget]`: a request the service answered with a 5xx goes
+/// to the monolith only while the route's retries in flight are within the
+/// budget. With room for one, a second failure while the first's retry is
+/// still on the (slow) monolith gets the service's 500; once that retry
+/// ended, the next failure falls back again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_bounds_fallbacks_in_flight() {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    svc.set_behaviour(Behaviour::Status(500));
+    let h = Harness::new();
+    h.write_config(&format!(
+        "{}[[routes]]\nname = \"slow\"\nmethods = [\"GET\"]\npath = \"/slow\"\nservice = \"svc\"\nstage = \"migrated\"\nshadow_percent = 0.0\n[routes.retry_budget]\npercent = 0.0\nmin_concurrency = 1\n",
+        upstreams(&legacy, &[("svc", &svc)])
+    ));
+    let p = h.start().await;
+    let c = client();
+    let get = |ms: u64| {
+        let (c, url) = (c.clone(), format!("{}/slow?ms={ms}", p.base));
+        async move {
+            let r = c.get(url).send().await.expect("request");
+            let who = r
+                .headers()
+                .get("x-upstream")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (r.status().as_u16(), who)
+        }
+    };
+    // Both upstreams answer /slow after `ms`: the first request's 500 comes
+    // after 3 s, its retry then takes 3 s on the monolith; the second fails
+    // on the service while that retry is in flight.
+    let first = tokio::spawn(get(3_000));
+    let first_retrying =
+        eventually(Duration::from_secs(30), || async { legacy.requests() == 1 }).await;
+    assert!(first_retrying.is_some(), "{}", p.log_text());
+    assert_eq!(get(10).await, (500, "svc".to_string()), "over the budget");
+    assert_eq!(first.await.expect("join"), (200, "legacy".to_string()));
+    assert_eq!(get(10).await, (200, "legacy".to_string()), "room again");
+    assert_eq!(
+        p.metric_settled(r#"strangler_retries_refused_total{route="slow"}"#)
+            .await,
+        1.0
+    );
+}

@@ -143,6 +143,20 @@ pub(super) fn check_routes(
             percent: percent(c, &r.percent, &key("percent"), 0.0),
             sticky,
             rate_limit,
+            retry_budget: match &r.retry_budget {
+                None => RetryBudget::default(),
+                Some(b) => RetryBudget {
+                    percent: match &b.percent {
+                        Some(p) if (0.0..=100.0).contains(p.get_ref()) => *p.get_ref(),
+                        Some(p) => {
+                            c.err(p, &key("retry_budget.percent"), "a percent from 0 to 100");
+                            20.0
+                        }
+                        None => 20.0,
+                    },
+                    min_concurrency: b.min_concurrency.as_ref().map_or(3, |m| *m.get_ref()),
+                },
+            },
             idle_timeout: r.idle_timeout_secs.as_ref().map(|s| match *s.get_ref() {
                 n @ 1..=86_400 => std::time::Duration::from_secs(n),
                 _ => {

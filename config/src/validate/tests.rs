@@ -360,6 +360,36 @@ fn trusted_proxies_are_addresses_or_cidrs() {
 }
 
 #[test]
+fn retry_budgets_are_checked() {
+    let route = |extra: &str| {
+        format!("{MINIMAL}[upstreams.svc]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"r\"\npath = \"/r\"\nservice = \"svc\"\nstage = \"migrated\"\n{extra}")
+    };
+    assert_eq!(
+        load(&route("")).expect("valid").routes[0].retry_budget,
+        crate::RetryBudget {
+            percent: 20.0,
+            min_concurrency: 3
+        }
+    );
+    let c = load(&route(
+        "[routes.retry_budget]\npercent = 0.0\nmin_concurrency = 1\n",
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.routes[0].retry_budget,
+        crate::RetryBudget {
+            percent: 0.0,
+            min_concurrency: 1
+        }
+    );
+    let e = first_error(&route("[routes.retry_budget]\npercent = 150.0\n"));
+    assert!(
+        e.contains("routes[0].retry_budget.percent: a percent from 0 to 100"),
+        "{e}"
+    );
+}
+
+#[test]
 fn idle_timeouts_and_body_limits_are_checked() {
     let route = |extra: &str| {
         format!("{MINIMAL}[upstreams.svc]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"r\"\npath = \"/r\"\nservice = \"svc\"\nstage = \"migrated\"\n{extra}")

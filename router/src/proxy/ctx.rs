@@ -78,6 +78,8 @@ pub struct Ctx {
     pub client_ip: Option<std::net::IpAddr>,
     /// Bytes of request body the route still accepts (`max_body_bytes`).
     pub body_left: Option<u64>,
+    /// In flight to the route's service, against its retry budget.
+    pub budget: Option<crate::limits::InFlight>,
 }
 
 impl Ctx {
@@ -99,10 +101,31 @@ impl Ctx {
             shadow_reverse: false,
             client_ip: None,
             body_left: None,
+            budget: None,
         }
     }
 
     /// Whether the current attempt may still be handed to the monolith.
+    /// Whether the route's retry budget lets a request the service already
+    /// answered or broke off be tried again on the monolith; a refusal is
+    /// counted.
+    pub fn retry_admitted(&mut self, metrics: &crate::metrics::Metrics) -> bool {
+        let Some(b) = self.budget.as_mut() else {
+            return true;
+        };
+        if b.try_retry() {
+            return true;
+        }
+        let route = match (&self.routing, self.route) {
+            (Some(r), Some(i)) => r.table.routes().get(i).map(|r| r.name.clone()),
+            _ => None,
+        };
+        if let Some(route) = route {
+            metrics.retries_refused.with_label_values(&[&*route]).inc();
+        }
+        false
+    }
+
     pub fn may_fall_back(&self) -> bool {
         if self.attempt == LEGACY_ID || self.fallback.is_some() || self.responded {
             return false;

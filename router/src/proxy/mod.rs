@@ -124,10 +124,13 @@ impl ProxyHttp for RouterProxy {
             .and_then(|i| routing.table.routes().get(i))
             .and_then(|r| r.rate_limit.as_ref())
             .and_then(|l| l.check(&req.headers, client_ip).err());
-        let max_body = ctx
-            .route
-            .and_then(|i| routing.table.routes().get(i))
-            .and_then(|r| r.max_body_bytes);
+        let route = ctx.route.and_then(|i| routing.table.routes().get(i));
+        let max_body = route.and_then(|r| r.max_body_bytes);
+        if ctx.target != LEGACY_ID {
+            ctx.budget = route
+                .and_then(|r| r.retry_budget.as_ref())
+                .map(|b| b.enter());
+        }
         ctx.routing = Some(routing);
         if let Some(max) = max_body {
             let declared = req
@@ -256,7 +259,11 @@ impl ProxyHttp for RouterProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let status = resp.status.as_u16();
-        if status >= 500 && is_safe(&session.req_header().method) && ctx.may_fall_back() {
+        if status >= 500
+            && is_safe(&session.req_header().method)
+            && ctx.may_fall_back()
+            && ctx.retry_admitted(&self.shared.metrics)
+        {
             ctx.fallback = Some(FallbackReason::Status5xx);
             ctx.replaced_status = Some(status);
             // Raised before anything is written to the client; the retry
@@ -320,7 +327,10 @@ impl ProxyHttp for RouterProxy {
         let mut e = e.more_context(format!("Peer: {peer}"));
         if ctx.replaced_status.is_some() {
             e.set_retry(true);
-        } else if is_safe(&session.req_header().method) && ctx.may_fall_back() {
+        } else if is_safe(&session.req_header().method)
+            && ctx.may_fall_back()
+            && ctx.retry_admitted(&self.shared.metrics)
+        {
             ctx.fallback = Some(FallbackReason::UpstreamError);
             e.set_retry(true);
         } else if !session.req_header().method.is_idempotent()

@@ -49,6 +49,8 @@ pub struct CompiledRoute {
     pub idle_timeout: Option<std::time::Duration>,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: Option<u64>,
+    /// Its retry budget (`limits.rs`); set when the table is built.
+    pub retry_budget: Option<Arc<crate::limits::RouteBudget>>,
 }
 
 impl CompiledRoute {
@@ -80,6 +82,7 @@ impl CompiledRoute {
             rate_limit: None,
             idle_timeout: route.idle_timeout,
             max_body_bytes: route.max_body_bytes,
+            retry_budget: None,
         }
     }
 
