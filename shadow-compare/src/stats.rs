@@ -34,6 +34,9 @@ pub enum Skip {
     /// A protocol upgrade (a WebSocket): a connection, not a request, so it
     /// is not copied.
     Upgrade,
+    /// The primary answered with a stream of server-sent events: it may
+    /// last for hours, so it is not compared (nor waited for).
+    Stream,
 }
 
 impl Skip {
@@ -44,6 +47,7 @@ impl Skip {
             Skip::CandidateError => "candidate_error",
             Skip::PrimaryIncomplete => "primary_incomplete",
             Skip::Upgrade => "upgrade",
+            Skip::Stream => "stream",
         }
     }
 }

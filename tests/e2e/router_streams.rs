@@ -91,14 +91,15 @@ async fn websockets_pass_through_to_the_routes_target_and_outlive_the_read_timeo
             .unwrap_or_else(|e| panic!("{path}: {e}\n{}", p.log_text()));
         assert_eq!(resp.status(), 101);
         for i in 0..20 {
+            let log = || p.log_text();
             ws.send(Message::Text(format!("m{i}").into()))
                 .await
-                .expect("send");
+                .unwrap_or_else(|e| panic!("{path} m{i}: send: {e}\n{}", log()));
             let got = tokio::time::timeout(Duration::from_secs(10), ws.next())
                 .await
-                .expect("an answer within 10 s")
-                .expect("open")
-                .expect("message");
+                .unwrap_or_else(|_| panic!("{path} m{i}: no answer within 10 s\n{}", log()))
+                .unwrap_or_else(|| panic!("{path} m{i}: closed\n{}", log()))
+                .unwrap_or_else(|e| panic!("{path} m{i}: {e}\n{}", log()));
             assert_eq!(got, Message::Text(format!("{who}: m{i}").into()));
             if i == 9 {
                 // Quiet for three times the upstream's read timeout: the
@@ -128,47 +129,7 @@ async fn websockets_pass_through_to_the_routes_target_and_outlive_the_read_timeo
 async fn server_sent_events_reach_the_client_before_the_stream_ends() {
     // The service sends one event, then waits for the test to say go.
     let go = Arc::new(Notify::new());
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let svc = format!("http://{}", listener.local_addr().expect("addr"));
-    {
-        let go = go.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let go = go.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_req| {
-                        let go = go.clone();
-                        async move {
-                            let events = futures::stream::unfold(0u8, move |n| {
-                                let go = go.clone();
-                                async move {
-                                    match n {
-                                        0 => {}
-                                        1 => go.notified().await,
-                                        _ => return None,
-                                    }
-                                    let frame = Frame::data(Bytes::from(format!(
-                                        "event: tick\ndata: {n}\n\n"
-                                    )));
-                                    Some((Ok::<_, Infallible>(frame), n + 1))
-                                }
-                            });
-                            Ok::<_, Infallible>(
-                                hyper::Response::builder()
-                                    .header("content-type", "text/event-stream")
-                                    .header("x-upstream", "svc")
-                                    .body(StreamBody::new(events))
-                                    .expect("response"),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-    }
+    let svc = sse_server(go.clone()).await;
     let legacy = TestUpstream::start("legacy").await;
     let h = Harness::new();
     h.write_config(&format!(
@@ -208,4 +169,96 @@ stage = "migrated"
         rest.extend_from_slice(&chunk);
     }
     assert_eq!(rest, b"event: tick\ndata: 1\n\n");
+}
+
+/// A service answering every request with server-sent events: one event,
+/// then a second once `go` is notified, then the end. Its URL.
+async fn sse_server(go: Arc<Notify>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let go = go.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    let go = go.clone();
+                    async move {
+                        let events = futures::stream::unfold(0u8, move |n| {
+                            let go = go.clone();
+                            async move {
+                                match n {
+                                    0 => {}
+                                    1 => go.notified().await,
+                                    _ => return None,
+                                }
+                                let frame =
+                                    Frame::data(Bytes::from(format!("event: tick\ndata: {n}\n\n")));
+                                Some((Ok::<_, Infallible>(frame), n + 1))
+                            }
+                        });
+                        Ok::<_, Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "text/event-stream")
+                                .header("x-upstream", "svc")
+                                .body(StreamBody::new(events))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+/// A stream of events on a shadowed route is not compared: the shadow job
+/// ends as soon as the monolith's answer says `text/event-stream`, without
+/// waiting for either stream to end, and is counted as skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadowed_event_stream_is_skipped_at_once() {
+    let go = Arc::new(Notify::new());
+    let (monolith, service) = (sse_server(go.clone()).await, sse_server(go.clone()).await);
+    let h = Harness::new();
+    h.write_config(&format!(
+        r#"[upstreams.legacy]
+url = "{monolith}"
+
+[upstreams.svc]
+url = "{service}"
+
+[[routes]]
+name = "events"
+methods = ["GET"]
+path = "/events"
+service = "svc"
+stage = "shadow"
+[routes.compare]
+aa_percent = 0.0
+"#
+    ));
+    let p = h.start().await;
+    let mut resp = client()
+        .get(format!("{}/events", p.base))
+        .send()
+        .await
+        .expect("events");
+    let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("the first event")
+        .expect("bytes")
+        .expect("a chunk");
+    assert_eq!(&first[..], b"event: tick\ndata: 0\n\n");
+    // Both streams are still open: the job is already done.
+    let skipped = eventually(Duration::from_secs(10), || async {
+        p.metric(r#"strangler_shadow_total{outcome="skipped_stream",route="events"}"#)
+            .await
+            == 1.0
+    })
+    .await;
+    assert!(skipped.is_some(), "{}", p.log_text());
+    go.notify_waiters();
+    while resp.chunk().await.expect("bytes").is_some() {}
 }

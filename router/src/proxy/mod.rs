@@ -287,6 +287,17 @@ impl ProxyHttp for RouterProxy {
             // The monolith answered after all: nothing to compare it with.
             ctx.shadow = None;
         }
+        let event_stream = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        if let (true, Some(sh)) = (event_stream, ctx.shadow.as_mut()) {
+            // Server-sent events may flow for hours: not compared, and the
+            // shadow job ends now instead of holding its slot.
+            sh.abandon(Skip::Stream);
+            ctx.shadow = None;
+        }
         if let Some(sh) = ctx.shadow.as_mut() {
             let headers = resp
                 .headers

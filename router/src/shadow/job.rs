@@ -132,16 +132,27 @@ impl ShadowJob {
 
     /// Sends the candidate request now, waits for the primary response,
     /// compares and records.
-    pub async fn run(self, primary_rx: oneshot::Receiver<Response>, ctx: JobContext) {
+    pub async fn run(
+        self,
+        mut primary_rx: oneshot::Receiver<Result<Response, Skip>>,
+        ctx: JobContext,
+    ) {
         let client = ctx.shadower.client.clone();
-        let candidate = self.fetch(&client, self.targets.candidate, true).await;
-        let primary = match primary_rx.await {
-            Ok(p) if p.status == 0 => {
-                return ctx
-                    .shadower
-                    .skip(&ctx.metrics, &self.route, Skip::BodyTooLarge)
+        // The primary may say early that there is nothing to compare (a
+        // stream): the candidate's answer is then not waited for.
+        let (candidate, primary) = {
+            let mut fetch = std::pin::pin!(self.fetch(&client, self.targets.candidate, true));
+            tokio::select! {
+                candidate = &mut fetch => (Some(candidate), primary_rx.await),
+                primary = &mut primary_rx => match primary {
+                    Ok(Err(why)) => (None, Ok(Err(why))),
+                    other => (Some(fetch.await), other),
+                },
             }
-            Ok(p) => p,
+        };
+        let primary = match primary {
+            Ok(Ok(p)) => p,
+            Ok(Err(why)) => return ctx.shadower.skip(&ctx.metrics, &self.route, why),
             Err(_) => {
                 return ctx
                     .shadower
@@ -149,13 +160,15 @@ impl ShadowJob {
             }
         };
         let candidate = match candidate {
-            Fetch::Ok(c) => c,
-            Fetch::TooBig => {
+            Some(Fetch::Ok(c)) => c,
+            // Only with a primary that said why (counted above).
+            None => return,
+            Some(Fetch::TooBig) => {
                 return ctx
                     .shadower
                     .skip(&ctx.metrics, &self.route, Skip::BodyTooLarge)
             }
-            Fetch::Failed(e) => {
+            Some(Fetch::Failed(e)) => {
                 tracing::debug!(route = %self.route, error = %e, "shadow request failed");
                 return ctx
                     .shadower

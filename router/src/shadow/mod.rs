@@ -192,8 +192,9 @@ pub struct ShadowCtx {
     body: Vec<u8>,
     too_big: bool,
     max_body: usize,
-    /// Hands the primary response to the spawned job.
-    primary_tx: Option<oneshot::Sender<Response>>,
+    /// Hands the primary response to the spawned job, or why there is none
+    /// to compare.
+    primary_tx: Option<oneshot::Sender<Result<Response, Skip>>>,
     /// Request body tee (for requests with a body).
     req_body: Vec<u8>,
 }
@@ -252,17 +253,27 @@ impl ShadowCtx {
         if end {
             if let Some(tx) = self.primary_tx.take() {
                 let resp = if self.too_big {
-                    // Status 0 tells the job the body was too big.
-                    Response::default()
+                    Err(Skip::BodyTooLarge)
                 } else {
-                    Response::new(
+                    Ok(Response::new(
                         self.status,
                         std::mem::take(&mut self.headers),
                         std::mem::take(&mut self.body),
-                    )
+                    ))
                 };
                 let _ = tx.send(resp);
             }
+        }
+    }
+
+    /// The primary response will not be compared (`why`): the job ends now,
+    /// without waiting for it or for the candidate, and counts it skipped.
+    /// The tee stops.
+    pub fn abandon(&mut self, why: Skip) {
+        self.too_big = true;
+        self.body = Vec::new();
+        if let Some(tx) = self.primary_tx.take() {
+            let _ = tx.send(Err(why));
         }
     }
 }
