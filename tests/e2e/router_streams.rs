@@ -132,37 +132,9 @@ async fn server_sent_events_reach_the_client_before_the_stream_ends() {
     let svc = sse_server(go.clone()).await;
     let legacy = TestUpstream::start("legacy").await;
     let h = Harness::new();
-    h.write_config(&format!(
-        r#"[upstreams.legacy]
-url = "{}"
-
-[upstreams.svc]
-url = "{svc}"
-
-[[routes]]
-name = "events"
-methods = ["GET"]
-path = "/events"
-service = "svc"
-stage = "migrated"
-"#,
-        legacy.url()
-    ));
+    h.write_config(&events_route(&legacy.url(), &svc, "migrated"));
     let p = h.start().await;
-    let resp = client()
-        .get(format!("{}/events", p.base))
-        .send()
-        .await
-        .expect("events");
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let mut resp = resp;
-    let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
-        .await
-        .expect("the first event arrives while the stream is open")
-        .expect("bytes")
-        .expect("a chunk");
-    assert_eq!(&first[..], b"event: tick\ndata: 0\n\n");
+    let mut resp = first_event(&p).await;
     go.notify_one();
     let mut rest = Vec::new();
     while let Some(chunk) = resp.chunk().await.expect("bytes") {
@@ -222,35 +194,9 @@ async fn a_shadowed_event_stream_is_skipped_at_once() {
     let go = Arc::new(Notify::new());
     let (monolith, service) = (sse_server(go.clone()).await, sse_server(go.clone()).await);
     let h = Harness::new();
-    h.write_config(&format!(
-        r#"[upstreams.legacy]
-url = "{monolith}"
-
-[upstreams.svc]
-url = "{service}"
-
-[[routes]]
-name = "events"
-methods = ["GET"]
-path = "/events"
-service = "svc"
-stage = "shadow"
-[routes.compare]
-aa_percent = 0.0
-"#
-    ));
+    h.write_config(&events_route(&monolith, &service, "shadow"));
     let p = h.start().await;
-    let mut resp = client()
-        .get(format!("{}/events", p.base))
-        .send()
-        .await
-        .expect("events");
-    let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
-        .await
-        .expect("the first event")
-        .expect("bytes")
-        .expect("a chunk");
-    assert_eq!(&first[..], b"event: tick\ndata: 0\n\n");
+    let _open = first_event(&p).await;
     // Both streams are still open: the job is already done.
     let skipped = eventually(Duration::from_secs(10), || async {
         p.metric(r#"strangler_shadow_total{outcome="skipped_stream",route="events"}"#)
@@ -259,6 +205,45 @@ aa_percent = 0.0
     })
     .await;
     assert!(skipped.is_some(), "{}", p.log_text());
-    go.notify_waiters();
-    while resp.chunk().await.expect("bytes").is_some() {}
+}
+
+/// A route `GET /events` to `svc` in `stage`, with `legacy` as the
+/// monolith (no A/A copies).
+fn events_route(legacy: &str, svc: &str, stage: &str) -> String {
+    format!(
+        r#"[upstreams.legacy]
+url = "{legacy}"
+
+[upstreams.svc]
+url = "{svc}"
+
+[[routes]]
+name = "events"
+methods = ["GET"]
+path = "/events"
+service = "svc"
+stage = "{stage}"
+[routes.compare]
+aa_percent = 0.0
+"#
+    )
+}
+
+/// Opens `/events` and reads its first event (within 10 s, while the
+/// stream is still open); the open response.
+async fn first_event(p: &Proxy) -> reqwest::Response {
+    let mut resp = client()
+        .get(format!("{}/events", p.base))
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("the first event arrives while the stream is open")
+        .expect("bytes")
+        .expect("a chunk");
+    assert_eq!(&first[..], b"event: tick\ndata: 0\n\n");
+    resp
 }
