@@ -144,11 +144,7 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
             .unwrap_or(false)
     })
     .await;
-    assert!(
-        ready.is_some(),
-        "cdc did not start: {}",
-        std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default()
-    );
+    assert!(ready.is_some(), "cdc did not start: {}", h.cdc_log());
 
     let total = 3_000;
     let writer = {
@@ -185,11 +181,7 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
             == total
     })
     .await;
-    assert!(
-        done.is_some(),
-        "not every row arrived: {}",
-        std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default()
-    );
+    assert!(done.is_some(), "not every row arrived: {}", h.cdc_log());
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied_log")
         .fetch_one(&dst)
         .await
@@ -330,7 +322,7 @@ async fn cdc_through_a_real_kafka_protocol_broker() {
     ));
     let env = [("E2E_SRC", src_url.as_str()), ("E2E_DST", dst_url.as_str())];
     let mut cdc = spawn_cdc(&h, &env);
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     let snap = eventually(Duration::from_secs(60), || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger")
             .fetch_one(&dst)
@@ -490,7 +482,7 @@ rename = { name = "title", price = "price_cents" }
 "#,
     );
     let env = [("E2E_SRC", src_url.as_str()), ("E2E_DST", dst_url.as_str())];
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     let mut forward = spawn_cdc(&h, &env);
     let copied = eventually(Duration::from_secs(30), || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalog_items")
@@ -613,7 +605,7 @@ async fn cdc_run_reconnects_after_a_postgres_restart() {
         ("E2E_DST", db.dst_url.as_str()),
     ];
     let mut cdc = spawn_cdc(&h, &env);
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     let insert = |from: i32| {
         sqlx::query("INSERT INTO ledger (n, note) SELECT g, 'row ' || g FROM generate_series($1, $1 + 99) g")
             .bind(from)

@@ -23,7 +23,7 @@ async fn a_table_copied_again_in_chunks_while_writes_go_on_ends_equal_to_the_sou
         ("E2E_DST", db.dst_url.as_str()),
         ("STRANGLER_LOG", "info"),
     ];
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     let _cdc = spawn_cdc_with(&h, &env, &[]);
     sqlx::query("INSERT INTO ledger (n, note) SELECT 0, 'row ' || g FROM generate_series(1, $1) g")
         .bind(ROWS)
@@ -111,7 +111,7 @@ async fn a_chunked_snapshot_killed_in_the_middle_resumes_at_the_next_chunk() {
         ("E2E_DST", db.dst_url.as_str()),
         ("STRANGLER_LOG", "info"),
     ];
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     let reads = || log().matches("chunk read").count();
     let mut cdc = spawn_cdc_with(&h, &env, &[]);
     sqlx::query("INSERT INTO ledger (n, note) SELECT 0, 'row ' || g FROM generate_series(1, $1) g")
@@ -217,7 +217,7 @@ async fn an_initial_snapshot_killed_between_tables_keeps_the_finished_ones() {
         ("E2E_DST", db.dst_url.as_str()),
         ("STRANGLER_LOG", "info"),
     ];
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     let mut cdc = spawn_cdc_with(&h, &env, &[]);
     let two_done = eventually(Duration::from_secs(120), || async {
         count(
@@ -319,7 +319,7 @@ pub(crate) async fn restart_and_resume(
 ) -> crate::support::KillOnDrop {
     changes_while_down(src).await;
     let cdc = spawn_cdc_with(h, env, &[]);
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     let complete = eventually(Duration::from_secs(150), || async {
         log().contains("chunked snapshot complete")
     })

@@ -22,7 +22,7 @@ async fn a_sink_on_three_connections_killed_mid_stream_applies_every_row_once() 
         ("E2E_DST", db.dst_url.as_str()),
         ("STRANGLER_LOG", "info"),
     ];
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     let mut cdc = spawn_cdc(&h, &env);
     let ready = eventually(Duration::from_secs(60), || async {
         count(

@@ -105,7 +105,7 @@ target = "public.orders"
     // The shadow verdict is READY: only CDC can hold the route back.
     ready_shadow(&store, "orders").await;
     let env = [("E2E_A", a_url.as_str()), ("E2E_B", b_url.as_str())];
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     let log_file = || {
         std::fs::OpenOptions::new()
             .create(true)

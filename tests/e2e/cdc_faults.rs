@@ -68,7 +68,7 @@ async fn cdc_rides_out_source_target_and_broker_faults_under_load() {
     ));
     let env = [("E2E_SRC", src_url.as_str()), ("E2E_DST", dst_url.as_str())];
     let mut cdc = spawn_cdc(&h, &env);
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     // The log without librdkafka's noise while the broker is away, last lines.
     let log_tail = || {
         let all = log();
@@ -285,7 +285,7 @@ async fn two_sink_workers_one_killed_its_partitions_hold_the_table_back_then_mov
         ("E2E_DST", db.dst_url.as_str()),
         ("STRANGLER_LOG", "info"),
     ];
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     let mut source = crate::cdc::spawn_cdc_with(&h, &env, &["--source-only"]);
     let mut a = crate::cdc::spawn_cdc_with(&h, &env, &["--sinks-only"]);
     let mut b = crate::cdc::spawn_cdc_with(&h, &env, &["--sinks-only"]);
@@ -433,7 +433,7 @@ async fn a_target_restored_from_a_backup_gets_every_row_again() {
         ("E2E_SRC", db.src_url.as_str()),
         ("E2E_DST", db.dst_url.as_str()),
     ];
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     let insert = |n: i32| {
         sqlx::query(
             "INSERT INTO ledger (n, note) SELECT $1, 'row ' || g FROM generate_series(1, 100) g",

@@ -54,7 +54,7 @@ async fn an_initial_snapshot_to_kafka_killed_between_tables_resumes_without_publ
         ("E2E_DST", db.dst_url.as_str()),
         ("STRANGLER_LOG", "info"),
     ];
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     // The publishing side alone is killed: a sink worker killed with it
     // would stay a member of its group on tansu for minutes.
     let mut cdc = spawn_cdc_with(&h, &env, &["--source-only"]);

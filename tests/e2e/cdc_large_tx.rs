@@ -33,7 +33,7 @@ async fn a_two_million_row_transaction_streams_in_bounded_memory_whole_or_not_at
         ("E2E_DST", db.dst_url.as_str()),
         ("STRANGLER_LOG", "info"),
     ];
-    let log = || std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default();
+    let log = || h.cdc_log();
     let mut cdc = spawn_cdc_with(&h, &env, &[]);
     // A first row through: the snapshot is done and streaming runs.
     sqlx::query("INSERT INTO ledger (n, note) VALUES (-1, 'first')")

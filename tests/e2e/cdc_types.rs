@@ -88,7 +88,7 @@ async fn booleans_and_edge_values_arrive_identical_through_snapshot_and_stream()
         text_rows(&db.dst, "t").await,
         text_rows(&db.src, "edge").await,
         text_rows(&db.dst, "edge").await,
-        std::fs::read_to_string(h.dir.path().join("cdc.log")).unwrap_or_default()
+        h.cdc_log()
     );
     let (code, out, err) = cli_env(&["cdc", "verify"], &h, &env);
     assert_eq!(code, 0, "verify: {out}\n{err}");

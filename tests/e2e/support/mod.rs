@@ -47,6 +47,11 @@ impl Harness {
         self
     }
 
+    /// What `strangler cdc` runs of this harness logged (`cdc.log`).
+    pub fn cdc_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cdc.log")).unwrap_or_default()
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("strangler.toml")
     }
