@@ -140,17 +140,17 @@ impl Drop for InFlight {
 
 /// Every route's limiter and retry budget, by route name.
 #[derive(Debug, Default)]
-pub struct Limiters(
-    Mutex<HashMap<String, (RateLimit, Arc<RouteLimiter>)>>,
-    Mutex<HashMap<String, Arc<RouteBudget>>>,
-);
+pub struct Limiters {
+    limiters: Mutex<HashMap<String, (RateLimit, Arc<RouteLimiter>)>>,
+    budgets: Mutex<HashMap<String, Arc<RouteBudget>>>,
+}
 
 impl Limiters {
     /// The limiter of route `name` with `limit`: the one it had when the
     /// limit is unchanged, else a new one.
     pub fn for_route(&self, name: &str, limit: &RateLimit) -> Arc<RouteLimiter> {
         let mut all = self
-            .0
+            .limiters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match all.get(name) {
@@ -167,7 +167,7 @@ impl Limiters {
     /// requests in flight) when the budget is unchanged, else a new one.
     pub fn budget_for(&self, name: &str, budget: RetryBudget) -> Arc<RouteBudget> {
         let mut all = self
-            .1
+            .budgets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match all.get(name) {

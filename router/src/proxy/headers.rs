@@ -143,3 +143,11 @@ mod tests {
         );
     }
 }
+
+/// The body length a request declares (`Content-Length`), if it does.
+pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}

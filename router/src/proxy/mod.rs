@@ -15,7 +15,7 @@
 //! ```
 
 mod ctx;
-mod headers;
+pub(crate) mod headers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,35 +119,21 @@ impl ProxyHttp for RouterProxy {
         if decision.why == Why::ServiceDown {
             ctx.fallback = Some(FallbackReason::Unhealthy);
         }
-        let limited = ctx
-            .route
-            .and_then(|i| routing.table.routes().get(i))
+        let route = ctx.route.and_then(|i| routing.table.routes().get(i));
+        let limited = route
             .and_then(|r| r.rate_limit.as_ref())
             .and_then(|l| l.check(&req.headers, client_ip).err());
-        let route = ctx.route.and_then(|i| routing.table.routes().get(i));
         let max_body = route.and_then(|r| r.max_body_bytes);
+        let too_big = max_body
+            .zip(headers::content_length(&req.headers))
+            .is_some_and(|(max, n)| n > max);
         if ctx.target != LEGACY_ID {
             ctx.budget = route
                 .and_then(|r| r.retry_budget.as_ref())
                 .map(|b| b.enter());
         }
+        ctx.body_left = max_body;
         ctx.routing = Some(routing);
-        if let Some(max) = max_body {
-            let declared = req
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > max) {
-                // Declared too big: refused before anything goes upstream.
-                let mut resp = ResponseHeader::build(413, Some(3))?;
-                resp.insert_header("content-length", "0")?;
-                resp.insert_header("connection", "close")?;
-                session.write_response_header(Box::new(resp), true).await?;
-                return Ok(true);
-            }
-            ctx.body_left = Some(max);
-        }
         if let Some(wait) = limited {
             // Over the route's limit: answered here, nothing goes upstream.
             let mut resp = ResponseHeader::build(429, Some(3))?;
@@ -156,6 +142,14 @@ impl ProxyHttp for RouterProxy {
                 wait.as_secs_f64().ceil().max(1.0).to_string(),
             )?;
             resp.insert_header("content-length", "0")?;
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(true);
+        }
+        if too_big {
+            // Declared too big: refused before anything goes upstream.
+            let mut resp = ResponseHeader::build(413, Some(3))?;
+            resp.insert_header("content-length", "0")?;
+            resp.insert_header("connection", "close")?;
             session.write_response_header(Box::new(resp), true).await?;
             return Ok(true);
         }

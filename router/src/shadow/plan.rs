@@ -47,11 +47,7 @@ pub fn plan(
         shadower.skip(metrics, &route.name, Skip::Upgrade);
         return None;
     }
-    let declared_len = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared_len = crate::proxy::headers::content_length(&req.headers);
     if declared_len.is_some_and(|n| n > routing.max_shadow_body_bytes as u64) {
         shadower.skip(metrics, &route.name, Skip::BodyTooLarge);
         return None;
