@@ -129,6 +129,18 @@ async fn workers_join_the_exported_snapshot_and_copy_every_row_once() {
     }
     snap.await.unwrap().unwrap();
 
+    // Parts of at least 1,024 pages, at most two per worker: 3 for the
+    // about 4,000 pages of `wide` (computed from its size, so a server that
+    // packs rows a little differently still checks exactly).
+    let pages: i64 =
+        sqlx::query_scalar("SELECT pg_relation_size('wide') / current_setting('block_size')::int8")
+            .fetch_one(&src)
+            .await
+            .unwrap();
+    assert!(
+        (3_072..4_096).contains(&pages),
+        "{pages} pages: not split in 3"
+    );
     assert_eq!(seen.parts["public.wide"], 3, "{seen:?}");
     assert_eq!(seen.parts["public.tiny"], 1, "{seen:?}");
     for (table, rows) in [("public.wide", WIDE), ("public.tiny", TINY)] {
