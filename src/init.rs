@@ -30,9 +30,16 @@ admin = "127.0.0.1:9090"              # admin API and /metrics
 # admin_insecure = false             # true: an admin listener beyond loopback may run without credentials
 # metrics_public = false             # true: /metrics needs no token (a Prometheus scraper)
 # override_header = "x-strangler-target"
+# h2c = false                         # true: HTTP/2 without TLS (prior knowledge) on listen too
+# [proxy.tls]                         # a second listener, HTTPS (HTTP/2 and HTTP/1.1 through ALPN)
+# listen = "0.0.0.0:8443"
+# cert_file = "tls/proxy.pem"         # chain, leaf first; read again on change and SIGHUP
+# key_file = "tls/proxy.key"
+# http2 = true
 
 [upstreams.legacy]                    # the monolith: everything unmatched goes here
-url = "http://127.0.0.1:8000"
+url = "http://127.0.0.1:8000"         # or https://host:port (then the certificate is checked)
+# ca_file = "tls/internal-ca.pem"     # https: the roots to trust instead of the public ones
 # health_path = "/healthz"
 
 # [upstreams.catalog]                 # a new service

@@ -99,14 +99,41 @@ pub struct RawProxy {
     /// `X-Forwarded-For` names the client.
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// `true` also speaks HTTP/2 without TLS (prior knowledge, "h2c") on
+    /// `listen`; HTTP/1 clients are told apart by the connection preface
+    /// (default false).
+    pub h2c: Option<bool>,
+    /// A second listener that speaks TLS. Off when absent.
+    pub tls: Option<RawTls>,
+}
+
+/// `[proxy.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Address the proxy serves TLS clients on (e.g. `0.0.0.0:8443`).
+    pub listen: Spanned<String>,
+    /// PEM certificate chain, leaf first (relative to this file). Read
+    /// again when it changes on disk and on SIGHUP; open connections keep
+    /// theirs.
+    pub cert_file: Spanned<String>,
+    /// PEM private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Spanned<String>,
+    /// Offer HTTP/2 through ALPN (`h2`, then `http/1.1`); default true.
+    pub http2: Option<bool>,
 }
 
 /// `[upstreams.NAME]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    /// `http://host:port`; plain HTTP (TLS upstreams are not built in).
+    /// `http://host:port`, or `https://host:port` for TLS to the upstream
+    /// (the host is the name its certificate is checked against).
     pub url: Spanned<String>,
+    /// PEM file of the certificate authorities an `https://` upstream's
+    /// certificate must chain to (relative to this file); default: the
+    /// public web PKI roots.
+    pub ca_file: Option<Spanned<String>>,
     /// Path of an active health check (`GET`, 2xx = healthy). Off when unset.
     pub health_path: Option<Spanned<String>>,
     /// Interval between health checks in milliseconds (default 1000).

@@ -92,6 +92,20 @@ pub struct ProxyConfig {
     /// Peers whose `X-Forwarded-For` is believed: the client is the last
     /// address there that is not one of these.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// HTTP/2 by prior knowledge on `listen`.
+    pub h2c: bool,
+    pub tls: Option<TlsListener>,
+}
+
+/// `[proxy.tls]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    /// Absolute paths.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// ALPN offers `h2`.
+    pub http2: bool,
 }
 
 /// `proxy.oidc_*`, validated.
@@ -110,7 +124,7 @@ pub struct Upstream {
     pub name: String,
     /// The URL as written.
     pub url: String,
-    /// `host:port` (the port defaulted to 80). Names are resolved when the
+    /// `host:port` (the port defaulted to 80, or 443 with TLS). Names are resolved when the
     /// router builds its routing table, not when the file is checked: a
     /// config names hosts (Kubernetes services) the checking machine may not
     /// know.
@@ -118,9 +132,27 @@ pub struct Upstream {
     pub health: Option<HealthCheck>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Set for an `https://` URL.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to an upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// The name its certificate must carry (the URL's host).
+    pub server_name: String,
+    /// Roots to trust instead of the public ones (absolute path).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Upstream {
+    /// `http://authority` or `https://authority`: where a request line's
+    /// path is appended.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
+    }
+
     /// Resolves the authority to an address (blocking DNS).
     pub fn resolve(&self) -> std::io::Result<SocketAddr> {
         use std::net::ToSocketAddrs;

@@ -53,13 +53,32 @@ impl HealthCheckers {
             if let Some(check) = up.health.clone() {
                 let flag = shared.health_flag(&up.name);
                 let shared = shared.clone();
-                let (client, up) = (client.clone(), up.clone());
+                let client = match &up.tls {
+                    Some(tls) => match tls_client(up, tls) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(upstream = %up.name, error = %e, "cannot set up TLS for the health check; it fails until the file is fixed");
+                            crate::tls::TlsUpstream::refusing(tls, &up.authority).client
+                        }
+                    },
+                    None => client.clone(),
+                };
+                let up = up.clone();
                 self.tasks
                     .spawn(async move { run(shared, client, up, check, flag).await });
             }
         }
         self.started_for = wanted;
     }
+}
+
+/// The health-check client of an `https://` upstream: its CA file's roots.
+fn tls_client(
+    up: &Upstream,
+    tls: &strangler_config::UpstreamTls,
+) -> Result<reqwest::Client, String> {
+    let addr = up.resolve().map_err(|e| e.to_string())?;
+    Ok(crate::tls::TlsUpstream::new(tls, &up.authority, addr)?.client)
 }
 
 impl Default for HealthCheckers {
@@ -75,7 +94,7 @@ async fn run(
     check: HealthCheck,
     flag: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let url = format!("http://{}{}", up.authority, check.path);
+    let url = format!("{}{}", up.base_url(), check.path);
     let (mut failures, mut successes) = (0u32, 0u32);
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

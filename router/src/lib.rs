@@ -25,4 +25,5 @@ pub mod runtime;
 pub mod server;
 pub mod shadow;
 pub mod table;
+pub mod tls;
 pub mod usage;

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub upstream_up: IntGaugeVec,
     /// `strangler_config_reloads_total{result}`
     pub reloads: IntCounterVec,
+    /// `strangler_tls_certificate_reloads_total{result}`
+    pub certificate_reloads: IntCounterVec,
     /// `strangler_shadow_total{route,outcome}`
     pub shadow: IntCounterVec,
     /// `strangler_store_retries_total{operation}`
@@ -87,6 +89,14 @@ impl Metrics {
             &["result"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let certificate_reloads = IntCounterVec::new(
+            Opts::new(
+                "strangler_tls_certificate_reloads_total",
+                "Reads of the TLS listener's changed certificate files, by result (ok, or error: the previous certificate kept serving).",
+            ),
+            &["result"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let shadow = IntCounterVec::new(
             Opts::new(
                 "strangler_shadow_total",
@@ -126,6 +136,7 @@ impl Metrics {
             Box::new(retries_refused.clone()),
             Box::new(upstream_up.clone()),
             Box::new(reloads.clone()),
+            Box::new(certificate_reloads.clone()),
             Box::new(shadow.clone()),
         ] {
             registry
@@ -140,6 +151,7 @@ impl Metrics {
             retries_refused,
             upstream_up,
             reloads,
+            certificate_reloads,
             shadow,
             store_retries,
             degraded,

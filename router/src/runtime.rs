@@ -26,6 +26,8 @@ pub struct UpstreamRuntime {
     pub addr: SocketAddr,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Set for an `https://` upstream.
+    pub tls: Option<Arc<crate::tls::TlsUpstream>>,
     /// Health as seen by the active checker; always true without one.
     pub up: Arc<AtomicBool>,
 }
@@ -206,12 +208,24 @@ fn build(
     let upstreams: Vec<UpstreamRuntime> = names
         .iter()
         .filter_map(|n| config.upstreams.get(*n))
-        .map(|u| UpstreamRuntime {
-            name: Arc::from(u.name.as_str()),
-            addr: u.resolve().unwrap_or_else(|e| {
+        .map(|u| {
+            let addr = u.resolve().unwrap_or_else(|e| {
                 // Connecting fails (and falls back) until a rebuild resolves it.
                 tracing::error!(upstream = %u.name, authority = %u.authority, error = %e, "cannot resolve upstream");
                 SocketAddr::from(([0, 0, 0, 0], 0))
+            });
+            (u, addr)
+        })
+        .map(|(u, addr)| UpstreamRuntime {
+            name: Arc::from(u.name.as_str()),
+            addr,
+            tls: u.tls.as_ref().map(|t| {
+                Arc::new(
+                    crate::tls::TlsUpstream::new(t, &u.authority, addr).unwrap_or_else(|e| {
+                        tracing::error!(upstream = %u.name, error = %e, "cannot set up TLS to the upstream; its requests fail until the file is fixed");
+                        crate::tls::TlsUpstream::refusing(t, &u.authority)
+                    }),
+                )
             }),
             connect_timeout: u.connect_timeout,
             read_timeout: u.read_timeout,

@@ -1,8 +1,11 @@
 //! Starting the router as `strangler proxy` does.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::ALPN;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -11,6 +14,7 @@ use strangler_config::Config;
 use crate::control::Control;
 use crate::proxy::RouterProxy;
 use crate::runtime::Shared;
+use crate::tls::ServedCertificate;
 use strangler_state::route_state::LiveRoute;
 use strangler_state::store::StateStore;
 use strangler_state::RouteStore;
@@ -40,6 +44,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("proxy.tls: {0}")]
+    Certificate(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -82,6 +88,20 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
             source,
         })?,
     );
+    let tls = match &config.proxy.tls {
+        Some(tls) => {
+            drop(bind(tls.listen).map_err(|source| StartError::Bind {
+                what: "proxy.tls.listen",
+                addr: tls.listen,
+                source,
+            })?);
+            let served = ServedCertificate::load(&tls.cert_file, &tls.key_file)
+                .map_err(StartError::Certificate)?;
+            Some((tls.clone(), Arc::new(served)))
+        }
+        None => None,
+    };
+    let h2c = config.proxy.h2c;
 
     let listen = config.proxy.listen.to_string();
     let conf = ServerConf {
@@ -103,6 +123,24 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         "strangler-router",
     );
     proxy.add_tcp(&listen);
+    if h2c {
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
+    }
+    if let Some((tls, served)) = &tls {
+        let mut settings = TlsSettings::intermediate("", "")
+            .map_err(|e| StartError::Certificate(e.to_string()))?;
+        settings.set_cert_resolver(served.clone());
+        if tls.http2 {
+            settings.enable_h2();
+        } else {
+            settings.set_alpn(ALPN::H1);
+        }
+        proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+    }
     let control = background_service(
         "strangler-control",
         Control {
@@ -110,6 +148,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
             config_path: config_path.to_path_buf(),
             admin_listener: Mutex::new(Some(admin)),
             credentials_slot: Mutex::new(credentials),
+            certificate: tls.map(|(_, served)| served),
         },
     );
     server.add_service(proxy);

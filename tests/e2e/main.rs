@@ -26,4 +26,5 @@ mod router_routing;
 mod router_shadow;
 mod router_store;
 mod router_streams;
+mod router_tls;
 mod setup;

@@ -95,7 +95,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
 
     let state = check_state(&mut c, &raw.state, &base_dir);
     let proxy = check_proxy(&mut c, &raw.proxy, &base_dir);
-    let upstreams = check_upstreams(&mut c, &raw.upstreams);
+    let upstreams = check_upstreams(&mut c, &raw.upstreams, &base_dir);
     let routes = check_routes(&mut c, &raw.routes, &upstreams);
     let cdc = raw.cdc.as_ref().map(|cdc| check_cdc(&mut c, cdc));
 
@@ -271,17 +271,10 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy, base_dir: &Path) -> ProxyCon
         None => default,
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let admin_tokens_file = raw.admin_tokens_file.as_ref().map(|p| {
-        let path = base_dir.join(p.get_ref());
-        if !path.is_file() {
-            c.err(
-                p,
-                "proxy.admin_tokens_file",
-                format!("{} is not a readable file", path.display()),
-            );
-        }
-        path
-    });
+    let admin_tokens_file = raw
+        .admin_tokens_file
+        .as_ref()
+        .map(|p| readable_file(c, p, "proxy.admin_tokens_file", base_dir));
     let oidc = raw.oidc_jwks_url.as_ref().map(|u| {
         match url::Url::parse(u.get_ref()) {
             Ok(p) if p.scheme() == "https" || p.scheme() == "http" => {}
@@ -357,12 +350,42 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy, base_dir: &Path) -> ProxyCon
                 }
             })
             .collect(),
+        h2c: raw.h2c.unwrap_or(false),
+        tls: raw.tls.as_ref().map(|t| {
+            let key = |field: &str| format!("proxy.tls.{field}");
+            let tls_listen = c.addr(&Some(t.listen.clone()), &key("listen"), "");
+            for (other, what) in [(listen, "proxy.listen"), (admin, "proxy.admin")] {
+                if tls_listen == other {
+                    c.err(
+                        &t.listen,
+                        &key("listen"),
+                        format!("must differ from {what}"),
+                    );
+                }
+            }
+            TlsListener {
+                listen: tls_listen,
+                cert_file: readable_file(c, &t.cert_file, &key("cert_file"), base_dir),
+                key_file: readable_file(c, &t.key_file, &key("key_file"), base_dir),
+                http2: t.http2.unwrap_or(true),
+            }
+        }),
     }
+}
+
+/// A file named relative to the config's directory, which must exist.
+fn readable_file(c: &mut Checker<'_>, v: &Spanned<String>, key: &str, base_dir: &Path) -> PathBuf {
+    let path = base_dir.join(v.get_ref());
+    if !path.is_file() {
+        c.err(v, key, format!("{} is not a readable file", path.display()));
+    }
+    path
 }
 
 fn check_upstreams(
     c: &mut Checker<'_>,
     raw: &BTreeMap<String, Spanned<RawUpstream>>,
+    base_dir: &Path,
 ) -> BTreeMap<String, Upstream> {
     let mut out = BTreeMap::new();
     if !raw.contains_key(LEGACY) {
@@ -375,13 +398,24 @@ fn check_upstreams(
     for (name, up) in raw {
         let key = |field: &str| format!("upstreams.{name}.{field}");
         let up = up.get_ref();
-        let authority = match parse_http_url(up.url.get_ref()) {
+        let (authority, server_name) = match parse_http_url(up.url.get_ref()) {
             Ok(v) => v,
             Err(msg) => {
                 c.err(&up.url, &key("url"), msg);
-                String::new()
+                (String::new(), None)
             }
         };
+        let ca_file = up
+            .ca_file
+            .as_ref()
+            .map(|p| readable_file(c, p, &key("ca_file"), base_dir));
+        if let (Some(p), None) = (&up.ca_file, &server_name) {
+            c.err(p, &key("ca_file"), "needs an https:// url");
+        }
+        let tls = server_name.map(|server_name| UpstreamTls {
+            server_name,
+            ca_file,
+        });
         let health = up.health_path.as_ref().map(|p| {
             if !p.get_ref().starts_with('/') {
                 c.err(p, &key("health_path"), "must start with '/'");
@@ -417,37 +451,35 @@ fn check_upstreams(
                 health,
                 connect_timeout: c.millis(&up.connect_timeout_ms, &key("connect_timeout_ms"), 1000),
                 read_timeout: c.millis(&up.read_timeout_ms, &key("read_timeout_ms"), 30_000),
+                tls,
             },
         );
     }
     out
 }
 
-/// `http://host:port[/]` → `host:port` (port 80 when absent; IPv6
-/// addresses in brackets: `[::1]:8080`).
-fn parse_http_url(text: &str) -> Result<String, String> {
+/// `http://host:port[/]` → `host:port` (port 80 when absent, 443 for
+/// `https://`; IPv6 addresses in brackets: `[::1]:8080`), and for
+/// `https://` the name the certificate must carry.
+fn parse_http_url(text: &str) -> Result<(String, Option<String>), String> {
     let url = url::Url::parse(text).map_err(|e| match e {
         url::ParseError::InvalidPort => {
             format!("{text:?}: the part after ':' is not a port (1-65535)")
         }
         url::ParseError::RelativeUrlWithoutBase => {
-            format!("{text:?} must be an http:// URL (http://host:port)")
+            format!("{text:?} must be an http:// or https:// URL (http://host:port)")
         }
         other => format!("{text:?}: {other}"),
     })?;
-    match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(format!(
-                "{text:?}: TLS upstreams are not supported by this build; use http://"
-            ))
-        }
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
         _ => {
             return Err(format!(
-                "{text:?} must be an http:// URL (http://host:port)"
+                "{text:?} must be an http:// or https:// URL (http://host:port)"
             ))
         }
-    }
+    };
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
         return Err(format!("{text:?} must be http://host:port with no path"));
     }
@@ -456,12 +488,13 @@ fn parse_http_url(text: &str) -> Result<String, String> {
             "{text:?}: credentials do not belong in an upstream URL"
         ));
     }
-    let host = match url.host() {
-        Some(url::Host::Ipv6(a)) => format!("[{a}]"),
-        Some(h) => h.to_string(),
+    let (host, name) = match url.host() {
+        Some(url::Host::Ipv6(a)) => (format!("[{a}]"), a.to_string()),
+        Some(h) => (h.to_string(), h.to_string()),
         None => return Err(format!("{text:?}: no host")),
     };
-    Ok(format!("{host}:{}", url.port().unwrap_or(80)))
+    let port = url.port_or_known_default().unwrap_or(80);
+    Ok((format!("{host}:{port}"), tls.then_some(name)))
 }
 
 fn methods(c: &mut Checker<'_>, raw: &[Spanned<String>], key: &str) -> Vec<String> {

@@ -194,10 +194,62 @@ fn duplicate_names_and_ambiguous_routes_are_rejected() {
 }
 
 #[test]
-fn https_upstreams_are_refused_clearly() {
-    let e = first_error("[upstreams.legacy]\nurl = \"https://example.com\"\n");
+fn https_upstreams_check_the_url_host_and_default_to_port_443() {
+    let c = load("[upstreams.legacy]\nurl = \"https://monolith.internal\"\n").expect("valid");
+    let up = &c.upstreams["legacy"];
+    assert_eq!(up.authority, "monolith.internal:443");
+    assert_eq!(up.base_url(), "https://monolith.internal:443");
+    assert_eq!(
+        up.tls,
+        Some(crate::UpstreamTls {
+            server_name: "monolith.internal".into(),
+            ca_file: None
+        })
+    );
+    assert_eq!(
+        c.upstreams["legacy"]
+            .tls
+            .as_ref()
+            .map(|t| t.ca_file.is_none()),
+        Some(true)
+    );
+    let e = first_error("[upstreams.legacy]\nurl = \"http://a:1\"\nca_file = \"ca.pem\"\n");
+    assert!(e.contains("upstreams.legacy.ca_file"), "{e}");
+    assert!(e.contains("is not a readable file"), "{e}");
+}
+
+#[test]
+fn the_tls_listener_names_files_beside_the_config_and_its_own_port() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("proxy.pem"), "x").expect("cert");
+    std::fs::write(dir.path().join("proxy.key"), "x").expect("key");
+    let text = |listen: &str, key: &str| {
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:8080\"\nh2c = true\n[proxy.tls]\nlisten = \"{listen}\"\ncert_file = \"proxy.pem\"\nkey_file = \"{key}\"\n{MINIMAL}"
+        )
+    };
+    let c = Config::from_toml(
+        &text("0.0.0.0:8443", "proxy.key"),
+        &dir.path().join("strangler.toml"),
+    )
+    .expect("valid");
+    let tls = c.proxy.tls.expect("tls");
+    assert_eq!(tls.listen.to_string(), "0.0.0.0:8443");
+    assert_eq!(tls.cert_file, dir.path().join("proxy.pem"));
+    assert!(tls.http2);
+    assert!(c.proxy.h2c);
+    let e = Config::from_toml(
+        &text("127.0.0.1:8080", "nope.key"),
+        &dir.path().join("strangler.toml"),
+    )
+    .expect_err("invalid")
+    .to_string();
     assert!(
-        e.contains("upstreams.legacy.url") && e.contains("TLS upstreams are not supported"),
+        e.contains("proxy.tls.listen") && e.contains("must differ from proxy.listen"),
+        "{e}"
+    );
+    assert!(
+        e.contains("proxy.tls.key_file") && e.contains("nope.key is not a readable file"),
         "{e}"
     );
 }
@@ -309,8 +361,8 @@ fn host_names_are_not_resolved_when_checking() {
     for (url, why) in [
         ("http://a/b", "no path"),
         ("http://u:p@a:1", "credentials"),
-        ("ftp://a", "must be an http:// URL"),
-        ("a:80", "must be an http:// URL"),
+        ("ftp://a", "must be an http:// or https:// URL"),
+        ("a:80", "must be an http:// or https:// URL"),
     ] {
         let e = first_error(&format!("[upstreams.legacy]\nurl = \"{url}\"\n"));
         assert!(e.contains(why), "{url}: {e}");

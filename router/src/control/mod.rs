@@ -20,6 +20,7 @@ pub use sync::refresh;
 use crate::admin::{self, AdminState};
 use crate::health::HealthCheckers;
 use crate::runtime::Shared;
+use crate::tls::{Refresh, ServedCertificate};
 use strangler_state::store::StateStore;
 
 /// How often the config file is looked at for changes.
@@ -32,6 +33,8 @@ pub struct Control {
     /// Bound before the server starts, so a busy port fails the start.
     pub admin_listener: Mutex<Option<std::net::TcpListener>>,
     pub credentials_slot: Mutex<Option<crate::admin::auth::Credentials>>,
+    /// What the TLS listener serves, when there is one.
+    pub certificate: Option<Arc<ServedCertificate>>,
 }
 
 #[async_trait]
@@ -110,16 +113,16 @@ impl BackgroundService for Control {
         let mut file = FileState::read(&self.config_path);
         let mut file_tick = tokio::time::interval(FILE_POLL);
         loop {
-            let reload = tokio::select! {
+            let (reload, hangup_now) = tokio::select! {
                 _ = file_tick.tick() => {
                     let now = FileState::read(&self.config_path);
                     let changed = now != file;
                     file = now;
-                    changed
+                    (changed, false)
                 }
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     tracing::info!("SIGHUP: reloading the configuration");
-                    true
+                    (true, true)
                 }
                 _ = shutdown.changed() => break,
             };
@@ -132,12 +135,38 @@ impl BackgroundService for Control {
                     }
                 }
             }
+            self.refresh_certificate(hangup_now);
         }
         drain(&self.shared, &store).await;
     }
 }
 
 impl Control {
+    /// Serves the TLS listener's certificate files anew when they changed
+    /// (or on SIGHUP); a pair that cannot be used leaves the old one.
+    fn refresh_certificate(&self, force: bool) {
+        let (Some(served), Some(tls)) = (&self.certificate, &self.shared.config.load().proxy.tls)
+        else {
+            return;
+        };
+        let result = match served.refresh(&tls.cert_file, &tls.key_file, force) {
+            Refresh::Unchanged => return,
+            Refresh::Swapped => {
+                tracing::info!(cert = %tls.cert_file.display(), "TLS certificate reloaded; new connections get it");
+                "ok"
+            }
+            Refresh::Kept(why) => {
+                tracing::error!(error = %why, "TLS certificate not reloaded; the previous one keeps serving");
+                "error"
+            }
+        };
+        self.shared
+            .metrics
+            .certificate_reloads
+            .with_label_values(&[result])
+            .inc();
+    }
+
     /// Loads the file; on error the running table keeps serving.
     fn reload(&self) -> Option<Arc<Config>> {
         match Config::load(&self.config_path) {
@@ -145,6 +174,12 @@ impl Control {
                 let old = self.shared.config.load_full();
                 for (what, changed) in [
                     ("proxy.listen", old.proxy.listen != new.proxy.listen),
+                    ("proxy.h2c", old.proxy.h2c != new.proxy.h2c),
+                    (
+                        "proxy.tls",
+                        old.proxy.tls.as_ref().map(|t| (t.listen, t.http2))
+                            != new.proxy.tls.as_ref().map(|t| (t.listen, t.http2)),
+                    ),
                     ("proxy.admin", old.proxy.admin != new.proxy.admin),
                     ("state", old.state.url != new.state.url),
                     ("proxy.threads", old.proxy.threads != new.proxy.threads),
@@ -189,10 +224,10 @@ impl Control {
 
 /// What tells a changed file apart: modification time, length, content hash.
 #[derive(Debug, PartialEq)]
-struct FileState(Option<(std::time::SystemTime, u64, u64)>);
+pub(crate) struct FileState(Option<(std::time::SystemTime, u64, u64)>);
 
 impl FileState {
-    fn read(path: &Path) -> FileState {
+    pub(crate) fn read(path: &Path) -> FileState {
         let meta = std::fs::metadata(path).ok();
         let content = std::fs::read(path).ok();
         FileState(meta.zip(content).map(|(m, c)| {

@@ -221,7 +221,14 @@ impl ProxyHttp for RouterProxy {
             .route
             .and_then(|i| routing.table.routes().get(i))
             .and_then(|r| r.idle_timeout);
-        let mut peer = HttpPeer::new(up.addr, false, String::new());
+        let mut peer = match &up.tls {
+            Some(tls) => {
+                let mut peer = HttpPeer::new(up.addr, true, tls.server_name.clone());
+                peer.options.ca = tls.ca.clone();
+                peer
+            }
+            None => HttpPeer::new(up.addr, false, String::new()),
+        };
         peer.options.connection_timeout = Some(up.connect_timeout);
         peer.options.read_timeout = Some(idle.unwrap_or(up.read_timeout));
         peer.options.idle_timeout = Some(Duration::from_secs(60));

@@ -6,7 +6,7 @@ use http::{HeaderMap, Method};
 use strangler_shadow::{compare, redact, Response, Rules, Skip};
 use tokio::sync::oneshot;
 
-use super::{lag, Direction, Slot, Targets};
+use super::{lag, Direction, Slot, Target, Targets};
 use crate::runtime::Shared;
 
 /// Headers that belong to one connection, not to the request.
@@ -51,13 +51,17 @@ enum Fetch {
 }
 
 impl ShadowJob {
-    async fn fetch(
-        &self,
-        client: &reqwest::Client,
-        addr: std::net::SocketAddr,
-        shadow: bool,
-    ) -> Fetch {
-        let mut req = client.request(self.method.clone(), format!("http://{addr}{}", self.uri));
+    async fn fetch(&self, client: &reqwest::Client, target: &Target, shadow: bool) -> Fetch {
+        let mut req = match &target.tls {
+            Some(tls) => tls.client.request(
+                self.method.clone(),
+                format!("https://{}{}", tls.authority, self.uri),
+            ),
+            None => client.request(
+                self.method.clone(),
+                format!("http://{}{}", target.addr, self.uri),
+            ),
+        };
         for (name, value) in &self.headers {
             if !HOP_BY_HOP.contains(&name.as_str()) {
                 req = req.header(name, value);
@@ -141,7 +145,7 @@ impl ShadowJob {
         // The primary may say early that there is nothing to compare (a
         // stream): the candidate's answer is then not waited for.
         let (candidate, primary) = {
-            let mut fetch = std::pin::pin!(self.fetch(&client, self.targets.candidate, true));
+            let mut fetch = std::pin::pin!(self.fetch(&client, &self.targets.candidate, true));
             tokio::select! {
                 candidate = &mut fetch => (Some(candidate), primary_rx.await),
                 primary = &mut primary_rx => match primary {
@@ -186,7 +190,7 @@ impl ShadowJob {
         redact::comparison(&self.rules, &mut comparison);
 
         if self.aa {
-            if let Fetch::Ok(secondary) = self.fetch(&client, self.targets.primary, false).await {
+            if let Fetch::Ok(secondary) = self.fetch(&client, &self.targets.primary, false).await {
                 let mut aa = compare(&self.rules, &primary, &secondary);
                 redact::comparison(&self.rules, &mut aa);
                 ctx.shadower
@@ -209,8 +213,8 @@ impl ShadowJob {
         {
             // Replication has caught up: ask both again.
             let again = (
-                self.fetch(&client, self.targets.primary, false).await,
-                self.fetch(&client, self.targets.candidate, true).await,
+                self.fetch(&client, &self.targets.primary, false).await,
+                self.fetch(&client, &self.targets.candidate, true).await,
             );
             if let (Fetch::Ok(p2), Fetch::Ok(c2)) = again {
                 let (l2, c2) = self.oriented(&p2, &c2);

@@ -286,8 +286,25 @@ pub fn method_allowed(method: &Method, allowed: &[String]) -> bool {
 /// What the job needs to know about the two upstreams.
 #[derive(Debug, Clone)]
 pub struct Targets {
-    pub primary: SocketAddr,
-    pub candidate: SocketAddr,
+    pub primary: Target,
+    pub candidate: Target,
+}
+
+/// Where one side of a shadow comparison is sent.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// An `https://` upstream: its own client and name.
+    pub tls: Option<Arc<crate::tls::TlsUpstream>>,
+}
+
+impl Target {
+    pub fn of(up: &crate::runtime::UpstreamRuntime) -> Target {
+        Target {
+            addr: up.addr,
+            tls: up.tls.clone(),
+        }
+    }
 }
 
 /// A compiled route's shadow settings.

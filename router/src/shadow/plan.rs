@@ -13,7 +13,7 @@ use pingora_http::RequestHeader;
 use strangler_config::Stage;
 use strangler_shadow::Skip;
 
-use super::{method_allowed, Direction, ShadowCtx, ShadowJob, Targets};
+use super::{method_allowed, Direction, ShadowCtx, ShadowJob, Target, Targets};
 use crate::proxy::Ctx;
 use crate::runtime::Shared;
 use crate::table::{Why, LEGACY_ID};
@@ -66,8 +66,8 @@ pub fn plan(
         direction,
         rules: sh.rules.clone(),
         targets: Targets {
-            primary: routing.upstream(primary).addr,
-            candidate: routing.upstream(candidate).addr,
+            primary: Target::of(routing.upstream(primary)),
+            candidate: Target::of(routing.upstream(candidate)),
         },
         method: req.method.clone(),
         uri: req

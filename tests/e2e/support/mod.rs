@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 mod cut;
+mod tls;
 
 pub use cut::Cuttable;
 pub use strangler_testkit::{free_port, free_ports, Behaviour, PgCluster, TestUpstream};
+pub use tls::{tls_front, TestCa};
 
 /// The `strangler` binary built for these tests.
 pub fn strangler_bin() -> &'static str {
