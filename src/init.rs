@@ -36,6 +36,9 @@ admin = "127.0.0.1:9090"              # admin API and /metrics
 # cert_file = "tls/proxy.pem"         # chain, leaf first; read again on change and SIGHUP
 # key_file = "tls/proxy.key"
 # http2 = true
+# [proxy.tracing]                     # spans over OTLP/HTTP: request, upstream attempts, shadow copy
+# otlp_endpoint = "http://otel-collector:4318/v1/traces"
+# sample_percent = 100                # of new traces; a client's traceparent decides for its own
 
 [upstreams.legacy]                    # the monolith: everything unmatched goes here
 url = "http://127.0.0.1:8000"         # or https://host:port (then the certificate is checked)

@@ -105,6 +105,22 @@ pub struct RawProxy {
     pub h2c: Option<bool>,
     /// A second listener that speaks TLS. Off when absent.
     pub tls: Option<RawTls>,
+    /// Spans exported over OTLP. Off when absent.
+    pub tracing: Option<RawTracing>,
+}
+
+/// `[proxy.tracing]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// OTLP/HTTP (protobuf) traces URL, path included, e.g.
+    /// `http://otel-collector:4318/v1/traces`.
+    pub otlp_endpoint: Spanned<String>,
+    /// Share of new traces recorded, 0-100 (default 100). A request whose
+    /// `traceparent` says sampled or not keeps that decision.
+    pub sample_percent: Option<Spanned<f64>>,
+    /// `service.name` of the spans (default `strangler-router`).
+    pub service_name: Option<Spanned<String>>,
 }
 
 /// `[proxy.tls]`

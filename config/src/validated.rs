@@ -95,6 +95,16 @@ pub struct ProxyConfig {
     /// HTTP/2 by prior knowledge on `listen`.
     pub h2c: bool,
     pub tls: Option<TlsListener>,
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `[proxy.tracing]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    pub otlp_endpoint: String,
+    /// 0.0-1.0.
+    pub sample_ratio: f64,
+    pub service_name: String,
 }
 
 /// `[proxy.tls]`, validated.

@@ -26,4 +26,5 @@ pub mod server;
 pub mod shadow;
 pub mod table;
 pub mod tls;
+pub mod traces;
 pub mod usage;

@@ -77,6 +77,8 @@ pub struct Shared {
     pub usage: crate::usage::Usage,
     /// The file must be brought to the fleet (start, reload).
     pub reconcile_due: AtomicBool,
+    /// Set at start when `[proxy.tracing]` is configured.
+    pub traces: std::sync::OnceLock<crate::traces::Traces>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -102,6 +104,7 @@ impl Shared {
             shadower: Arc::new(Shadower::new()),
             usage: crate::usage::Usage::default(),
             reconcile_due: AtomicBool::new(true),
+            traces: std::sync::OnceLock::new(),
         })
     }
 

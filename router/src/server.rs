@@ -47,6 +47,8 @@ pub enum StartError {
     #[error("proxy.tls: {0}")]
     Certificate(String),
     #[error("{0}")]
+    Tracing(String),
+    #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -111,7 +113,17 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
+    let traces = config
+        .proxy
+        .tracing
+        .as_ref()
+        .map(crate::traces::Traces::start)
+        .transpose()
+        .map_err(StartError::Tracing)?;
     let shared = Shared::new(config, live);
+    if let Some(traces) = traces {
+        let _ = shared.traces.set(traces);
+    }
     shared.set_degraded(degraded);
     tracing::info!(%listen, admin = %shared.config.load().proxy.admin, routes = shared.config.load().routes.len(), "strangler router starting");
 

@@ -27,4 +27,5 @@ mod router_shadow;
 mod router_store;
 mod router_streams;
 mod router_tls;
+mod router_traces;
 mod setup;

@@ -370,6 +370,26 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy, base_dir: &Path) -> ProxyCon
                 http2: t.http2.unwrap_or(true),
             }
         }),
+        tracing: raw.tracing.as_ref().map(|t| {
+            let endpoint = t.otlp_endpoint.get_ref();
+            match url::Url::parse(endpoint) {
+                Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {}
+                _ => c.err(
+                    &t.otlp_endpoint,
+                    "proxy.tracing.otlp_endpoint",
+                    format!("{endpoint:?} is not an http(s) URL (e.g. http://otel-collector:4318/v1/traces)"),
+                ),
+            }
+            TracingConfig {
+                otlp_endpoint: endpoint.clone(),
+                sample_ratio: percent(c, &t.sample_percent, "proxy.tracing.sample_percent", 100.0)
+                    / 100.0,
+                service_name: t
+                    .service_name
+                    .as_ref()
+                    .map_or_else(|| "strangler-router".to_string(), |s| s.get_ref().clone()),
+            }
+        }),
     }
 }
 

@@ -219,6 +219,29 @@ fn https_upstreams_check_the_url_host_and_default_to_port_443() {
 }
 
 #[test]
+fn tracing_needs_an_http_endpoint_and_a_percent() {
+    let c = load(&format!(
+        "[proxy.tracing]\notlp_endpoint = \"http://collector:4318/v1/traces\"\nsample_percent = 5\n{MINIMAL}"
+    ))
+    .expect("valid");
+    let t = c.proxy.tracing.expect("tracing");
+    assert_eq!(t.otlp_endpoint, "http://collector:4318/v1/traces");
+    assert_eq!(t.sample_ratio, 0.05);
+    assert_eq!(t.service_name, "strangler-router");
+    let e = first_error(&format!(
+        "[proxy.tracing]\notlp_endpoint = \"collector:4318\"\n{MINIMAL}"
+    ));
+    assert!(
+        e.contains("proxy.tracing.otlp_endpoint") && e.contains("is not an http(s) URL"),
+        "{e}"
+    );
+    let e = first_error(&format!(
+        "[proxy.tracing]\notlp_endpoint = \"http://c:1\"\nsample_percent = 101\n{MINIMAL}"
+    ));
+    assert!(e.contains("proxy.tracing.sample_percent"), "{e}");
+}
+
+#[test]
 fn the_tls_listener_names_files_beside_the_config_and_its_own_port() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("proxy.pem"), "x").expect("cert");

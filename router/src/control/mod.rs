@@ -175,6 +175,7 @@ impl Control {
                 for (what, changed) in [
                     ("proxy.listen", old.proxy.listen != new.proxy.listen),
                     ("proxy.h2c", old.proxy.h2c != new.proxy.h2c),
+                    ("proxy.tracing", old.proxy.tracing != new.proxy.tracing),
                     (
                         "proxy.tls",
                         old.proxy.tls.as_ref().map(|t| (t.listen, t.http2))
@@ -359,7 +360,7 @@ async fn flush_shadow(shared: &Shared, store: &StateStore) {
 /// SIGTERM: Pingora has stopped accepting; wait for in-flight requests to
 /// finish (up to `proxy.drain_timeout_secs`), let shadow comparisons end,
 /// save what they learned, then exit.
-async fn drain(shared: &Shared, store: &StateStore) {
+async fn drain(shared: &Arc<Shared>, store: &StateStore) {
     let timeout = shared.config.load().proxy.drain_timeout;
     let start = Instant::now();
     tracing::info!(
@@ -382,7 +383,19 @@ async fn drain(shared: &Shared, store: &StateStore) {
         elapsed_ms = start.elapsed().as_millis() as u64,
         "drained; exiting"
     );
-    // Give the access-log writer a moment to flush its last lines.
+    // Give the access-log writer a moment to flush its last lines, and
+    // send the spans still queued (blocking: off this runtime's threads).
     tokio::time::sleep(Duration::from_millis(50)).await;
+    if shared.traces.get().is_some() {
+        let flush = tokio::task::spawn_blocking({
+            let shared = shared.clone();
+            move || {
+                if let Some(t) = shared.traces.get() {
+                    t.shutdown();
+                }
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(6), flush).await;
+    }
     std::process::exit(0);
 }

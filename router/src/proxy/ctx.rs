@@ -80,6 +80,8 @@ pub struct Ctx {
     pub body_left: Option<u64>,
     /// In flight to the route's service, against its retry budget.
     pub budget: Option<crate::limits::InFlight>,
+    /// Spans, when `[proxy.tracing]` is on.
+    pub trace: Option<crate::traces::RequestTrace>,
 }
 
 impl Ctx {
@@ -102,6 +104,7 @@ impl Ctx {
             client_ip: None,
             body_left: None,
             budget: None,
+            trace: None,
         }
     }
 

@@ -49,7 +49,13 @@ pub fn real_client(
 
 /// Stamps `req` and returns its ids.
 /// `peer` (the connection's address) is appended to `X-Forwarded-For`.
-pub fn stamp(req: &mut RequestHeader, peer: Option<IpAddr>) -> Result<Ids> {
+/// With `span` (tracing on), the request's own server span becomes the
+/// parent named in `traceparent`.
+pub fn stamp(
+    req: &mut RequestHeader,
+    peer: Option<IpAddr>,
+    span: Option<&opentelemetry::trace::SpanContext>,
+) -> Result<Ids> {
     let request_id = match req.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() => id.to_string(),
         _ => {
@@ -58,13 +64,18 @@ pub fn stamp(req: &mut RequestHeader, peer: Option<IpAddr>) -> Result<Ids> {
             id
         }
     };
-    let trace_id = match req
-        .headers
-        .get(TRACEPARENT)
-        .and_then(|v| access_log::trace_id_of(v.as_bytes()))
-    {
-        Some(trace) => trace.to_string(),
-        None => {
+    let trace_id = match (
+        span,
+        req.headers
+            .get(TRACEPARENT)
+            .and_then(|v| access_log::trace_id_of(v.as_bytes())),
+    ) {
+        (Some(span), _) => {
+            req.insert_header(TRACEPARENT, crate::traces::traceparent(span))?;
+            span.trace_id().to_string()
+        }
+        (None, Some(trace)) => trace.to_string(),
+        (None, None) => {
             let (tp, trace) = access_log::new_traceparent();
             req.insert_header(TRACEPARENT, &tp)?;
             trace

@@ -18,14 +18,16 @@ mod ctx;
 pub(crate) mod headers;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
+use opentelemetry::trace::Span as _;
+use opentelemetry::KeyValue;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
 pub use ctx::{Ctx, FallbackReason};
@@ -34,6 +36,7 @@ use crate::access_log;
 use crate::runtime::Shared;
 use crate::shadow::{self, Direction};
 use crate::table::{sticky::BUCKETS, Forced, RequestInfo, Why, DEFAULT_ROUTE, LEGACY_ID};
+use crate::traces::{self, RequestTrace};
 use strangler_shadow::Skip;
 
 /// The router's Pingora service.
@@ -120,6 +123,16 @@ impl ProxyHttp for RouterProxy {
             ctx.fallback = Some(FallbackReason::Unhealthy);
         }
         let route = ctx.route.and_then(|i| routing.table.routes().get(i));
+        if let Some(traces) = self.shared.traces.get() {
+            let name = match route {
+                Some(r) => format!("{} {}", req.method, r.template),
+                None => req.method.to_string(),
+            };
+            let start = SystemTime::now()
+                .checked_sub(ctx.start.elapsed())
+                .unwrap_or_else(SystemTime::now);
+            ctx.trace = Some(RequestTrace::new(traces.request(&req.headers, name, start)));
+        }
         let limited = route
             .and_then(|r| r.rate_limit.as_ref())
             .and_then(|l| l.check(&req.headers, client_ip).err());
@@ -155,7 +168,8 @@ impl ProxyHttp for RouterProxy {
         }
         let req = session.req_header_mut();
 
-        let ids = headers::stamp(req, peer)?;
+        let span = ctx.trace.as_ref().map(|t| t.server.span_context());
+        let ids = headers::stamp(req, peer, span)?;
         ctx.request_id = ids.request_id;
         ctx.trace_id = ids.trace_id;
         if let Some((state, direction)) =
@@ -232,7 +246,24 @@ impl ProxyHttp for RouterProxy {
         peer.options.connection_timeout = Some(up.connect_timeout);
         peer.options.read_timeout = Some(idle.unwrap_or(up.read_timeout));
         peer.options.idle_timeout = Some(Duration::from_secs(60));
+        if let (Some(trace), Some(traces)) = (ctx.trace.as_mut(), self.shared.traces.get()) {
+            trace.begin_attempt(traces, &up.name, up.addr);
+        }
         Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(attempt) = ctx.trace.as_ref().and_then(|t| t.attempt.as_ref()) {
+            // What the upstream does is a child of this attempt.
+            upstream_request
+                .insert_header("traceparent", traces::traceparent(attempt.span_context()))?;
+        }
+        Ok(())
     }
 
     fn fail_to_connect(
@@ -242,6 +273,9 @@ impl ProxyHttp for RouterProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.fail_attempt(e.to_string());
+        }
         if ctx.may_fall_back() {
             // Nothing reached the service: safe to hand any method to the monolith.
             ctx.fallback = Some(match e.etype() {
@@ -260,6 +294,17 @@ impl ProxyHttp for RouterProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let status = resp.status.as_u16();
+        if let Some(attempt) = ctx.trace.as_mut().and_then(|t| t.attempt.as_mut()) {
+            traces::annotate(attempt, || {
+                vec![KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                )]
+            });
+            if status >= 500 {
+                traces::fail(attempt, format!("status {status}"));
+            }
+        }
         if status >= 500
             && is_safe(&session.req_header().method)
             && ctx.may_fall_back()
@@ -337,6 +382,9 @@ impl ProxyHttp for RouterProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.fail_attempt(e.to_string());
+        }
         if ctx.replaced_status.is_some() {
             e.set_retry(true);
         } else if is_safe(&session.req_header().method)
@@ -400,6 +448,40 @@ impl ProxyHttp for RouterProxy {
                 .fallbacks
                 .with_label_values(&[route_name, reason.as_str()])
                 .inc();
+        }
+        if let Some(mut trace) = ctx.trace.take() {
+            if let Some(mut attempt) = trace.attempt.take() {
+                attempt.end();
+            }
+            let req = session.req_header();
+            traces::annotate(&mut trace.server, || {
+                let mut a = vec![
+                    KeyValue::new("http.request.method", req.method.to_string()),
+                    KeyValue::new("url.path", req.uri.path().to_string()),
+                    KeyValue::new("http.response.status_code", i64::from(status)),
+                    KeyValue::new("strangler.route", route_name.to_string()),
+                    KeyValue::new("strangler.decision", ctx.why.as_str()),
+                    KeyValue::new("strangler.target", target.to_string()),
+                    KeyValue::new("strangler.request_id", ctx.request_id.clone()),
+                ];
+                if let Some(r) = route {
+                    a.push(KeyValue::new("http.route", r.template.to_string()));
+                    a.push(KeyValue::new("strangler.stage", r.stage.as_str()));
+                }
+                if let Some(reason) = ctx.fallback {
+                    a.push(KeyValue::new("strangler.fallback_reason", reason.as_str()));
+                }
+                if let Some(ip) = ctx.client_ip {
+                    a.push(KeyValue::new("client.address", ip.to_string()));
+                }
+                a
+            });
+            if let Some(e) = e {
+                traces::fail(&mut trace.server, e.to_string());
+            } else if status >= 500 {
+                traces::fail(&mut trace.server, format!("status {status}"));
+            }
+            trace.server.end();
         }
         if routing.access_log {
             let req = session.req_header();

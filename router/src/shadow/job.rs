@@ -6,6 +6,8 @@ use http::{HeaderMap, Method};
 use strangler_shadow::{compare, redact, Response, Rules, Skip};
 use tokio::sync::oneshot;
 
+use opentelemetry::trace::Span as _;
+
 use super::{lag, Direction, Slot, Target, Targets};
 use crate::runtime::Shared;
 
@@ -42,6 +44,8 @@ pub struct ShadowJob {
     pub tables: Vec<String>,
     pub request_ms: i64,
     pub slot: Slot,
+    /// The request's server span, when traced: the shadow span's parent.
+    pub trace_parent: Option<opentelemetry::trace::SpanContext>,
 }
 
 enum Fetch {
@@ -51,7 +55,14 @@ enum Fetch {
 }
 
 impl ShadowJob {
-    async fn fetch(&self, client: &reqwest::Client, target: &Target, shadow: bool) -> Fetch {
+    /// `traceparent`: the shadow span's, for the candidate (tracing on).
+    async fn fetch(
+        &self,
+        client: &reqwest::Client,
+        target: &Target,
+        shadow: bool,
+        traceparent: Option<&str>,
+    ) -> Fetch {
         let mut req = match &target.tls {
             Some(tls) => tls.client.request(
                 self.method.clone(),
@@ -62,10 +73,14 @@ impl ShadowJob {
                 format!("http://{}{}", target.addr, self.uri),
             ),
         };
+        let replaced = |name: &http::HeaderName| traceparent.is_some() && name == "traceparent";
         for (name, value) in &self.headers {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
+            if !HOP_BY_HOP.contains(&name.as_str()) && !replaced(name) {
                 req = req.header(name, value);
             }
+        }
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
         }
         if shadow {
             req = req.header("x-strangler-shadow", "1");
@@ -135,17 +150,60 @@ impl ShadowJob {
     }
 
     /// Sends the candidate request now, waits for the primary response,
-    /// compares and records.
-    pub async fn run(
+    /// compares and records; a span for it all when traced.
+    pub async fn run(self, primary_rx: oneshot::Receiver<Result<Response, Skip>>, ctx: JobContext) {
+        let span = match (ctx.traces.get(), &self.trace_parent) {
+            (Some(traces), Some(parent)) => {
+                Some(traces.child(parent, format!("shadow {}", self.route)))
+            }
+            _ => None,
+        };
+        let Some(mut span) = span else {
+            self.compare(primary_rx, &ctx, None).await;
+            return;
+        };
+        let (route, direction) = (self.route.clone(), self.direction);
+        let candidate = self.targets.candidate.addr;
+        let traceparent = crate::traces::traceparent(span.span_context());
+        let outcome = self.compare(primary_rx, &ctx, Some(&traceparent)).await;
+        crate::traces::annotate(&mut span, || {
+            vec![
+                opentelemetry::KeyValue::new("strangler.route", route.to_string()),
+                opentelemetry::KeyValue::new(
+                    "strangler.shadow.direction",
+                    match direction {
+                        Direction::Forward => "forward",
+                        Direction::Reverse => "reverse",
+                    },
+                ),
+                opentelemetry::KeyValue::new("server.address", candidate.ip().to_string()),
+                opentelemetry::KeyValue::new("server.port", i64::from(candidate.port())),
+                opentelemetry::KeyValue::new("strangler.shadow.outcome", outcome.clone()),
+            ]
+        });
+        span.end();
+    }
+
+    /// Counts and records a comparison that did not happen; its outcome.
+    fn skipped(&self, ctx: &JobContext, why: Skip) -> String {
+        ctx.shadower.skip(&ctx.metrics, &self.route, why);
+        format!("skipped_{}", why.as_str())
+    }
+
+    /// The comparison itself; its outcome (`match`, `mismatch`, `stale`,
+    /// `skipped_*`).
+    async fn compare(
         self,
         mut primary_rx: oneshot::Receiver<Result<Response, Skip>>,
-        ctx: JobContext,
-    ) {
+        ctx: &JobContext,
+        traceparent: Option<&str>,
+    ) -> String {
         let client = ctx.shadower.client.clone();
         // The primary may say early that there is nothing to compare (a
         // stream): the candidate's answer is then not waited for.
         let (candidate, primary) = {
-            let mut fetch = std::pin::pin!(self.fetch(&client, &self.targets.candidate, true));
+            let mut fetch =
+                std::pin::pin!(self.fetch(&client, &self.targets.candidate, true, traceparent));
             tokio::select! {
                 candidate = &mut fetch => (Some(candidate), primary_rx.await),
                 primary = &mut primary_rx => match primary {
@@ -156,27 +214,17 @@ impl ShadowJob {
         };
         let primary = match primary {
             Ok(Ok(p)) => p,
-            Ok(Err(why)) => return ctx.shadower.skip(&ctx.metrics, &self.route, why),
-            Err(_) => {
-                return ctx
-                    .shadower
-                    .skip(&ctx.metrics, &self.route, Skip::PrimaryIncomplete)
-            }
+            Ok(Err(why)) => return self.skipped(ctx, why),
+            Err(_) => return self.skipped(ctx, Skip::PrimaryIncomplete),
         };
         let candidate = match candidate {
             Some(Fetch::Ok(c)) => c,
             // Only with a primary that said why (counted above).
-            None => return,
-            Some(Fetch::TooBig) => {
-                return ctx
-                    .shadower
-                    .skip(&ctx.metrics, &self.route, Skip::BodyTooLarge)
-            }
+            None => return "skipped".into(),
+            Some(Fetch::TooBig) => return self.skipped(ctx, Skip::BodyTooLarge),
             Some(Fetch::Failed(e)) => {
                 tracing::debug!(route = %self.route, error = %e, "shadow request failed");
-                return ctx
-                    .shadower
-                    .skip(&ctx.metrics, &self.route, Skip::CandidateError);
+                return self.skipped(ctx, Skip::CandidateError);
             }
         };
         let request = format!(
@@ -190,12 +238,15 @@ impl ShadowJob {
         redact::comparison(&self.rules, &mut comparison);
 
         if self.aa {
-            if let Fetch::Ok(secondary) = self.fetch(&client, &self.targets.primary, false).await {
+            if let Fetch::Ok(secondary) = self
+                .fetch(&client, &self.targets.primary, false, None)
+                .await
+            {
                 let mut aa = compare(&self.rules, &primary, &secondary);
                 redact::comparison(&self.rules, &mut aa);
                 ctx.shadower
                     .record(&self.route, |s| s.record_aa(&aa, &request, now));
-                self.count(&ctx, "aa");
+                self.count(ctx, "aa");
             }
         }
 
@@ -213,15 +264,17 @@ impl ShadowJob {
         {
             // Replication has caught up: ask both again.
             let again = (
-                self.fetch(&client, &self.targets.primary, false).await,
-                self.fetch(&client, &self.targets.candidate, true).await,
+                self.fetch(&client, &self.targets.primary, false, None)
+                    .await,
+                self.fetch(&client, &self.targets.candidate, true, traceparent)
+                    .await,
             );
             if let (Fetch::Ok(p2), Fetch::Ok(c2)) = again {
                 let (l2, c2) = self.oriented(&p2, &c2);
                 if compare(&self.rules, l2, c2).is_match() {
                     ctx.shadower.record(&self.route, |s| s.record_stale());
-                    self.count(&ctx, "stale");
-                    return;
+                    self.count(ctx, "stale");
+                    return "stale".into();
                 }
             }
         }
@@ -232,7 +285,8 @@ impl ShadowJob {
         };
         ctx.shadower
             .record(&self.route, |s| s.record(&comparison, &request, now));
-        self.count(&ctx, outcome);
+        self.count(ctx, outcome);
         drop(self.slot);
+        outcome.into()
     }
 }

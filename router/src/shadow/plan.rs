@@ -81,6 +81,10 @@ pub fn plan(
         tables: sh.tables.clone(),
         request_ms: strangler_state::store::now_ms(),
         slot,
+        trace_parent: ctx.trace.as_ref().map(|t| {
+            use opentelemetry::trace::Span as _;
+            t.server.span_context().clone()
+        }),
     };
     let mut state = ShadowCtx::new(job, routing.max_shadow_body_bytes);
     let has_body = declared_len.is_some_and(|n| n > 0)
