@@ -60,7 +60,18 @@ aa_percent = 0.0
 CONF
   "$bin/strangler" proxy -c "$work/$1.toml" >/dev/null 2>"$work/$1.log" & pids+=($!)
   wait_port "$listen"
+  echo "$admin" > "$work/$1.admin"
   echo "$listen"
+}
+# What the shadowed router did with the copies: compared or shed.
+copies() {
+  curl -s "http://127.0.0.1:$(cat "$work/on.admin")/metrics" | python3 -c '
+import re, sys
+t = sys.stdin.read()
+n = {o: int(float(v)) for o, v in re.findall(r"strangler_shadow_total\{outcome=\"(\w+)\",route=\"product\"\} (\S+)", t)}
+r = re.search(r"strangler_shadow_admitted_ratio (\S+)", t)
+done = n.get("match", 0) + n.get("mismatch", 0)
+print(f"copies so far: {done:,} compared, {n.get(\"skipped_shed\", 0):,} shed, other skips {sum(v for k, v in n.items() if k.startswith(\"skipped_\") and k != \"skipped_shed\"):,}; admitted now {float(r.group(1)) if r else 1:.2f}")'
 }
 off=$(router off legacy)
 on=$(router on shadow)
@@ -75,6 +86,8 @@ echo "|---|---:|---:|---:|---:|---:|"
 wrk_row "strangler, shadow off" "http://127.0.0.1:$off/products/7"
 wrk_row "strangler, 100 % shadow" "http://127.0.0.1:$on/products/7"
 wrk_row "strangler, shadow off (again)" "http://127.0.0.1:$off/products/7"
+echo
+copies
 
 # Open loop at a fixed rate well below saturation: does shadowing delay
 # the client's answer when the machine is not out of CPU?
@@ -95,3 +108,5 @@ echo "|---|---:|---:|---:|---:|---:|"
 fixed "strangler, shadow off" "$off"
 fixed "strangler, 100 % shadow" "$on"
 fixed "strangler, shadow off (again)" "$off"
+echo
+copies

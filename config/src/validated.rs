@@ -86,6 +86,9 @@ pub struct ProxyConfig {
     pub override_header: Option<String>,
     pub max_shadow_body_bytes: u64,
     pub max_shadow_inflight: u64,
+    pub shadow_shedding: bool,
+    /// 0.1 = 10 %.
+    pub shadow_headroom: f64,
     pub threads: usize,
     pub access_log: bool,
     pub drain_timeout: Duration,

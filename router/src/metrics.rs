@@ -25,6 +25,9 @@ pub struct Metrics {
     pub certificate_reloads: IntCounterVec,
     /// `strangler_shadow_total{route,outcome}`
     pub shadow: IntCounterVec,
+    /// `strangler_shadow_admitted_ratio`: the share of eligible requests
+    /// copied now (below 1 while shadow shedding protects the primary).
+    pub shadow_admitted: prometheus::Gauge,
     /// `strangler_store_retries_total{operation}`
     pub store_retries: IntCounterVec,
     /// `strangler_degraded`: 1 while the store is unreachable.
@@ -97,6 +100,12 @@ impl Metrics {
             &["result"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let shadow_admitted = prometheus::Gauge::new(
+            "strangler_shadow_admitted_ratio",
+            "Share of shadow-eligible requests copied now; below 1 while shedding protects the primary.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        shadow_admitted.set(1.0);
         let shadow = IntCounterVec::new(
             Opts::new(
                 "strangler_shadow_total",
@@ -138,6 +147,7 @@ impl Metrics {
             Box::new(reloads.clone()),
             Box::new(certificate_reloads.clone()),
             Box::new(shadow.clone()),
+            Box::new(shadow_admitted.clone()),
         ] {
             registry
                 .register(m)
@@ -153,6 +163,7 @@ impl Metrics {
             reloads,
             certificate_reloads,
             shadow,
+            shadow_admitted,
             store_retries,
             degraded,
             route_state,

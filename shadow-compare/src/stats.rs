@@ -37,6 +37,9 @@ pub enum Skip {
     /// The primary answered with a stream of server-sent events: it may
     /// last for hours, so it is not compared (nor waited for).
     Stream,
+    /// The proxy was short of headroom (the primary's latency above its
+    /// floor): the copy was shed to protect the primary.
+    Shed,
 }
 
 impl Skip {
@@ -48,6 +51,7 @@ impl Skip {
             Skip::PrimaryIncomplete => "primary_incomplete",
             Skip::Upgrade => "upgrade",
             Skip::Stream => "stream",
+            Skip::Shed => "shed",
         }
     }
 }

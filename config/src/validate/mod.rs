@@ -324,6 +324,13 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy, base_dir: &Path) -> ProxyCon
             "proxy.max_shadow_inflight",
             256,
         ),
+        shadow_shedding: raw.shadow_shedding.unwrap_or(true),
+        shadow_headroom: percent(
+            c,
+            &raw.shadow_headroom_percent,
+            "proxy.shadow_headroom_percent",
+            10.0,
+        ) / 100.0,
         threads: positive(c, &raw.threads, "proxy.threads", cpus) as usize,
         access_log: raw.access_log.unwrap_or(true),
         drain_timeout: Duration::from_secs(

@@ -100,6 +100,7 @@ impl BackgroundService for Control {
         health.reconcile(&self.shared, &config);
         tokio::spawn(sync::poll_store(self.shared.clone(), store.clone()));
         tokio::spawn(shadow_loop(self.shared.clone(), store.clone()));
+        tokio::spawn(shed_loop(self.shared.clone()));
         tokio::spawn(rollback_loop(self.shared.clone(), store.clone()));
 
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -273,6 +274,43 @@ async fn shadow_loop(shared: Arc<Shared>, store: StateStore) {
         if n % 5 == 4 {
             flush_shadow(&shared, &store).await;
         }
+    }
+}
+
+/// Closes a shadow-shedding window every 200 ms (its own loop: the store's
+/// latency must not stretch the windows).
+async fn shed_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was = 1.0;
+    loop {
+        tick.tick().await;
+        let proxy = &shared.config.load().proxy;
+        let shed = &shared.shadower.shed;
+        let now = if proxy.shadow_shedding {
+            let w = shed.tick(proxy.shadow_headroom);
+            if (w.admitted < 1.0) != (was < 1.0) && w.admitted > 0.0 {
+                tracing::info!(
+                    admitted = w.admitted,
+                    median_ms = w.median_us.map(|u| u / 1000.0),
+                    floor_ms = w.floor_us.map(|u| u / 1000.0),
+                    "shadow shedding {}",
+                    if w.admitted < 1.0 {
+                        "started: the primary's latency is above its floor"
+                    } else {
+                        "ended"
+                    }
+                );
+            }
+            w.admitted
+        } else {
+            shed.disable();
+            1.0
+        };
+        if now > 0.0 {
+            was = now;
+        }
+        shared.metrics.shadow_admitted.set(now);
     }
 }
 

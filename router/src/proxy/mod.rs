@@ -329,6 +329,8 @@ impl ProxyHttp for RouterProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.responded = true;
+        // The primary's time to its answer: what shadow shedding watches.
+        self.shared.shadower.shed.observe(ctx.start.elapsed());
         if ctx.shadow_reverse && ctx.fallback.is_some() {
             // The monolith answered after all: nothing to compare it with.
             ctx.shadow = None;

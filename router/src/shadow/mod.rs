@@ -22,6 +22,7 @@
 mod job;
 pub mod lag;
 pub mod plan;
+pub mod shed;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub struct Shadower {
     deltas: Mutex<HashMap<String, RouteStats>>,
     /// CDC positions, refreshed by the control loop.
     pub lag: ArcSwap<LagView>,
+    /// Admits copies while the proxy has headroom.
+    pub shed: shed::Shedder,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,6 +95,7 @@ impl Shadower {
             inflight: AtomicU64::new(0),
             deltas: Mutex::new(HashMap::new()),
             lag: ArcSwap::from_pointee(LagView::default()),
+            shed: shed::Shedder::new(),
         }
     }
 

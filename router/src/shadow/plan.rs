@@ -52,6 +52,10 @@ pub fn plan(
         shadower.skip(metrics, &route.name, Skip::BodyTooLarge);
         return None;
     }
+    if !shadower.shed.admit() {
+        shadower.skip(metrics, &route.name, Skip::Shed);
+        return None;
+    }
     let Some(slot) = shadower.try_slot(routing.max_shadow_inflight) else {
         shadower.skip(metrics, &route.name, Skip::Inflight);
         return None;
