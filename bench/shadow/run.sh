@@ -65,13 +65,17 @@ CONF
 }
 # What the shadowed router did with the copies: compared or shed.
 copies() {
-  curl -s "http://127.0.0.1:$(cat "$work/on.admin")/metrics" | python3 -c '
+  curl -s "http://127.0.0.1:$(cat "$work/on.admin")/metrics" > "$work/metrics.txt"
+  python3 - "$work/metrics.txt" <<'PY'
 import re, sys
-t = sys.stdin.read()
-n = {o: int(float(v)) for o, v in re.findall(r"strangler_shadow_total\{outcome=\"(\w+)\",route=\"product\"\} (\S+)", t)}
+t = open(sys.argv[1]).read()
+n = {o: int(float(v)) for o, v in re.findall(r'strangler_shadow_total\{outcome="(\w+)",route="product"\} (\S+)', t)}
 r = re.search(r"strangler_shadow_admitted_ratio (\S+)", t)
 done = n.get("match", 0) + n.get("mismatch", 0)
-print(f"copies so far: {done:,} compared, {n.get(\"skipped_shed\", 0):,} shed, other skips {sum(v for k, v in n.items() if k.startswith(\"skipped_\") and k != \"skipped_shed\"):,}; admitted now {float(r.group(1)) if r else 1:.2f}")'
+shed = n.get("skipped_shed", 0)
+other = sum(v for k, v in n.items() if k.startswith("skipped_") and k != "skipped_shed")
+print(f"100 % shadow router, copies so far: {done:,} compared, {shed:,} shed, {other:,} skipped otherwise; admitted now {float(r.group(1)) if r else 1:.2f}")
+PY
 }
 off=$(router off legacy)
 on=$(router on shadow)

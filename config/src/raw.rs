@@ -90,13 +90,16 @@ pub struct RawProxy {
     /// Shadow requests in flight at once; beyond it they are skipped.
     pub max_shadow_inflight: Option<Spanned<u64>>,
     /// Shed shadow copies while the proxy is short of headroom (default
-    /// true): when the primary's median latency rises more than
+    /// true): when, under sustained load, the primary's median latency
+    /// rises more than
     /// `shadow_headroom_percent` above its floor, the share of requests
     /// copied is cut (and counted as `skipped_shed`), and grows back as
     /// latency recovers. `false`: only `max_shadow_inflight` bounds them.
     pub shadow_shedding: Option<bool>,
     /// How far (percent) the primary's latency may rise above its floor
-    /// before copies are shed (default 10).
+    /// before copies are shed (default 5; plus 0.05 ms of jitter). Only a
+    /// busy proxy sheds: below 500 responses/s, or while its request
+    /// threads use less than 60 % of their cores, every copy is made.
     pub shadow_headroom_percent: Option<Spanned<f64>>,
     /// Worker threads of the proxy (default: the number of CPUs).
     pub threads: Option<Spanned<u64>>,

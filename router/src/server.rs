@@ -132,7 +132,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
         RouterProxy::new(shared.clone()),
-        "strangler-router",
+        crate::shadow::cpu::SERVICE_NAME,
     );
     proxy.add_tcp(&listen);
     if h2c {

@@ -329,7 +329,7 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy, base_dir: &Path) -> ProxyCon
             c,
             &raw.shadow_headroom_percent,
             "proxy.shadow_headroom_percent",
-            10.0,
+            5.0,
         ) / 100.0,
         threads: positive(c, &raw.threads, "proxy.threads", cpus) as usize,
         access_log: raw.access_log.unwrap_or(true),

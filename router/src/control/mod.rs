@@ -283,12 +283,16 @@ async fn shed_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was = 1.0;
+    let mut cpu = crate::shadow::cpu::WorkerCpu::new();
     loop {
         tick.tick().await;
         let proxy = &shared.config.load().proxy;
         let shed = &shared.shadower.shed;
+        let busy = cpu
+            .cores()
+            .map(|c| c >= crate::shadow::shed::BUSY_CORES * proxy.threads as f64);
         let now = if proxy.shadow_shedding {
-            let w = shed.tick(proxy.shadow_headroom);
+            let w = shed.tick(proxy.shadow_headroom, busy);
             if (w.admitted < 1.0) != (was < 1.0) && w.admitted > 0.0 {
                 tracing::info!(
                     admitted = w.admitted,

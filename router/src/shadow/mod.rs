@@ -19,6 +19,7 @@
 //! Migrated routes with `shadow_percent > 0` are reverse-shadowed: the
 //! service is primary and the monolith the candidate.
 
+pub mod cpu;
 mod job;
 pub mod lag;
 pub mod plan;

@@ -5,6 +5,11 @@
 //! and it grows back additively once latency recovers (AIMD, as TCP does
 //! with its window).
 //!
+//! Only a busy proxy sheds: its request threads must use at least
+//! [`BUSY_CORES`] of their cores (`shadow::cpu`), so a proxy whose latency
+//! moves for other reasons (a slow upstream, a burst, a machine busy with
+//! other work) copies everything.
+//!
 //! The signal is the median time to the primary's response header over
 //! 200 ms windows (robust to long polls and streams, which would wreck a
 //! mean). The floor is the lowest window median seen in the last epoch
@@ -27,13 +32,15 @@ use std::time::Duration;
 
 /// Responses per window below which the window is not judged.
 pub const MIN_SAMPLES: u64 = 100;
+/// Share of the worker threads' cores in use that makes the proxy busy.
+pub const BUSY_CORES: f64 = 0.6;
 /// Windows in a row that make load sustained (1 s of 200 ms windows).
 pub const SUSTAINED: u32 = 5;
 /// Windows per epoch (60 s of 200 ms windows).
 const EPOCH_WINDOWS: u32 = 300;
 /// Added to the floor before comparing: sub-millisecond jitter is not
 /// congestion.
-const MARGIN_US: f64 = 250.0;
+const MARGIN_US: f64 = 50.0;
 /// Multiplicative decrease on a congested window.
 const DECREASE: f64 = 0.7;
 /// Additive increase on a healthy window (0 → 1 in 10 s).
@@ -121,9 +128,11 @@ impl Shedder {
     }
 
     /// Closes a window (every 200 ms): judges its median against the
-    /// floor with `headroom` (0.1 = 10 % above the floor) and sets the
-    /// share for the next one.
-    pub fn tick(&self, headroom: f64) -> Window {
+    /// floor with `headroom` (0.05 = 5 % above the floor) and sets the
+    /// share for the next one. `busy_cpu`: whether the request threads
+    /// used [`BUSY_CORES`] of their cores in the window (`None`: unknown,
+    /// latency alone decides).
+    pub fn tick(&self, headroom: f64, busy_cpu: Option<bool>) -> Window {
         let counts: Vec<u64> = self
             .buckets
             .iter()
@@ -132,7 +141,8 @@ impl Shedder {
         let total: u64 = counts.iter().sum();
         let median = median_us(&counts);
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let admitted = s.close(median, total >= MIN_SAMPLES, headroom);
+        let busy = total >= MIN_SAMPLES && busy_cpu.unwrap_or(true);
+        let admitted = s.close(median, busy, headroom);
         self.admit_ppm
             .store((admitted * 1e6).round() as u64, Ordering::Relaxed);
         Window {
@@ -253,7 +263,7 @@ mod tests {
         for _ in 0..n {
             s.observe(Duration::from_micros(us));
         }
-        s.tick(0.1)
+        s.tick(0.05, Some(true))
     }
 
     #[test]
@@ -276,6 +286,21 @@ mod tests {
         })
         .expect("median");
         assert!((1400.0..1600.0).contains(&m), "{m}");
+    }
+
+    #[test]
+    fn an_idle_cpu_copies_everything_whatever_the_latency() {
+        let s = Shedder::new();
+        for _ in 0..50 {
+            for _ in 0..1000 {
+                s.observe(Duration::from_micros(if fastrand::bool() {
+                    400
+                } else {
+                    40_000
+                }));
+            }
+            assert_eq!(s.tick(0.05, Some(false)).admitted, 1.0);
+        }
     }
 
     #[test]
@@ -313,7 +338,7 @@ mod tests {
         let falling = &shares[SUSTAINED as usize - 1..];
         assert!(falling.windows(2).all(|p| p[1] < p[0]), "{shares:?}");
         assert!(falling[10] < 0.03, "{shares:?}");
-        // Near the floor (within 10 % + 0.25 ms) it grows back.
+        // Near the floor (within 5 % + 0.05 ms) it grows back.
         let before = s.admitted();
         for _ in 0..5 {
             window(&s, 500, 1800);
