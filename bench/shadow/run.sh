@@ -17,7 +17,12 @@ bin=${CARGO_TARGET_DIR:-target}/release
 
 work=$(mktemp -d /tmp/strangler-bench.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  # The routers start inside $(...): their pids are in files, not in pids.
+  for p in "${pids[@]}" $(cat "$work"/*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 source bench/lib.sh
 
@@ -58,7 +63,7 @@ shadow_percent = 100.0
 [routes.compare]
 aa_percent = 0.0
 CONF
-  "$bin/strangler" proxy -c "$work/$1.toml" >/dev/null 2>"$work/$1.log" & pids+=($!)
+  "$bin/strangler" proxy -c "$work/$1.toml" >/dev/null 2>"$work/$1.log" & echo $! > "$work/$1.pid"
   wait_port "$listen"
   echo "$admin" > "$work/$1.admin"
   echo "$listen"
@@ -70,7 +75,7 @@ copies() {
 import re, sys
 t = open(sys.argv[1]).read()
 n = {o: int(float(v)) for o, v in re.findall(r'strangler_shadow_total\{outcome="(\w+)",route="product"\} (\S+)', t)}
-r = re.search(r"strangler_shadow_admitted_ratio (\S+)", t)
+r = re.search(r"^strangler_shadow_admitted_ratio (\S+)$", t, re.M)
 done = n.get("match", 0) + n.get("mismatch", 0)
 shed = n.get("skipped_shed", 0)
 other = sum(v for k, v in n.items() if k.startswith("skipped_") and k != "skipped_shed")
@@ -90,6 +95,7 @@ echo "|---|---:|---:|---:|---:|---:|"
 wrk_row "strangler, shadow off" "http://127.0.0.1:$off/products/7"
 wrk_row "strangler, 100 % shadow" "http://127.0.0.1:$on/products/7"
 wrk_row "strangler, shadow off (again)" "http://127.0.0.1:$off/products/7"
+wrk_row "strangler, 100 % shadow (again)" "http://127.0.0.1:$on/products/7"
 echo
 copies
 

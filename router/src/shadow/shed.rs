@@ -20,7 +20,8 @@
 //! window per epoch runs with no copies at all (a probe), so the floor is
 //! the primary's latency without shadow work even when traffic started at
 //! saturation; a probe costs 1/300 of the copies. The share is cut only
-//! after [`SUSTAINED`] congested windows in a row.
+//! after three congested windows in a row, and is back to every copy as
+//! soon as a window is not busy.
 //!
 //! Admission is a random draw per request, so what is compared stays a
 //! uniform sample of the route's traffic; what is shed is counted per
@@ -36,6 +37,8 @@ pub const MIN_SAMPLES: u64 = 100;
 pub const BUSY_CORES: f64 = 0.6;
 /// Windows in a row that make load sustained (1 s of 200 ms windows).
 pub const SUSTAINED: u32 = 5;
+/// Congested windows in a row before the share is cut.
+const CONGESTED: u32 = 3;
 /// Windows per epoch (60 s of 200 ms windows).
 const EPOCH_WINDOWS: u32 = 300;
 /// Added to the floor before comparing: sub-millisecond jitter is not
@@ -184,6 +187,12 @@ impl State {
             return self.share;
         }
         self.busy_streak = if busy { self.busy_streak + 1 } else { 0 };
+        if !busy {
+            // Headroom again: nothing to protect.
+            self.congested_streak = 0;
+            self.share = 1.0;
+            return self.share;
+        }
         if self.busy_streak < SUSTAINED {
             self.congested_streak = 0;
             self.share = (self.share + INCREASE).min(1.0);
@@ -199,7 +208,7 @@ impl State {
         };
         if m > floor * (1.0 + headroom) + MARGIN_US {
             self.congested_streak += 1;
-            if self.congested_streak >= SUSTAINED {
+            if self.congested_streak >= CONGESTED {
                 self.share = (self.share * DECREASE).max(MIN_SHARE);
             }
         } else {
@@ -334,8 +343,8 @@ mod tests {
         // With the copies, latency doubles: after a second of it the share
         // falls geometrically.
         let shares: Vec<f64> = (0..15).map(|_| window(&s, 500, 3400).admitted).collect();
-        assert_eq!(shares[..SUSTAINED as usize - 1], [1.0; 4]);
-        let falling = &shares[SUSTAINED as usize - 1..];
+        assert_eq!(shares[..CONGESTED as usize - 1], [1.0; 2]);
+        let falling = &shares[CONGESTED as usize - 1..];
         assert!(falling.windows(2).all(|p| p[1] < p[0]), "{shares:?}");
         assert!(falling[10] < 0.03, "{shares:?}");
         // Near the floor (within 5 % + 0.05 ms) it grows back.
@@ -344,6 +353,8 @@ mod tests {
             window(&s, 500, 1800);
         }
         assert!((s.admitted() - (before + 5.0 * INCREASE)).abs() < 1e-9);
+        // The load goes: every copy at once.
+        assert_eq!(s.tick(0.05, Some(false)).admitted, 1.0);
     }
 
     #[test]
