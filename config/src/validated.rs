@@ -347,6 +347,9 @@ pub struct Route {
     /// How long an upstream connection of the route may stay without a
     /// byte read (`None`: the upstream's read timeout).
     pub idle_timeout: Option<Duration>,
+    /// The upstream must start answering within this of the request's
+    /// arrival (`None`: no deadline).
+    pub timeout: Option<Duration>,
     /// Largest request body accepted (`None`: no limit).
     pub max_body_bytes: Option<u64>,
     pub fallback: bool,

@@ -1,5 +1,6 @@
-//! Per-route rate limits: `[routes.rate_limit]`, answered 429 with
-//! `Retry-After` by the proxy, per client.
+//! Per-route limits: `[routes.rate_limit]` (answered 429 with
+//! `Retry-After` by the proxy, per client), `max_body_bytes` (413) and
+//! `timeout_ms` (504).
 
 use crate::support::*;
 
@@ -103,4 +104,76 @@ async fn a_request_body_over_the_routes_limit_gets_413() {
         .expect("an answer within 10 s")
         .expect("read");
     assert_eq!(&head, b"HTTP/1.1 413");
+}
+
+/// `timeout_ms`: the upstream must start answering within the route's
+/// deadline, counted from the request's arrival and shared by the
+/// fallback: a too slow answer is a 504 long before the upstream would
+/// have answered, and a fast one is untouched.
+#[tokio::test]
+async fn a_route_deadline_answers_504_before_a_slow_upstream_does() {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    h.write_config(&format!(
+        r#"{}
+[[routes]]
+name = "quick"
+methods = ["GET", "POST"]
+path = "/slow"
+service = "svc"
+stage = "migrated"
+shadow_percent = 0.0
+timeout_ms = 400
+
+[[routes]]
+name = "quick-legacy"
+methods = ["DELETE"]
+path = "/slow"
+service = "svc"
+stage = "legacy"
+timeout_ms = 400
+"#,
+        upstreams(&legacy, &[("svc", &svc)])
+    ));
+    let p = h.start().await;
+    let c = client();
+    let timed = |method: reqwest::Method, path: &str| {
+        let req = c.request(method, format!("{}{path}", p.base));
+        async move {
+            let start = std::time::Instant::now();
+            let status = req.send().await.expect("request").status().as_u16();
+            (status, start.elapsed())
+        }
+    };
+    // The upstreams would answer after 3 s.
+    for (method, path, why) in [
+        (
+            reqwest::Method::POST,
+            "/slow?ms=3000",
+            "a POST: no fallback once sent",
+        ),
+        (
+            reqwest::Method::GET,
+            "/slow?ms=3000",
+            "a GET: the monolith gets what is left, nothing",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/slow?ms=3000",
+            "the monolith itself",
+        ),
+    ] {
+        let (status, took) = timed(method, path).await;
+        assert_eq!(status, 504, "{why}\n{}", p.log_text());
+        assert!(took < std::time::Duration::from_secs(2), "{why}: {took:?}");
+    }
+    // Within the deadline: answered.
+    let (status, _) = timed(reqwest::Method::GET, "/slow?ms=50").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        p.metric_settled(r#"strangler_requests_total{code="504",route="quick",target="legacy"}"#)
+            .await,
+        1.0
+    );
 }

@@ -164,6 +164,13 @@ pub(super) fn check_routes(
                     std::time::Duration::from_secs(60)
                 }
             }),
+            timeout: r.timeout_ms.as_ref().map(|s| match *s.get_ref() {
+                n @ 1..=86_400_000 => std::time::Duration::from_millis(n),
+                _ => {
+                    c.err(s, &key("timeout_ms"), "milliseconds from 1 to 86400000");
+                    std::time::Duration::from_secs(60)
+                }
+            }),
             max_body_bytes: r.max_body_bytes.as_ref().map(|s| match *s.get_ref() {
                 0 => {
                     c.err(s, &key("max_body_bytes"), "must be greater than 0");

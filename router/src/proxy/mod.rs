@@ -231,10 +231,19 @@ impl ProxyHttp for RouterProxy {
         };
         ctx.replaced_status = None;
         let up = routing.upstream(ctx.attempt);
-        let idle = ctx
-            .route
-            .and_then(|i| routing.table.routes().get(i))
-            .and_then(|r| r.idle_timeout);
+        let route = ctx.route.and_then(|i| routing.table.routes().get(i));
+        let mut read = route
+            .and_then(|r| r.idle_timeout)
+            .unwrap_or(up.read_timeout);
+        let mut connect = up.connect_timeout;
+        if let Some(limit) = route.and_then(|r| r.timeout) {
+            // What is left of the route's deadline bounds this attempt.
+            let left = limit
+                .saturating_sub(ctx.start.elapsed())
+                .max(Duration::from_millis(1));
+            read = read.min(left);
+            connect = connect.min(left);
+        }
         let mut peer = match &up.tls {
             Some(tls) => {
                 let mut peer = HttpPeer::new(up.addr, true, tls.server_name.clone());
@@ -243,8 +252,8 @@ impl ProxyHttp for RouterProxy {
             }
             None => HttpPeer::new(up.addr, false, String::new()),
         };
-        peer.options.connection_timeout = Some(up.connect_timeout);
-        peer.options.read_timeout = Some(idle.unwrap_or(up.read_timeout));
+        peer.options.connection_timeout = Some(connect);
+        peer.options.read_timeout = Some(read);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         if let (Some(trace), Some(traces)) = (ctx.trace.as_mut(), self.shared.traces.get()) {
             trace.begin_attempt(traces, &up.name, up.addr);
@@ -395,6 +404,16 @@ impl ProxyHttp for RouterProxy {
         {
             ctx.fallback = Some(FallbackReason::UpstreamError);
             e.set_retry(true);
+        } else if matches!(e.etype(), ErrorType::ReadTimedout)
+            && e.esource() == &pingora_error::ErrorSource::Upstream
+        {
+            // The upstream did not answer in time: 504, as nginx and Envoy
+            // say it (Pingora's default is 502).
+            return Error::because(
+                ErrorType::HTTPStatus(504),
+                "the upstream did not answer in time",
+                e,
+            );
         } else if !session.req_header().method.is_idempotent()
             || session.as_ref().retry_buffer_truncated()
         {

@@ -47,6 +47,9 @@ pub struct CompiledRoute {
     /// How long its upstream connections may stay without a byte read
     /// (`None`: the upstream's read timeout).
     pub idle_timeout: Option<std::time::Duration>,
+    /// The upstream must start answering within this of the request's
+    /// arrival.
+    pub timeout: Option<std::time::Duration>,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: Option<u64>,
     /// Its retry budget (`limits.rs`); set when the table is built.
@@ -81,6 +84,7 @@ impl CompiledRoute {
             shadow,
             rate_limit: None,
             idle_timeout: route.idle_timeout,
+            timeout: route.timeout,
             max_body_bytes: route.max_body_bytes,
             retry_budget: None,
         }
