@@ -50,7 +50,19 @@ impl Entry<'_> {
 
 /// A new random request id (32 hex digits).
 pub fn new_request_id() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    let mut id = String::with_capacity(32);
+    push_hex(&mut id, fastrand::u64(..));
+    push_hex(&mut id, fastrand::u64(..));
+    id
+}
+
+/// Appends `v` as 16 lower-case hex digits (every request makes a few ids:
+/// no formatting machinery).
+fn push_hex(out: &mut String, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(DIGITS[((v >> (shift * 4)) & 0xf) as usize] as char);
+    }
 }
 
 /// The trace id of a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
@@ -77,9 +89,15 @@ pub fn trace_id_of(traceparent: &[u8]) -> Option<&str> {
 
 /// A new `traceparent` (sampled) and its trace id.
 pub fn new_traceparent() -> (String, String) {
-    let trace = format!("{:016x}{:016x}", fastrand::u64(1..), fastrand::u64(..));
-    let parent = format!("{:016x}", fastrand::u64(1..));
-    (format!("00-{trace}-{parent}-01"), trace)
+    let mut tp = String::with_capacity(55);
+    tp.push_str("00-");
+    push_hex(&mut tp, fastrand::u64(1..));
+    push_hex(&mut tp, fastrand::u64(..));
+    tp.push('-');
+    push_hex(&mut tp, fastrand::u64(1..));
+    tp.push_str("-01");
+    let trace = tp[3..35].to_string();
+    (tp, trace)
 }
 
 /// Queues one access-log line (a JSON object, without newline). When the
@@ -136,6 +154,15 @@ mod tests {
         assert_eq!(trace_id_of(b"garbage"), None);
         let (tp, trace) = new_traceparent();
         assert_eq!(trace_id_of(tp.as_bytes()), Some(trace.as_str()));
+        assert_eq!(tp.len(), 55);
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let mut s = String::new();
+        push_hex(&mut s, 0x0123_4567_89ab_cdef);
+        assert_eq!(s, "0123456789abcdef");
         assert_eq!(new_request_id().len(), 32);
     }
 }

@@ -180,6 +180,50 @@ impl Metrics {
     }
 }
 
+/// A route's series for one target, looked up once per routing snapshot
+/// instead of hashing the labels on every request.
+#[derive(Debug)]
+pub struct Series {
+    /// `strangler_requests_total{route,target,code="200"}`
+    pub ok: prometheus::IntCounter,
+    pub duration: prometheus::Histogram,
+}
+
+impl Metrics {
+    /// Counts a finished request; `cached` holds the route and target's
+    /// series (filled on first use).
+    pub fn record_request(
+        &self,
+        cached: Option<&std::sync::OnceLock<Series>>,
+        route: &str,
+        target: &str,
+        status: u16,
+        seconds: f64,
+    ) {
+        let Some(cell) = cached else {
+            self.requests
+                .with_label_values(&[route, target, &status.to_string()])
+                .inc();
+            self.duration
+                .with_label_values(&[route, target])
+                .observe(seconds);
+            return;
+        };
+        let series = cell.get_or_init(|| Series {
+            ok: self.requests.with_label_values(&[route, target, "200"]),
+            duration: self.duration.with_label_values(&[route, target]),
+        });
+        if status == 200 {
+            series.ok.inc();
+        } else {
+            self.requests
+                .with_label_values(&[route, target, &status.to_string()])
+                .inc();
+        }
+        series.duration.observe(seconds);
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()

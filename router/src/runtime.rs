@@ -50,6 +50,9 @@ pub struct Routing {
     pub max_shadow_inflight: u64,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Metric series by route index (the last: the default route), for
+    /// the monolith (0) and the route's service (1).
+    pub series: Vec<[std::sync::OnceLock<crate::metrics::Series>; 2]>,
 }
 
 impl Routing {
@@ -287,7 +290,11 @@ fn build(
             ])
             .set(percent);
     }
+    let series = (0..=config.routes.len())
+        .map(|_| Default::default())
+        .collect();
     Routing {
+        series,
         table: RouteTable::new(routes),
         upstreams,
         override_header: config

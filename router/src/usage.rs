@@ -3,7 +3,7 @@
 //! rollback watches.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub use strangler_state::counts::Counts;
 
@@ -11,10 +11,12 @@ pub use strangler_state::counts::Counts;
 /// under (its row's `updated_at_ms`; 0 without a row).
 pub type Key = (String, i64, i64);
 
-/// What this proxy counted since its last flush, by [`Key`].
+/// What this proxy counted since its last flush, by [`Key`]. Every request
+/// records here: the key shares the route's name (no allocation) and is
+/// hashed with FNV (short keys, no untrusted input).
 #[derive(Debug, Default)]
 pub struct Usage {
-    deltas: Mutex<HashMap<Key, Counts>>,
+    deltas: Mutex<fnv::FnvHashMap<(Arc<str>, i64, i64), Counts>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -22,23 +24,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Usage {
-    pub fn record(&self, route: &str, minute: i64, state_ms: i64, c: Counts) {
-        let mut d = lock(&self.deltas);
-        match d.get_mut(&(route.to_string(), minute, state_ms)) {
-            Some(e) => e.add(&c),
-            None => {
-                d.insert((route.to_string(), minute, state_ms), c);
-            }
-        }
+    pub fn record(&self, route: &Arc<str>, minute: i64, state_ms: i64, c: Counts) {
+        lock(&self.deltas)
+            .entry((route.clone(), minute, state_ms))
+            .and_modify(|e| e.add(&c))
+            .or_insert(c);
     }
 
     pub fn take(&self) -> HashMap<Key, Counts> {
         std::mem::take(&mut *lock(&self.deltas))
+            .into_iter()
+            .map(|((r, m, s), c)| ((r.to_string(), m, s), c))
+            .collect()
     }
 
     pub fn restore(&self, d: HashMap<Key, Counts>) {
         for ((r, m, s), c) in d {
-            self.record(&r, m, s, c);
+            self.record(&Arc::from(r), m, s, c);
         }
     }
 }

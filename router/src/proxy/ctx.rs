@@ -70,8 +70,10 @@ pub struct Ctx {
     pub responded: bool,
     pub request_id: String,
     pub trace_id: String,
-    /// Shadow tee state when this request is shadowed.
-    pub shadow: Option<crate::shadow::ShadowCtx>,
+    /// Shadow tee state when this request is shadowed (boxed, like
+    /// `trace`: Pingora moves the context with the request's future, so
+    /// what most requests do not use stays out of it).
+    pub shadow: Option<Box<crate::shadow::ShadowCtx>>,
     /// Reverse shadow (the service answers): dropped if the monolith answers after all.
     pub shadow_reverse: bool,
     /// The client: the peer, or who a trusted proxy forwarded for.
@@ -81,7 +83,7 @@ pub struct Ctx {
     /// In flight to the route's service, against its retry budget.
     pub budget: Option<crate::limits::InFlight>,
     /// Spans, when `[proxy.tracing]` is on.
-    pub trace: Option<crate::traces::RequestTrace>,
+    pub trace: Option<Box<crate::traces::RequestTrace>>,
 }
 
 impl Ctx {
@@ -137,5 +139,19 @@ impl Ctx {
             (Some(r), Some(i)) => r.table.routes().get(i).is_some_and(|route| route.fallback),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The context moves with every request's future: a field that makes
+    /// it big costs every request, used or not.
+    #[test]
+    fn the_context_stays_small() {
+        let size = std::mem::size_of::<super::Ctx>();
+        assert!(
+            size <= 256,
+            "Ctx is {size} bytes: box what most requests do not use"
+        );
     }
 }

@@ -39,6 +39,10 @@ use crate::table::{sticky::BUCKETS, Forced, RequestInfo, Why, DEFAULT_ROUTE, LEG
 use crate::traces::{self, RequestTrace};
 use strangler_shadow::Skip;
 
+/// The default route's name, shared by every unmatched request's count.
+static DEFAULT_NAME: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| Arc::from(DEFAULT_ROUTE));
+
 /// The router's Pingora service.
 pub struct RouterProxy {
     shared: Arc<Shared>,
@@ -131,7 +135,11 @@ impl ProxyHttp for RouterProxy {
             let start = SystemTime::now()
                 .checked_sub(ctx.start.elapsed())
                 .unwrap_or_else(SystemTime::now);
-            ctx.trace = Some(RequestTrace::new(traces.request(&req.headers, name, start)));
+            ctx.trace = Some(Box::new(RequestTrace::new(traces.request(
+                &req.headers,
+                name,
+                start,
+            ))));
         }
         let limited = route
             .and_then(|r| r.rate_limit.as_ref())
@@ -176,7 +184,7 @@ impl ProxyHttp for RouterProxy {
             shadow::plan::plan(&self.shared, ctx, session.req_header())
         {
             ctx.shadow_reverse = direction == Direction::Reverse;
-            ctx.shadow = Some(state);
+            ctx.shadow = Some(Box::new(state));
         }
         Ok(false)
     }
@@ -442,19 +450,26 @@ impl ProxyHttp for RouterProxy {
         let target = &*routing.upstream(ctx.attempt).name;
         let metrics = &self.shared.metrics;
         let elapsed = ctx.start.elapsed();
-        let code = status.to_string();
-        metrics
-            .requests
-            .with_label_values(&[route_name, target, code.as_str()])
-            .inc();
-        metrics
-            .duration
-            .with_label_values(&[route_name, target])
-            .observe(elapsed.as_secs_f64());
+        // The cached series are the monolith's and the route's service's.
+        let slot = if ctx.attempt == LEGACY_ID {
+            Some(0)
+        } else if route.and_then(|r| r.service) == Some(ctx.attempt) {
+            Some(1)
+        } else {
+            None
+        };
+        let index = ctx.route.unwrap_or(routing.table.routes().len());
+        metrics.record_request(
+            slot.and_then(|s| routing.series.get(index).map(|cells| &cells[s])),
+            route_name,
+            target,
+            status,
+            elapsed.as_secs_f64(),
+        );
         let meant_for_service = ctx.target != LEGACY_ID || ctx.fallback.is_some();
         let service_error = ctx.fallback.is_some() || (ctx.attempt != LEGACY_ID && status >= 500);
         self.shared.usage.record(
-            route_name,
+            route.map_or(&*DEFAULT_NAME, |r| &r.name),
             crate::usage::minute(strangler_state::store::now_ms()),
             route.map_or(0, |r| r.state_ms),
             strangler_state::counts::Counts {
