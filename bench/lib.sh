@@ -25,11 +25,13 @@ CONF
 
 wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-# wrk_row NAME URL: warm up, measure, print a Markdown row.
+# wrk_row NAME URL [WRK ARGS...]: warm up, measure, print a Markdown row.
 wrk_row() {
-  wrk -t1 -c"$conns" -d2s "$2" >/dev/null
-  wrk -t1 -c"$conns" -d"${duration}s" --latency "$2" > "$work/wrk.txt"
-  python3 - "$1" "$work/wrk.txt" <<'PY'
+  local name=$1 url=$2
+  shift 2
+  wrk -t1 -c"$conns" -d2s "$@" "$url" >/dev/null
+  wrk -t1 -c"$conns" -d"${duration}s" --latency "$@" "$url" > "$work/wrk.txt"
+  python3 - "$name" "$work/wrk.txt" <<'PY'
 import re, sys
 name, path = sys.argv[1], sys.argv[2]
 t = open(path).read()

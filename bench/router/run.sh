@@ -6,7 +6,8 @@
 #   strangler router with 50 routes (the request matches a migrated route
 #   with shadowing off: proxying alone), (e) the same router on a migrated
 #   route copying every request to the monolith (reverse shadow, the
-#   default of a migrated route),
+#   default of a migrated route), (f) nginx and strangler over TLS with one
+#   certificate, on keep-alive connections and with a handshake per request,
 # one after the other in one run, and prints a Markdown table.
 #
 #   bench/router/run.sh [DURATION_SECONDS] [CONNECTIONS] [PROXY_WORKERS]
@@ -35,7 +36,12 @@ trap cleanup EXIT
 
 source bench/lib.sh
 up_port=$(free_port); nginx_port=$(free_port); router_port=$(free_port); admin_port=$(free_port); bare_port=$(free_port)
+nginx_tls_port=$(free_port); router_tls_port=$(free_port)
 mkdir -p "$work/px"
+# One certificate for both TLS listeners (ECDSA P-256, what a modern
+# deployment serves).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -keyout "$work/px/key.pem" -out "$work/px/cert.pem" 2>/dev/null
 # nginx as a plain reverse proxy with keep-alive to the upstream.
 cat > "$work/px/nginx.conf" <<CONF
 worker_processes $workers;
@@ -48,6 +54,9 @@ http {
   upstream monolith { server 127.0.0.1:$up_port; keepalive 128; }
   server {
     listen 127.0.0.1:$nginx_port;
+    listen 127.0.0.1:$nginx_tls_port ssl;
+    ssl_certificate $work/px/cert.pem;
+    ssl_certificate_key $work/px/key.pem;
     location / {
       proxy_pass http://monolith;
       proxy_http_version 1.1;
@@ -69,6 +78,10 @@ listen = "127.0.0.1:$router_port"
 admin = "127.0.0.1:$admin_port"
 threads = $workers
 access_log = false
+[proxy.tls]
+listen = "127.0.0.1:$router_tls_port"
+cert_file = "$work/px/cert.pem"
+key_file = "$work/px/key.pem"
 [upstreams.legacy]
 url = "http://127.0.0.1:$up_port"
 [upstreams.svc]
@@ -99,7 +112,7 @@ start_upstream "$up_port"
 nginx -c "$work/px/nginx.conf" -g 'daemon off;' & pids+=($!)
 "$bare" "127.0.0.1:$bare_port" "127.0.0.1:$up_port" "$workers" >/dev/null 2>"$work/bare.log" & pids+=($!)
 "$bin" proxy -c "$work/strangler.toml" >/dev/null 2>"$work/strangler.log" & pids+=($!)
-for port in $up_port $nginx_port $bare_port $router_port; do wait_port "$port"; done
+for port in $up_port $nginx_port $bare_port $router_port $nginx_tls_port $router_tls_port; do wait_port "$port"; done
 
 echo "wrk -t1 -c$conns -d${duration}s --latency; proxies with $workers worker(s); $(nproc) cores; $(date -u +%F)"
 echo
@@ -110,3 +123,9 @@ wrk_row "nginx reverse proxy" "http://127.0.0.1:$nginx_port/api/v25/items/7"
 wrk_row "bare Pingora (no routing)" "http://127.0.0.1:$bare_port/api/v25/items/7"
 wrk_row "strangler router, 50 routes" "http://127.0.0.1:$router_port/api/v25/items/7"
 wrk_row "strangler router, reverse shadow of every request" "http://127.0.0.1:$router_port/api/v26/items/7"
+# TLS with the same certificate: on keep-alive connections (the cost of
+# encryption), then a new connection per request (handshakes/s).
+wrk_row "nginx HTTPS, keep-alive" "https://127.0.0.1:$nginx_tls_port/api/v25/items/7"
+wrk_row "strangler HTTPS, keep-alive" "https://127.0.0.1:$router_tls_port/api/v25/items/7"
+wrk_row "nginx HTTPS, a handshake per request" "https://127.0.0.1:$nginx_tls_port/api/v25/items/7" -H "Connection: close"
+wrk_row "strangler HTTPS, a handshake per request" "https://127.0.0.1:$router_tls_port/api/v25/items/7" -H "Connection: close"

@@ -17,7 +17,7 @@ mod validate;
 mod validated;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use template::{PathTemplate, Segment};
+pub use template::{PathTemplate, Segment, SplitPath};
 pub use validate::revision;
 pub use validated::*;
 

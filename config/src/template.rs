@@ -134,6 +134,35 @@ impl PathTemplate {
         parts.as_mut().and_then(Iterator::next).is_none()
     }
 
+    /// Whether a path split once with [`SplitPath`] matches: the same
+    /// answer as [`PathTemplate::matches`], without splitting the path
+    /// again for every template of a table.
+    pub fn matches_split(&self, path: &SplitPath<'_>) -> bool {
+        let Some(segs) = path.segments() else {
+            return self.matches(path.source);
+        };
+        let tail = matches!(self.segments.last(), Some(Segment::CatchAll(_)));
+        if !tail && segs.len() != self.segments.len() {
+            return false;
+        }
+        for (i, segment) in self.segments.iter().enumerate() {
+            let next = segs.get(i).copied();
+            match segment {
+                Segment::Literal(lit) => {
+                    if next != Some(lit.as_str()) {
+                        return false;
+                    }
+                }
+                Segment::Param(_) => match next {
+                    Some(p) if !p.is_empty() => {}
+                    _ => return false,
+                },
+                Segment::CatchAll(_) => return matches!(next, Some(p) if !p.is_empty()),
+            }
+        }
+        segs.len() == self.segments.len()
+    }
+
     /// Specificity order: `Less` means `self` is more specific than `other`.
     ///
     /// Segment by segment, a literal beats a parameter, which beats a
@@ -171,9 +200,81 @@ impl fmt::Display for PathTemplate {
     }
 }
 
+/// Segments a path is split into on the stack; longer paths are matched
+/// the slow way.
+const SPLIT_MAX: usize = 24;
+
+/// A request path split into its segments once.
+pub struct SplitPath<'a> {
+    source: &'a str,
+    segments: [&'a str; SPLIT_MAX],
+    /// `None`: not a path, or more than `SPLIT_MAX` segments.
+    len: Option<usize>,
+}
+
+impl<'a> SplitPath<'a> {
+    pub fn new(path: &'a str) -> SplitPath<'a> {
+        let mut out = SplitPath {
+            source: path,
+            segments: [""; SPLIT_MAX],
+            len: None,
+        };
+        let Some(rest) = path.strip_prefix('/') else {
+            return out;
+        };
+        if rest.is_empty() {
+            out.len = Some(0);
+            return out;
+        }
+        let mut n = 0;
+        for part in rest.split('/') {
+            if n == SPLIT_MAX {
+                return out;
+            }
+            out.segments[n] = part;
+            n += 1;
+        }
+        out.len = Some(n);
+        out
+    }
+
+    fn segments(&self) -> Option<&[&'a str]> {
+        self.len.map(|n| &self.segments[..n])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Split once or split per template: the same answer.
+        #[test]
+        fn matching_a_split_path_agrees(
+            template in proptest::collection::vec(
+                proptest::sample::select(vec!["a", "b", "{x}", "{*r}"]), 0..5),
+            path in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "", "c"]), 0..30),
+        ) {
+            let mut text = String::new();
+            for (i, seg) in template.iter().enumerate() {
+                if seg.starts_with("{*") && i + 1 != template.len() {
+                    continue;
+                }
+                let seg = if seg.starts_with("{x") { format!("{{x{i}}}") } else { seg.to_string() };
+                text.push('/');
+                text.push_str(&seg);
+            }
+            if text.is_empty() {
+                text.push('/');
+            }
+            let Ok(t) = PathTemplate::parse(&text) else {
+                return Ok(());
+            };
+            let path = format!("/{}", path.join("/"));
+            proptest::prop_assert_eq!(t.matches_split(&SplitPath::new(&path)), t.matches(&path), "{} {}", text, path);
+            proptest::prop_assert_eq!(t.matches_split(&SplitPath::new("x")), t.matches("x"));
+        }
+    }
 
     fn t(s: &str) -> PathTemplate {
         PathTemplate::parse(s).expect("valid template")

@@ -90,8 +90,9 @@ impl CompiledRoute {
         }
     }
 
-    fn matches(&self, method: &Method, path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method)) && self.template.matches(path)
+    fn matches(&self, method: &Method, path: &strangler_config::SplitPath<'_>) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && self.template.matches_split(path)
     }
 }
 
@@ -199,7 +200,9 @@ impl RouteTable {
 
     /// The most specific route matching the request.
     pub fn lookup(&self, method: &Method, path: &str) -> Option<usize> {
-        self.routes.iter().position(|r| r.matches(method, path))
+        // Split once: a table of 50 routes would split the path 50 times.
+        let path = strangler_config::SplitPath::new(path);
+        self.routes.iter().position(|r| r.matches(method, &path))
     }
 
     /// Decides where the request goes. `is_up` tells whether an upstream is
