@@ -85,30 +85,39 @@ async fn websockets_pass_through_to_the_routes_target_and_outlive_the_read_timeo
     h.write_config(&config(&legacy, &svc));
     let p = h.start().await;
     let ws_base = p.base.replace("http://", "ws://");
-    for (path, who) in [("/new/chat", "svc"), ("/old/chat", "legacy")] {
-        let (mut ws, resp) = tokio_tungstenite::connect_async(format!("{ws_base}{path}"))
-            .await
-            .unwrap_or_else(|e| panic!("{path}: {e}\n{}", p.log_text()));
-        assert_eq!(resp.status(), 101);
-        for i in 0..20 {
-            let log = || p.log_text();
-            ws.send(Message::Text(format!("m{i}").into()))
+    // A minute of messages on both routes at once, one every 2 s: each gap
+    // is four times the upstreams' read timeout, which the routes' idle
+    // timeout overrides.
+    let chat = |path: &'static str, who: &'static str| {
+        let url = format!("{ws_base}{path}");
+        let log = p.log.clone();
+        async move {
+            let log = || std::fs::read_to_string(&log).unwrap_or_default();
+            let (mut ws, resp) = tokio_tungstenite::connect_async(url)
                 .await
-                .unwrap_or_else(|e| panic!("{path} m{i}: send: {e}\n{}", log()));
-            let got = tokio::time::timeout(Duration::from_secs(10), ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("{path} m{i}: no answer within 10 s\n{}", log()))
-                .unwrap_or_else(|| panic!("{path} m{i}: closed\n{}", log()))
-                .unwrap_or_else(|e| panic!("{path} m{i}: {e}\n{}", log()));
-            assert_eq!(got, Message::Text(format!("{who}: m{i}").into()));
-            if i == 9 {
-                // Quiet for three times the upstream's read timeout: the
-                // route's idle timeout keeps the connection open.
-                tokio::time::sleep(Duration::from_millis(1500)).await;
+                .unwrap_or_else(|e| panic!("{path}: {e}\n{}", log()));
+            assert_eq!(resp.status(), 101);
+            let start = std::time::Instant::now();
+            let mut sent = 0;
+            while start.elapsed() < Duration::from_secs(60) {
+                ws.send(Message::Text(format!("m{sent}").into()))
+                    .await
+                    .unwrap_or_else(|e| panic!("{path} m{sent}: send: {e}\n{}", log()));
+                let got = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("{path} m{sent}: no answer within 10 s\n{}", log()))
+                    .unwrap_or_else(|| panic!("{path} m{sent}: closed\n{}", log()))
+                    .unwrap_or_else(|e| panic!("{path} m{sent}: {e}\n{}", log()));
+                assert_eq!(got, Message::Text(format!("{who}: m{sent}").into()));
+                sent += 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
+            ws.close(None).await.expect("close");
+            sent
         }
-        ws.close(None).await.expect("close");
-    }
+    };
+    let (new, old) = tokio::join!(chat("/new/chat", "svc"), chat("/old/chat", "legacy"));
+    assert!(new >= 25 && old >= 25, "messages answered: {new} and {old}");
     // One connection each: the migrated route's upgrade was not copied to
     // the monolith (a connection is not a request to compare).
     assert_eq!(
