@@ -31,14 +31,11 @@ admin = "127.0.0.1:9090"              # admin API and /metrics
 # metrics_public = false             # true: /metrics needs no token (a Prometheus scraper)
 # override_header = "x-strangler-target"
 # h2c = false                         # true: HTTP/2 without TLS (prior knowledge) on listen too
-# [proxy.tls]                         # a second listener, HTTPS (HTTP/2 and HTTP/1.1 through ALPN)
-# listen = "0.0.0.0:8443"
-# cert_file = "tls/proxy.pem"         # chain, leaf first; read again on change and SIGHUP
-# key_file = "tls/proxy.key"
+# [proxy.tls]                         # HTTPS (HTTP/2 and HTTP/1.1 through ALPN)
+# listen = "0.0.0.0:8443"             # a listener of its own; absent: `listen` above speaks TLS
+# cert = "tls/proxy.pem"              # chain, leaf first; read again on change and SIGHUP
+# key = "tls/proxy.key"
 # http2 = true
-# [proxy.tracing]                     # spans over OTLP/HTTP: request, upstream attempts, shadow copy
-# otlp_endpoint = "http://otel-collector:4318/v1/traces"
-# sample_percent = 100                # of new traces; a client's traceparent decides for its own
 
 [upstreams.legacy]                    # the monolith: everything unmatched goes here
 url = "http://127.0.0.1:8000"         # or https://host:port (then the certificate is checked)
@@ -48,6 +45,11 @@ url = "http://127.0.0.1:8000"         # or https://host:port (then the certifica
 # [upstreams.catalog]                 # a new service
 # url = "http://127.0.0.1:8001"
 # health_path = "/healthz"
+
+# Traces over OTLP/HTTP: a span per request, per upstream attempt, per shadow copy.
+# [telemetry]
+# otlp_endpoint = "http://otel-collector:4318"   # spans go to /v1/traces
+# sample_ratio = 1.0                  # of new traces; a client's traceparent decides for its own
 
 # CDC: the monolith's tables into each service's own database.
 # [cdc.source]

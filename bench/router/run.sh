@@ -80,8 +80,8 @@ threads = $workers
 access_log = false
 [proxy.tls]
 listen = "127.0.0.1:$router_tls_port"
-cert_file = "$work/px/cert.pem"
-key_file = "$work/px/key.pem"
+cert = "$work/px/cert.pem"
+key = "$work/px/key.pem"
 [upstreams.legacy]
 url = "http://127.0.0.1:$up_port"
 [upstreams.svc]

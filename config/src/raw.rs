@@ -28,6 +28,23 @@ pub struct RawConfig {
     /// Change data capture from the monolith's database to the services'.
     #[serde(default)]
     pub cdc: Option<RawCdc>,
+    /// Traces exported over OTLP. Off when absent.
+    pub telemetry: Option<RawTelemetry>,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// OTLP/HTTP (protobuf) collector, e.g. `http://otel-collector:4318`:
+    /// spans go to `/v1/traces` under it (a URL with a path is used as it
+    /// is, like `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+    pub otlp_endpoint: Spanned<String>,
+    /// Share of new traces recorded, 0.0-1.0 (default 1.0). A request whose
+    /// `traceparent` says sampled or not keeps that decision.
+    pub sample_ratio: Option<Spanned<f64>>,
+    /// `service.name` of the spans (default `strangler-router`).
+    pub service_name: Option<Spanned<String>>,
 }
 
 /// `[state]`
@@ -117,36 +134,23 @@ pub struct RawProxy {
     pub h2c: Option<bool>,
     /// A second listener that speaks TLS. Off when absent.
     pub tls: Option<RawTls>,
-    /// Spans exported over OTLP. Off when absent.
-    pub tracing: Option<RawTracing>,
-}
-
-/// `[proxy.tracing]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTracing {
-    /// OTLP/HTTP (protobuf) traces URL, path included, e.g.
-    /// `http://otel-collector:4318/v1/traces`.
-    pub otlp_endpoint: Spanned<String>,
-    /// Share of new traces recorded, 0-100 (default 100). A request whose
-    /// `traceparent` says sampled or not keeps that decision.
-    pub sample_percent: Option<Spanned<f64>>,
-    /// `service.name` of the spans (default `strangler-router`).
-    pub service_name: Option<Spanned<String>>,
 }
 
 /// `[proxy.tls]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
-    /// Address the proxy serves TLS clients on (e.g. `0.0.0.0:8443`).
-    pub listen: Spanned<String>,
+    /// A second listener for TLS clients (e.g. `0.0.0.0:8443`) beside the
+    /// plain `proxy.listen`. Absent: `proxy.listen` itself speaks TLS.
+    pub listen: Option<Spanned<String>>,
     /// PEM certificate chain, leaf first (relative to this file). Read
     /// again when it changes on disk and on SIGHUP; open connections keep
     /// theirs.
-    pub cert_file: Spanned<String>,
+    #[serde(alias = "cert_file")]
+    pub cert: Spanned<String>,
     /// PEM private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: Spanned<String>,
+    #[serde(alias = "key_file")]
+    pub key: Spanned<String>,
     /// Offer HTTP/2 through ALPN (`h2`, then `http/1.1`); default true.
     pub http2: Option<bool>,
 }

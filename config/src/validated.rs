@@ -30,6 +30,7 @@ pub struct Config {
     /// Routes in file order.
     pub routes: Vec<Route>,
     pub cdc: Option<CdcConfig>,
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 impl Config {
@@ -98,12 +99,12 @@ pub struct ProxyConfig {
     /// HTTP/2 by prior knowledge on `listen`.
     pub h2c: bool,
     pub tls: Option<TlsListener>,
-    pub tracing: Option<TracingConfig>,
 }
 
-/// `[proxy.tracing]`, validated.
+/// `[telemetry]`, validated.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TracingConfig {
+pub struct TelemetryConfig {
+    /// The traces URL (`…/v1/traces`).
     pub otlp_endpoint: String,
     /// 0.0-1.0.
     pub sample_ratio: f64,
@@ -113,7 +114,8 @@ pub struct TracingConfig {
 /// `[proxy.tls]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsListener {
-    pub listen: SocketAddr,
+    /// A listener of its own; `None`: `proxy.listen` speaks TLS.
+    pub listen: Option<SocketAddr>,
     /// Absolute paths.
     pub cert_file: PathBuf,
     pub key_file: PathBuf,

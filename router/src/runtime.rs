@@ -80,7 +80,7 @@ pub struct Shared {
     pub usage: crate::usage::Usage,
     /// The file must be brought to the fleet (start, reload).
     pub reconcile_due: AtomicBool,
-    /// Set at start when `[proxy.tracing]` is configured.
+    /// Set at start when `[telemetry]` is configured.
     pub traces: std::sync::OnceLock<crate::traces::Traces>,
 }
 

@@ -92,11 +92,13 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     );
     let tls = match &config.proxy.tls {
         Some(tls) => {
-            drop(bind(tls.listen).map_err(|source| StartError::Bind {
-                what: "proxy.tls.listen",
-                addr: tls.listen,
-                source,
-            })?);
+            if let Some(addr) = tls.listen {
+                drop(bind(addr).map_err(|source| StartError::Bind {
+                    what: "proxy.tls.listen",
+                    addr,
+                    source,
+                })?);
+            }
             let served = ServedCertificate::load(&tls.cert_file, &tls.key_file)
                 .map_err(StartError::Certificate)?;
             Some((tls.clone(), Arc::new(served)))
@@ -114,8 +116,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         ..ServerConf::default()
     };
     let traces = config
-        .proxy
-        .tracing
+        .telemetry
         .as_ref()
         .map(crate::traces::Traces::start)
         .transpose()
@@ -134,7 +135,11 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         RouterProxy::new(shared.clone()),
         crate::shadow::cpu::SERVICE_NAME,
     );
-    proxy.add_tcp(&listen);
+    // `[proxy.tls]` without a listen of its own: proxy.listen speaks TLS.
+    let tls_only = tls.as_ref().is_some_and(|(t, _)| t.listen.is_none());
+    if !tls_only {
+        proxy.add_tcp(&listen);
+    }
     if h2c {
         if let Some(app) = proxy.app_logic_mut() {
             let mut options = HttpServerOptions::default();
@@ -151,7 +156,8 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         } else {
             settings.set_alpn(ALPN::H1);
         }
-        proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+        let addr = tls.listen.map_or_else(|| listen.clone(), |a| a.to_string());
+        proxy.add_tls_with_settings(&addr, None, settings);
     }
     let control = background_service(
         "strangler-control",

@@ -1,4 +1,4 @@
-//! OTLP traces (`[proxy.tracing]`): a server span per request, a client
+//! OTLP traces (`[telemetry]`): a server span per request, a client
 //! span per upstream attempt and one for the shadow copy, exported over
 //! OTLP/HTTP by a batch processor on its own thread.
 //!
@@ -21,7 +21,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
 };
-use strangler_config::TracingConfig;
+use strangler_config::TelemetryConfig;
 
 pub use opentelemetry_sdk::trace::Span;
 
@@ -36,13 +36,13 @@ pub struct Traces {
 
 impl Traces {
     /// Starts the exporter (its thread); nothing is sent until spans end.
-    pub fn start(config: &TracingConfig) -> Result<Traces, String> {
+    pub fn start(config: &TelemetryConfig) -> Result<Traces, String> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_endpoint(config.otlp_endpoint.clone())
             .with_timeout(EXPORT_TIMEOUT)
             .build()
-            .map_err(|e| format!("proxy.tracing: cannot build the OTLP exporter: {e}"))?;
+            .map_err(|e| format!("telemetry: cannot build the OTLP exporter: {e}"))?;
         let batch = BatchSpanProcessor::builder(exporter)
             .with_batch_config(
                 BatchConfigBuilder::default()
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_request_continues_the_clients_trace_and_hands_its_own_span_on() {
-        let traces = Traces::start(&TracingConfig {
+        let traces = Traces::start(&TelemetryConfig {
             otlp_endpoint: "http://127.0.0.1:9/v1/traces".into(),
             sample_ratio: 1.0,
             service_name: "test".into(),

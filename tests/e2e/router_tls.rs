@@ -25,8 +25,8 @@ stage = "migrated"
 
 [proxy.tls]
 listen = "127.0.0.1:{tls_port}"
-cert_file = "proxy.pem"
-key_file = "proxy.key"
+cert = "proxy.pem"
+key = "proxy.key"
 "#,
         upstreams(legacy, &[("svc", svc)])
     ));
@@ -367,5 +367,32 @@ stage = "migrated"
         p.metric_settled(r#"strangler_fallbacks_total{reason="connect_error",route="rogue"}"#)
             .await,
         1.0
+    );
+}
+
+/// `[proxy.tls]` without a listener of its own: `proxy.listen` itself
+/// speaks TLS, and plain HTTP is not answered there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_listen_of_its_own_the_proxy_listener_speaks_tls() {
+    let legacy = TestUpstream::start("legacy").await;
+    let ca = TestCa::new("strangler test CA");
+    let h = Harness::new();
+    write_pair(&h, &ca.server_cert("proxy"));
+    h.write_config(&format!(
+        "{}\n[proxy.tls]\ncert = \"proxy.pem\"\nkey = \"proxy.key\"\n",
+        upstreams(&legacy, &[])
+    ));
+    let p = h.start().await;
+    let tls_base = p.base.replace("http://", "https://");
+    let c = https_client(&ca).build().expect("client");
+    let (status, seen) = answer(c.get(format!("{tls_base}/any")), reqwest::Version::HTTP_2).await;
+    assert_eq!((status, seen["upstream"].as_str()), (200, Some("legacy")));
+    assert!(
+        client()
+            .get(format!("{}/any", p.base))
+            .send()
+            .await
+            .is_err(),
+        "plain HTTP answered on a TLS listener"
     );
 }

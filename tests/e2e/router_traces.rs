@@ -24,12 +24,14 @@ struct Received {
 }
 
 /// An OTLP/HTTP traces receiver (protobuf, as collectors accept on
-/// `:4318/v1/traces`); its endpoint URL.
+/// `:4318/v1/traces`); its base URL.
 async fn otlp_receiver(received: Arc<Mutex<Received>>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let url = format!("http://{}/v1/traces", listener.local_addr().expect("addr"));
+    // The collector's base URL, as users write it: spans must come to
+    // /v1/traces under it (anything else is answered 400).
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let received = received.clone();
@@ -128,7 +130,7 @@ async fn each_request_is_one_trace_with_its_attempts_and_its_shadow_copy() {
 [upstreams.dead]
 url = "http://127.0.0.1:{dead_port}"
 
-[proxy.tracing]
+[telemetry]
 otlp_endpoint = "{endpoint}"
 service_name = "edge-router"
 

@@ -98,6 +98,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
     let upstreams = check_upstreams(&mut c, &raw.upstreams, &base_dir);
     let routes = check_routes(&mut c, &raw.routes, &upstreams);
     let cdc = raw.cdc.as_ref().map(|cdc| check_cdc(&mut c, cdc));
+    let telemetry = raw.telemetry.as_ref().map(|t| check_telemetry(&mut c, t));
 
     if c.errors.is_empty() {
         Ok(Config {
@@ -108,6 +109,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
             upstreams,
             routes,
             cdc,
+            telemetry,
         })
     } else {
         c.errors.sort_by_key(|e| (e.line, e.col));
@@ -360,43 +362,72 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy, base_dir: &Path) -> ProxyCon
         h2c: raw.h2c.unwrap_or(false),
         tls: raw.tls.as_ref().map(|t| {
             let key = |field: &str| format!("proxy.tls.{field}");
-            let tls_listen = c.addr(&Some(t.listen.clone()), &key("listen"), "");
-            for (other, what) in [(listen, "proxy.listen"), (admin, "proxy.admin")] {
-                if tls_listen == other {
-                    c.err(
-                        &t.listen,
-                        &key("listen"),
-                        format!("must differ from {what}"),
-                    );
+            let tls_listen = t.listen.as_ref().map(|l| {
+                let addr = c.addr(&Some(l.clone()), &key("listen"), "");
+                for (other, what) in [(listen, "proxy.listen"), (admin, "proxy.admin")] {
+                    if addr == other {
+                        c.err(l, &key("listen"), format!("must differ from {what}"));
+                    }
                 }
-            }
+                addr
+            });
             TlsListener {
                 listen: tls_listen,
-                cert_file: readable_file(c, &t.cert_file, &key("cert_file"), base_dir),
-                key_file: readable_file(c, &t.key_file, &key("key_file"), base_dir),
+                cert_file: readable_file(c, &t.cert, &key("cert"), base_dir),
+                key_file: readable_file(c, &t.key, &key("key"), base_dir),
                 http2: t.http2.unwrap_or(true),
             }
         }),
-        tracing: raw.tracing.as_ref().map(|t| {
-            let endpoint = t.otlp_endpoint.get_ref();
-            match url::Url::parse(endpoint) {
-                Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {}
-                _ => c.err(
-                    &t.otlp_endpoint,
-                    "proxy.tracing.otlp_endpoint",
-                    format!("{endpoint:?} is not an http(s) URL (e.g. http://otel-collector:4318/v1/traces)"),
-                ),
+    }
+}
+
+/// `[telemetry]`: the collector's base URL becomes its traces URL.
+fn check_telemetry(c: &mut Checker<'_>, t: &RawTelemetry) -> TelemetryConfig {
+    let endpoint = t.otlp_endpoint.get_ref();
+    let traces_url = match url::Url::parse(endpoint) {
+        Ok(u) if u.scheme() == "grpc" => {
+            c.err(
+                &t.otlp_endpoint,
+                "telemetry.otlp_endpoint",
+                "OTLP over gRPC is not built in: use the collector's OTLP/HTTP port (http://collector:4318)",
+            );
+            String::new()
+        }
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+            if u.path() == "/" {
+                format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+            } else {
+                endpoint.clone()
             }
-            TracingConfig {
-                otlp_endpoint: endpoint.clone(),
-                sample_ratio: percent(c, &t.sample_percent, "proxy.tracing.sample_percent", 100.0)
-                    / 100.0,
-                service_name: t
-                    .service_name
-                    .as_ref()
-                    .map_or_else(|| "strangler-router".to_string(), |s| s.get_ref().clone()),
-            }
-        }),
+        }
+        _ => {
+            c.err(
+                &t.otlp_endpoint,
+                "telemetry.otlp_endpoint",
+                format!("{endpoint:?} is not an http(s) URL (e.g. http://otel-collector:4318)"),
+            );
+            String::new()
+        }
+    };
+    let sample_ratio = match &t.sample_ratio {
+        Some(r) if (0.0..=1.0).contains(r.get_ref()) => *r.get_ref(),
+        Some(r) => {
+            c.err(
+                r,
+                "telemetry.sample_ratio",
+                format!("{} is outside 0.0..=1.0", r.get_ref()),
+            );
+            1.0
+        }
+        None => 1.0,
+    };
+    TelemetryConfig {
+        otlp_endpoint: traces_url,
+        sample_ratio,
+        service_name: t
+            .service_name
+            .as_ref()
+            .map_or_else(|| "strangler-router".to_string(), |s| s.get_ref().clone()),
     }
 }
 

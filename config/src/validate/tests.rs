@@ -219,26 +219,40 @@ fn https_upstreams_check_the_url_host_and_default_to_port_443() {
 }
 
 #[test]
-fn tracing_needs_an_http_endpoint_and_a_percent() {
+fn telemetry_names_an_otlp_http_collector_and_a_ratio() {
     let c = load(&format!(
-        "[proxy.tracing]\notlp_endpoint = \"http://collector:4318/v1/traces\"\nsample_percent = 5\n{MINIMAL}"
+        "{MINIMAL}[telemetry]\notlp_endpoint = \"http://collector:4318\"\nsample_ratio = 0.05\n"
     ))
     .expect("valid");
-    let t = c.proxy.tracing.expect("tracing");
+    let t = c.telemetry.expect("telemetry");
     assert_eq!(t.otlp_endpoint, "http://collector:4318/v1/traces");
     assert_eq!(t.sample_ratio, 0.05);
     assert_eq!(t.service_name, "strangler-router");
-    let e = first_error(&format!(
-        "[proxy.tracing]\notlp_endpoint = \"collector:4318\"\n{MINIMAL}"
-    ));
-    assert!(
-        e.contains("proxy.tracing.otlp_endpoint") && e.contains("is not an http(s) URL"),
-        "{e}"
+    let c = load(&format!(
+        "{MINIMAL}[telemetry]\notlp_endpoint = \"https://otel.example/custom/traces\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.telemetry.expect("telemetry").otlp_endpoint,
+        "https://otel.example/custom/traces"
     );
-    let e = first_error(&format!(
-        "[proxy.tracing]\notlp_endpoint = \"http://c:1\"\nsample_percent = 101\n{MINIMAL}"
-    ));
-    assert!(e.contains("proxy.tracing.sample_percent"), "{e}");
+    for (text, why) in [
+        (
+            "otlp_endpoint = \"collector:4318\"",
+            "is not an http(s) URL",
+        ),
+        (
+            "otlp_endpoint = \"grpc://collector:4317\"",
+            "gRPC is not built in",
+        ),
+        (
+            "otlp_endpoint = \"http://c:1\"\nsample_ratio = 1.5",
+            "telemetry.sample_ratio",
+        ),
+    ] {
+        let e = first_error(&format!("{MINIMAL}[telemetry]\n{text}\n"));
+        assert!(e.contains(why), "{text}: {e}");
+    }
 }
 
 #[test]
@@ -257,7 +271,10 @@ fn the_tls_listener_names_files_beside_the_config_and_its_own_port() {
     )
     .expect("valid");
     let tls = c.proxy.tls.expect("tls");
-    assert_eq!(tls.listen.to_string(), "0.0.0.0:8443");
+    assert_eq!(
+        tls.listen.map(|l| l.to_string()).as_deref(),
+        Some("0.0.0.0:8443")
+    );
     assert_eq!(tls.cert_file, dir.path().join("proxy.pem"));
     assert!(tls.http2);
     assert!(c.proxy.h2c);
@@ -272,9 +289,16 @@ fn the_tls_listener_names_files_beside_the_config_and_its_own_port() {
         "{e}"
     );
     assert!(
-        e.contains("proxy.tls.key_file") && e.contains("nope.key is not a readable file"),
+        e.contains("proxy.tls.key") && e.contains("nope.key is not a readable file"),
         "{e}"
     );
+    // Without a listen of its own, proxy.listen speaks TLS.
+    let c = Config::from_toml(
+        &format!("[proxy.tls]\ncert = \"proxy.pem\"\nkey = \"proxy.key\"\n{MINIMAL}"),
+        &dir.path().join("strangler.toml"),
+    )
+    .expect("valid");
+    assert_eq!(c.proxy.tls.expect("tls").listen, None);
 }
 
 #[test]

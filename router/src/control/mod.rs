@@ -176,7 +176,7 @@ impl Control {
                 for (what, changed) in [
                     ("proxy.listen", old.proxy.listen != new.proxy.listen),
                     ("proxy.h2c", old.proxy.h2c != new.proxy.h2c),
-                    ("proxy.tracing", old.proxy.tracing != new.proxy.tracing),
+                    ("telemetry", old.telemetry != new.telemetry),
                     (
                         "proxy.tls",
                         old.proxy.tls.as_ref().map(|t| (t.listen, t.http2))

@@ -82,7 +82,7 @@ pub struct Ctx {
     pub body_left: Option<u64>,
     /// In flight to the route's service, against its retry budget.
     pub budget: Option<crate::limits::InFlight>,
-    /// Spans, when `[proxy.tracing]` is on.
+    /// Spans, when `[telemetry]` is on.
     pub trace: Option<Box<crate::traces::RequestTrace>>,
 }
 
