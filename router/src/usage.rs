@@ -11,12 +11,15 @@ pub use strangler_state::counts::Counts;
 /// under (its row's `updated_at_ms`; 0 without a row).
 pub type Key = (String, i64, i64);
 
+/// [`Key`] with the route's name shared, not copied.
+type SharedKey = (Arc<str>, i64, i64);
+
 /// What this proxy counted since its last flush, by [`Key`]. Every request
 /// records here: the key shares the route's name (no allocation) and is
 /// hashed with FNV (short keys, no untrusted input).
 #[derive(Debug, Default)]
 pub struct Usage {
-    deltas: Mutex<fnv::FnvHashMap<(Arc<str>, i64, i64), Counts>>,
+    deltas: Mutex<fnv::FnvHashMap<SharedKey, Counts>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
