@@ -111,27 +111,8 @@ impl PathTemplate {
         let Some(rest) = path.strip_prefix('/') else {
             return false;
         };
-        let mut parts = if rest.is_empty() {
-            None
-        } else {
-            Some(rest.split('/'))
-        };
-        for segment in &self.segments {
-            let next = parts.as_mut().and_then(Iterator::next);
-            match segment {
-                Segment::Literal(lit) => {
-                    if next != Some(lit.as_str()) {
-                        return false;
-                    }
-                }
-                Segment::Param(_) => match next {
-                    Some(p) if !p.is_empty() => {}
-                    _ => return false,
-                },
-                Segment::CatchAll(_) => return matches!(next, Some(p) if !p.is_empty()),
-            }
-        }
-        parts.as_mut().and_then(Iterator::next).is_none()
+        let mut parts = (!rest.is_empty()).then(|| rest.split('/'));
+        self.walk(|| parts.as_mut().and_then(Iterator::next))
     }
 
     /// Whether a path split once with [`SplitPath`] matches: the same
@@ -145,22 +126,28 @@ impl PathTemplate {
         if !tail && segs.len() != self.segments.len() {
             return false;
         }
-        for (i, segment) in self.segments.iter().enumerate() {
-            let next = segs.get(i).copied();
+        let mut parts = segs.iter().copied();
+        self.walk(|| parts.next())
+    }
+
+    /// Matches the template against the path's segments, given one by one.
+    fn walk<'p>(&self, mut next: impl FnMut() -> Option<&'p str>) -> bool {
+        for segment in &self.segments {
+            let part = next();
             match segment {
                 Segment::Literal(lit) => {
-                    if next != Some(lit.as_str()) {
+                    if part != Some(lit.as_str()) {
                         return false;
                     }
                 }
-                Segment::Param(_) => match next {
+                Segment::Param(_) => match part {
                     Some(p) if !p.is_empty() => {}
                     _ => return false,
                 },
-                Segment::CatchAll(_) => return matches!(next, Some(p) if !p.is_empty()),
+                Segment::CatchAll(_) => return matches!(part, Some(p) if !p.is_empty()),
             }
         }
-        segs.len() == self.segments.len()
+        next().is_none()
     }
 
     /// Specificity order: `Less` means `self` is more specific than `other`.
