@@ -211,10 +211,11 @@ pub struct RawRoute {
     /// poll); overrides the upstream's `read_timeout_ms`.
     pub idle_timeout_secs: Option<Spanned<u64>>,
     /// Milliseconds from the request's arrival within which the upstream
-    /// must start answering (its response header), retries and fallback
-    /// included; each later read of the body gets what was left of it.
-    /// Beyond: 504, or the monolith for a safe method when the service was
-    /// too slow (like a 5xx). Default: none (only the read timeouts).
+    /// must answer, retries and fallback included: each attempt's connect
+    /// and every read get what is left of it. Beyond: 504, or the monolith
+    /// for a safe method when the service was too slow and time is left.
+    /// Not with `idle_timeout_secs` (streams outlive any deadline).
+    /// Default: none (only the read timeouts).
     pub timeout_ms: Option<Spanned<u64>>,
     /// Largest request body accepted, in bytes; beyond, the client gets
     /// 413 and nothing of it reaches an upstream (default: no limit).

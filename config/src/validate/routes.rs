@@ -165,6 +165,14 @@ pub(super) fn check_routes(
                 }
             }),
             timeout: r.timeout_ms.as_ref().map(|s| match *s.get_ref() {
+                _ if r.idle_timeout_secs.is_some() => {
+                    c.err(
+                        s,
+                        &key("timeout_ms"),
+                        "cannot go with idle_timeout_secs: the deadline bounds every read of the answer, so a long-lived stream would be cut at it",
+                    );
+                    std::time::Duration::from_secs(60)
+                }
                 n @ 1..=86_400_000 => std::time::Duration::from_millis(n),
                 _ => {
                     c.err(s, &key("timeout_ms"), "milliseconds from 1 to 86400000");

@@ -219,6 +219,15 @@ fn https_upstreams_check_the_url_host_and_default_to_port_443() {
 }
 
 #[test]
+fn a_deadline_does_not_go_with_an_idle_timeout() {
+    let e = first_error(&format!(
+        "{MINIMAL}[[routes]]\nname = \"chat\"\npath = \"/chat\"\nidle_timeout_secs = 3600\ntimeout_ms = 5000\n"
+    ));
+    assert!(e.contains("routes[0].timeout_ms"), "{e}");
+    assert!(e.contains("cannot go with idle_timeout_secs"), "{e}");
+}
+
+#[test]
 fn telemetry_names_an_otlp_http_collector_and_a_ratio() {
     let c = load(&format!(
         "{MINIMAL}[telemetry]\notlp_endpoint = \"http://collector:4318\"\nsample_ratio = 0.05\n"

@@ -284,13 +284,17 @@ async fn shed_loop(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was = 1.0;
     let mut cpu = crate::shadow::cpu::WorkerCpu::new();
+    // The workers Pingora started (a reload changes `threads` only at the
+    // next start), on the cores there are.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = shared.config.load().proxy.threads.min(cores) as f64;
     loop {
         tick.tick().await;
         let proxy = &shared.config.load().proxy;
         let shed = &shared.shadower.shed;
         let busy = cpu
             .cores()
-            .map(|c| c >= crate::shadow::shed::BUSY_CORES * proxy.threads as f64);
+            .map(|c| c >= crate::shadow::shed::BUSY_CORES * workers);
         let now = if proxy.shadow_shedding {
             let w = shed.tick(proxy.shadow_headroom, busy);
             if (w.admitted < 1.0) != (was < 1.0) && w.admitted > 0.0 {

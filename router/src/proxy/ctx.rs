@@ -131,14 +131,38 @@ impl Ctx {
         false
     }
 
+    /// Whether the monolith may still answer: the route falls back, the
+    /// attempt was the service's, and the route's deadline (if any) has
+    /// time left — a fallback that cannot answer in time would only load
+    /// the monolith and spend the retry budget.
     pub fn may_fall_back(&self) -> bool {
-        if self.attempt == LEGACY_ID || self.fallback.is_some() || self.responded {
+        if self.attempt == LEGACY_ID
+            || self.fallback.is_some()
+            || self.responded
+            || self.deadline_passed()
+        {
             return false;
         }
         match (&self.routing, self.route) {
             (Some(r), Some(i)) => r.table.routes().get(i).is_some_and(|route| route.fallback),
             _ => false,
         }
+    }
+
+    /// What is left of the route's `timeout_ms`; `None` without one.
+    pub fn deadline_left(&self) -> Option<std::time::Duration> {
+        let limit = match (&self.routing, self.route) {
+            (Some(r), Some(i)) => r.table.routes().get(i).and_then(|route| route.timeout)?,
+            _ => return None,
+        };
+        Some(limit.saturating_sub(self.start.elapsed()))
+    }
+
+    /// The route's deadline has (all but) passed: nothing more can answer
+    /// in time.
+    pub fn deadline_passed(&self) -> bool {
+        self.deadline_left()
+            .is_some_and(|left| left < std::time::Duration::from_millis(1))
     }
 }
 

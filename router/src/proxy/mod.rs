@@ -244,11 +244,14 @@ impl ProxyHttp for RouterProxy {
             .and_then(|r| r.idle_timeout)
             .unwrap_or(up.read_timeout);
         let mut connect = up.connect_timeout;
-        if let Some(limit) = route.and_then(|r| r.timeout) {
+        if let Some(left) = ctx.deadline_left() {
+            if ctx.deadline_passed() {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(504),
+                    "the route's timeout_ms passed before an upstream answered",
+                );
+            }
             // What is left of the route's deadline bounds this attempt.
-            let left = limit
-                .saturating_sub(ctx.start.elapsed())
-                .max(Duration::from_millis(1));
             read = read.min(left);
             connect = connect.min(left);
         }
@@ -292,6 +295,15 @@ impl ProxyHttp for RouterProxy {
     ) -> Box<Error> {
         if let Some(trace) = ctx.trace.as_mut() {
             trace.fail_attempt(e.to_string());
+        }
+        if matches!(e.etype(), ErrorType::ConnectTimedout) && ctx.deadline_passed() {
+            // The route's deadline ran out while connecting: 504, like a
+            // read past it.
+            return Error::because(
+                ErrorType::HTTPStatus(504),
+                "the route's timeout_ms passed while connecting",
+                e,
+            );
         }
         if ctx.may_fall_back() {
             // Nothing reached the service: safe to hand any method to the monolith.

@@ -93,16 +93,7 @@ impl Shedder {
         Shedder {
             buckets: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
             admit_ppm: AtomicU64::new(1_000_000),
-            state: Mutex::new(State {
-                share: 1.0,
-                floor_us: None,
-                epoch_min_us: f64::INFINITY,
-                windows: 0,
-                probing: false,
-                probed: false,
-                busy_streak: 0,
-                congested_streak: 0,
-            }),
+            state: Mutex::new(State::new()),
         }
     }
 
@@ -117,11 +108,13 @@ impl Shedder {
         ppm >= 1_000_000 || fastrand::u64(..1_000_000) < ppm
     }
 
-    /// Shedding off: every copy admitted, the window forgotten.
+    /// Shedding off: every copy admitted, the window and what was learned
+    /// forgotten (turned on again, it starts afresh).
     pub fn disable(&self) {
         for b in self.buckets.iter() {
             b.store(0, Ordering::Relaxed);
         }
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = State::new();
         self.admit_ppm.store(1_000_000, Ordering::Relaxed);
     }
 
@@ -163,6 +156,19 @@ impl Default for Shedder {
 }
 
 impl State {
+    fn new() -> State {
+        State {
+            share: 1.0,
+            floor_us: None,
+            epoch_min_us: f64::INFINITY,
+            windows: 0,
+            probing: false,
+            probed: false,
+            busy_streak: 0,
+            congested_streak: 0,
+        }
+    }
+
     /// The share for the next window.
     fn close(&mut self, median: Option<f64>, busy: bool, headroom: f64) -> f64 {
         self.windows += 1;
