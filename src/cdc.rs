@@ -92,12 +92,17 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                     CdcTransport::Embedded { .. } => {
                         run_pipeline(&config, cfg, &sinks, &urls, RunOpts { start, snapshot_only, json, metrics, direction: Direction::Forward }).await
                     }
-                    CdcTransport::Kafka { brokers, topic_prefix } => {
+                    transport @ CdcTransport::Kafka { topic_prefix, .. } => {
+                        let kafka = match strangler_cdc::transport::kafka::KafkaClient::from_transport(transport) {
+                            Ok(Some(k)) => k,
+                            Ok(None) => return usage("cdc.transport: not a Kafka transport"),
+                            Err(e) => return usage(&e),
+                        };
                         let (source_only, sinks_only) = match &args.command {
                             CdcCommand::Run { source_only, sinks_only, .. } => (*source_only, *sinks_only),
                             _ => (true, false),
                         };
-                        run_kafka(&config, cfg, &sinks, &urls, (brokers, topic_prefix), (snapshot_only || source_only, sinks_only), RunOpts { start, snapshot_only, json, metrics, direction: Direction::Forward }).await
+                        run_kafka(&config, cfg, &sinks, &urls, (kafka, topic_prefix), (snapshot_only || source_only, sinks_only), RunOpts { start, snapshot_only, json, metrics, direction: Direction::Forward }).await
                     }
                 }
             }
@@ -530,7 +535,7 @@ async fn run_kafka(
     cfg: SourceConfig,
     sinks: &[&CdcSink],
     urls: &[String],
-    (brokers, prefix): (&str, &str),
+    (kafka, prefix): (strangler_cdc::transport::kafka::KafkaClient, &str),
     (source_only, sinks_only): (bool, bool),
     opts: RunOpts,
 ) -> anyhow::Result<Exit> {
@@ -542,7 +547,7 @@ async fn run_kafka(
         ..
     } = opts;
     let plan = strangler_cdc::run::KafkaPlan {
-        brokers: brokers.to_string(),
+        kafka,
         prefix: prefix.to_string(),
         sinks: sink_specs(sinks, urls),
         source: !sinks_only,

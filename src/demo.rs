@@ -447,7 +447,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
                 consumers.push(tokio::spawn(async move {
                     cdc_run::kafka_sink(
                         &source,
-                        &brokers,
+                        &strangler_cdc::transport::kafka::KafkaClient::new(&brokers),
                         &topics,
                         &sink,
                         Some((&producer, "monolith")),

@@ -60,12 +60,19 @@ url = "http://127.0.0.1:8000"         # or https://host:port (then the certifica
 # [cdc.transport]
 # kind = "embedded"                   # embedded | kafka (then brokers = "host:9092")
 # topic_prefix = "monolith"           # topics <prefix>.<schema>.<table>
+# consumer_group = "strangler-{sink}" # kafka: each sink's workers' group ({sink}: its name)
+# client_id = "strangler"
 # Debezium's representation options (cdc-sync/TYPES.md), with Debezium's defaults:
 # decimal_handling = "precise"        # precise | string | double
 # time_precision = "adaptive"         # adaptive | connect
 # interval_handling = "numeric"       # numeric | string
 # binary_handling = "bytes"           # bytes | base64 | hex
 # schemas_enable = false              # true: {schema, payload} as Kafka Connect's JSON converter
+# [cdc.transport.properties]          # kafka: librdkafka properties as they are (TLS, SASL, …)
+# "security.protocol" = "SASL_SSL"
+# "sasl.mechanisms" = "SCRAM-SHA-512"
+# "sasl.username" = "strangler"
+# "sasl.password.env" = "KAFKA_PASSWORD"   # .env: from this variable; .file: from this file
 # [[cdc.sinks]]
 # name = "catalog"
 # url_env = "CATALOG_DATABASE_URL"

@@ -353,7 +353,7 @@ async fn through_kafka(format: EventFormat) -> (Env, Vec<(String, Value, Option<
     let (b2, t2) = (brokers.clone(), topics.clone());
     let snk = tokio::spawn(async move {
         kafka::consume(
-            &b2,
+            &kafka::KafkaClient::new(&b2),
             &t2,
             &mut worker,
             None,

@@ -383,6 +383,18 @@ pub struct RawCdcTransport {
     /// Kafka Connect's JSON converter `schemas.enable`: `{schema, payload}`.
     #[serde(default)]
     pub schemas_enable: bool,
+    /// The consumer group of each sink's workers; `{sink}` is the sink's
+    /// name (default `strangler-{sink}`). Environments sharing a Kafka
+    /// cluster need groups of their own.
+    pub consumer_group: Option<Spanned<String>>,
+    /// `client.id` of strangler's Kafka clients (default librdkafka's).
+    pub client_id: Option<Spanned<String>>,
+    /// librdkafka properties passed as they are (TLS, SASL, timeouts). A key
+    /// ending in `.env` names an environment variable holding the value,
+    /// one ending in `.file` a file (relative to this file) holding it:
+    /// `"sasl.password.env" = "KAFKA_PASSWORD"`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, Spanned<String>>,
 }
 
 /// `[[cdc.sinks]]`

@@ -519,10 +519,51 @@ pub enum CdcTransport {
     Kafka {
         brokers: String,
         topic_prefix: String,
+        /// `[cdc.transport.properties]`, secrets not yet read.
+        properties: Vec<KafkaProperty>,
+        /// `{sink}` is the sink's name.
+        consumer_group: String,
+        client_id: Option<String>,
     },
     Embedded {
         topic_prefix: String,
     },
+}
+
+/// The consumer group when none is configured.
+pub const DEFAULT_CONSUMER_GROUP: &str = "strangler-{sink}";
+
+/// librdkafka properties strangler sets itself and its guarantees rest on
+/// (idempotent, acknowledged publishing; offsets committed with the rows):
+/// `[cdc.transport.properties]` cannot change them.
+pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "client.id",
+    "enable.idempotence",
+    "acks",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "partition.assignment.strategy",
+];
+
+/// One `[cdc.transport.properties]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaProperty {
+    /// The librdkafka property (without `.env`/`.file`).
+    pub name: String,
+    pub source: PropertySource,
+}
+
+/// Where a property's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PropertySource {
+    Value(String),
+    /// An environment variable, read when `cdc run` starts.
+    Env(String),
+    /// A file (absolute path), read when `cdc run` starts.
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone)]

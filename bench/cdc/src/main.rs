@@ -471,7 +471,7 @@ fn start_parts(
             let worker_stop = stop.clone();
             tokio::spawn(async move {
                 let plan = KafkaPlan {
-                    brokers,
+                    kafka: strangler_cdc::transport::kafka::KafkaClient::new(&brokers),
                     prefix: c.name.clone(),
                     sinks: vec![SinkSpec {
                         name: "bench".into(),

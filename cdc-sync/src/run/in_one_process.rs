@@ -13,11 +13,12 @@ use crate::metrics::CdcMetrics;
 use crate::pipeline::{PipelineError, Progress, Start};
 use crate::source::SourceConfig;
 use crate::status::{CheckPlan, StoreStatus};
-use crate::transport::kafka::{dlq_topic, Consumed, KafkaProducer, TransportError};
+use crate::transport::kafka::{dlq_topic, Consumed, KafkaClient, KafkaProducer, TransportError};
 
 /// What to run.
 pub struct KafkaPlan {
-    pub brokers: String,
+    /// How to reach Kafka (brokers, group, properties).
+    pub kafka: KafkaClient,
     pub prefix: String,
     pub sinks: Vec<SinkSpec>,
     /// Run the source side (publish).
@@ -69,7 +70,7 @@ where
     W: Fn() -> WF,
     WF: Future<Output = ()> + Send + 'static,
 {
-    let producer = Arc::new(KafkaProducer::new(&plan.brokers, 3).map_err(TransportError::from)?);
+    let producer = Arc::new(KafkaProducer::connect(&plan.kafka, 3).map_err(TransportError::from)?);
     let topic =
         |s: &strangler_config::TableName| crate::event::topic(&plan.prefix, &s.schema, &s.table);
     let mut topics: Vec<String> = cfg.tables.iter().map(topic).collect();
@@ -116,8 +117,8 @@ where
     if plan.workers {
         for spec in plan.sinks {
             let topics: Vec<String> = spec.tables.iter().map(|m| topic(&m.source)).collect();
-            let (producer, brokers, prefix) =
-                (producer.clone(), plan.brokers.clone(), plan.prefix.clone());
+            let (producer, kafka, prefix) =
+                (producer.clone(), plan.kafka.clone(), plan.prefix.clone());
             let (cfg, shutdown) = (cfg.clone(), worker_shutdown());
             let status = StoreStatus::new(
                 plan.store.clone(),
@@ -128,7 +129,7 @@ where
             tasks.push(tokio::spawn(async move {
                 let consumed = kafka_sink(
                     &cfg,
-                    &brokers,
+                    &kafka,
                     &topics,
                     &spec,
                     Some((&producer, &prefix)),

@@ -209,7 +209,7 @@ pub async fn kafka_source(
 #[allow(clippy::too_many_arguments)]
 pub async fn kafka_sink(
     cfg: &SourceConfig,
-    brokers: &str,
+    client: &kafka::KafkaClient,
     topics: &[String],
     sink: &SinkSpec,
     dlq: Option<(&KafkaProducer, &str)>,
@@ -228,7 +228,7 @@ pub async fn kafka_sink(
                 connected = connected.publishing_dead_letters();
             }
             kafka::consume(
-                brokers,
+                client,
                 topics,
                 &mut connected,
                 dlq,

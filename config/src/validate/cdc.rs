@@ -17,7 +17,7 @@ fn table(c: &mut Checker<'_>, t: &Spanned<String>, key: &str) -> TableName {
     })
 }
 
-pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
+pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc, base_dir: &Path) -> CdcConfig {
     let s = &raw.source;
     let snapshot = match &s.snapshot {
         Some(v) => match v.get_ref().as_str() {
@@ -115,6 +115,9 @@ pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc) -> CdcConfig {
             Some(b) => CdcTransport::Kafka {
                 brokers: b.get_ref().clone(),
                 topic_prefix,
+                properties: kafka_properties(c, t, base_dir),
+                consumer_group: consumer_group(c, t, raw.sinks.len()),
+                client_id: t.client_id.as_ref().map(|v| v.get_ref().clone()),
             },
             None => {
                 c.err_at(
@@ -279,5 +282,80 @@ fn event_format(c: &mut Checker<'_>, t: &RawCdcTransport) -> EventFormat {
             ],
         ),
         schemas: t.schemas_enable,
+    }
+}
+
+/// `[cdc.transport.properties]`: names checked, `.env`/`.file` split off.
+fn kafka_properties(
+    c: &mut Checker<'_>,
+    t: &RawCdcTransport,
+    base_dir: &Path,
+) -> Vec<KafkaProperty> {
+    let mut out = Vec::new();
+    for (key, value) in &t.properties {
+        let at = format!("cdc.transport.properties.{key:?}");
+        let (name, source) = if let Some(name) = key.strip_suffix(".env") {
+            (name, PropertySource::Env(value.get_ref().clone()))
+        } else if let Some(name) = key.strip_suffix(".file") {
+            (name, PropertySource::File(base_dir.join(value.get_ref())))
+        } else {
+            (key.as_str(), PropertySource::Value(value.get_ref().clone()))
+        };
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+        {
+            c.err(
+                value,
+                &at,
+                format!("{key:?} is not a librdkafka property name"),
+            );
+            continue;
+        }
+        if RESERVED_KAFKA_PROPERTIES.contains(&name) {
+            let instead = match name {
+                "bootstrap.servers" => "set cdc.transport.brokers",
+                "group.id" => "set cdc.transport.consumer_group",
+                "client.id" => "set cdc.transport.client_id",
+                _ => "strangler's delivery guarantees rest on it",
+            };
+            c.err(value, &at, format!("{name} cannot be set here: {instead}"));
+            continue;
+        }
+        if matches!(&source, PropertySource::Env(v) if v.is_empty()) {
+            c.err(
+                value,
+                &at,
+                "names an environment variable and cannot be empty",
+            );
+            continue;
+        }
+        out.push(KafkaProperty {
+            name: name.to_string(),
+            source,
+        });
+    }
+    out
+}
+
+/// `cdc.transport.consumer_group`: one group per sink, so with several
+/// sinks the name must hold `{sink}`.
+fn consumer_group(c: &mut Checker<'_>, t: &RawCdcTransport, sinks: usize) -> String {
+    match &t.consumer_group {
+        Some(g) if g.get_ref().is_empty() => {
+            c.err(g, "cdc.transport.consumer_group", "cannot be empty");
+            DEFAULT_CONSUMER_GROUP.to_string()
+        }
+        Some(g) if sinks > 1 && !g.get_ref().contains("{sink}") => {
+            c.err(
+                g,
+                "cdc.transport.consumer_group",
+                format!("{:?} would be shared by the {sinks} sinks: include {{sink}} (e.g. \"prod-{{sink}}\")", g.get_ref()),
+            );
+            DEFAULT_CONSUMER_GROUP.to_string()
+        }
+        Some(g) => g.get_ref().clone(),
+        None => DEFAULT_CONSUMER_GROUP.to_string(),
     }
 }

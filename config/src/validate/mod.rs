@@ -97,7 +97,10 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
     let proxy = check_proxy(&mut c, &raw.proxy, &base_dir);
     let upstreams = check_upstreams(&mut c, &raw.upstreams, &base_dir);
     let routes = check_routes(&mut c, &raw.routes, &upstreams);
-    let cdc = raw.cdc.as_ref().map(|cdc| check_cdc(&mut c, cdc));
+    let cdc = raw
+        .cdc
+        .as_ref()
+        .map(|cdc| check_cdc(&mut c, cdc, &base_dir));
     let telemetry = raw.telemetry.as_ref().map(|t| check_telemetry(&mut c, t));
 
     if c.errors.is_empty() {

@@ -219,6 +219,68 @@ fn https_upstreams_check_the_url_host_and_default_to_port_443() {
 }
 
 #[test]
+fn kafka_properties_pass_through_with_secrets_from_env_or_file() {
+    let base = format!(
+        "{MINIMAL}[cdc.source]\nurl_env = \"MONOLITH_DATABASE_URL\"\ntables = [\"public.products\"]\n[cdc.transport]\nkind = \"kafka\"\nbrokers = \"b:9092\"\n"
+    );
+    let sinks = "[[cdc.sinks]]\nname = \"catalog\"\nurl_env = \"CATALOG_DATABASE_URL\"\n[[cdc.sinks.tables]]\nsource = \"public.products\"\n";
+    let c = load(&format!(
+        "{base}consumer_group = \"prod-{{sink}}\"\nclient_id = \"strangler-prod\"\n[cdc.transport.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.password.env\" = \"KAFKA_PASSWORD\"\n\"ssl.key.password.file\" = \"secrets/key-pass\"\n{sinks}"
+    ))
+    .expect("valid");
+    let Some(crate::CdcTransport::Kafka {
+        properties,
+        consumer_group,
+        client_id,
+        ..
+    }) = c.cdc.map(|c| c.transport)
+    else {
+        panic!("kafka transport");
+    };
+    assert_eq!(consumer_group, "prod-{sink}");
+    assert_eq!(client_id.as_deref(), Some("strangler-prod"));
+    let got: Vec<(String, crate::PropertySource)> =
+        properties.into_iter().map(|p| (p.name, p.source)).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "sasl.password".to_string(),
+                crate::PropertySource::Env("KAFKA_PASSWORD".into())
+            ),
+            (
+                "security.protocol".to_string(),
+                crate::PropertySource::Value("SASL_SSL".into())
+            ),
+            (
+                "ssl.key.password".to_string(),
+                crate::PropertySource::File("/etc/strangler/secrets/key-pass".into())
+            ),
+        ]
+    );
+    for (extra, why) in [
+        (
+            "[cdc.transport.properties]\n\"enable.idempotence\" = \"false\"\n",
+            "enable.idempotence cannot be set here",
+        ),
+        (
+            "[cdc.transport.properties]\n\"group.id\" = \"x\"\n",
+            "set cdc.transport.consumer_group",
+        ),
+        (
+            "consumer_group = \"\"\n",
+            "cdc.transport.consumer_group: cannot be empty",
+        ),
+    ] {
+        let e = first_error(&format!("{base}{extra}{sinks}"));
+        assert!(e.contains(why), "{extra}: {e}");
+    }
+    let two = format!("{sinks}[[cdc.sinks]]\nname = \"orders\"\nurl_env = \"ORDERS_DATABASE_URL\"\n[[cdc.sinks.tables]]\nsource = \"public.products\"\n");
+    let e = first_error(&format!("{base}consumer_group = \"prod\"\n{two}"));
+    assert!(e.contains("include {sink}"), "{e}");
+}
+
+#[test]
 fn a_deadline_does_not_go_with_an_idle_timeout() {
     let e = first_error(&format!(
         "{MINIMAL}[[routes]]\nname = \"chat\"\npath = \"/chat\"\nidle_timeout_secs = 3600\ntimeout_ms = 5000\n"

@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -403,7 +402,7 @@ impl Consumed {
 /// for each of its tables.
 #[allow(clippy::too_many_arguments)]
 pub async fn consume(
-    brokers: &str,
+    client: &super::KafkaClient,
     topics: &[String],
     sink: &mut Sink,
     dlq: Option<(&KafkaProducer, &str)>,
@@ -413,16 +412,17 @@ pub async fn consume(
     mut on_progress: impl FnMut(&Consumed),
 ) -> Result<Consumed, TransportError> {
     let rebalanced = Arc::new(AtomicBool::new(false));
-    let consumer: StreamConsumer<Rebalances> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("strangler-{}", sink.name))
+    let mut cfg = client.config();
+    cfg.set("group.id", client.group_of(&sink.name))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
         // A worker that dies hands its partitions over within ~10 s.
         .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "2000")
-        .create_with_context(Rebalances(rebalanced.clone()))?;
+        .set("heartbeat.interval.ms", "2000");
+    client.apply_properties(&mut cfg);
+    let consumer: StreamConsumer<Rebalances> =
+        cfg.create_with_context(Rebalances(rebalanced.clone()))?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
     // Dead letters a crash left unpublished (committed, not yet sent).

@@ -7,12 +7,14 @@
 //! and the offsets it stores with the rows make replays harmless.
 
 //!
-//! `producer.rs` the source side (idempotent producer, the
+//! `client.rs` how every client connects (brokers, group, client id,
+//! `[cdc.transport.properties]` with their secrets); `producer.rs` the source side (idempotent producer, the
 //! `strangler.exact` header, `{schema, payload}`); `destination.rs`
 //! [`KafkaDestination`] (a resumable snapshot with a state store);
 //! `consumer.rs` the sink workers (consumer group, offsets stored with the
 //! rows through [`crate::sink::Sink::apply_consumed`]).
 
+mod client;
 mod consumer;
 mod destination;
 mod offsets;
@@ -22,6 +24,7 @@ use rdkafka::error::KafkaError;
 
 use crate::sink::SinkError;
 
+pub use client::KafkaClient;
 pub use consumer::{consume, Consumed};
 pub use destination::KafkaDestination;
 pub use offsets::{ConsumedRecord, PartitionOffsets};

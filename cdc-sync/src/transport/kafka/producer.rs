@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -23,10 +22,18 @@ pub struct KafkaProducer {
 }
 
 impl KafkaProducer {
+    /// A producer on plain `brokers` (tests, the demo).
     pub fn new(brokers: &str, partitions: i32) -> Result<KafkaProducer, KafkaError> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
+        KafkaProducer::connect(&super::KafkaClient::new(brokers), partitions)
+    }
+
+    /// A producer with the transport's settings (TLS, SASL, properties).
+    pub fn connect(
+        client: &super::KafkaClient,
+        partitions: i32,
+    ) -> Result<KafkaProducer, KafkaError> {
+        let mut cfg = client.config();
+        cfg.set("enable.idempotence", "true")
             .set("acks", "all")
             // The pipeline waits for a batch's acknowledgements before the
             // slot may move: lingering only delays the batch's last
@@ -36,6 +43,7 @@ impl KafkaProducer {
             // Kafka's Java default: the same key lands in the same partition
             // whichever client produced it.
             .set("partitioner", "murmur2_random");
+        client.apply_properties(&mut cfg);
         Ok(KafkaProducer {
             producer: cfg.create()?,
             admin: cfg.create()?,
