@@ -61,8 +61,13 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Kafka sink workers read the broker, not the monolith: they need
+        // no source credentials.
+        let sink_worker = matches!(args.command, CdcCommand::Run { sinks_only: true, .. })
+            && matches!(cdc.transport, CdcTransport::Kafka { .. });
         let source_url = match env_url(&cdc.source.url_env, "cdc.source.url_env") {
             Ok(u) => u,
+            Err(_) if sink_worker => String::new(),
             Err(e) => return usage(e),
         };
         let json = args.common.json;

@@ -287,8 +287,10 @@ async fn two_sink_workers_one_killed_its_partitions_hold_the_table_back_then_mov
     ];
     let log = || h.cdc_log();
     let mut source = crate::cdc::spawn_cdc_with(&h, &env, &["--source-only"]);
-    let mut a = crate::cdc::spawn_cdc_with(&h, &env, &["--sinks-only"]);
-    let mut b = crate::cdc::spawn_cdc_with(&h, &env, &["--sinks-only"]);
+    // The sink workers get no source credentials: they read the broker.
+    let sink_env = [("E2E_DST", db.dst_url.as_str()), ("STRANGLER_LOG", "info")];
+    let mut a = crate::cdc::spawn_cdc_with(&h, &sink_env, &["--sinks-only"]);
+    let mut b = crate::cdc::spawn_cdc_with(&h, &sink_env, &["--sinks-only"]);
     let insert = |n: i32| {
         sqlx::query(
             "INSERT INTO ledger (n, note) SELECT $1, 'row ' || g FROM generate_series(1, 100) g",
