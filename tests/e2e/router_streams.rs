@@ -85,7 +85,7 @@ async fn websockets_pass_through_to_the_routes_target_and_outlive_the_read_timeo
     h.write_config(&config(&legacy, &svc));
     let p = h.start().await;
     let ws_base = p.base.replace("http://", "ws://");
-    // A minute of messages on both routes at once, one every 2 s: each gap
+    // A minute of messages on both routes at once, 30 each 2 s apart: each gap
     // is four times the upstreams' read timeout, which the routes' idle
     // timeout overrides.
     let chat = |path: &'static str, who: &'static str| {
@@ -97,9 +97,7 @@ async fn websockets_pass_through_to_the_routes_target_and_outlive_the_read_timeo
                 .await
                 .unwrap_or_else(|e| panic!("{path}: {e}\n{}", log()));
             assert_eq!(resp.status(), 101);
-            let start = std::time::Instant::now();
-            let mut sent = 0;
-            while start.elapsed() < Duration::from_secs(60) {
+            for sent in 0..30 {
                 ws.send(Message::Text(format!("m{sent}").into()))
                     .await
                     .unwrap_or_else(|e| panic!("{path} m{sent}: send: {e}\n{}", log()));
@@ -109,15 +107,12 @@ async fn websockets_pass_through_to_the_routes_target_and_outlive_the_read_timeo
                     .unwrap_or_else(|| panic!("{path} m{sent}: closed\n{}", log()))
                     .unwrap_or_else(|e| panic!("{path} m{sent}: {e}\n{}", log()));
                 assert_eq!(got, Message::Text(format!("{who}: m{sent}").into()));
-                sent += 1;
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             ws.close(None).await.expect("close");
-            sent
         }
     };
-    let (new, old) = tokio::join!(chat("/new/chat", "svc"), chat("/old/chat", "legacy"));
-    assert!(new >= 25 && old >= 25, "messages answered: {new} and {old}");
+    tokio::join!(chat("/new/chat", "svc"), chat("/old/chat", "legacy"));
     // One connection each: the migrated route's upgrade was not copied to
     // the monolith (a connection is not a request to compare).
     assert_eq!(

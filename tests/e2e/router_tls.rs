@@ -11,9 +11,26 @@ use tokio_rustls::rustls::{self, pki_types::pem::PemObject, pki_types::Certifica
 
 use crate::support::*;
 
-/// Routes of the TLS tests: `/orders/{id}` is migrated to `svc`, the rest
-/// goes to the monolith; and the `[proxy.tls]` listener on `tls_port`.
-fn config(h: &Harness, legacy: &TestUpstream, svc: &TestUpstream, tls_port: u16) -> String {
+/// A proxy of the TLS tests, serving `ca`'s certificate: `/orders/{id}`
+/// is migrated to `svc`, the rest goes to the monolith; h2c on the plain
+/// listener and `[proxy.tls]` on a port of its own.
+struct TlsProxy {
+    /// The monolith and the service: held, they serve while this lives.
+    _upstreams: (TestUpstream, TestUpstream),
+    h: Harness,
+    p: Proxy,
+    /// The TLS listener's port.
+    port: u16,
+}
+
+async fn tls_proxy(ca: &TestCa) -> TlsProxy {
+    let (legacy, svc) = (
+        TestUpstream::start("legacy").await,
+        TestUpstream::start("svc").await,
+    );
+    let h = Harness::new();
+    write_pair(&h, &ca.server_cert("proxy"));
+    let [port] = free_ports();
     let text = h.config_text(&format!(
         r#"{}
 [[routes]]
@@ -24,14 +41,22 @@ service = "svc"
 stage = "migrated"
 
 [proxy.tls]
-listen = "127.0.0.1:{tls_port}"
+listen = "127.0.0.1:{port}"
 cert = "proxy.pem"
 key = "proxy.key"
 "#,
-        upstreams(legacy, &[("svc", svc)])
+        upstreams(&legacy, &[("svc", &svc)])
     ));
     // HTTP/2 by prior knowledge on the plain listener too.
-    text.replacen("threads = 2\n", "threads = 2\nh2c = true\n", 1)
+    let text = text.replacen("threads = 2\n", "threads = 2\nh2c = true\n", 1);
+    std::fs::write(h.config_path(), text).expect("config");
+    let p = h.start().await;
+    TlsProxy {
+        _upstreams: (legacy, svc),
+        h,
+        p,
+        port,
+    }
 }
 
 fn write_pair(h: &Harness, (cert, key): &(String, String)) {
@@ -68,17 +93,11 @@ async fn answer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_http2_and_h2c_are_routed_exactly_as_http1() {
-    let (legacy, svc) = (
-        TestUpstream::start("legacy").await,
-        TestUpstream::start("svc").await,
-    );
     let ca = TestCa::new("strangler test CA");
-    let h = Harness::new();
-    write_pair(&h, &ca.server_cert("proxy"));
-    let [tls_port] = free_ports();
-    std::fs::write(h.config_path(), config(&h, &legacy, &svc, tls_port)).expect("config");
-    let p = h.start().await;
-    let tls_base = format!("https://127.0.0.1:{tls_port}");
+    // Held whole: the upstreams serve while it lives.
+    let t = tls_proxy(&ca).await;
+    let (p, port) = (&t.p, t.port);
+    let tls_base = format!("https://127.0.0.1:{port}");
 
     use reqwest::Version;
     let clients = [
@@ -201,16 +220,9 @@ async fn get_on(conn: &mut Tls, path: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_swapped_on_disk_is_served_to_new_connections_while_open_ones_keep_theirs() {
-    let (legacy, svc) = (
-        TestUpstream::start("legacy").await,
-        TestUpstream::start("svc").await,
-    );
     let (old_ca, new_ca) = (TestCa::new("old CA"), TestCa::new("new CA"));
-    let h = Harness::new();
-    write_pair(&h, &old_ca.server_cert("proxy"));
-    let [port] = free_ports();
-    std::fs::write(h.config_path(), config(&h, &legacy, &svc, port)).expect("config");
-    let p = h.start().await;
+    let t = tls_proxy(&old_ca).await;
+    let (h, p, port) = (&t.h, &t.p, t.port);
 
     let mut open = handshake(&old_ca, port)
         .await
@@ -221,7 +233,7 @@ async fn a_certificate_swapped_on_disk_is_served_to_new_connections_while_open_o
         "the new CA's client accepted the old certificate"
     );
 
-    write_pair(&h, &new_ca.server_cert("proxy"));
+    write_pair(h, &new_ca.server_cert("proxy"));
     let swapped = eventually(Duration::from_secs(10), || async {
         handshake(&new_ca, port).await.is_ok()
     })
@@ -263,7 +275,7 @@ async fn a_certificate_swapped_on_disk_is_served_to_new_connections_while_open_o
     assert_eq!(get_on(&mut conn, "/orders/3").await, (200, "svc".into()));
 
     // SIGHUP reads the files again too.
-    write_pair(&h, &old_ca.server_cert("proxy"));
+    write_pair(h, &old_ca.server_cert("proxy"));
     p.signal("HUP");
     let back = eventually(Duration::from_secs(10), || async {
         handshake(&old_ca, port).await.is_ok()

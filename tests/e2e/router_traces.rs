@@ -102,6 +102,18 @@ fn attr(span: &Span, key: &str) -> Option<String> {
     }
 }
 
+/// A shadow span: its direction, and the candidate it copied to.
+fn copied_to(span: &Span, direction: &str, candidate: &TestUpstream) {
+    assert_eq!(
+        attr(span, "strangler.shadow.direction").as_deref(),
+        Some(direction)
+    );
+    assert_eq!(
+        attr(span, "server.port"),
+        Some(candidate.addr().port().to_string())
+    );
+}
+
 fn failed(span: &Span) -> bool {
     span.status.as_ref().map(|s| s.code) == Some(StatusCode::Error as i32)
 }
@@ -285,14 +297,7 @@ shadow_percent = 0
     );
     let shadows = children(client_trace, server, "shadow ");
     assert_eq!(shadows.len(), 1);
-    assert_eq!(
-        attr(shadows[0], "strangler.shadow.direction").as_deref(),
-        Some("reverse")
-    );
-    assert_eq!(
-        attr(shadows[0], "server.port").as_deref(),
-        Some(legacy.addr().port().to_string().as_str())
-    );
+    copied_to(shadows[0], "reverse", &legacy);
     assert_eq!(traces[client_trace].len(), 3);
 
     // 2: a new trace; the monolith's attempt and the shadow copy under it.
@@ -310,14 +315,7 @@ shadow_percent = 0
     let shadows = children(trace, server, "shadow ");
     assert_eq!(shadows.len(), 1, "{:?}", traces[trace]);
     assert_eq!(shadows[0].name, "shadow carts");
-    assert_eq!(
-        attr(shadows[0], "strangler.shadow.direction").as_deref(),
-        Some("forward")
-    );
-    assert_eq!(
-        attr(shadows[0], "server.port").as_deref(),
-        Some(svc.addr().port().to_string().as_str())
-    );
+    copied_to(shadows[0], "forward", &svc);
     // The test upstreams answer with their own names: a mismatch.
     assert_eq!(
         attr(shadows[0], "strangler.shadow.outcome").as_deref(),

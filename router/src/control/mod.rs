@@ -292,10 +292,10 @@ async fn shed_loop(shared: Arc<Shared>) {
         tick.tick().await;
         let proxy = &shared.config.load().proxy;
         let shed = &shared.shadower.shed;
-        let busy = cpu
-            .cores()
-            .map(|c| c >= crate::shadow::shed::BUSY_CORES * workers);
         let now = if proxy.shadow_shedding {
+            let busy = cpu
+                .cores()
+                .map(|c| c >= crate::shadow::shed::BUSY_CORES * workers);
             let w = shed.tick(proxy.shadow_headroom, busy);
             if (w.admitted < 1.0) != (was < 1.0) && w.admitted > 0.0 {
                 tracing::info!(
