@@ -83,8 +83,15 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                     }
                 }
                 let cfg = SourceConfig::from_config(&cdc, source_url);
-                let start = if cdc.source.snapshot == SnapshotMode::Initial { Start::Initial } else { Start::Never };
                 let snapshot_only = matches!(args.command, CdcCommand::Snapshot { .. });
+                let start = match (snapshot_only, cdc.source.snapshot) {
+                    (true, _) => Start::Again,
+                    (false, SnapshotMode::Initial) => Start::Initial,
+                    (false, _) => Start::Never,
+                };
+                if snapshot_only {
+                    say_if_held(&cfg).await;
+                }
                 let metrics = match &args.command {
                     CdcCommand::Run { metrics: Some(addr), .. } => {
                         let m = strangler_cdc::metrics::CdcMetrics::new();
@@ -247,6 +254,18 @@ async fn run_pipeline(
     })
 }
 
+/// `cdc snapshot` waits for the slot's lease: says who holds it, if anyone.
+async fn say_if_held(cfg: &SourceConfig) {
+    let Ok(mut conn) = source::connect(cfg).await else {
+        return;
+    };
+    if let Ok((Some((name, client, pid)), _)) =
+        strangler_cdc::run::lease::holder(&mut conn, &cfg.slot).await
+    {
+        eprintln!("waiting: {name} (pid {pid} from {client}) holds slot {}'s lease; the snapshot starts once that cdc run stops or loses the lease", cfg.slot);
+    }
+}
+
 /// A fault CDC cannot ride out: the cause, what to do, exit 2.
 fn fatal(e: &dyn std::fmt::Display, remedy: &str) -> Exit {
     eprintln!("error: CDC stopped: {e}");
@@ -338,6 +357,26 @@ async fn status(
             lag_bytes.map_or("-".to_string(), |b| b.to_string()),
             rate
         );
+        let lease = &out["lease"];
+        match lease["active"].as_object() {
+            Some(a) => println!(
+                "  active cdc run: {} (pid {} from {}) · {} standby",
+                a["application_name"].as_str().unwrap_or("?"),
+                a["pid"],
+                a["client"].as_str().unwrap_or("?"),
+                lease["standbys"]
+            ),
+            None => println!(
+                "  no cdc run is active on this slot · {} standby",
+                lease["standbys"]
+            ),
+        }
+        if let Some(b) = out["retained_wal_bytes"].as_u64() {
+            println!("  WAL retained for the slot: {b} bytes");
+        }
+        if out["lost"].as_bool() == Some(true) {
+            println!("  LOST: the slot is gone although sinks applied changes from it. Run `strangler cdc snapshot` (a new slot and a new copy), then `strangler cdc verify`");
+        }
         for (part, n, at, err) in &reconnects {
             println!(
                 "  reconnects of the {part}: {n} (last at {}: {err})",

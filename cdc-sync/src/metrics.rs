@@ -27,6 +27,11 @@ pub struct CdcMetrics {
     check_rows: IntGauge,
     retries: prometheus::IntCounterVec,
     check_differences: IntGauge,
+    /// Per slot: 1 while this process is the active `cdc run` (0: standby),
+    /// 1 while the slot is lost, the WAL the slot holds back.
+    active: IntGaugeVec,
+    slot_lost: IntGaugeVec,
+    retained_wal: IntGaugeVec,
     last: std::sync::Mutex<Progress>,
 }
 
@@ -46,7 +51,11 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 fn by_table(r: &Registry, name: &str, help: &str) -> IntGaugeVec {
-    let g = IntGaugeVec::new(prometheus::Opts::new(name, help), &["table"])
+    by(r, name, help, "table")
+}
+
+fn by(r: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
+    let g = IntGaugeVec::new(prometheus::Opts::new(name, help), &[label])
         .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
     r.register(Box::new(g.clone()))
         .unwrap_or_else(|e| unreachable!("distinct metric {name}: {e}"));
@@ -155,6 +164,24 @@ impl CdcMetrics {
                     .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
                 c
             },
+            active: by(
+                &r,
+                "strangler_cdc_active",
+                "1 while this process is the slot's active cdc run, 0 while it stands by.",
+                "slot",
+            ),
+            slot_lost: by(
+                &r,
+                "strangler_cdc_slot_lost",
+                "1 while the slot is gone although the destinations took changes from it (run `strangler cdc snapshot`).",
+                "slot",
+            ),
+            retained_wal: by(
+                &r,
+                "strangler_cdc_slot_retained_wal_bytes",
+                "WAL the source keeps for the slot: its current position minus the slot's restart position.",
+                "slot",
+            ),
             registry: r,
             last: std::sync::Mutex::new(Progress::default()),
         })
@@ -196,6 +223,25 @@ impl CdcMetrics {
         self.lag
             .set((self.source.get() - p.confirmed.as_i64()).max(0));
         *last = p.clone();
+    }
+
+    /// This process became the slot's active run (or a standby).
+    pub fn role(&self, slot: &str, active: bool) {
+        self.active
+            .with_label_values(&[slot])
+            .set(i64::from(active));
+    }
+
+    pub fn slot_lost(&self, slot: &str, lost: bool) {
+        self.slot_lost
+            .with_label_values(&[slot])
+            .set(i64::from(lost));
+    }
+
+    pub fn retained_wal(&self, slot: &str, bytes: u64) {
+        self.retained_wal
+            .with_label_values(&[slot])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// A part was reconnected after a retryable error.

@@ -51,6 +51,12 @@ use crate::transport::kafka::TransportError;
 pub trait Destination: Send {
     /// Whether a complete snapshot still has to be written here.
     fn snapshot_unfinished(&self) -> bool;
+    /// The newest source position taken from the slot, when this
+    /// destination took anything from it (a complete snapshot, streamed
+    /// changes): with the slot gone, what came after it is lost.
+    fn taken_from_slot(&self) -> Option<Lsn> {
+        None
+    }
     /// A new snapshot replaces everything: forget stored positions.
     async fn reset(&mut self) -> Result<(), PipelineError> {
         Ok(())
@@ -241,6 +247,15 @@ pub trait StatusReporter: Send + Sync {
         _partitions: i32,
     ) {
     }
+    /// This process is the slot's active `cdc run` (`true`) or a standby
+    /// (`run/lease.rs`).
+    async fn role(&self, _slot: &str, _active: bool) {}
+    /// The slot is lost (`true`, [`crate::source::SourceError::SlotLost`])
+    /// or there again.
+    async fn slot_lost(&self, _slot: &str, _lost: bool) {}
+    /// The WAL the server keeps for the slot (current position minus the
+    /// slot's restart position).
+    async fn retained_wal(&self, _slot: &str, _bytes: u64) {}
     /// Kafka: the position last reported by [`StatusReporter::published`].
     async fn published_position(&self, _slot: &str) -> Option<Lsn> {
         None
@@ -325,9 +340,15 @@ impl Progress {
 /// How the pipeline starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// Snapshot when the slot is new or a sink has not finished one.
+    /// Snapshot when the slot is new or a sink has not finished one; a
+    /// slot gone after the destinations took changes from it is an error
+    /// ([`SourceError::SlotLost`]), never a silent new snapshot.
     Initial,
-    /// Never snapshot: create the slot if missing and stream from now on.
+    /// `cdc snapshot`: as `Initial`, and a slot that is gone is taken anew
+    /// with a new snapshot (the way back from a lost slot).
+    Again,
+    /// Never snapshot: create the slot if missing and stream from now on
+    /// (a lost slot is an error as with `Initial`).
     Never,
 }
 
@@ -682,6 +703,7 @@ fn behind(records: &[Record]) -> u64 {
 async fn report_source_positions(cfg: &SourceConfig, status: &dyn StatusReporter) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut conn = None;
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
         if conn.is_none() {
@@ -690,6 +712,15 @@ async fn report_source_positions(cfg: &SourceConfig, status: &dyn StatusReporter
         if let Some(c) = conn.as_mut() {
             match source::current_lsn(c).await {
                 Ok(lsn) => status.source_position(&cfg.slot, lsn).await,
+                Err(_) => conn = None,
+            }
+        }
+        // The WAL the slot holds back, every 5 s (the alert on it).
+        ticks += 1;
+        if let (Some(c), true) = (conn.as_mut(), ticks % 10 == 1) {
+            match source::retained_wal(c, &cfg.slot).await {
+                Ok(Some(bytes)) => status.retained_wal(&cfg.slot, bytes).await,
+                Ok(None) => {}
                 Err(_) => conn = None,
             }
         }
@@ -740,8 +771,10 @@ async fn open(
     let deadline = Instant::now() + Duration::from_secs(30);
     while slot.as_ref().is_some_and(|s| s.active) {
         if Instant::now() > deadline {
-            return Err(SourceError::Invalid(format!(
-                "replication slot {} is in use by another session",
+            // Someone without the lease reads the slot: wait (retryable),
+            // never a crash loop.
+            return Err(SourceError::Lease(format!(
+                "replication slot {} is in use by a session that holds no lease (another tool, or an older strangler)",
                 cfg.slot
             ))
             .into());
@@ -749,15 +782,24 @@ async fn open(
         tokio::time::sleep(Duration::from_millis(200)).await;
         slot = source::slot_state(&mut conn, &cfg.slot).await?;
     }
+    if let (None, Some(applied), false) = (&slot, target.taken_from_slot(), start == Start::Again) {
+        status.slot_lost(&cfg.slot, true).await;
+        return Err(SourceError::SlotLost {
+            slot: cfg.slot.clone(),
+            applied,
+        }
+        .into());
+    }
+    status.slot_lost(&cfg.slot, false).await;
     let unfinished = target.snapshot_unfinished();
     let need_snapshot = match start {
-        Start::Initial => slot.is_none() || unfinished,
+        Start::Initial | Start::Again => slot.is_none() || unfinished,
         Start::Never => slot.is_none(),
     };
     if !need_snapshot {
         return Ok(Stream::start(cfg).await?);
     }
-    if let (Start::Initial, Some(at)) = (start, &slot) {
+    if let (Start::Initial | Start::Again, Some(at)) = (start, &slot) {
         if let Some(tables) = resumable(&mut conn, target, at.confirmed).await? {
             // Tables done stay; the others are copied in chunks while the
             // stream replays everything since the slot's consistent point.
@@ -780,7 +822,7 @@ async fn open(
     }
     target.reset().await?;
     let (tx, mut rx) = mpsc::channel::<SnapshotItem>(2);
-    let read = start == Start::Initial;
+    let read = start != Start::Never;
     let snap = {
         let cfg = cfg.clone();
         tokio::spawn(async move {

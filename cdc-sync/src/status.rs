@@ -297,6 +297,21 @@ impl StatusReporter for StoreStatus {
             }
         }
     }
+    async fn role(&self, slot: &str, active: bool) {
+        if let Some(m) = &self.metrics {
+            m.role(slot, active);
+        }
+    }
+    async fn slot_lost(&self, slot: &str, lost: bool) {
+        if let Some(m) = &self.metrics {
+            m.slot_lost(slot, lost);
+        }
+    }
+    async fn retained_wal(&self, slot: &str, bytes: u64) {
+        if let Some(m) = &self.metrics {
+            m.retained_wal(slot, bytes);
+        }
+    }
     async fn retried(&self, slot: &str, part: &str, error: &str) {
         if let Some(m) = &self.metrics {
             m.retried(part);
@@ -478,9 +493,20 @@ pub async fn report(
             None => json!({"sink": name, "applied": null, "snapshot_check": check, "snapshot": snapshot}),
         });
     }
+    let (holder, standbys) = crate::run::lease::holder(&mut conn, &cfg.slot).await?;
+    let retained = source::retained_wal(&mut conn, &cfg.slot).await?;
+    // Gone after a sink took changes from it: never silently snapshotted
+    // again (`SourceError::SlotLost`).
+    let lost = slot.is_none() && out_sinks.iter().any(|s| !s["applied"].is_null());
     Ok(json!({
         "slot": cfg.slot,
         "exists": slot.is_some(),
+        "lost": lost,
+        "retained_wal_bytes": retained,
+        "lease": {
+            "active": holder.map(|(name, client, pid)| json!({"application_name": name, "client": client, "pid": pid})),
+            "standbys": standbys,
+        },
         "active": slot.as_ref().is_some_and(|s| s.active),
         "source_lsn": current.to_string(),
         "confirmed": slot.as_ref().map(|s| s.confirmed.to_string()),

@@ -16,6 +16,7 @@
 //! rows — so a retry neither loses nor applies twice.
 
 mod in_one_process;
+pub mod lease;
 
 pub use in_one_process::{kafka, Finished, KafkaPlan, KafkaRunError};
 
@@ -101,6 +102,22 @@ impl Backoff {
     }
 }
 
+/// Completes on `shutdown`, or when the lease is lost (kept in `lost`: the
+/// pipeline stops as on shutdown, and the runner stands by again).
+async fn until_stop_or_lost<S: Future<Output = ()>>(
+    shutdown: &mut std::pin::Pin<&mut S>,
+    lease: &mut lease::Lease,
+    lost: &mut Option<crate::source::SourceError>,
+) {
+    tokio::select! {
+        _ = shutdown.as_mut() => {}
+        e = lease.lost() => {
+            tracing::warn!(error = %e, "this cdc run lost the slot's lease: stopping, then standing by");
+            *lost = Some(e);
+        }
+    }
+}
+
 /// Runs the embedded pipeline until `shutdown`: source → `sinks`, each
 /// reconnected after a retryable error. `on_progress` sees counters added
 /// up over attempts.
@@ -116,8 +133,14 @@ pub async fn embedded(
     let mut total = Progress::default();
     let mut backoff = Backoff::new("pipeline", &cfg.slot);
     loop {
+        let Some(mut lease) =
+            lease::acquire(cfg, status, &mut shutdown, start == Start::Again).await?
+        else {
+            return Ok(total);
+        };
         let began = Instant::now();
         let mut last = Progress::default();
+        let mut lost = None;
         let result = async {
             let mut connected = Vec::with_capacity(sinks.len());
             for s in sinks {
@@ -128,7 +151,7 @@ pub async fn embedded(
                 &mut Sinks(&mut connected),
                 start,
                 status,
-                &mut shutdown,
+                until_stop_or_lost(&mut shutdown, &mut lease, &mut lost),
                 |p| {
                     last = p.clone();
                     on_progress(&total.plus(p));
@@ -137,8 +160,9 @@ pub async fn embedded(
             .await
         }
         .await;
+        drop(lease);
         total = total.plus(&last);
-        match result {
+        match result.and_then(|p| lost.map_or(Ok(p), |e| Err(e.into()))) {
             Ok(_) => return Ok(total),
             Err(e) if e.is_retryable() => {
                 if !backoff.wait(began, &e, status, &mut shutdown).await {
@@ -174,8 +198,14 @@ pub async fn kafka_source(
     let mut total = Progress::default();
     let mut backoff = Backoff::new("source", &cfg.slot);
     loop {
+        let Some(mut lease) =
+            lease::acquire(cfg, status, &mut shutdown, start == Start::Again).await?
+        else {
+            return Ok(total);
+        };
         let began = Instant::now();
         let mut last = Progress::default();
+        let mut lost = None;
         let result = async {
             if let (Some(s), false) = (store, target.snapshot_done) {
                 target.snapshot_done = s
@@ -183,15 +213,17 @@ pub async fn kafka_source(
                     .await
                     .map_err(TransportError::from)?;
             }
-            pipeline::run(cfg, &mut target, start, status, &mut shutdown, |p| {
+            let stop = until_stop_or_lost(&mut shutdown, &mut lease, &mut lost);
+            pipeline::run(cfg, &mut target, start, status, stop, |p| {
                 last = p.clone();
                 on_progress(&total.plus(p));
             })
             .await
         }
         .await;
+        drop(lease);
         total = total.plus(&last);
-        match result {
+        match result.and_then(|p| lost.map_or(Ok(p), |e| Err(e.into()))) {
             Ok(_) => return Ok(total),
             Err(e) if e.is_retryable() => {
                 if !backoff.wait(began, &e, status, &mut shutdown).await {

@@ -16,6 +16,14 @@ impl Destination for Sinks<'_> {
         self.0.iter().any(|s| !s.snapshot_done())
     }
 
+    fn taken_from_slot(&self) -> Option<Lsn> {
+        self.0
+            .iter()
+            .filter(|s| s.snapshot_done() || s.position().0 > 0)
+            .map(|s| s.position())
+            .max()
+    }
+
     async fn reset(&mut self) -> Result<(), PipelineError> {
         for s in self.0.iter_mut() {
             s.reset().await?;

@@ -56,6 +56,15 @@ pub enum SourceError {
     /// Bad input, configuration or server answer.
     #[error("{0}")]
     Invalid(String),
+    /// This process lost the slot's lease (`run/lease.rs`): it stops and
+    /// stands by again.
+    #[error("lease: {0}")]
+    Lease(String),
+    /// The slot is gone while the destinations have applied changes from
+    /// it (dropped, invalidated, or not carried over by a failover): the
+    /// changes since their position cannot be read any more.
+    #[error("replication slot {slot} is lost: the destinations applied changes from it up to {applied}, but the source has no such slot (dropped, invalidated, or not carried over by a failover of the monolith's primary). The way back: `strangler cdc snapshot` copies the tables again under a new slot (this process stands by meanwhile and resumes after it), then `strangler cdc verify` lists rows deleted on the source while no slot existed, which stay in the targets")]
+    SlotLost { slot: String, applied: Lsn },
 }
 
 impl SourceError {
@@ -76,7 +85,9 @@ impl SourceError {
                 W::Protocol(m) => m.contains("EOF") || m.contains("closed"),
                 _ => false,
             },
-            SourceError::Ended(_) => true,
+            // A lost slot waits for the way back (`cdc snapshot`) without
+            // a crash loop; `run` says what to do while it waits.
+            SourceError::Ended(_) | SourceError::Lease(_) | SourceError::SlotLost { .. } => true,
             SourceError::Decode(_) | SourceError::ConsumerGone | SourceError::Invalid(_) => false,
         }
     }
@@ -307,6 +318,18 @@ pub async fn system_identifier(conn: &mut PgConnection) -> Result<String, Source
             .fetch_one(&mut *conn)
             .await?,
     )
+}
+
+/// The WAL the server keeps for `slot`: its current position minus the
+/// slot's restart position (`None`: no such slot).
+pub async fn retained_wal(conn: &mut PgConnection, slot: &str) -> Result<Option<u64>, SourceError> {
+    let bytes: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(bytes.map(|b| b.unwrap_or(0).max(0) as u64))
 }
 
 /// The source's current WAL position (for lag).

@@ -56,6 +56,23 @@ pub enum SnapshotItem {
     },
 }
 
+/// The command creating `slot` on a server of `version`
+/// (`server_version_num`): from PostgreSQL 17 a failover slot, which a
+/// standby synchronizes (`sync_replication_slots`) so that it survives a
+/// failover of the primary; older servers lose it with the primary, which
+/// the pipeline then reports as a lost slot.
+fn create_slot(slot: &str, version: u32) -> String {
+    let failover = if version >= 170_000 {
+        ", FAILOVER true"
+    } else {
+        ""
+    };
+    format!(
+        "CREATE_REPLICATION_SLOT \"{}\" LOGICAL pgoutput (SNAPSHOT 'export'{failover})",
+        slot.replace('"', "")
+    )
+}
+
 /// Creates the slot with an exported snapshot and reads every table in
 /// that snapshot into `out`: as COPY text where the receiver takes it —
 /// tables, and page ranges of big ones, read by `cfg.workers` connections
@@ -69,11 +86,15 @@ pub async fn snapshot(
 ) -> Result<(Stream, Lsn, Sample), SourceError> {
     let gone = |_| SourceError::ConsumerGone;
     let mut client = ReplicationClient::connect_gated(cfg.replication()?).await?;
+    let version = client.simple_query("SHOW server_version_num").await?;
+    let version = version
+        .first()
+        .and_then(|r| r.get(0))
+        .and_then(|v| v.as_ref())
+        .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u32>().ok())
+        .unwrap_or(0);
     let rows = client
-        .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT \"{}\" LOGICAL pgoutput (SNAPSHOT 'export')",
-            cfg.slot.replace('"', "")
-        ))
+        .simple_query(&create_slot(&cfg.slot, version))
         .await?;
     let row = rows
         .first()
@@ -588,6 +609,18 @@ async fn copy_part(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn slots_survive_failover_from_postgresql_17() {
+        assert_eq!(
+            super::create_slot("s", 150_004),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'export')"
+        );
+        assert_eq!(
+            super::create_slot("s", 170_000),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER true)"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -36,6 +36,11 @@ impl Destination for KafkaDestination<'_> {
         !self.snapshot_done
     }
 
+    fn taken_from_slot(&self) -> Option<Lsn> {
+        // A snapshot published from the slot: the topics hold its changes.
+        self.snapshot_done.then_some(Lsn(0))
+    }
+
     async fn write(
         &mut self,
         batch: &[Record],
