@@ -34,6 +34,9 @@ pub enum Command {
     /// for a config repository): exit 0 when every change would apply, 1
     /// when something would be held, 2 on a bad file.
     Plan(Common),
+    /// Bring the state store's schema to this version (once per upgrade,
+    /// before new proxies start; they refuse a store at another version).
+    Migrate(Common),
 }
 
 #[derive(Debug, Args)]

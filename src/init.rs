@@ -17,6 +17,8 @@ const TEMPLATE: &str = r#"# strangler.toml — one file describes the whole migr
 # url_env = "STRANGLER_STATE_URL"     # must be set wherever the store is needed
 url = "sqlite://.strangler/state.db"
 # cache_file = ".strangler/route-cache.json"   # a proxy starts from it while the store is down
+# schema = "staging"                  # PostgreSQL: environments sharing one database
+# After upgrading strangler, run `strangler migrate` once before new proxies start.
 
 [proxy]
 listen = "127.0.0.1:8080"

@@ -5,6 +5,7 @@ pub mod check;
 pub mod cli;
 pub mod demo;
 pub mod init;
+pub mod migrate;
 mod output;
 pub mod plan;
 pub mod proxy;
@@ -49,7 +50,15 @@ pub(crate) async fn open_store(
     config: &strangler_config::Config,
 ) -> anyhow::Result<strangler_state::StateStore> {
     let url = config.state.store_url().map_err(UsageError)?;
-    Ok(strangler_state::StateStore::connect(url).await?)
+    match strangler_state::StateStore::connect(url).await {
+        Ok(s) => Ok(s),
+        // Another schema version: the operator's move (`strangler migrate`
+        // or another binary), not a failure to retry.
+        Err(e @ strangler_state::store::StoreError::Schema(_)) => {
+            Err(UsageError(e.to_string()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Runs one command.
@@ -75,5 +84,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Status(args) => status::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(&args),
+        Command::Migrate(args) => migrate::run(&args),
     }
 }

@@ -65,6 +65,10 @@ pub struct RawState {
     /// start from while the store is down (default
     /// `.strangler/route-cache.json` beside this file).
     pub cache_file: Option<Spanned<String>>,
+    /// PostgreSQL stores: the schema (namespace) strangler's tables live
+    /// in, so that environments can share one database (default: the
+    /// role's `search_path`, normally `public`). Created when missing.
+    pub schema: Option<Spanned<String>>,
 }
 
 /// `[proxy]`

@@ -30,3 +30,4 @@ mod router_streams;
 mod router_tls;
 mod router_traces;
 mod setup;
+mod state_schema;

@@ -89,7 +89,7 @@ pub async fn snapshot(
     let version = client.simple_query("SHOW server_version_num").await?;
     let version = version
         .first()
-        .and_then(|r| r.get(0))
+        .and_then(|r| r.first())
         .and_then(|v| v.as_ref())
         .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u32>().ok())
         .unwrap_or(0);

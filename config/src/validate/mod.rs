@@ -225,6 +225,24 @@ fn check_state(c: &mut Checker<'_>, raw: &RawState, base_dir: &Path) -> StateCon
         }
         url
     };
+    // Every connection of a PostgreSQL store searches the schema first
+    // (libpq's `options`): tables are created and read there.
+    let url = match &raw.schema {
+        None => url,
+        Some(s) if !is_identifier(s.get_ref()) => {
+            c.err(s, "state.schema", "must be a lowercase SQL identifier (letters, digits, _; not starting with a digit)");
+            url
+        }
+        Some(s) if url.starts_with("sqlite://") => {
+            c.err(s, "state.schema", "applies to PostgreSQL stores only: give each environment's SQLite store its own file (state.url)");
+            url
+        }
+        Some(s) => format!(
+            "{url}{}options=-c%20search_path%3D{}",
+            if url.contains('?') { '&' } else { '?' },
+            s.get_ref()
+        ),
+    };
     let cache_file = raw.cache_file.as_ref().map_or_else(
         || base_dir.join(".strangler/route-cache.json"),
         |p| base_dir.join(p.get_ref()),
@@ -236,6 +254,16 @@ fn check_state(c: &mut Checker<'_>, raw: &RawState, base_dir: &Path) -> StateCon
         missing_env,
         cache_file,
     }
+}
+
+/// A plain lowercase SQL identifier (no quoting needed).
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 63
 }
 
 fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy, base_dir: &Path) -> ProxyConfig {

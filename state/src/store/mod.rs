@@ -26,6 +26,7 @@ use tokio::sync::OnceCell;
 
 pub use crate::audit::{AuditEntry, StageState};
 pub use published_snapshot::Unfinished;
+pub use schema::{Found, Migrated, CURRENT as SCHEMA_VERSION};
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,9 @@ pub enum StoreError {
     /// A row holds something this version cannot read (fatal for that row).
     #[error("state store holds an unreadable value: {0}")]
     Corrupt(String),
+    /// The store's schema is not the version this binary uses (`schema.rs`).
+    #[error("{0}")]
+    Schema(String),
 }
 
 impl StoreError {
@@ -50,7 +54,7 @@ impl StoreError {
             StoreError::Connect { source, .. } | StoreError::Query(source) => {
                 crate::retry::sqlx_retryable(source)
             }
-            StoreError::Corrupt(_) => false,
+            StoreError::Corrupt(_) | StoreError::Schema(_) => false,
         }
     }
 }
@@ -119,11 +123,12 @@ impl StateStore {
         })
     }
 
-    /// Reaches the store and creates the tables when missing (once).
+    /// Reaches the store (once): creates its tables when it is empty,
+    /// refuses a schema version other than this binary's (`schema.rs`).
     pub async fn ready(&self) -> Result<(), StoreError> {
         self.schema
             .get_or_try_init(|| async {
-                schema::create(&self.pool, self.backend)
+                schema::open(&self.pool, self.backend, &redact_url(&self.url))
                     .await
                     .map_err(|e| match e {
                         StoreError::Query(source) => StoreError::Connect {
@@ -135,6 +140,12 @@ impl StateStore {
             })
             .await
             .map(|_| ())
+    }
+
+    /// Brings the store's schema to this binary's version (`strangler
+    /// migrate`); `by` is recorded with the version.
+    pub async fn migrate(&self, by: &str) -> Result<Migrated, StoreError> {
+        schema::migrate(&self.pool, self.backend, &redact_url(&self.url), by).await
     }
 
     pub fn backend(&self) -> Backend {
