@@ -129,7 +129,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                         Ok(u) => u,
                         Err(e) => return usage(e),
                     };
-                    let name = format!("strangler_rev_{}", s.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+                    let name = crate::teardown::reverse_slot(&s.name);
                     let cfg = SourceConfig {
                         url: svc_url,
                         slot: name.clone(),
@@ -154,9 +154,43 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                 Ok(exit)
             }
             CdcCommand::Status => status(&config, &cdc, &source_url, json).await,
+            CdcCommand::Teardown { sink, yes } => {
+                crate::teardown::cdc_teardown(&config, &cdc, &source_url, sink.as_deref(), yes, json).await
+            }
             CdcCommand::Verify { table } => verify_cmd(&cdc, &source_url, table.as_deref(), json).await,
         }
     })
+}
+
+/// `strangler doctor`.
+pub fn doctor(args: &crate::cli::Common) -> anyhow::Result<Exit> {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Exit::Usage);
+        }
+    };
+    let Some(cdc) = config.cdc.clone() else {
+        println!(
+            "{} has no [cdc] section: nothing of strangler's in databases to check",
+            config.path.display()
+        );
+        return Ok(Exit::Ok);
+    };
+    let source_url = match env_url(&cdc.source.url_env, "cdc.source.url_env") {
+        Ok(u) => u,
+        Err(e) => return usage(e),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(crate::teardown::doctor(
+        &config,
+        &cdc,
+        &source_url,
+        args.json,
+    ))
 }
 
 async fn run_pipeline(

@@ -34,6 +34,10 @@ pub enum Command {
     /// for a config repository): exit 0 when every change would apply, 1
     /// when something would be held, 2 on a bad file.
     Plan(Common),
+    /// What strangler made in the databases: slots with the WAL they hold
+    /// back, publications, origins, bookkeeping; exit 1 when something is
+    /// left over (not in this configuration).
+    Doctor(Common),
     /// Bring the state store's schema to this version (once per upgrade,
     /// before new proxies start; they refuse a store at another version).
     Migrate(Common),
@@ -237,6 +241,18 @@ pub enum CdcCommand {
     },
     /// Slot lag (bytes), confirmed throughput, last applied position per sink.
     Status,
+    /// Remove what strangler made in the databases (slots, publications,
+    /// replication origins, bookkeeping tables) and its CDC positions in the
+    /// state store, after showing the list. Stop every `cdc run` first.
+    Teardown {
+        /// Only this sink: its origins and bookkeeping rows (a reverse
+        /// sink: also its slot and publication on the service database).
+        #[arg(long)]
+        sink: Option<String>,
+        /// Remove without asking.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Compare source and target after mapping; exit 1 on any difference.
     Verify {
         /// Only this table (source or target, `schema.table` or `table`).

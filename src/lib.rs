@@ -13,6 +13,7 @@ pub mod route;
 mod route_admin;
 pub mod shadow;
 pub mod status;
+pub mod teardown;
 
 use std::process::ExitCode;
 
@@ -85,5 +86,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(&args),
         Command::Migrate(args) => migrate::run(&args),
+        Command::Doctor(args) => cdc::doctor(&args),
     }
 }

@@ -13,6 +13,8 @@
 //! - [`verify`]: chunked hash comparison of source and target after mapping.
 //! - [`run`]: running all of it through the faults that pass (reconnect with
 //!   backoff); [`remedy`]: what to do about the ones that do not.
+//! - [`teardown`]: what strangler made in the databases, listed (`strangler
+//!   doctor`) and removed (`strangler cdc teardown`).
 
 pub mod event;
 mod incremental;
@@ -26,6 +28,7 @@ pub mod run;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod teardown;
 pub mod transport;
 pub mod types;
 pub mod verify;

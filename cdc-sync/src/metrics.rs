@@ -65,7 +65,7 @@ fn by(r: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
 impl CdcMetrics {
     pub fn new() -> Arc<CdcMetrics> {
         let r = Registry::new();
-        Arc::new(CdcMetrics {
+        CdcMetrics::zeroed(Arc::new(CdcMetrics {
             snapshot_rows: counter(
                 &r,
                 "strangler_cdc_snapshot_rows_total",
@@ -184,7 +184,16 @@ impl CdcMetrics {
             ),
             registry: r,
             last: std::sync::Mutex::new(Progress::default()),
-        })
+        }))
+    }
+
+    /// Creates the series that only move on events at 0 (alerts and
+    /// dashboards see them from the start).
+    fn zeroed(self: Arc<Self>) -> Arc<Self> {
+        for part in ["pipeline", "source", "sink"] {
+            self.retries.with_label_values(&[part]);
+        }
+        self
     }
 
     /// Adds what changed since the last call.

@@ -32,6 +32,14 @@ pub struct Metrics {
     pub store_retries: IntCounterVec,
     /// `strangler_degraded`: 1 while the store is unreachable.
     pub degraded: IntGauge,
+    /// `strangler_route_percent{route,state}`: the share of a route's
+    /// traffic on the service, as the file declares it (`declared`) and as
+    /// the fleet runs it (`effective`).
+    pub route_percent: prometheus::GaugeVec,
+    /// `strangler_route_held{route}`: 1 while a rollback holds the route.
+    pub route_held: IntGaugeVec,
+    /// `strangler_auto_rollbacks_total{route}`: rollbacks this proxy made.
+    pub auto_rollbacks: IntCounterVec,
     /// `strangler_route_state{route,declared,effective,origin}`: the
     /// effective percent, labelled with the file's stage and the origin.
     pub route_state: IntGaugeVec,
@@ -135,8 +143,35 @@ impl Metrics {
             &["route", "declared", "effective", "origin"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let route_percent = prometheus::GaugeVec::new(
+            Opts::new(
+                "strangler_route_percent",
+                "Per route: the percent of its traffic on the service, as declared by the file (state=declared) and as the fleet runs it (state=effective).",
+            ),
+            &["route", "state"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let route_held = IntGaugeVec::new(
+            Opts::new(
+                "strangler_route_held",
+                "Per route: 1 while a rollback holds it at legacy (until `strangler route resume`).",
+            ),
+            &["route"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let auto_rollbacks = IntCounterVec::new(
+            Opts::new(
+                "strangler_auto_rollbacks_total",
+                "Automatic rollbacks this proxy made (the route's error rate passed its promote.rollback_error_rate).",
+            ),
+            &["route"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         for m in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(route_percent.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(route_held.clone()),
+            Box::new(auto_rollbacks.clone()),
+            Box::new(requests.clone()),
             Box::new(degraded.clone()),
             Box::new(route_state.clone()),
             Box::new(store_retries.clone()),
@@ -153,6 +188,13 @@ impl Metrics {
                 .register(m)
                 .unwrap_or_else(|e| unreachable!("metric names are distinct: {e}"));
         }
+        // Series that exist from the start at 0 (so that `rate` and alerts
+        // see the first event, and dashboards find them).
+        for result in ["ok", "error"] {
+            reloads.with_label_values(&[result]);
+            certificate_reloads.with_label_values(&[result]);
+        }
+        store_retries.with_label_values(&["poll"]);
         Metrics {
             registry,
             requests,
@@ -167,6 +209,9 @@ impl Metrics {
             store_retries,
             degraded,
             route_state,
+            route_percent,
+            route_held,
+            auto_rollbacks,
         }
     }
 

@@ -273,13 +273,31 @@ fn build(
         })
         .collect();
     metrics.route_state.reset();
+    metrics.route_percent.reset();
+    metrics.route_held.reset();
+    let on_service = |stage: strangler_config::Stage, percent: f64| match stage {
+        strangler_config::Stage::Migrated => 100.0,
+        strangler_config::Stage::Canary => percent,
+        _ => 0.0,
+    };
     for r in &config.routes {
         let e = effective(r, live.iter().find(|o| o.route == r.name));
-        let percent = match e.stage {
-            strangler_config::Stage::Migrated => 100,
-            strangler_config::Stage::Canary => e.percent.round() as i64,
-            _ => 0,
-        };
+        let percent = on_service(e.stage, e.percent).round() as i64;
+        metrics
+            .route_percent
+            .with_label_values(&[r.name.as_str(), "declared"])
+            .set(on_service(r.stage, r.percent));
+        metrics
+            .route_percent
+            .with_label_values(&[r.name.as_str(), "effective"])
+            .set(on_service(e.stage, e.percent));
+        metrics.auto_rollbacks.with_label_values(&[r.name.as_str()]);
+        metrics
+            .route_held
+            .with_label_values(&[r.name.as_str()])
+            .set(i64::from(
+                e.origin == strangler_state::route_state::Origin::Hold,
+            ));
         metrics
             .route_state
             .with_label_values(&[

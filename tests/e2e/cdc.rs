@@ -572,10 +572,91 @@ rename = { name = "title", price = "price_cents" }
         before,
         "a change bounced between the databases"
     );
+
+    // The way out. While CDC runs, teardown refuses and removes nothing.
+    let (code, out, err) = cli_env(&["cdc", "teardown", "--yes"], &h, &env);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("stop every cdc run"), "{err}");
     for p in [&mut forward, &mut reverse] {
         let _ = p.kill();
         let _ = p.wait();
     }
+    // doctor lists what strangler made, with the WAL each slot holds back.
+    let (code, out, err) = cli_env(&["doctor", "--json"], &h, &env);
+    assert_eq!(code, 0, "nothing is left over yet: {out}{err}");
+    let doctor: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let names = |kind: &str| -> Vec<String> {
+        let mut v: Vec<String> = doctor["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|o| o["kind"] == kind)
+            .filter_map(|o| o["name"].as_str().map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names("slot"),
+        ["strangler", "strangler_rev_catalog_back"],
+        "{doctor}"
+    );
+    // Each sink's origin (a sink's later sessions have origins of their own).
+    for origin in ["strangler_catalog", "strangler_catalog-back"] {
+        assert!(
+            names("origin").iter().any(|o| o == origin),
+            "{origin}: {doctor}"
+        );
+    }
+    assert_eq!(doctor["left_over"], 0, "{doctor}");
+    assert!(
+        doctor["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|o| o["kind"] == "slot")
+            .all(|o| o["retained_wal_bytes"].as_i64().is_some_and(|b| b >= 0)),
+        "{doctor}"
+    );
+    // A slot nobody configured is left over: doctor exits 1 and says how
+    // to drop it.
+    sqlx::query("SELECT pg_create_logical_replication_slot('strangler_forgotten', 'pgoutput')")
+        .execute(&src)
+        .await
+        .expect("forgotten slot");
+    let (code, out, _) = cli_env(&["doctor"], &h, &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("pg_drop_replication_slot('strangler_forgotten')"),
+        "{out}"
+    );
+    sqlx::query("SELECT pg_drop_replication_slot('strangler_forgotten')")
+        .execute(&src)
+        .await
+        .expect("drop");
+
+    // Without --yes (and no terminal to ask on), nothing is removed.
+    let (code, out, err) = cli_env(&["cdc", "teardown"], &h, &env);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("strangler_rev_catalog_back"), "{out}");
+    let (code, out, err) = cli_env(&["cdc", "teardown", "--yes"], &h, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    // Nothing of strangler's is left on either database.
+    for (pool, db) in [(&src, "source"), (&dst, "service")] {
+        let left: Vec<String> = sqlx::query_scalar(
+            "SELECT 'slot ' || slot_name FROM pg_replication_slots \
+             UNION ALL SELECT 'publication ' || pubname FROM pg_publication \
+             UNION ALL SELECT 'origin ' || roname FROM pg_replication_origin \
+             UNION ALL SELECT 'table ' || tablename FROM pg_tables WHERE tablename LIKE 'strangler%'",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("leftovers");
+        assert!(left.is_empty(), "{db} still has {left:?}");
+    }
+    let (code, out, err) = cli_env(&["doctor"], &h, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("nothing left over"), "{out}");
 }
 
 /// PostgreSQL (source and sink) restarts under a running `cdc run`: the

@@ -15,6 +15,7 @@ mod cdc_types;
 mod demo;
 mod deploy;
 mod example_shadow;
+mod monitoring;
 
 mod router_admin;
 mod router_config;

@@ -365,6 +365,11 @@ async fn rollback_loop(shared: Arc<Shared>, store: StateStore) {
                 };
                 match crate::gates::rollback(&store, route, who).await {
                     Ok(_) => {
+                        shared
+                            .metrics
+                            .auto_rollbacks
+                            .with_label_values(&[route.name.as_str()])
+                            .inc();
                         tracing::warn!(route = %route.name, %reason, "rolled back and held at legacy");
                         if let Err(e) = sync::refresh(&shared, &store).await {
                             tracing::warn!(error = %e, "cannot read the route state back");

@@ -148,6 +148,51 @@ impl StateStore {
         Ok(())
     }
 
+    /// Forgets what CDC recorded about `slot` (`cdc teardown`): every
+    /// position, reconnect and snapshot mark; with `sink`, only that sink's
+    /// applied positions. Returns the rows removed.
+    pub async fn forget_cdc(&self, slot: &str, sink: Option<&str>) -> Result<u64, StoreError> {
+        self.ready().await?;
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        let (tables, by_sink): (&[&str], bool) = match sink {
+            Some(_) => (
+                &[
+                    "strangler_cdc_applied_positions",
+                    "strangler_cdc_partition_positions",
+                ],
+                true,
+            ),
+            None => (
+                &[
+                    "strangler_cdc_source_positions",
+                    "strangler_cdc_published_positions",
+                    "strangler_cdc_partition_positions",
+                    "strangler_cdc_applied_positions",
+                    "strangler_cdc_reconnects",
+                    "strangler_cdc_snapshots",
+                    "strangler_cdc_published_snapshots",
+                    "strangler_cdc_published_chunks",
+                ],
+                false,
+            ),
+        };
+        for table in tables {
+            let sql = if by_sink {
+                format!("DELETE FROM {table} WHERE slot = $1 AND sink = $2")
+            } else {
+                format!("DELETE FROM {table} WHERE slot = $1")
+            };
+            let mut q = sqlx::query(&sql).bind(slot);
+            if by_sink {
+                q = q.bind(sink.unwrap_or_default());
+            }
+            n += q.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// Reconnects of `slot`'s parts: (part, count, last at ms, last error).
     pub async fn cdc_reconnects(
         &self,
