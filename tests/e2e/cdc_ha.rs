@@ -168,8 +168,30 @@ async fn a_lost_slot_is_reported_and_waits_for_cdc_snapshot_instead_of_a_silent_
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cdc = spawn_cdc_with(&h, &env, &["--metrics", &addr]);
     until_metric(&addr, ACTIVE, 1.0, || h.cdc_log()).await;
+    // Streaming (not the initial snapshot) carries the first rows: the
+    // sink has taken changes from the slot.
+    let streaming = eventually(Duration::from_secs(60), || async {
+        count(
+            &db.dst,
+            "SELECT count(*) FROM strangler_cdc_offsets WHERE snapshot_done",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(streaming.is_some(), "{}", h.cdc_log());
     insert(0).await.expect("insert");
     assert!(rows_in_target(100).await.is_some(), "{}", h.cdc_log());
+    let applied = eventually(Duration::from_secs(30), || async {
+        count(
+            &db.dst,
+            "SELECT count(*) FROM strangler_cdc_offsets WHERE lsn > 0",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(applied.is_some(), "{}", h.cdc_log());
     let stopped = std::process::Command::new("kill")
         .args(["-TERM", &cdc.id().to_string()])
         .status()

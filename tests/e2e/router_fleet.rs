@@ -358,6 +358,15 @@ async fn a_proxy_starts_from_its_cache_while_the_store_is_down() {
         body.contains("degraded") && body.contains("cache"),
         "{body}"
     );
+    // Kubernetes' readiness asks with degraded=ok: the proxy serves (from
+    // its cache) and stays in the Service; the body still names why.
+    let r = c
+        .get(format!("{}/readyz?degraded=ok", p.admin))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap_or_default().contains("degraded"));
     assert!(
         p.log_text().contains("state store unreachable"),
         "{}",

@@ -1,11 +1,9 @@
 //! The admin API, on its own listener (loopback by default).
 //!
-//! | method, path                     | does                                   |
-//! |----------------------------------|----------------------------------------|
 //! | method, path                     | does                                   | role     |
 //! |----------------------------------|----------------------------------------|----------|
 //! | `GET /healthz`, `GET /livez`     | 200 while the process serves           | none     |
-//! | `GET /readyz`                    | 200, or 503 with why when degraded     | none     |
+//! | `GET /readyz`                    | 200, or 503 with why when degraded (`?degraded=ok`: 200 naming it — a proxy serving its cached state stays in a Kubernetes Service) | none |
 //! | `GET /metrics`                   | Prometheus text                        | viewer   |
 //! | `GET /routes`, `GET /routes/{n}` | declared, effective, origin, why, gates| viewer   |
 //! | `PUT /routes/{n}`                | `{"stage", "percent", "reason", "force"}`; a step forward runs the gates (409 when one fails) | operator (force: approver) |
@@ -172,11 +170,25 @@ async fn require_token(
     next.run(req).await
 }
 
-async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+#[derive(serde::Deserialize)]
+struct ReadyQuery {
+    /// `ok`: a degraded proxy (serving its last known route state while
+    /// the store is away) counts as ready; the body still names why.
+    degraded: Option<String>,
+}
+
+async fn readyz(
+    State(state): State<Arc<AdminState>>,
+    axum::extract::Query(q): axum::extract::Query<ReadyQuery>,
+) -> Response {
     match state.shared.degraded() {
         None => (StatusCode::OK, "ready\n").into_response(),
         Some(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
+            if q.degraded.as_deref() == Some("ok") {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
             format!("degraded: {why}\n"),
         )
             .into_response(),
