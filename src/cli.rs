@@ -144,6 +144,10 @@ pub enum RouteCommand {
         name: String,
         #[arg(long, default_value = "")]
         reason: String,
+        /// Roll back although the monolith lacks some of the service's
+        /// writes (reverse sync behind); needs --reason, recorded as FORCED.
+        #[arg(long)]
+        force: bool,
     },
     /// Lift the hold a rollback put on a route; it then follows the fleet's
     /// declared state through its gates.

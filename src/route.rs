@@ -61,7 +61,11 @@ pub fn run(args: RouteArgs) -> anyhow::Result<Exit> {
                 )
                 .await?
             }
-            RouteCommand::Rollback { name, reason } => {
+            RouteCommand::Rollback {
+                name,
+                reason,
+                force,
+            } => {
                 set(
                     &config,
                     &store,
@@ -69,7 +73,7 @@ pub fn run(args: RouteArgs) -> anyhow::Result<Exit> {
                     &name,
                     Stage::Legacy,
                     None,
-                    false,
+                    force,
                     &reason,
                 )
                 .await?
@@ -279,7 +283,9 @@ fn promote_error(config: &Config, name: &str, e: PromoteError) -> anyhow::Result
             eprintln!("error: {msg}");
             Ok(Exit::Usage)
         }
-        e @ (PromoteError::Held { .. } | PromoteError::Changed { .. }) => {
+        e @ (PromoteError::Held { .. }
+        | PromoteError::Changed { .. }
+        | PromoteError::RollbackGated { .. }) => {
             eprintln!("error: {e}");
             Ok(Exit::Failed)
         }

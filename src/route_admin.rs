@@ -69,11 +69,15 @@ pub fn run(admin: &str, args: &RouteArgs) -> anyhow::Result<Exit> {
                 )
                 .await?
             }
-            RouteCommand::Rollback { name, reason } => {
+            RouteCommand::Rollback {
+                name,
+                reason,
+                force,
+            } => {
                 call(
                     Method::POST,
                     format!("/routes/{name}/rollback"),
-                    Some(json!({"reason": reason})),
+                    Some(json!({"reason": reason, "force": force})),
                 )
                 .await?
             }

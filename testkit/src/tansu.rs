@@ -29,7 +29,7 @@ fn tansu_bin() -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    bail!("tansu not found: scripts/setup installs it (cargo install tansu --locked --features dynostore), or set TANSU_BIN")
+    bail!("tansu not found: scripts/setup installs it (cargo install tansu --locked --features dynostore,libsql), or set TANSU_BIN")
 }
 
 impl Broker {
@@ -42,6 +42,15 @@ impl Broker {
     /// A broker on `port` that tells clients to connect to `advertised`
     /// (a proxy in front of it, to cut the network to the broker).
     pub fn start_on(port: u16, advertised: u16) -> Result<Broker> {
+        Broker::spawn(port, advertised, ("memory://tansu/", None), false)
+    }
+
+    fn spawn(
+        port: u16,
+        advertised: u16,
+        (storage, dir): (&str, Option<&std::path::Path>),
+        authentication: bool,
+    ) -> Result<Broker> {
         let url = format!("tcp://127.0.0.1:{port}");
         let advertised = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new(tansu_bin()?)
@@ -52,8 +61,10 @@ impl Broker {
                 "--advertised-listener-url",
                 &advertised,
                 "--storage-engine",
-                "memory://tansu/",
+                storage,
             ])
+            .args(authentication.then_some("--authentication"))
+            .current_dir(dir.unwrap_or(std::path::Path::new("/")))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -68,6 +79,38 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(broker)
+    }
+
+    /// A broker that requires SASL (SCRAM-SHA-512) from every client and
+    /// knows `user` with `password`. Users live in a SQLite storage in
+    /// `dir` (tansu's memory storage forgets them): the broker is started
+    /// once open to create the user, then again requiring authentication.
+    pub fn start_with_scram(dir: &std::path::Path, user: &str, password: &str) -> Result<Broker> {
+        let port = crate::free_port();
+        // tansu reads a SQLite path relative to its working directory.
+        let storage = ("sqlite://tansu.db", Some(dir));
+        let open = Broker::spawn(port, port, storage, false)?;
+        let created = Command::new(tansu_bin()?)
+            .args([
+                "user",
+                "create",
+                user,
+                password,
+                "--mechanism",
+                "scram512",
+                "--broker",
+            ])
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .output()
+            .context("tansu user create")?;
+        if !created.status.success() {
+            bail!(
+                "tansu user create: {}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+        }
+        drop(open);
+        Broker::spawn(port, port, storage, true)
     }
 
     /// `127.0.0.1:PORT`

@@ -81,6 +81,16 @@ tables = ["public.orders"]
 max_lag_bytes = {MAX_LAG}
 canary_steps = [10]
 
+[[routes]]
+name = "place-order"
+methods = ["POST"]
+path = "/orders"
+service = "svc"
+stage = "migrated"
+tables = ["public.orders"]
+[routes.promote]
+max_lag_bytes = {MAX_LAG}
+
 [cdc.source]
 url_env = "E2E_A"
 tables = ["public.orders"]
@@ -196,6 +206,44 @@ target = "public.orders"
     assert!(
         failed[0].contains("gate cdc_lag failed: public.orders reverse public.orders (slot strangler_rev_svc_back)"),
         "{err}"
+    );
+
+    // Rolling the writing route back to the monolith would serve from a
+    // monolith without the service's writes: refused, then forced with a
+    // reason and audited as forced.
+    let (code, out, err) = cli_env(
+        &["route", "rollback", "place-order", "--reason", "errors"],
+        &h,
+        &env,
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("not rolled back")
+            && err.contains("reverse public.orders (slot strangler_rev_svc_back)"),
+        "{err}"
+    );
+    let (code, out, err) = cli_env(&["route", "rollback", "place-order", "--force"], &h, &env);
+    assert_eq!(code, 2, "forcing needs a reason: {out}{err}");
+    let (code, _, _) = cli_env(&["route", "list", "--json"], &h, &env);
+    assert_eq!(code, 0);
+    let (code, out, err) = cli_env(
+        &[
+            "route",
+            "rollback",
+            "place-order",
+            "--force",
+            "--reason",
+            "incident 42",
+        ],
+        &h,
+        &env,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli_env(&["route", "history", "place-order", "--json"], &h, &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("FORCED past failed gates (reverse_lag") && out.contains("incident 42"),
+        "{out}"
     );
 
     // Unstalled, reverse catches up and the same promotion goes through.

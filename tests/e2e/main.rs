@@ -9,6 +9,7 @@ mod cdc_connections;
 mod cdc_directions;
 mod cdc_faults;
 mod cdc_ha;
+mod cdc_kafka_auth;
 mod cdc_kafka_resume;
 mod cdc_large_tx;
 mod cdc_types;

@@ -78,7 +78,7 @@ where
     producer
         .ensure_topics(&topics)
         .await
-        .map_err(TransportError::from)?;
+        .map_err(|e| producer.judge(e.into()))?;
     let mut tasks: Vec<tokio::task::JoinHandle<Result<Finished, KafkaRunError>>> = Vec::new();
     if plan.source {
         let (producer, cfg, metrics) = (producer.clone(), cfg.clone(), plan.metrics.clone());

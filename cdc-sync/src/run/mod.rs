@@ -223,6 +223,10 @@ pub async fn kafka_source(
         .await;
         drop(lease);
         total = total.plus(&last);
+        let result = result.map_err(|e| match e {
+            PipelineError::Transport(t) => PipelineError::Transport(producer.judge(t)),
+            e => e,
+        });
         match result.and_then(|p| lost.map_or(Ok(p), |e| Err(e.into()))) {
             Ok(_) => return Ok(total),
             Err(e) if e.is_retryable() => {
@@ -273,7 +277,7 @@ pub async fn kafka_sink(
         }
         .await;
         total = total.plus(&last);
-        match result {
+        match result.map_err(|e| client.judge(e)) {
             Ok(_) => return Ok(total),
             Err(e) if e.is_retryable() => {
                 if !backoff.wait(began, &e, status, &mut shutdown).await {

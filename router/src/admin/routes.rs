@@ -164,6 +164,9 @@ pub(super) struct SetBody {
 pub(super) struct ReasonBody {
     #[serde(default)]
     reason: String,
+    /// Rollback: past failed rollback gates (needs a reason).
+    #[serde(default)]
+    force: bool,
 }
 
 fn who(id: &Identity, reason: &str, shared: &Shared) -> Who {
@@ -341,13 +344,23 @@ pub(super) async fn rollback(
     Extension(id): Extension<Identity>,
     body: Option<Json<ReasonBody>>,
 ) -> Response {
-    let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
+    let (reason, force) = body.map(|Json(b)| (b.reason, b.force)).unwrap_or_default();
     let config = state.shared.config.load_full();
-    let Some(route) = config.route(&name) else {
+    if config.route(&name).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no route {name:?}"));
-    };
-    match crate::gates::rollback(&state.store, route, who(&id, &reason, &state.shared)).await {
+    }
+    if let Some(refused) = refuse_force(&id, force, &reason) {
+        return refused;
+    }
+    let who = who(&id, &reason, &state.shared);
+    match crate::gates::rollback_checked(&config, &state.store, &name, force, who).await {
         Ok(entry) => applied(&state, &name, entry).await,
+        Err(e @ crate::gates::PromoteError::RollbackGated { .. }) => {
+            error(StatusCode::CONFLICT, e.to_string())
+        }
+        Err(e @ crate::gates::PromoteError::NoStep(_)) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

@@ -48,6 +48,68 @@ pub async fn rollback(
     written(store.update(&route.name, &decide).await?)
 }
 
+/// The audit identity of a rollback through its gates
+/// ([`super::rollback_gates`]): refused while one fails, unless `force`
+/// with a reason, which the audit log records as `FORCED past failed gates`.
+fn gated_rollback(
+    route: &strangler_config::Route,
+    current: strangler_state::route_state::Effective,
+    lag: &crate::shadow::LagView,
+    force: bool,
+    mut who: Who,
+) -> Result<Who, PromoteError> {
+    let failed: Vec<super::Gate> = super::rollback_gates(route, current, lag)
+        .into_iter()
+        .filter(|g| !g.ok)
+        .collect();
+    if failed.is_empty() {
+        return Ok(who);
+    }
+    if !force {
+        return Err(PromoteError::RollbackGated {
+            route: route.name.clone(),
+            failed,
+        });
+    }
+    if who.reason.trim().is_empty() {
+        return Err(PromoteError::NoStep(
+            "forcing a rollback past its gates needs a reason (--reason)".into(),
+        ));
+    }
+    who.reason = format!(
+        "FORCED past failed gates (reverse_lag: {}): {}",
+        failed
+            .iter()
+            .map(|g| g.detail.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        who.reason
+    );
+    Ok(who)
+}
+
+/// Rolls `name` back to legacy and holds it there, through the rollback
+/// gates (`route rollback`, `POST /routes/{name}/rollback`).
+pub async fn rollback_checked(
+    config: &Config,
+    store: &StateStore,
+    name: &str,
+    force: bool,
+    who: Who,
+) -> Result<AuditEntry, PromoteError> {
+    let route = config
+        .route(name)
+        .ok_or_else(|| PromoteError::UnknownRoute(name.to_string()))?;
+    let (reports, lag) = evaluate_with_lag(config, store).await?;
+    let current = reports
+        .iter()
+        .find(|r| r.route == name)
+        .map(|r| r.current)
+        .ok_or_else(|| PromoteError::UnknownRoute(name.to_string()))?;
+    let who = gated_rollback(route, current, &lag, force, who)?;
+    Ok(rollback(store, route, who).await?)
+}
+
 /// What `route set` / `PUT /routes/{name}` did.
 #[derive(Debug)]
 pub enum SetOutcome {
@@ -81,6 +143,7 @@ pub async fn set(
     let target =
         check_target(route, stage, percent, report.current).map_err(PromoteError::NoStep)?;
     if target.stage == Stage::Legacy {
+        let who = gated_rollback(route, report.current, &lag, force, who)?;
         return Ok(SetOutcome::RolledBack(rollback(store, route, who).await?));
     }
     if target.is_ahead_of(&report.current.target()) {

@@ -173,6 +173,13 @@ pub enum PromoteError {
     /// A rollback holds the route at legacy.
     #[error("route {route:?} is on hold since a rollback ({why}); `strangler route resume {route} --reason …` lifts it")]
     Held { route: String, why: String },
+    /// A rollback to legacy would serve from a monolith that lacks the
+    /// service's writes ([`super::rollback_gates`]); nothing was written.
+    #[error("route {route:?} is not rolled back: {}; wait for `strangler cdc reverse` to catch up, or force it with a reason (`--force --reason …`)", failed.iter().map(|g| g.detail.as_str()).collect::<Vec<_>>().join("; "))]
+    RollbackGated {
+        route: String,
+        failed: Vec<super::Gate>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

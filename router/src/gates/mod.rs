@@ -8,7 +8,9 @@ mod actions;
 mod evaluate;
 pub mod reconcile;
 
-pub use actions::{note, resume, rollback, set, ResumeError, Resumed, SetOutcome};
+pub use actions::{
+    note, resume, rollback, rollback_checked, set, ResumeError, Resumed, SetOutcome,
+};
 pub use evaluate::{
     evaluate_all, evaluate_with_lag, gates_to, promote, write_runtime, CdcLag, PromoteError,
     Promotion, RouteReport,
@@ -202,4 +204,58 @@ pub fn should_roll_back(route: &Route, current: Effective, usage: &Counts) -> Op
             p.max_error_rate * 100.0
         )
     })
+}
+
+/// Gates of rolling `route` back to legacy from `current`: when the route
+/// writes (any method but GET, HEAD, OPTIONS) and its service has taken
+/// traffic (canary, migrated), the monolith must have the service's writes
+/// before it answers again — every reverse stream carrying one of the
+/// route's tables within `promote.max_lag_bytes`, and reporting. A table
+/// no reverse stream carries has nothing to wait for. Automatic rollbacks
+/// do not wait (a failing service must stop taking traffic); operators
+/// force past these gates with a reason.
+pub fn rollback_gates(route: &Route, current: Effective, lag: &LagView) -> Vec<Gate> {
+    let writes = route.methods.is_empty()
+        || route
+            .methods
+            .iter()
+            .any(|m| !matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS"));
+    if !writes || current.stage < Stage::Canary {
+        return Vec::new();
+    }
+    let max = route.promote.max_lag_bytes;
+    let now = strangler_state::store::now_ms();
+    let mut out = Vec::new();
+    for t in &route.tables {
+        for l in lag.for_table(t) {
+            if l.direction != Direction::Reverse {
+                continue;
+            }
+            let stream = format!("reverse {} (slot {})", l.source_table, l.slot);
+            let age_ms = l.source.map_or(0, |(_, at)| now - at);
+            out.push(match l.behind {
+                Some(_) if age_ms > STALE_AFTER_MS => Gate {
+                    name: "reverse_lag",
+                    ok: false,
+                    detail: format!(
+                        "{t} {stream}: no position reported for {} s (is `strangler cdc reverse` running?): the monolith may miss the service's writes",
+                        age_ms / 1000
+                    ),
+                },
+                Some(behind) => Gate {
+                    name: "reverse_lag",
+                    ok: behind <= max,
+                    detail: format!(
+                        "{t} {stream}: the monolith is {behind} bytes behind the service's writes (allowed {max})"
+                    ),
+                },
+                None => Gate {
+                    name: "reverse_lag",
+                    ok: false,
+                    detail: format!("{t} {stream}: the service database has not reported its position"),
+                },
+            });
+        }
+    }
+    out
 }

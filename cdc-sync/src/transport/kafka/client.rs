@@ -4,8 +4,74 @@
 //! environment variables (`….env`) or files (`….file`) when the process
 //! starts, never written in the file.
 
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use strangler_config::{CdcTransport, KafkaProperty};
+
+/// What the brokers said when they refused this process's credentials or
+/// rights (SASL authentication, ACLs), shared by every client made from
+/// one [`KafkaClient`]. librdkafka reports a refusal only to the client's
+/// error callback; requests then fail as "broker transport failure" or
+/// time out, which alone would read as a broker that is down.
+#[derive(Debug, Clone, Default)]
+pub struct Refusals(Arc<Mutex<Option<String>>>);
+
+impl Refusals {
+    /// The last refusal, if any.
+    pub fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Not part of the settings: two clients with the same settings are equal.
+impl PartialEq for Refusals {
+    fn eq(&self, _: &Refusals) -> bool {
+        true
+    }
+}
+impl Eq for Refusals {}
+
+/// The context of every strangler Kafka client: logs librdkafka's errors
+/// as the default does, and keeps refusals ([`Refusals`]).
+#[derive(Clone, Default)]
+pub struct Watch {
+    pub(super) refusals: Refusals,
+}
+
+impl ClientContext for Watch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        watch_error(&self.refusals, &error, reason);
+    }
+}
+
+/// What [`Watch`] does with an error (shared with the consumer's context).
+pub(super) fn watch_error(refusals: &Refusals, error: &KafkaError, reason: &str) {
+    use RDKafkaErrorCode as C;
+    let refused = matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::Authentication
+                | C::SaslAuthenticationFailed
+                | C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+        )
+    );
+    if refused {
+        *refusals
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_string());
+    }
+    tracing::error!("librdkafka: {error}: {reason}");
+}
 
 /// The connection settings every producer, admin client and consumer uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,6 +83,8 @@ pub struct KafkaClient {
     /// The consumer group of a sink; `{sink}` is its name.
     pub group: String,
     pub client_id: Option<String>,
+    /// Refusals seen by any client made from this one.
+    pub refusals: Refusals,
 }
 
 impl KafkaClient {
@@ -27,6 +95,7 @@ impl KafkaClient {
             properties: Vec::new(),
             group: strangler_config::DEFAULT_CONSUMER_GROUP.to_string(),
             client_id: None,
+            refusals: Refusals::default(),
         }
     }
 
@@ -53,7 +122,26 @@ impl KafkaClient {
             properties,
             group: consumer_group.clone(),
             client_id: client_id.clone(),
+            refusals: Refusals::default(),
         }))
+    }
+
+    /// The context clients are created with (keeps refusals).
+    pub fn context(&self) -> Watch {
+        Watch {
+            refusals: self.refusals.clone(),
+        }
+    }
+
+    /// `e`, or the refusal behind it: a failure while the brokers refused
+    /// the credentials or rights is that refusal (fatal), not an outage.
+    pub fn judge(&self, e: super::TransportError) -> super::TransportError {
+        match (&e, self.refusals.get()) {
+            (super::TransportError::Kafka(_), Some(reason)) => {
+                super::TransportError::Refused(reason)
+            }
+            _ => e,
+        }
     }
 
     /// A librdkafka configuration: the brokers, the client id, then the
@@ -179,6 +267,30 @@ mod tests {
             .set("sasl.password", "p");
         let made: Result<rdkafka::producer::BaseProducer, _> = cfg.create();
         assert!(made.is_ok(), "{:?}", made.err());
+        // Built with TLS and SCRAM (the `ssl` feature): librdkafka reads the
+        // CA file with OpenSSL — the system's bundle is taken, an empty
+        // file refused by name.
+        let tls = |ca: &str| {
+            let mut cfg = cfg.clone();
+            cfg.set("security.protocol", "SASL_SSL")
+                .set("sasl.mechanism", "SCRAM-SHA-512")
+                .set("ssl.ca.location", ca)
+                .set("ssl.endpoint.identification.algorithm", "https");
+            cfg.create::<rdkafka::producer::BaseProducer>()
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(tls("/etc/ssl/certs/ca-certificates.crt"), None);
+        let empty = std::env::temp_dir().join(format!("strangler-ca-{}.pem", std::process::id()));
+        std::fs::write(&empty, "").expect("ca file");
+        let refused = tls(empty.to_str().unwrap_or_default());
+        let _ = std::fs::remove_file(&empty);
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("ssl.ca.location")),
+            "{refused:?}"
+        );
         client.properties = vec![("no.such.property".into(), "1".into())];
         let mut cfg = client.config();
         client.apply_properties(&mut cfg);

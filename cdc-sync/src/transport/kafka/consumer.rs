@@ -362,9 +362,13 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 
 /// Notes every change of the group's assignment, so the worker reads the
 /// stored offsets of the partitions it (re)gets from the database.
-struct Rebalances(Arc<AtomicBool>);
+struct Rebalances(Arc<AtomicBool>, super::client::Refusals);
 
-impl ClientContext for Rebalances {}
+impl ClientContext for Rebalances {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        super::client::watch_error(&self.1, &error, reason);
+    }
+}
 
 impl ConsumerContext for Rebalances {
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, _r: &Rebalance<'_>) {
@@ -422,7 +426,7 @@ pub async fn consume(
         .set("heartbeat.interval.ms", "2000");
     client.apply_properties(&mut cfg);
     let consumer: StreamConsumer<Rebalances> =
-        cfg.create_with_context(Rebalances(rebalanced.clone()))?;
+        cfg.create_with_context(Rebalances(rebalanced.clone(), client.refusals.clone()))?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
     // Dead letters a crash left unpublished (committed, not yet sent).

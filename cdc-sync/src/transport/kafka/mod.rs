@@ -24,7 +24,7 @@ use rdkafka::error::KafkaError;
 
 use crate::sink::SinkError;
 
-pub use client::KafkaClient;
+pub use client::{KafkaClient, Refusals, Watch};
 pub use consumer::{consume, Consumed};
 pub use destination::KafkaDestination;
 pub use offsets::{ConsumedRecord, PartitionOffsets};
@@ -43,6 +43,10 @@ pub enum TransportError {
     /// new snapshot brings the target back (fatal).
     #[error("kafka: {0}")]
     Gap(String),
+    /// The brokers refused the credentials or the rights (SASL
+    /// authentication, ACLs): waiting does not fix it (fatal).
+    #[error("kafka refused this client: {0}")]
+    Refused(String),
     /// Where a published snapshot stands could not be read or written.
     #[error("state store: {0}")]
     Store(#[from] strangler_state::StoreError),
@@ -58,7 +62,7 @@ impl TransportError {
             }
             TransportError::Kafka(_) => true,
             TransportError::Sink(e) => e.is_retryable(),
-            TransportError::Gap(_) => false,
+            TransportError::Gap(_) | TransportError::Refused(_) => false,
             TransportError::Store(e) => e.is_retryable(),
         }
     }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -16,9 +15,10 @@ use crate::event::{Record, EXACT_HEADER, POSITION_HEADER};
 
 /// The source side: an idempotent producer.
 pub struct KafkaProducer {
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    producer: FutureProducer<super::Watch>,
+    admin: AdminClient<super::Watch>,
     partitions: i32,
+    client: super::KafkaClient,
 }
 
 impl KafkaProducer {
@@ -45,10 +45,16 @@ impl KafkaProducer {
             .set("partitioner", "murmur2_random");
         client.apply_properties(&mut cfg);
         Ok(KafkaProducer {
-            producer: cfg.create()?,
-            admin: cfg.create()?,
+            producer: cfg.create_with_context(client.context())?,
+            admin: cfg.create_with_context(client.context())?,
             partitions,
+            client: client.clone(),
         })
+    }
+
+    /// `e`, or the brokers' refusal behind it ([`super::KafkaClient::judge`]).
+    pub fn judge(&self, e: TransportError) -> TransportError {
+        self.client.judge(e)
     }
 
     /// Creates the topics that do not exist yet. Topics that exist are
