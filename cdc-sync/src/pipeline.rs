@@ -51,6 +51,13 @@ use crate::transport::kafka::TransportError;
 pub trait Destination: Send {
     /// Whether a complete snapshot still has to be written here.
     fn snapshot_unfinished(&self) -> bool;
+    /// Sinks added to a running migration (no bookkeeping yet, beside
+    /// sinks that stream): each gets its tables copied in chunks from the
+    /// slot's `confirmed` position while the stream goes on — the others
+    /// are not copied again, the slot is kept. Returns their names.
+    async fn adopt_new_sinks(&mut self, _confirmed: Lsn) -> Result<Vec<String>, PipelineError> {
+        Ok(Vec::new())
+    }
     /// The newest source position taken from the slot, when this
     /// destination took anything from it (a complete snapshot, streamed
     /// changes): with the slot gone, what came after it is lost.
@@ -791,6 +798,12 @@ async fn open(
         .into());
     }
     status.slot_lost(&cfg.slot, false).await;
+    if let (Start::Initial, Some(at)) = (start, &slot) {
+        let adopted = target.adopt_new_sinks(at.confirmed).await?;
+        if !adopted.is_empty() {
+            tracing::info!(slot = %cfg.slot, sinks = ?adopted, "new sinks: their tables are copied in chunks while streaming; the other sinks and the slot are kept");
+        }
+    }
     let unfinished = target.snapshot_unfinished();
     let need_snapshot = match start {
         Start::Initial | Start::Again => slot.is_none() || unfinished,

@@ -4,6 +4,7 @@
 mod support;
 
 mod cdc;
+mod cdc_additions;
 mod cdc_chunked;
 mod cdc_connections;
 mod cdc_directions;

@@ -29,7 +29,7 @@ impl Sink {
             // Each connection filters by its own position.
             let mine: Vec<&Record> = records
                 .iter()
-                .filter(|r| self.tables.contains_key(&r.table))
+                .filter(|r| self.tables.contains_key(&r.table) && !self.skips(r))
                 .collect();
             let mut applied = self.apply_lanes(&mine, through).await?;
             applied.skipped += (records.len() - mine.len()) as u64;
@@ -37,7 +37,7 @@ impl Sink {
         }
         let mine: Vec<&Record> = records
             .iter()
-            .filter(|r| self.tables.contains_key(&r.table))
+            .filter(|r| self.tables.contains_key(&r.table) && !self.skips(r))
             .filter(|r| r.commit_lsn.0 == 0 || r.commit_lsn > self.position)
             .collect();
         let skipped = (records.len() - mine.len()) as u64;

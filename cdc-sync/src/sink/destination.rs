@@ -105,6 +105,21 @@ impl Destination for Sinks<'_> {
         Ok(Some(all))
     }
 
+    async fn adopt_new_sinks(&mut self, confirmed: Lsn) -> Result<Vec<String>, PipelineError> {
+        // Only beside sinks that stream already: with none, the initial
+        // snapshot is everyone's.
+        if !self.0.iter().any(|s| s.snapshot_done()) {
+            return Ok(Vec::new());
+        }
+        let mut adopted = Vec::new();
+        for sink in self.0.iter_mut().filter(|s| s.is_fresh()) {
+            let tables: Vec<String> = sink.tables().map(|(s, _)| s.to_string()).collect();
+            sink.resume_snapshot(confirmed, &tables).await?;
+            adopted.push(sink.name.clone());
+        }
+        Ok(adopted)
+    }
+
     async fn resume_snapshot(&mut self, consistent: Lsn) -> Result<(), PipelineError> {
         let Some(tables) = self.snapshot_unfinished_tables(consistent).await? else {
             return Err(crate::source::SourceError::Invalid(format!(
@@ -123,6 +138,13 @@ impl Destination for Sinks<'_> {
         p: &crate::pipeline::ChunkProgress,
     ) -> Result<(), PipelineError> {
         for sink in self.0.iter_mut() {
+            if sink.skip_chunks_of(&p.table) {
+                // A copy for other sinks: nothing of it is this sink's.
+                if p.complete {
+                    sink.set_skip_chunks(&p.table, false);
+                }
+                continue;
+            }
             sink.record_chunk(p).await?;
             sink.set_copying(&p.table, !p.complete);
         }
@@ -136,13 +158,27 @@ impl Destination for Sinks<'_> {
         // tables); sinks that disagree on where it stands start it over
         // (copying again is harmless; skipping is not).
         let mut all: Vec<(String, Option<Vec<String>>)> = Vec::new();
+        let mut unfinished_in: Vec<Vec<String>> = Vec::new();
         for sink in self.0.iter_mut() {
-            for (t, after) in sink.unfinished_chunks().await? {
+            let mine = sink.unfinished_chunks().await?;
+            let mut tables = Vec::new();
+            for (t, after) in mine {
                 sink.set_copying(&t, true);
+                tables.push(t.clone());
                 match all.iter_mut().find(|(at, _)| *at == t) {
                     Some((_, a)) if *a != after => *a = None,
                     Some(_) => {}
                     None => all.push((t, after)),
+                }
+            }
+            unfinished_in.push(tables);
+        }
+        // A sink that has a table complete while another copies it (a sink
+        // added later) skips that copy's rows: it is not copied again.
+        for (sink, mine) in self.0.iter_mut().zip(&unfinished_in) {
+            for (t, _) in &all {
+                if !mine.contains(t) && sink.target_of(t).is_some() {
+                    sink.set_skip_chunks(t, true);
                 }
             }
         }

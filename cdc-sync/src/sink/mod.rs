@@ -102,6 +102,12 @@ pub struct Sink {
     copying: std::collections::HashSet<String>,
     /// Connections beyond the first (`lanes.rs`).
     lanes: Vec<lanes::Lane>,
+    /// No bookkeeping of this sink existed when it connected: a sink added
+    /// to a running migration (`Sinks::adopt_new_sinks`).
+    fresh: bool,
+    /// Tables being copied in chunks for other sinks only (a sink added
+    /// later): this sink skips those copies' rows (op `r` while streaming).
+    skip_chunks: std::collections::HashSet<String>,
 }
 
 /// What is stored with the rows.
@@ -235,6 +241,7 @@ impl Sink {
         .fetch_optional(&mut conn)
         .await
         .map_err(db)?;
+        let fresh = row.is_none();
         let (position, snapshot_done) = match row {
             Some(r) => (
                 Lsn::from_i64(r.try_get(0).map_err(db)?),
@@ -254,6 +261,8 @@ impl Sink {
             in_part: false,
             copying: std::collections::HashSet::new(),
             lanes: Vec::new(),
+            fresh,
+            skip_chunks: std::collections::HashSet::new(),
         })
     }
 
@@ -273,6 +282,38 @@ impl Sink {
 
     pub fn snapshot_done(&self) -> bool {
         self.snapshot_done
+    }
+
+    /// Whether no bookkeeping of this sink existed when it connected.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// Rows of chunked copies of `table` are for other sinks (`true`) or
+    /// for this one too.
+    pub fn set_skip_chunks(&mut self, table: &str, skip: bool) {
+        if skip {
+            self.skip_chunks.insert(table.to_string());
+        } else {
+            self.skip_chunks.remove(table);
+        }
+    }
+
+    /// Whether rows of chunked copies of `table` are for other sinks.
+    pub fn skip_chunks_of(&self, table: &str) -> bool {
+        self.skip_chunks.contains(table)
+    }
+
+    /// A chunked copy's row meant for other sinks only.
+    pub(crate) fn skips(&self, r: &crate::event::Record) -> bool {
+        !self.skip_chunks.is_empty()
+            && r.commit_lsn.0 > 0
+            && self.skip_chunks.contains(&r.table)
+            && r.value
+                .as_ref()
+                .and_then(|v| v.get("op"))
+                .and_then(serde_json::Value::as_str)
+                == Some("r")
     }
 
     /// The tables this sink takes: (source table, target table).

@@ -256,12 +256,20 @@ pub async fn ensure_publication(
             .collect::<Result<_, sqlx::Error>>()?;
     for t in &cfg.tables {
         if !present.iter().any(|(s, n)| *s == t.schema && *n == t.table) {
+            // A table added to a running migration: in the same transaction,
+            // a request to copy it in chunks, which the slot's reader finds
+            // right after the table joins the stream — so its rows arrive
+            // (and only its rows are copied) however the process stops.
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             sqlx::query(&format!(
                 "ALTER PUBLICATION {publication} ADD TABLE {}",
                 quoted(t)
             ))
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await?;
+            chunk::request(&mut tx, &cfg.slot, t).await?;
+            tx.commit().await?;
+            tracing::info!(table = %t, "table added to the publication: its rows are copied in chunks while streaming");
         }
     }
     Ok(())
