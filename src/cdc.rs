@@ -94,7 +94,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                 }
                 let metrics = match &args.command {
                     CdcCommand::Run { metrics: Some(addr), .. } => {
-                        let m = strangler_cdc::metrics::CdcMetrics::new();
+                        let m = strangler_cdc::metrics::CdcMetrics::new(&cfg.slot, &cfg.name);
                         m.serve(*addr).await?;
                         Some(m)
                     }

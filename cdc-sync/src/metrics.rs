@@ -27,11 +27,15 @@ pub struct CdcMetrics {
     check_rows: IntGauge,
     retries: prometheus::IntCounterVec,
     check_differences: IntGauge,
-    /// Per slot: 1 while this process is the active `cdc run` (0: standby),
-    /// 1 while the slot is lost, the WAL the slot holds back.
-    active: IntGaugeVec,
-    slot_lost: IntGaugeVec,
-    retained_wal: IntGaugeVec,
+    /// 1 while this process is the active `cdc run` (0: standby), 1 while
+    /// the slot is lost, the WAL the slot holds back.
+    active: IntGauge,
+    slot_lost: IntGauge,
+    retained_wal: IntGauge,
+    /// Per sink and source table: what is applied, and how far that is
+    /// behind the source's position.
+    sink_applied: IntGaugeVec,
+    sink_lag: IntGaugeVec,
     last: std::sync::Mutex<Progress>,
 }
 
@@ -54,8 +58,16 @@ fn by_table(r: &Registry, name: &str, help: &str) -> IntGaugeVec {
     by(r, name, help, "table")
 }
 
+fn by_sink_table(r: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    by_labels(r, name, help, &["sink", "table"])
+}
+
 fn by(r: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
-    let g = IntGaugeVec::new(prometheus::Opts::new(name, help), &[label])
+    by_labels(r, name, help, &[label])
+}
+
+fn by_labels(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(prometheus::Opts::new(name, help), labels)
         .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
     r.register(Box::new(g.clone()))
         .unwrap_or_else(|e| unreachable!("distinct metric {name}: {e}"));
@@ -63,8 +75,15 @@ fn by(r: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
 }
 
 impl CdcMetrics {
-    pub fn new() -> Arc<CdcMetrics> {
-        let r = Registry::new();
+    /// The metrics of the pipeline reading `slot` of the source `source`
+    /// (`topic_prefix`): every series carries both as labels.
+    pub fn new(slot: &str, source: &str) -> Arc<CdcMetrics> {
+        let labels = [("slot", slot), ("source", source)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let r = Registry::new_custom(None, Some(labels))
+            .unwrap_or_else(|e| unreachable!("static labels: {e}"));
         CdcMetrics::zeroed(Arc::new(CdcMetrics {
             snapshot_rows: counter(
                 &r,
@@ -164,23 +183,30 @@ impl CdcMetrics {
                     .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
                 c
             },
-            active: by(
+            active: gauge(
                 &r,
                 "strangler_cdc_active",
                 "1 while this process is the slot's active cdc run, 0 while it stands by.",
-                "slot",
             ),
-            slot_lost: by(
+            slot_lost: gauge(
                 &r,
                 "strangler_cdc_slot_lost",
                 "1 while the slot is gone although the destinations took changes from it (run `strangler cdc snapshot`).",
-                "slot",
             ),
-            retained_wal: by(
+            retained_wal: gauge(
                 &r,
                 "strangler_cdc_slot_retained_wal_bytes",
                 "WAL the source keeps for the slot: its current position minus the slot's restart position.",
-                "slot",
+            ),
+            sink_applied: by_sink_table(
+                &r,
+                "strangler_cdc_sink_applied_lsn",
+                "The last source position a sink applied of a table (bytes).",
+            ),
+            sink_lag: by_sink_table(
+                &r,
+                "strangler_cdc_sink_lag_bytes",
+                "How far a sink's table is behind the source's current position (bytes).",
             ),
             registry: r,
             last: std::sync::Mutex::new(Progress::default()),
@@ -235,22 +261,25 @@ impl CdcMetrics {
     }
 
     /// This process became the slot's active run (or a standby).
-    pub fn role(&self, slot: &str, active: bool) {
-        self.active
-            .with_label_values(&[slot])
-            .set(i64::from(active));
+    pub fn role(&self, active: bool) {
+        self.active.set(i64::from(active));
     }
 
-    pub fn slot_lost(&self, slot: &str, lost: bool) {
-        self.slot_lost
-            .with_label_values(&[slot])
-            .set(i64::from(lost));
+    pub fn slot_lost(&self, lost: bool) {
+        self.slot_lost.set(i64::from(lost));
     }
 
-    pub fn retained_wal(&self, slot: &str, bytes: u64) {
+    pub fn retained_wal(&self, bytes: u64) {
         self.retained_wal
-            .with_label_values(&[slot])
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A sink applied `table` through `lsn`: its position and lag.
+    pub fn applied(&self, sink: &str, table: &str, lsn: i64) {
+        self.sink_applied.with_label_values(&[sink, table]).set(lsn);
+        self.sink_lag
+            .with_label_values(&[sink, table])
+            .set((self.source.get() - lsn).max(0));
     }
 
     /// A part was reconnected after a retryable error.
@@ -304,7 +333,7 @@ mod tests {
 
     #[test]
     fn snapshot_progress_is_shown_per_table() {
-        let m = CdcMetrics::new();
+        let m = CdcMetrics::new("strangler", "shop");
         let mut p = Progress::default();
         p.snapshot_tables.insert(
             "public.items".into(),
@@ -324,13 +353,32 @@ mod tests {
         );
         m.update(&p);
         let text = m.render();
-        for line in [
-            "strangler_cdc_snapshot_table_rows{table=\"public.items\"} 1500",
-            "strangler_cdc_snapshot_table_rows_expected{table=\"public.items\"} 4000",
-            "strangler_cdc_snapshot_table_done{table=\"public.items\"} 0",
-            "strangler_cdc_snapshot_table_done{table=\"public.users\"} 1",
+        // Labels in any order: the slot and source (on every series) and the table.
+        let value = |name: &str, table: &str| {
+            text.lines().find_map(|l| {
+                let (labels, v) = l.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+                let mut set: Vec<&str> = labels.split(',').collect();
+                set.sort_unstable();
+                let table = format!("table=\"{table}\"");
+                (set == ["slot=\"strangler\"", "source=\"shop\"", table.as_str()])
+                    .then(|| v.to_string())
+            })
+        };
+        for (name, table, want) in [
+            ("strangler_cdc_snapshot_table_rows", "public.items", "1500"),
+            (
+                "strangler_cdc_snapshot_table_rows_expected",
+                "public.items",
+                "4000",
+            ),
+            ("strangler_cdc_snapshot_table_done", "public.items", "0"),
+            ("strangler_cdc_snapshot_table_done", "public.users", "1"),
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+            assert_eq!(
+                value(name, table).as_deref(),
+                Some(want),
+                "{name} {table} in\n{text}"
+            );
         }
     }
 }

@@ -228,6 +228,9 @@ impl StatusReporter for StoreStatus {
         self.with(|p| p.source = Some(p.source.unwrap_or(0).max(lsn.as_i64())));
     }
     async fn applied(&self, sink: &str, (source, target): (&str, &str), lsn: Lsn) {
+        if let Some(m) = &self.metrics {
+            m.applied(sink, source, lsn.as_i64());
+        }
         self.with(|p| {
             keep_max(
                 &mut p.applied,
@@ -297,19 +300,19 @@ impl StatusReporter for StoreStatus {
             }
         }
     }
-    async fn role(&self, slot: &str, active: bool) {
+    async fn role(&self, _slot: &str, active: bool) {
         if let Some(m) = &self.metrics {
-            m.role(slot, active);
+            m.role(active);
         }
     }
-    async fn slot_lost(&self, slot: &str, lost: bool) {
+    async fn slot_lost(&self, _slot: &str, lost: bool) {
         if let Some(m) = &self.metrics {
-            m.slot_lost(slot, lost);
+            m.slot_lost(lost);
         }
     }
-    async fn retained_wal(&self, slot: &str, bytes: u64) {
+    async fn retained_wal(&self, _slot: &str, bytes: u64) {
         if let Some(m) = &self.metrics {
-            m.retained_wal(slot, bytes);
+            m.retained_wal(bytes);
         }
     }
     async fn retried(&self, slot: &str, part: &str, error: &str) {

@@ -206,6 +206,21 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
         "{text}"
     );
     assert!(text.contains("strangler_cdc_lag_bytes"), "{text}");
+    // Every series names its slot and source; each sink's table its lag.
+    let labels = [
+        ("sink", "svc"),
+        ("table", "public.ledger"),
+        ("slot", "strangler"),
+        ("source", "shop"),
+    ];
+    assert!(
+        series_value(&text, "strangler_cdc_sink_applied_lsn", &labels).is_some_and(|v| v > 0.0),
+        "{text}"
+    );
+    assert!(
+        series_value(&text, "strangler_cdc_sink_lag_bytes", &labels).is_some(),
+        "{text}"
+    );
 
     // verify: clean, then a planted difference is found (exit 1).
     let (code, out, err) = cli_env(&["cdc", "verify"], &h, &env);

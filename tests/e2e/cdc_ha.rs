@@ -11,8 +11,10 @@ use crate::cdc::{cli_env, counted_ledger, databases, embedded_ledger_config, spa
 use crate::cdc_faults::count;
 use crate::support::*;
 
-const ACTIVE: &str = "strangler_cdc_active{slot=\"strangler\"}";
-const LOST: &str = "strangler_cdc_slot_lost{slot=\"strangler\"}";
+const ACTIVE: &str = "strangler_cdc_active";
+const LOST: &str = "strangler_cdc_slot_lost";
+/// Every series of a CDC process names its slot and source.
+const LABELS: &[(&str, &str)] = &[("slot", "strangler"), ("source", "shop")];
 
 /// The value of `series` on a `cdc run --metrics` endpoint (`None`: no
 /// such series yet, or the process is not answering).
@@ -25,9 +27,7 @@ async fn metric(addr: &str, series: &str) -> Option<f64> {
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
+    series_value(&text, series, LABELS)
 }
 
 async fn until_metric(addr: &str, series: &str, want: f64, log: impl Fn() -> String) {
@@ -35,12 +35,14 @@ async fn until_metric(addr: &str, series: &str, want: f64, log: impl Fn() -> Str
         metric(addr, series).await == Some(want)
     })
     .await;
-    assert!(
-        seen.is_some(),
-        "{series} never became {want} at {addr} (now {:?}): {}",
-        metric(addr, series).await,
-        log()
-    );
+    if seen.is_none() {
+        let raw = client().get(format!("http://{addr}/metrics")).send().await;
+        let body = match raw {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => format!("scrape failed: {e}"),
+        };
+        panic!("{series} never became {want} at {addr}:\n{body}\n{}", log());
+    }
 }
 
 /// Two `cdc run` on one slot under writes: one active, one standby (still

@@ -249,11 +249,31 @@ impl Proxy {
 }
 
 /// The value of `series` (name plus `{labels}` in Prometheus' order) in `text`.
+/// The value of the series of `name` whose labels include `labels`, in
+/// whatever order the exposition writes them (`None`: no such series).
+pub fn series_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        let (set, value) = match rest.strip_prefix('{') {
+            Some(labelled) => labelled.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        let has = |(k, v): &(&str, &str)| set.split(',').any(|p| p == format!("{k}=\"{v}\""));
+        labels.iter().all(has).then(|| value.trim().parse().ok())?
+    })
+}
+
 pub fn metric_value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
+            let rest = l.strip_prefix(series)?;
+            // A name without labels also matches its series with labels
+            // (a CDC process labels every series with its slot and source).
+            let rest = match rest.strip_prefix('{') {
+                Some(labelled) if !series.contains('{') => labelled.split_once("} ")?.1,
+                _ => rest.strip_prefix(' ')?,
+            };
+            Some(rest)
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
