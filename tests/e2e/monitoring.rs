@@ -177,6 +177,17 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_exported() {
         ("E2E_DST", db.dst_url.as_str()),
     ];
     let _cdc = spawn_cdc_with(&cdc_h, &env, &["--metrics", &addr]);
+    // Streaming (after the snapshot) reports each sink's tables.
+    let streaming = eventually(Duration::from_secs(60), || async {
+        count(
+            &db.dst,
+            "SELECT count(*) FROM strangler_cdc_offsets WHERE snapshot_done",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(streaming.is_some(), "{}", cdc_h.cdc_log());
     sqlx::query("INSERT INTO ledger (n, note) SELECT g, 's' FROM generate_series(1, 50) g")
         .execute(&db.src)
         .await
@@ -191,6 +202,9 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_exported() {
         scrape(cdc_url.clone())
             .await
             .contains("strangler_cdc_slot_retained_wal_bytes{")
+            && scrape(cdc_url.clone())
+                .await
+                .contains("strangler_cdc_sink_lag_bytes{")
     })
     .await;
     assert!(retained.is_some(), "{}", scrape(cdc_url.clone()).await);
