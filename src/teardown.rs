@@ -118,16 +118,29 @@ fn human_bytes(b: i64) -> String {
 /// How to remove a left-over by hand (doctor never removes one: it may
 /// belong to another environment sharing the cluster).
 fn drop_sql(o: &Object) -> Option<String> {
+    let lit = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    let ident = |v: &str| format!("\"{}\"", v.replace('"', "\"\""));
     match o.kind {
-        "slot" => Some(format!("SELECT pg_drop_replication_slot('{}');", o.name)),
-        "publication" => Some(format!("DROP PUBLICATION \"{}\";", o.name)),
-        "origin" => Some(format!("SELECT pg_replication_origin_drop('{}');", o.name)),
-        "rows" => o.name.split_once(": sink ").map(|(t, s)| {
-            format!(
-                "DELETE FROM {t} WHERE sink = '{}';",
-                s.split(", slot ").next().unwrap_or(s)
-            )
-        }),
+        "slot" => Some(format!(
+            "SELECT pg_drop_replication_slot({});",
+            lit(&o.name)
+        )),
+        "publication" => Some(format!("DROP PUBLICATION {};", ident(&o.name))),
+        "origin" => Some(format!(
+            "SELECT pg_replication_origin_drop({});",
+            lit(&o.name)
+        )),
+        "rows" => {
+            let table = o.name.split(':').next()?;
+            let sink = lit(o.sink.as_deref()?);
+            Some(match &o.slot {
+                Some(slot) => format!(
+                    "DELETE FROM {table} WHERE sink = {sink} AND slot = {};",
+                    lit(slot)
+                ),
+                None => format!("DELETE FROM {table} WHERE sink = {sink};"),
+            })
+        }
         _ => None,
     }
 }
@@ -215,6 +228,7 @@ pub async fn cdc_teardown(
                     Removal {
                         slots: p.slots.clone(),
                         sinks: p.sinks.clone(),
+                        sink_slots: p.sink_slots.clone(),
                         tables: true,
                     },
                 ));
@@ -245,12 +259,18 @@ pub async fn cdc_teardown(
                 } else {
                     Vec::new()
                 };
+                let sink_slots = vec![if s.reverse {
+                    rev.clone()
+                } else {
+                    cdc.source.slot.clone()
+                }];
                 if !slots.is_empty() || !sinks.is_empty() {
                     plan.push((
                         p,
                         Removal {
                             slots,
                             sinks,
+                            sink_slots,
                             tables: false,
                         },
                     ));
@@ -261,6 +281,20 @@ pub async fn cdc_teardown(
             } else {
                 forget.push((cdc.source.slot.clone(), Some(s.name.clone())));
             }
+        }
+    }
+    // Nothing while a cdc run (active or standing by) could come back to
+    // a fresh slot and empty bookkeeping and copy everything again.
+    let mut users = vec![(source_url.to_string(), cdc.source.slot.clone())];
+    for s in cdc.sinks.iter().filter(|s| s.reverse) {
+        if let Ok(url) = std::env::var(&s.url_env) {
+            users.push((url, reverse_slot(&s.name)));
+        }
+    }
+    for (url, slot) in &users {
+        if let Some(who) = teardown::in_use(url, slot).await? {
+            eprintln!("error: nothing removed: slot {slot} is used by {who}: stop every cdc run of this migration first");
+            return Ok(Exit::Failed);
         }
     }
     // Show the list first.
@@ -318,14 +352,22 @@ pub async fn cdc_teardown(
         }
     }
     let mut forgotten = 0;
-    if let Ok(url) = config.state.store_url() {
-        match StateStore::connect(url).await {
+    let mut store_cleared = true;
+    match config.state.store_url() {
+        Ok(url) => match StateStore::connect(url).await {
             Ok(store) => {
                 for (slot, sink) in &forget {
                     forgotten += store.forget_cdc(slot, sink.as_deref()).await?;
                 }
             }
-            Err(e) => eprintln!("warning: state store: {e}: its CDC positions were not cleared"),
+            Err(e) => {
+                eprintln!("error: state store: {e}: the databases are clean, but the store still holds this migration's CDC positions — run `strangler cdc teardown --yes` again once it answers");
+                store_cleared = false;
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}: the store's CDC positions were not cleared");
+            store_cleared = false;
         }
     }
     if json {
@@ -333,5 +375,9 @@ pub async fn cdc_teardown(
     } else {
         println!("removed {removed} objects; {forgotten} state-store rows cleared");
     }
-    Ok(Exit::Ok)
+    Ok(if store_cleared {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
 }

@@ -36,6 +36,9 @@ pub struct CdcMetrics {
     /// behind the source's position.
     sink_applied: IntGaugeVec,
     sink_lag: IntGaugeVec,
+    /// The applied positions behind `sink_applied`, to recompute the lag
+    /// when the source moves (a stalled sink's lag grows).
+    applied_at: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
     last: std::sync::Mutex<Progress>,
 }
 
@@ -208,6 +211,7 @@ impl CdcMetrics {
                 "strangler_cdc_sink_lag_bytes",
                 "How far a sink's table is behind the source's current position (bytes).",
             ),
+            applied_at: std::sync::Mutex::new(std::collections::HashMap::new()),
             registry: r,
             last: std::sync::Mutex::new(Progress::default()),
         }))
@@ -280,6 +284,10 @@ impl CdcMetrics {
         self.sink_lag
             .with_label_values(&[sink, table])
             .set((self.source.get() - lsn).max(0));
+        self.applied_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((sink.to_string(), table.to_string()), lsn);
     }
 
     /// A part was reconnected after a retryable error.
@@ -298,6 +306,15 @@ impl CdcMetrics {
     pub fn source_position(&self, lsn: i64) {
         self.source.set(lsn);
         self.lag.set((lsn - self.confirmed.get()).max(0));
+        let applied = self
+            .applied_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((sink, table), at) in applied.iter() {
+            self.sink_lag
+                .with_label_values(&[sink, table])
+                .set((lsn - at).max(0));
+        }
     }
 
     fn render(&self) -> String {

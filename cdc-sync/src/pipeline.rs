@@ -789,6 +789,15 @@ async fn open(
         tokio::time::sleep(Duration::from_millis(200)).await;
         slot = source::slot_state(&mut conn, &cfg.slot).await?;
     }
+    if slot.as_ref().is_some_and(|s| s.invalidated) {
+        if start == Start::Again || target.taken_from_slot().is_none() {
+            // The way back (or nothing was taken from it yet): a new slot
+            // and a new snapshot.
+            tracing::warn!(slot = %cfg.slot, "the slot was invalidated by the server: dropping it for a new snapshot");
+            source::drop_slot(&mut conn, &cfg.slot).await?;
+        }
+        slot = None;
+    }
     if let (None, Some(applied), false) = (&slot, target.taken_from_slot(), start == Start::Again) {
         status.slot_lost(&cfg.slot, true).await;
         return Err(SourceError::SlotLost {

@@ -44,6 +44,9 @@ pub struct Object {
     pub retained_wal_bytes: Option<i64>,
     /// Rows: how many (bookkeeping rows of one sink).
     pub rows: Option<i64>,
+    /// Rows: whose they are (the sink, and the slot where the table has one).
+    pub sink: Option<String>,
+    pub slot: Option<String>,
 }
 
 /// A database to look in, and what the configuration expects there.
@@ -102,6 +105,8 @@ pub async fn inventory(place: &Place) -> Result<Vec<Object>, TeardownError> {
         active: false,
         retained_wal_bytes: None,
         rows: None,
+        sink: None,
+        slot: None,
     };
     let slots = sqlx::query(
         "SELECT slot_name::text, active, (pg_current_wal_lsn() - restart_lsn)::bigint \
@@ -182,6 +187,8 @@ pub async fn inventory(place: &Place) -> Result<Vec<Object>, TeardownError> {
             };
             out.push(Object {
                 rows: Some(n),
+                sink: Some(sink),
+                slot: (!slot.is_empty()).then_some(slot),
                 ..obj("rows", name, configured)
             });
         }
@@ -189,14 +196,15 @@ pub async fn inventory(place: &Place) -> Result<Vec<Object>, TeardownError> {
     Ok(out)
 }
 
-/// What to remove from `place`: `sinks` (their origins and bookkeeping
-/// rows; the tables too when `tables`), and `slots` (with their
-/// publications).
+/// What to remove from `place`: `slots` (with their publications), the
+/// origins of `sinks` and their bookkeeping rows of `sink_slots`; with
+/// `tables`, the bookkeeping tables left empty afterwards (another
+/// migration's rows keep a table).
 #[derive(Debug, Clone, Default)]
 pub struct Removal {
     pub slots: Vec<String>,
     pub sinks: Vec<String>,
-    /// Drop the bookkeeping tables (nothing of strangler stays here).
+    pub sink_slots: Vec<String>,
     pub tables: bool,
 }
 
@@ -208,18 +216,38 @@ pub fn selected<'a>(found: &'a [Object], removal: &Removal) -> Vec<&'a Object> {
             "slot" | "publication" => removal.slots.contains(&o.name),
             "origin" => origin_of(&o.name, &removal.sinks).is_some(),
             "table" => removal.tables,
-            "rows" => removal.tables || removal.sinks.iter().any(|s| sink_of(&o.name) == s),
+            "rows" => {
+                o.sink.as_ref().is_some_and(|s| removal.sinks.contains(s))
+                    && o.slot
+                        .as_ref()
+                        .is_none_or(|s| removal.sink_slots.contains(s))
+            }
             _ => false,
         })
         .collect()
 }
 
-/// The sink a `rows` object's name names.
-fn sink_of(name: &str) -> &str {
-    name.split(": sink ")
-        .nth(1)
-        .map(|r| r.split(", slot ").next().unwrap_or(r))
-        .unwrap_or("")
+/// Who uses `slot` in the database at `url` (a `cdc run` active or
+/// standing by for it), if anyone: teardown waits for every one to stop.
+pub async fn in_use(url: &str, slot: &str) -> Result<Option<String>, TeardownError> {
+    let label = strangler_state::store::redact_url(url);
+    let err = db(&label);
+    let mut conn = PgConnection::connect(url).await.map_err(&err)?;
+    let users: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT application_name, pid FROM pg_stat_activity WHERE application_name IN ($1, $2)",
+    )
+    .bind(crate::run::lease::application_name("active", slot))
+    .bind(crate::run::lease::application_name("standby", slot))
+    .fetch_all(&mut conn)
+    .await
+    .map_err(&err)?;
+    Ok((!users.is_empty()).then(|| {
+        users
+            .iter()
+            .map(|(name, pid)| format!("{name} (pid {pid})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }))
 }
 
 /// Removes what `removal` names from `place`, in one transaction where
@@ -270,25 +298,32 @@ pub async fn remove(place: &Place, removal: &Removal) -> Result<usize, TeardownE
         }
     }
     let mut tx = conn.begin().await.map_err(&err)?;
-    for o in &chosen {
-        match o.kind {
-            "table" => {
-                sqlx::query(&format!("DROP TABLE IF EXISTS {}", o.name))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(&err)?;
-                removed += 1;
-            }
-            "rows" if !removal.tables => {
-                let table = o.name.split(':').next().unwrap_or_default();
-                sqlx::query(&format!("DELETE FROM {table} WHERE sink = $1"))
-                    .bind(sink_of(&o.name))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(&err)?;
-                removed += 1;
-            }
-            _ => {}
+    for o in chosen.iter().filter(|o| o.kind == "rows") {
+        let table = o.name.split(':').next().unwrap_or_default();
+        let sql = match o.slot {
+            Some(_) => format!("DELETE FROM {table} WHERE sink = $1 AND slot = $2"),
+            None => format!("DELETE FROM {table} WHERE sink = $1"),
+        };
+        let mut q = sqlx::query(&sql).bind(o.sink.clone().unwrap_or_default());
+        if let Some(slot) = &o.slot {
+            q = q.bind(slot.clone());
+        }
+        q.execute(&mut *tx).await.map_err(&err)?;
+        removed += 1;
+    }
+    for o in chosen.iter().filter(|o| o.kind == "table") {
+        // Only a table nobody else has rows in.
+        let empty: bool =
+            sqlx::query_scalar(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", o.name))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(&err)?;
+        if empty {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {}", o.name))
+                .execute(&mut *tx)
+                .await
+                .map_err(&err)?;
+            removed += 1;
         }
     }
     tx.commit().await.map_err(&err)?;
@@ -323,10 +358,5 @@ mod tests {
         assert!(origin_of("strangler_svc_2", &sinks).is_some());
         assert!(origin_of("strangler_svc_x", &sinks).is_none());
         assert!(origin_of("strangler_svcs", &sinks).is_none());
-        assert_eq!(
-            sink_of("strangler_cdc_offsets: sink svc, slot strangler"),
-            "svc"
-        );
-        assert_eq!(sink_of("strangler_cdc_dead_letters: sink a_b"), "a_b");
     }
 }

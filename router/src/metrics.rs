@@ -40,6 +40,9 @@ pub struct Metrics {
     pub route_held: IntGaugeVec,
     /// `strangler_auto_rollbacks_total{route}`: rollbacks this proxy made.
     pub auto_rollbacks: IntCounterVec,
+    /// `strangler_store_duration_seconds{operation}`: how long the state
+    /// store takes (`poll`: one round of the proxy's store poller).
+    pub store_duration: HistogramVec,
     /// `strangler_route_state{route,declared,effective,origin}`: the
     /// effective percent, labelled with the file's stage and the origin.
     pub route_state: IntGaugeVec,
@@ -167,8 +170,20 @@ impl Metrics {
             &["route"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let store_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "strangler_store_duration_seconds",
+                "Time the state store takes, by operation (poll: one round of the proxy's store poller; failed rounds included).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["operation"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         for m in [
-            Box::new(route_percent.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(store_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(route_percent.clone()),
             Box::new(route_held.clone()),
             Box::new(auto_rollbacks.clone()),
             Box::new(requests.clone()),
@@ -195,6 +210,7 @@ impl Metrics {
             certificate_reloads.with_label_values(&[result]);
         }
         store_retries.with_label_values(&["poll"]);
+        store_duration.with_label_values(&["poll"]);
         Metrics {
             registry,
             requests,
@@ -212,6 +228,7 @@ impl Metrics {
             route_percent,
             route_held,
             auto_rollbacks,
+            store_duration,
         }
     }
 

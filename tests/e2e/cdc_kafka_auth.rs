@@ -58,6 +58,13 @@ async fn a_broker_requiring_scram_gets_the_credentials_and_a_wrong_password_is_n
     .await
     .expect("join");
     assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.lines().any(
+            |l| l.starts_with("error: CDC stopped: kafka refused this client")
+                && l.contains("SASL")
+        ),
+        "{err}"
+    );
     let what_to_do = err
         .lines()
         .find(|l| l.starts_with("what to do:"))

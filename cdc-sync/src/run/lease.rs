@@ -164,6 +164,17 @@ async fn try_lock(
 ) -> Result<Option<PgConnection>, SourceError> {
     if session.is_none() {
         let mut conn = source::connect(cfg).await?;
+        // The server must notice a dead holder (its node gone, not just its
+        // process) within seconds, not after TCP gives up (~15 min): the
+        // lock is freed when the server ends the session.
+        for sql in [
+            "SET tcp_keepalives_idle = 5",
+            "SET tcp_keepalives_interval = 2",
+            "SET tcp_keepalives_count = 3",
+            "SET tcp_user_timeout = 10000",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await?;
+        }
         set_name(&mut conn, &application_name("standby", &cfg.slot)).await?;
         *session = Some(conn);
     }

@@ -62,6 +62,9 @@ struct Backoff {
     slot: String,
     delays: Box<dyn Iterator<Item = Duration> + Send>,
     tries: u32,
+    /// `cdc snapshot`: its shutdown is "once the snapshot is taken", so a
+    /// retry waits regardless (else a fault would end it as a success).
+    patient: bool,
 }
 
 impl Backoff {
@@ -71,7 +74,13 @@ impl Backoff {
             slot: slot.to_string(),
             delays: Box::new(strangler_state::retry::delays()),
             tries: 0,
+            patient: false,
         }
+    }
+
+    fn patient(mut self, patient: bool) -> Backoff {
+        self.patient = patient;
+        self
     }
 
     /// After a retryable failure of an attempt that began at `began`: logs
@@ -97,23 +106,24 @@ impl Backoff {
             .await;
         tokio::select! {
             _ = tokio::time::sleep(wait) => true,
-            _ = shutdown.as_mut() => false,
+            _ = shutdown.as_mut(), if !self.patient => false,
         }
     }
 }
 
-/// Completes on `shutdown`, or when the lease is lost (kept in `lost`: the
-/// pipeline stops as on shutdown, and the runner stands by again).
-async fn until_stop_or_lost<S: Future<Output = ()>>(
-    shutdown: &mut std::pin::Pin<&mut S>,
+/// Runs `attempt` while the lease holds: a lost lease cancels it wherever
+/// it is — the snapshot included — as a crash would (what is durable
+/// stays: sinks commit with their positions, the slot moves only past
+/// them), and the runner stands by again.
+async fn while_leased<T>(
     lease: &mut lease::Lease,
-    lost: &mut Option<crate::source::SourceError>,
-) {
+    attempt: impl Future<Output = Result<T, PipelineError>>,
+) -> Result<T, PipelineError> {
     tokio::select! {
-        _ = shutdown.as_mut() => {}
+        r = attempt => r,
         e = lease.lost() => {
             tracing::warn!(error = %e, "this cdc run lost the slot's lease: stopping, then standing by");
-            *lost = Some(e);
+            Err(e.into())
         }
     }
 }
@@ -131,7 +141,7 @@ pub async fn embedded(
 ) -> Result<Progress, PipelineError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut total = Progress::default();
-    let mut backoff = Backoff::new("pipeline", &cfg.slot);
+    let mut backoff = Backoff::new("pipeline", &cfg.slot).patient(start == Start::Again);
     loop {
         let Some(mut lease) =
             lease::acquire(cfg, status, &mut shutdown, start == Start::Again).await?
@@ -140,8 +150,7 @@ pub async fn embedded(
         };
         let began = Instant::now();
         let mut last = Progress::default();
-        let mut lost = None;
-        let result = async {
+        let attempt = async {
             let mut connected = Vec::with_capacity(sinks.len());
             for s in sinks {
                 connected.push(s.connect(cfg).await?);
@@ -151,18 +160,18 @@ pub async fn embedded(
                 &mut Sinks(&mut connected),
                 start,
                 status,
-                until_stop_or_lost(&mut shutdown, &mut lease, &mut lost),
+                &mut shutdown,
                 |p| {
                     last = p.clone();
                     on_progress(&total.plus(p));
                 },
             )
             .await
-        }
-        .await;
+        };
+        let result = while_leased(&mut lease, attempt).await;
         drop(lease);
         total = total.plus(&last);
-        match result.and_then(|p| lost.map_or(Ok(p), |e| Err(e.into()))) {
+        match result {
             Ok(_) => return Ok(total),
             Err(e) if e.is_retryable() => {
                 if !backoff.wait(began, &e, status, &mut shutdown).await {
@@ -196,7 +205,7 @@ pub async fn kafka_source(
         tables: cfg.tables.iter().map(|t| t.to_string()).collect(),
     };
     let mut total = Progress::default();
-    let mut backoff = Backoff::new("source", &cfg.slot);
+    let mut backoff = Backoff::new("source", &cfg.slot).patient(start == Start::Again);
     loop {
         let Some(mut lease) =
             lease::acquire(cfg, status, &mut shutdown, start == Start::Again).await?
@@ -205,29 +214,27 @@ pub async fn kafka_source(
         };
         let began = Instant::now();
         let mut last = Progress::default();
-        let mut lost = None;
-        let result = async {
+        let attempt = async {
             if let (Some(s), false) = (store, target.snapshot_done) {
                 target.snapshot_done = s
                     .cdc_snapshot_done(&cfg.slot)
                     .await
                     .map_err(TransportError::from)?;
             }
-            let stop = until_stop_or_lost(&mut shutdown, &mut lease, &mut lost);
-            pipeline::run(cfg, &mut target, start, status, stop, |p| {
+            pipeline::run(cfg, &mut target, start, status, &mut shutdown, |p| {
                 last = p.clone();
                 on_progress(&total.plus(p));
             })
             .await
-        }
-        .await;
+        };
+        let result = while_leased(&mut lease, attempt).await;
         drop(lease);
         total = total.plus(&last);
         let result = result.map_err(|e| match e {
             PipelineError::Transport(t) => PipelineError::Transport(producer.judge(t)),
             e => e,
         });
-        match result.and_then(|p| lost.map_or(Ok(p), |e| Err(e.into()))) {
+        match result {
             Ok(_) => return Ok(total),
             Err(e) if e.is_retryable() => {
                 if !backoff.wait(began, &e, status, &mut shutdown).await {

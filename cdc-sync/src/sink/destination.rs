@@ -139,8 +139,14 @@ impl Destination for Sinks<'_> {
     ) -> Result<(), PipelineError> {
         for sink in self.0.iter_mut() {
             if sink.skip_chunks_of(&p.table) {
-                // A copy for other sinks: nothing of it is this sink's.
-                if p.complete {
+                if p.after.is_none() && !p.complete {
+                    // A new copy of the table requested meanwhile: it is
+                    // this sink's too (it starts once the other ends), so
+                    // it is recorded here — a restart in between still
+                    // copies it.
+                    sink.record_chunk(p).await?;
+                } else if p.complete {
+                    // The copy for other sinks ended.
                     sink.set_skip_chunks(&p.table, false);
                 }
                 continue;

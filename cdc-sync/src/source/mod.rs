@@ -60,10 +60,10 @@ pub enum SourceError {
     /// stands by again.
     #[error("lease: {0}")]
     Lease(String),
-    /// The slot is gone while the destinations have applied changes from
-    /// it (dropped, invalidated, or not carried over by a failover): the
-    /// changes since their position cannot be read any more.
-    #[error("replication slot {slot} is lost: the destinations applied changes from it up to {applied}, but the source has no such slot (dropped, invalidated, or not carried over by a failover of the monolith's primary). The way back: `strangler cdc snapshot` copies the tables again under a new slot (this process stands by meanwhile and resumes after it), then `strangler cdc verify` lists rows deleted on the source while no slot existed, which stay in the targets")]
+    /// The slot is gone (or invalidated) while the destinations took
+    /// changes from it (dropped, invalidated, or not carried over by a
+    /// failover): the changes since their position cannot be read any more.
+    #[error("replication slot {slot} is lost: the destinations took changes from it{}, but the source has no usable slot (dropped, invalidated, or not carried over by a failover of the monolith's primary). The way back: `strangler cdc snapshot` copies the tables again under a new slot (this process stands by meanwhile and resumes after it), then `strangler cdc verify` lists rows deleted on the source while no slot existed, which stay in the targets", applied_text(*applied))]
     SlotLost { slot: String, applied: Lsn },
 }
 
@@ -90,6 +90,14 @@ impl SourceError {
             SourceError::Ended(_) | SourceError::Lease(_) | SourceError::SlotLost { .. } => true,
             SourceError::Decode(_) | SourceError::ConsumerGone | SourceError::Invalid(_) => false,
         }
+    }
+}
+
+fn applied_text(applied: Lsn) -> String {
+    if applied.0 > 0 {
+        format!(" (applied up to {applied})")
+    } else {
+        String::new()
     }
 }
 
@@ -202,6 +210,9 @@ impl SourceConfig {
 pub struct SlotState {
     pub confirmed: Lsn,
     pub active: bool,
+    /// The server invalidated it (`wal_status = 'lost'`: it fell behind
+    /// `max_slot_wal_keep_size`): its changes cannot be read any more.
+    pub invalidated: bool,
 }
 
 /// Creates the publication when missing and adds missing tables to it.
@@ -281,7 +292,7 @@ pub async fn slot_state(
     slot: &str,
 ) -> Result<Option<SlotState>, SourceError> {
     let row = sqlx::query(
-        "SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1",
+        "SELECT confirmed_flush_lsn::text, active, coalesce(wal_status = 'lost', false) FROM pg_replication_slots WHERE slot_name = $1",
     )
     .bind(slot)
     .fetch_optional(&mut *conn)
@@ -292,6 +303,7 @@ pub async fn slot_state(
             Some(SlotState {
                 confirmed: lsn.as_deref().and_then(Lsn::parse).unwrap_or_default(),
                 active: r.try_get(1)?,
+                invalidated: r.try_get(2)?,
             })
         }
         None => None,
@@ -337,7 +349,9 @@ pub async fn retained_wal(conn: &mut PgConnection, slot: &str) -> Result<Option<
     .bind(slot)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(bytes.map(|b| b.unwrap_or(0).max(0) as u64))
+    // An invalidated slot has no restart position: it retains nothing, and
+    // is reported as lost instead.
+    Ok(bytes.flatten().map(|b| b.max(0) as u64))
 }
 
 /// The source's current WAL position (for lag).

@@ -229,12 +229,18 @@ fn check_state(c: &mut Checker<'_>, raw: &RawState, base_dir: &Path) -> StateCon
     // (libpq's `options`): tables are created and read there.
     let url = match &raw.schema {
         None => url,
+        // The variable is unset: the store is refused anyway, naming it.
+        Some(_) if missing_env.is_some() => url,
         Some(s) if !is_identifier(s.get_ref()) => {
             c.err(s, "state.schema", "must be a lowercase SQL identifier (letters, digits, _; not starting with a digit)");
             url
         }
         Some(s) if url.starts_with("sqlite://") => {
             c.err(s, "state.schema", "applies to PostgreSQL stores only: give each environment's SQLite store its own file (state.url)");
+            url
+        }
+        Some(s) if url.contains("options=") => {
+            c.err(s, "state.schema", "the state store URL already sets libpq options: add `-c search_path=SCHEMA` to them instead");
             url
         }
         Some(s) => format!(

@@ -90,6 +90,7 @@ pub(super) async fn poll_store(shared: Arc<Shared>, store: StateStore) {
             let config = (*shared.config.load_full()).clone();
             shared.set_config(config);
         }
+        let began = Instant::now();
         let result = async {
             if shared.reconcile_due.swap(false, Ordering::Relaxed)
                 || (waiting(&shared) && last_retry_gates.elapsed() > GATE_RETRY)
@@ -115,6 +116,11 @@ pub(super) async fn poll_store(shared: Arc<Shared>, store: StateStore) {
             Ok::<_, StoreError>(())
         }
         .await;
+        shared
+            .metrics
+            .store_duration
+            .with_label_values(&["poll"])
+            .observe(began.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
                 retries = None;

@@ -52,13 +52,21 @@ pub async fn rollback(
 /// ([`super::rollback_gates`]): refused while one fails, unless `force`
 /// with a reason, which the audit log records as `FORCED past failed gates`.
 fn gated_rollback(
+    config: &Config,
     route: &strangler_config::Route,
     current: strangler_state::route_state::Effective,
     lag: &crate::shadow::LagView,
     force: bool,
     mut who: Who,
 ) -> Result<Who, PromoteError> {
-    let failed: Vec<super::Gate> = super::rollback_gates(route, current, lag)
+    // The monolith tables reverse sinks write.
+    let reverse: Vec<String> = config
+        .cdc
+        .iter()
+        .flat_map(|c| c.sinks.iter().filter(|s| s.reverse))
+        .flat_map(|s| s.tables.iter().map(|m| m.target.to_string()))
+        .collect();
+    let failed: Vec<super::Gate> = super::rollback_gates(route, current, lag, &reverse)
         .into_iter()
         .filter(|g| !g.ok)
         .collect();
@@ -106,7 +114,7 @@ pub async fn rollback_checked(
         .find(|r| r.route == name)
         .map(|r| r.current)
         .ok_or_else(|| PromoteError::UnknownRoute(name.to_string()))?;
-    let who = gated_rollback(route, current, &lag, force, who)?;
+    let who = gated_rollback(config, route, current, &lag, force, who)?;
     Ok(rollback(store, route, who).await?)
 }
 
@@ -143,7 +151,7 @@ pub async fn set(
     let target =
         check_target(route, stage, percent, report.current).map_err(PromoteError::NoStep)?;
     if target.stage == Stage::Legacy {
-        let who = gated_rollback(route, report.current, &lag, force, who)?;
+        let who = gated_rollback(config, route, report.current, &lag, force, who)?;
         return Ok(SetOutcome::RolledBack(rollback(store, route, who).await?));
     }
     if target.is_ahead_of(&report.current.target()) {

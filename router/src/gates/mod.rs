@@ -210,11 +210,17 @@ pub fn should_roll_back(route: &Route, current: Effective, usage: &Counts) -> Op
 /// writes (any method but GET, HEAD, OPTIONS) and its service has taken
 /// traffic (canary, migrated), the monolith must have the service's writes
 /// before it answers again — every reverse stream carrying one of the
-/// route's tables within `promote.max_lag_bytes`, and reporting. A table
-/// no reverse stream carries has nothing to wait for. Automatic rollbacks
-/// do not wait (a failing service must stop taking traffic); operators
-/// force past these gates with a reason.
-pub fn rollback_gates(route: &Route, current: Effective, lag: &LagView) -> Vec<Gate> {
+/// route's tables within `promote.max_lag_bytes`, and reporting; a table
+/// `reverse` (the monolith tables a reverse sink writes) names must have
+/// one. A table without reverse sync has nothing to wait for. Automatic
+/// rollbacks do not wait (a failing service must stop taking traffic);
+/// operators force past these gates with a reason.
+pub fn rollback_gates(
+    route: &Route,
+    current: Effective,
+    lag: &LagView,
+    reverse: &[String],
+) -> Vec<Gate> {
     let writes = route.methods.is_empty()
         || route
             .methods
@@ -227,7 +233,15 @@ pub fn rollback_gates(route: &Route, current: Effective, lag: &LagView) -> Vec<G
     let now = strangler_state::store::now_ms();
     let mut out = Vec::new();
     for t in &route.tables {
-        for l in lag.for_table(t) {
+        let streams = lag.for_table(t);
+        if reverse.contains(t) && streams.iter().all(|l| l.direction != Direction::Reverse) {
+            out.push(Gate {
+                name: "reverse_lag",
+                ok: false,
+                detail: format!("{t}: reverse sync is configured but has reported nothing (is `strangler cdc reverse` running?): the monolith may miss the service's writes"),
+            });
+        }
+        for l in streams {
             if l.direction != Direction::Reverse {
                 continue;
             }

@@ -270,6 +270,34 @@ async fn run(conn: &mut sqlx::AnyConnection, sqls: &[String]) -> Result<(), Stor
     Ok(())
 }
 
+/// A connection in a transaction that holds the write lock from its start
+/// (SQLite: `BEGIN IMMEDIATE`, so two processes opening a new store wait
+/// for each other instead of failing on a stale read; PostgreSQL: the
+/// advisory lock of [`lock`]).
+async fn begin_exclusive(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let begin = match backend {
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+        Backend::Postgres => "BEGIN",
+    };
+    sqlx::query(begin).execute(&mut *conn).await?;
+    Ok(conn)
+}
+
+/// Commits when `done` is `Ok`, else rolls back; the connection goes back
+/// to the pool outside any transaction.
+async fn end<T>(
+    conn: &mut sqlx::AnyConnection,
+    done: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let finish = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    sqlx::query(finish).execute(&mut *conn).await?;
+    done
+}
+
 /// Opens the store: creates it when empty, puts the append-only triggers
 /// back, and refuses any version but [`CURRENT`].
 pub(super) async fn open(pool: &AnyPool, backend: Backend, url: &str) -> Result<(), StoreError> {
@@ -279,29 +307,32 @@ pub(super) async fn open(pool: &AnyPool, backend: Backend, url: &str) -> Result<
             .execute(pool)
             .await?;
     }
-    let mut tx = pool.begin().await?;
-    lock(&mut tx, backend).await?;
-    own_schema(&mut tx, backend).await?;
-    match found(&mut tx, backend).await? {
-        Found::Empty => {
-            run(&mut tx, &statements(backend)).await?;
-            run(&mut tx, &[VERSION_TABLE.to_string()]).await?;
-            record(&mut tx, CURRENT, "created").await?;
+    let mut tx = begin_exclusive(pool, backend).await?;
+    let done = async {
+        lock(&mut tx, backend).await?;
+        own_schema(&mut tx, backend).await?;
+        match found(&mut tx, backend).await? {
+            Found::Empty => {
+                run(&mut tx, &statements(backend)).await?;
+                run(&mut tx, &[VERSION_TABLE.to_string()]).await?;
+                record(&mut tx, CURRENT, "created").await?;
+            }
+            Found::At(v) if v == CURRENT => run(&mut tx, &append_only(backend)).await?,
+            Found::At(v) if v < CURRENT => {
+                return Err(StoreError::Schema(format!(
+                    "state store {url} has schema version {v}; this strangler needs version {CURRENT}: run `strangler migrate` once (it upgrades the store in place; every proxy and command refuses the store until then)"
+                )))
+            }
+            Found::At(v) => {
+                return Err(StoreError::Schema(format!(
+                    "state store {url} has schema version {v}, newer than this strangler's {CURRENT}: a newer strangler migrated it. Run that version (or a newer one) here; a store cannot be downgraded"
+                )))
+            }
         }
-        Found::At(v) if v == CURRENT => run(&mut tx, &append_only(backend)).await?,
-        Found::At(v) if v < CURRENT => {
-            return Err(StoreError::Schema(format!(
-                "state store {url} has schema version {v}; this strangler needs version {CURRENT}: run `strangler migrate` once (it upgrades the store in place; every proxy and command refuses the store until then)"
-            )))
-        }
-        Found::At(v) => {
-            return Err(StoreError::Schema(format!(
-                "state store {url} has schema version {v}, newer than this strangler's {CURRENT}: a newer strangler migrated it. Run that version (or a newer one) here; a store cannot be downgraded"
-            )))
-        }
+        Ok(())
     }
-    tx.commit().await?;
-    Ok(())
+    .await;
+    end(&mut tx, done).await
 }
 
 /// What `strangler migrate` did: the version found and the one left.
@@ -324,33 +355,36 @@ pub(super) async fn migrate(
             .execute(pool)
             .await?;
     }
-    let mut tx = pool.begin().await?;
-    lock(&mut tx, backend).await?;
-    own_schema(&mut tx, backend).await?;
-    let from = found(&mut tx, backend).await?;
-    let at = match from {
-        Found::Empty => 0,
-        Found::At(v) if v > CURRENT => {
-            return Err(StoreError::Schema(format!(
-                "state store {url} has schema version {v}, newer than this strangler's {CURRENT}: migrate it with that version (or a newer one)"
-            )))
+    let mut tx = begin_exclusive(pool, backend).await?;
+    let done = async {
+        lock(&mut tx, backend).await?;
+        own_schema(&mut tx, backend).await?;
+        let from = found(&mut tx, backend).await?;
+        let at = match from {
+            Found::Empty => 0,
+            Found::At(v) if v > CURRENT => {
+                return Err(StoreError::Schema(format!(
+                    "state store {url} has schema version {v}, newer than this strangler's {CURRENT}: migrate it with that version (or a newer one)"
+                )))
+            }
+            Found::At(v) => v,
+        };
+        if at < 1 {
+            // 0 → 1: the current tables (those that exist are kept as they
+            // are), the version table, and the tables of older layouts gone.
+            run(&mut tx, &statements(backend)).await?;
+            run(&mut tx, &[VERSION_TABLE.to_string()]).await?;
+            let drops: Vec<String> = OBSOLETE
+                .iter()
+                .map(|t| format!("DROP TABLE IF EXISTS {t}"))
+                .collect();
+            run(&mut tx, &drops).await?;
+            record(&mut tx, 1, by).await?;
         }
-        Found::At(v) => v,
-    };
-    if at < 1 {
-        // 0 → 1: the current tables (those that exist are kept as they
-        // are), the version table, and the tables of older layouts gone.
-        run(&mut tx, &statements(backend)).await?;
-        run(&mut tx, &[VERSION_TABLE.to_string()]).await?;
-        let drops: Vec<String> = OBSOLETE
-            .iter()
-            .map(|t| format!("DROP TABLE IF EXISTS {t}"))
-            .collect();
-        run(&mut tx, &drops).await?;
-        record(&mut tx, 1, by).await?;
+        Ok(Migrated { from, to: CURRENT })
     }
-    tx.commit().await?;
-    Ok(Migrated { from, to: CURRENT })
+    .await;
+    end(&mut tx, done).await
 }
 
 async fn record(conn: &mut sqlx::AnyConnection, version: i64, by: &str) -> Result<(), StoreError> {

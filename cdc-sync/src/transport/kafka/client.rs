@@ -18,15 +18,22 @@ use strangler_config::{CdcTransport, KafkaProperty};
 /// error callback; requests then fail as "broker transport failure" or
 /// time out, which alone would read as a broker that is down.
 #[derive(Debug, Clone, Default)]
-pub struct Refusals(Arc<Mutex<Option<String>>>);
+pub struct Refusals(Arc<Mutex<Option<(std::time::Instant, String)>>>);
+
+/// How long a refusal explains the failures that follow it: credentials
+/// fixed meanwhile (a rotation, a user still being created) must not make
+/// a later outage fatal.
+const REFUSAL_EXPLAINS: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Refusals {
-    /// The last refusal, if any.
+    /// The last refusal, if it is recent.
     pub fn get(&self) -> Option<String> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < REFUSAL_EXPLAINS)
+            .map(|(_, reason)| reason.clone())
     }
 }
 
@@ -68,7 +75,8 @@ pub(super) fn watch_error(refusals: &Refusals, error: &KafkaError, reason: &str)
         *refusals
             .0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_string());
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::Instant::now(), reason.to_string()));
     }
     tracing::error!("librdkafka: {error}: {reason}");
 }
