@@ -500,10 +500,12 @@ pub async fn report(
     let retained = source::retained_wal(&mut conn, &cfg.slot).await?;
     // Gone after a sink took changes from it: never silently snapshotted
     // again (`SourceError::SlotLost`).
-    let lost = slot.is_none() && out_sinks.iter().any(|s| !s["applied"].is_null());
+    let lost = slot.as_ref().is_none_or(|s| s.invalidated)
+        && out_sinks.iter().any(|s| !s["applied"].is_null());
     Ok(json!({
         "slot": cfg.slot,
         "exists": slot.is_some(),
+        "invalidated": slot.as_ref().is_some_and(|s| s.invalidated),
         "lost": lost,
         "retained_wal_bytes": retained,
         "lease": {

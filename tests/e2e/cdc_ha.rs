@@ -250,3 +250,113 @@ async fn a_lost_slot_is_reported_and_waits_for_cdc_snapshot_instead_of_a_silent_
     assert_eq!(code, 1, "{out}{err}");
     assert!(cdc.try_wait().expect("wait").is_none(), "{}", h.cdc_log());
 }
+
+/// The server invalidates the slot (it fell behind `max_slot_wal_keep_size`
+/// while `cdc run` was down): the slot still exists but its changes are
+/// gone. `cdc run` reports it lost and waits; `cdc snapshot` drops it and
+/// takes a new one, after which the same run streams again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_slot_is_lost_and_cdc_snapshot_makes_a_new_one() {
+    let db = databases().await;
+    counted_ledger(&db.src, &db.dst).await;
+    let h = Harness::new();
+    h.write_config(&embedded_ledger_config(""));
+    let env = [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+    ];
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cdc = spawn_cdc_with(&h, &env, &["--metrics", &addr]);
+    let streaming = eventually(Duration::from_secs(60), || async {
+        count(
+            &db.dst,
+            "SELECT count(*) FROM strangler_cdc_offsets WHERE snapshot_done",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(streaming.is_some(), "{}", h.cdc_log());
+    sqlx::query("INSERT INTO ledger (n, note) SELECT g, 'before' FROM generate_series(1, 100) g")
+        .execute(&db.src)
+        .await
+        .expect("rows");
+    let arrived = eventually(Duration::from_secs(60), || async {
+        count(&db.dst, "SELECT count(*) FROM ledger").await == 100
+    })
+    .await;
+    assert!(arrived.is_some(), "{}", h.cdc_log());
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &cdc.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(stopped.success());
+    let _ = cdc.wait();
+
+    // The slot falls behind a tiny max_slot_wal_keep_size: WAL is written,
+    // segments switched, a checkpoint removes them.
+    for sql in [
+        "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'",
+        "SELECT pg_reload_conf()",
+        "CREATE TABLE filler (b TEXT)",
+    ] {
+        sqlx::query(sql).execute(&db.src).await.expect(sql);
+    }
+    let invalidated = eventually(Duration::from_secs(60), || async {
+        for sql in [
+            "INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 3000)",
+            "SELECT pg_switch_wal()",
+            "CHECKPOINT",
+        ] {
+            sqlx::query(sql).execute(&db.src).await.expect(sql);
+        }
+        count(
+            &db.src,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'strangler' AND wal_status = 'lost'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(
+        invalidated.is_some(),
+        "the server did not invalidate the slot"
+    );
+    sqlx::query("INSERT INTO ledger (n, note) SELECT g, 'after' FROM generate_series(1, 50) g")
+        .execute(&db.src)
+        .await
+        .expect("rows");
+
+    let mut cdc = spawn_cdc_with(&h, &env, &["--metrics", &addr]);
+    until_metric(&addr, LOST, 1.0, || h.cdc_log()).await;
+    let (code, out, err) = cli_env(&["cdc", "status", "--json"], &h, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let status: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (status["invalidated"].clone(), status["lost"].clone()),
+        (Value::Bool(true), Value::Bool(true)),
+        "{status}"
+    );
+    assert_eq!(count(&db.dst, "SELECT count(*) FROM ledger").await, 100);
+    assert!(cdc.try_wait().expect("wait").is_none(), "{}", h.cdc_log());
+
+    let (code, out, err) = cli_env(&["cdc", "snapshot"], &h, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    until_metric(&addr, LOST, 0.0, || h.cdc_log()).await;
+    let arrived = eventually(Duration::from_secs(60), || async {
+        count(&db.dst, "SELECT count(*) FROM ledger").await == 150
+    })
+    .await;
+    assert!(arrived.is_some(), "{}", h.cdc_log());
+    sqlx::query("INSERT INTO ledger (n, note) SELECT g, 'streamed' FROM generate_series(1, 10) g")
+        .execute(&db.src)
+        .await
+        .expect("rows");
+    let streamed = eventually(Duration::from_secs(60), || async {
+        count(&db.dst, "SELECT count(*) FROM ledger").await == 160
+    })
+    .await;
+    assert!(streamed.is_some(), "{}", h.cdc_log());
+    let (code, out, err) = cli_env(&["cdc", "verify"], &h, &env);
+    assert_eq!(code, 0, "{out}{err}");
+}
