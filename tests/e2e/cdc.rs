@@ -36,6 +36,37 @@ pub(crate) fn spawn_cdc_with(h: &Harness, env: &[(&str, &str)], extra: &[&str]) 
         .expect("spawn strangler cdc run")
 }
 
+/// Stops a `cdc run` as systemd or Kubernetes would (SIGTERM: it confirms
+/// what is durable and leaves), and waits for it.
+pub(crate) fn stop_gracefully(cdc: &mut KillOnDrop) {
+    let stopped = Command::new("kill")
+        .args(["-TERM", &cdc.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(stopped.success());
+    let _ = cdc.wait();
+}
+
+/// Waits until `sql` (a count) on `pool` gives `want`; fails with what it
+/// gave and `log`.
+pub(crate) async fn until_count(
+    pool: &sqlx::PgPool,
+    sql: &str,
+    want: i64,
+    log: impl Fn() -> String,
+) {
+    let seen = eventually(Duration::from_secs(90), || async {
+        crate::cdc_faults::count(pool, sql).await == want
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "{sql}: {} (want {want})\n{}",
+        crate::cdc_faults::count(pool, sql).await,
+        log()
+    );
+}
+
 pub(crate) fn cli_env(args: &[&str], h: &Harness, env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(strangler_bin())
         .args(args)

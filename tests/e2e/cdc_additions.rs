@@ -4,9 +4,9 @@
 //! the slot is kept. Targets count every row they are written
 //! (`applied_log`), so a copy made again shows as rows applied twice.
 
-use std::time::Duration;
-
-use crate::cdc::{cli_env, counted_ledger, databases, spawn_cdc};
+use crate::cdc::{
+    cli_env, counted_ledger, databases, spawn_cdc, stop_gracefully as stop, until_count as until,
+};
 use crate::cdc_faults::count;
 use crate::support::*;
 
@@ -30,15 +30,6 @@ fn config(tables: &[&str], sinks: &[(&str, &str)]) -> String {
     text
 }
 
-fn stop(cdc: &mut KillOnDrop) {
-    let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &cdc.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(stopped.success());
-    let _ = cdc.wait();
-}
-
 async fn insert(pool: &sqlx::PgPool, table: &str, n: i32) {
     sqlx::query(&format!(
         "INSERT INTO {table} (n, note) SELECT g, 'row ' || g FROM generate_series(1, $1) g"
@@ -47,19 +38,6 @@ async fn insert(pool: &sqlx::PgPool, table: &str, n: i32) {
     .execute(pool)
     .await
     .expect("insert");
-}
-
-async fn until(pool: &sqlx::PgPool, sql: &str, want: i64, log: impl Fn() -> String) {
-    let seen = eventually(Duration::from_secs(90), || async {
-        count(pool, sql).await == want
-    })
-    .await;
-    assert!(
-        seen.is_some(),
-        "{sql}: {} (want {want})\n{}",
-        count(pool, sql).await,
-        log()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -468,12 +468,7 @@ async fn a_target_restored_from_a_backup_gets_every_row_again() {
     // The group has committed offsets past the backup's. (Stopped, not
     // killed: the member leaves the group, the next one gets the
     // partitions at once.)
-    let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &cdc.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(stopped.success());
-    let _ = cdc.wait();
+    crate::cdc::stop_gracefully(&mut cdc);
     // The restore.
     dump("TRUNCATE ledger").await;
     dump("INSERT INTO ledger SELECT * FROM ledger_backup").await;

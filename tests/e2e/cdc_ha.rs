@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cdc::{cli_env, counted_ledger, databases, embedded_ledger_config, spawn_cdc_with};
+use crate::cdc::{
+    cli_env, counted_ledger, databases, embedded_ledger_config, spawn_cdc_with, stop_gracefully,
+    until_count,
+};
 use crate::cdc_faults::count;
 use crate::support::*;
 
@@ -194,12 +197,7 @@ async fn a_lost_slot_is_reported_and_waits_for_cdc_snapshot_instead_of_a_silent_
     })
     .await;
     assert!(applied.is_some(), "{}", h.cdc_log());
-    let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &cdc.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(stopped.success());
-    let _ = cdc.wait();
+    stop_gracefully(&mut cdc);
 
     // The slot is lost; meanwhile rows come and one goes.
     sqlx::query("SELECT pg_drop_replication_slot('strangler')")
@@ -281,17 +279,8 @@ async fn an_invalidated_slot_is_lost_and_cdc_snapshot_makes_a_new_one() {
         .execute(&db.src)
         .await
         .expect("rows");
-    let arrived = eventually(Duration::from_secs(60), || async {
-        count(&db.dst, "SELECT count(*) FROM ledger").await == 100
-    })
-    .await;
-    assert!(arrived.is_some(), "{}", h.cdc_log());
-    let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &cdc.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(stopped.success());
-    let _ = cdc.wait();
+    until_count(&db.dst, "SELECT count(*) FROM ledger", 100, || h.cdc_log()).await;
+    stop_gracefully(&mut cdc);
 
     // The slot falls behind a tiny max_slot_wal_keep_size: WAL is written,
     // segments switched, a checkpoint removes them.
@@ -343,20 +332,12 @@ async fn an_invalidated_slot_is_lost_and_cdc_snapshot_makes_a_new_one() {
     let (code, out, err) = cli_env(&["cdc", "snapshot"], &h, &env);
     assert_eq!(code, 0, "{out}{err}");
     until_metric(&addr, LOST, 0.0, || h.cdc_log()).await;
-    let arrived = eventually(Duration::from_secs(60), || async {
-        count(&db.dst, "SELECT count(*) FROM ledger").await == 150
-    })
-    .await;
-    assert!(arrived.is_some(), "{}", h.cdc_log());
+    until_count(&db.dst, "SELECT count(*) FROM ledger", 150, || h.cdc_log()).await;
     sqlx::query("INSERT INTO ledger (n, note) SELECT g, 'streamed' FROM generate_series(1, 10) g")
         .execute(&db.src)
         .await
         .expect("rows");
-    let streamed = eventually(Duration::from_secs(60), || async {
-        count(&db.dst, "SELECT count(*) FROM ledger").await == 160
-    })
-    .await;
-    assert!(streamed.is_some(), "{}", h.cdc_log());
+    until_count(&db.dst, "SELECT count(*) FROM ledger", 160, || h.cdc_log()).await;
     let (code, out, err) = cli_env(&["cdc", "verify"], &h, &env);
     assert_eq!(code, 0, "{out}{err}");
 }

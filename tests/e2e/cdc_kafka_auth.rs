@@ -20,6 +20,28 @@ fn config(brokers: &str) -> String {
     )
 }
 
+/// Runs `cdc run` on `config` to its end: (exit code, stdout, stderr).
+async fn run_to_end(
+    config: std::path::PathBuf,
+    env: Vec<(&'static str, String)>,
+) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(strangler_bin())
+            .args(["cdc", "run", "-c"])
+            .arg(config)
+            .envs(env)
+            .output()
+            .expect("run");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("join")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_requiring_scram_gets_the_credentials_and_a_wrong_password_is_named() {
     let storage = tempfile::tempdir().expect("tempdir");
@@ -37,26 +59,15 @@ async fn a_broker_requiring_scram_gets_the_credentials_and_a_wrong_password_is_n
 
     // A wrong password: a clear error naming the credentials, exit 2.
     let began = Instant::now();
-    let (code, out, err) = tokio::task::spawn_blocking({
-        let (h_path, src, dst) = (h.config_path(), db.src_url.clone(), db.dst_url.clone());
-        move || {
-            let out = std::process::Command::new(strangler_bin())
-                .args(["cdc", "run", "-c"])
-                .arg(h_path)
-                .env("E2E_SRC", src)
-                .env("E2E_DST", dst)
-                .env("E2E_KAFKA_PASSWORD", "wrong")
-                .output()
-                .expect("run");
-            (
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
-    })
-    .await
-    .expect("join");
+    let (code, out, err) = run_to_end(
+        h.config_path(),
+        vec![
+            ("E2E_SRC", db.src_url.clone()),
+            ("E2E_DST", db.dst_url.clone()),
+            ("E2E_KAFKA_PASSWORD", "wrong".into()),
+        ],
+    )
+    .await;
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         err.lines().any(
@@ -82,25 +93,14 @@ async fn a_broker_requiring_scram_gets_the_credentials_and_a_wrong_password_is_n
     let cut = text.find("[cdc.transport.properties]").expect("properties");
     let end = text.find("[[cdc.sinks]]").expect("sinks");
     bare.write_config(&format!("{}{}", &text[..cut], &text[end..]));
-    let (code, out, err) = tokio::task::spawn_blocking({
-        let (path, src, dst) = (bare.config_path(), db.src_url.clone(), db.dst_url.clone());
-        move || {
-            let out = std::process::Command::new(strangler_bin())
-                .args(["cdc", "run", "-c"])
-                .arg(path)
-                .env("E2E_SRC", src)
-                .env("E2E_DST", dst)
-                .output()
-                .expect("run");
-            (
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
-    })
-    .await
-    .expect("join");
+    let (code, out, err) = run_to_end(
+        bare.config_path(),
+        vec![
+            ("E2E_SRC", db.src_url.clone()),
+            ("E2E_DST", db.dst_url.clone()),
+        ],
+    )
+    .await;
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         err.lines()
