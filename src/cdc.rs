@@ -641,6 +641,11 @@ async fn run_kafka(
             urls,
             Duration::from_secs(120),
         )),
+        outbox: config
+            .cdc
+            .as_ref()
+            .map(|c| c.outbox.clone())
+            .unwrap_or_default(),
     };
     let source_shutdown = async move {
         if !snapshot_only {

@@ -337,6 +337,31 @@ pub struct RawCdc {
     /// Databases the events are applied to.
     #[serde(default)]
     pub sinks: Vec<RawCdcSink>,
+    /// Outbox tables whose inserts become events (Debezium's outbox event
+    /// router; Kafka transport).
+    #[serde(default)]
+    pub outbox: Vec<RawOutbox>,
+}
+
+/// `[[cdc.outbox]]`: a captured table whose inserted rows are events on
+/// `<topic_prefix>.outbox.<aggregate type>`, keyed by the aggregate id,
+/// the payload as value, the event id and type as headers. Column names
+/// default to Debezium's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutbox {
+    /// `schema.table`; it must be in `cdc.source.tables`.
+    pub table: Spanned<String>,
+    /// Column of the event id (default `id`).
+    pub id: Option<Spanned<String>>,
+    /// Column routing the event to its topic (default `aggregatetype`).
+    pub aggregate_type: Option<Spanned<String>>,
+    /// Column of the record key (default `aggregateid`).
+    pub aggregate_id: Option<Spanned<String>>,
+    /// Column of the event type (default `type`).
+    pub event_type: Option<Spanned<String>>,
+    /// Column of the value (default `payload`).
+    pub payload: Option<Spanned<String>>,
 }
 
 /// `[cdc.source]`

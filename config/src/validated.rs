@@ -433,6 +433,19 @@ pub struct CdcConfig {
     /// How values are represented in change events (`[cdc.transport]`).
     pub format: EventFormat,
     pub sinks: Vec<CdcSink>,
+    /// `[[cdc.outbox]]`: outbox tables routed as events.
+    pub outbox: Vec<Outbox>,
+}
+
+/// An outbox table and its columns (Debezium's outbox event router).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbox {
+    pub table: TableName,
+    pub id: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub event_type: String,
+    pub payload: String,
 }
 
 /// Debezium's representation options, with Debezium's defaults.

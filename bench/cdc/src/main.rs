@@ -485,6 +485,7 @@ fn start_parts(
                     store: None,
                     metrics: None,
                     check: None,
+                    outbox: Vec::new(),
                 };
                 let finished =
                     strangler_cdc::run::kafka(&c, plan, source_stop, move || stopped(&worker_stop))

@@ -30,6 +30,8 @@ pub struct KafkaPlan {
     pub metrics: Option<Arc<CdcMetrics>>,
     /// The post-snapshot check of the sinks (source side).
     pub check: Option<CheckPlan>,
+    /// `[[cdc.outbox]]`: outbox tables published as events.
+    pub outbox: Vec<strangler_config::Outbox>,
 }
 
 /// How one part ended.
@@ -70,7 +72,11 @@ where
     W: Fn() -> WF,
     WF: Future<Output = ()> + Send + 'static,
 {
-    let producer = Arc::new(KafkaProducer::connect(&plan.kafka, 3).map_err(TransportError::from)?);
+    let producer = Arc::new(
+        KafkaProducer::connect(&plan.kafka, 3)
+            .map_err(TransportError::from)?
+            .with_outbox(&plan.prefix, &plan.outbox),
+    );
     let topic =
         |s: &strangler_config::TableName| crate::event::topic(&plan.prefix, &s.schema, &s.table);
     let mut topics: Vec<String> = cfg.tables.iter().map(topic).collect();

@@ -205,12 +205,54 @@ pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc, base_dir: &Path) -> C
             }
         })
         .collect();
+    let outbox = check_outbox(c, raw, &source, &transport);
     CdcConfig {
         source,
         transport,
         format,
         sinks,
+        outbox,
     }
+}
+
+/// `[[cdc.outbox]]`: captured tables, Kafka transport.
+fn check_outbox(
+    c: &mut Checker<'_>,
+    raw: &RawCdc,
+    source: &CdcSource,
+    transport: &CdcTransport,
+) -> Vec<crate::validated::Outbox> {
+    let mut out = Vec::new();
+    for o in &raw.outbox {
+        let table = table(c, &o.table, "cdc.outbox.table");
+        if !source.tables.contains(&table) {
+            c.err(
+                &o.table,
+                "cdc.outbox.table",
+                format!("{table} is not captured: add it to cdc.source.tables"),
+            );
+        }
+        if !matches!(transport, CdcTransport::Kafka { .. }) {
+            c.err(
+                &o.table,
+                "cdc.outbox",
+                "outbox events travel through Kafka: set [cdc.transport] kind = \"kafka\"",
+            );
+        }
+        let col = |v: &Option<Spanned<String>>, default: &str| {
+            v.as_ref()
+                .map_or(default.to_string(), |s| s.get_ref().clone())
+        };
+        out.push(crate::validated::Outbox {
+            table,
+            id: col(&o.id, "id"),
+            aggregate_type: col(&o.aggregate_type, "aggregatetype"),
+            aggregate_id: col(&o.aggregate_id, "aggregateid"),
+            event_type: col(&o.event_type, "type"),
+            payload: col(&o.payload, "payload"),
+        });
+    }
+    out
 }
 
 /// Debezium's representation options of `[cdc.transport]`.

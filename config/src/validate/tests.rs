@@ -620,3 +620,45 @@ fn rate_limits_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn outbox_tables_are_captured_and_travel_through_kafka() {
+    let kafka = "[cdc.transport]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopic_prefix = \"shop\"\n";
+    let c = load(&format!(
+        "{MINIMAL}[cdc.source]\nurl_env = \"X\"\ntables = [\"public.outbox\"]\n{kafka}[[cdc.outbox]]\ntable = \"public.outbox\"\npayload = \"body\"\n"
+    ))
+    .expect("valid");
+    let o = &c.cdc.expect("cdc").outbox[0];
+    assert_eq!(
+        (
+            o.table.to_string().as_str(),
+            o.id.as_str(),
+            o.aggregate_type.as_str(),
+            o.aggregate_id.as_str(),
+            o.event_type.as_str(),
+            o.payload.as_str()
+        ),
+        (
+            "public.outbox",
+            "id",
+            "aggregatetype",
+            "aggregateid",
+            "type",
+            "body"
+        )
+    );
+    let e = first_error(&format!(
+        "{MINIMAL}[cdc.source]\nurl_env = \"X\"\ntables = [\"public.orders\"]\n{kafka}[[cdc.outbox]]\ntable = \"public.outbox\"\n"
+    ));
+    assert!(
+        e.contains("cdc.outbox.table: public.outbox is not captured"),
+        "{e}"
+    );
+    let e = first_error(&format!(
+        "{MINIMAL}[cdc.source]\nurl_env = \"X\"\ntables = [\"public.outbox\"]\n[[cdc.outbox]]\ntable = \"public.outbox\"\n"
+    ));
+    assert!(
+        e.contains("cdc.outbox: outbox events travel through Kafka"),
+        "{e}"
+    );
+}

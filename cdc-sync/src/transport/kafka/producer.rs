@@ -19,6 +19,44 @@ pub struct KafkaProducer {
     admin: AdminClient<super::Watch>,
     partitions: i32,
     client: super::KafkaClient,
+    /// Outbox tables routed as events, and the topic prefix.
+    outbox: Vec<strangler_config::Outbox>,
+    prefix: String,
+    /// Outbox topics known to exist (created on first use).
+    ensured: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// An outbox row as the event it stands for.
+struct OutboxEvent {
+    topic: String,
+    key: Option<String>,
+    value: Option<String>,
+    id: Option<String>,
+    kind: Option<String>,
+}
+
+/// The event of an outbox record (Debezium's outbox event router): only
+/// inserts are events — the service may delete the row right after, and
+/// updates, deletes and the snapshot's reads of the table are not events.
+fn outbox_event(o: &strangler_config::Outbox, prefix: &str, r: &Record) -> Option<OutboxEvent> {
+    let v = r.value.as_ref()?;
+    if v.get("op").and_then(Value::as_str) != Some("c") {
+        return None;
+    }
+    let after = v.get("after")?;
+    let text = |col: &str| match after.get(col) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    let aggregate = text(&o.aggregate_type).unwrap_or_else(|| "unknown".into());
+    Some(OutboxEvent {
+        topic: format!("{prefix}.outbox.{aggregate}"),
+        key: text(&o.aggregate_id),
+        value: text(&o.payload),
+        id: text(&o.id),
+        kind: text(&o.event_type),
+    })
 }
 
 impl KafkaProducer {
@@ -49,7 +87,22 @@ impl KafkaProducer {
             admin: cfg.create_with_context(client.context())?,
             partitions,
             client: client.clone(),
+            outbox: Vec::new(),
+            prefix: String::new(),
+            ensured: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// Routes inserts into the `outbox` tables as events on
+    /// `<prefix>.outbox.<aggregate type>` instead of change events.
+    pub fn with_outbox(
+        mut self,
+        prefix: &str,
+        outbox: &[strangler_config::Outbox],
+    ) -> KafkaProducer {
+        self.outbox = outbox.to_vec();
+        self.prefix = prefix.to_string();
+        self
     }
 
     /// `e`, or the brokers' refusal behind it ([`super::KafkaClient::judge`]).
@@ -121,7 +174,73 @@ impl KafkaProducer {
         TransportError,
     > {
         let mut pending = Vec::with_capacity(records.len());
-        for r in records {
+        // Outbox rows become events; their topics exist before the first.
+        let events: Vec<Option<OutboxEvent>> = records
+            .iter()
+            .map(|r| {
+                let table = r.table.as_str();
+                self.outbox
+                    .iter()
+                    .find(|o| o.table.to_string() == table)
+                    .map(|o| outbox_event(o, &self.prefix, r))
+                    .unwrap_or(None)
+            })
+            .collect();
+        let new: Vec<String> = {
+            let ensured = self
+                .ensured
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut new: Vec<String> = events
+                .iter()
+                .flatten()
+                .map(|e| e.topic.clone())
+                .filter(|t| !ensured.contains(t))
+                .collect();
+            new.sort();
+            new.dedup();
+            new
+        };
+        if !new.is_empty() {
+            self.ensure_topics(&new).await?;
+            self.ensured
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(new);
+        }
+        for (r, event) in records.iter().zip(&events) {
+            let is_outbox = self.outbox.iter().any(|o| o.table.to_string() == r.table);
+            if let Some(ev) = event {
+                let position =
+                    (r.commit_lsn.0 > 0).then(|| format!("{}/{}", r.commit_lsn.0, r.seq));
+                let mut headers = OwnedHeaders::new();
+                for (k, v) in [
+                    ("id", &ev.id),
+                    ("type", &ev.kind),
+                    (POSITION_HEADER, &position),
+                ] {
+                    if let Some(v) = v {
+                        headers = headers.insert(Header {
+                            key: k,
+                            value: Some(v),
+                        });
+                    }
+                }
+                let mut rec: FutureRecord<'_, String, String> =
+                    FutureRecord::to(&ev.topic).headers(headers);
+                if let Some(k) = ev.key.as_ref() {
+                    rec = rec.key(k);
+                }
+                if let Some(v) = ev.value.as_ref() {
+                    rec = rec.payload(v);
+                }
+                pending.push(self.send_waiting(rec).await?);
+                continue;
+            }
+            if is_outbox {
+                // Not an event (an update, a delete, a read): not published.
+                continue;
+            }
             let e = encode(r);
             let mut headers = OwnedHeaders::new();
             if let Some(x) = e.exact.as_ref() {
@@ -144,20 +263,7 @@ impl KafkaProducer {
             if let Some(v) = e.value.as_ref() {
                 rec = rec.payload(v);
             }
-            loop {
-                match self.producer.send_result(rec) {
-                    Ok(delivery) => {
-                        pending.push(delivery);
-                        break;
-                    }
-                    // The producer's queue is full: wait for it to drain.
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        rec = back;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
+            pending.push(self.send_waiting(rec).await?);
         }
         Ok(async move {
             for delivered in futures::future::join_all(pending).await {
@@ -169,6 +275,24 @@ impl KafkaProducer {
             }
             Ok(())
         })
+    }
+
+    /// Hands `rec` to the producer, waiting while its queue is full.
+    async fn send_waiting<'a>(
+        &self,
+        mut rec: FutureRecord<'a, String, String>,
+    ) -> Result<rdkafka::producer::DeliveryFuture, TransportError> {
+        loop {
+            match self.producer.send_result(rec) {
+                Ok(delivery) => return Ok(delivery),
+                // The producer's queue is full: wait for it to drain.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
     }
 
     /// Publishes a dead letter (the record and why it could not be applied).
