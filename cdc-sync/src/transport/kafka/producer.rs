@@ -19,8 +19,9 @@ pub struct KafkaProducer {
     admin: AdminClient<super::Watch>,
     partitions: i32,
     client: super::KafkaClient,
-    /// Outbox tables routed as events, and the topic prefix.
-    outbox: Vec<strangler_config::Outbox>,
+    /// Outbox tables (by `schema.table`) routed as events, and the topic
+    /// prefix.
+    outbox: Vec<(String, strangler_config::Outbox)>,
     prefix: String,
     /// Outbox topics known to exist (created on first use).
     ensured: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -100,7 +101,10 @@ impl KafkaProducer {
         prefix: &str,
         outbox: &[strangler_config::Outbox],
     ) -> KafkaProducer {
-        self.outbox = outbox.to_vec();
+        self.outbox = outbox
+            .iter()
+            .map(|o| (o.table.to_string(), o.clone()))
+            .collect();
         self.prefix = prefix.to_string();
         self
     }
@@ -174,18 +178,21 @@ impl KafkaProducer {
         TransportError,
     > {
         let mut pending = Vec::with_capacity(records.len());
-        // Outbox rows become events; their topics exist before the first.
-        let events: Vec<Option<OutboxEvent>> = records
-            .iter()
-            .map(|r| {
-                let table = r.table.as_str();
-                self.outbox
-                    .iter()
-                    .find(|o| o.table.to_string() == table)
-                    .map(|o| outbox_event(o, &self.prefix, r))
-                    .unwrap_or(None)
-            })
-            .collect();
+        // Outbox rows become events (or nothing); their topics exist before
+        // the first is sent. Without outbox tables nothing is looked at.
+        let events: Vec<Option<Option<OutboxEvent>>> = if self.outbox.is_empty() {
+            Vec::new()
+        } else {
+            records
+                .iter()
+                .map(|r| {
+                    self.outbox
+                        .iter()
+                        .find(|(table, _)| *table == r.table)
+                        .map(|(_, o)| outbox_event(o, &self.prefix, r))
+                })
+                .collect()
+        };
         let new: Vec<String> = {
             let ensured = self
                 .ensured
@@ -193,6 +200,7 @@ impl KafkaProducer {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut new: Vec<String> = events
                 .iter()
+                .flatten()
                 .flatten()
                 .map(|e| e.topic.clone())
                 .filter(|t| !ensured.contains(t))
@@ -208,9 +216,11 @@ impl KafkaProducer {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .extend(new);
         }
-        for (r, event) in records.iter().zip(&events) {
-            let is_outbox = self.outbox.iter().any(|o| o.table.to_string() == r.table);
-            if let Some(ev) = event {
+        for (i, r) in records.iter().enumerate() {
+            // `None`: a change event; `Some(None)`: an outbox row that is no
+            // event (an update, a delete, a read); `Some(Some(e))`: an event.
+            let routed = events.get(i).and_then(Option::as_ref);
+            if let Some(Some(ev)) = routed {
                 let position =
                     (r.commit_lsn.0 > 0).then(|| format!("{}/{}", r.commit_lsn.0, r.seq));
                 let mut headers = OwnedHeaders::new();
@@ -237,8 +247,7 @@ impl KafkaProducer {
                 pending.push(self.send_waiting(rec).await?);
                 continue;
             }
-            if is_outbox {
-                // Not an event (an update, a delete, a read): not published.
+            if routed.is_some() {
                 continue;
             }
             let e = encode(r);
