@@ -273,17 +273,31 @@ async fn run(conn: &mut sqlx::AnyConnection, sqls: &[String]) -> Result<(), Stor
 /// A connection in a transaction that holds the write lock from its start
 /// (SQLite: `BEGIN IMMEDIATE`, so two processes opening a new store wait
 /// for each other instead of failing on a stale read; PostgreSQL: the
-/// advisory lock of [`lock`]).
+/// advisory lock of [`lock`]), in the store's own schema.
 async fn begin_exclusive(
     pool: &AnyPool,
     backend: Backend,
 ) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+    if backend == Backend::Sqlite {
+        // journal_mode cannot change inside a transaction; it persists in the file.
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(pool)
+            .await?;
+    }
     let mut conn = pool.acquire().await?;
     let begin = match backend {
         Backend::Sqlite => "BEGIN IMMEDIATE",
         Backend::Postgres => "BEGIN",
     };
     sqlx::query(begin).execute(&mut *conn).await?;
+    let ready = async {
+        lock(&mut conn, backend).await?;
+        own_schema(&mut conn, backend).await
+    }
+    .await;
+    if let Err(e) = ready {
+        return end(&mut conn, Err(e)).await;
+    }
     Ok(conn)
 }
 
@@ -301,16 +315,8 @@ async fn end<T>(
 /// Opens the store: creates it when empty, puts the append-only triggers
 /// back, and refuses any version but [`CURRENT`].
 pub(super) async fn open(pool: &AnyPool, backend: Backend, url: &str) -> Result<(), StoreError> {
-    if backend == Backend::Sqlite {
-        // journal_mode cannot change inside a transaction; it persists in the file.
-        sqlx::query("PRAGMA journal_mode = WAL")
-            .execute(pool)
-            .await?;
-    }
     let mut tx = begin_exclusive(pool, backend).await?;
     let done = async {
-        lock(&mut tx, backend).await?;
-        own_schema(&mut tx, backend).await?;
         match found(&mut tx, backend).await? {
             Found::Empty => {
                 run(&mut tx, &statements(backend)).await?;
@@ -350,15 +356,8 @@ pub(super) async fn migrate(
     url: &str,
     by: &str,
 ) -> Result<Migrated, StoreError> {
-    if backend == Backend::Sqlite {
-        sqlx::query("PRAGMA journal_mode = WAL")
-            .execute(pool)
-            .await?;
-    }
     let mut tx = begin_exclusive(pool, backend).await?;
     let done = async {
-        lock(&mut tx, backend).await?;
-        own_schema(&mut tx, backend).await?;
         let from = found(&mut tx, backend).await?;
         let at = match from {
             Found::Empty => 0,
