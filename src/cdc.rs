@@ -46,12 +46,8 @@ fn sink_specs(sinks: &[&CdcSink], urls: &[String]) -> Vec<strangler_cdc::run::Si
 }
 
 pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
-    let config = match Config::load(&args.common.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(Exit::Usage);
-        }
+    let Some(config) = crate::load_config(&args.common.config) else {
+        return Ok(Exit::Usage);
     };
     let Some(cdc) = config.cdc.clone() else {
         return usage(format!("{} has no [cdc] section", config.path.display()));
@@ -164,12 +160,8 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
 
 /// `strangler doctor`.
 pub fn doctor(args: &crate::cli::Common) -> anyhow::Result<Exit> {
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(Exit::Usage);
-        }
+    let Some(config) = crate::load_config(&args.config) else {
+        return Ok(Exit::Usage);
     };
     let Some(cdc) = config.cdc.clone() else {
         println!(

@@ -47,6 +47,14 @@ impl std::error::Error for UsageError {}
 
 /// Connects to the config's state store; an unset `state.url_env`
 /// variable is a [`UsageError`].
+/// The configuration at `path`; its errors (file:line:col: key: message)
+/// printed when it does not load (the command then exits 2).
+pub(crate) fn load_config(path: &std::path::Path) -> Option<strangler_config::Config> {
+    strangler_config::Config::load(path)
+        .map_err(|e| eprintln!("{e}"))
+        .ok()
+}
+
 pub(crate) async fn open_store(
     config: &strangler_config::Config,
 ) -> anyhow::Result<strangler_state::StateStore> {

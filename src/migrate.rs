@@ -4,19 +4,14 @@
 //! exists, and refuse one at another version.
 
 use serde_json::json;
-use strangler_config::Config;
 use strangler_state::store::{Found, StateStore};
 
 use crate::cli::Common;
 use crate::{Exit, UsageError};
 
 pub fn run(args: &Common) -> anyhow::Result<Exit> {
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(Exit::Usage);
-        }
+    let Some(config) = crate::load_config(&args.config) else {
+        return Ok(Exit::Usage);
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

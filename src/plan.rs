@@ -6,7 +6,7 @@
 //! file is bad. The store is only read.
 
 use serde_json::json;
-use strangler_config::{Config, Stage};
+use strangler_config::Stage;
 use strangler_router::gates::reconcile::{self, Action};
 use strangler_state::route_state::Target;
 
@@ -15,12 +15,8 @@ use crate::output::{percent, table};
 use crate::Exit;
 
 pub fn run(args: &Common) -> anyhow::Result<Exit> {
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(Exit::Usage);
-        }
+    let Some(config) = crate::load_config(&args.config) else {
+        return Ok(Exit::Usage);
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -23,12 +23,8 @@ pub fn run(args: RouteArgs) -> anyhow::Result<Exit> {
     if let Some(admin) = &args.admin {
         return crate::route_admin::run(admin, &args);
     }
-    let config = match Config::load(&args.common.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(Exit::Usage);
-        }
+    let Some(config) = crate::load_config(&args.common.config) else {
+        return Ok(Exit::Usage);
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

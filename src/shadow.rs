@@ -18,12 +18,8 @@ use crate::cli::{Common, ShadowArgs, ShadowCommand};
 use crate::Exit;
 
 pub fn run(args: ShadowArgs) -> anyhow::Result<Exit> {
-    let config = match Config::load(&args.common.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(Exit::Usage);
-        }
+    let Some(config) = crate::load_config(&args.common.config) else {
+        return Ok(Exit::Usage);
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

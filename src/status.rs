@@ -172,12 +172,8 @@ pub fn render(rows: &[Row]) -> String {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
-    let config = match Config::load(&args.common.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(Exit::Usage);
-        }
+    let Some(config) = crate::load_config(&args.common.config) else {
+        return Ok(Exit::Usage);
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
