@@ -6,8 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cdc::{cli_env, databases, plain_ledger, spawn_cdc};
-use crate::cdc_faults::count;
+use crate::cdc::{cli_env, databases, plain_ledger, spawn_cdc, until_count};
 use crate::support::*;
 
 fn config(brokers: &str) -> String {
@@ -121,11 +120,7 @@ async fn a_broker_requiring_scram_gets_the_credentials_and_a_wrong_password_is_n
     .execute(&db.src)
     .await
     .expect("rows");
-    let arrived = eventually(Duration::from_secs(90), || async {
-        count(&db.dst, "SELECT count(*) FROM ledger").await == 200
-    })
-    .await;
-    assert!(arrived.is_some(), "{}", h.cdc_log());
+    until_count(&db.dst, "SELECT count(*) FROM ledger", 200, || h.cdc_log()).await;
     let (code, out, err) = cli_env(&["cdc", "verify"], &h, &env);
     assert_eq!(code, 0, "{out}{err}");
 }

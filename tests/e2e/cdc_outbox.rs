@@ -139,16 +139,13 @@ async fn an_order_gives_exactly_one_outbox_event_with_its_key_and_headers_across
         ("E2E_DST", db.dst_url.as_str()),
     ];
     let mut cdc = spawn_cdc(&h, &env);
-    let streaming = eventually(Duration::from_secs(60), || async {
-        crate::cdc_faults::count(
-            &db.src,
-            "SELECT count(*) FROM pg_replication_slots WHERE active",
-        )
-        .await
-            == 1
-    })
+    until_count(
+        &db.src,
+        "SELECT count(*) FROM pg_replication_slots WHERE active",
+        1,
+        || h.cdc_log(),
+    )
     .await;
-    assert!(streaming.is_some(), "{}", h.cdc_log());
     place_order(&db.src, 1, false).await;
     // The service deletes its outbox row in the same transaction.
     place_order(&db.src, 2, true).await;

@@ -8,8 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::cdc::{databases, embedded_ledger_config, plain_ledger, spawn_cdc_with};
-use crate::cdc_faults::count;
+use crate::cdc::{databases, embedded_ledger_config, plain_ledger, spawn_cdc_with, until_count};
 use crate::support::*;
 
 fn monitoring() -> &'static Path {
@@ -178,25 +177,21 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_exported() {
     ];
     let _cdc = spawn_cdc_with(&cdc_h, &env, &["--metrics", &addr]);
     // Streaming (after the snapshot) reports each sink's tables.
-    let streaming = eventually(Duration::from_secs(60), || async {
-        count(
-            &db.dst,
-            "SELECT count(*) FROM strangler_cdc_offsets WHERE snapshot_done",
-        )
-        .await
-            == 1
-    })
+    until_count(
+        &db.dst,
+        "SELECT count(*) FROM strangler_cdc_offsets WHERE snapshot_done",
+        1,
+        || cdc_h.cdc_log(),
+    )
     .await;
-    assert!(streaming.is_some(), "{}", cdc_h.cdc_log());
     sqlx::query("INSERT INTO ledger (n, note) SELECT g, 's' FROM generate_series(1, 50) g")
         .execute(&db.src)
         .await
         .expect("rows");
-    let applied = eventually(Duration::from_secs(60), || async {
-        count(&db.dst, "SELECT count(*) FROM ledger").await == 100
+    until_count(&db.dst, "SELECT count(*) FROM ledger", 100, || {
+        cdc_h.cdc_log()
     })
     .await;
-    assert!(applied.is_some(), "{}", cdc_h.cdc_log());
     let cdc_url = format!("http://{addr}/metrics");
     let retained = eventually(Duration::from_secs(30), || async {
         scrape(cdc_url.clone())
