@@ -2,12 +2,14 @@
 //! and its outbox row written in one transaction become exactly one event
 //! on `<prefix>.outbox.<aggregatetype>`, keyed by the aggregate id, the
 //! payload as value, id and type as headers — also when the service
-//! deletes the row in the same transaction, and across a restart of
+//! deletes the row in the same transaction, for a row written before
+//! `cdc run` first started (through the snapshot), and across a restart of
 //! `cdc run`.
 
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 
 use crate::cdc::{databases, spawn_cdc, stop_gracefully, until_count};
@@ -48,23 +50,49 @@ async fn place_order(src: &sqlx::PgPool, order: i64, delete_outbox_row: bool) {
     tx.commit().await.expect("commit");
 }
 
-/// Every event on `topic` (its partitions read to their high watermarks).
+/// Every event on `topic`: each partition read from its start until at
+/// least `want` events are in and every partition is at its end (a plain
+/// consumer, assigned every partition, no group).
 async fn events(brokers: &str, topic: &str, want: usize) -> Vec<Event> {
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", format!("outbox-reader-{}", std::process::id()))
-        .set("auto.offset.reset", "earliest")
+        .set("group.id", "outbox-reader")
+        .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
+    let partitions = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata")
+        .topics()[0]
+        .partitions()
+        .len();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p as i32, rdkafka::Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&list).expect("assign");
     let mut out = Vec::new();
+    let mut at_end = std::collections::BTreeSet::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while out.len() < want && std::time::Instant::now() < deadline {
-        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
-        else {
-            continue;
+    while out.len() < want || at_end.len() < partitions {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}: {} events of {want}, {} partitions of {partitions} at their end: {out:?}",
+            out.len(),
+            at_end.len()
+        );
+        let m = match tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+                continue;
+            }
+            Ok(Err(e)) => panic!("{topic}: {e}"),
+            Err(_) => continue,
         };
+        at_end.remove(&m.partition());
         let header = |name: &str| {
             m.headers()
                 .and_then(|h| h.iter().find(|x| x.key == name))
@@ -88,27 +116,6 @@ async fn events(brokers: &str, topic: &str, want: usize) -> Vec<Event> {
     out
 }
 
-/// How many messages `topic` holds (the high watermarks, summed).
-fn messages_in(brokers: &str, topic: &str) -> i64 {
-    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    md.topics()
-        .iter()
-        .flat_map(|t| t.partitions())
-        .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .map(|(low, high)| high - low)
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_gives_exactly_one_outbox_event_with_its_key_and_headers_across_a_restart() {
     let broker = tokio::task::spawn_blocking(strangler_testkit::Broker::start)
@@ -126,6 +133,9 @@ async fn an_order_gives_exactly_one_outbox_event_with_its_key_and_headers_across
         .execute(&db.dst)
         .await
         .expect("target");
+    // An order placed before `cdc run` ever started: its outbox row is
+    // still in the table and becomes an event through the snapshot.
+    place_order(&db.src, 1, false).await;
     let h = Harness::new();
     h.write_config(&format!(
         "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.orders\", \"public.outbox\"]\n\n\
@@ -139,24 +149,21 @@ async fn an_order_gives_exactly_one_outbox_event_with_its_key_and_headers_across
         ("E2E_DST", db.dst_url.as_str()),
     ];
     let mut cdc = spawn_cdc(&h, &env);
-    until_count(
-        &db.src,
-        "SELECT count(*) FROM pg_replication_slots WHERE active",
-        1,
-        || h.cdc_log(),
-    )
-    .await;
-    place_order(&db.src, 1, false).await;
+    // The first order has arrived through the snapshot: the slot's
+    // consistent point is behind us, and what is written from now on is
+    // streamed.
+    until_count(&db.dst, "SELECT count(*) FROM orders", 1, || h.cdc_log()).await;
+    place_order(&db.src, 2, false).await;
     // The service deletes its outbox row in the same transaction.
-    place_order(&db.src, 2, true).await;
-    until_count(&db.dst, "SELECT count(*) FROM orders", 2, || h.cdc_log()).await;
+    place_order(&db.src, 3, true).await;
+    until_count(&db.dst, "SELECT count(*) FROM orders", 3, || h.cdc_log()).await;
     stop_gracefully(&mut cdc);
     let mut cdc = spawn_cdc(&h, &env);
-    place_order(&db.src, 3, false).await;
-    until_count(&db.dst, "SELECT count(*) FROM orders", 3, || h.cdc_log()).await;
+    place_order(&db.src, 4, false).await;
+    until_count(&db.dst, "SELECT count(*) FROM orders", 4, || h.cdc_log()).await;
 
-    let got = events(&broker.bootstrap(), "shop.outbox.order", 3).await;
-    let want: Vec<Event> = (1..=3)
+    let got = events(&broker.bootstrap(), "shop.outbox.order", 4).await;
+    let want: Vec<Event> = (1..=4)
         .map(|n: i64| Event {
             key: n.to_string(),
             value: serde_json::json!({"order": n, "total": n * 10}),
@@ -164,7 +171,7 @@ async fn an_order_gives_exactly_one_outbox_event_with_its_key_and_headers_across
             kind: "OrderPlaced".into(),
         })
         .collect();
-    assert_eq!(got.len(), 3, "{got:?}\n{}", h.cdc_log());
+    assert_eq!(got.len(), 4, "{got:?}\n{}", h.cdc_log());
     for w in &want {
         assert!(
             got.iter().any(|g| g.key == w.key
@@ -174,10 +181,10 @@ async fn an_order_gives_exactly_one_outbox_event_with_its_key_and_headers_across
             "no event like {w:?} in {got:?}"
         );
     }
-    // Exactly one each: nothing published twice across the restart, and
-    // the outbox table's own changes (the delete) are not on any topic.
-    assert_eq!(messages_in(&broker.bootstrap(), "shop.outbox.order"), 3);
+    // Exactly one each (the topic was read to its end): nothing published
+    // twice across the restart, and the outbox table's own changes (the
+    // delete) are not events.
     let ids: std::collections::HashSet<&str> = got.iter().map(|g| g.id.as_str()).collect();
-    assert_eq!(ids.len(), 3, "{got:?}");
+    assert_eq!(ids.len(), 4, "{got:?}");
     stop_gracefully(&mut cdc);
 }

@@ -36,12 +36,14 @@ struct OutboxEvent {
     kind: Option<String>,
 }
 
-/// The event of an outbox record (Debezium's outbox event router): only
-/// inserts are events — the service may delete the row right after, and
-/// updates, deletes and the snapshot's reads of the table are not events.
+/// The event of an outbox record (Debezium's outbox event router): inserts
+/// are events — the service may delete the row right after — and so are
+/// the snapshot's reads of rows still in the table (written before the
+/// slot existed, or copied again: consumers drop repeats by the `id`
+/// header); updates and deletes are not events.
 fn outbox_event(o: &strangler_config::Outbox, prefix: &str, r: &Record) -> Option<OutboxEvent> {
     let v = r.value.as_ref()?;
-    if v.get("op").and_then(Value::as_str) != Some("c") {
+    if !matches!(v.get("op").and_then(Value::as_str), Some("c" | "r")) {
         return None;
     }
     let after = v.get("after")?;
