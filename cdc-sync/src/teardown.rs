@@ -26,6 +26,7 @@ pub const BOOKKEEPING: &[&str] = &[
     "strangler_cdc_chunked_snapshots",
     "strangler_cdc_dead_letters",
     "strangler_cdc_checks",
+    "strangler_cdc_source_shapes",
 ];
 
 /// One database object strangler made (or may have made).

@@ -512,7 +512,7 @@ async fn events_have_debeziums_structure() {
         .unwrap();
     let mut stream = Stream::start(&cfg).await.unwrap();
     let mut records = Vec::new();
-    while records.len() < 6 {
+    while records.len() < 7 {
         match tokio::time::timeout(Duration::from_secs(10), stream.next())
             .await
             .unwrap()
@@ -524,6 +524,32 @@ async fn events_have_debeziums_structure() {
             other => panic!("no snapshot requests here: {other:?}"),
         }
     }
+    // The table's shape comes first (the session's first description of
+    // it): Debezium's schema-change event on `<prefix>.schema-changes`.
+    let shape = records.remove(0);
+    assert_eq!(shape.topic, "monolith.schema-changes");
+    assert_eq!(shape.table, "public.products");
+    assert_eq!(shape.commit_lsn, records[0].commit_lsn);
+    let change = &shape.value.as_ref().unwrap()["tableChanges"][0];
+    assert_eq!(change["type"], "CREATE");
+    assert_eq!(
+        change["table"]["primaryKeyColumnNames"],
+        serde_json::json!(["id"])
+    );
+    let columns: Vec<(&str, &str, i64)> = change["table"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap(),
+                c["typeExpression"].as_str().unwrap(),
+                c["position"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(columns[0], ("id", "bigint", 1), "{columns:?}");
+    assert!(columns.contains(&("title", "text", 3)), "{columns:?}");
     let ops: Vec<Option<String>> = records
         .iter()
         .map(|r| {

@@ -271,8 +271,8 @@ async fn two_sink_workers_one_killed_its_partitions_hold_the_table_back_then_mov
     // times out, as Kafka does (tansu kept one for minutes at times).
     let broker = rdkafka::mocking::MockCluster::new(1).expect("mock broker");
     // It has no CreateTopics: the topics exist beforehand, as on a managed
-    // Kafka whose administrator creates them.
-    for topic in ["shop.public.ledger", "shop.dlq"] {
+    // Kafka whose administrator creates them (the schema-change topic too).
+    for topic in ["shop.public.ledger", "shop.dlq", "shop.schema-changes"] {
         broker.create_topic(topic, 3, 1).expect("topic");
     }
     let db = crate::cdc::databases().await;

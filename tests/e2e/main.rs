@@ -14,6 +14,7 @@ mod cdc_kafka_auth;
 mod cdc_kafka_resume;
 mod cdc_large_tx;
 mod cdc_outbox;
+mod cdc_schema;
 mod cdc_types;
 mod demo;
 mod deploy;

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use sqlx::{Connection, PgConnection};
 
 use super::dead_letters::dead_letter;
-use super::{db_err, mapping, Applied, Bookkeeping, Position, Sink, SinkError, TargetTable};
+use super::{
+    db_err, evolve, mapping, Applied, Bookkeeping, Position, Sink, SinkError, TargetTable,
+};
 use crate::event::Record;
 use crate::lsn::Lsn;
 
@@ -25,11 +27,12 @@ impl Sink {
     ) -> Result<Applied, SinkError> {
         let snapshot =
             through.0 == 0 || snapshot_complete || records.iter().any(|r| r.commit_lsn.0 == 0);
+        self.evolve(records).await?;
         if !self.lanes.is_empty() && !snapshot {
             // Each connection filters by its own position.
             let mine: Vec<&Record> = records
                 .iter()
-                .filter(|r| self.tables.contains_key(&r.table) && !self.skips(r))
+                .filter(|r| self.tables.contains_key(&r.table) && !self.skips(r) && !is_shape(r))
                 .collect();
             let mut applied = self.apply_lanes(&mine, through).await?;
             applied.skipped += (records.len() - mine.len()) as u64;
@@ -37,7 +40,7 @@ impl Sink {
         }
         let mine: Vec<&Record> = records
             .iter()
-            .filter(|r| self.tables.contains_key(&r.table) && !self.skips(r))
+            .filter(|r| self.tables.contains_key(&r.table) && !self.skips(r) && !is_shape(r))
             .filter(|r| r.commit_lsn.0 == 0 || r.commit_lsn > self.position)
             .collect();
         let skipped = (records.len() - mine.len()) as u64;
@@ -74,6 +77,40 @@ impl Sink {
             .filter(|r| self.tables.contains_key(&r.table))
             .collect();
         self.apply_inner(&mine, Bookkeeping::Other(position)).await
+    }
+
+    /// Keeps the shape a snapshot copies `table` with as the baseline of
+    /// its schema changes (`evolve.rs`).
+    pub async fn note_snapshot_shape(
+        &mut self,
+        table: &str,
+        columns: &[(String, String)],
+    ) -> Result<(), SinkError> {
+        let Some(t) = self.tables.get(table) else {
+            return Ok(());
+        };
+        evolve::baseline(&mut self.conn, &self.name, &self.slot, t, table, columns)
+            .await
+            .map_err(db_err(&self.name))
+    }
+
+    /// Carries the schema changes among `records` (not applied yet) to
+    /// the targets (`evolve.rs`), each in a transaction of its own before
+    /// the rows: applying one again is harmless (the stored shape is then
+    /// the new one).
+    async fn evolve(&mut self, records: &[Record]) -> Result<(), SinkError> {
+        for r in records
+            .iter()
+            .filter(|r| r.commit_lsn > self.position && is_shape(r))
+        {
+            let Some(t) = self.tables.get_mut(&r.table) else {
+                continue;
+            };
+            let mut tx = self.conn.begin().await.map_err(db_err(&self.name))?;
+            evolve::apply(&mut tx, &self.name, &self.slot, t, r).await?;
+            tx.commit().await.map_err(db_err(&self.name))?;
+        }
+        Ok(())
     }
 
     /// The sink's connection, for a transport reading its own stored
@@ -144,9 +181,19 @@ impl Sink {
                 .map_err(db_err(&self.name))?;
             self.in_part = true;
         }
+        // Schema changes inside the transaction held open, before its rows.
+        for r in records.iter().filter(|r| is_shape(r)) {
+            let Some(t) = self.tables.get_mut(&r.table) else {
+                continue;
+            };
+            if let Err(e) = evolve::apply(&mut self.conn, &self.name, &self.slot, t, r).await {
+                self.abandon_part().await;
+                return Err(e);
+            }
+        }
         let mine: Vec<&Record> = records
             .iter()
-            .filter(|r| self.tables.contains_key(&r.table))
+            .filter(|r| self.tables.contains_key(&r.table) && !is_shape(r))
             .collect();
         let result = apply_rows(
             &mut self.conn,
@@ -197,6 +244,11 @@ impl Sink {
             let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
         }
     }
+}
+
+/// Whether `r` is a schema-change record (`source/shape.rs`), not a row.
+fn is_shape(r: &Record) -> bool {
+    crate::source::shape::of(r).is_some()
 }
 
 /// Stores the source position a sink has applied through, with the rows.

@@ -196,6 +196,9 @@ impl Destination for Sinks<'_> {
         table: &str,
         columns: &[(String, String)],
     ) -> Result<Option<Vec<String>>, PipelineError> {
+        for sink in self.0.iter_mut() {
+            sink.note_snapshot_shape(table, columns).await?;
+        }
         // One sink takes the table (COPY text goes to one connection);
         // several, or none: records.
         let mut takers = self.0.iter().filter(|s| s.target_of(table).is_some());

@@ -19,6 +19,7 @@ mod chunked;
 mod copy;
 mod dead_letters;
 mod destination;
+mod evolve;
 mod lanes;
 mod mapping;
 mod target;
@@ -46,6 +47,14 @@ pub enum SinkError {
     /// The target schema does not fit the mapping (fatal until fixed).
     #[error("sink {sink}: {message}")]
     Schema { sink: String, message: String },
+    /// A schema change of a source table the target cannot follow
+    /// (`evolve.rs`): the sink stops before the rows of the new shape.
+    #[error("sink {sink}: table {table} changed on the source: {message}")]
+    SchemaChange {
+        sink: String,
+        table: String,
+        message: String,
+    },
 }
 
 impl SinkError {
@@ -55,7 +64,7 @@ impl SinkError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SinkError::Database { source, .. } => strangler_state::retry::sqlx_retryable(source),
-            SinkError::Schema { .. } => false,
+            SinkError::Schema { .. } | SinkError::SchemaChange { .. } => false,
         }
     }
 }
@@ -151,6 +160,7 @@ const SETUP: &[&str] = &[
     // an interrupted one resumes while the slot is still there).
     "ALTER TABLE strangler_cdc_offsets ADD COLUMN IF NOT EXISTS snapshot_lsn BIGINT NOT NULL DEFAULT 0",
     lanes::LANES_TABLE,
+    evolve::SHAPES_TABLE,
     // Where a chunked snapshot stands (`chunked.rs`); also the tables an
     // initial snapshot finished.
     "CREATE TABLE IF NOT EXISTS strangler_cdc_chunked_snapshots (

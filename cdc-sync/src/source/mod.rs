@@ -19,6 +19,7 @@
 //! by a sink) are dropped here: reverse sync never loops.
 
 pub mod chunk;
+pub mod shape;
 mod snapshot;
 mod spill;
 mod stream;

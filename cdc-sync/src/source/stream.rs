@@ -90,6 +90,18 @@ struct Open {
     pending: Pending,
     /// Tables requested for a chunked snapshot in this transaction.
     requests: Vec<String>,
+    /// Relations described in this transaction (read again at commit, in
+    /// order, with the changes).
+    relations: Vec<pgoutput::Relation>,
+}
+
+/// A committed transaction whose relations are being described before it
+/// is decoded: kept here, so that a `next` dropped meanwhile (a timeout)
+/// loses nothing — the next call goes on with it.
+struct Committing {
+    open: Open,
+    end: Lsn,
+    last_commit: Option<Lsn>,
 }
 
 /// Turning a committed transaction's messages into records.
@@ -119,6 +131,16 @@ pub struct Stream {
     last_commit: Option<Lsn>,
     /// Items due before the next message is read.
     queued: std::collections::VecDeque<Item>,
+    /// Tables whose description is still to be announced as a
+    /// schema-change record (`shape.rs`) before their next change: `true`
+    /// when it changed, `false` for the first in this session.
+    unannounced: HashMap<u32, bool>,
+    /// A regular session for reading the catalog (opened on first need).
+    meta: Option<sqlx::PgConnection>,
+    /// The columns of each relation as last described (`shape.rs`), for
+    /// its schema-change record.
+    described: HashMap<u32, (pgoutput::Relation, Vec<Value>)>,
+    committing: Option<Committing>,
 }
 
 impl Stream {
@@ -133,6 +155,10 @@ impl Stream {
             open: None,
             last_commit: None,
             queued: std::collections::VecDeque::new(),
+            unannounced: HashMap::new(),
+            meta: None,
+            described: HashMap::new(),
+            committing: None,
         }
     }
 
@@ -163,6 +189,9 @@ impl Stream {
         if let Some(item) = self.queued.pop_front() {
             return Ok(item);
         }
+        if self.committing.is_some() {
+            return self.commit().await;
+        }
         loop {
             let Some(ev) = self.client.recv().await? else {
                 return Err(SourceError::Ended("the replication stream ended"));
@@ -179,6 +208,7 @@ impl Stream {
                         foreign_origin: false,
                         pending: Pending::new(self.cfg.tx_memory),
                         requests: Vec::new(),
+                        relations: Vec::new(),
                     });
                 }
                 ReplicationEvent::XLogData {
@@ -194,10 +224,20 @@ impl Stream {
                             }
                         }
                         Some(open) if open.foreign_origin => {}
-                        Some(open) => open.pending.push(at, data).map_err(spill_error)?,
+                        Some(open) => {
+                            if data.first() == Some(&b'R') {
+                                if let Message::Relation(rel) = pgoutput::decode(&data)? {
+                                    open.relations.push(rel);
+                                }
+                            }
+                            open.pending.push(at, data).map_err(spill_error)?
+                        }
                         None => {
+                            if let Message::Relation(rel) = pgoutput::decode(&data)? {
+                                self.prepare(std::slice::from_ref(&rel)).await?;
+                            }
                             let mut nothing = Decoding::new(0, 0, Lsn(0), None);
-                            self.decode(&mut nothing, at, &data).await?;
+                            self.decode(&mut nothing, at, &data)?;
                         }
                     }
                 }
@@ -210,32 +250,12 @@ impl Stream {
                     if open.foreign_origin {
                         return Ok(Item::Skipped(end));
                     }
-                    for table in open.requests {
-                        self.queued.push_back(Item::SnapshotRequest {
-                            table,
-                            end_lsn: end,
-                        });
-                    }
-                    let decoding = Decoding::new(open.xid, open.commit_ms, end, last_commit);
-                    let whole = !open.pending.spilled() && open.pending.len() <= PART as u64;
-                    let mut large = Large {
-                        xid: open.xid,
-                        end_lsn: end,
-                        messages: open.pending.into_messages().map_err(spill_error)?,
-                        decoding,
-                    };
-                    if !whole {
-                        return Ok(Item::Large(large));
-                    }
-                    let mut records = Vec::new();
-                    while let Some(part) = self.part(&mut large).await? {
-                        records.extend(part);
-                    }
-                    return Ok(Item::Tx(Tx {
-                        xid: open.xid,
-                        end_lsn: end,
-                        records,
-                    }));
+                    self.committing = Some(Committing {
+                        open,
+                        end,
+                        last_commit,
+                    });
+                    return self.commit().await;
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
                     if self.open.is_none() {
@@ -282,6 +302,83 @@ impl Stream {
         }
     }
 
+    /// Decodes the committed transaction kept in `committing`, its
+    /// relations described first (the only wait: dropped there, the next
+    /// call starts here again).
+    async fn commit(&mut self) -> Result<Item, SourceError> {
+        let relations = match self.committing.as_ref() {
+            Some(c) => c.open.relations.clone(),
+            None => return Err(SourceError::Invalid("no transaction to commit".into())),
+        };
+        self.prepare(&relations).await?;
+        let Some(Committing {
+            open,
+            end,
+            last_commit,
+        }) = self.committing.take()
+        else {
+            return Err(SourceError::Invalid("no transaction to commit".into()));
+        };
+        for table in open.requests {
+            self.queued.push_back(Item::SnapshotRequest {
+                table,
+                end_lsn: end,
+            });
+        }
+        let decoding = Decoding::new(open.xid, open.commit_ms, end, last_commit);
+        let whole = !open.pending.spilled() && open.pending.len() <= PART as u64;
+        let mut large = Large {
+            xid: open.xid,
+            end_lsn: end,
+            messages: open.pending.into_messages().map_err(spill_error)?,
+            decoding,
+        };
+        if !whole {
+            return Ok(Item::Large(large));
+        }
+        let mut records = Vec::new();
+        while let Some(part) = self.part(&mut large).await? {
+            records.extend(part);
+        }
+        Ok(Item::Tx(Tx {
+            xid: open.xid,
+            end_lsn: end,
+            records,
+        }))
+    }
+
+    /// Reads what decoding `relations` needs from the catalog: types
+    /// created since it was read (a new enum, domain or array of one), and
+    /// each relation's columns for its schema-change record. Safe to
+    /// repeat.
+    async fn prepare(&mut self, relations: &[pgoutput::Relation]) -> Result<(), SourceError> {
+        if relations
+            .iter()
+            .any(|r| r.columns.iter().any(|c| !self.catalog.knows(c.type_oid)))
+        {
+            self.catalog = Catalog::load(&mut super::connect(&self.cfg).await?).await?;
+        }
+        for rel in relations {
+            if matches!(self.described.get(&rel.oid), Some((r, _)) if r == rel) {
+                continue;
+            }
+            if self.meta.is_none() {
+                self.meta = Some(super::connect(&self.cfg).await?);
+            }
+            let conn = self.meta.as_mut().expect("opened above");
+            match super::shape::columns(conn, rel).await {
+                Ok(columns) => {
+                    self.described.insert(rel.oid, (rel.clone(), columns));
+                }
+                Err(e) => {
+                    self.meta = None;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The next records of a committed transaction, at least [`PART`]
     /// unless it ends first; `None` after the last.
     pub async fn part(&mut self, large: &mut Large) -> Result<Option<Vec<Record>>, SourceError> {
@@ -289,7 +386,7 @@ impl Stream {
             let Some((at, data)) = large.messages.next_message().map_err(spill_error)? else {
                 break;
             };
-            self.decode(&mut large.decoding, at, &data).await?;
+            self.decode(&mut large.decoding, at, &data)?;
         }
         let records = std::mem::take(&mut large.decoding.records);
         Ok((!records.is_empty()).then_some(records))
@@ -297,13 +394,19 @@ impl Stream {
 
     /// Decodes one kept message: a relation is remembered, a change
     /// becomes records.
-    async fn decode(&mut self, d: &mut Decoding, at: Lsn, data: &[u8]) -> Result<(), SourceError> {
+    /// Never waits: what it needs from the catalog was read before
+    /// ([`Stream::prepare`]).
+    fn decode(&mut self, d: &mut Decoding, at: Lsn, data: &[u8]) -> Result<(), SourceError> {
         let msg = pgoutput::decode(data)?;
         if let Message::Relation(rel) = msg {
-            // A type created after the catalog was read (a new enum,
-            // domain or array of one): read it again.
-            if rel.columns.iter().any(|c| !self.catalog.knows(c.type_oid)) {
-                self.catalog = Catalog::load(&mut super::connect(&self.cfg).await?).await?;
+            match self.tables.get(&rel.oid) {
+                None => {
+                    self.unannounced.entry(rel.oid).or_insert(false);
+                }
+                Some(known) if super::shape::differs(&known.rel, &rel) => {
+                    self.unannounced.insert(rel.oid, true);
+                }
+                Some(_) => {}
             }
             let table = Table::new(rel, &self.catalog, &self.cfg.name, self.cfg.format);
             self.tables.insert(table.rel.oid, Arc::new(table));
@@ -313,7 +416,43 @@ impl Stream {
             // Outside a transaction: nothing but relations matter.
             return Ok(());
         }
+        if let Message::Insert { rel, .. }
+        | Message::Update { rel, .. }
+        | Message::Delete { rel, .. } = &msg
+        {
+            if let Some(altered) = self.unannounced.remove(rel) {
+                self.announce(d, *rel, altered);
+            }
+        }
         self.message(msg, at, d)
+    }
+
+    /// Places the schema-change record of relation `oid` in the
+    /// transaction, before its change.
+    fn announce(&mut self, d: &mut Decoding, oid: u32, altered: bool) {
+        let Some(t) = self.tables.get(&oid) else {
+            return;
+        };
+        let Some(columns) = self
+            .described
+            .get(&oid)
+            .filter(|(r, _)| *r == t.rel)
+            .map(|(_, c)| c.clone())
+        else {
+            tracing::warn!(table = %t.name, "a relation was not described before its change: no schema-change record");
+            return;
+        };
+        let at = super::shape::At {
+            prefix: &self.cfg.name,
+            db: &self.db,
+            commit_lsn: d.end_lsn,
+            seq: d.emitted as u32,
+            ts_ms: d.commit_ms,
+        };
+        // Its seq is the next change's: the record is on a topic of its
+        // own, and the transaction's `total_order` stays Debezium's.
+        d.records
+            .push(super::shape::record(&t.rel, columns, altered, &at));
     }
 
     fn message(&mut self, msg: Message, at: Lsn, open: &mut Decoding) -> Result<(), SourceError> {

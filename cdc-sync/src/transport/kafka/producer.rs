@@ -181,7 +181,7 @@ impl KafkaProducer {
     > {
         let mut pending = Vec::with_capacity(records.len());
         // Outbox rows become events (or nothing); their topics exist before
-        // the first is sent. Without outbox tables nothing is looked at.
+        // the first is sent. Without outbox tables no row is looked at.
         let events: Vec<Option<Option<OutboxEvent>>> = if self.outbox.is_empty() {
             Vec::new()
         } else {
@@ -200,11 +200,19 @@ impl KafkaProducer {
                 .ensured
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Outbox topics and the schema-change topic are made on first
+            // use; the tables' topics exist from the start.
             let mut new: Vec<String> = events
                 .iter()
                 .flatten()
                 .flatten()
                 .map(|e| e.topic.clone())
+                .chain(
+                    records
+                        .iter()
+                        .filter(|r| crate::source::shape::of(r).is_some())
+                        .map(|r| r.topic.clone()),
+                )
                 .filter(|t| !ensured.contains(t))
                 .collect();
             new.sort();

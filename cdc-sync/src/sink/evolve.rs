@@ -1,0 +1,512 @@
+//! Schema changes of a source table carried to a sink's target.
+//!
+//! The stream places a schema-change record before the first change of
+//! each table in a session and before the first change after its shape
+//! changed (`source/shape.rs`). The sink keeps the last shape it saw per
+//! table (`strangler_cdc_source_shapes`) and applies the difference to the
+//! target, through the table mapping, before the rows that follow:
+//!
+//! - a column added: added to the target (nullable, the source's type),
+//!   unless excluded;
+//! - a column dropped: kept in the target, `NOT NULL` dropped, so it holds
+//!   nulls from then on;
+//! - a column renamed (same `attnum`): renamed in the target; where the
+//!   mapping renames it, the new name maps to the same target column;
+//! - a type widened (the target's type was the old one, the new one holds
+//!   every old value: `integer` → `bigint`, `varchar(20)` → `varchar(80)`,
+//!   `numeric(10,2)` → `numeric(14,2)`, anything → `text`): the target's
+//!   column is changed too; a target column that already takes every value
+//!   of the new type is left alone;
+//! - any other type change stops the sink ([`SinkError::SchemaChange`])
+//!   naming the change and the way out.
+//!
+//! The first shape a sink sees of a table is its baseline: source columns
+//! its target lacks (and the mapping does not exclude) are reported once.
+
+use serde_json::Value;
+use sqlx::{PgConnection, Row};
+
+use super::target::{quote, TargetTable};
+use super::SinkError;
+use crate::event::Record;
+use crate::types::Catalog;
+
+/// The bookkeeping table of the shapes sinks saw last.
+pub(super) const SHAPES_TABLE: &str = "CREATE TABLE IF NOT EXISTS strangler_cdc_source_shapes (
+        sink TEXT NOT NULL,
+        slot TEXT NOT NULL,
+        source_table TEXT NOT NULL,
+        columns JSONB NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (sink, slot, source_table))";
+
+/// One source column as a schema-change record describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Column {
+    pub name: String,
+    pub type_expr: String,
+    /// `attnum`, when known.
+    pub position: Option<i64>,
+}
+
+fn parse(columns: &[Value]) -> Vec<Column> {
+    columns
+        .iter()
+        .filter_map(|c| {
+            Some(Column {
+                name: c.get("name")?.as_str()?.to_string(),
+                type_expr: c.get("typeExpression")?.as_str()?.to_string(),
+                position: c.get("position").and_then(Value::as_i64),
+            })
+        })
+        .collect()
+}
+
+/// What changed between two shapes of a table.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Change {
+    Add(Column),
+    Drop(Column),
+    Rename {
+        from: String,
+        to: String,
+    },
+    Retype {
+        column: String,
+        from: String,
+        to: String,
+    },
+}
+
+/// The changes from `old` to `new`: columns are the same column when their
+/// `attnum` is (or, without one, their name).
+pub(super) fn diff(old: &[Column], new: &[Column]) -> Vec<Change> {
+    let same = |a: &Column, b: &Column| match (a.position, b.position) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.name == b.name,
+    };
+    let mut out = Vec::new();
+    for o in old {
+        match new.iter().find(|n| same(o, n)) {
+            None => out.push(Change::Drop(o.clone())),
+            Some(n) => {
+                if n.name != o.name {
+                    out.push(Change::Rename {
+                        from: o.name.clone(),
+                        to: n.name.clone(),
+                    });
+                }
+                if n.type_expr != o.type_expr {
+                    out.push(Change::Retype {
+                        column: n.name.clone(),
+                        from: o.type_expr.clone(),
+                        to: n.type_expr.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for n in new {
+        if !old.iter().any(|o| same(o, n)) {
+            out.push(Change::Add(n.clone()));
+        }
+    }
+    out
+}
+
+/// A type expression as (base name, modifiers): `numeric(10,2)` →
+/// (`numeric`, [10, 2]); `timestamp(3) without time zone` → (`timestamp
+/// without time zone`, [3]).
+fn type_parts(expr: &str) -> (String, Vec<i64>) {
+    let (base, mods) = match (expr.find('('), expr.find(')')) {
+        (Some(a), Some(b)) if b > a => (
+            format!("{}{}", &expr[..a], &expr[b + 1..]),
+            expr[a + 1..b]
+                .split(',')
+                .filter_map(|m| m.trim().parse().ok())
+                .collect(),
+        ),
+        _ => (expr.to_string(), Vec::new()),
+    };
+    let base = base.split_whitespace().collect::<Vec<_>>().join(" ");
+    (base, mods)
+}
+
+/// Whether every value of type `from` is a value of type `to`, unchanged.
+pub(super) fn widens(from: &str, to: &str) -> bool {
+    if from == to {
+        return true;
+    }
+    let (f, fm) = type_parts(from);
+    let (t, tm) = type_parts(to);
+    let integer_rank = |b: &str| match b {
+        "smallint" => Some(0),
+        "integer" => Some(1),
+        "bigint" => Some(2),
+        _ => None,
+    };
+    // Digits before the decimal point each integer type needs.
+    let integer_digits = |b: &str| match b {
+        "smallint" => 5,
+        "integer" => 10,
+        _ => 19,
+    };
+    match (f.as_str(), t.as_str()) {
+        // Every value has a text form that reads back the same.
+        (_, "text") => true,
+        (_, "character varying") if tm.is_empty() => true,
+        ("character varying" | "text" | "character", "character varying") => {
+            matches!((fm.first(), tm.first()), (Some(a), Some(b)) if b >= a)
+        }
+        (a, b) if integer_rank(a).is_some() && integer_rank(b).is_some() => {
+            integer_rank(a) <= integer_rank(b)
+        }
+        (a, "numeric") if integer_rank(a).is_some() => match tm.as_slice() {
+            [] => true,
+            [p] => *p >= integer_digits(a),
+            [p, s, ..] => p - s >= integer_digits(a),
+        },
+        ("smallint" | "integer", "double precision") | ("smallint", "real") => true,
+        ("real", "double precision") => true,
+        ("numeric", "numeric") => match (fm.as_slice(), tm.as_slice()) {
+            (_, []) => true,
+            ([], _) => false,
+            (f, t) => {
+                let (fp, fs) = (f[0], f.get(1).copied().unwrap_or(0));
+                let (tp, ts) = (t[0], t.get(1).copied().unwrap_or(0));
+                ts >= fs && tp - ts >= fp - fs
+            }
+        },
+        ("timestamp without time zone", "timestamp without time zone")
+        | ("timestamp with time zone", "timestamp with time zone")
+        | ("time without time zone", "time without time zone")
+        | ("time with time zone", "time with time zone") => {
+            tm.first().copied().unwrap_or(6) >= fm.first().copied().unwrap_or(6)
+        }
+        ("json", "jsonb") => false,
+        _ => false,
+    }
+}
+
+/// The shape `sink` stored last for `table`.
+async fn stored(
+    conn: &mut PgConnection,
+    sink: &str,
+    slot: &str,
+    table: &str,
+) -> Result<Option<Vec<Column>>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT columns FROM strangler_cdc_source_shapes WHERE sink = $1 AND slot = $2 AND source_table = $3",
+    )
+    .bind(sink)
+    .bind(slot)
+    .bind(table)
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        Some(r) => {
+            let v: Value = r.try_get(0)?;
+            Some(parse(v.as_array().map(Vec::as_slice).unwrap_or_default()))
+        }
+        None => None,
+    })
+}
+
+async fn store(
+    conn: &mut PgConnection,
+    sink: &str,
+    slot: &str,
+    table: &str,
+    columns: &[Value],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO strangler_cdc_source_shapes (sink, slot, source_table, columns) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (sink, slot, source_table) DO UPDATE SET columns = excluded.columns, updated_at = now()",
+    )
+    .bind(sink)
+    .bind(slot)
+    .bind(table)
+    .bind(Value::Array(columns.to_vec()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Source columns `t` lacks (and its mapping does not exclude) are not
+/// copied: said once, when a sink first sees the table's shape.
+fn warn_missing(sink: &str, table: &str, t: &TargetTable, columns: &[Column]) {
+    let missing: Vec<&str> = columns
+        .iter()
+        .filter(|c| !t.mapping.exclude.contains(&c.name))
+        .map(|c| t.mapping.rename.get(&c.name).unwrap_or(&c.name).as_str())
+        .filter(|c| !t.columns.contains_key(*c))
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            sink,
+            table,
+            target = %t.qualified,
+            columns = %missing.join(", "),
+            "source columns the target lacks are not copied: add them to the target or to the mapping's `exclude`"
+        );
+    }
+}
+
+/// Stores the shape a snapshot copies `table` with (its columns and their
+/// `format_type`) as the sink's baseline: changes made after the snapshot
+/// began are told from it. Without `attnum`s a rename before the first
+/// streamed change reads as drop + add.
+pub(super) async fn baseline(
+    conn: &mut PgConnection,
+    sink: &str,
+    slot: &str,
+    t: &TargetTable,
+    table: &str,
+    columns: &[(String, String)],
+) -> Result<(), sqlx::Error> {
+    let raw: Vec<Value> = columns
+        .iter()
+        .map(|(name, ty)| serde_json::json!({ "name": name, "typeExpression": ty }))
+        .collect();
+    warn_missing(sink, table, t, &parse(&raw));
+    store(conn, sink, slot, table, &raw).await
+}
+
+/// Applies the schema-change record `r` to `t` (the target of its table)
+/// on `conn`, inside the transaction open there, and stores the new shape.
+/// `t` is read again from the target when anything changed.
+pub(super) async fn apply(
+    conn: &mut PgConnection,
+    sink: &str,
+    slot: &str,
+    t: &mut TargetTable,
+    r: &Record,
+) -> Result<(), SinkError> {
+    let Some(raw) = crate::source::shape::of(r) else {
+        return Ok(());
+    };
+    let db = |e: sqlx::Error| SinkError::Database {
+        sink: sink.to_string(),
+        source: e,
+    };
+    let new = parse(raw);
+    let Some(old) = stored(conn, sink, slot, &r.table).await.map_err(db)? else {
+        warn_missing(sink, &r.table, t, &new);
+        store(conn, sink, slot, &r.table, raw).await.map_err(db)?;
+        return Ok(());
+    };
+    let changes = diff(&old, &new);
+    let mut ddl = Vec::new();
+    for change in &changes {
+        if let Some(sql) = plan(sink, &r.table, t, change)? {
+            ddl.push(sql);
+        }
+    }
+    for sql in &ddl {
+        sqlx::query(sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| SinkError::SchemaChange {
+                sink: sink.to_string(),
+                table: r.table.clone(),
+                message: format!("{sql}: {e}"),
+            })?;
+        tracing::info!(sink, table = %r.table, ddl = %sql, "source schema change applied to the target");
+    }
+    store(conn, sink, slot, &r.table, raw).await.map_err(db)?;
+    if !ddl.is_empty() {
+        let catalog = Catalog::load(&mut *conn).await.map_err(db)?;
+        // The mapping's in-memory additions (renamed source columns)
+        // survive the reload.
+        let mapping = t.mapping.clone();
+        *t = TargetTable::load(conn, &mapping, &catalog, t.format)
+            .await
+            .map_err(|e| match e {
+                super::target::LoadError::Db(e) => db(e),
+                super::target::LoadError::Schema(message) => SinkError::Schema {
+                    sink: sink.to_string(),
+                    message,
+                },
+            })?;
+    }
+    Ok(())
+}
+
+/// The DDL on the target for one change (`None`: nothing to do), or the
+/// error that stops the sink.
+fn plan(
+    sink: &str,
+    table: &str,
+    t: &mut TargetTable,
+    change: &Change,
+) -> Result<Option<String>, SinkError> {
+    let excluded = |t: &TargetTable, c: &str| t.mapping.exclude.iter().any(|e| e == c);
+    let target_of = |t: &TargetTable, c: &str| -> String {
+        t.mapping
+            .rename
+            .get(c)
+            .cloned()
+            .unwrap_or_else(|| c.to_string())
+    };
+    Ok(match change {
+        Change::Add(c) => {
+            let dst = target_of(t, &c.name);
+            (!excluded(t, &c.name) && !t.columns.contains_key(&dst)).then(|| {
+                format!(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+                    t.qualified,
+                    quote(&dst),
+                    c.type_expr
+                )
+            })
+        }
+        Change::Drop(c) => {
+            let dst = target_of(t, &c.name);
+            (!excluded(t, &c.name) && t.columns.contains_key(&dst) && !t.primary_key.contains(&dst))
+                .then(|| {
+                    format!(
+                        "ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL",
+                        t.qualified,
+                        quote(&dst)
+                    )
+                })
+        }
+        Change::Rename { from, to } => {
+            if excluded(t, from) {
+                t.mapping.exclude.push(to.clone());
+                None
+            } else if let Some(dst) = t.mapping.rename.get(from).cloned() {
+                tracing::warn!(sink, table, from, to, target = %dst, "a renamed source column keeps its mapping: rename it in `[[cdc.sinks.tables]]` too");
+                t.mapping.rename.insert(to.clone(), dst);
+                None
+            } else if t.columns.contains_key(from) && !t.columns.contains_key(to) {
+                // Rows of the old shape still in flight name the old column;
+                // a type change of the column follows under its new name.
+                t.mapping.rename.insert(from.clone(), to.clone());
+                if let Some(mut c) = t.columns.remove(from) {
+                    c.name.clone_from(to);
+                    t.columns.insert(to.clone(), c);
+                }
+                Some(format!(
+                    "ALTER TABLE {} RENAME COLUMN {} TO {}",
+                    t.qualified,
+                    quote(from),
+                    quote(to)
+                ))
+            } else {
+                None
+            }
+        }
+        Change::Retype { column, from, to } => {
+            let dst = target_of(t, column);
+            let Some(target) = t.columns.get(&dst) else {
+                return Ok(None);
+            };
+            if excluded(t, column) || widens(to, &target.type_name) {
+                None
+            } else if target.type_name == *from && widens(from, to) {
+                Some(format!(
+                    "ALTER TABLE {0} ALTER COLUMN {1} TYPE {2} USING {1}::{2}",
+                    t.qualified,
+                    quote(&dst),
+                    to
+                ))
+            } else {
+                return Err(SinkError::SchemaChange {
+                    sink: sink.to_string(),
+                    table: table.to_string(),
+                    message: format!(
+                        "column {column} changed type from {from} to {to} on the source; its target {}.{} is {}, which cannot take every value of {to} unchanged",
+                        t.qualified,
+                        quote(&dst),
+                        target.type_name
+                    ),
+                });
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, ty: &str, pos: i64) -> Column {
+        Column {
+            name: name.into(),
+            type_expr: ty.into(),
+            position: Some(pos),
+        }
+    }
+
+    #[test]
+    fn changes_are_told_apart_by_attnum() {
+        let old = vec![
+            col("id", "bigint", 1),
+            col("name", "text", 2),
+            col("qty", "integer", 3),
+        ];
+        let new = vec![
+            col("id", "bigint", 1),
+            col("quantity", "bigint", 3),
+            col("price", "numeric(10,2)", 4),
+        ];
+        assert_eq!(
+            diff(&old, &new),
+            vec![
+                Change::Drop(col("name", "text", 2)),
+                Change::Rename {
+                    from: "qty".into(),
+                    to: "quantity".into()
+                },
+                Change::Retype {
+                    column: "quantity".into(),
+                    from: "integer".into(),
+                    to: "bigint".into()
+                },
+                Change::Add(col("price", "numeric(10,2)", 4)),
+            ]
+        );
+        assert!(diff(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn only_types_that_keep_every_value_widen() {
+        for (from, to) in [
+            ("integer", "bigint"),
+            ("smallint", "integer"),
+            ("integer", "numeric"),
+            ("integer", "numeric(12,2)"),
+            ("character varying(20)", "character varying(80)"),
+            ("character varying(20)", "text"),
+            ("character varying(20)", "character varying"),
+            ("numeric(10,2)", "numeric(14,4)"),
+            ("numeric(10,2)", "numeric"),
+            ("real", "double precision"),
+            (
+                "timestamp(3) without time zone",
+                "timestamp without time zone",
+            ),
+            ("boolean", "text"),
+        ] {
+            assert!(widens(from, to), "{from} → {to}");
+        }
+        for (from, to) in [
+            ("bigint", "integer"),
+            ("text", "integer"),
+            ("character varying(80)", "character varying(20)"),
+            ("numeric(10,2)", "numeric(10,3)"),
+            ("numeric", "numeric(10,2)"),
+            ("bigint", "double precision"),
+            ("integer", "numeric(9,0)"),
+            ("timestamp without time zone", "timestamp with time zone"),
+            (
+                "timestamp without time zone",
+                "timestamp(3) without time zone",
+            ),
+            ("text", "character varying(10)"),
+        ] {
+            assert!(!widens(from, to), "{from} ↛ {to}");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! A table's shape as a schema-change record, in the stream.
+//!
+//! pgoutput describes a relation (a `Relation` message) before the first
+//! change that uses it in a session and again after its shape changed, in
+//! the transaction of that change. The stream turns the first description
+//! of each table in a session, and every one that differs from the last,
+//! into a record placed before the change: Debezium's schema-change event
+//! (`tableChanges` with the table's columns) on `<prefix>.schema-changes`.
+//! A sink compares it with the shape it stored last (`sink/evolve.rs`),
+//! so a change made while `cdc run` was down is carried too; renames are
+//! told apart from drop + add by the column's `attnum` (`position`).
+
+use serde_json::{json, Value};
+use sqlx::{PgConnection, Row};
+
+use crate::event::{Record, VERSION};
+use crate::lsn::Lsn;
+use crate::pgoutput::Relation;
+
+/// The topic of the schema-change events of `prefix`.
+pub fn topic(prefix: &str) -> String {
+    format!("{prefix}.schema-changes")
+}
+
+/// The columns of `rel` as Debezium's `tableChanges[].table.columns`: the
+/// type expression of each is the one pgoutput sent (the shape at that
+/// point of the stream); `position` (`attnum`) and `optional` are read from
+/// the catalog by name (absent for a column renamed again since).
+pub async fn columns(conn: &mut PgConnection, rel: &Relation) -> Result<Vec<Value>, sqlx::Error> {
+    let oids: Vec<i64> = rel.columns.iter().map(|c| i64::from(c.type_oid)).collect();
+    let mods: Vec<i32> = rel.columns.iter().map(|c| c.type_mod).collect();
+    let names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
+    let rows = sqlx::query(
+        "SELECT format_type(x.o::oid, x.m), a.attnum::int8, a.attnotnull \
+         FROM unnest($1::int8[], $2::int4[], $3::text[]) WITH ORDINALITY AS x(o, m, n, i) \
+         LEFT JOIN pg_attribute a ON a.attrelid = $4::int8::oid AND a.attname = x.n AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY x.i",
+    )
+    .bind(&oids)
+    .bind(&mods)
+    .bind(&names)
+    .bind(i64::from(rel.oid))
+    .fetch_all(conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (c, r) in rel.columns.iter().zip(&rows) {
+        let expr: String = r.try_get(0)?;
+        let position: Option<i64> = r.try_get(1)?;
+        let not_null: Option<bool> = r.try_get(2)?;
+        let type_name = expr.split('(').next().unwrap_or(&expr).trim().to_string();
+        out.push(json!({
+            "name": c.name,
+            "typeName": type_name,
+            "typeExpression": expr,
+            "position": position,
+            "optional": !not_null.unwrap_or(false),
+            "key": c.key,
+        }));
+    }
+    Ok(out)
+}
+
+/// Where and when a schema-change record was read.
+pub struct At<'a> {
+    pub prefix: &'a str,
+    pub db: &'a str,
+    pub commit_lsn: Lsn,
+    pub seq: u32,
+    pub ts_ms: i64,
+}
+
+/// The schema-change record of `rel` with `columns` (`CREATE` for the
+/// first description in a session, `ALTER` for a changed one).
+pub fn record(rel: &Relation, columns: Vec<Value>, altered: bool, at: &At<'_>) -> Record {
+    let keys: Vec<&str> = rel
+        .columns
+        .iter()
+        .filter(|c| c.key)
+        .map(|c| c.name.as_str())
+        .collect();
+    let value = json!({
+        "source": {
+            "version": VERSION,
+            "connector": "postgresql",
+            "name": at.prefix,
+            "ts_ms": at.ts_ms,
+            "db": at.db,
+            "schema": rel.schema,
+            "table": rel.table,
+            "lsn": at.commit_lsn.0,
+        },
+        "ts_ms": crate::now_ms(),
+        "databaseName": at.db,
+        "schemaName": rel.schema,
+        "ddl": Value::Null,
+        "tableChanges": [{
+            "type": if altered { "ALTER" } else { "CREATE" },
+            "id": format!("\"{}\".\"{}\".\"{}\"", at.db, rel.schema, rel.table),
+            "table": {
+                "primaryKeyColumnNames": keys,
+                "columns": columns,
+            },
+        }],
+    });
+    Record {
+        topic: topic(at.prefix),
+        table: format!("{}.{}", rel.schema, rel.table),
+        key: Some(
+            json!({ "databaseName": at.db, "schemaName": rel.schema, "tableName": rel.table }),
+        ),
+        value: Some(value),
+        commit_lsn: at.commit_lsn,
+        seq: at.seq,
+        exact: None,
+        schemas: None,
+    }
+}
+
+/// The columns of a schema-change record (`None` for any other record).
+pub fn of(r: &Record) -> Option<&Vec<Value>> {
+    r.value
+        .as_ref()?
+        .get("tableChanges")?
+        .get(0)?
+        .get("table")?
+        .get("columns")?
+        .as_array()
+}
+
+/// Whether two descriptions of a table differ in what a sink sees.
+pub fn differs(a: &Relation, b: &Relation) -> bool {
+    a.columns.len() != b.columns.len()
+        || a.columns
+            .iter()
+            .zip(&b.columns)
+            .any(|(x, y)| x.name != y.name || x.type_oid != y.type_oid || x.type_mod != y.type_mod)
+}
