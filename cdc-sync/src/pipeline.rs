@@ -110,6 +110,13 @@ pub trait Destination: Send {
         }
         self.write(part, through, false, progress, status).await
     }
+    /// The shape a snapshot table is copied with, as a schema-change
+    /// record (`source/shape.rs`), before its rows: the baseline its schema
+    /// changes are told from (embedded sinks store it; Kafka publishes it
+    /// for the sink workers). The default does nothing.
+    async fn snapshot_shape(&mut self, _shape: &Record) -> Result<(), PipelineError> {
+        Ok(())
+    }
     /// Which of a snapshot table's source columns (name, `format_type`)
     /// this destination takes as COPY text straight into its targets, or
     /// `None` for records (the default).
@@ -889,6 +896,22 @@ async fn open(
                         columns,
                         answer,
                     } => {
+                        let db = cfg.db();
+                        let at = source::shape::At {
+                            prefix: &cfg.name,
+                            db: &db,
+                            commit_lsn: Lsn(0),
+                            seq: 0,
+                            ts_ms: crate::now_ms(),
+                        };
+                        let positions = source::shape::positions(&mut conn, &table)
+                            .await
+                            .map_err(SourceError::from)?;
+                        target
+                            .snapshot_shape(&source::shape::snapshot_record(
+                                &table, &columns, &positions, &at,
+                            ))
+                            .await?;
                         let _ = answer.send(target.copy_columns(&table, &columns).await?);
                     }
                     SnapshotItem::Expected(tables) => {

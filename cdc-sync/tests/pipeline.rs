@@ -531,7 +531,7 @@ async fn events_have_debeziums_structure() {
     assert_eq!(shape.table, "public.products");
     assert_eq!(shape.commit_lsn, records[0].commit_lsn);
     let change = &shape.value.as_ref().unwrap()["tableChanges"][0];
-    assert_eq!(change["type"], "CREATE");
+    assert_eq!(change["type"], "ALTER");
     assert_eq!(
         change["table"]["primaryKeyColumnNames"],
         serde_json::json!(["id"])

@@ -79,19 +79,50 @@ impl Sink {
         self.apply_inner(&mine, Bookkeeping::Other(position)).await
     }
 
-    /// Keeps the shape a snapshot copies `table` with as the baseline of
-    /// its schema changes (`evolve.rs`).
-    pub async fn note_snapshot_shape(
-        &mut self,
-        table: &str,
-        columns: &[(String, String)],
-    ) -> Result<(), SinkError> {
-        let Some(t) = self.tables.get(table) else {
+    /// Keeps the shape a snapshot copies a table with (a schema-change
+    /// record) as the baseline of its schema changes (`evolve.rs`).
+    pub async fn note_snapshot_shape(&mut self, shape: &Record) -> Result<(), SinkError> {
+        let Some(t) = self.tables.get(&shape.table) else {
             return Ok(());
         };
-        evolve::baseline(&mut self.conn, &self.name, &self.slot, t, table, columns)
+        evolve::baseline(&mut self.conn, &self.name, &self.slot, t, shape)
             .await
             .map_err(db_err(&self.name))
+    }
+
+    /// Carries one schema-change record read from the schema-change topic
+    /// to the target of its table (a Kafka sink worker): in a transaction
+    /// of its own; an older shape than the one stored is passed over.
+    pub async fn evolve_record(&mut self, r: &Record) -> Result<(), SinkError> {
+        let Some(t) = self.tables.get_mut(&r.table) else {
+            return Ok(());
+        };
+        let mut tx = self.conn.begin().await.map_err(db_err(&self.name))?;
+        evolve::apply(&mut tx, &self.name, &self.slot, t, r).await?;
+        tx.commit().await.map_err(db_err(&self.name))
+    }
+
+    /// The columns of `r`'s new row its target lacks and its mapping does
+    /// not exclude (their values would not be copied).
+    pub fn unknown_columns(&self, r: &Record) -> Vec<String> {
+        let (Some(t), Some(after)) = (
+            self.tables.get(&r.table),
+            r.value
+                .as_ref()
+                .and_then(|v| v.get("after"))
+                .and_then(serde_json::Value::as_object),
+        ) else {
+            return Vec::new();
+        };
+        after
+            .keys()
+            .filter(|c| !t.mapping.exclude.contains(*c))
+            .filter(|c| {
+                !t.columns
+                    .contains_key(t.mapping.rename.get(*c).unwrap_or(*c))
+            })
+            .cloned()
+            .collect()
     }
 
     /// Carries the schema changes among `records` (not applied yet) to

@@ -191,14 +191,18 @@ impl Destination for Sinks<'_> {
         Ok(all)
     }
 
+    async fn snapshot_shape(&mut self, shape: &Record) -> Result<(), PipelineError> {
+        for sink in self.0.iter_mut() {
+            sink.note_snapshot_shape(shape).await?;
+        }
+        Ok(())
+    }
+
     async fn copy_columns(
         &mut self,
         table: &str,
         columns: &[(String, String)],
     ) -> Result<Option<Vec<String>>, PipelineError> {
-        for sink in self.0.iter_mut() {
-            sink.note_snapshot_shape(table, columns).await?;
-        }
         // One sink takes the table (COPY text goes to one connection);
         // several, or none: records.
         let mut takers = self.0.iter().filter(|s| s.target_of(table).is_some());

@@ -29,6 +29,7 @@ use sqlx::{PgConnection, Row};
 use super::target::{quote, TargetTable};
 use super::SinkError;
 use crate::event::Record;
+use crate::lsn::Lsn;
 use crate::types::Catalog;
 
 /// The bookkeeping table of the shapes sinks saw last.
@@ -37,6 +38,7 @@ pub(super) const SHAPES_TABLE: &str = "CREATE TABLE IF NOT EXISTS strangler_cdc_
         slot TEXT NOT NULL,
         source_table TEXT NOT NULL,
         columns JSONB NOT NULL,
+        lsn BIGINT NOT NULL DEFAULT 0,
         updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         PRIMARY KEY (sink, slot, source_table))";
 
@@ -188,15 +190,16 @@ pub(super) fn widens(from: &str, to: &str) -> bool {
     }
 }
 
-/// The shape `sink` stored last for `table`.
+/// The shape `sink` stored last for `table`, and the source position of
+/// the record it came from.
 async fn stored(
     conn: &mut PgConnection,
     sink: &str,
     slot: &str,
     table: &str,
-) -> Result<Option<Vec<Column>>, sqlx::Error> {
+) -> Result<Option<(Vec<Column>, Lsn)>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT columns FROM strangler_cdc_source_shapes WHERE sink = $1 AND slot = $2 AND source_table = $3",
+        "SELECT columns, lsn FROM strangler_cdc_source_shapes WHERE sink = $1 AND slot = $2 AND source_table = $3",
     )
     .bind(sink)
     .bind(slot)
@@ -206,7 +209,10 @@ async fn stored(
     Ok(match row {
         Some(r) => {
             let v: Value = r.try_get(0)?;
-            Some(parse(v.as_array().map(Vec::as_slice).unwrap_or_default()))
+            Some((
+                parse(v.as_array().map(Vec::as_slice).unwrap_or_default()),
+                Lsn::from_i64(r.try_get(1)?),
+            ))
         }
         None => None,
     })
@@ -218,15 +224,17 @@ async fn store(
     slot: &str,
     table: &str,
     columns: &[Value],
+    lsn: Lsn,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO strangler_cdc_source_shapes (sink, slot, source_table, columns) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (sink, slot, source_table) DO UPDATE SET columns = excluded.columns, updated_at = now()",
+        "INSERT INTO strangler_cdc_source_shapes (sink, slot, source_table, columns, lsn) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (sink, slot, source_table) DO UPDATE SET columns = excluded.columns, lsn = excluded.lsn, updated_at = now()",
     )
     .bind(sink)
     .bind(slot)
     .bind(table)
     .bind(Value::Array(columns.to_vec()))
+    .bind(lsn.as_i64())
     .execute(conn)
     .await?;
     Ok(())
@@ -252,24 +260,21 @@ fn warn_missing(sink: &str, table: &str, t: &TargetTable, columns: &[Column]) {
     }
 }
 
-/// Stores the shape a snapshot copies `table` with (its columns and their
-/// `format_type`) as the sink's baseline: changes made after the snapshot
-/// began are told from it. Without `attnum`s a rename before the first
-/// streamed change reads as drop + add.
+/// Stores the shape a snapshot copies a table with (`shape`, a
+/// schema-change record) as the sink's baseline: changes made after the
+/// snapshot began are told from it.
 pub(super) async fn baseline(
     conn: &mut PgConnection,
     sink: &str,
     slot: &str,
     t: &TargetTable,
-    table: &str,
-    columns: &[(String, String)],
+    shape: &Record,
 ) -> Result<(), sqlx::Error> {
-    let raw: Vec<Value> = columns
-        .iter()
-        .map(|(name, ty)| serde_json::json!({ "name": name, "typeExpression": ty }))
-        .collect();
-    warn_missing(sink, table, t, &parse(&raw));
-    store(conn, sink, slot, table, &raw).await
+    let Some(raw) = crate::source::shape::of(shape) else {
+        return Ok(());
+    };
+    warn_missing(sink, &shape.table, t, &parse(raw));
+    store(conn, sink, slot, &shape.table, raw, Lsn(0)).await
 }
 
 /// Applies the schema-change record `r` to `t` (the target of its table)
@@ -290,11 +295,27 @@ pub(super) async fn apply(
         source: e,
     };
     let new = parse(raw);
-    let Some(old) = stored(conn, sink, slot, &r.table).await.map_err(db)? else {
+    // Workers of one sink read the same changes: one applies each.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('strangler-shape/' || $1 || '/' || $2, 0))",
+    )
+    .bind(sink)
+    .bind(&r.table)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    let Some((old, at)) = stored(conn, sink, slot, &r.table).await.map_err(db)? else {
         warn_missing(sink, &r.table, t, &new);
-        store(conn, sink, slot, &r.table, raw).await.map_err(db)?;
+        store(conn, sink, slot, &r.table, raw, r.commit_lsn)
+            .await
+            .map_err(db)?;
         return Ok(());
     };
+    if r.commit_lsn < at {
+        // An older shape read again (a replay, the schema topic from its
+        // start): what followed it is applied already.
+        return Ok(());
+    }
     let changes = diff(&old, &new);
     let mut ddl = Vec::new();
     for change in &changes {
@@ -313,7 +334,9 @@ pub(super) async fn apply(
             })?;
         tracing::info!(sink, table = %r.table, ddl = %sql, "source schema change applied to the target");
     }
-    store(conn, sink, slot, &r.table, raw).await.map_err(db)?;
+    store(conn, sink, slot, &r.table, raw, r.commit_lsn)
+        .await
+        .map_err(db)?;
     if !ddl.is_empty() {
         let catalog = Catalog::load(&mut *conn).await.map_err(db)?;
         // The mapping's in-memory additions (renamed source columns)

@@ -69,15 +69,67 @@ pub struct At<'a> {
     pub ts_ms: i64,
 }
 
-/// The schema-change record of `rel` with `columns` (`CREATE` for the
-/// first description in a session, `ALTER` for a changed one).
-pub fn record(rel: &Relation, columns: Vec<Value>, altered: bool, at: &At<'_>) -> Record {
+/// The schema-change record of `rel` with `columns`: `ALTER` (the shape
+/// may or may not differ from the one before; `CREATE` is the snapshot's).
+pub fn record(rel: &Relation, columns: Vec<Value>, at: &At<'_>) -> Record {
     let keys: Vec<&str> = rel
         .columns
         .iter()
         .filter(|c| c.key)
         .map(|c| c.name.as_str())
         .collect();
+    build((&rel.schema, &rel.table), &keys, columns, "ALTER", at)
+}
+
+/// The `attnum` of each column of `table` (`schema.table`).
+pub async fn positions(
+    conn: &mut PgConnection,
+    table: &str,
+) -> Result<std::collections::HashMap<String, i64>, sqlx::Error> {
+    let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+    let rows = sqlx::query(
+        "SELECT a.attname::text, a.attnum::int8 FROM pg_attribute a \
+         WHERE a.attrelid = format('%I.%I', $1::text, $2::text)::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+    )
+    .bind(schema)
+    .bind(name)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+/// The shape a snapshot copies `table` (`schema.table`) with: its columns,
+/// their `format_type` and `attnum` (the sinks' baseline).
+pub fn snapshot_record(
+    table: &str,
+    columns: &[(String, String)],
+    positions: &std::collections::HashMap<String, i64>,
+    at: &At<'_>,
+) -> Record {
+    let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+    let columns = columns
+        .iter()
+        .map(|(n, ty)| {
+            json!({
+                "name": n,
+                "typeName": ty.split('(').next().unwrap_or(ty).trim(),
+                "typeExpression": ty,
+                "position": positions.get(n),
+            })
+        })
+        .collect();
+    build((schema, name), &[], columns, "CREATE", at)
+}
+
+fn build(
+    (schema, table): (&str, &str),
+    keys: &[&str],
+    columns: Vec<Value>,
+    kind: &str,
+    at: &At<'_>,
+) -> Record {
     let value = json!({
         "source": {
             "version": VERSION,
@@ -85,17 +137,17 @@ pub fn record(rel: &Relation, columns: Vec<Value>, altered: bool, at: &At<'_>) -
             "name": at.prefix,
             "ts_ms": at.ts_ms,
             "db": at.db,
-            "schema": rel.schema,
-            "table": rel.table,
+            "schema": schema,
+            "table": table,
             "lsn": at.commit_lsn.0,
         },
         "ts_ms": crate::now_ms(),
         "databaseName": at.db,
-        "schemaName": rel.schema,
+        "schemaName": schema,
         "ddl": Value::Null,
         "tableChanges": [{
-            "type": if altered { "ALTER" } else { "CREATE" },
-            "id": format!("\"{}\".\"{}\".\"{}\"", at.db, rel.schema, rel.table),
+            "type": kind,
+            "id": format!("\"{}\".\"{schema}\".\"{table}\"", at.db),
             "table": {
                 "primaryKeyColumnNames": keys,
                 "columns": columns,
@@ -104,10 +156,8 @@ pub fn record(rel: &Relation, columns: Vec<Value>, altered: bool, at: &At<'_>) -
     });
     Record {
         topic: topic(at.prefix),
-        table: format!("{}.{}", rel.schema, rel.table),
-        key: Some(
-            json!({ "databaseName": at.db, "schemaName": rel.schema, "tableName": rel.table }),
-        ),
+        table: format!("{schema}.{table}"),
+        key: Some(json!({ "databaseName": at.db, "schemaName": schema, "tableName": table })),
         value: Some(value),
         commit_lsn: at.commit_lsn,
         seq: at.seq,

@@ -132,9 +132,9 @@ pub struct Stream {
     /// Items due before the next message is read.
     queued: std::collections::VecDeque<Item>,
     /// Tables whose description is still to be announced as a
-    /// schema-change record (`shape.rs`) before their next change: `true`
-    /// when it changed, `false` for the first in this session.
-    unannounced: HashMap<u32, bool>,
+    /// schema-change record (`shape.rs`) before their next change: the
+    /// first in this session, and each changed one.
+    unannounced: std::collections::HashSet<u32>,
     /// A regular session for reading the catalog (opened on first need).
     meta: Option<sqlx::PgConnection>,
     /// The columns of each relation as last described (`shape.rs`), for
@@ -155,7 +155,7 @@ impl Stream {
             open: None,
             last_commit: None,
             queued: std::collections::VecDeque::new(),
-            unannounced: HashMap::new(),
+            unannounced: std::collections::HashSet::new(),
             meta: None,
             described: HashMap::new(),
             committing: None,
@@ -399,14 +399,12 @@ impl Stream {
     fn decode(&mut self, d: &mut Decoding, at: Lsn, data: &[u8]) -> Result<(), SourceError> {
         let msg = pgoutput::decode(data)?;
         if let Message::Relation(rel) = msg {
-            match self.tables.get(&rel.oid) {
-                None => {
-                    self.unannounced.entry(rel.oid).or_insert(false);
-                }
-                Some(known) if super::shape::differs(&known.rel, &rel) => {
-                    self.unannounced.insert(rel.oid, true);
-                }
-                Some(_) => {}
+            if self
+                .tables
+                .get(&rel.oid)
+                .is_none_or(|known| super::shape::differs(&known.rel, &rel))
+            {
+                self.unannounced.insert(rel.oid);
             }
             let table = Table::new(rel, &self.catalog, &self.cfg.name, self.cfg.format);
             self.tables.insert(table.rel.oid, Arc::new(table));
@@ -420,8 +418,8 @@ impl Stream {
         | Message::Update { rel, .. }
         | Message::Delete { rel, .. } = &msg
         {
-            if let Some(altered) = self.unannounced.remove(rel) {
-                self.announce(d, *rel, altered);
+            if self.unannounced.remove(rel) {
+                self.announce(d, *rel);
             }
         }
         self.message(msg, at, d)
@@ -429,7 +427,7 @@ impl Stream {
 
     /// Places the schema-change record of relation `oid` in the
     /// transaction, before its change.
-    fn announce(&mut self, d: &mut Decoding, oid: u32, altered: bool) {
+    fn announce(&mut self, d: &mut Decoding, oid: u32) {
         let Some(t) = self.tables.get(&oid) else {
             return;
         };
@@ -451,8 +449,7 @@ impl Stream {
         };
         // Its seq is the next change's: the record is on a topic of its
         // own, and the transaction's `total_order` stays Debezium's.
-        d.records
-            .push(super::shape::record(&t.rel, columns, altered, &at));
+        d.records.push(super::shape::record(&t.rel, columns, &at));
     }
 
     fn message(&mut self, msg: Message, at: Lsn, open: &mut Decoding) -> Result<(), SourceError> {

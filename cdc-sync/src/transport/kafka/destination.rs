@@ -41,6 +41,10 @@ impl Destination for KafkaDestination<'_> {
         self.snapshot_done.then_some(Lsn(0))
     }
 
+    async fn snapshot_shape(&mut self, shape: &Record) -> Result<(), PipelineError> {
+        Ok(self.producer.publish(std::slice::from_ref(shape)).await?)
+    }
+
     async fn write(
         &mut self,
         batch: &[Record],
