@@ -17,11 +17,11 @@ use crate::support::*;
 
 /// One event as a consumer sees it.
 #[derive(Debug, PartialEq)]
-struct Event {
-    key: String,
-    value: serde_json::Value,
-    id: String,
-    kind: String,
+pub(crate) struct Event {
+    pub key: String,
+    pub value: serde_json::Value,
+    pub id: String,
+    pub kind: String,
 }
 
 async fn place_order(src: &sqlx::PgPool, order: i64, delete_outbox_row: bool) {
@@ -53,7 +53,7 @@ async fn place_order(src: &sqlx::PgPool, order: i64, delete_outbox_row: bool) {
 /// Every event on `topic`: each partition read from its start until at
 /// least `want` events are in and every partition is at its end (a plain
 /// consumer, assigned every partition, no group).
-async fn events(brokers: &str, topic: &str, want: usize) -> Vec<Event> {
+pub(crate) async fn events(brokers: &str, topic: &str, want: usize) -> Vec<Event> {
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "outbox-reader")
@@ -61,12 +61,24 @@ async fn events(brokers: &str, topic: &str, want: usize) -> Vec<Event> {
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let partitions = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata")
-        .topics()[0]
-        .partitions()
-        .len();
+    // The topic is made with its first event.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let partitions = loop {
+        let n = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata")
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
+        if n > 0 {
+            break n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic} was never made"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let mut list = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
         list.add_partition_offset(topic, p as i32, rdkafka::Offset::Beginning)

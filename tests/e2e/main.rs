@@ -18,6 +18,7 @@ mod cdc_schema;
 mod cdc_types;
 mod demo;
 mod deploy;
+mod example_outbox;
 mod example_shadow;
 mod monitoring;
 

@@ -15,7 +15,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub fn app(pool: PgPool) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .merge(orders::router())
+        .merge(orders::router_with_outbox())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(pool)
 }

@@ -24,11 +24,29 @@ pub fn router() -> Router<PgPool> {
         .route("/customers/{id}/orders", get(customer_orders))
 }
 
+/// [`router`] whose `POST /orders` also writes an `OrderPlaced` event into
+/// the `outbox` table in the order's transaction (the transactional
+/// outbox: `strangler cdc run` with `[[cdc.outbox]]` publishes it).
+pub fn router_with_outbox() -> Router<PgPool> {
+    Router::new()
+        .route("/orders", post(place_order_with_event))
+        .route("/orders/{id}", get(show_order))
+        .route("/customers/{id}/orders", get(customer_orders))
+}
+
 async fn place_order(
     State(pool): State<PgPool>,
     b: Result<Json<NewOrder>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let order = place(&pool, body(b)?).await?;
+    let order = place(&pool, body(b)?, false).await?;
+    Ok((StatusCode::CREATED, with_noise(order)))
+}
+
+async fn place_order_with_event(
+    State(pool): State<PgPool>,
+    b: Result<Json<NewOrder>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let order = place(&pool, body(b)?, true).await?;
     Ok((StatusCode::CREATED, with_noise(order)))
 }
 
@@ -72,8 +90,10 @@ pub struct NewItem {
 }
 
 /// Places an order: 201 with the order, 409 when stock is short, 422 on bad
-/// items, 404 for an unknown customer or product.
-pub async fn place(pool: &PgPool, order: NewOrder) -> ApiResult<Value> {
+/// items, 404 for an unknown customer or product. With `event`, an
+/// `OrderPlaced` row goes into the `outbox` table in the same transaction
+/// (aggregate `order`, the order's id, the order as payload).
+pub async fn place(pool: &PgPool, order: NewOrder, event: bool) -> ApiResult<Value> {
     if order.items.is_empty() {
         return Err(ApiError::unprocessable(
             "items: an order needs at least one item",
@@ -182,6 +202,16 @@ pub async fn place(pool: &PgPool, order: NewOrder) -> ApiResult<Value> {
         .execute(&mut *tx)
         .await?;
     let order = read(&mut tx, order_id).await?;
+    if event {
+        sqlx::query(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) \
+             VALUES (gen_random_uuid(), 'order', $1::text, 'OrderPlaced', $2::jsonb)",
+        )
+        .bind(order_id)
+        .bind(order.as_ref().map(Value::to_string))
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     order.ok_or_else(|| ApiError::not_found("order vanished"))
 }
