@@ -61,6 +61,7 @@ fn map(source: &str, target: &str, rename: &[(&str, &str)], exclude: &[&str]) ->
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect(),
         exclude: exclude.iter().map(|s| s.to_string()).collect(),
+        drop_columns: false,
     }
 }
 

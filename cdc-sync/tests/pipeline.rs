@@ -64,6 +64,7 @@ fn mapping() -> TableMapping {
             ("price_cents".into(), "price".into()),
         ]),
         exclude: vec!["internal_notes".into()],
+        drop_columns: false,
     }
 }
 
@@ -76,6 +77,7 @@ fn reverse_mapping() -> TableMapping {
             ("price".into(), "price_cents".into()),
         ]),
         exclude: vec![],
+        drop_columns: false,
     }
 }
 

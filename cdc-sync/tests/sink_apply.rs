@@ -53,6 +53,7 @@ fn mapping() -> TableMapping {
         target: "public.ledger".parse().unwrap(),
         rename: Default::default(),
         exclude: Vec::new(),
+        drop_columns: false,
     }
 }
 

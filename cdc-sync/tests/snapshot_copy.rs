@@ -33,6 +33,7 @@ fn mapping() -> TableMapping {
         target: t("public.catalog_items"),
         rename: BTreeMap::from([("title".into(), "name".into())]),
         exclude: vec!["internal_notes".into()],
+        drop_columns: false,
     }
 }
 

@@ -171,6 +171,7 @@ fn mappings() -> Vec<TableMapping> {
             target: t(&format!("public.{name}")),
             rename: BTreeMap::new(),
             exclude: Vec::new(),
+            drop_columns: false,
         })
         .collect()
 }

@@ -458,4 +458,8 @@ pub struct RawCdcTable {
     /// Source columns not written to the target.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// A column dropped on the source is dropped in the target too
+    /// (default `false`: kept, holding nulls from then on).
+    #[serde(default)]
+    pub drop_columns: bool,
 }

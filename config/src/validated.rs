@@ -596,6 +596,9 @@ pub struct TableMapping {
     pub target: TableName,
     pub rename: BTreeMap<String, String>,
     pub exclude: Vec<String>,
+    /// A column dropped on the source is dropped in the target too
+    /// (otherwise kept, nulls from then on).
+    pub drop_columns: bool,
 }
 
 /// `schema.table`.

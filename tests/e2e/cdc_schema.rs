@@ -241,7 +241,8 @@ async fn columns_added_widened_renamed_and_dropped_on_the_monolith_reach_the_ser
 
 /// With the Kafka transport: the sink worker reads the schema changes
 /// from `<prefix>.schema-changes` (where a Debezium consumer reads them
-/// too) and carries them to its target before the rows that need them.
+/// too) and carries them to its target before the rows that need them;
+/// with `drop_columns = true` a dropped column goes in the target too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_kafka_the_sink_worker_follows_the_schema_changes_published_on_their_topic() {
     let broker = tokio::task::spawn_blocking(strangler_testkit::Broker::start)
@@ -263,7 +264,7 @@ async fn through_kafka_the_sink_worker_follows_the_schema_changes_published_on_t
     h.write_config(&format!(
         "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.items\"]\n\n\
          [cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"shop\"\n\n\
-         [[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.items\"\n",
+         [[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.items\"\ndrop_columns = true\n",
         broker.bootstrap()
     ));
     let env = [
@@ -356,5 +357,13 @@ async fn through_kafka_the_sink_worker_follows_the_schema_changes_published_on_t
             ("price", "numeric(10,2)")
         ]
     );
+    // `drop_columns = true`: a column dropped on the source goes in the
+    // target too.
+    sqlx::query("ALTER TABLE items DROP COLUMN remark")
+        .execute(&db.src)
+        .await
+        .expect("drop");
+    insert_and_wait(&db, "(qty) VALUES (7)", log).await;
+    assert_eq!(column_type(&db.dst, "remark").await, None, "{}", log());
     stop_gracefully(&mut cdc);
 }

@@ -37,6 +37,7 @@ fn mapping_of(name: &str) -> TableMapping {
         target: table_of(name),
         rename: BTreeMap::new(),
         exclude: vec![],
+        drop_columns: false,
     }
 }
 

@@ -9,7 +9,7 @@
 //! - a column added: added to the target (nullable, the source's type),
 //!   unless excluded;
 //! - a column dropped: kept in the target, `NOT NULL` dropped, so it holds
-//!   nulls from then on;
+//!   nulls from then on (dropped too with the mapping's `drop_columns`);
 //! - a column renamed (same `attnum`): renamed in the target; where the
 //!   mapping renames it, the new name maps to the same target column;
 //! - a type widened (the target's type was the old one, the new one holds
@@ -385,13 +385,25 @@ fn plan(
         }
         Change::Drop(c) => {
             let dst = target_of(t, &c.name);
+            if t.mapping.drop_columns {
+                // Rows of the old shape still in flight name it: not copied.
+                t.mapping.rename.retain(|_, v| *v != dst);
+            }
             (!excluded(t, &c.name) && t.columns.contains_key(&dst) && !t.primary_key.contains(&dst))
                 .then(|| {
-                    format!(
-                        "ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL",
-                        t.qualified,
-                        quote(&dst)
-                    )
+                    if t.mapping.drop_columns {
+                        format!(
+                            "ALTER TABLE {} DROP COLUMN IF EXISTS {}",
+                            t.qualified,
+                            quote(&dst)
+                        )
+                    } else {
+                        format!(
+                            "ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL",
+                            t.qualified,
+                            quote(&dst)
+                        )
+                    }
                 })
         }
         Change::Rename { from, to } => {

@@ -199,6 +199,7 @@ pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc, base_dir: &Path) -> C
                             target,
                             rename: m.rename.clone(),
                             exclude: m.exclude.clone(),
+                            drop_columns: m.drop_columns,
                         }
                     })
                     .collect(),
