@@ -1,9 +1,12 @@
 //! The sandbox `strangler demo` runs in, and the tests build on: throw-away
-//! PostgreSQL clusters ([`PgCluster`]) and free loopback ports
+//! PostgreSQL clusters ([`PgCluster`]), MariaDB servers with a row-based
+//! binlog ([`MariaDb`]) and free loopback ports
 //! ([`free_port`], [`free_ports`]). Product code: nothing here is test-only.
 
+mod mariadb;
 mod pg;
 
+pub use mariadb::MariaDb;
 pub use pg::PgCluster;
 
 /// `N` different ports that were free on 127.0.0.1 a moment ago (asked
