@@ -876,6 +876,8 @@ async fn open(
     let mut counting: HashMap<u64, (String, Arc<AtomicU64>)> = HashMap::new();
     let mut direct: HashMap<String, bool> = HashMap::new();
     let mut next_copy = 0u64;
+    // Where the slot is consistent: the snapshot's shapes are at it.
+    let mut consistent = Lsn(0);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -900,7 +902,7 @@ async fn open(
                         let at = source::shape::At {
                             prefix: &cfg.name,
                             db: &db,
-                            commit_lsn: Lsn(0),
+                            commit_lsn: consistent,
                             seq: 0,
                             ts_ms: crate::now_ms(),
                         };
@@ -920,7 +922,10 @@ async fn open(
                             progress.snapshot_tables.entry(table).or_default().expected = expected;
                         }
                     }
-                    SnapshotItem::Begun(lsn) => target.snapshot_begun(lsn).await?,
+                    SnapshotItem::Begun(lsn) => {
+                        consistent = lsn;
+                        target.snapshot_begun(lsn).await?
+                    }
                     SnapshotItem::TableDone(table) => {
                         target.snapshot_table_done(&table).await?;
                         progress.snapshot_tables.entry(table).or_default().done = true;

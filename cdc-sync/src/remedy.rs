@@ -52,7 +52,7 @@ fn for_sink(e: &SinkError) -> String {
             "sink {sink}'s target table does not fit the mapping named above: change the table or `[[cdc.sinks.tables]]` (rename, exclude), then run `strangler cdc run` again; nothing after the last applied position was lost"
         ),
         SinkError::SchemaChange { sink, table, .. } => format!(
-            "sink {sink} stopped before the rows of {table}'s new shape (nothing after its last applied position was lost): change the target column by hand to a type that takes the new values (or exclude the column in `[[cdc.sinks.tables]]`), then run `strangler cdc run` again; to copy the table again under its new shape, `strangler cdc snapshot --table {table}`"
+            "sink {sink} stopped before the rows of {table}'s new shape (nothing after its last applied position was lost): change the target column by hand to a type that takes the new values (ALTER TABLE … ALTER COLUMN … TYPE …), or exclude the column in `[[cdc.sinks.tables]]`, then run `strangler cdc run` again — the change is checked again and the rows follow"
         ),
         SinkError::Database { sink, source } => {
             let text = source.to_string();

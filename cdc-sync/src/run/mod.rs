@@ -272,7 +272,6 @@ pub async fn kafka_sink(
             }
             kafka::consume(
                 client,
-                &cfg.name,
                 topics,
                 &mut connected,
                 dlq,

@@ -27,8 +27,12 @@ impl Sink {
     ) -> Result<Applied, SinkError> {
         let snapshot =
             through.0 == 0 || snapshot_complete || records.iter().any(|r| r.commit_lsn.0 == 0);
-        self.evolve(records).await?;
-        if !self.lanes.is_empty() && !snapshot {
+        // A schema change goes in order with the rows around it, in their
+        // transaction: on one connection (lanes pick the batch up after).
+        let evolves = records.iter().any(|r| {
+            is_shape(r) && r.commit_lsn > self.position && self.tables.contains_key(&r.table)
+        });
+        if !self.lanes.is_empty() && !snapshot && !evolves {
             // Each connection filters by its own position.
             let mine: Vec<&Record> = records
                 .iter()
@@ -40,7 +44,7 @@ impl Sink {
         }
         let mine: Vec<&Record> = records
             .iter()
-            .filter(|r| self.tables.contains_key(&r.table) && !self.skips(r) && !is_shape(r))
+            .filter(|r| self.tables.contains_key(&r.table) && !self.skips(r))
             .filter(|r| r.commit_lsn.0 == 0 || r.commit_lsn > self.position)
             .collect();
         let skipped = (records.len() - mine.len()) as u64;
@@ -79,69 +83,16 @@ impl Sink {
         self.apply_inner(&mine, Bookkeeping::Other(position)).await
     }
 
-    /// Keeps the shape a snapshot copies a table with (a schema-change
-    /// record) as the baseline of its schema changes (`evolve.rs`).
+    /// The shape a snapshot copies a table with (a schema-change record at
+    /// the slot's consistent point): the baseline of its schema changes
+    /// (`evolve.rs`), or — after an earlier snapshot — the changes since.
     pub async fn note_snapshot_shape(&mut self, shape: &Record) -> Result<(), SinkError> {
-        let Some(t) = self.tables.get(&shape.table) else {
-            return Ok(());
-        };
-        evolve::baseline(&mut self.conn, &self.name, &self.slot, t, shape)
-            .await
-            .map_err(db_err(&self.name))
-    }
-
-    /// Carries one schema-change record read from the schema-change topic
-    /// to the target of its table (a Kafka sink worker): in a transaction
-    /// of its own; an older shape than the one stored is passed over.
-    pub async fn evolve_record(&mut self, r: &Record) -> Result<(), SinkError> {
-        let Some(t) = self.tables.get_mut(&r.table) else {
+        let Some(t) = self.tables.get_mut(&shape.table) else {
             return Ok(());
         };
         let mut tx = self.conn.begin().await.map_err(db_err(&self.name))?;
-        evolve::apply(&mut tx, &self.name, &self.slot, t, r).await?;
+        evolve::apply(&mut tx, &self.name, &self.slot, t, shape).await?;
         tx.commit().await.map_err(db_err(&self.name))
-    }
-
-    /// The columns of `r`'s new row its target lacks and its mapping does
-    /// not exclude (their values would not be copied).
-    pub fn unknown_columns(&self, r: &Record) -> Vec<String> {
-        let (Some(t), Some(after)) = (
-            self.tables.get(&r.table),
-            r.value
-                .as_ref()
-                .and_then(|v| v.get("after"))
-                .and_then(serde_json::Value::as_object),
-        ) else {
-            return Vec::new();
-        };
-        after
-            .keys()
-            .filter(|c| !t.mapping.exclude.contains(*c))
-            .filter(|c| {
-                !t.columns
-                    .contains_key(t.mapping.rename.get(*c).unwrap_or(*c))
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// Carries the schema changes among `records` (not applied yet) to
-    /// the targets (`evolve.rs`), each in a transaction of its own before
-    /// the rows: applying one again is harmless (the stored shape is then
-    /// the new one).
-    async fn evolve(&mut self, records: &[Record]) -> Result<(), SinkError> {
-        for r in records
-            .iter()
-            .filter(|r| r.commit_lsn > self.position && is_shape(r))
-        {
-            let Some(t) = self.tables.get_mut(&r.table) else {
-                continue;
-            };
-            let mut tx = self.conn.begin().await.map_err(db_err(&self.name))?;
-            evolve::apply(&mut tx, &self.name, &self.slot, t, r).await?;
-            tx.commit().await.map_err(db_err(&self.name))?;
-        }
-        Ok(())
     }
 
     /// The sink's connection, for a transport reading its own stored
@@ -156,10 +107,10 @@ impl Sink {
         book: Bookkeeping<'_>,
     ) -> Result<Applied, SinkError> {
         let mut tx = self.conn.begin().await.map_err(db_err(&self.name))?;
-        let applied = apply_rows(
+        let applied = apply_in_order(
             &mut tx,
-            &self.tables,
-            &self.name,
+            &mut self.tables,
+            (&self.name, &self.slot),
             self.publishes_dead_letters,
             mine,
         )
@@ -212,24 +163,14 @@ impl Sink {
                 .map_err(db_err(&self.name))?;
             self.in_part = true;
         }
-        // Schema changes inside the transaction held open, before its rows.
-        for r in records.iter().filter(|r| is_shape(r)) {
-            let Some(t) = self.tables.get_mut(&r.table) else {
-                continue;
-            };
-            if let Err(e) = evolve::apply(&mut self.conn, &self.name, &self.slot, t, r).await {
-                self.abandon_part().await;
-                return Err(e);
-            }
-        }
         let mine: Vec<&Record> = records
             .iter()
-            .filter(|r| self.tables.contains_key(&r.table) && !is_shape(r))
+            .filter(|r| self.tables.contains_key(&r.table))
             .collect();
-        let result = apply_rows(
+        let result = apply_in_order(
             &mut self.conn,
-            &self.tables,
-            &self.name,
+            &mut self.tables,
+            (&self.name, &self.slot),
             self.publishes_dead_letters,
             &mine,
         )
@@ -275,6 +216,35 @@ impl Sink {
             let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
         }
     }
+}
+
+/// Applies `mine` inside the transaction open on `conn`, schema changes
+/// (`evolve.rs`) in their place: the rows before one are written under the
+/// old shape, the target is changed, the rows after follow.
+async fn apply_in_order(
+    conn: &mut PgConnection,
+    tables: &mut HashMap<String, TargetTable>,
+    (name, slot): (&str, &str),
+    publishes_dead_letters: bool,
+    mine: &[&Record],
+) -> Result<Applied, SinkError> {
+    let mut applied = Applied::default();
+    let mut rest = mine;
+    while !rest.is_empty() {
+        let cut = rest.iter().position(|r| is_shape(r)).unwrap_or(rest.len());
+        if cut > 0 {
+            let a = apply_rows(conn, tables, name, publishes_dead_letters, &rest[..cut]).await?;
+            applied.rows += a.rows;
+            applied.dead_letters += a.dead_letters;
+        }
+        if let Some(shape) = rest.get(cut) {
+            if let Some(t) = tables.get_mut(&shape.table) {
+                evolve::apply(conn, name, slot, t, shape).await?;
+            }
+        }
+        rest = rest.get(cut + 1..).unwrap_or_default();
+    }
+    Ok(applied)
 }
 
 /// Whether `r` is a schema-change record (`source/shape.rs`), not a row.

@@ -14,7 +14,8 @@
 //!   mapping renames it, the new name maps to the same target column;
 //! - a type widened (the target's type was the old one, the new one holds
 //!   every old value: `integer` → `bigint`, `varchar(20)` → `varchar(80)`,
-//!   `numeric(10,2)` → `numeric(14,2)`, anything → `text`): the target's
+//!   `numeric(10,2)` → `numeric(14,2)`, numbers, text and booleans →
+//!   `text`; not types whose text depends on the session): the target's
 //!   column is changed too; a target column that already takes every value
 //!   of the new type is left alone;
 //! - any other type change stops the sink ([`SinkError::SchemaChange`])
@@ -153,10 +154,23 @@ pub(super) fn widens(from: &str, to: &str) -> bool {
         "integer" => 10,
         _ => 19,
     };
+    // Types whose text form does not depend on the session (time zone,
+    // date style, float digits, bytea output): the target's rows turn into
+    // the same text the source's did.
+    let plain_text = |b: &str| {
+        integer_rank(b).is_some()
+            || matches!(
+                b,
+                "text" | "character varying" | "character" | "numeric" | "boolean" | "uuid"
+            )
+    };
+    if tm.iter().chain(&fm).any(|m| *m < 0) {
+        // A negative numeric scale rounds.
+        return false;
+    }
     match (f.as_str(), t.as_str()) {
-        // Every value has a text form that reads back the same.
-        (_, "text") => true,
-        (_, "character varying") if tm.is_empty() => true,
+        (a, "text") => plain_text(a),
+        (a, "character varying") if tm.is_empty() => plain_text(a),
         ("character varying" | "text" | "character", "character varying") => {
             matches!((fm.first(), tm.first()), (Some(a), Some(b)) if b >= a)
         }
@@ -188,6 +202,56 @@ pub(super) fn widens(from: &str, to: &str) -> bool {
         ("json", "jsonb") => false,
         _ => false,
     }
+}
+
+/// Whether `expr` is a type and nothing else (it goes into DDL on the
+/// target): a name, modifiers in parentheses, `[]`, `with`/`without time
+/// zone` — and PostgreSQL reads it as a type.
+async fn check_type(conn: &mut PgConnection, expr: &str) -> Result<(), String> {
+    if !plain_type(expr) {
+        return Err(format!("{expr:?} is not a type expression"));
+    }
+    sqlx::query("SELECT $1::regtype")
+        .bind(expr)
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            format!("type {expr} does not exist in the target: {e} (create it there, or exclude the column)")
+        })
+}
+
+/// A type's name, modifiers and array brackets, and nothing that would
+/// make DDL do more (a second subcommand, a default, a constraint).
+fn plain_type(expr: &str) -> bool {
+    let mut depth = 0i32;
+    let plain = expr.chars().all(|ch| match ch {
+        '(' => {
+            depth += 1;
+            true
+        }
+        ')' => {
+            depth -= 1;
+            depth >= 0
+        }
+        ',' => depth == 1,
+        c => c.is_ascii_alphanumeric() || matches!(c, '_' | ' ' | '[' | ']' | '.' | '"'),
+    }) && depth == 0
+        && !expr.to_ascii_lowercase().split_whitespace().any(|w| {
+            matches!(
+                w,
+                "default"
+                    | "collate"
+                    | "constraint"
+                    | "not"
+                    | "null"
+                    | "check"
+                    | "references"
+                    | "generated"
+                    | "using"
+            )
+        });
+    plain
 }
 
 /// The shape `sink` stored last for `table`, and the source position of
@@ -260,23 +324,6 @@ fn warn_missing(sink: &str, table: &str, t: &TargetTable, columns: &[Column]) {
     }
 }
 
-/// Stores the shape a snapshot copies a table with (`shape`, a
-/// schema-change record) as the sink's baseline: changes made after the
-/// snapshot began are told from it.
-pub(super) async fn baseline(
-    conn: &mut PgConnection,
-    sink: &str,
-    slot: &str,
-    t: &TargetTable,
-    shape: &Record,
-) -> Result<(), sqlx::Error> {
-    let Some(raw) = crate::source::shape::of(shape) else {
-        return Ok(());
-    };
-    warn_missing(sink, &shape.table, t, &parse(raw));
-    store(conn, sink, slot, &shape.table, raw, Lsn(0)).await
-}
-
 /// Applies the schema-change record `r` to `t` (the target of its table)
 /// on `conn`, inside the transaction open there, and stores the new shape.
 /// `t` is read again from the target when anything changed.
@@ -317,21 +364,47 @@ pub(super) async fn apply(
         return Ok(());
     }
     let changes = diff(&old, &new);
+    // A name renamed away and added again is a new column.
+    for c in &changes {
+        if let Change::Rename { from, .. } = c {
+            if changes
+                .iter()
+                .any(|a| matches!(a, Change::Add(n) if n.name == *from))
+            {
+                t.mapping.rename.remove(from);
+            }
+        }
+    }
     let mut ddl = Vec::new();
     for change in &changes {
         if let Some(sql) = plan(sink, &r.table, t, change)? {
+            // A type from the source goes into the DDL: it must be one.
+            if let Change::Add(Column { type_expr, .. }) | Change::Retype { to: type_expr, .. } =
+                change
+            {
+                check_type(conn, type_expr)
+                    .await
+                    .map_err(|message| SinkError::SchemaChange {
+                        sink: sink.to_string(),
+                        table: r.table.clone(),
+                        message,
+                    })?;
+            }
             ddl.push(sql);
         }
     }
     for sql in &ddl {
-        sqlx::query(sql)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| SinkError::SchemaChange {
-                sink: sink.to_string(),
-                table: r.table.clone(),
-                message: format!("{sql}: {e}"),
-            })?;
+        sqlx::query(sql).execute(&mut *conn).await.map_err(|e| {
+            if strangler_state::retry::sqlx_retryable(&e) {
+                db(e)
+            } else {
+                SinkError::SchemaChange {
+                    sink: sink.to_string(),
+                    table: r.table.clone(),
+                    message: format!("{sql}: {e}"),
+                }
+            }
+        })?;
         tracing::info!(sink, table = %r.table, ddl = %sql, "source schema change applied to the target");
     }
     store(conn, sink, slot, &r.table, raw, r.commit_lsn)
@@ -385,13 +458,15 @@ fn plan(
         }
         Change::Drop(c) => {
             let dst = target_of(t, &c.name);
-            if t.mapping.drop_columns {
-                // Rows of the old shape still in flight name it: not copied.
+            // Dropped in the target only when the column is known by its
+            // attnum (a name match alone may be a rename read wrong).
+            let drop = t.mapping.drop_columns && c.position.is_some();
+            if drop {
                 t.mapping.rename.retain(|_, v| *v != dst);
             }
             (!excluded(t, &c.name) && t.columns.contains_key(&dst) && !t.primary_key.contains(&dst))
                 .then(|| {
-                    if t.mapping.drop_columns {
+                    if drop {
                         format!(
                             "ALTER TABLE {} DROP COLUMN IF EXISTS {}",
                             t.qualified,
@@ -415,9 +490,9 @@ fn plan(
                 t.mapping.rename.insert(to.clone(), dst);
                 None
             } else if t.columns.contains_key(from) && !t.columns.contains_key(to) {
-                // Rows of the old shape still in flight name the old column;
-                // a type change of the column follows under its new name.
-                t.mapping.rename.insert(from.clone(), to.clone());
+                // Rows of the old shape were written before (in order, in
+                // this transaction); a type change of the column follows
+                // under its new name.
                 if let Some(mut c) = t.columns.remove(from) {
                     c.name.clone_from(to);
                     t.columns.insert(to.clone(), c);
@@ -506,6 +581,29 @@ mod tests {
     }
 
     #[test]
+    fn only_a_type_goes_into_ddl() {
+        for t in [
+            "numeric(10,2)",
+            "character varying(80)",
+            "timestamp(3) without time zone",
+            "integer[]",
+            "public.\"Mood\"",
+        ] {
+            assert!(plain_type(t), "{t}");
+        }
+        for t in [
+            "text, DROP COLUMN id",
+            "text DEFAULT now()",
+            "text; DROP TABLE x",
+            "text NOT NULL",
+            "integer COLLATE \"C\"",
+            "numeric(10,2))",
+        ] {
+            assert!(!plain_type(t), "{t}");
+        }
+    }
+
+    #[test]
     fn only_types_that_keep_every_value_widen() {
         for (from, to) in [
             ("integer", "bigint"),
@@ -523,6 +621,7 @@ mod tests {
                 "timestamp without time zone",
             ),
             ("boolean", "text"),
+            ("numeric(10,2)", "character varying"),
         ] {
             assert!(widens(from, to), "{from} → {to}");
         }
@@ -540,6 +639,10 @@ mod tests {
                 "timestamp(3) without time zone",
             ),
             ("text", "character varying(10)"),
+            ("timestamp with time zone", "text"),
+            ("double precision", "text"),
+            ("bytea", "text"),
+            ("integer", "numeric(12,-2)"),
         ] {
             assert!(!widens(from, to), "{from} ↛ {to}");
         }

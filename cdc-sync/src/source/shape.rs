@@ -25,13 +25,15 @@ pub fn topic(prefix: &str) -> String {
 /// The columns of `rel` as Debezium's `tableChanges[].table.columns`: the
 /// type expression of each is the one pgoutput sent (the shape at that
 /// point of the stream); `position` (`attnum`) and `optional` are read from
-/// the catalog by name (absent for a column renamed again since).
+/// the catalog by name (no position for a column renamed or retyped again
+/// since: a sink then takes a new name for a new column, and never drops
+/// by name alone).
 pub async fn columns(conn: &mut PgConnection, rel: &Relation) -> Result<Vec<Value>, sqlx::Error> {
     let oids: Vec<i64> = rel.columns.iter().map(|c| i64::from(c.type_oid)).collect();
     let mods: Vec<i32> = rel.columns.iter().map(|c| c.type_mod).collect();
     let names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
     let rows = sqlx::query(
-        "SELECT format_type(x.o::oid, x.m), a.attnum::int8, a.attnotnull \
+        "SELECT format_type(x.o::oid, x.m), a.attnum::int8, a.attnotnull, format_type(a.atttypid, a.atttypmod) \
          FROM unnest($1::int8[], $2::int4[], $3::text[]) WITH ORDINALITY AS x(o, m, n, i) \
          LEFT JOIN pg_attribute a ON a.attrelid = $4::int8::oid AND a.attname = x.n AND a.attnum > 0 AND NOT a.attisdropped \
          ORDER BY x.i",
@@ -45,7 +47,12 @@ pub async fn columns(conn: &mut PgConnection, rel: &Relation) -> Result<Vec<Valu
     let mut out = Vec::with_capacity(rows.len());
     for (c, r) in rel.columns.iter().zip(&rows) {
         let expr: String = r.try_get(0)?;
-        let position: Option<i64> = r.try_get(1)?;
+        // The catalog is today's, the relation the stream's: a column whose
+        // type differs there (changed again since) has no known attnum.
+        let now: Option<String> = r.try_get(3)?;
+        let position: Option<i64> = r
+            .try_get::<Option<i64>, _>(1)?
+            .filter(|_| now.as_deref() == Some(expr.as_str()));
         let not_null: Option<bool> = r.try_get(2)?;
         let type_name = expr.split('(').next().unwrap_or(&expr).trim().to_string();
         out.push(json!({

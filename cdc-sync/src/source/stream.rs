@@ -137,9 +137,10 @@ pub struct Stream {
     unannounced: std::collections::HashSet<u32>,
     /// A regular session for reading the catalog (opened on first need).
     meta: Option<sqlx::PgConnection>,
-    /// The columns of each relation as last described (`shape.rs`), for
-    /// its schema-change record.
-    described: HashMap<u32, (pgoutput::Relation, Vec<Value>)>,
+    /// The columns of the relations described lately (`shape.rs`), for
+    /// their schema-change records: by the whole description (a table may
+    /// change twice in one transaction), the newest last, a few hundred.
+    described: Vec<(pgoutput::Relation, Vec<Value>)>,
     committing: Option<Committing>,
 }
 
@@ -157,7 +158,7 @@ impl Stream {
             queued: std::collections::VecDeque::new(),
             unannounced: std::collections::HashSet::new(),
             meta: None,
-            described: HashMap::new(),
+            described: Vec::new(),
             committing: None,
         }
     }
@@ -223,7 +224,15 @@ impl Stream {
                                 open.foreign_origin = crate::origin::is_ours(&name);
                             }
                         }
-                        Some(open) if open.foreign_origin => {}
+                        // A transaction of ours is skipped, but the tables it
+                        // describes are described for what follows.
+                        Some(open) if open.foreign_origin => {
+                            if data.first() == Some(&b'R') {
+                                if let Message::Relation(rel) = pgoutput::decode(&data)? {
+                                    open.relations.push(rel);
+                                }
+                            }
+                        }
                         Some(open) => {
                             if data.first() == Some(&b'R') {
                                 if let Message::Relation(rel) = pgoutput::decode(&data)? {
@@ -247,7 +256,7 @@ impl Stream {
                         continue;
                     };
                     let last_commit = self.last_commit.replace(Lsn(lsn.0));
-                    if open.foreign_origin {
+                    if open.foreign_origin && open.relations.is_empty() {
                         return Ok(Item::Skipped(end));
                     }
                     self.committing = Some(Committing {
@@ -319,6 +328,12 @@ impl Stream {
         else {
             return Err(SourceError::Invalid("no transaction to commit".into()));
         };
+        if open.foreign_origin {
+            for rel in open.relations {
+                self.remember(rel);
+            }
+            return Ok(Item::Skipped(end));
+        }
         for table in open.requests {
             self.queued.push_back(Item::SnapshotRequest {
                 table,
@@ -359,7 +374,7 @@ impl Stream {
             self.catalog = Catalog::load(&mut super::connect(&self.cfg).await?).await?;
         }
         for rel in relations {
-            if matches!(self.described.get(&rel.oid), Some((r, _)) if r == rel) {
+            if self.described.iter().any(|(r, _)| r == rel) {
                 continue;
             }
             if self.meta.is_none() {
@@ -368,7 +383,10 @@ impl Stream {
             let conn = self.meta.as_mut().expect("opened above");
             match super::shape::columns(conn, rel).await {
                 Ok(columns) => {
-                    self.described.insert(rel.oid, (rel.clone(), columns));
+                    if self.described.len() >= 256 {
+                        self.described.remove(0);
+                    }
+                    self.described.push((rel.clone(), columns));
                 }
                 Err(e) => {
                     self.meta = None;
@@ -399,15 +417,7 @@ impl Stream {
     fn decode(&mut self, d: &mut Decoding, at: Lsn, data: &[u8]) -> Result<(), SourceError> {
         let msg = pgoutput::decode(data)?;
         if let Message::Relation(rel) = msg {
-            if self
-                .tables
-                .get(&rel.oid)
-                .is_none_or(|known| super::shape::differs(&known.rel, &rel))
-            {
-                self.unannounced.insert(rel.oid);
-            }
-            let table = Table::new(rel, &self.catalog, &self.cfg.name, self.cfg.format);
-            self.tables.insert(table.rel.oid, Arc::new(table));
+            self.remember(rel);
             return Ok(());
         }
         if d.end_lsn.0 == 0 {
@@ -425,6 +435,20 @@ impl Stream {
         self.message(msg, at, d)
     }
 
+    /// Keeps a table's description; a new or changed one is announced
+    /// before the table's next change.
+    fn remember(&mut self, rel: pgoutput::Relation) {
+        if self
+            .tables
+            .get(&rel.oid)
+            .is_none_or(|known| super::shape::differs(&known.rel, &rel))
+        {
+            self.unannounced.insert(rel.oid);
+        }
+        let table = Table::new(rel, &self.catalog, &self.cfg.name, self.cfg.format);
+        self.tables.insert(table.rel.oid, Arc::new(table));
+    }
+
     /// Places the schema-change record of relation `oid` in the
     /// transaction, before its change.
     fn announce(&mut self, d: &mut Decoding, oid: u32) {
@@ -433,8 +457,9 @@ impl Stream {
         };
         let Some(columns) = self
             .described
-            .get(&oid)
-            .filter(|(r, _)| *r == t.rel)
+            .iter()
+            .rev()
+            .find(|(r, _)| *r == t.rel)
             .map(|(_, c)| c.clone())
         else {
             tracing::warn!(table = %t.name, "a relation was not described before its change: no schema-change record");

@@ -82,7 +82,7 @@ fn header<'m, M: Message>(m: &'m M, name: &str) -> Option<&'m [u8]> {
 }
 
 /// A consumed message as a record with where it came from.
-pub(super) fn consumed<M: Message>(m: &M) -> super::offsets::ConsumedRecord {
+fn consumed<M: Message>(m: &M) -> super::offsets::ConsumedRecord {
     (
         record_of(
             m.topic(),
@@ -407,7 +407,6 @@ impl Consumed {
 #[allow(clippy::too_many_arguments)]
 pub async fn consume(
     client: &super::KafkaClient,
-    prefix: &str,
     topics: &[String],
     sink: &mut Sink,
     dlq: Option<(&KafkaProducer, &str)>,
@@ -432,7 +431,6 @@ pub async fn consume(
     consumer.subscribe(&refs)?;
     // Dead letters a crash left unpublished (committed, not yet sent).
     publish_dead_letters(sink, dlq).await?;
-    let mut shapes = super::shapes::Shapes::new(client, prefix)?;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut progress = Consumed::default();
     let mut unreachable = false;
@@ -511,7 +509,6 @@ pub async fn consume(
         if batch.is_empty() {
             continue;
         }
-        shapes.before(sink, &batch).await?;
         let applied = match offsets.apply(sink, &batch).await {
             Ok(a) => a,
             Err(e) if super::offsets::moved_on(&e) => {

@@ -19,7 +19,6 @@ mod consumer;
 mod destination;
 mod offsets;
 mod producer;
-mod shapes;
 
 use rdkafka::error::KafkaError;
 

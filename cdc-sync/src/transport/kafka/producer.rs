@@ -25,6 +25,8 @@ pub struct KafkaProducer {
     prefix: String,
     /// Outbox topics known to exist (created on first use).
     ensured: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The schema-change topic could not be made: its events are dropped.
+    shapes_off: std::sync::atomic::AtomicBool,
 }
 
 /// An outbox row as the event it stands for.
@@ -93,6 +95,7 @@ impl KafkaProducer {
             outbox: Vec::new(),
             prefix: String::new(),
             ensured: std::sync::Mutex::new(std::collections::HashSet::new()),
+            shapes_off: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -200,19 +203,13 @@ impl KafkaProducer {
                 .ensured
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Outbox topics and the schema-change topic are made on first
-            // use; the tables' topics exist from the start.
+            // Outbox topics are made on first use; the tables' topics exist
+            // from the start.
             let mut new: Vec<String> = events
                 .iter()
                 .flatten()
                 .flatten()
                 .map(|e| e.topic.clone())
-                .chain(
-                    records
-                        .iter()
-                        .filter(|r| crate::source::shape::of(r).is_some())
-                        .map(|r| r.topic.clone()),
-                )
                 .filter(|t| !ensured.contains(t))
                 .collect();
             new.sort();
@@ -225,6 +222,38 @@ impl KafkaProducer {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .extend(new);
+        }
+        // The schema-change topic too, but a broker that will not make it
+        // (a principal without CreateTopics, topics an administrator makes)
+        // costs the schema-change events, said once, not the pipeline.
+        let shapes = records
+            .iter()
+            .find(|r| crate::source::shape::of(r).is_some())
+            .map(|r| r.topic.clone());
+        let (has_shapes, mut publish_shapes) = (shapes.is_some(), false);
+        if let Some(topic) = shapes {
+            let known = self
+                .ensured
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&topic);
+            publish_shapes = known;
+            if !known && !self.shapes_off.load(std::sync::atomic::Ordering::Relaxed) {
+                match self.ensure_topics(std::slice::from_ref(&topic)).await {
+                    Ok(()) => {
+                        publish_shapes = true;
+                        self.ensured
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(topic);
+                    }
+                    Err(e) => {
+                        self.shapes_off
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(topic, error = %e, "schema-change events are not published: the topic cannot be made (make it, or allow CreateTopics); changes still flow");
+                    }
+                }
+            }
         }
         for (i, r) in records.iter().enumerate() {
             // `None`: a change event; `Some(None)`: an outbox row that is no
@@ -257,7 +286,9 @@ impl KafkaProducer {
                 pending.push(self.send_waiting(rec).await?);
                 continue;
             }
-            if routed.is_some() {
+            if routed.is_some()
+                || (has_shapes && !publish_shapes && crate::source::shape::of(r).is_some())
+            {
                 continue;
             }
             let e = encode(r);
