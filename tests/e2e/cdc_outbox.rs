@@ -50,6 +50,25 @@ async fn place_order(src: &sqlx::PgPool, order: i64, delete_outbox_row: bool) {
     tx.commit().await.expect("commit");
 }
 
+/// Waits until `slot` has confirmed everything written on `pool` so far:
+/// every event before is acknowledged by the broker (a replay after a
+/// restart included), so reading the topic to its end sees them all.
+pub(crate) async fn until_confirmed(pool: &sqlx::PgPool, slot: &str, log: impl Fn() -> String) {
+    let now: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(pool)
+        .await
+        .expect("wal position");
+    crate::cdc::until_count(
+        pool,
+        &format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND confirmed_flush_lsn >= '{now}'::pg_lsn"
+        ),
+        1,
+        log,
+    )
+    .await;
+}
+
 /// Every event on `topic`: each partition read from its start until at
 /// least `want` events are in and every partition is at its end (a plain
 /// consumer, assigned every partition, no group).
@@ -173,6 +192,7 @@ async fn an_order_gives_exactly_one_outbox_event_with_its_key_and_headers_across
     let mut cdc = spawn_cdc(&h, &env);
     place_order(&db.src, 4, false).await;
     until_count(&db.dst, "SELECT count(*) FROM orders", 4, || h.cdc_log()).await;
+    until_confirmed(&db.src, "strangler", || h.cdc_log()).await;
 
     let got = events(&broker.bootstrap(), "shop.outbox.order", 4).await;
     let want: Vec<Event> = (1..=4)

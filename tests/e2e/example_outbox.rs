@@ -6,7 +6,7 @@
 //! first started and across a restart of it.
 
 use crate::cdc::{spawn_cdc, stop_gracefully};
-use crate::cdc_outbox::events;
+use crate::cdc_outbox::{events, until_confirmed};
 use crate::support::*;
 
 /// Places an order for product 1 through the service's API; its id.
@@ -80,6 +80,8 @@ async fn each_order_placed_in_the_orders_service_is_one_event_across_a_restart()
     stop_gracefully(&mut cdc);
     let third = order(&c, &base, 3).await;
     let mut cdc = spawn_cdc(&h, &env);
+    events(&broker.bootstrap(), "shop.outbox.order", 3).await;
+    until_confirmed(&pool, "strangler_orders_outbox", || h.cdc_log()).await;
     let got = events(&broker.bootstrap(), "shop.outbox.order", 3).await;
 
     // Exactly one event per order (the topic read to its end).
