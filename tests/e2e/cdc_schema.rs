@@ -429,3 +429,93 @@ async fn through_kafka_each_shape_is_a_debezium_schema_change_event() {
         vec![("CREATE".to_string(), before), ("ALTER".to_string(), after)]
     );
 }
+
+/// Forward sync changes the service's table (a column added on the
+/// monolith) and writes to it under its replication origin; reverse sync
+/// reads that table. The reverse stream skips the forward sink's
+/// transactions but keeps the new description of the table they carry:
+/// the service's own rows after it are read with the new column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_sync_reads_a_table_the_forward_sink_changed() {
+    let (_a, a_url, a) = crate::cdc_faults::cluster().await;
+    let (_b, b_url, b) = crate::cdc_faults::cluster().await;
+    for pool in [&a, &b] {
+        sqlx::query("CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL)")
+            .execute(pool)
+            .await
+            .expect("ddl");
+    }
+    let h = Harness::new();
+    h.write_config(
+        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_A\"\ntables = [\"public.items\"]\n\n\
+         [[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_B\"\n[[cdc.sinks.tables]]\nsource = \"public.items\"\n\n\
+         [[cdc.sinks]]\nname = \"svc-back\"\nurl_env = \"E2E_B\"\nreverse = true\n[[cdc.sinks.tables]]\nsource = \"public.items\"\ntarget = \"public.items\"\n",
+    );
+    let env = [
+        ("E2E_A", a_url.as_str()),
+        ("E2E_B", b_url.as_str()),
+        ("STRANGLER_LOG", "info"),
+    ];
+    let log = || h.cdc_log();
+    let mut forward = spawn_cdc(&h, &env);
+    let mut reverse = {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(h.dir.path().join("cdc.log"))
+            .expect("log");
+        std::process::Command::new(strangler_bin())
+            .args(["cdc", "reverse", "-c"])
+            .arg(h.config_path())
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(file))
+            .spawn()
+            .map(KillOnDrop)
+            .expect("spawn reverse")
+    };
+    // Both directions stream.
+    until_count(
+        &b,
+        "SELECT count(*) FROM pg_replication_slots WHERE active",
+        1,
+        log,
+    )
+    .await;
+    sqlx::query("INSERT INTO items VALUES (1, 'one')")
+        .execute(&a)
+        .await
+        .expect("one");
+    until_count(&b, "SELECT count(*) FROM items", 1, log).await;
+    sqlx::query("INSERT INTO items VALUES (2, 'two')")
+        .execute(&b)
+        .await
+        .expect("two");
+    until_count(&a, "SELECT count(*) FROM items", 2, log).await;
+
+    // The monolith's table grows; the forward sink adds the column to the
+    // service's and writes a row with it, under its origin.
+    sqlx::query("ALTER TABLE items ADD COLUMN price INTEGER")
+        .execute(&a)
+        .await
+        .expect("add");
+    sqlx::query("INSERT INTO items VALUES (3, 'three', 30)")
+        .execute(&a)
+        .await
+        .expect("three");
+    until_count(&b, "SELECT count(*) FROM items WHERE price = 30", 1, log).await;
+    // The service writes a row of the new shape: back in the monolith
+    // with its price.
+    sqlx::query("INSERT INTO items VALUES (4, 'four', 40)")
+        .execute(&b)
+        .await
+        .expect("four");
+    until_count(&a, "SELECT count(*) FROM items WHERE id = 4", 1, log).await;
+    let price: Option<i32> = sqlx::query_scalar("SELECT price FROM items WHERE id = 4")
+        .fetch_one(&a)
+        .await
+        .expect("price");
+    assert_eq!(price, Some(40), "{}", log());
+    stop_gracefully(&mut reverse);
+    stop_gracefully(&mut forward);
+}
