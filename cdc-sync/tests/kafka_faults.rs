@@ -23,6 +23,7 @@ fn records(n: usize) -> Vec<Record> {
             seq: i as u32,
             exact: None,
             schemas: None,
+            shape: None,
         })
         .collect()
 }

@@ -650,6 +650,7 @@ async fn replayed_kafka_records_below_the_stored_offset_are_skipped() {
         seq: 0,
         exact: None,
         schemas: None,
+        shape: None,
     };
     let mut sink = Sink::connect("catalog", &e.dst_url, "strangler", &[mapping()])
         .await

@@ -67,6 +67,7 @@ fn row(lsn: u64, id: i64, n: i64) -> Record {
         seq: 0,
         exact: None,
         schemas: None,
+        shape: None,
     }
 }
 

@@ -355,6 +355,7 @@ async fn through_kafka(format: EventFormat) -> (Env, Vec<(String, Value, Option<
     let snk = tokio::spawn(async move {
         kafka::consume(
             &kafka::KafkaClient::new(&b2),
+            "m",
             &t2,
             &mut worker,
             None,

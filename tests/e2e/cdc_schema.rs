@@ -305,9 +305,10 @@ async fn a_name_renamed_away_and_added_again_is_a_new_column_and_drop_columns_dr
 /// With the Kafka transport every shape is a Debezium schema-change event
 /// on `<prefix>.schema-changes`: `CREATE` as the snapshot copies the table
 /// (at the slot's consistent point), `ALTER` as the stream meets it and
-/// after each change, with the columns after it.
+/// after each change, with the columns after it. The sink worker reads it
+/// there and changes its target before the rows of the new shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_kafka_each_shape_is_a_debezium_schema_change_event() {
+async fn through_kafka_each_shape_is_a_debezium_schema_change_event_the_worker_applies() {
     let broker = tokio::task::spawn_blocking(strangler_testkit::Broker::start)
         .await
         .expect("join")
@@ -346,10 +347,31 @@ async fn through_kafka_each_shape_is_a_debezium_schema_change_event() {
     for ddl in [
         "ALTER TABLE items ADD COLUMN price NUMERIC(10,2)",
         "ALTER TABLE items RENAME COLUMN note TO remark",
+        "ALTER TABLE items ALTER COLUMN qty TYPE BIGINT",
     ] {
         sqlx::query(ddl).execute(&db.src).await.expect(ddl);
     }
-    insert_and_wait(&db, "(price, remark) VALUES (9.99, 'renamed')", log).await;
+    let id = insert_and_wait(
+        &db,
+        "(price, remark, qty) VALUES (9.99, 'renamed', 5000000000)",
+        log,
+    )
+    .await;
+    assert_eq!(
+        text(
+            &db.dst,
+            &format!("SELECT concat_ws('|', price, qty, remark) FROM items WHERE id = {id}")
+        )
+        .await,
+        Some("9.99|5000000000|renamed".into()),
+        "{}",
+        log()
+    );
+    assert_eq!(
+        text(&db.dst, "SELECT remark FROM items WHERE id = 1").await,
+        Some("first".into())
+    );
+    assert_eq!(column_type(&db.dst, "qty").await.as_deref(), Some("bigint"));
     stop_gracefully(&mut cdc);
 
     // Every event of every partition, in each partition's order.
@@ -420,7 +442,7 @@ async fn through_kafka_each_shape_is_a_debezium_schema_change_event() {
     ];
     let after = vec![
         "id bigint".to_string(),
-        "qty integer".into(),
+        "qty bigint".into(),
         "remark text".into(),
         "price numeric(10,2)".into(),
     ];

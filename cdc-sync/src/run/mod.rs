@@ -272,6 +272,7 @@ pub async fn kafka_sink(
             }
             kafka::consume(
                 client,
+                &cfg.name,
                 topics,
                 &mut connected,
                 dlq,

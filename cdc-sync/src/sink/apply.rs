@@ -83,6 +83,18 @@ impl Sink {
         self.apply_inner(&mine, Bookkeeping::Other(position)).await
     }
 
+    /// Carries one schema-change record read from the schema-change topic
+    /// to the target of its table (a Kafka sink worker), in a transaction
+    /// of its own.
+    pub async fn evolve_record(&mut self, r: &Record) -> Result<(), SinkError> {
+        let Some(t) = self.tables.get_mut(&r.table) else {
+            return Ok(());
+        };
+        let mut tx = self.conn.begin().await.map_err(db_err(&self.name))?;
+        evolve::apply(&mut tx, &self.name, &self.slot, t, r).await?;
+        tx.commit().await.map_err(db_err(&self.name))
+    }
+
     /// The shape a snapshot copies a table with (a schema-change record at
     /// the slot's consistent point): the baseline of its schema changes
     /// (`evolve.rs`), or — after an earlier snapshot — the changes since.

@@ -363,6 +363,9 @@ pub(super) async fn apply(
         // start): what followed it is applied already.
         return Ok(());
     }
+    // Stored already: another worker of the sink applied it, and this
+    // one's view of the target is older.
+    let stale = r.commit_lsn.0 > 0 && r.commit_lsn == at;
     let changes = diff(&old, &new);
     // A name renamed away and added again is a new column.
     for c in &changes {
@@ -410,7 +413,7 @@ pub(super) async fn apply(
     store(conn, sink, slot, &r.table, raw, r.commit_lsn)
         .await
         .map_err(db)?;
-    if !ddl.is_empty() {
+    if !ddl.is_empty() || stale {
         let catalog = Catalog::load(&mut *conn).await.map_err(db)?;
         // The mapping's in-memory additions (renamed source columns)
         // survive the reload.

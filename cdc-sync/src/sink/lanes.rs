@@ -355,6 +355,7 @@ mod tests {
             seq: 0,
             exact: None,
             schemas: None,
+            shape: None,
         }
     }
 

@@ -348,6 +348,11 @@ impl Sink {
         }
     }
 
+    /// Whether this sink writes source table `source`.
+    pub fn maps(&self, source: &str) -> bool {
+        self.tables.contains_key(source)
+    }
+
     /// The table `source` is written to (`schema.table`).
     pub fn target_of(&self, source: &str) -> Option<String> {
         self.tables

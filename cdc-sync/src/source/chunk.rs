@@ -250,6 +250,7 @@ pub async fn read(
                     seq: 0,
                     exact: (!exact.is_empty()).then_some(exact),
                     schemas: t.schemas.clone(),
+                    shape: None,
                 },
             ));
         }

@@ -170,6 +170,7 @@ fn build(
         seq: at.seq,
         exact: None,
         schemas: None,
+        shape: None,
     }
 }
 

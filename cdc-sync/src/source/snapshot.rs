@@ -458,6 +458,7 @@ async fn send_records(
             seq: 0,
             exact: (!exact.is_empty()).then_some(exact),
             schemas: table.schemas.clone(),
+            shape: None,
         });
     };
     {

@@ -522,6 +522,7 @@ impl Stream {
                 commit_lsn: open.end_lsn,
                 exact: (!exact.is_empty()).then_some(exact),
                 schemas: t.schemas.clone(),
+                shape: None,
             });
         };
         let tombstone = |open: &mut Decoding, t: &Table, key: Option<Value>| {
@@ -536,6 +537,7 @@ impl Stream {
                 commit_lsn: open.end_lsn,
                 exact: None,
                 schemas: t.schemas.clone(),
+                shape: None,
             });
         };
         let table_of = |oid: u32| {

@@ -40,11 +40,18 @@ fn record_of(
     exact: Option<&[u8]>,
     position: Option<&[u8]>,
 ) -> Record {
-    let (commit_lsn, seq) = position
+    // `commit/seq`, and `/shape` once the table's shape was published.
+    let mut parts = position
         .and_then(|p| std::str::from_utf8(p).ok())
-        .and_then(|p| p.split_once('/'))
+        .map(|p| p.splitn(3, '/'))
+        .into_iter()
+        .flatten();
+    let (l, s, shape) = (parts.next(), parts.next(), parts.next());
+    let (commit_lsn, seq) = l
+        .zip(s)
         .and_then(|(l, s)| Some((Lsn(l.parse().ok()?), s.parse().ok()?)))
         .unwrap_or((Lsn(0), 0));
+    let shape = shape.and_then(|s| s.parse().ok()).map(Lsn);
     let value: Option<Value> = payload.and_then(payload_of);
     let table = value
         .as_ref()
@@ -70,6 +77,7 @@ fn record_of(
                 _ => None,
             }),
         schemas: None,
+        shape,
     }
 }
 
@@ -82,7 +90,7 @@ fn header<'m, M: Message>(m: &'m M, name: &str) -> Option<&'m [u8]> {
 }
 
 /// A consumed message as a record with where it came from.
-fn consumed<M: Message>(m: &M) -> super::offsets::ConsumedRecord {
+pub(super) fn consumed<M: Message>(m: &M) -> super::offsets::ConsumedRecord {
     (
         record_of(
             m.topic(),
@@ -407,6 +415,7 @@ impl Consumed {
 #[allow(clippy::too_many_arguments)]
 pub async fn consume(
     client: &super::KafkaClient,
+    prefix: &str,
     topics: &[String],
     sink: &mut Sink,
     dlq: Option<(&KafkaProducer, &str)>,
@@ -431,6 +440,7 @@ pub async fn consume(
     consumer.subscribe(&refs)?;
     // Dead letters a crash left unpublished (committed, not yet sent).
     publish_dead_letters(sink, dlq).await?;
+    let mut shapes = super::shapes::Shapes::new(client, prefix)?;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut progress = Consumed::default();
     let mut unreachable = false;
@@ -509,6 +519,7 @@ pub async fn consume(
         if batch.is_empty() {
             continue;
         }
+        shapes.before(sink, &mut batch).await?;
         let applied = match offsets.apply(sink, &batch).await {
             Ok(a) => a,
             Err(e) if super::offsets::moved_on(&e) => {
@@ -592,6 +603,7 @@ mod tests {
                 seq: 0,
                 exact: None,
                 schemas: None,
+                shape: None,
             },
             "shop.public.t".into(),
             1,

@@ -19,6 +19,7 @@ mod consumer;
 mod destination;
 mod offsets;
 mod producer;
+mod shapes;
 
 use rdkafka::error::KafkaError;
 

@@ -292,6 +292,7 @@ mod tests {
             seq,
             exact: None,
             schemas: None,
+            shape: None,
         }
     }
 

@@ -27,6 +27,9 @@ pub struct KafkaProducer {
     ensured: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The schema-change topic could not be made: its events are dropped.
     shapes_off: std::sync::atomic::AtomicBool,
+    /// Per table, the position of its shape's schema-change record, put on
+    /// each of its records (`commit/seq/shape` in the position header).
+    stamps: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// An outbox row as the event it stands for.
@@ -96,6 +99,7 @@ impl KafkaProducer {
             prefix: String::new(),
             ensured: std::sync::Mutex::new(std::collections::HashSet::new()),
             shapes_off: std::sync::atomic::AtomicBool::new(false),
+            stamps: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -255,6 +259,11 @@ impl KafkaProducer {
                 }
             }
         }
+        let mut stamps = self
+            .stamps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         for (i, r) in records.iter().enumerate() {
             // `None`: a change event; `Some(None)`: an outbox row that is no
             // event (an update, a delete, a read); `Some(Some(e))`: an event.
@@ -286,12 +295,17 @@ impl KafkaProducer {
                 pending.push(self.send_waiting(rec).await?);
                 continue;
             }
-            if routed.is_some()
-                || (has_shapes && !publish_shapes && crate::source::shape::of(r).is_some())
-            {
+            let shape = has_shapes && crate::source::shape::of(r).is_some();
+            if routed.is_some() || (shape && !publish_shapes) {
                 continue;
             }
-            let e = encode(r);
+            let mut e = encode(r);
+            if let (Some(p), Some(at)) = (e.position.as_mut(), stamps.get(&r.table)) {
+                if !shape {
+                    p.push('/');
+                    p.push_str(at);
+                }
+            }
             let mut headers = OwnedHeaders::new();
             if let Some(x) = e.exact.as_ref() {
                 headers = headers.insert(Header {
@@ -313,8 +327,22 @@ impl KafkaProducer {
             if let Some(v) = e.value.as_ref() {
                 rec = rec.payload(v);
             }
+            if shape {
+                // In the broker before any row that names it is sent.
+                match self.send_waiting(rec).await?.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => return Err(e.into()),
+                    Err(_) => return Err(KafkaError::Canceled.into()),
+                }
+                stamps.insert(r.table.clone(), r.commit_lsn.0.to_string());
+                continue;
+            }
             pending.push(self.send_waiting(rec).await?);
         }
+        *self
+            .stamps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = stamps;
         Ok(async move {
             for delivered in futures::future::join_all(pending).await {
                 match delivered {
