@@ -5,6 +5,7 @@
 
 mod mariadb;
 mod pg;
+mod process;
 
 pub use mariadb::MariaDb;
 pub use pg::PgCluster;

@@ -7,10 +7,12 @@
 //! dropped — or, should the test process be killed, by a watchdog.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use crate::process::{is_root, path_str, run};
 
 /// A running MariaDB server. `root` logs in over TCP without a password.
 pub struct MariaDb {
@@ -35,14 +37,6 @@ fn tool(name: &str) -> Result<PathBuf> {
         .with_context(|| {
             format!("{name} not found: install mariadb-server (scripts/setup does) or set MARIADB_BINDIR")
         })
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 impl MariaDb {
@@ -217,24 +211,4 @@ fn whoami() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|_| "mysql".into())
-}
-
-fn path_str(p: &Path) -> Result<&str> {
-    p.to_str()
-        .with_context(|| format!("path {} is not UTF-8", p.display()))
-}
-
-fn run(cmd: &mut Command) -> Result<Output> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    Ok(out)
 }

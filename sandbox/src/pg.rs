@@ -4,10 +4,12 @@
 //! `postgres` user when the tests run as root (`initdb` refuses root), and is
 //! stopped and removed when dropped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+
+use crate::process::{is_root, path_str, run};
 
 /// A running PostgreSQL cluster.
 pub struct PgCluster {
@@ -15,14 +17,6 @@ pub struct PgCluster {
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 /// The folder holding `initdb`, `pg_ctl` and `postgres`.
@@ -265,24 +259,4 @@ impl Drop for PgCluster {
             let _ = self.run_pg("pg_ctl", &["-D", d, "-m", "immediate", "-w", "stop"]);
         }
     }
-}
-
-fn path_str(p: &Path) -> Result<&str> {
-    p.to_str()
-        .with_context(|| format!("path {} is not UTF-8", p.display()))
-}
-
-fn run(cmd: &mut Command) -> Result<Output> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(out)
 }

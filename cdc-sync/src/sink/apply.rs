@@ -99,12 +99,7 @@ impl Sink {
     /// the slot's consistent point): the baseline of its schema changes
     /// (`evolve.rs`), or — after an earlier snapshot — the changes since.
     pub async fn note_snapshot_shape(&mut self, shape: &Record) -> Result<(), SinkError> {
-        let Some(t) = self.tables.get_mut(&shape.table) else {
-            return Ok(());
-        };
-        let mut tx = self.conn.begin().await.map_err(db_err(&self.name))?;
-        evolve::apply(&mut tx, &self.name, &self.slot, t, shape).await?;
-        tx.commit().await.map_err(db_err(&self.name))
+        self.evolve_record(shape).await
     }
 
     /// The sink's connection, for a transport reading its own stored
