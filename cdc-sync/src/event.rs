@@ -52,17 +52,18 @@ pub struct Record {
     /// Key and value schemas (`schemas_enable`).
     pub schemas: Option<Arc<Schemas>>,
     /// Through Kafka: the position of the schema-change record of the
-    /// table's shape this record has (the third part of
-    /// [`POSITION_HEADER`], `commit/seq/shape`), so a sink worker applies
-    /// that shape first and reads older rows by it.
+    /// table's shape this record has (header [`SHAPE_HEADER`]), so a sink
+    /// worker applies that shape first and reads older rows by it.
     pub shape: Option<Lsn>,
 }
+
+/// The Kafka header carrying [`Record::shape`].
+pub const SHAPE_HEADER: &str = "strangler.shape";
 
 /// The Kafka header carrying [`Record::exact`].
 pub const EXACT_HEADER: &str = "strangler.exact";
 
-/// The Kafka header carrying `commit_lsn/seq` of a streamed record, and
-/// `/shape` ([`Record::shape`]) when the table's shape was published.
+/// The Kafka header carrying `commit_lsn/seq` of a streamed record.
 pub const POSITION_HEADER: &str = "strangler.position";
 
 /// Kafka Connect schemas of a table's keys and values.

@@ -72,6 +72,7 @@ fn for_transport(e: &TransportError) -> String {
         TransportError::Kafka(_) => "the Kafka client failed: check `[cdc.transport] brokers` (host:port, reachable from here); a broker that requires TLS or SASL closes the connection of a client without them — set `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password` (or `ssl.ca.location`…) in `[cdc.transport.properties]`".into(),
         TransportError::Store(_) => "the state store did not answer (it keeps where a snapshot published to Kafka stands): check `[state] url` and that the database is up".into(),
         TransportError::Refused(_) => "the Kafka brokers refused this client's credentials or rights: check `sasl.mechanism`, `sasl.username` and `sasl.password` (or its `.env`/`.file` source) in `[cdc.transport.properties]`, and the principal's ACLs (describe and write the topics, create them unless they exist; read and join the consumer group)".into(),
+        TransportError::Schema(_) => "a row names a schema change the sink worker cannot read from `<topic_prefix>.schema-changes` (the worker tries again): check that the topic exists and keeps its records (no retention limits)".into(),
         TransportError::Gap(_) => "changes this sink had not applied were deleted from the topic (retention shorter than the sink's outage): run `strangler cdc snapshot` to copy the tables again, and keep topics longer than a sink can be down".into(),
     }
 }

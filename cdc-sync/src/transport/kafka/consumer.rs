@@ -38,20 +38,17 @@ fn record_of(
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
     exact: Option<&[u8]>,
-    position: Option<&[u8]>,
+    (position, shape): (Option<&[u8]>, Option<&[u8]>),
 ) -> Record {
-    // `commit/seq`, and `/shape` once the table's shape was published.
-    let mut parts = position
+    let (commit_lsn, seq) = position
         .and_then(|p| std::str::from_utf8(p).ok())
-        .map(|p| p.splitn(3, '/'))
-        .into_iter()
-        .flatten();
-    let (l, s, shape) = (parts.next(), parts.next(), parts.next());
-    let (commit_lsn, seq) = l
-        .zip(s)
+        .and_then(|p| p.split_once('/'))
         .and_then(|(l, s)| Some((Lsn(l.parse().ok()?), s.parse().ok()?)))
         .unwrap_or((Lsn(0), 0));
-    let shape = shape.and_then(|s| s.parse().ok()).map(Lsn);
+    let shape = shape
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.parse().ok())
+        .map(Lsn);
     let value: Option<Value> = payload.and_then(payload_of);
     let table = value
         .as_ref()
@@ -97,7 +94,10 @@ pub(super) fn consumed<M: Message>(m: &M) -> super::offsets::ConsumedRecord {
             m.key(),
             m.payload(),
             header(m, EXACT_HEADER),
-            header(m, POSITION_HEADER),
+            (
+                header(m, POSITION_HEADER),
+                header(m, crate::event::SHAPE_HEADER),
+            ),
         ),
         m.topic().to_string(),
         m.partition(),

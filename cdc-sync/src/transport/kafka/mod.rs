@@ -51,6 +51,9 @@ pub enum TransportError {
     /// Where a published snapshot stands could not be read or written.
     #[error("state store: {0}")]
     Store(#[from] strangler_state::StoreError),
+    /// A schema change a row needs could not be read yet (retryable).
+    #[error("kafka: {0}")]
+    Schema(String),
 }
 
 impl TransportError {
@@ -64,6 +67,7 @@ impl TransportError {
             TransportError::Kafka(_) => true,
             TransportError::Sink(e) => e.is_retryable(),
             TransportError::Gap(_) | TransportError::Refused(_) => false,
+            TransportError::Schema(_) => true,
             TransportError::Store(e) => e.is_retryable(),
         }
     }

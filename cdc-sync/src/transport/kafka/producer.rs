@@ -28,7 +28,7 @@ pub struct KafkaProducer {
     /// The schema-change topic could not be made: its events are dropped.
     shapes_off: std::sync::atomic::AtomicBool,
     /// Per table, the position of its shape's schema-change record, put on
-    /// each of its records (`commit/seq/shape` in the position header).
+    /// each of its records ([`crate::event::SHAPE_HEADER`]).
     stamps: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
@@ -299,14 +299,14 @@ impl KafkaProducer {
             if routed.is_some() || (shape && !publish_shapes) {
                 continue;
             }
-            let mut e = encode(r);
-            if let (Some(p), Some(at)) = (e.position.as_mut(), stamps.get(&r.table)) {
-                if !shape {
-                    p.push('/');
-                    p.push_str(at);
-                }
-            }
+            let e = encode(r);
             let mut headers = OwnedHeaders::new();
+            if let Some(at) = stamps.get(&r.table).filter(|_| !shape) {
+                headers = headers.insert(Header {
+                    key: crate::event::SHAPE_HEADER,
+                    value: Some(at),
+                });
+            }
             if let Some(x) = e.exact.as_ref() {
                 headers = headers.insert(Header {
                     key: EXACT_HEADER,

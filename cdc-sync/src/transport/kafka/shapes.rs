@@ -1,6 +1,6 @@
 //! A sink worker's side of schema changes: every streamed record carries
-//! the position of its table's shape (`commit/seq/shape` in its position
-//! header, put on by the
+//! the position of its table's shape (header `strangler.shape`, put on by
+//! the
 //! producer, which has the shape's record acknowledged before it sends any
 //! row that names it). A worker that meets a shape it has not applied
 //! reads `<prefix>.schema-changes` (every partition, no group) up to it and
@@ -59,7 +59,8 @@ impl Shapes {
         let mut cfg = client.config();
         // Assigned, never committed: the group is only a name.
         cfg.set("group.id", "strangler-schema-changes")
-            .set("enable.auto.commit", "false");
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest");
         client.apply_properties(&mut cfg);
         Ok(Shapes {
             consumer: cfg.create()?,
@@ -77,20 +78,17 @@ impl Shapes {
         sink: &mut Sink,
         batch: &mut [ConsumedRecord],
     ) -> Result<(), TransportError> {
-        let mut need: HashMap<&str, u64> = HashMap::new();
-        for (r, ..) in batch.iter() {
-            if let Some(at) = r.shape {
-                if sink.maps(&r.table) {
-                    let n = need.entry(r.table.as_str()).or_insert(0);
-                    *n = (*n).max(at.0);
-                }
-            }
-        }
-        let behind: Vec<(String, u64)> = need
-            .into_iter()
-            .filter(|(t, at)| self.applied.get(*t).is_none_or(|a| a < at))
+        // Each shape the batch's rows have that was not read yet.
+        let mut behind: Vec<(String, u64)> = batch
+            .iter()
+            .filter_map(|(r, ..)| Some((r.table.as_str(), r.shape?.0)))
+            .filter(|(t, at)| {
+                sink.maps(t) && !self.history.get(*t).is_some_and(|h| h.contains_key(at))
+            })
             .map(|(t, at)| (t.to_string(), at))
             .collect();
+        behind.sort_unstable();
+        behind.dedup();
         if !behind.is_empty() {
             self.catch_up(sink, &behind).await?;
         }
@@ -117,11 +115,9 @@ impl Shapes {
         behind: &[(String, u64)],
     ) -> Result<(), TransportError> {
         let found = |s: &Shapes| {
-            behind.iter().all(|(t, at)| {
-                s.history
-                    .get(t)
-                    .is_some_and(|h| h.keys().next_back().is_some_and(|last| last >= at))
-            })
+            behind
+                .iter()
+                .all(|(t, at)| s.history.get(t).is_some_and(|h| h.contains_key(at)))
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !found(self) {
@@ -132,7 +128,7 @@ impl Shapes {
                 .any(|(p, high)| self.next.get(p).copied().unwrap_or(0) < *high)
             {
                 if Instant::now() > deadline {
-                    return Err(TransportError::Gap(format!(
+                    return Err(TransportError::Schema(format!(
                         "{}: the schema changes of {behind:?} could not be read within 30 s",
                         self.topic
                     )));
@@ -147,9 +143,10 @@ impl Shapes {
                 }
             }
             if read.is_empty() {
-                // At the end of every partition, and a shape is missing:
-                // gone from the broker (retention).
-                return Err(TransportError::Gap(format!(
+                // At the end of every partition, and a shape is missing: not
+                // readable yet, or gone (retention). Tried again after a
+                // pause, and said.
+                return Err(TransportError::Schema(format!(
                     "{}: the schema changes of {behind:?} are not there (deleted by retention? keep that topic without limits)",
                     self.topic
                 )));
