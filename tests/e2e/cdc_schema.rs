@@ -9,6 +9,25 @@ use std::time::Duration;
 use crate::cdc::{databases, spawn_cdc, stop_gracefully, until_count};
 use crate::support::*;
 
+/// The configuration of these tests: `public.items` from the source into
+/// sink `svc`, with `transport` (empty: embedded) and `keys` added to the
+/// table's mapping.
+fn items_config(transport: &str, keys: &str) -> String {
+    format!(
+        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.items\"]\n\n\
+         {transport}\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.items\"\n{keys}"
+    )
+}
+
+/// `cdc run`'s environment for `db`.
+fn items_env(db: &crate::cdc::Databases) -> [(&str, &str); 3] {
+    [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+        ("STRANGLER_LOG", "info"),
+    ]
+}
+
 /// `sql`'s single text value on `pool`.
 async fn text(pool: &sqlx::PgPool, sql: &str) -> Option<String> {
     sqlx::query_scalar(sql)
@@ -68,15 +87,8 @@ async fn columns_added_widened_renamed_and_dropped_on_the_monolith_reach_the_ser
         .await
         .expect("seed");
     let h = Harness::new();
-    h.write_config(
-        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.items\"]\n\n\
-         [[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.items\"\n",
-    );
-    let env = [
-        ("E2E_SRC", db.src_url.as_str()),
-        ("E2E_DST", db.dst_url.as_str()),
-        ("STRANGLER_LOG", "info"),
-    ];
+    h.write_config(&items_config("", ""));
+    let env = items_env(&db);
     let log = || h.cdc_log();
     let mut cdc = spawn_cdc(&h, &env);
     until_count(&db.dst, "SELECT count(*) FROM items", 100, log).await;
@@ -257,15 +269,8 @@ async fn a_name_renamed_away_and_added_again_is_a_new_column_and_drop_columns_dr
         .await
         .expect("target");
     let h = Harness::new();
-    h.write_config(
-        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.items\"]\n\n\
-         [[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.items\"\ndrop_columns = true\n",
-    );
-    let env = [
-        ("E2E_SRC", db.src_url.as_str()),
-        ("E2E_DST", db.dst_url.as_str()),
-        ("STRANGLER_LOG", "info"),
-    ];
+    h.write_config(&items_config("", "drop_columns = true\n"));
+    let env = items_env(&db);
     let log = || h.cdc_log();
     let mut cdc = spawn_cdc(&h, &env);
     let first = insert_and_wait(&db, "(status, old) VALUES ('shipped', 'x')", log).await;
@@ -325,16 +330,14 @@ async fn through_kafka_each_shape_is_a_debezium_schema_change_event_the_worker_a
         .await
         .expect("target");
     let h = Harness::new();
-    h.write_config(&format!(
-        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nurl_env = \"E2E_SRC\"\ntables = [\"public.items\"]\n\n\
-         [cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"shop\"\n\n\
-         [[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"public.items\"\n",
-        broker.bootstrap()
+    h.write_config(&items_config(
+        &format!(
+            "[cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"shop\"\n",
+            broker.bootstrap()
+        ),
+        "",
     ));
-    let env = [
-        ("E2E_SRC", db.src_url.as_str()),
-        ("E2E_DST", db.dst_url.as_str()),
-    ];
+    let env = items_env(&db);
     let log = || h.cdc_log();
     // A row the snapshot copies: the stream first meets the table after
     // the changes.
