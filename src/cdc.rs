@@ -68,6 +68,9 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
         };
         let json = args.common.json;
         match args.command {
+            CdcCommand::Snapshot { table: Some(_) } if cdc.source.kind.is_mysql() => {
+                usage("cdc snapshot --table is not available for a MySQL source yet: `strangler cdc snapshot` copies every table again")
+            }
             CdcCommand::Snapshot { table: Some(t) } => request_chunked(&cdc, &source_url, &t, json).await,
             CdcCommand::Run { .. } | CdcCommand::Snapshot { table: None } => {
                 let sinks: Vec<&CdcSink> = cdc.sinks.iter().filter(|s| !s.reverse).collect();
@@ -85,7 +88,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                     (false, SnapshotMode::Initial) => Start::Initial,
                     (false, _) => Start::Never,
                 };
-                if snapshot_only {
+                if snapshot_only && !cfg.kind.is_mysql() {
                     say_if_held(&cfg).await;
                 }
                 let metrics = match &args.command {
@@ -137,6 +140,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<Exit> {
                         tx_memory: cdc.source.transaction_memory,
                         chunk_rows: cdc.source.snapshot_chunk_rows,
                         workers: cdc.source.snapshot_workers,
+                        kind: strangler_config::SourceKind::Postgres,
                     };
                     let (config, s, url) = (config.clone(), s.clone(), source_url.clone());
                     tasks.push(tokio::spawn(async move { run_pipeline(&config, cfg, &[&s], &[url], RunOpts { start: Start::Never, snapshot_only: false, json, metrics: None, direction: Direction::Reverse }).await }));
@@ -492,6 +496,12 @@ async fn status(
     Ok(Exit::Ok)
 }
 
+/// The source `cdc verify` reads.
+enum Side {
+    Postgres(strangler_cdc::verify::PgConnection),
+    MySql(strangler_cdc::mysql::Conn),
+}
+
 async fn verify_cmd(
     cdc: &CdcConfig,
     source_url: &str,
@@ -499,7 +509,11 @@ async fn verify_cmd(
     json: bool,
 ) -> anyhow::Result<Exit> {
     let cfg = SourceConfig::from_config(cdc, source_url.to_string());
-    let mut src = source::connect(&cfg).await?;
+    let mut src = if cfg.kind.is_mysql() {
+        Side::MySql(strangler_cdc::mysql::connect(&cfg.url).await?)
+    } else {
+        Side::Postgres(source::connect(&cfg).await?)
+    };
     let matches = |t: &TableName| only.is_none_or(|o| o == t.to_string() || o == t.table);
     let mut reports = Vec::new();
     for s in cdc.sinks.iter().filter(|s| !s.reverse) {
@@ -526,11 +540,25 @@ async fn verify_cmd(
                     )
                     .with_message(format!("verify {} → {} ({})", m.source, m.target, s.name))
             };
-            let r = verify::table(&mut src, &mut dst, &target, |done, total| {
+            let progress = |done: usize, total: usize| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
-            })
-            .await?;
+            };
+            let r = match &mut src {
+                Side::Postgres(src) => verify::table(src, &mut dst, &target, progress).await?,
+                Side::MySql(src) => {
+                    let shape = strangler_cdc::mysql::columns::load(src, &m.source).await?;
+                    strangler_cdc::mysql::verify::table(
+                        src,
+                        &shape,
+                        &mut dst,
+                        &target,
+                        &cdc.format,
+                        progress,
+                    )
+                    .await?
+                }
+            };
             bar.finish_and_clear();
             reports.push((s.name.clone(), r));
         }

@@ -383,6 +383,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
         workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
+        kind: strangler_config::SourceKind::Postgres,
     };
     let sinks = vec![
         SinkSpec {
@@ -627,6 +628,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
         workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
+        kind: strangler_config::SourceKind::Postgres,
     };
     let rev_sinks = vec![SinkSpec {
         name: "catalog_back".into(),
@@ -686,6 +688,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
         workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
+        kind: strangler_config::SourceKind::Postgres,
     })
     .await?;
     let mut d = strangler_cdc::verify::connect(&cat_url).await?;

@@ -44,9 +44,13 @@ fn places(cdc: &CdcConfig, source_url: &str) -> (Vec<Place>, Vec<String>) {
         }
         p
     }
-    let src = at(&mut by_url, source_url, "source".into());
-    src.slots
-        .extend([cdc.source.slot.clone(), cdc.source.publication.clone()]);
+    // A MySQL source keeps nothing of strangler's: no slot, no
+    // publication (the lease is a lock that ends with its session).
+    if !cdc.source.kind.is_mysql() {
+        let src = at(&mut by_url, source_url, "source".into());
+        src.slots
+            .extend([cdc.source.slot.clone(), cdc.source.publication.clone()]);
+    }
     for s in &cdc.sinks {
         let url = match std::env::var(&s.url_env) {
             Ok(u) if !u.is_empty() => u,

@@ -4,6 +4,8 @@
 //! - [`source`]: logical replication with pgoutput (`pgwire-replication`
 //!   for the protocol, [`pgoutput`] our decoder), publication and slot
 //!   management, the initial snapshot consistent with the slot.
+//! - [`mysql`]: the source when the monolith runs on MySQL or MariaDB
+//!   (the row-based binlog, a consistent snapshot).
 //! - [`event`]: Debezium's change-event envelope, exactly.
 //! - [`sink`]: applies events to a target database through `sqlx` with
 //!   table/column mapping, offsets in the same transaction, dead letters,
@@ -20,6 +22,7 @@ pub mod event;
 mod incremental;
 pub mod lsn;
 pub mod metrics;
+pub mod mysql;
 pub mod origin;
 pub mod pgoutput;
 pub mod pipeline;

@@ -64,6 +64,12 @@ pub trait Destination: Send {
     fn taken_from_slot(&self) -> Option<Lsn> {
         None
     }
+    /// Where a source without a slot (MySQL's binlog) reads again from:
+    /// the oldest position this destination has durably taken, `None`
+    /// when it has none (nothing taken yet: snapshot).
+    async fn resume_position(&mut self) -> Result<Option<Lsn>, PipelineError> {
+        Ok(None)
+    }
     /// A new snapshot replaces everything: forget stored positions.
     async fn reset(&mut self) -> Result<(), PipelineError> {
         Ok(())
@@ -376,6 +382,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Progress, PipelineError> {
+    if cfg.kind.is_mysql() {
+        return crate::mysql::run::run(cfg, target, start, status, shutdown, on_progress).await;
+    }
     let mut progress = Progress::default();
     let mut stream = open(cfg, target, start, status, &mut progress, &mut on_progress).await?;
     // The source's position is read beside the apply loop, never by it: a

@@ -435,6 +435,9 @@ pub async fn report(
     cfg: &SourceConfig,
     sinks: &[(String, Result<String, String>)],
 ) -> Result<serde_json::Value, SourceError> {
+    if cfg.kind.is_mysql() {
+        return report_mysql(cfg, sinks).await;
+    }
     let mut conn = source::connect(cfg).await?;
     let current = source::current_lsn(&mut conn).await?;
     let slot = source::slot_state(&mut conn, &cfg.slot).await?;
@@ -447,6 +450,39 @@ pub async fn report(
         (Some(a), Some(b)) => b.confirmed.0.saturating_sub(a.confirmed.0),
         _ => 0,
     };
+    let out_sinks = sink_reports(cfg, sinks, current).await;
+    let (holder, standbys) = crate::run::lease::holder(&mut conn, &cfg.slot).await?;
+    let retained = source::retained_wal(&mut conn, &cfg.slot).await?;
+    // Gone after a sink took changes from it: never silently snapshotted
+    // again (`SourceError::SlotLost`).
+    let lost = slot.as_ref().is_none_or(|s| s.invalidated)
+        && out_sinks.iter().any(|s| !s["applied"].is_null());
+    Ok(json!({
+        "slot": cfg.slot,
+        "exists": slot.is_some(),
+        "invalidated": slot.as_ref().is_some_and(|s| s.invalidated),
+        "lost": lost,
+        "retained_wal_bytes": retained,
+        "lease": {
+            "active": holder.map(|(name, client, pid)| json!({"application_name": name, "client": client, "pid": pid})),
+            "standbys": standbys,
+        },
+        "active": slot.as_ref().is_some_and(|s| s.active),
+        "source_lsn": current.to_string(),
+        "confirmed": slot.as_ref().map(|s| s.confirmed.to_string()),
+        "lag_bytes": lag_bytes,
+        "confirmed_bytes_per_second": rate,
+        "sinks": out_sinks,
+    }))
+}
+
+/// What each sink has applied (its stored offset), how far behind
+/// `current` that is, and its snapshot check and progress.
+async fn sink_reports(
+    cfg: &SourceConfig,
+    sinks: &[(String, Result<String, String>)],
+    current: Lsn,
+) -> Vec<serde_json::Value> {
     let mut out_sinks = Vec::new();
     for (name, url) in sinks {
         let url = match url {
@@ -489,34 +525,59 @@ pub async fn report(
         out_sinks.push(match row {
             Some((lsn, at, age)) => {
                 let behind = current.0.saturating_sub(Lsn::from_i64(lsn).0);
-                json!({"sink": name, "applied": Lsn::from_i64(lsn).to_string(), "applied_at": at,
+                json!({"sink": name, "applied": Lsn::from_i64(lsn).to_string(), "applied_lsn": Lsn::from_i64(lsn).0, "applied_at": at,
                        "lag_bytes": behind, "lag_seconds": if behind == 0 { 0.0 } else { age },
                        "snapshot_check": check, "snapshot": snapshot})
             }
             None => json!({"sink": name, "applied": null, "snapshot_check": check, "snapshot": snapshot}),
         });
     }
-    let (holder, standbys) = crate::run::lease::holder(&mut conn, &cfg.slot).await?;
-    let retained = source::retained_wal(&mut conn, &cfg.slot).await?;
-    // Gone after a sink took changes from it: never silently snapshotted
-    // again (`SourceError::SlotLost`).
-    let lost = slot.as_ref().is_none_or(|s| s.invalidated)
-        && out_sinks.iter().any(|s| !s["applied"].is_null());
+    out_sinks
+}
+
+/// `cdc status` of a MySQL source: the binlog's end, the lease (a named
+/// lock on the source), each sink's position.
+async fn report_mysql(
+    cfg: &SourceConfig,
+    sinks: &[(String, Result<String, String>)],
+) -> Result<serde_json::Value, SourceError> {
+    use mysql_async::prelude::Queryable;
+    let mut conn = crate::mysql::connect(&cfg.url).await?;
+    let at = crate::mysql::current_position(&mut conn).await?;
+    let current = at.lsn().unwrap_or_default();
+    let out_sinks = sink_reports(cfg, sinks, current).await;
+    let name: String = format!("strangler-cdc/{}", cfg.slot)
+        .chars()
+        .take(64)
+        .collect();
+    let holder: Option<(u64, String)> = conn
+        .exec_first(
+            "SELECT ID, HOST FROM information_schema.PROCESSLIST WHERE ID = IS_USED_LOCK(?)",
+            (name,),
+        )
+        .await?;
+    let applied: Vec<u64> = out_sinks
+        .iter()
+        .filter_map(|s| s["applied_lsn"].as_u64())
+        .collect();
+    let confirmed = applied.iter().min().copied().map(Lsn);
     Ok(json!({
         "slot": cfg.slot,
-        "exists": slot.is_some(),
-        "invalidated": slot.as_ref().is_some_and(|s| s.invalidated),
-        "lost": lost,
-        "retained_wal_bytes": retained,
+        "kind": "mysql",
+        "exists": true,
+        "invalidated": false,
+        "lost": false,
+        "retained_wal_bytes": null,
+        "binlog": {"file": at.file, "pos": at.pos},
         "lease": {
-            "active": holder.map(|(name, client, pid)| json!({"application_name": name, "client": client, "pid": pid})),
-            "standbys": standbys,
+            "active": holder.map(|(id, host)| json!({"application_name": format!("connection {id}"), "client": host, "pid": id})),
+            "standbys": 0,
         },
-        "active": slot.as_ref().is_some_and(|s| s.active),
-        "source_lsn": current.to_string(),
-        "confirmed": slot.as_ref().map(|s| s.confirmed.to_string()),
-        "lag_bytes": lag_bytes,
-        "confirmed_bytes_per_second": rate,
+        "active": false,
+        "source_lsn": format!("{at}"),
+        "confirmed": confirmed.map(|l| l.to_string()),
+        "lag_bytes": confirmed.map(|c| current.0.saturating_sub(c.0)),
+        "confirmed_bytes_per_second": 0,
         "sinks": out_sinks,
     }))
 }

@@ -121,6 +121,7 @@ fn source_cfg(e: &Env) -> SourceConfig {
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
         workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
+        kind: strangler_config::SourceKind::Postgres,
     }
 }
 
@@ -409,6 +410,7 @@ async fn reverse_sync_converges_without_ping_pong() {
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
         workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
+        kind: strangler_config::SourceKind::Postgres,
     };
     let rev = start(
         rev_cfg,

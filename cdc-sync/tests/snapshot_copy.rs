@@ -93,6 +93,7 @@ async fn snapshot(e: &Env, rows: i64) -> Progress {
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
         workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
+        kind: strangler_config::SourceKind::Postgres,
     };
     let mut sinks = vec![
         Sink::connect("catalog", &e.dst_url, "strangler", &[mapping()])

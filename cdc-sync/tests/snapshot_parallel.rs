@@ -70,6 +70,7 @@ async fn workers_join_the_exported_snapshot_and_copy_every_row_once() {
         tx_memory: source::DEFAULT_TX_MEMORY,
         chunk_rows: source::chunk::CHUNK_ROWS,
         workers: 2,
+        kind: strangler_config::SourceKind::Postgres,
     };
     let mut conn = source::connect(&cfg).await.unwrap();
     source::ensure_publication(&mut conn, &cfg).await.unwrap();

@@ -188,6 +188,7 @@ fn source(e: &Env, format: EventFormat) -> SourceConfig {
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
         workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
+        kind: strangler_config::SourceKind::Postgres,
     }
 }
 

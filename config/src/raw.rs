@@ -368,8 +368,13 @@ pub struct RawOutbox {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCdcSource {
+    /// `postgres` | `mysql` (MySQL or MariaDB; default `postgres`).
+    pub kind: Option<Spanned<String>>,
     /// Environment variable holding the source database URL.
     pub url_env: Spanned<String>,
+    /// kind = mysql: the server id the binlog reader registers with, unique
+    /// among the server's replicas (default: derived from the slot name).
+    pub server_id: Option<Spanned<i64>>,
     /// Replication slot name (default `strangler`).
     pub slot: Option<Spanned<String>>,
     /// Publication name (default `strangler`).

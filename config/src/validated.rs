@@ -502,6 +502,7 @@ pub enum BinaryHandling {
 
 #[derive(Debug, Clone)]
 pub struct CdcSource {
+    pub kind: SourceKind,
     pub url_env: String,
     pub slot: String,
     pub publication: String,
@@ -516,6 +517,33 @@ pub struct CdcSource {
     pub snapshot_chunk_rows: usize,
     /// Source connections copying the initial snapshot at once.
     pub snapshot_workers: usize,
+}
+
+/// What the monolith's database is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceKind {
+    /// PostgreSQL, read through logical replication (pgoutput).
+    #[default]
+    Postgres,
+    /// MySQL or MariaDB, read through the row-based binlog as a replica
+    /// registered with `server_id`.
+    MySql { server_id: u32 },
+}
+
+impl SourceKind {
+    pub fn is_mysql(self) -> bool {
+        matches!(self, SourceKind::MySql { .. })
+    }
+}
+
+/// The binlog reader's server id when none is configured: derived from
+/// the slot name (FNV-1a), in 0x5354_0000..0x5354_FFFF ("ST"), so two
+/// slots read with two ids and a restart reuses its own.
+pub fn default_server_id(slot: &str) -> u32 {
+    let h = slot.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    0x5354_0000 | (h & 0xffff)
 }
 
 /// Source connections copying the initial snapshot at once by default.

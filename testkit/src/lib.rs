@@ -10,6 +10,6 @@ mod tansu;
 mod upstream;
 
 pub use serve::{serve_app, Served};
-pub use strangler_sandbox::{free_port, free_ports, PgCluster};
+pub use strangler_sandbox::{free_port, free_ports, MariaDb, PgCluster};
 pub use tansu::Broker;
 pub use upstream::{Behaviour, TestUpstream};

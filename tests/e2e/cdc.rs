@@ -292,7 +292,7 @@ async fn cdc_killed_mid_stream_resumes_without_loss_or_double_apply() {
 
 /// Reads every message of `topic` from the start (a plain consumer, as a
 /// Debezium consumer would).
-async fn read_topic(
+pub(crate) async fn read_topic(
     brokers: &str,
     topic: &str,
     at_least: usize,

@@ -13,6 +13,7 @@ mod cdc_ha;
 mod cdc_kafka_auth;
 mod cdc_kafka_resume;
 mod cdc_large_tx;
+mod cdc_mysql;
 mod cdc_outbox;
 mod cdc_schema;
 mod cdc_types;

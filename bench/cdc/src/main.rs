@@ -53,6 +53,7 @@ fn cfg(url: &str, slot: &str) -> SourceConfig {
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
         workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
+        kind: strangler_config::SourceKind::Postgres,
     }
 }
 

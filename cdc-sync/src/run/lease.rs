@@ -42,9 +42,17 @@ pub fn application_name(role: &str, slot: &str) -> String {
     format!("strangler-cdc {role} {slot}")
 }
 
+/// The session holding a lease.
+enum Held {
+    Postgres(PgConnection),
+    /// A MySQL source: `GET_LOCK('strangler-cdc/<slot>')`, released when
+    /// the session ends.
+    MySql(mysql_async::Conn),
+}
+
 /// The active process's hold on a slot.
 pub struct Lease {
-    conn: PgConnection,
+    conn: Held,
     slot: String,
 }
 
@@ -55,9 +63,21 @@ impl Lease {
     pub async fn lost(&mut self) -> SourceError {
         loop {
             tokio::time::sleep(POLL).await;
-            let check = sqlx::query("SELECT 1").execute(&mut self.conn);
+            let check = async {
+                match &mut self.conn {
+                    Held::Postgres(c) => sqlx::query("SELECT 1")
+                        .execute(c)
+                        .await
+                        .map(|_| ())
+                        .map_err(SourceError::from),
+                    Held::MySql(c) => {
+                        use mysql_async::prelude::Queryable;
+                        c.query_drop("SELECT 1").await.map_err(SourceError::from)
+                    }
+                }
+            };
             match tokio::time::timeout(CHECK_TIMEOUT, check).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     return SourceError::Lease(format!(
                         "the session holding slot {}'s lease failed: {e}",
@@ -116,8 +136,18 @@ pub async fn acquire<S: Future<Output = ()>>(
     let mut said = false;
     // A standby keeps its session between tries: it names it a standby.
     let mut session = None;
+    let mut my_session = None;
     loop {
-        match try_lock(cfg, &mut session).await {
+        let tried = if cfg.kind.is_mysql() {
+            try_lock_mysql(cfg, &mut my_session)
+                .await
+                .map(|c| c.map(Held::MySql))
+        } else {
+            try_lock(cfg, &mut session)
+                .await
+                .map(|c| c.map(Held::Postgres))
+        };
+        match tried {
             Ok(Some(conn)) => {
                 if said {
                     tracing::info!(slot = %cfg.slot, "the active cdc run is gone: taking over");
@@ -144,6 +174,7 @@ pub async fn acquire<S: Future<Output = ()>>(
             }
             Err(e) if e.is_retryable() => {
                 session = None;
+                my_session = None;
                 let wait = delays.next().unwrap_or(Duration::from_secs(10));
                 tracing::warn!(slot = %cfg.slot, error = %e, wait_ms = wait.as_millis() as u64, "cannot reach the source to take the lease; trying again");
                 tokio::select! {
@@ -193,6 +224,31 @@ async fn try_lock(
     };
     set_name(&mut conn, &application_name("active", &cfg.slot)).await?;
     Ok(Some(conn))
+}
+
+/// One try for a MySQL source: `GET_LOCK` on `session` (opened when
+/// absent); the session when the lock was granted.
+async fn try_lock_mysql(
+    cfg: &SourceConfig,
+    session: &mut Option<mysql_async::Conn>,
+) -> Result<Option<mysql_async::Conn>, SourceError> {
+    use mysql_async::prelude::Queryable;
+    if session.is_none() {
+        *session = Some(crate::mysql::connect(&cfg.url).await?);
+    }
+    let Some(conn) = session.as_mut() else {
+        return Ok(None);
+    };
+    // Lock names are at most 64 characters.
+    let name: String = format!("strangler-cdc/{}", cfg.slot)
+        .chars()
+        .take(64)
+        .collect();
+    let got: Option<Option<i64>> = conn.exec_first("SELECT GET_LOCK(?, 0)", (name,)).await?;
+    if got.flatten() != Some(1) {
+        return Ok(None);
+    }
+    Ok(session.take())
 }
 
 async fn set_name(conn: &mut PgConnection, name: &str) -> Result<(), SourceError> {

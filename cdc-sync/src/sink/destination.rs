@@ -24,6 +24,16 @@ impl Destination for Sinks<'_> {
             .max()
     }
 
+    async fn resume_position(&mut self) -> Result<Option<Lsn>, PipelineError> {
+        // The oldest: each sink skips what it has.
+        Ok(self
+            .0
+            .iter()
+            .map(|s| s.position())
+            .min()
+            .filter(|l| l.0 > 0))
+    }
+
     async fn reset(&mut self) -> Result<(), PipelineError> {
         for s in self.0.iter_mut() {
             s.reset().await?;

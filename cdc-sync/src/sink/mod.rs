@@ -32,7 +32,7 @@ use strangler_config::TableMapping;
 pub use copy::CopyJob;
 pub use destination::Sinks;
 pub use mapping::Mapped;
-pub use target::TargetTable;
+pub use target::{TargetColumn, TargetTable};
 
 use crate::lsn::Lsn;
 use crate::types::{Catalog, EventFormat};

@@ -27,7 +27,7 @@ mod stream;
 use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, Row};
-use strangler_config::{EventFormat, TableName};
+use strangler_config::{EventFormat, SourceKind, TableName};
 
 pub use snapshot::{snapshot, SnapshotItem};
 pub use stream::{Item, Large, Stream, Tx, PART};
@@ -44,6 +44,9 @@ pub enum SourceError {
     /// The replication session failed.
     #[error("replication: {0}")]
     Replication(#[from] pgwire_replication::PgWireError),
+    /// The MySQL/MariaDB source failed ([`crate::mysql`]).
+    #[error("MySQL source: {0}")]
+    MySql(#[from] mysql_async::Error),
     /// The replication stream ended or stopped: the server went away.
     #[error("replication: {0}")]
     Ended(&'static str),
@@ -77,6 +80,7 @@ impl SourceError {
         use pgwire_replication::PgWireError as W;
         match self {
             SourceError::Database(e) => strangler_state::retry::sqlx_retryable(e),
+            SourceError::MySql(e) => crate::mysql::retryable(e),
             SourceError::Replication(w) => match w {
                 W::Io(_) | W::Task(_) => true,
                 W::Server(m) => sqlstate_of(m).is_some_and(|c| {
@@ -130,6 +134,8 @@ pub struct SourceConfig {
     pub chunk_rows: usize,
     /// Source connections copying the initial snapshot at once.
     pub workers: usize,
+    /// PostgreSQL or MySQL/MariaDB ([`crate::mysql`]).
+    pub kind: SourceKind,
 }
 
 /// The default of [`SourceConfig::tx_memory`] (64 MiB).
@@ -165,6 +171,7 @@ impl SourceConfig {
             tx_memory: cdc.source.transaction_memory,
             chunk_rows: cdc.source.snapshot_chunk_rows,
             workers: cdc.source.snapshot_workers,
+            kind: cdc.source.kind,
         }
     }
 

@@ -21,7 +21,7 @@
 //! type, its representation under each option and how it is written back
 //! is `cdc-sync/TYPES.md`.
 
-mod decimal;
+pub(crate) mod decimal;
 pub mod decode;
 pub mod encode;
 pub mod schema;

@@ -10,7 +10,8 @@ mod sample;
 
 use std::collections::BTreeMap;
 
-use sqlx::{PgConnection, Row};
+pub use sqlx::PgConnection;
+use sqlx::Row;
 use strangler_config::TableMapping;
 
 use crate::sink::TargetTable;

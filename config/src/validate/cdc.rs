@@ -54,9 +54,56 @@ pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc, base_dir: &Path) -> C
             None => "strangler".to_string(),
         }
     };
+    let slot = ident(c, &s.slot, "cdc.source.slot");
+    let kind = match s.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
+        None | Some((_, "postgres" | "postgresql")) => {
+            if let Some(id) = &s.server_id {
+                c.err(
+                    id,
+                    "cdc.source.server_id",
+                    "applies to kind = \"mysql\" only",
+                );
+            }
+            SourceKind::Postgres
+        }
+        Some((_, "mysql" | "mariadb")) => {
+            if let Some(p) = &s.publication {
+                c.err(
+                    p,
+                    "cdc.source.publication",
+                    "PostgreSQL only: a MySQL source reads the binlog, which has no publications",
+                );
+            }
+            SourceKind::MySql {
+                server_id: match &s.server_id {
+                    Some(n) if (1..=i64::from(u32::MAX)).contains(n.get_ref()) => {
+                        *n.get_ref() as u32
+                    }
+                    Some(n) => {
+                        c.err(
+                            n,
+                            "cdc.source.server_id",
+                            "a server id from 1 to 4294967295, unique among the server's replicas",
+                        );
+                        default_server_id(&slot)
+                    }
+                    None => default_server_id(&slot),
+                },
+            }
+        }
+        Some((k, other)) => {
+            c.err(
+                k,
+                "cdc.source.kind",
+                format!("unknown source {other:?} (expected postgres or mysql)"),
+            );
+            SourceKind::Postgres
+        }
+    };
     let source = CdcSource {
+        kind,
         url_env: s.url_env.get_ref().clone(),
-        slot: ident(c, &s.slot, "cdc.source.slot"),
+        slot,
         publication: ident(c, &s.publication, "cdc.source.publication"),
         tables: s
             .tables
@@ -106,6 +153,13 @@ pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc, base_dir: &Path) -> C
     };
     let t = &raw.transport;
     let format = event_format(c, t);
+    if kind.is_mysql() && t.schemas_enable {
+        c.err_at(
+            s.kind.as_ref().map_or(0, |k| k.span().start),
+            "cdc.transport.schemas_enable",
+            "not available with kind = \"mysql\" yet: MySQL events are schemaless JSON (Kafka Connect's schemas.enable = false)",
+        );
+    }
     let topic_prefix = t
         .topic_prefix
         .as_ref()
@@ -171,6 +225,13 @@ pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc, base_dir: &Path) -> C
                 }
                 None => 1,
             };
+            if sink.reverse && kind.is_mysql() {
+                c.err(
+                    &sink.name,
+                    &format!("cdc.sinks[{i}].reverse"),
+                    "reverse sync into a MySQL monolith is not available yet (the sinks write PostgreSQL); keep writes on the monolith until the endpoint is migrated",
+                );
+            }
             CdcSink {
                 name: sink.name.get_ref().clone(),
                 url_env: sink.url_env.get_ref().clone(),

@@ -11,7 +11,7 @@ mod cut;
 mod tls;
 
 pub use cut::Cuttable;
-pub use strangler_testkit::{free_port, free_ports, Behaviour, PgCluster, TestUpstream};
+pub use strangler_testkit::{free_port, free_ports, Behaviour, MariaDb, PgCluster, TestUpstream};
 pub use tls::{tls_front, TestCa};
 
 /// The `strangler` binary built for these tests.

@@ -41,6 +41,25 @@ impl Destination for KafkaDestination<'_> {
         self.snapshot_done.then_some(Lsn(0))
     }
 
+    async fn resume_position(&mut self) -> Result<Option<Lsn>, PipelineError> {
+        // What the broker acknowledged (or, before anything streamed, where
+        // the published snapshot was consistent).
+        let Some(store) = self.store else {
+            return Ok(None);
+        };
+        if let Some((_, l)) = store.published(&self.slot).await.map_err(store_err)? {
+            if l > 0 {
+                return Ok(Some(Lsn::from_i64(l)));
+            }
+        }
+        Ok(store
+            .published_snapshot(&self.slot)
+            .await
+            .map_err(store_err)?
+            .map(|(began, _)| Lsn::from_i64(began))
+            .filter(|l| l.0 > 0))
+    }
+
     async fn snapshot_shape(&mut self, shape: &Record) -> Result<(), PipelineError> {
         Ok(self.producer.publish(std::slice::from_ref(shape)).await?)
     }

@@ -1,0 +1,376 @@
+//! The binlog read as a replica reads it, in a task of its own that hands
+//! whole transactions to the pipeline ([`read`]).
+//!
+//! ```text
+//!  GTID (MariaDB 162 / MySQL) or Query BEGIN ─ opens a transaction
+//!  TABLE_MAP + WRITE/UPDATE/DELETE_ROWS      ─ rows of captured tables → records
+//!  XID, or Query COMMIT                      ─ ends it: Item::Tx at the XID's end position
+//!  Query (DDL)                               ─ the shapes of the tables it names are read
+//!                                              again; Item::Idle at its end
+//!  HEARTBEAT (idle server)                   ─ Item::Idle at the binlog's end
+//!  ROTATE                                    ─ the next file
+//! ```
+//!
+//! Everything the reader keeps between events lives in the task, so
+//! nothing is lost when the pipeline is cancelled: the task just ends with
+//! the channel.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::binlog::value::BinlogValue;
+use mysql_async::prelude::Queryable;
+use mysql_async::Value as My;
+use tokio::sync::mpsc;
+
+use super::columns::{self, Shape};
+use super::position::{clean_file_name, Position};
+use super::record::{records, Source};
+use super::value::From;
+use crate::event::{Op, Record};
+use crate::lsn::Lsn;
+use crate::source::{SourceConfig, SourceError};
+
+/// What the reader hands the pipeline.
+#[derive(Debug)]
+pub enum Item {
+    /// A transaction touching captured tables, ending at `end`, committed
+    /// at `ts_ms`.
+    Tx {
+        records: Vec<Record>,
+        end: Lsn,
+        ts_ms: i64,
+    },
+    /// A position with nothing to write (an idle server, a transaction of
+    /// other tables, DDL, a transaction marked `skip_replication`).
+    Idle(Lsn),
+}
+
+/// How often an idle server sends a heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Silence after which the connection counts as lost.
+const SILENCE: Duration = Duration::from_secs(15);
+/// MariaDB's `LOG_EVENT_SKIP_REPLICATION_F`: written by a session with
+/// `skip_replication = 1`.
+const SKIP_REPLICATION: u16 = 0x8000;
+/// MariaDB's GTID event.
+const MARIADB_GTID: u8 = 162;
+
+/// The transaction being read.
+#[derive(Default)]
+struct Open {
+    records: Vec<Record>,
+    gtid: Option<String>,
+    skip: bool,
+    /// Rows seen in it (`source.row` counts within a rows event).
+    seq: u32,
+}
+
+/// Reads the binlog from `from` until the channel closes (`Ok`) or the
+/// stream fails.
+pub async fn read(
+    cfg: SourceConfig,
+    server_id: u32,
+    from: Position,
+    shapes: Vec<Shape>,
+    out: mpsc::Sender<Item>,
+) -> Result<(), SourceError> {
+    let mut shapes: HashMap<String, Shape> = shapes.into_iter().map(|s| (s.name(), s)).collect();
+    // Shapes are read again on a session of their own.
+    let mut catalog = super::connect(&cfg.url).await?;
+    let mut conn = super::connect(&cfg.url).await?;
+    let mariadb = super::is_mariadb(&mut conn).await?;
+    if mariadb {
+        // GTID events as they are (not rewritten as BEGIN).
+        conn.query_drop("SET @mariadb_slave_capability = 4").await?;
+    }
+    let period_ns = HEARTBEAT.as_nanos() as u64;
+    conn.query_drop(format!(
+        "SET @master_heartbeat_period = {period_ns}, @source_heartbeat_period = {period_ns}"
+    ))
+    .await?;
+    let request = mysql_async::BinlogStreamRequest::new(server_id)
+        .with_filename(from.file.as_bytes())
+        .with_pos(from.pos);
+    let mut stream = conn.get_binlog_stream(request).await?;
+    tracing::info!(slot = %cfg.slot, server_id, from = %from, "reading the binlog");
+    let mut file = from.file.clone();
+    let mut open: Option<Open> = None;
+    loop {
+        let ev = match tokio::time::timeout(SILENCE, stream.next()).await {
+            Ok(Some(ev)) => ev?,
+            Ok(None) => return Err(SourceError::Ended("the binlog stream ended")),
+            Err(_) => {
+                return Err(SourceError::Ended(
+                    "the binlog stream was silent past its heartbeats",
+                ))
+            }
+        };
+        let h = ev.header();
+        let at = |file: &str| Position {
+            file: file.to_string(),
+            pos: u64::from(h.log_pos()),
+        };
+        if h.event_type_raw() == MARIADB_GTID {
+            let d = ev.data();
+            let seq = d
+                .get(0..8)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+            let domain = d
+                .get(8..12)
+                .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
+            open = Some(Open {
+                gtid: Some(format!("{domain}-{}-{seq}", h.server_id())),
+                skip: h.flags_raw() & SKIP_REPLICATION != 0,
+                ..Open::default()
+            });
+            continue;
+        }
+        let Some(data) = ev.read_data().map_err(|e| undecodable(&file, &e))? else {
+            continue;
+        };
+        let mut ended: Option<Item> = None;
+        match data {
+            EventData::RotateEvent(r) => {
+                file = clean_file_name(r.name_raw());
+            }
+            EventData::GtidEvent(g) => {
+                let sid = g.sid();
+                let uuid = format!(
+                    "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+                    sid[0], sid[1], sid[2], sid[3], sid[4], sid[5], sid[6], sid[7], sid[8], sid[9],
+                    sid[10], sid[11], sid[12], sid[13], sid[14], sid[15]
+                );
+                open = Some(Open {
+                    gtid: Some(format!("{uuid}:{}", g.gno())),
+                    ..Open::default()
+                });
+            }
+            EventData::QueryEvent(q) => {
+                let sql = q.query();
+                let verb = sql.trim_start().get(..6).unwrap_or("").to_ascii_uppercase();
+                if verb.starts_with("BEGIN") {
+                    if open.is_none() {
+                        open = Some(Open {
+                            skip: h.flags_raw() & SKIP_REPLICATION != 0,
+                            ..Open::default()
+                        });
+                    }
+                } else if verb == "COMMIT" {
+                    ended = Some(finish(open.take(), at(&file), h.timestamp()));
+                } else {
+                    // DDL (or a statement logged as such): the tables it
+                    // names are read again before their next rows.
+                    let schema = q.schema().into_owned();
+                    reload_named(&mut catalog, &mut shapes, &schema, &sql).await?;
+                    open = None;
+                    ended = Some(Item::Idle(lsn(&at(&file))?));
+                }
+            }
+            EventData::XidEvent(_) => {
+                ended = Some(finish(open.take(), at(&file), h.timestamp()));
+            }
+            EventData::HeartbeatEvent if open.is_none() => {
+                ended = Some(Item::Idle(lsn(&at(&file))?));
+            }
+            EventData::RowsEvent(rows) => {
+                let Some(tme) = stream.get_tme(rows.table_id()) else {
+                    return Err(SourceError::Invalid(format!(
+                        "binlog {}: a rows event for table id {} without its table map",
+                        at(&file),
+                        rows.table_id()
+                    )));
+                };
+                let name = format!("{}.{}", tme.database_name(), tme.table_name());
+                let Some(shape) = shapes.get(&name) else {
+                    continue;
+                };
+                let tx = open.get_or_insert_with(Open::default);
+                if tx.skip {
+                    continue;
+                }
+                let op = match &rows {
+                    RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
+                        Op::Create
+                    }
+                    RowsEventData::UpdateRowsEvent(_)
+                    | RowsEventData::UpdateRowsEventV1(_)
+                    | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
+                    RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => {
+                        Op::Delete
+                    }
+                };
+                let mut decoded = Vec::new();
+                for r in rows.rows(tme) {
+                    let (before, after) = r.map_err(|e| undecodable(&file, &e))?;
+                    decoded.push((
+                        before.map(values).transpose()?,
+                        after.map(values).transpose()?,
+                    ));
+                }
+                // A shape older than the rows (DDL not seen, or a table
+                // changed while the reader was down): read it again.
+                let width = decoded
+                    .first()
+                    .and_then(|(b, a)| a.as_ref().or(b.as_ref()).map(|(v, _)| v.len()));
+                let names_now = decoded
+                    .first()
+                    .and_then(|(b, a)| a.as_ref().or(b.as_ref()).map(|(_, n)| n.clone()));
+                let stale = width.is_some_and(|w| w != shape.columns.len())
+                    || names_now.as_ref().is_some_and(|n| {
+                        !n.iter().all(|x| x.starts_with('@'))
+                            && n.iter().zip(&shape.columns).any(|(x, c)| *x != c.name)
+                    });
+                if stale {
+                    let table = shape.table.clone();
+                    let fresh = columns::load(&mut catalog, &table).await?;
+                    shapes.insert(name.clone(), fresh);
+                }
+                let Some(shape) = shapes.get(&name) else {
+                    continue;
+                };
+                let pos = at(&file);
+                for (i, (before, after)) in decoded.into_iter().enumerate() {
+                    let src = Source {
+                        name: &cfg.name,
+                        server_id: h.server_id(),
+                        file: &pos.file,
+                        pos: pos.pos.saturating_sub(u64::from(h.event_size())),
+                        row: i as u32,
+                        gtid: tx.gtid.as_deref(),
+                        thread: None,
+                        ts_ms: i64::from(h.timestamp()) * 1000,
+                        snapshot: false,
+                    };
+                    let made = records(
+                        shape,
+                        op,
+                        before.as_ref().map(|(v, _)| v.as_slice()),
+                        after.as_ref().map(|(v, _)| v.as_slice()),
+                        From::Binlog,
+                        &src,
+                        (Lsn(0), tx.seq),
+                        &cfg.format,
+                    )
+                    .map_err(|e| SourceError::Invalid(format!("binlog {pos}: {e}")))?;
+                    tx.seq += made.len() as u32;
+                    tx.records.extend(made);
+                }
+            }
+            _ => {}
+        }
+        if let Some(item) = ended {
+            if let Item::Tx { records, end, .. } = &item {
+                tracing::debug!(records = records.len(), end = %end, "binlog transaction");
+            }
+            let item = match item {
+                Item::Tx {
+                    mut records,
+                    end,
+                    ts_ms,
+                } => {
+                    for r in &mut records {
+                        r.commit_lsn = end;
+                    }
+                    Item::Tx {
+                        records,
+                        end,
+                        ts_ms,
+                    }
+                }
+                idle => idle,
+            };
+            if out.send(item).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A row's values and its column names (`@n` without full metadata).
+type Values = (Vec<My>, Vec<String>);
+
+fn values(row: mysql_async::binlog::row::BinlogRow) -> Result<Values, SourceError> {
+    let names = row
+        .columns_ref()
+        .iter()
+        .map(|c| c.name_str().into_owned())
+        .collect();
+    let vals = row
+        .unwrap()
+        .into_iter()
+        .map(|v| match v {
+            BinlogValue::Value(v) => Ok(v),
+            BinlogValue::Jsonb(j) => serde_json::Value::try_from(j)
+                .map(|j| My::Bytes(j.to_string().into_bytes()))
+                .map_err(|e| SourceError::Invalid(format!("a JSON value in the binlog: {e}"))),
+            BinlogValue::JsonDiff(_) => Err(SourceError::Invalid(
+                "the binlog has a partial JSON update: set binlog_row_value_options = '' on the server so rows are logged whole".into(),
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((vals, names))
+}
+
+/// An event this reader cannot decode.
+fn undecodable(file: &str, e: &std::io::Error) -> SourceError {
+    SourceError::Invalid(format!("binlog {file}: an event that cannot be read: {e}"))
+}
+
+fn lsn(p: &Position) -> Result<Lsn, SourceError> {
+    p.lsn()
+        .ok_or_else(|| SourceError::Invalid(format!("binlog file {} has no number", p.file)))
+}
+
+/// The item a transaction ends with.
+fn finish(open: Option<Open>, end: Position, ts: u32) -> Item {
+    let end_lsn = end.lsn().unwrap_or_default();
+    match open {
+        Some(o) if !o.skip && !o.records.is_empty() => Item::Tx {
+            records: o.records,
+            end: end_lsn,
+            ts_ms: i64::from(ts) * 1000,
+        },
+        _ => Item::Idle(end_lsn),
+    }
+}
+
+/// Reads again the shapes of captured tables that `sql` (run in database
+/// `schema`) names.
+async fn reload_named(
+    conn: &mut mysql_async::Conn,
+    shapes: &mut HashMap<String, Shape>,
+    schema: &str,
+    sql: &str,
+) -> Result<(), SourceError> {
+    let lower = sql.to_ascii_lowercase();
+    let named: Vec<String> = shapes
+        .values()
+        .filter(|s| {
+            let t = s.table.table.to_ascii_lowercase();
+            lower.contains(&t)
+                && (s.table.schema == schema
+                    || lower.contains(&s.table.schema.to_ascii_lowercase()))
+        })
+        .map(Shape::name)
+        .collect();
+    for name in named {
+        let Some(table) = shapes.get(&name).map(|s| s.table.clone()) else {
+            continue;
+        };
+        match columns::load(conn, &table).await {
+            Ok(fresh) => {
+                tracing::info!(table = %name, "schema change on the monolith: the table's shape is read again");
+                shapes.insert(name, fresh);
+            }
+            // Dropped or renamed away: its rows, if any come, name the problem.
+            Err(SourceError::Invalid(e)) => {
+                tracing::warn!(table = %name, error = %e, "a captured table changed")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! What a MySQL table's columns are, from `information_schema`: the type
+//! each value is converted by ([`super::value`]) and the primary key its
+//! events are keyed by.
+
+use mysql_async::prelude::Queryable;
+use strangler_config::TableName;
+
+use crate::source::SourceError;
+
+/// A column's type, as far as conversion cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MyType {
+    /// `TINYINT` … `BIGINT`, `bits` wide.
+    Int {
+        bits: u8,
+        unsigned: bool,
+    },
+    Float,
+    Double,
+    Decimal {
+        precision: u32,
+        scale: u32,
+    },
+    /// `CHAR`, `VARCHAR`, `TEXT`…; `latin1` when the column's character
+    /// set is (its binlog bytes are not UTF-8).
+    Text {
+        latin1: bool,
+    },
+    /// `BINARY`, `VARBINARY`, `BLOB`…, spatial types.
+    Binary,
+    Date,
+    DateTime {
+        fsp: u8,
+    },
+    Timestamp {
+        fsp: u8,
+    },
+    Time {
+        fsp: u8,
+    },
+    Year,
+    Enum(Vec<String>),
+    Set(Vec<String>),
+    Bit(u32),
+    Json,
+}
+
+/// One column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub ty: MyType,
+    /// `COLUMN_TYPE` as the server writes it (`int(10) unsigned`).
+    pub column_type: String,
+    pub nullable: bool,
+}
+
+/// A captured table's shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    pub table: TableName,
+    pub columns: Vec<Column>,
+    /// Positions of the primary-key columns, in key order.
+    pub key: Vec<usize>,
+}
+
+impl Shape {
+    /// `db.table`.
+    pub fn name(&self) -> String {
+        self.table.to_string()
+    }
+}
+
+/// The quoted `db`.`table`.
+pub fn quoted(t: &TableName) -> String {
+    format!("{}.{}", ident(&t.schema), ident(&t.table))
+}
+
+/// A quoted identifier.
+pub fn ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+/// Reads `table`'s shape; an error names a table that is missing or has no
+/// primary key (updates and deletes could not be applied).
+pub async fn load(conn: &mut mysql_async::Conn, table: &TableName) -> Result<Shape, SourceError> {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        Option<u64>,
+        Option<u64>,
+        Option<u64>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = conn
+        .exec(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, \
+             NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             ORDER BY ORDINAL_POSITION",
+            (&table.schema, &table.table),
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(SourceError::Invalid(format!(
+            "cdc.source.tables: table {table} does not exist in the source database (MySQL tables are named database.table)"
+        )));
+    }
+    let key_names: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+             ORDER BY ORDINAL_POSITION",
+            (&table.schema, &table.table),
+        )
+        .await?;
+    let columns: Vec<Column> = rows
+        .into_iter()
+        .map(
+            |(name, data_type, column_type, nullable, precision, scale, fsp, charset)| Column {
+                ty: my_type(
+                    &data_type.to_ascii_lowercase(),
+                    &column_type.to_ascii_lowercase(),
+                    (precision, scale, fsp),
+                    charset.as_deref(),
+                ),
+                name,
+                column_type,
+                nullable: nullable == "YES",
+            },
+        )
+        .collect();
+    let key: Vec<usize> = key_names
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| c.name == *k))
+        .collect();
+    if key.is_empty() {
+        return Err(SourceError::Invalid(format!(
+            "cdc.source.tables: table {table} has no primary key: its updates and deletes could not be applied to a target; add one (ALTER TABLE … ADD PRIMARY KEY)"
+        )));
+    }
+    Ok(Shape {
+        table: table.clone(),
+        columns,
+        key,
+    })
+}
+
+fn my_type(
+    data_type: &str,
+    column_type: &str,
+    (precision, scale, fsp): (Option<u64>, Option<u64>, Option<u64>),
+    charset: Option<&str>,
+) -> MyType {
+    let unsigned = column_type.contains("unsigned");
+    let fsp = fsp.unwrap_or(0).min(6) as u8;
+    match data_type {
+        "tinyint" => MyType::Int { bits: 8, unsigned },
+        "smallint" => MyType::Int { bits: 16, unsigned },
+        "mediumint" => MyType::Int { bits: 24, unsigned },
+        "int" | "integer" => MyType::Int { bits: 32, unsigned },
+        "bigint" => MyType::Int { bits: 64, unsigned },
+        "float" => MyType::Float,
+        "double" | "real" => MyType::Double,
+        "decimal" | "numeric" => MyType::Decimal {
+            precision: precision.unwrap_or(10) as u32,
+            scale: scale.unwrap_or(0) as u32,
+        },
+        "date" => MyType::Date,
+        "datetime" => MyType::DateTime { fsp },
+        "timestamp" => MyType::Timestamp { fsp },
+        "time" => MyType::Time { fsp },
+        "year" => MyType::Year,
+        "enum" => MyType::Enum(members(column_type)),
+        "set" => MyType::Set(members(column_type)),
+        "bit" => MyType::Bit(precision.unwrap_or(1) as u32),
+        "json" => MyType::Json,
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => MyType::Text {
+            latin1: charset == Some("latin1"),
+        },
+        _ => MyType::Binary,
+    }
+}
+
+/// The members of `enum('a','b')` / `set('a','b')`, unquoted.
+fn members(column_type: &str) -> Vec<String> {
+    let Some(inner) = column_type
+        .find('(')
+        .and_then(|o| column_type.rfind(')').map(|c| &column_type[o + 1..c]))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = inner.chars().peekable();
+    let mut quoted = false;
+    while let Some(ch) = chars.next() {
+        match (quoted, ch) {
+            (false, '\'') => quoted = true,
+            (false, ',') => out.push(std::mem::take(&mut cur)),
+            (false, _) => {}
+            (true, '\'') if chars.peek() == Some(&'\'') => {
+                chars.next();
+                cur.push('\'');
+            }
+            (true, '\'') => quoted = false,
+            (true, '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            (true, c) => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_members_are_unquoted() {
+        assert_eq!(
+            members("enum('new','it''s','a,b')"),
+            vec!["new", "it's", "a,b"]
+        );
+        assert_eq!(members("set('x')"), vec!["x"]);
+    }
+
+    #[test]
+    fn types_are_read_from_information_schema() {
+        assert_eq!(
+            my_type("int", "int(10) unsigned", (Some(10), Some(0), None), None),
+            MyType::Int {
+                bits: 32,
+                unsigned: true
+            }
+        );
+        assert_eq!(
+            my_type("datetime", "datetime(3)", (None, None, Some(3)), None),
+            MyType::DateTime { fsp: 3 }
+        );
+        assert_eq!(
+            my_type("varchar", "varchar(20)", (None, None, None), Some("latin1")),
+            MyType::Text { latin1: true }
+        );
+    }
+}

@@ -1,0 +1,401 @@
+//! A MySQL/MariaDB monolith (`[cdc.source] kind = "mysql"`) into a
+//! PostgreSQL service: the snapshot, then the binlog under a write load,
+//! through a `kill -9` of `cdc run` (no row lost, none applied twice),
+//! `cdc verify` clean (and a planted difference found), every MySQL type
+//! arriving as the service's type; and the Debezium MySQL envelope read
+//! from Kafka by a plain consumer.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use serde_json::Value;
+
+use crate::cdc::{cli_env, read_topic, spawn_cdc, spawn_cdc_with, until_count};
+use crate::support::*;
+
+/// A MariaDB monolith (database `shop`) and a PostgreSQL service (`svc`).
+struct Databases {
+    _maria: MariaDb,
+    _pg: PgCluster,
+    src_url: String,
+    dst_url: String,
+    src: mysql_async::Pool,
+    dst: sqlx::PgPool,
+}
+
+async fn databases() -> Databases {
+    let maria = tokio::task::spawn_blocking(MariaDb::start)
+        .await
+        .expect("join")
+        .expect("mariadb");
+    let src_url = maria.create_database("shop").expect("shop");
+    let (pg, dst_url, dst) = crate::cdc_faults::cluster().await;
+    let src = mysql_async::Pool::new(src_url.as_str());
+    Databases {
+        _maria: maria,
+        _pg: pg,
+        src_url,
+        dst_url,
+        src,
+        dst,
+    }
+}
+
+async fn my(pool: &mysql_async::Pool, sql: &str) {
+    let mut c = pool.get_conn().await.expect("mysql connection");
+    c.query_drop(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+async fn my_count(pool: &mysql_async::Pool, sql: &str) -> i64 {
+    let mut c = pool.get_conn().await.expect("mysql connection");
+    c.query_first(sql).await.expect("count").unwrap_or(0)
+}
+
+/// Every kind of MySQL column a monolith has, and the service's table
+/// with the PostgreSQL type each maps to (plus `applied_log`: one row per
+/// apply, so a row applied twice shows).
+async fn orders(db: &Databases) {
+    my(
+        &db.src,
+        "CREATE TABLE orders (id BIGINT AUTO_INCREMENT PRIMARY KEY, customer VARCHAR(40) CHARACTER SET latin1 NOT NULL, \
+         total DECIMAL(10,2) NOT NULL, status ENUM('new','paid','shipped') NOT NULL DEFAULT 'new', \
+         placed DATETIME(3) NOT NULL, paid_at TIMESTAMP NULL, flags SET('gift','rush') NOT NULL DEFAULT '', \
+         note TEXT, n INT UNSIGNED NOT NULL DEFAULT 0, day DATE, ok TINYINT(1) NOT NULL DEFAULT 1, \
+         raw VARBINARY(16), ratio DOUBLE, made YEAR, took TIME(6), doc JSON) ENGINE=InnoDB",
+    )
+    .await;
+    for sql in [
+        "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer TEXT NOT NULL, total NUMERIC(10,2) NOT NULL, \
+         status TEXT NOT NULL, placed TIMESTAMP(3) NOT NULL, paid_at TIMESTAMPTZ, flags TEXT NOT NULL, note TEXT, \
+         n BIGINT NOT NULL, day DATE, ok BOOLEAN NOT NULL, raw BYTEA, ratio DOUBLE PRECISION, made INT, \
+         took INTERVAL, doc JSONB)",
+        "CREATE TABLE applied_log (id BIGINT NOT NULL)",
+        "CREATE FUNCTION log_apply() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO applied_log VALUES (NEW.id); RETURN NEW; END $$",
+        "CREATE TRIGGER orders_applied AFTER INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION log_apply()",
+    ] {
+        sqlx::query(sql).execute(&db.dst).await.expect("target ddl");
+    }
+}
+
+/// The one row whose every value is checked in the target.
+const SPECIAL: &str = "INSERT INTO orders (id, customer, total, status, placed, paid_at, flags, note, n, day, ok, raw, ratio, made, took, doc) \
+     VALUES (1, 'Zoë ''quoted''', 12.34, 'paid', '2024-02-29 13:37:03.250', FROM_UNIXTIME(1709287200), 'gift,rush', NULL, \
+     4294967295, '2024-02-29', 0, X'00FF10', 0.1, 2024, '-100:00:00.000001', '{\"a\": [1, 2]}')";
+
+fn mysql_config(transport: &str) -> String {
+    format!(
+        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nkind = \"mysql\"\nurl_env = \"E2E_SRC\"\ntables = [\"shop.orders\"]\n\n\
+         {transport}\n\n[[cdc.sinks]]\nname = \"svc\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"shop.orders\"\ntarget = \"public.orders\"\n"
+    )
+}
+
+/// The special row as the target has it, each column as text.
+async fn special_row(dst: &sqlx::PgPool) -> Vec<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT ARRAY[customer, total::text, status, placed::text, paid_at::text, flags, n::text, day::text, \
+         ok::text, raw::text, ratio::text, made::text, took::text, doc::text, note] FROM orders WHERE id = 1",
+    )
+    .fetch_one(dst)
+    .await
+    .expect("row 1")
+}
+
+fn expected_special() -> Vec<Option<String>> {
+    [
+        Some("Zoë 'quoted'"),
+        Some("12.34"),
+        Some("paid"),
+        Some("2024-02-29 13:37:03.25"),
+        Some("2024-03-01 10:00:00+00"),
+        Some("gift,rush"),
+        Some("4294967295"),
+        Some("2024-02-29"),
+        Some("false"),
+        Some("\\x00ff10"),
+        Some("0.1"),
+        Some("2024"),
+        Some("-100:00:00.000001"),
+        Some("{\"a\": [1, 2]}"),
+        None,
+    ]
+    .into_iter()
+    .map(|v| v.map(String::from))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_monolith_snapshot_then_binlog_survives_kill_9_and_verifies_clean() {
+    let db = databases().await;
+    orders(&db).await;
+    my(&db.src, SPECIAL).await;
+    my(
+        &db.src,
+        "INSERT INTO orders (customer, total, placed, note) \
+         SELECT CONCAT('seed ', seq), seq / 100, '2024-01-01 00:00:00' + INTERVAL seq SECOND, 'seed' FROM seq_2_to_2000",
+    )
+    .await;
+    let h = Harness::new();
+    h.write_config(&mysql_config(""));
+    let env = [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+        ("STRANGLER_LOG", "info"),
+    ];
+    let (code, out, err) = cli_env(&["check"], &h, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let log = || h.cdc_log();
+    let mut cdc = spawn_cdc(&h, &env);
+    until_count(&db.dst, "SELECT count(*) FROM orders", 2000, log).await;
+    assert_eq!(
+        special_row(&db.dst).await,
+        expected_special(),
+        "the snapshot's conversion"
+    );
+
+    // A write load on the monolith: 300 transactions of 10 inserts, an
+    // update every 10th, a delete every 20th.
+    let writer = {
+        let src = db.src.clone();
+        tokio::spawn(async move {
+            for batch in 0..300 {
+                my(
+                    &src,
+                    &format!(
+                        "INSERT INTO orders (customer, total, status, placed, paid_at, flags, n, day, ok) \
+                         SELECT CONCAT('w{batch} ', seq), {batch}.5, 'new', NOW(3), NOW(), 'rush', seq, CURDATE(), 1 FROM seq_1_to_10"
+                    ),
+                )
+                .await;
+                if batch % 10 == 0 {
+                    my(&src, &format!("UPDATE orders SET status = 'shipped', note = 'batch {batch}' WHERE id = {}", 100 + batch)).await;
+                }
+                if batch % 20 == 0 {
+                    my(
+                        &src,
+                        &format!("DELETE FROM orders WHERE id = {}", 1000 + batch),
+                    )
+                    .await;
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    // Killed hard once part of the stream is through, then started again.
+    let some = eventually(Duration::from_secs(60), || async {
+        crate::cdc_faults::count(
+            &db.dst,
+            "SELECT count(*) FROM orders WHERE customer LIKE 'w%'",
+        )
+        .await
+            >= 500
+    })
+    .await;
+    assert!(some.is_some(), "streaming did not start: {}", log());
+    cdc.kill().expect("kill -9");
+    let _ = cdc.wait();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut cdc = spawn_cdc_with(&h, &env, &["--metrics", &metrics_addr]);
+    writer.await.expect("writer");
+    let total = my_count(&db.src, "SELECT COUNT(*) FROM orders").await;
+    assert_eq!(total, 2000 + 3000 - 15);
+    until_count(&db.dst, "SELECT count(*) FROM orders", total, log).await;
+    until_count(
+        &db.dst,
+        "SELECT count(*) FROM orders WHERE status = 'shipped'",
+        30,
+        log,
+    )
+    .await;
+    // Each snapshot row, inserted row and update applied exactly once.
+    until_count(
+        &db.dst,
+        "SELECT count(*) FROM applied_log",
+        2000 + 3000 + 30,
+        log,
+    )
+    .await;
+
+    // verify: clean.
+    let (code, out, err) = cli_env(&["cdc", "verify"], &h, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("clean"), "{out}");
+    // status: the binlog position and the sink's.
+    let (code, out, err) = cli_env(&["cdc", "status", "--json"], &h, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let status: Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        status["binlog"]["file"]
+            .as_str()
+            .is_some_and(|f| f.contains("bin")),
+        "{status}"
+    );
+    assert!(status["sinks"][0]["applied"].is_string(), "{status}");
+    let text = client()
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metric_value(&text, "strangler_cdc_rows_applied_total") > 0.0,
+        "{text}"
+    );
+
+    // A planted difference, a missing row and an extra one are found.
+    cdc.kill().expect("kill");
+    let _ = cdc.wait();
+    for sql in [
+        "UPDATE orders SET note = 'tampered' WHERE id = 42",
+        "DELETE FROM orders WHERE id = 43",
+        "INSERT INTO orders (id, customer, total, status, placed, flags, n, ok) VALUES (999999, 'x', 1, 'new', now(), '', 0, true)",
+    ] {
+        sqlx::query(sql).execute(&db.dst).await.expect("tamper");
+    }
+    let (code, out, err) = cli_env(&["cdc", "verify"], &h, &env);
+    assert_eq!(code, 1, "{out}{err}");
+    for want in ["differs key (42)", "missing key (43)", "extra key (999999)"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_changes_reach_kafka_as_debeziums_mysql_envelope() {
+    let broker = tokio::task::spawn_blocking(strangler_testkit::Broker::start)
+        .await
+        .expect("join")
+        .expect("tansu");
+    let db = databases().await;
+    orders(&db).await;
+    my(&db.src, "INSERT INTO orders (id, customer, total, placed) VALUES (3, 'Bo', 1.50, '2024-05-01 08:00:00')").await;
+    let h = Harness::new();
+    h.write_config(&mysql_config(&format!(
+        "[cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"legacy\"",
+        broker.bootstrap()
+    )));
+    let env = [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+        ("STRANGLER_LOG", "info"),
+    ];
+    let log = || h.cdc_log();
+    let _cdc = spawn_cdc(&h, &env);
+    until_count(&db.dst, "SELECT count(*) FROM orders", 1, log).await;
+    // Every type through the binlog.
+    my(&db.src, SPECIAL).await;
+    my(&db.src, "INSERT INTO orders (id, customer, total, placed) VALUES (2, 'Ann', 5.00, '2024-05-01 08:00:00')").await;
+    my(&db.src, "UPDATE orders SET status = 'shipped' WHERE id = 2").await;
+    my(&db.src, "DELETE FROM orders WHERE id = 2").await;
+    my(
+        &db.src,
+        "INSERT INTO orders (id, customer, total, placed) VALUES (4, 'last', 1, NOW())",
+    )
+    .await;
+    // Everything before the last row is through (a sink may fold changes
+    // of one key in a batch: the outcome is what counts).
+    until_count(&db.dst, "SELECT count(*) FROM orders WHERE id = 4", 1, log).await;
+    assert_eq!(
+        crate::cdc_faults::count(&db.dst, "SELECT count(*) FROM orders WHERE id = 2").await,
+        0,
+        "the delete"
+    );
+    assert_eq!(
+        special_row(&db.dst).await,
+        expected_special(),
+        "through Kafka"
+    );
+
+    // r (snapshot), c (the special row), c, u, d, the delete's tombstone, c.
+    let msgs = read_topic(&broker.bootstrap(), "legacy.shop.orders", 7).await;
+    let ops: Vec<String> = msgs
+        .iter()
+        .map(|(_, v)| {
+            v.as_ref().map_or("tombstone".into(), |v| {
+                v["op"].as_str().unwrap_or("?").to_string()
+            })
+        })
+        .collect();
+    assert_eq!(ops.len(), 7, "{msgs:?}");
+    // One partition per key: in order per key.
+    let of = |id: i64| -> Vec<&str> {
+        msgs.iter()
+            .zip(&ops)
+            .filter(|((k, _), _)| k.as_ref().is_some_and(|k| k["id"] == id))
+            .map(|(_, op)| op.as_str())
+            .collect()
+    };
+    assert_eq!(of(3), ["r"]);
+    assert_eq!(of(1), ["c"]);
+    assert_eq!(of(2), ["c", "u", "d", "tombstone"]);
+    let by = |id: i64, op: &str| -> Value {
+        msgs.iter()
+            .filter(|(k, _)| k.as_ref().is_some_and(|k| k["id"] == id))
+            .filter_map(|(_, v)| v.clone())
+            .find(|v| v["op"] == op)
+            .unwrap_or(Value::Null)
+    };
+    let read = by(3, "r");
+    assert_eq!(read["source"]["snapshot"], "true");
+    assert_eq!(read["after"]["customer"], "Bo");
+    let special = by(1, "c");
+    let after = &special["after"];
+    // Debezium's MySQL representations.
+    assert_eq!(
+        after["total"], "BNI=",
+        "DECIMAL(10,2) as Kafka Connect's Decimal"
+    );
+    assert_eq!(
+        after["placed"], 1_709_213_823_250i64,
+        "DATETIME(3) as epoch ms"
+    );
+    assert_eq!(
+        after["paid_at"], "2024-03-01T10:00:00Z",
+        "TIMESTAMP as ZonedTimestamp"
+    );
+    assert_eq!(after["day"], 19_782, "DATE as days since the epoch");
+    assert_eq!(after["status"], "paid");
+    assert_eq!(after["flags"], "gift,rush");
+    assert_eq!(after["n"], 4_294_967_295u64);
+    assert_eq!(after["made"], 2024);
+    assert_eq!(after["took"], -360_000_000_001i64, "TIME as MicroTime");
+    assert_eq!(after["customer"], "Zoë 'quoted'", "a latin1 column's bytes");
+    assert_eq!(after["ok"], 0, "TINYINT(1) as INT8");
+    assert_eq!(after["raw"], "AP8Q", "VARBINARY as base64 bytes");
+    let created = by(2, "c");
+    let source = &created["source"];
+    assert_eq!(source["connector"], "mysql");
+    assert_eq!(source["name"], "legacy");
+    assert_eq!(source["db"], "shop");
+    assert_eq!(source["table"], "orders");
+    assert_eq!(source["snapshot"], "false");
+    assert!(
+        source["file"].as_str().is_some_and(|f| f.contains("bin.0")),
+        "{source}"
+    );
+    assert!(source["pos"].as_u64().is_some_and(|p| p > 4), "{source}");
+    assert!(
+        source["server_id"].as_u64().is_some_and(|s| s > 0),
+        "{source}"
+    );
+    assert!(
+        source["gtid"]
+            .as_str()
+            .is_some_and(|g| g.split('-').count() == 3),
+        "MariaDB GTID domain-server-seq: {source}"
+    );
+    assert!(
+        source["ts_ms"]
+            .as_i64()
+            .is_some_and(|t| t > 1_700_000_000_000),
+        "{source}"
+    );
+    let updated = by(2, "u");
+    assert_eq!(updated["before"]["status"], "new");
+    assert_eq!(updated["after"]["status"], "shipped");
+    let deleted = by(2, "d");
+    assert_eq!(deleted["before"]["id"], 2);
+    assert_eq!(deleted["after"], Value::Null);
+}
