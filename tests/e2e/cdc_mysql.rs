@@ -399,3 +399,203 @@ async fn mysql_changes_reach_kafka_as_debeziums_mysql_envelope() {
     assert_eq!(deleted["before"]["id"], 2);
     assert_eq!(deleted["after"], Value::Null);
 }
+
+/// The target column's type (`None`: no such column).
+async fn column_type(pool: &sqlx::PgPool, column: &str) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+         WHERE attrelid = 'public.items'::regclass AND attname = $1 AND NOT attisdropped",
+    )
+    .bind(column)
+    .fetch_optional(pool)
+    .await
+    .expect("column type")
+}
+
+async fn pg_text(pool: &sqlx::PgPool, sql: &str) -> Option<String> {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Inserts one row on the monolith with `set` and waits for it in the
+/// target; returns its id.
+async fn insert_and_wait(db: &Databases, set: &str, log: impl Fn() -> String) -> i64 {
+    let mut c = db.src.get_conn().await.expect("mysql connection");
+    c.query_drop(format!("INSERT INTO items {set}"))
+        .await
+        .unwrap_or_else(|e| panic!("{set}: {e}"));
+    let id = c.last_insert_id().expect("id") as i64;
+    until_count(
+        &db.dst,
+        &format!("SELECT count(*) FROM items WHERE id = {id}"),
+        1,
+        log,
+    )
+    .await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_schema_changes_reach_the_service_under_writes() {
+    let db = databases().await;
+    my(
+        &db.src,
+        "CREATE TABLE items (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(40) NOT NULL DEFAULT 'item', \
+         qty INT NOT NULL DEFAULT 1, note VARCHAR(10) DEFAULT 'n')",
+    )
+    .await;
+    my(
+        &db.src,
+        "INSERT INTO items (note) SELECT CONCAT('seed', seq) FROM seq_1_to_100",
+    )
+    .await;
+    sqlx::query(
+        "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL, note VARCHAR(10))",
+    )
+    .execute(&db.dst)
+    .await
+    .expect("target");
+    let h = Harness::new();
+    h.write_config(
+        &mysql_config("")
+            .replace("shop.orders", "shop.items")
+            .replace("public.orders", "public.items"),
+    );
+    let env = [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+        ("STRANGLER_LOG", "info"),
+    ];
+    let log = || h.cdc_log();
+    let mut cdc = spawn_cdc(&h, &env);
+    until_count(&db.dst, "SELECT count(*) FROM items", 100, log).await;
+
+    // A steady writer whatever the shape: every column has a default.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (src, stop) = (db.src.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                my(&src, "INSERT INTO items () VALUES ()").await;
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            n
+        })
+    };
+
+    // Added: the target gets the column with its PostgreSQL type, and values.
+    my(&db.src, "ALTER TABLE items ADD COLUMN price DECIMAL(10,2)").await;
+    let id = insert_and_wait(&db, "(price) VALUES (12.34)", log).await;
+    assert_eq!(
+        column_type(&db.dst, "price").await.as_deref(),
+        Some("numeric(10,2)")
+    );
+    assert_eq!(
+        pg_text(
+            &db.dst,
+            &format!("SELECT price::text FROM items WHERE id = {id}")
+        )
+        .await,
+        Some("12.34".into())
+    );
+
+    // Widened: INT → BIGINT, and a value only bigint holds.
+    my(
+        &db.src,
+        "ALTER TABLE items MODIFY qty BIGINT NOT NULL DEFAULT 1",
+    )
+    .await;
+    let id = insert_and_wait(&db, "(qty) VALUES (5000000000)", log).await;
+    assert_eq!(column_type(&db.dst, "qty").await.as_deref(), Some("bigint"));
+    assert_eq!(
+        pg_text(
+            &db.dst,
+            &format!("SELECT qty::text FROM items WHERE id = {id}")
+        )
+        .await,
+        Some("5000000000".into())
+    );
+
+    // Dropped: kept in the target, which holds nulls from then on.
+    my(&db.src, "ALTER TABLE items DROP COLUMN name").await;
+    let id = insert_and_wait(&db, "(note) VALUES ('after')", log).await;
+    assert_eq!(
+        pg_text(
+            &db.dst,
+            &format!("SELECT coalesce(name, 'NULL') FROM items WHERE id = {id}")
+        )
+        .await,
+        Some("NULL".into())
+    );
+    assert_eq!(
+        pg_text(&db.dst, "SELECT name FROM items WHERE id = 7").await,
+        Some("item".into())
+    );
+
+    // Added while `cdc run` was down: carried when it is back.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.await.expect("writer") > 0);
+    crate::cdc::stop_gracefully(&mut cdc);
+    my(&db.src, "ALTER TABLE items ADD COLUMN tag VARCHAR(20)").await;
+    let mut cdc = spawn_cdc(&h, &env);
+    let id = insert_and_wait(&db, "(tag) VALUES ('while down')", log).await;
+    assert_eq!(
+        pg_text(&db.dst, &format!("SELECT tag FROM items WHERE id = {id}")).await,
+        Some("while down".into())
+    );
+    assert_eq!(
+        column_type(&db.dst, "tag").await.as_deref(),
+        Some("character varying(20)")
+    );
+    // Every row, and `cdc verify` clean over the columns both sides share.
+    let total = my_count(&db.src, "SELECT COUNT(*) FROM items").await;
+    until_count(&db.dst, "SELECT count(*) FROM items", total, log).await;
+    let (code, out, err) = cli_env(&["cdc", "verify"], &h, &env);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // A type the target cannot take: the sink stops, naming the change
+    // and the way out, and the row of the new shape is not applied.
+    my(&db.src, "ALTER TABLE items ADD COLUMN code VARCHAR(10)").await;
+    insert_and_wait(&db, "(code) VALUES ('7')", log).await;
+    my(&db.src, "ALTER TABLE items MODIFY code INT").await;
+    let id = insert_and_wait_not(&db, "(code) VALUES (42)").await;
+    let exited = eventually(Duration::from_secs(60), || {
+        let status = cdc.try_wait().expect("try_wait");
+        async move { status.is_some() }
+    })
+    .await;
+    assert!(exited.is_some(), "cdc run kept running:\n{}", log());
+    assert_eq!(
+        cdc.try_wait().expect("status").and_then(|s| s.code()),
+        Some(2)
+    );
+    let out = log();
+    assert!(
+        out.contains("shop.items")
+            && out.contains("code")
+            && out.contains("character varying(10) to integer")
+            && out.contains("ALTER TABLE … ALTER COLUMN … TYPE"),
+        "{out}"
+    );
+    assert_eq!(
+        crate::cdc_faults::count(
+            &db.dst,
+            &format!("SELECT count(*) FROM items WHERE id = {id}")
+        )
+        .await,
+        0
+    );
+}
+
+/// Inserts one row on the monolith; returns its id without waiting.
+async fn insert_and_wait_not(db: &Databases, set: &str) -> i64 {
+    let mut c = db.src.get_conn().await.expect("mysql connection");
+    c.query_drop(format!("INSERT INTO items {set}"))
+        .await
+        .unwrap_or_else(|e| panic!("{set}: {e}"));
+    c.last_insert_id().expect("id") as i64
+}

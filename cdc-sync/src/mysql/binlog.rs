@@ -25,7 +25,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Value as My;
 use tokio::sync::mpsc;
 
-use super::columns::{self, Shape};
+use super::columns::{self, MyType, Shape};
 use super::position::{clean_file_name, Position};
 use super::record::{records, Source};
 use super::value::From;
@@ -164,9 +164,37 @@ pub async fn read(
                     // DDL (or a statement logged as such): the tables it
                     // names are read again before their next rows.
                     let schema = q.schema().into_owned();
-                    reload_named(&mut catalog, &mut shapes, &schema, &sql).await?;
+                    let changed = reload_named(&mut catalog, &mut shapes, &schema, &sql).await?;
                     open = None;
-                    ended = Some(Item::Idle(lsn(&at(&file))?));
+                    let end = lsn(&at(&file))?;
+                    ended = Some(if changed.is_empty() {
+                        Item::Idle(end)
+                    } else {
+                        // The tables' shapes as records at the statement's
+                        // place in the stream: each sink carries the change
+                        // between the rows before and after it.
+                        let records = changed
+                            .iter()
+                            .enumerate()
+                            .map(|(i, s)| {
+                                s.record(
+                                    "ALTER",
+                                    &crate::source::shape::At {
+                                        prefix: &cfg.name,
+                                        db: &s.table.schema,
+                                        commit_lsn: end,
+                                        seq: i as u32,
+                                        ts_ms: i64::from(h.timestamp()) * 1000,
+                                    },
+                                )
+                            })
+                            .collect();
+                        Item::Tx {
+                            records,
+                            end,
+                            ts_ms: i64::from(h.timestamp()) * 1000,
+                        }
+                    });
                 }
             }
             EventData::XidEvent(_) => {
@@ -203,34 +231,38 @@ pub async fn read(
                     }
                 };
                 let mut decoded = Vec::new();
+                let mut columns: Option<Vec<(String, MyType)>> = None;
                 for r in rows.rows(tme) {
                     let (before, after) = r.map_err(|e| undecodable(&file, &e))?;
-                    decoded.push((
+                    let (b, a) = (
                         before.map(values).transpose()?,
                         after.map(values).transpose()?,
-                    ));
+                    );
+                    if columns.is_none() {
+                        columns = a.as_ref().or(b.as_ref()).map(|(_, c)| c.clone());
+                    }
+                    decoded.push((b.map(|(v, _)| v), a.map(|(v, _)| v)));
                 }
-                // A shape older than the rows (DDL not seen, or a table
-                // changed while the reader was down): read it again.
-                let width = decoded
-                    .first()
-                    .and_then(|(b, a)| a.as_ref().or(b.as_ref()).map(|(v, _)| v.len()));
-                let names_now = decoded
-                    .first()
-                    .and_then(|(b, a)| a.as_ref().or(b.as_ref()).map(|(_, n)| n.clone()));
-                let stale = width.is_some_and(|w| w != shape.columns.len())
-                    || names_now.as_ref().is_some_and(|n| {
-                        !n.iter().all(|x| x.starts_with('@'))
-                            && n.iter().zip(&shape.columns).any(|(x, c)| *x != c.name)
-                    });
-                if stale {
-                    let table = shape.table.clone();
-                    let fresh = columns::load(&mut catalog, &table).await?;
-                    shapes.insert(name.clone(), fresh);
-                }
-                let Some(shape) = shapes.get(&name) else {
-                    continue;
+                // The rows' own columns (the binlog names them): a row
+                // written before a schema change is read by its shape then.
+                let columns = columns.unwrap_or_default();
+                let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
+                let shape = if names.iter().all(|n| n.starts_with('@'))
+                    && names.len() == shape.columns.len()
+                {
+                    shape.clone()
+                } else {
+                    shape
+                        .project(&names, |i| columns[i].1.clone())
+                        .ok_or_else(|| {
+                            SourceError::Invalid(format!(
+                                "binlog {}: rows of {name} without its primary-key columns ({})",
+                                at(&file),
+                                names.join(", ")
+                            ))
+                        })?
                 };
+                let shape = &shape;
                 let pos = at(&file);
                 for (i, (before, after)) in decoded.into_iter().enumerate() {
                     let src = Source {
@@ -247,8 +279,8 @@ pub async fn read(
                     let made = records(
                         shape,
                         op,
-                        before.as_ref().map(|(v, _)| v.as_slice()),
-                        after.as_ref().map(|(v, _)| v.as_slice()),
+                        before.as_deref(),
+                        after.as_deref(),
                         From::Binlog,
                         &src,
                         (Lsn(0), tx.seq),
@@ -289,14 +321,15 @@ pub async fn read(
     }
 }
 
-/// A row's values and its column names (`@n` without full metadata).
-type Values = (Vec<My>, Vec<String>);
+/// A row's values and its columns: name (`@n` without full metadata)
+/// and the type its binlog value has.
+type Values = (Vec<My>, Vec<(String, MyType)>);
 
 fn values(row: mysql_async::binlog::row::BinlogRow) -> Result<Values, SourceError> {
     let names = row
         .columns_ref()
         .iter()
-        .map(|c| c.name_str().into_owned())
+        .map(|c| (c.name_str().into_owned(), binlog_type(c)))
         .collect();
     let vals = row
         .unwrap()
@@ -312,6 +345,39 @@ fn values(row: mysql_async::binlog::row::BinlogRow) -> Result<Values, SourceErro
         })
         .collect::<Result<_, _>>()?;
     Ok((vals, names))
+}
+
+/// How a column's binlog value reads when the shape no longer has the
+/// column (dropped or renamed since the row was written).
+fn binlog_type(c: &mysql_async::Column) -> MyType {
+    use mysql_async::consts::ColumnType as T;
+    match c.column_type() {
+        T::MYSQL_TYPE_TINY
+        | T::MYSQL_TYPE_SHORT
+        | T::MYSQL_TYPE_INT24
+        | T::MYSQL_TYPE_LONG
+        | T::MYSQL_TYPE_LONGLONG => MyType::Int {
+            bits: 64,
+            unsigned: c
+                .flags()
+                .contains(mysql_async::consts::ColumnFlags::UNSIGNED_FLAG),
+        },
+        T::MYSQL_TYPE_FLOAT => MyType::Float,
+        T::MYSQL_TYPE_DOUBLE => MyType::Double,
+        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => MyType::Date,
+        T::MYSQL_TYPE_DATETIME | T::MYSQL_TYPE_DATETIME2 => MyType::DateTime { fsp: 6 },
+        T::MYSQL_TYPE_TIMESTAMP | T::MYSQL_TYPE_TIMESTAMP2 => MyType::Timestamp { fsp: 6 },
+        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => MyType::Time { fsp: 6 },
+        T::MYSQL_TYPE_YEAR => MyType::Year,
+        T::MYSQL_TYPE_JSON => MyType::Json,
+        T::MYSQL_TYPE_BIT => MyType::Bit(64),
+        // 63: the binary character set.
+        _ if c.character_set() == 63 => MyType::Binary,
+        // A decimal's text, an enum's index, a string's bytes.
+        _ => MyType::Text {
+            latin1: c.character_set() == 8,
+        },
+    }
 }
 
 /// An event this reader cannot decode.
@@ -338,13 +404,16 @@ fn finish(open: Option<Open>, end: Position, ts: u32) -> Item {
 }
 
 /// Reads again the shapes of captured tables that `sql` (run in database
-/// `schema`) names.
+/// `schema`) names; returns them (every one named, changed or not: a
+/// statement replayed after a restart finds the shape already current
+/// here, but a sink may not have it).
 async fn reload_named(
     conn: &mut mysql_async::Conn,
     shapes: &mut HashMap<String, Shape>,
     schema: &str,
     sql: &str,
-) -> Result<(), SourceError> {
+) -> Result<Vec<Shape>, SourceError> {
+    let mut out = Vec::new();
     let lower = sql.to_ascii_lowercase();
     let named: Vec<String> = shapes
         .values()
@@ -363,6 +432,7 @@ async fn reload_named(
         match columns::load(conn, &table).await {
             Ok(fresh) => {
                 tracing::info!(table = %name, "schema change on the monolith: the table's shape is read again");
+                out.push(fresh.clone());
                 shapes.insert(name, fresh);
             }
             // Dropped or renamed away: its rows, if any come, name the problem.
@@ -372,5 +442,5 @@ async fn reload_named(
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(out)
 }

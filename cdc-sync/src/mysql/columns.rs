@@ -69,6 +69,115 @@ impl Shape {
     pub fn name(&self) -> String {
         self.table.to_string()
     }
+
+    /// The shape of rows whose columns are `names` (the binlog's, in its
+    /// order): each column's type from this shape by name; a column this
+    /// shape no longer has (dropped or renamed since the row was written)
+    /// is read as `fallback` gives it. `None` when a key column is absent.
+    pub fn project(&self, names: &[String], fallback: impl Fn(usize) -> MyType) -> Option<Shape> {
+        let columns: Vec<Column> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match self.columns.iter().find(|c| c.name == *n) {
+                Some(c) => c.clone(),
+                None => Column {
+                    name: n.clone(),
+                    ty: fallback(i),
+                    column_type: "unknown".into(),
+                    nullable: true,
+                },
+            })
+            .collect();
+        let key = self
+            .key
+            .iter()
+            .map(|&k| columns.iter().position(|c| c.name == self.columns[k].name))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Shape {
+            table: self.table.clone(),
+            columns,
+            key,
+        })
+    }
+
+    /// The shape as a schema-change record (`source/shape.rs`): each
+    /// column with the PostgreSQL type it takes in a service
+    /// ([`pg_type`]). MySQL has no stable column number, so no `position`:
+    /// a sink tells columns apart by name (a renamed column arrives as a
+    /// new one, the old one kept).
+    pub fn record(&self, kind: &str, at: &crate::source::shape::At<'_>) -> crate::event::Record {
+        let keys: Vec<&str> = self
+            .key
+            .iter()
+            .map(|&k| self.columns[k].name.as_str())
+            .collect();
+        let columns = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let ty = pg_type(c);
+                serde_json::json!({
+                    "name": c.name,
+                    "typeName": ty.split('(').next().unwrap_or(&ty).trim(),
+                    "typeExpression": ty,
+                    "position": serde_json::Value::Null,
+                    "optional": c.nullable,
+                    "key": self.key.contains(&i),
+                    "nativeType": c.column_type,
+                })
+            })
+            .collect();
+        crate::source::shape::build(
+            "mysql",
+            (&self.table.schema, &self.table.table),
+            &keys,
+            columns,
+            kind,
+            at,
+        )
+    }
+}
+
+/// The PostgreSQL type a MySQL column takes in a service's table, as
+/// PostgreSQL's `format_type` writes it (what a sink adds a new column as,
+/// and compares type changes by).
+pub fn pg_type(c: &Column) -> String {
+    let length = || {
+        c.column_type
+            .find('(')
+            .and_then(|a| c.column_type[a + 1..].split(')').next())
+            .and_then(|n| n.trim().parse::<u32>().ok())
+    };
+    match &c.ty {
+        MyType::Int { bits, unsigned } => match (bits, unsigned) {
+            (8, _) | (16, false) => "smallint".into(),
+            (16, true) | (24, _) | (32, false) => "integer".into(),
+            (32, true) | (64, false) => "bigint".into(),
+            _ => "numeric(20,0)".into(),
+        },
+        MyType::Float => "real".into(),
+        MyType::Double => "double precision".into(),
+        MyType::Decimal { precision, scale } => format!("numeric({precision},{scale})"),
+        MyType::Text { .. } => {
+            let lower = c.column_type.to_ascii_lowercase();
+            match length() {
+                Some(n) if lower.starts_with("varchar") || lower.starts_with("char") => {
+                    format!("character varying({n})")
+                }
+                _ => "text".into(),
+            }
+        }
+        MyType::Bit(1) => "boolean".into(),
+        MyType::Binary | MyType::Bit(_) => "bytea".into(),
+        MyType::Date => "date".into(),
+        MyType::DateTime { fsp } => format!("timestamp({fsp}) without time zone"),
+        MyType::Timestamp { fsp } => format!("timestamp({fsp}) with time zone"),
+        MyType::Time { .. } => "interval".into(),
+        MyType::Year => "smallint".into(),
+        MyType::Enum(_) | MyType::Set(_) => "text".into(),
+        MyType::Json => "jsonb".into(),
+    }
 }
 
 /// The quoted `db`.`table`.
@@ -229,6 +338,72 @@ mod tests {
             vec!["new", "it's", "a,b"]
         );
         assert_eq!(members("set('x')"), vec!["x"]);
+    }
+
+    #[test]
+    fn services_get_postgresql_types() {
+        let col = |ty: MyType, column_type: &str| Column {
+            name: "c".into(),
+            ty,
+            column_type: column_type.into(),
+            nullable: true,
+        };
+        let cases = [
+            (
+                col(
+                    MyType::Int {
+                        bits: 32,
+                        unsigned: false,
+                    },
+                    "int(11)",
+                ),
+                "integer",
+            ),
+            (
+                col(
+                    MyType::Int {
+                        bits: 32,
+                        unsigned: true,
+                    },
+                    "int(10) unsigned",
+                ),
+                "bigint",
+            ),
+            (
+                col(
+                    MyType::Int {
+                        bits: 64,
+                        unsigned: true,
+                    },
+                    "bigint(20) unsigned",
+                ),
+                "numeric(20,0)",
+            ),
+            (
+                col(MyType::Text { latin1: false }, "varchar(40)"),
+                "character varying(40)",
+            ),
+            (col(MyType::Text { latin1: false }, "mediumtext"), "text"),
+            (
+                col(
+                    MyType::Decimal {
+                        precision: 10,
+                        scale: 2,
+                    },
+                    "decimal(10,2)",
+                ),
+                "numeric(10,2)",
+            ),
+            (
+                col(MyType::DateTime { fsp: 3 }, "datetime(3)"),
+                "timestamp(3) without time zone",
+            ),
+            (col(MyType::Bit(1), "bit(1)"), "boolean"),
+            (col(MyType::Bit(8), "bit(8)"), "bytea"),
+        ];
+        for (c, want) in cases {
+            assert_eq!(pg_type(&c), want, "{}", c.column_type);
+        }
     }
 
     #[test]

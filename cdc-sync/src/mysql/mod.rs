@@ -21,8 +21,16 @@
 //! rows, and a restart reads the binlog again from the oldest position a
 //! destination has — so nothing is lost and each sink skips what it has
 //! (at-least-once reading, exactly-once effect), as with PostgreSQL. The
-//! server must log rows in full: `binlog_format = ROW`,
-//! `binlog_row_image = FULL` (checked at start).
+//! server must log rows in full with their column names:
+//! `binlog_format = ROW`, `binlog_row_image = FULL`,
+//! `binlog_row_metadata = FULL` (checked at start).
+//!
+//! Schema changes: a DDL statement naming a captured table makes the
+//! reader read the table's shape again and put it in the stream as a
+//! schema-change record (`ALTER`, each column with the PostgreSQL type it
+//! takes in a service, [`columns::pg_type`]); the sinks carry it as they
+//! do PostgreSQL's (`sink/evolve.rs`). Rows are read by the columns the
+//! binlog names, so rows written before the change keep their shape.
 //!
 //! Transactions written by a session with `skip_replication = 1`
 //! (MariaDB) are not read: the marker a writer back into the monolith
@@ -95,6 +103,13 @@ pub async fn check_server(conn: &mut mysql_async::Conn) -> Result<(), SourceErro
         .query_first("SELECT @@GLOBAL.log_bin, @@GLOBAL.binlog_format, @@GLOBAL.binlog_row_image")
         .await?;
     let (log_bin, format, image) = row.unwrap_or_default();
+    // Column names in the binlog (MySQL ≥ 8.0.1, MariaDB ≥ 10.5): rows
+    // are read by the shape they were written with, across schema changes.
+    let metadata: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.binlog_row_metadata")
+        .await
+        .ok()
+        .flatten();
     let mut wrong = Vec::new();
     if !matches!(log_bin.as_deref(), Some("1" | "ON")) {
         wrong.push("log_bin is off (start the server with --log-bin)".to_string());
@@ -115,6 +130,15 @@ pub async fn check_server(conn: &mut mysql_async::Conn) -> Result<(), SourceErro
         wrong.push(format!(
             "binlog_row_image is {} (set it to FULL)",
             image.as_deref().unwrap_or("unknown")
+        ));
+    }
+    if !metadata
+        .as_deref()
+        .is_some_and(|m| m.eq_ignore_ascii_case("FULL"))
+    {
+        wrong.push(format!(
+            "binlog_row_metadata is {} (set it to FULL; it needs MySQL 8.0.1 or MariaDB 10.5 or later)",
+            metadata.as_deref().unwrap_or("missing")
         ));
     }
     if wrong.is_empty() {

@@ -115,6 +115,17 @@ pub async fn take(
             .or_default()
             .expected = estimate.unwrap_or(0);
         progress.snapshot_expected += estimate.unwrap_or(0);
+        // The baseline the sinks tell later schema changes from.
+        let at_shape = crate::source::shape::At {
+            prefix: &cfg.name,
+            db: &shape.table.schema,
+            commit_lsn: consistent,
+            seq: 0,
+            ts_ms: crate::now_ms(),
+        };
+        target
+            .snapshot_shape(&shape.record("CREATE", &at_shape))
+            .await?;
         let cols: Vec<String> = shape.columns.iter().map(|c| ident(&c.name)).collect();
         let sql = format!("SELECT {} FROM {}", cols.join(", "), quoted(&shape.table));
         let src = Source {

@@ -85,7 +85,14 @@ pub fn record(rel: &Relation, columns: Vec<Value>, at: &At<'_>) -> Record {
         .filter(|c| c.key)
         .map(|c| c.name.as_str())
         .collect();
-    build((&rel.schema, &rel.table), &keys, columns, "ALTER", at)
+    build(
+        "postgresql",
+        (&rel.schema, &rel.table),
+        &keys,
+        columns,
+        "ALTER",
+        at,
+    )
 }
 
 /// The `attnum` of each column of `table` (`schema.table`).
@@ -127,10 +134,13 @@ pub fn snapshot_record(
             })
         })
         .collect();
-    build((schema, name), &[], columns, "CREATE", at)
+    build("postgresql", (schema, name), &[], columns, "CREATE", at)
 }
 
-fn build(
+/// A schema-change record of `connector` (`postgresql`, `mysql`): `kind`
+/// is `CREATE` (a snapshot's baseline) or `ALTER`.
+pub(crate) fn build(
+    connector: &str,
     (schema, table): (&str, &str),
     keys: &[&str],
     columns: Vec<Value>,
@@ -140,7 +150,7 @@ fn build(
     let value = json!({
         "source": {
             "version": VERSION,
-            "connector": "postgresql",
+            "connector": connector,
             "name": at.prefix,
             "ts_ms": at.ts_ms,
             "db": at.db,

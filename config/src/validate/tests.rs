@@ -662,3 +662,49 @@ fn outbox_tables_are_captured_and_travel_through_kafka() {
         "{e}"
     );
 }
+
+#[test]
+fn a_mysql_source_takes_a_server_id_and_no_publication() {
+    let base = |extra: &str| {
+        format!("{MINIMAL}[cdc.source]\nkind = \"mysql\"\nurl_env = \"X\"\ntables = [\"shop.orders\"]\n{extra}")
+    };
+    let c = load(&base("server_id = 4242\n")).expect("valid");
+    assert_eq!(
+        c.cdc.expect("cdc").source.kind,
+        crate::SourceKind::MySql { server_id: 4242 }
+    );
+    // Without one: derived from the slot, the same on every start.
+    let c = load(&base("")).expect("valid");
+    assert_eq!(
+        c.cdc.expect("cdc").source.kind,
+        crate::SourceKind::MySql {
+            server_id: crate::default_server_id("strangler")
+        }
+    );
+    assert_ne!(
+        crate::default_server_id("strangler"),
+        crate::default_server_id("other")
+    );
+    for (extra, want) in [
+        ("server_id = 0\n", "cdc.source.server_id: a server id from 1 to 4294967295"),
+        ("publication = \"p\"\n", "cdc.source.publication: PostgreSQL only"),
+        (
+            "[cdc.transport]\nschemas_enable = true\n",
+            "cdc.transport.schemas_enable: not available with kind = \"mysql\"",
+        ),
+        (
+            "[[cdc.sinks]]\nname = \"back\"\nurl_env = \"Y\"\nreverse = true\n[[cdc.sinks.tables]]\nsource = \"public.orders\"\ntarget = \"shop.orders\"\n",
+            "cdc.sinks[0].reverse: reverse sync into a MySQL monolith is not available yet",
+        ),
+    ] {
+        let e = first_error(&base(extra));
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    let e = first_error(&format!(
+        "{MINIMAL}[cdc.source]\nkind = \"oracle\"\nurl_env = \"X\"\ntables = [\"a.b\"]\n"
+    ));
+    assert!(
+        e.contains("cdc.source.kind: unknown source \"oracle\""),
+        "{e}"
+    );
+}
