@@ -54,6 +54,18 @@ fn for_sink(e: &SinkError) -> String {
         SinkError::SchemaChange { sink, table, .. } => format!(
             "sink {sink} stopped before the rows of {table}'s new shape (nothing after its last applied position was lost): change the target column by hand to a type that takes the new values (ALTER TABLE … ALTER COLUMN … TYPE …), or exclude the column in `[[cdc.sinks.tables]]`, then run `strangler cdc run` again — the change is checked again and the rows follow"
         ),
+        SinkError::MySql { sink, source } => match source {
+            mysql_async::Error::Server(e) if e.code == 1045 => format!(
+                "sink {sink} refused the credentials: check the URL in the variable its `url_env` names"
+            ),
+            mysql_async::Error::Server(e) if matches!(e.code, 1142 | 1143 | 1227) => format!(
+                "sink {sink}'s MySQL user lacks a privilege named above: grant SELECT, INSERT, UPDATE, DELETE on the mapped tables and CREATE on the database (for strangler_cdc_offsets)"
+            ),
+            mysql_async::Error::Server(_) => format!(
+                "the monolith refused a row from sink {sink} (named above): fix the row in the service or the mapping in `[[cdc.sinks.tables]]`, then run `strangler cdc reverse` again; nothing after the last applied position was lost"
+            ),
+            _ => GENERIC.into(),
+        },
         SinkError::Database { sink, source } => {
             let text = source.to_string();
             if text.contains("28P01") || text.contains("password authentication failed") {

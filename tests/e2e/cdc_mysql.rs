@@ -599,3 +599,127 @@ async fn insert_and_wait_not(db: &Databases, set: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{set}: {e}"));
     c.last_insert_id().expect("id") as i64
 }
+
+/// Reverse sync into a MySQL monolith: a change made in the service
+/// reaches the monolith's table, and the forward stream does not bring it
+/// back (the sink's offsets row marks its transactions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_changes_flow_back_into_a_mysql_monolith_without_echo() {
+    let db = databases().await;
+    my(
+        &db.src,
+        "CREATE TABLE products (id BIGINT AUTO_INCREMENT PRIMARY KEY, title VARCHAR(80) NOT NULL, \
+         price_cents BIGINT NOT NULL, updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
+    )
+    .await;
+    my(
+        &db.src,
+        "INSERT INTO products (title, price_cents) SELECT CONCAT('product ', seq), seq * 100 FROM seq_1_to_50",
+    )
+    .await;
+    for sql in [
+        "CREATE TABLE catalog_items (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price_cents BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL)",
+        "CREATE TABLE applied_log (id BIGINT NOT NULL)",
+        "CREATE FUNCTION log_apply() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO applied_log VALUES (NEW.id); RETURN NEW; END $$",
+        // Only the forward sink's applies count (the service's own writes
+        // run as the test's session, with no replication origin).
+        "CREATE TRIGGER items_applied AFTER INSERT OR UPDATE ON catalog_items FOR EACH ROW WHEN (pg_replication_origin_session_is_setup()) EXECUTE FUNCTION log_apply()",
+    ] {
+        sqlx::query(sql).execute(&db.dst).await.expect("service ddl");
+    }
+    let h = Harness::new();
+    h.write_config(
+        "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n\n[cdc.source]\nkind = \"mysql\"\nurl_env = \"E2E_SRC\"\ntables = [\"shop.products\"]\n\n\
+         [[cdc.sinks]]\nname = \"catalog\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"shop.products\"\ntarget = \"public.catalog_items\"\nrename = { title = \"name\" }\n\n\
+         [[cdc.sinks]]\nname = \"catalog_back\"\nurl_env = \"E2E_DST\"\nreverse = true\n[[cdc.sinks.tables]]\nsource = \"public.catalog_items\"\ntarget = \"shop.products\"\nrename = { name = \"title\" }\n",
+    );
+    let env = [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+        ("STRANGLER_LOG", "info"),
+    ];
+    let (code, out, err) = cli_env(&["check"], &h, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let log = || h.cdc_log();
+    let _forward = spawn_cdc(&h, &env);
+    until_count(&db.dst, "SELECT count(*) FROM catalog_items", 50, log).await;
+    let _reverse = spawn_reverse(&h, &env);
+    let slot = eventually(Duration::from_secs(60), || async {
+        crate::cdc_faults::count(
+            &db.dst,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'strangler_rev_catalog_back' AND active",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(slot.is_some(), "cdc reverse did not start: {}", log());
+
+    // The service changes, adds and deletes products.
+    for sql in [
+        "UPDATE catalog_items SET price_cents = 4242, name = 'Changed', updated_at = '2024-03-01 10:00:00+00' WHERE id = 42",
+        "INSERT INTO catalog_items VALUES (2000, 'made by the service', 7, now())",
+        "DELETE FROM catalog_items WHERE id = 5",
+    ] {
+        sqlx::query(sql).execute(&db.dst).await.expect("service write");
+    }
+    let back = eventually(Duration::from_secs(60), || async {
+        my_count(
+            &db.src,
+            "SELECT (SELECT COUNT(*) FROM products WHERE id = 42 AND price_cents = 4242 AND title = 'Changed' \
+             AND updated_at = '2024-03-01 10:00:00') + (SELECT COUNT(*) FROM products WHERE id = 2000) \
+             + (SELECT COUNT(*) = 0 FROM products WHERE id = 5)",
+        )
+        .await
+            == 3
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "the service's changes did not reach the monolith: {}",
+        log()
+    );
+
+    // The forward stream is past them (a later monolith write arrived)…
+    my(
+        &db.src,
+        "INSERT INTO products (id, title, price_cents) VALUES (3000, 'marker', 1)",
+    )
+    .await;
+    until_count(
+        &db.dst,
+        "SELECT count(*) FROM catalog_items WHERE id = 3000",
+        1,
+        log,
+    )
+    .await;
+    // …and applied none of them again: only the snapshot's applies of 42
+    // and the marker's, nothing for 2000.
+    assert_eq!(
+        crate::cdc_faults::count(
+            &db.dst,
+            "SELECT count(*) FROM applied_log WHERE id IN (42, 2000, 3000)"
+        )
+        .await,
+        2,
+        "a service change came back through the forward stream: {}",
+        log()
+    );
+}
+
+fn spawn_reverse(h: &Harness, env: &[(&str, &str)]) -> KillOnDrop {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(h.dir.path().join("cdc.log"))
+        .expect("log");
+    std::process::Command::new(strangler_bin())
+        .args(["cdc", "reverse", "-c"])
+        .arg(h.config_path())
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .map(KillOnDrop)
+        .expect("spawn strangler cdc reverse")
+}

@@ -11,6 +11,10 @@
 //!  ROTATE                                    ─ the next file
 //! ```
 //!
+//! A transaction that writes `strangler_cdc_offsets` (a reverse sink's
+//! bookkeeping, `sink.rs`) or carries MariaDB's `skip_replication` flag is
+//! dropped whole: reverse sync never comes back as a change.
+//!
 //! Everything the reader keeps between events lives in the task, so
 //! nothing is lost when the pipeline is cancelled: the task just ends with
 //! the channel.
@@ -212,6 +216,13 @@ pub async fn read(
                     )));
                 };
                 let name = format!("{}.{}", tme.database_name(), tme.table_name());
+                if tme.table_name() == super::sink::OFFSETS {
+                    // Written by a sink into the monolith (reverse sync):
+                    // the whole transaction is a service's change coming
+                    // back, not one to send out again.
+                    open.get_or_insert_with(Open::default).skip = true;
+                    continue;
+                }
                 let Some(shape) = shapes.get(&name) else {
                     continue;
                 };

@@ -41,6 +41,7 @@ pub mod columns;
 pub mod position;
 pub mod record;
 pub mod run;
+pub mod sink;
 pub mod snapshot;
 pub mod value;
 pub mod verify;

@@ -151,6 +151,24 @@ pub async fn embedded(
         let began = Instant::now();
         let mut last = Progress::default();
         let attempt = async {
+            if let [spec] = sinks {
+                if crate::mysql::sink::is_mysql_url(&spec.url) {
+                    // Reverse sync into a MySQL monolith.
+                    let mut sink = crate::mysql::sink::MySqlSink::connect(
+                        &spec.name,
+                        &spec.url,
+                        &cfg.slot,
+                        &spec.tables,
+                        cfg.format,
+                    )
+                    .await?;
+                    return pipeline::run(cfg, &mut sink, start, status, &mut shutdown, |p| {
+                        last = p.clone();
+                        on_progress(&total.plus(p));
+                    })
+                    .await;
+                }
+            }
             let mut connected = Vec::with_capacity(sinks.len());
             for s in sinks {
                 connected.push(s.connect(cfg).await?);

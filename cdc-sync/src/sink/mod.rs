@@ -47,6 +47,13 @@ pub enum SinkError {
     /// The target schema does not fit the mapping (fatal until fixed).
     #[error("sink {sink}: {message}")]
     Schema { sink: String, message: String },
+    /// A MySQL target failed (`mysql/sink.rs`; reverse sync into a MySQL
+    /// monolith).
+    #[error("sink {sink}: {source}")]
+    MySql {
+        sink: String,
+        source: mysql_async::Error,
+    },
     /// A schema change of a source table the target cannot follow
     /// (`evolve.rs`): the sink stops before the rows of the new shape.
     #[error("sink {sink}: table {table} changed on the source: {message}")]
@@ -64,6 +71,7 @@ impl SinkError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SinkError::Database { source, .. } => strangler_state::retry::sqlx_retryable(source),
+            SinkError::MySql { source, .. } => crate::mysql::retryable(source),
             SinkError::Schema { .. } | SinkError::SchemaChange { .. } => false,
         }
     }

@@ -225,13 +225,6 @@ pub(super) fn check_cdc(c: &mut Checker<'_>, raw: &RawCdc, base_dir: &Path) -> C
                 }
                 None => 1,
             };
-            if sink.reverse && kind.is_mysql() {
-                c.err(
-                    &sink.name,
-                    &format!("cdc.sinks[{i}].reverse"),
-                    "reverse sync into a MySQL monolith is not available yet (the sinks write PostgreSQL); keep writes on the monolith until the endpoint is migrated",
-                );
-            }
             CdcSink {
                 name: sink.name.get_ref().clone(),
                 url_env: sink.url_env.get_ref().clone(),
