@@ -51,6 +51,10 @@ pub struct DemoArgs {
     /// Use a Kafka broker instead of the embedded transport.
     #[arg(long)]
     pub kafka: Option<String>,
+    /// The monolith on MySQL/MariaDB (Debian's mariadb-server) instead of
+    /// PostgreSQL: CDC reads its binlog, reverse sync writes into it.
+    #[arg(long)]
+    pub mysql: bool,
 }
 
 #[derive(Debug, Args)]

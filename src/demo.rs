@@ -21,7 +21,7 @@ use strangler_cdc::run::{self as cdc_run, SinkSpec};
 use strangler_cdc::sink::TargetTable;
 use strangler_cdc::source::SourceConfig;
 use strangler_config::{Config, Stage, TableMapping, TableName};
-use strangler_sandbox::PgCluster;
+use strangler_sandbox::{MariaDb, PgCluster};
 use strangler_state::route_state::effective;
 use strangler_state::store::StateStore;
 use tokio::sync::{oneshot, watch};
@@ -65,18 +65,54 @@ fn map(source: &str, target: &str, rename: &[(&str, &str)], exclude: &[&str]) ->
     }
 }
 
-fn catalog_mapping() -> TableMapping {
+/// The monolith's database: PostgreSQL, or the MySQL flavour.
+enum Monolith {
+    Postgres(legacy_monolith::PgPool),
+    MySql(legacy_monolith::mysql::Pool),
+}
+
+impl Monolith {
+    fn app(&self) -> axum::Router {
+        match self {
+            Monolith::Postgres(p) => legacy_monolith::app(p.clone()),
+            Monolith::MySql(p) => legacy_monolith::mysql::app(p.clone()),
+        }
+    }
+
+    async fn price_cents(&self, id: i64) -> i64 {
+        match self {
+            Monolith::Postgres(p) => legacy_monolith::products::price_cents(p, id)
+                .await
+                .unwrap_or(0),
+            Monolith::MySql(p) => legacy_monolith::mysql::products::price_cents(p, id)
+                .await
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// The schema the monolith's tables are named in: PostgreSQL's `public`,
+/// or the MySQL database `shop`.
+fn schema(mysql: bool) -> &'static str {
+    if mysql {
+        "shop"
+    } else {
+        "public"
+    }
+}
+
+fn catalog_mapping(mysql: bool) -> TableMapping {
     map(
-        "public.products",
+        &format!("{}.products", schema(mysql)),
         "public.catalog_items",
         &[("title", "name"), ("price_cents", "price")],
         &["internal_notes"],
     )
 }
 
-fn orders_mappings() -> Vec<TableMapping> {
+fn orders_mappings(mysql: bool) -> Vec<TableMapping> {
     let mut v = vec![map(
-        "public.products",
+        &format!("{}.products", schema(mysql)),
         "public.products",
         &[],
         &["description", "internal_notes"],
@@ -88,13 +124,17 @@ fn orders_mappings() -> Vec<TableMapping> {
         "order_items",
         "payments",
     ] {
-        let name = format!("public.{tb}");
-        v.push(map(&name, &name, &[], &[]));
+        v.push(map(
+            &format!("{}.{tb}", schema(mysql)),
+            &format!("public.{tb}"),
+            &[],
+            &[],
+        ));
     }
     v
 }
 
-fn config_text(dir: &Path, ports: &Ports) -> String {
+fn config_text(dir: &Path, ports: &Ports, mysql: bool) -> String {
     format!(
         r#"# Written by `strangler demo` — the example migration, on loopback.
 [state]
@@ -125,7 +165,7 @@ methods = ["GET"]
 path = "/products/{{id}}"
 service = "catalog"
 sticky = "header:x-user-id"
-tables = ["public.products"]
+tables = ["{s}.products"]
 [routes.compare]
 aa_percent = 30.0
 [routes.promote]
@@ -138,7 +178,7 @@ methods = ["GET"]
 path = "/products"
 service = "catalog"
 sticky = "header:x-user-id"
-tables = ["public.products"]
+tables = ["{s}.products"]
 [routes.compare]
 aa_percent = 30.0
 # A page of 20 products meets more in-flight writes than one product:
@@ -152,8 +192,9 @@ name = "get-order"
 methods = ["GET"]
 path = "/orders/{{id}}"
 service = "orders"
-tables = ["public.orders", "public.order_items", "public.payments"]
+tables = ["{s}.orders", "{s}.order_items", "{s}.payments"]
 "#,
+        s = schema(mysql),
         dir = dir.display(),
         listen = ports.listen,
         admin = ports.admin,
@@ -296,7 +337,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     let interactive = !args.non_interactive && std::io::stdin().is_terminal();
     rt.block_on(async move {
         tokio::select! {
-            r = story(interactive, args.kafka) => r,
+            r = story(interactive, args.kafka, args.mysql) => r,
             _ = tokio::signal::ctrl_c() => {
                 println!("\ninterrupted: stopping everything the demo started");
                 Ok(Exit::Failed)
@@ -305,36 +346,56 @@ pub fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     })
 }
 
-async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit> {
+async fn story(interactive: bool, kafka: Option<String>, mysql: bool) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let dir = tempfile::Builder::new()
         .prefix("strangler-demo-")
         .tempdir()?;
-    say("Starting a throw-away PostgreSQL cluster (wal_level = logical)");
+    let maria = if mysql {
+        say("Starting a throw-away MariaDB server for the monolith (binlog_format = ROW, binlog_row_metadata = FULL)");
+        Some(tokio::task::spawn_blocking(MariaDb::start).await??)
+    } else {
+        None
+    };
+    say(if mysql {
+        "Starting a throw-away PostgreSQL cluster for the services"
+    } else {
+        "Starting a throw-away PostgreSQL cluster (wal_level = logical)"
+    });
     let pg = tokio::task::spawn_blocking(PgCluster::start).await??;
     let (shop_url, cat_url, ord_url) = (
-        pg.create_database("shop")?,
+        match &maria {
+            Some(m) => m.create_database("shop")?,
+            None => pg.create_database("shop")?,
+        },
         pg.create_database("catalog")?,
         pg.create_database("orders")?,
     );
-    let shop = shop_common::connect(&shop_url, &legacy_monolith::MIGRATOR).await?;
+    let seed_args = legacy_monolith::seed::SeedArgs {
+        database_url: shop_url.clone(),
+        products: 2_000,
+        customers: 200,
+        orders: 3_000,
+        seed: 7,
+        reset: false,
+    };
+    let (shop, seeded) = if mysql {
+        let pool = legacy_monolith::mysql::connect(&shop_url).await?;
+        let seeded = legacy_monolith::mysql::seed::seed(&pool, &seed_args).await?;
+        (Monolith::MySql(pool), seeded)
+    } else {
+        let pool = shop_common::connect(&shop_url, &legacy_monolith::MIGRATOR).await?;
+        let seeded = legacy_monolith::seed::seed(&pool, &seed_args).await?;
+        (Monolith::Postgres(pool), seeded)
+    };
     let catalog = shop_common::connect(&cat_url, &catalog_service::MIGRATOR).await?;
     let orders = shop_common::connect(&ord_url, &orders_service::MIGRATOR).await?;
-    let seeded = legacy_monolith::seed::seed(
-        &shop,
-        &legacy_monolith::seed::SeedArgs {
-            database_url: shop_url.clone(),
-            products: 2_000,
-            customers: 200,
-            orders: 3_000,
-            seed: 7,
-            reset: false,
-        },
-    )
-    .await?;
     note(&format!(
-        "the monolith's database: {} products, {} customers, {} orders",
-        seeded.products, seeded.customers, seeded.orders
+        "the monolith's {} database: {} products, {} customers, {} orders",
+        if mysql { "MariaDB" } else { "PostgreSQL" },
+        seeded.products,
+        seeded.customers,
+        seeded.orders
     ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -342,7 +403,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
     let ports = Ports {
         listen,
         admin,
-        monolith: serve(legacy_monolith::app(shop.clone()), stop_rx.clone()).await?,
+        monolith: serve(shop.app(), stop_rx.clone()).await?,
         catalog: serve(catalog_service::app(catalog.clone()), stop_rx.clone()).await?,
         orders: serve(orders_service::app(orders.clone()), stop_rx.clone()).await?,
     };
@@ -351,7 +412,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         ports.monolith, ports.catalog, ports.orders
     ));
     let config_path: PathBuf = dir.path().join("strangler.toml");
-    std::fs::write(&config_path, config_text(dir.path(), &ports))?;
+    std::fs::write(&config_path, config_text(dir.path(), &ports, mysql))?;
     let store = crate::open_store(&Config::load(&config_path)?).await?;
 
     say(&format!(
@@ -375,7 +436,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
             "payments",
         ]
         .iter()
-        .map(|n| t(&format!("public.{n}")))
+        .map(|n| t(&format!("{}.{n}", schema(mysql))))
         .collect(),
         name: "monolith".into(),
         format: Default::default(),
@@ -383,19 +444,25 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
         chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
         workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
-        kind: strangler_config::SourceKind::Postgres,
+        kind: if mysql {
+            strangler_config::SourceKind::MySql {
+                server_id: strangler_config::default_server_id("strangler"),
+            }
+        } else {
+            strangler_config::SourceKind::Postgres
+        },
     };
     let sinks = vec![
         SinkSpec {
             name: "catalog".into(),
             url: cat_url.clone(),
-            tables: vec![catalog_mapping()],
+            tables: vec![catalog_mapping(mysql)],
             connections: 1,
         },
         SinkSpec {
             name: "orders".into(),
             url: ord_url.clone(),
-            tables: orders_mappings(),
+            tables: orders_mappings(mysql),
             connections: 1,
         },
     ];
@@ -635,7 +702,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
         url: shop_url.clone(),
         tables: vec![map(
             "public.catalog_items",
-            "public.products",
+            &format!("{}.products", schema(mysql)),
             &[("name", "title"), ("price", "price_cents")],
             &[],
         )],
@@ -668,38 +735,25 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
     ));
     // …and flows back to the monolith's table.
     until("the reverse sync", Duration::from_secs(30), || async {
-        legacy_monolith::products::price_cents(&shop, 42)
-            .await
-            .unwrap_or(0)
-            == 4242
+        shop.price_cents(42).await == 4242
     })
     .await?;
-    note("the monolith's products.price_cents for id 42 is 4242 again: reverse sync, no echo (replication origins)");
+    note(if mysql {
+        "the monolith's products.price_cents for id 42 is 4242 again: reverse sync into MariaDB, no echo (its transactions write the sink's offsets row, which the binlog reader skips)"
+    } else {
+        "the monolith's products.price_cents for id 42 is 4242 again: reverse sync, no echo (replication origins)"
+    });
 
     say("Verify: the catalog's table against the monolith's, after mapping");
-    let mut s = strangler_cdc::source::connect(&SourceConfig {
-        url: shop_url.clone(),
-        slot: String::new(),
-        publication: String::new(),
-        tables: vec![],
-        name: String::new(),
-        format: Default::default(),
-        check_rows: 0,
-        tx_memory: strangler_cdc::source::DEFAULT_TX_MEMORY,
-        chunk_rows: strangler_cdc::source::chunk::CHUNK_ROWS,
-        workers: strangler_config::DEFAULT_SNAPSHOT_WORKERS,
-        kind: strangler_config::SourceKind::Postgres,
-    })
-    .await?;
     let mut d = strangler_cdc::verify::connect(&cat_url).await?;
-    let target = TargetTable::load_for_verify(&mut d, &catalog_mapping()).await?;
+    let target = TargetTable::load_for_verify(&mut d, &catalog_mapping(mysql)).await?;
     let mut clean = false;
     for _ in 0..50 {
-        let r = strangler_cdc::verify::table(&mut s, &mut d, &target, |_, _| {}).await?;
+        let r = verify_catalog(&shop_url, mysql, &mut d, &target).await?;
         if r.differences.is_empty() {
             note(&format!(
-                "public.products → public.catalog_items: {} rows, {} chunks, clean",
-                r.source_rows, r.chunks
+                "{} → public.catalog_items: {} rows, {} chunks, clean",
+                target.mapping.source, r.source_rows, r.chunks
             ));
             clean = true;
             break;
@@ -735,6 +789,7 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
     let kept = std::env::temp_dir().join("strangler-demo-report.html");
     let _ = std::fs::copy(&keep, &kept);
     drop(pg);
+    drop(maria);
     println!(
         "\ndemo {} in {:.0} s: product endpoints {}, CDC verify {}. Report kept at {}; everything else was stopped and removed.",
         if migrated && clean { "finished" } else { "ended" },
@@ -748,4 +803,29 @@ async fn story(interactive: bool, kafka: Option<String>) -> anyhow::Result<Exit>
     } else {
         Exit::Failed
     })
+}
+
+/// `cdc verify` of the catalog's table against the monolith's.
+async fn verify_catalog(
+    shop_url: &str,
+    mysql: bool,
+    d: &mut strangler_cdc::verify::PgConnection,
+    target: &TargetTable,
+) -> anyhow::Result<strangler_cdc::verify::TableReport> {
+    if mysql {
+        let mut s = strangler_cdc::mysql::connect(shop_url).await?;
+        let shape = strangler_cdc::mysql::columns::load(&mut s, &target.mapping.source).await?;
+        Ok(strangler_cdc::mysql::verify::table(
+            &mut s,
+            &shape,
+            d,
+            target,
+            &Default::default(),
+            |_, _| {},
+        )
+        .await?)
+    } else {
+        let mut s = strangler_cdc::verify::connect(shop_url).await?;
+        Ok(strangler_cdc::verify::table(&mut s, d, target, |_, _| {}).await?)
+    }
 }

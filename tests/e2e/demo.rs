@@ -1,9 +1,31 @@
-//! `strangler demo --non-interactive` runs the whole story to the end.
+//! `strangler demo --non-interactive` runs the whole story to the end, on
+//! a PostgreSQL monolith and (`--mysql`) on a MariaDB one.
 
 #[test]
 fn the_demo_runs_to_the_end_with_a_clean_board() {
+    demo_runs_to_the_end(&[]);
+}
+
+#[test]
+fn the_demo_runs_to_the_end_with_a_mysql_monolith() {
+    let stdout = demo_runs_to_the_end(&["--mysql"]);
+    assert!(
+        stdout.contains("the monolith's MariaDB database: 2000 products"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("reverse sync into MariaDB"), "{stdout}");
+    assert!(
+        stdout.contains("shop.products → public.catalog_items: 2000 rows"),
+        "{stdout}"
+    );
+}
+
+/// Runs the demo with `extra` arguments and checks its story; returns
+/// what it printed.
+fn demo_runs_to_the_end(extra: &[&str]) -> String {
     let out = std::process::Command::new(crate::support::strangler_bin())
         .args(["demo", "--non-interactive"])
+        .args(extra)
         .output()
         .expect("run the demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -49,4 +71,5 @@ fn the_demo_runs_to_the_end_with_a_clean_board() {
             .any(|l| l.contains("list-products") && l.contains("migrated")),
         "{stdout}"
     );
+    stdout.into_owned()
 }

@@ -1,14 +1,15 @@
 //! The example e-commerce monolith: one axum process on one PostgreSQL
-//! database, with the habits of a real monolith (noise in every body,
+//! database (or, [`mysql`], a MySQL/MariaDB one), with the habits of a real monolith (noise in every body,
 //! `NULL` descriptions shown as `""`, internal columns beside public ones).
 
+pub mod mysql;
 pub mod products;
 pub mod seed;
 
 use axum::routing::get;
 use axum::Router;
 use shop_common::{healthz, orders, ApiError};
-use sqlx::PgPool;
+pub use sqlx::PgPool;
 
 /// The schema, applied at start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -73,14 +73,29 @@ pub async fn show(State(pool): State<PgPool>, Path(id): Path<String>) -> ApiResu
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
-    sku: String,
-    title: String,
-    description: Option<String>,
-    price_cents: i64,
-    internal_notes: Option<String>,
+    pub(crate) sku: String,
+    pub(crate) title: String,
+    pub(crate) description: Option<String>,
+    pub(crate) price_cents: i64,
+    pub(crate) internal_notes: Option<String>,
     /// Initial stock (default 0).
     #[serde(default)]
-    on_hand: i32,
+    pub(crate) on_hand: i32,
+}
+
+impl NewProduct {
+    /// 422 for what the shop refuses, whatever the database.
+    pub(crate) fn check(&self) -> ApiResult<()> {
+        if self.sku.trim().is_empty() || self.title.trim().is_empty() {
+            return Err(ApiError::unprocessable("sku and title must not be empty"));
+        }
+        if self.price_cents < 0 || self.on_hand < 0 {
+            return Err(ApiError::unprocessable(
+                "price_cents and on_hand must not be negative",
+            ));
+        }
+        Ok(())
+    }
 }
 
 pub async fn create(
@@ -88,14 +103,7 @@ pub async fn create(
     b: Result<Json<NewProduct>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let p = body(b)?;
-    if p.sku.trim().is_empty() || p.title.trim().is_empty() {
-        return Err(ApiError::unprocessable("sku and title must not be empty"));
-    }
-    if p.price_cents < 0 || p.on_hand < 0 {
-        return Err(ApiError::unprocessable(
-            "price_cents and on_hand must not be negative",
-        ));
-    }
+    p.check()?;
     let mut tx = pool.begin().await?;
     let row = sqlx::query(&format!(
         "INSERT INTO products (sku, title, description, price_cents, internal_notes) VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
@@ -125,9 +133,22 @@ pub async fn create(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProductUpdate {
-    title: Option<String>,
-    description: Option<String>,
-    price_cents: Option<i64>,
+    pub(crate) title: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) price_cents: Option<i64>,
+}
+
+impl ProductUpdate {
+    /// 422 for what the shop refuses, whatever the database.
+    pub(crate) fn check(&self) -> ApiResult<()> {
+        if self.title.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ApiError::unprocessable("title must not be empty"));
+        }
+        if self.price_cents.is_some_and(|p| p < 0) {
+            return Err(ApiError::unprocessable("price_cents must not be negative"));
+        }
+        Ok(())
+    }
 }
 
 pub async fn update(
@@ -137,12 +158,7 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     let id = parse_id("product id", &id)?;
     let u = body(b)?;
-    if u.title.as_deref().is_some_and(|t| t.trim().is_empty()) {
-        return Err(ApiError::unprocessable("title must not be empty"));
-    }
-    if u.price_cents.is_some_and(|p| p < 0) {
-        return Err(ApiError::unprocessable("price_cents must not be negative"));
-    }
+    u.check()?;
     let row = sqlx::query(&format!(
         "UPDATE products SET title = COALESCE($2, title), description = COALESCE($3, description), \
          price_cents = COALESCE($4, price_cents), updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"

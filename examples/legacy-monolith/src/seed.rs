@@ -10,7 +10,8 @@ use sqlx::{PgPool, Row};
 /// What to create.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SeedArgs {
-    /// PostgreSQL URL of the monolith's database.
+    /// URL of the monolith's database: `postgres://…`, or `mysql://…` for
+    /// the MySQL/MariaDB flavour.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     #[arg(long, default_value_t = 10_000)]
@@ -90,23 +91,48 @@ pub struct Seeded {
     pub order_items: usize,
 }
 
-/// Fills the (empty, or `reset`) database.
-pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<Seeded> {
-    let start = Instant::now();
-    let existing: i64 =
-        sqlx::query("SELECT (SELECT count(*) FROM products) + (SELECT count(*) FROM customers)")
-            .fetch_one(pool)
-            .await?
-            .try_get(0)?;
-    if existing > 0 && !args.reset {
-        bail!("the database already has {existing} products and customers; pass --reset to replace them");
+/// The rows a seed writes: the same for the same `--seed` on either
+/// database (PostgreSQL here, MySQL in `mysql/seed.rs`).
+pub struct Data {
+    pub customer_ids: Vec<i64>,
+    pub emails: Vec<String>,
+    pub names: Vec<String>,
+    pub customers_created: Vec<DateTime<Utc>>,
+    pub product_ids: Vec<i64>,
+    pub skus: Vec<String>,
+    pub titles: Vec<String>,
+    pub descriptions: Vec<Option<String>>,
+    pub prices: Vec<i64>,
+    pub notes: Vec<Option<String>>,
+    pub updated: Vec<DateTime<Utc>>,
+    pub on_hand: Vec<i32>,
+    pub reserved: Vec<i32>,
+    pub order_ids: Vec<i64>,
+    pub order_customers: Vec<i64>,
+    pub order_totals: Vec<i64>,
+    pub order_status: Vec<String>,
+    pub order_created: Vec<DateTime<Utc>>,
+    pub item_order: Vec<i64>,
+    pub item_line: Vec<i32>,
+    pub item_product: Vec<i64>,
+    pub item_qty: Vec<i32>,
+    pub item_price: Vec<i64>,
+}
+
+impl Data {
+    /// What was written, counted.
+    pub fn counts(&self) -> Seeded {
+        Seeded {
+            products: self.product_ids.len(),
+            customers: self.customer_ids.len(),
+            orders: self.order_ids.len(),
+            order_items: self.item_order.len(),
+        }
     }
-    let mut tx = pool.begin().await?;
-    if args.reset {
-        sqlx::query("TRUNCATE payments, order_items, orders, inventory, products, customers RESTART IDENTITY")
-            .execute(&mut *tx)
-            .await?;
-    }
+}
+
+/// Generates the rows of `args` (deterministic in `args.seed`).
+pub fn generate(args: &SeedArgs) -> anyhow::Result<Data> {
     let mut rng = Rng(args.seed);
     let base: DateTime<Utc> = Utc
         .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
@@ -125,12 +151,6 @@ pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<Seeded> {
         .map(|_| format!("{} {}", rng.pick(FIRST), rng.pick(LAST)))
         .collect();
     let created: Vec<DateTime<Utc>> = ids.iter().map(|i| base + Duration::minutes(*i)).collect();
-    for c in 0..ids.len().div_ceil(10_000) {
-        let r = c * 10_000..((c + 1) * 10_000).min(n);
-        sqlx::query("INSERT INTO customers (id, email, name, created_at) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::timestamptz[])")
-            .bind(&ids[r.clone()]).bind(&emails[r.clone()]).bind(&names[r.clone()]).bind(&created[r])
-            .execute(&mut *tx).await?;
-    }
 
     // Products and inventory. About 1 in 20 older products has no description.
     let n = args.products;
@@ -206,45 +226,98 @@ pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<Seeded> {
             o_created.push(base + Duration::seconds(o * 11));
         }
     }
+    Ok(Data {
+        customer_ids: ids,
+        emails,
+        names,
+        customers_created: created,
+        product_ids: pids,
+        skus,
+        titles,
+        descriptions,
+        prices,
+        notes,
+        updated,
+        on_hand,
+        reserved,
+        order_ids: o_ids,
+        order_customers: o_customers,
+        order_totals: o_totals,
+        order_status: o_status,
+        order_created: o_created,
+        item_order: i_order,
+        item_line: i_line,
+        item_product: i_product,
+        item_qty: i_qty,
+        item_price: i_price,
+    })
+}
+
+/// Fills the (empty, or `reset`) database.
+pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<Seeded> {
+    let start = Instant::now();
+    let existing: i64 =
+        sqlx::query("SELECT (SELECT count(*) FROM products) + (SELECT count(*) FROM customers)")
+            .fetch_one(pool)
+            .await?
+            .try_get(0)?;
+    if existing > 0 && !args.reset {
+        bail!("the database already has {existing} products and customers; pass --reset to replace them");
+    }
+    let mut tx = pool.begin().await?;
+    if args.reset {
+        sqlx::query("TRUNCATE payments, order_items, orders, inventory, products, customers RESTART IDENTITY")
+            .execute(&mut *tx)
+            .await?;
+    }
+    let d = generate(args)?;
+    let n = d.customer_ids.len();
+    for c in 0..n.div_ceil(10_000) {
+        let r = c * 10_000..((c + 1) * 10_000).min(n);
+        sqlx::query("INSERT INTO customers (id, email, name, created_at) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::timestamptz[])")
+            .bind(&d.customer_ids[r.clone()]).bind(&d.emails[r.clone()]).bind(&d.names[r.clone()]).bind(&d.customers_created[r])
+            .execute(&mut *tx).await?;
+    }
+    let n = d.product_ids.len();
     for c in 0..n.div_ceil(10_000) {
         let r = c * 10_000..((c + 1) * 10_000).min(n);
         sqlx::query(
             "INSERT INTO products (id, sku, title, description, price_cents, internal_notes, updated_at) \
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::timestamptz[])",
         )
-        .bind(&pids[r.clone()]).bind(&skus[r.clone()]).bind(&titles[r.clone()]).bind(&descriptions[r.clone()])
-        .bind(&prices[r.clone()]).bind(&notes[r.clone()]).bind(&updated[r.clone()])
+        .bind(&d.product_ids[r.clone()]).bind(&d.skus[r.clone()]).bind(&d.titles[r.clone()]).bind(&d.descriptions[r.clone()])
+        .bind(&d.prices[r.clone()]).bind(&d.notes[r.clone()]).bind(&d.updated[r.clone()])
         .execute(&mut *tx).await?;
         sqlx::query("INSERT INTO inventory (product_id, on_hand, reserved) SELECT * FROM UNNEST($1::bigint[], $2::int[], $3::int[])")
-            .bind(&pids[r.clone()]).bind(&on_hand[r.clone()]).bind(&reserved[r])
+            .bind(&d.product_ids[r.clone()]).bind(&d.on_hand[r.clone()]).bind(&d.reserved[r])
             .execute(&mut *tx).await?;
     }
-    for c in 0..o_ids.len().div_ceil(10_000) {
-        let r = c * 10_000..((c + 1) * 10_000).min(o_ids.len());
+    for c in 0..d.order_ids.len().div_ceil(10_000) {
+        let r = c * 10_000..((c + 1) * 10_000).min(d.order_ids.len());
         sqlx::query(
             "INSERT INTO orders (id, customer_id, status, total_cents, created_at) \
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[])",
         )
-        .bind(&o_ids[r.clone()]).bind(&o_customers[r.clone()]).bind(&o_status[r.clone()]).bind(&o_totals[r.clone()]).bind(&o_created[r.clone()])
+        .bind(&d.order_ids[r.clone()]).bind(&d.order_customers[r.clone()]).bind(&d.order_status[r.clone()]).bind(&d.order_totals[r.clone()]).bind(&d.order_created[r.clone()])
         .execute(&mut *tx).await?;
         sqlx::query(
             "INSERT INTO payments (order_id, amount_cents, method, status, created_at) \
              SELECT o, t, 'card', 'captured', c FROM UNNEST($1::bigint[], $2::bigint[], $3::timestamptz[]) AS x(o, t, c)",
         )
-        .bind(&o_ids[r.clone()]).bind(&o_totals[r.clone()]).bind(&o_created[r])
+        .bind(&d.order_ids[r.clone()]).bind(&d.order_totals[r.clone()]).bind(&d.order_created[r])
         .execute(&mut *tx).await?;
     }
-    for c in 0..i_order.len().div_ceil(20_000) {
-        let r = c * 20_000..((c + 1) * 20_000).min(i_order.len());
+    for c in 0..d.item_order.len().div_ceil(20_000) {
+        let r = c * 20_000..((c + 1) * 20_000).min(d.item_order.len());
         sqlx::query(
             "INSERT INTO order_items (order_id, line_no, product_id, quantity, unit_price_cents) \
              SELECT * FROM UNNEST($1::bigint[], $2::int[], $3::bigint[], $4::int[], $5::bigint[])",
         )
-        .bind(&i_order[r.clone()])
-        .bind(&i_line[r.clone()])
-        .bind(&i_product[r.clone()])
-        .bind(&i_qty[r.clone()])
-        .bind(&i_price[r])
+        .bind(&d.item_order[r.clone()])
+        .bind(&d.item_line[r.clone()])
+        .bind(&d.item_product[r.clone()])
+        .bind(&d.item_qty[r.clone()])
+        .bind(&d.item_price[r])
         .execute(&mut *tx)
         .await?;
     }
@@ -262,10 +335,5 @@ pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<Seeded> {
     }
     tx.commit().await?;
     tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "seeded");
-    Ok(Seeded {
-        products: n,
-        customers: args.customers,
-        orders: o_ids.len(),
-        order_items: i_order.len(),
-    })
+    Ok(d.counts())
 }

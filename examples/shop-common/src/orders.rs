@@ -89,11 +89,11 @@ pub struct NewItem {
     pub quantity: i32,
 }
 
-/// Places an order: 201 with the order, 409 when stock is short, 422 on bad
-/// items, 404 for an unknown customer or product. With `event`, an
-/// `OrderPlaced` row goes into the `outbox` table in the same transaction
-/// (aggregate `order`, the order's id, the order as payload).
-pub async fn place(pool: &PgPool, order: NewOrder, event: bool) -> ApiResult<Value> {
+/// What the shop refuses in an order whatever its database (422), and
+/// what it asks for: the payment method and the quantity per product
+/// (duplicate lines merged, in product order — the order rows are locked
+/// in, so two orders never deadlock).
+pub fn checked(order: &NewOrder) -> ApiResult<(String, BTreeMap<i64, i32>)> {
     if order.items.is_empty() {
         return Err(ApiError::unprocessable(
             "items: an order needs at least one item",
@@ -104,13 +104,15 @@ pub async fn place(pool: &PgPool, order: NewOrder, event: bool) -> ApiResult<Val
             "items: at most 100 lines per order",
         ));
     }
-    let method = order.payment_method.unwrap_or_else(|| "card".into());
+    let method = order
+        .payment_method
+        .clone()
+        .unwrap_or_else(|| "card".into());
     if method != "card" && method != "invoice" {
         return Err(ApiError::unprocessable(format!(
             "payment_method: {method:?} is not card or invoice"
         )));
     }
-    // Merge duplicate lines; lock inventory rows in id order (no deadlocks).
     let mut wanted: BTreeMap<i64, i32> = BTreeMap::new();
     for (i, item) in order.items.iter().enumerate() {
         if item.quantity <= 0 || item.quantity > 1000 {
@@ -122,6 +124,15 @@ pub async fn place(pool: &PgPool, order: NewOrder, event: bool) -> ApiResult<Val
         let q = wanted.entry(item.product_id).or_insert(0);
         *q = q.saturating_add(item.quantity);
     }
+    Ok((method, wanted))
+}
+
+/// Places an order: 201 with the order, 409 when stock is short, 422 on bad
+/// items, 404 for an unknown customer or product. With `event`, an
+/// `OrderPlaced` row goes into the `outbox` table in the same transaction
+/// (aggregate `order`, the order's id, the order as payload).
+pub async fn place(pool: &PgPool, order: NewOrder, event: bool) -> ApiResult<Value> {
+    let (method, wanted) = checked(&order)?;
     let mut tx = pool.begin().await?;
     let customer = sqlx::query("SELECT 1 FROM customers WHERE id = $1")
         .bind(order.customer_id)
