@@ -723,3 +723,146 @@ fn spawn_reverse(h: &Harness, env: &[(&str, &str)]) -> KillOnDrop {
         .map(KillOnDrop)
         .expect("spawn strangler cdc reverse")
 }
+
+/// Transactions of every shape a MySQL monolith writes arrive as they
+/// committed: savepoints (rows before and after one, none rolled back to),
+/// an update of the primary key (no old row left), one transaction of
+/// 12,000 rows (in parts, yet whole or not at all in the target), and a
+/// TRUNCATE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_transactions_of_every_shape_arrive_as_committed() {
+    let db = databases().await;
+    my(
+        &db.src,
+        "CREATE TABLE ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, n INT NOT NULL, note VARCHAR(40) NOT NULL)",
+    )
+    .await;
+    sqlx::query("CREATE TABLE ledger (id BIGINT PRIMARY KEY, n INT NOT NULL, note TEXT NOT NULL)")
+        .execute(&db.dst)
+        .await
+        .expect("target");
+    let h = Harness::new();
+    h.write_config(
+        &mysql_config("")
+            .replace("shop.orders", "shop.ledger")
+            .replace("public.orders", "public.ledger"),
+    );
+    let env = [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+        ("STRANGLER_LOG", "info"),
+    ];
+    let log = || h.cdc_log();
+    let _cdc = spawn_cdc(&h, &env);
+    my(&db.src, "INSERT INTO ledger (n, note) VALUES (0, 'ready')").await;
+    until_count(
+        &db.dst,
+        "SELECT count(*) FROM ledger WHERE note = 'ready'",
+        1,
+        log,
+    )
+    .await;
+
+    // Savepoints: a and c committed, b rolled back to.
+    {
+        let mut c = db.src.get_conn().await.expect("conn");
+        for sql in [
+            "START TRANSACTION",
+            "INSERT INTO ledger (n, note) VALUES (1, 'a')",
+            "SAVEPOINT s1",
+            "INSERT INTO ledger (n, note) VALUES (2, 'b')",
+            "ROLLBACK TO SAVEPOINT s1",
+            "INSERT INTO ledger (n, note) VALUES (3, 'c')",
+            "RELEASE SAVEPOINT s1",
+            "COMMIT",
+        ] {
+            c.query_drop(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    until_count(
+        &db.dst,
+        "SELECT count(*) FROM ledger WHERE note IN ('a', 'c')",
+        2,
+        log,
+    )
+    .await;
+    assert_eq!(
+        crate::cdc_faults::count(&db.dst, "SELECT count(*) FROM ledger WHERE note = 'b'").await,
+        0
+    );
+
+    // The key changes: the old row goes.
+    my(&db.src, "UPDATE ledger SET id = 1000 WHERE note = 'a'").await;
+    until_count(
+        &db.dst,
+        "SELECT count(*) FROM ledger WHERE id = 1000 AND note = 'a'",
+        1,
+        log,
+    )
+    .await;
+    assert_eq!(
+        crate::cdc_faults::count(&db.dst, "SELECT count(*) FROM ledger WHERE note = 'a'").await,
+        1
+    );
+
+    // 12,000 rows in one transaction: never half of them in the target.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let watcher = {
+        let (dst, seen) = (db.dst.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let n = crate::cdc_faults::count(
+                    &dst,
+                    "SELECT count(*) FROM ledger WHERE note = 'bulk'",
+                )
+                .await;
+                seen.lock().map(|mut s| s.insert(n)).unwrap_or_default();
+                if n == 12_000 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    my(
+        &db.src,
+        "INSERT INTO ledger (n, note) SELECT seq, 'bulk' FROM seq_1_to_12000",
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(120), watcher)
+        .await
+        .unwrap_or_else(|_| panic!("the large transaction did not arrive: {}", log()))
+        .expect("watcher");
+    let seen: Vec<i64> = seen
+        .lock()
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        seen,
+        [0, 12_000],
+        "the target showed part of one transaction"
+    );
+
+    // TRUNCATE: the target is emptied too, then takes new rows.
+    my(&db.src, "TRUNCATE TABLE ledger").await;
+    my(
+        &db.src,
+        "INSERT INTO ledger (n, note) VALUES (9, 'after truncate')",
+    )
+    .await;
+    until_count(
+        &db.dst,
+        "SELECT count(*) FROM ledger WHERE note = 'after truncate'",
+        1,
+        log,
+    )
+    .await;
+    assert_eq!(
+        crate::cdc_faults::count(&db.dst, "SELECT count(*) FROM ledger").await,
+        1,
+        "{}",
+        log()
+    );
+}

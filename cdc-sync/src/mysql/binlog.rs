@@ -24,14 +24,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData};
-use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
-use mysql_async::Value as My;
 use tokio::sync::mpsc;
 
 use super::columns::{self, MyType, Shape};
 use super::position::{clean_file_name, Position};
-use super::record::{records, Source};
+use super::record::{records, truncate, Source};
+use super::rows::{values, Step};
+use super::statement::{classify, names, Statement};
 use super::value::From;
 use crate::event::{Op, Record};
 use crate::lsn::Lsn;
@@ -41,12 +41,17 @@ use crate::source::{SourceConfig, SourceError};
 #[derive(Debug)]
 pub enum Item {
     /// A transaction touching captured tables, ending at `end`, committed
-    /// at `ts_ms`.
+    /// at `ts_ms` — or, `parted`, the last part of a large one.
     Tx {
         records: Vec<Record>,
         end: Lsn,
         ts_ms: i64,
+        parted: bool,
     },
+    /// A part of a transaction with more than [`PART`] records (more
+    /// follow, the last as `Tx { parted: true }`): memory stays bounded
+    /// whatever its size. Its records carry `commit`.
+    Part { records: Vec<Record>, commit: Lsn },
     /// A position with nothing to write (an idle server, a transaction of
     /// other tables, DDL, a transaction marked `skip_replication`).
     Idle(Lsn),
@@ -62,14 +67,43 @@ const SKIP_REPLICATION: u16 = 0x8000;
 /// MariaDB's GTID event.
 const MARIADB_GTID: u8 = 162;
 
+/// Records of one transaction handed over at once, at most.
+pub const PART: usize = 5_000;
+
 /// The transaction being read.
 #[derive(Default)]
 struct Open {
     records: Vec<Record>,
     gtid: Option<String>,
     skip: bool,
-    /// Rows seen in it (`source.row` counts within a rows event).
+    /// Records made in it (the next `seq`).
     seq: u32,
+    /// The position its records carry: where it began, plus one — beyond
+    /// the end of every transaction before it, and at most its own end
+    /// (known only at its XID), so a sink that stored either skips it on a
+    /// replay and one that stored neither applies it.
+    commit: Lsn,
+    /// Parts of it were handed over already.
+    parted: bool,
+}
+
+impl Open {
+    /// A transaction whose first event is the one of `h` (ending at
+    /// `end`).
+    fn at(end: &Position, size: u32, gtid: Option<String>, skip: bool) -> Open {
+        let start = end.pos.saturating_sub(u64::from(size));
+        Open {
+            gtid,
+            skip,
+            commit: Position {
+                file: end.file.clone(),
+                pos: start,
+            }
+            .lsn()
+            .map_or(Lsn(0), |l| Lsn(l.0 + 1)),
+            ..Open::default()
+        }
+    }
 }
 
 /// Reads the binlog from `from` until the channel closes (`Ok`) or the
@@ -125,11 +159,12 @@ pub async fn read(
             let domain = d
                 .get(8..12)
                 .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
-            open = Some(Open {
-                gtid: Some(format!("{domain}-{}-{seq}", h.server_id())),
-                skip: h.flags_raw() & SKIP_REPLICATION != 0,
-                ..Open::default()
-            });
+            open = Some(Open::at(
+                &at(&file),
+                h.event_size(),
+                Some(format!("{domain}-{}-{seq}", h.server_id())),
+                h.flags_raw() & SKIP_REPLICATION != 0,
+            ));
             continue;
         }
         let Some(data) = ev.read_data().map_err(|e| undecodable(&file, &e))? else {
@@ -147,58 +182,86 @@ pub async fn read(
                     sid[0], sid[1], sid[2], sid[3], sid[4], sid[5], sid[6], sid[7], sid[8], sid[9],
                     sid[10], sid[11], sid[12], sid[13], sid[14], sid[15]
                 );
-                open = Some(Open {
-                    gtid: Some(format!("{uuid}:{}", g.gno())),
-                    ..Open::default()
-                });
+                open = Some(Open::at(
+                    &at(&file),
+                    h.event_size(),
+                    Some(format!("{uuid}:{}", g.gno())),
+                    false,
+                ));
             }
             EventData::QueryEvent(q) => {
                 let sql = q.query();
-                let verb = sql.trim_start().get(..6).unwrap_or("").to_ascii_uppercase();
-                if verb.starts_with("BEGIN") {
-                    if open.is_none() {
-                        open = Some(Open {
-                            skip: h.flags_raw() & SKIP_REPLICATION != 0,
-                            ..Open::default()
-                        });
+                match classify(&sql) {
+                    Statement::Begin => {
+                        if open.is_none() {
+                            open = Some(Open::at(
+                                &at(&file),
+                                h.event_size(),
+                                None,
+                                h.flags_raw() & SKIP_REPLICATION != 0,
+                            ));
+                        }
                     }
-                } else if verb == "COMMIT" {
-                    ended = Some(finish(open.take(), at(&file), h.timestamp()));
-                } else {
-                    // DDL (or a statement logged as such): the tables it
-                    // names are read again before their next rows.
-                    let schema = q.schema().into_owned();
-                    let changed = reload_named(&mut catalog, &mut shapes, &schema, &sql).await?;
-                    open = None;
-                    let end = lsn(&at(&file))?;
-                    ended = Some(if changed.is_empty() {
-                        Item::Idle(end)
-                    } else {
-                        // The tables' shapes as records at the statement's
-                        // place in the stream: each sink carries the change
-                        // between the rows before and after it.
-                        let records = changed
+                    Statement::Commit => {
+                        ended = Some(finish(open.take(), at(&file), h.timestamp()));
+                    }
+                    Statement::Rollback => {
+                        open = None;
+                        ended = Some(Item::Idle(lsn(&at(&file))?));
+                    }
+                    Statement::Xa => {
+                        return Err(SourceError::Invalid(format!(
+                            "binlog {}: an XA transaction ({}): two-phase transactions are not read; commit without XA on the monolith, or leave these tables out of CDC",
+                            at(&file),
+                            sql.chars().take(60).collect::<String>()
+                        )));
+                    }
+                    // Inside a transaction (a savepoint …) or alone (a
+                    // grant …): nothing to carry.
+                    Statement::Other => {
+                        if open.is_none() {
+                            ended = Some(Item::Idle(lsn(&at(&file))?));
+                        }
+                    }
+                    kind @ (Statement::Ddl | Statement::Truncate) => {
+                        // The tables it names are read again; their shapes
+                        // (or, truncated, the truncation) go in the stream
+                        // at the statement's place: each sink carries the
+                        // change between the rows before and after it.
+                        let schema = q.schema().into_owned();
+                        let named = reload_named(&mut catalog, &mut shapes, &schema, &sql).await?;
+                        open = None;
+                        let end = lsn(&at(&file))?;
+                        let ts_ms = i64::from(h.timestamp()) * 1000;
+                        let records: Vec<Record> = named
                             .iter()
                             .enumerate()
                             .map(|(i, s)| {
-                                s.record(
-                                    "ALTER",
-                                    &crate::source::shape::At {
-                                        prefix: &cfg.name,
-                                        db: &s.table.schema,
-                                        commit_lsn: end,
-                                        seq: i as u32,
-                                        ts_ms: i64::from(h.timestamp()) * 1000,
-                                    },
-                                )
+                                let at = crate::source::shape::At {
+                                    prefix: &cfg.name,
+                                    db: &s.table.schema,
+                                    commit_lsn: end,
+                                    seq: i as u32,
+                                    ts_ms,
+                                };
+                                if kind == Statement::Truncate {
+                                    truncate(s, &at, h.server_id(), &file)
+                                } else {
+                                    s.record("ALTER", &at)
+                                }
                             })
                             .collect();
-                        Item::Tx {
-                            records,
-                            end,
-                            ts_ms: i64::from(h.timestamp()) * 1000,
-                        }
-                    });
+                        ended = Some(if records.is_empty() {
+                            Item::Idle(end)
+                        } else {
+                            Item::Tx {
+                                records,
+                                end,
+                                ts_ms,
+                                parted: false,
+                            }
+                        });
+                    }
                 }
             }
             EventData::XidEvent(_) => {
@@ -220,13 +283,15 @@ pub async fn read(
                     // Written by a sink into the monolith (reverse sync):
                     // the whole transaction is a service's change coming
                     // back, not one to send out again.
-                    open.get_or_insert_with(Open::default).skip = true;
+                    open.get_or_insert_with(|| Open::at(&at(&file), h.event_size(), None, true))
+                        .skip = true;
                     continue;
                 }
                 let Some(shape) = shapes.get(&name) else {
                     continue;
                 };
-                let tx = open.get_or_insert_with(Open::default);
+                let tx =
+                    open.get_or_insert_with(|| Open::at(&at(&file), h.event_size(), None, false));
                 if tx.skip {
                     continue;
                 }
@@ -287,19 +352,45 @@ pub async fn read(
                         ts_ms: i64::from(h.timestamp()) * 1000,
                         snapshot: false,
                     };
-                    let made = records(
-                        shape,
-                        op,
-                        before.as_deref(),
-                        after.as_deref(),
-                        From::Binlog,
-                        &src,
-                        (Lsn(0), tx.seq),
-                        &cfg.format,
-                    )
-                    .map_err(|e| SourceError::Invalid(format!("binlog {pos}: {e}")))?;
-                    tx.seq += made.len() as u32;
-                    tx.records.extend(made);
+                    // An update that changes the key: a delete of the old
+                    // key, then a create (as Debezium does), so no target
+                    // keeps the old row.
+                    let rekeyed = op == Op::Update
+                        && matches!((&before, &after), (Some(b), Some(a))
+                            if shape.key.iter().any(|&k| b.get(k) != a.get(k)));
+                    let steps: Vec<Step<'_>> = if rekeyed {
+                        vec![
+                            (Op::Delete, before.as_deref(), None),
+                            (Op::Create, None, after.as_deref()),
+                        ]
+                    } else {
+                        vec![(op, before.as_deref(), after.as_deref())]
+                    };
+                    for (op, b, a) in steps {
+                        let made = records(
+                            shape,
+                            op,
+                            b,
+                            a,
+                            From::Binlog,
+                            &src,
+                            (tx.commit, tx.seq),
+                            &cfg.format,
+                        )
+                        .map_err(|e| SourceError::Invalid(format!("binlog {pos}: {e}")))?;
+                        tx.seq += made.len() as u32;
+                        tx.records.extend(made);
+                    }
+                    if tx.records.len() >= PART {
+                        tx.parted = true;
+                        let part = Item::Part {
+                            records: std::mem::take(&mut tx.records),
+                            commit: tx.commit,
+                        };
+                        if out.send(part).await.is_err() {
+                            return Ok(());
+                        }
+                    }
                 }
             }
             _ => {}
@@ -308,86 +399,10 @@ pub async fn read(
             if let Item::Tx { records, end, .. } = &item {
                 tracing::debug!(records = records.len(), end = %end, "binlog transaction");
             }
-            let item = match item {
-                Item::Tx {
-                    mut records,
-                    end,
-                    ts_ms,
-                } => {
-                    for r in &mut records {
-                        r.commit_lsn = end;
-                    }
-                    Item::Tx {
-                        records,
-                        end,
-                        ts_ms,
-                    }
-                }
-                idle => idle,
-            };
             if out.send(item).await.is_err() {
                 return Ok(());
             }
         }
-    }
-}
-
-/// A row's values and its columns: name (`@n` without full metadata)
-/// and the type its binlog value has.
-type Values = (Vec<My>, Vec<(String, MyType)>);
-
-fn values(row: mysql_async::binlog::row::BinlogRow) -> Result<Values, SourceError> {
-    let names = row
-        .columns_ref()
-        .iter()
-        .map(|c| (c.name_str().into_owned(), binlog_type(c)))
-        .collect();
-    let vals = row
-        .unwrap()
-        .into_iter()
-        .map(|v| match v {
-            BinlogValue::Value(v) => Ok(v),
-            BinlogValue::Jsonb(j) => serde_json::Value::try_from(j)
-                .map(|j| My::Bytes(j.to_string().into_bytes()))
-                .map_err(|e| SourceError::Invalid(format!("a JSON value in the binlog: {e}"))),
-            BinlogValue::JsonDiff(_) => Err(SourceError::Invalid(
-                "the binlog has a partial JSON update: set binlog_row_value_options = '' on the server so rows are logged whole".into(),
-            )),
-        })
-        .collect::<Result<_, _>>()?;
-    Ok((vals, names))
-}
-
-/// How a column's binlog value reads when the shape no longer has the
-/// column (dropped or renamed since the row was written).
-fn binlog_type(c: &mysql_async::Column) -> MyType {
-    use mysql_async::consts::ColumnType as T;
-    match c.column_type() {
-        T::MYSQL_TYPE_TINY
-        | T::MYSQL_TYPE_SHORT
-        | T::MYSQL_TYPE_INT24
-        | T::MYSQL_TYPE_LONG
-        | T::MYSQL_TYPE_LONGLONG => MyType::Int {
-            bits: 64,
-            unsigned: c
-                .flags()
-                .contains(mysql_async::consts::ColumnFlags::UNSIGNED_FLAG),
-        },
-        T::MYSQL_TYPE_FLOAT => MyType::Float,
-        T::MYSQL_TYPE_DOUBLE => MyType::Double,
-        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => MyType::Date,
-        T::MYSQL_TYPE_DATETIME | T::MYSQL_TYPE_DATETIME2 => MyType::DateTime { fsp: 6 },
-        T::MYSQL_TYPE_TIMESTAMP | T::MYSQL_TYPE_TIMESTAMP2 => MyType::Timestamp { fsp: 6 },
-        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => MyType::Time { fsp: 6 },
-        T::MYSQL_TYPE_YEAR => MyType::Year,
-        T::MYSQL_TYPE_JSON => MyType::Json,
-        T::MYSQL_TYPE_BIT => MyType::Bit(64),
-        // 63: the binary character set.
-        _ if c.character_set() == 63 => MyType::Binary,
-        // A decimal's text, an enum's index, a string's bytes.
-        _ => MyType::Text {
-            latin1: c.character_set() == 8,
-        },
     }
 }
 
@@ -405,10 +420,11 @@ fn lsn(p: &Position) -> Result<Lsn, SourceError> {
 fn finish(open: Option<Open>, end: Position, ts: u32) -> Item {
     let end_lsn = end.lsn().unwrap_or_default();
     match open {
-        Some(o) if !o.skip && !o.records.is_empty() => Item::Tx {
+        Some(o) if !o.skip && (o.parted || !o.records.is_empty()) => Item::Tx {
             records: o.records,
             end: end_lsn,
             ts_ms: i64::from(ts) * 1000,
+            parted: o.parted,
         },
         _ => Item::Idle(end_lsn),
     }
@@ -425,15 +441,9 @@ async fn reload_named(
     sql: &str,
 ) -> Result<Vec<Shape>, SourceError> {
     let mut out = Vec::new();
-    let lower = sql.to_ascii_lowercase();
     let named: Vec<String> = shapes
         .values()
-        .filter(|s| {
-            let t = s.table.table.to_ascii_lowercase();
-            lower.contains(&t)
-                && (s.table.schema == schema
-                    || lower.contains(&s.table.schema.to_ascii_lowercase()))
-        })
+        .filter(|s| names(sql, schema, &s.table.schema, &s.table.table))
         .map(Shape::name)
         .collect();
     for name in named {

@@ -21,13 +21,16 @@ pub enum MyType {
         precision: u32,
         scale: u32,
     },
-    /// `CHAR`, `VARCHAR`, `TEXT`…; `latin1` when the column's character
-    /// set is (its binlog bytes are not UTF-8).
+    /// `CHAR`, `VARCHAR`, `TEXT`…; `encoding` of the column's character
+    /// set when it is not UTF-8 (its bytes in the binlog are in it).
     Text {
-        latin1: bool,
+        encoding: Option<&'static encoding_rs::Encoding>,
     },
-    /// `BINARY`, `VARBINARY`, `BLOB`…, spatial types.
-    Binary,
+    /// `BINARY`, `VARBINARY`, `BLOB`…, spatial types; `pad`: `BINARY(n)`,
+    /// whose trailing zero bytes the binlog leaves out.
+    Binary {
+        pad: Option<usize>,
+    },
     Date,
     DateTime {
         fsp: u8,
@@ -169,7 +172,7 @@ pub fn pg_type(c: &Column) -> String {
             }
         }
         MyType::Bit(1) => "boolean".into(),
-        MyType::Binary | MyType::Bit(_) => "bytea".into(),
+        MyType::Binary { .. } | MyType::Bit(_) => "bytea".into(),
         MyType::Date => "date".into(),
         MyType::DateTime { fsp } => format!("timestamp({fsp}) without time zone"),
         MyType::Timestamp { fsp } => format!("timestamp({fsp}) with time zone"),
@@ -231,7 +234,7 @@ pub async fn load(conn: &mut mysql_async::Conn, table: &TableName) -> Result<Sha
             |(name, data_type, column_type, nullable, precision, scale, fsp, charset)| Column {
                 ty: my_type(
                     &data_type.to_ascii_lowercase(),
-                    &column_type.to_ascii_lowercase(),
+                    &column_type,
                     (precision, scale, fsp),
                     charset.as_deref(),
                 ),
@@ -263,7 +266,8 @@ fn my_type(
     (precision, scale, fsp): (Option<u64>, Option<u64>, Option<u64>),
     charset: Option<&str>,
 ) -> MyType {
-    let unsigned = column_type.contains("unsigned");
+    // Keywords in any case; ENUM and SET members as written.
+    let unsigned = column_type.to_ascii_lowercase().contains("unsigned");
     let fsp = fsp.unwrap_or(0).min(6) as u8;
     match data_type {
         "tinyint" => MyType::Int { bits: 8, unsigned },
@@ -287,10 +291,48 @@ fn my_type(
         "bit" => MyType::Bit(precision.unwrap_or(1) as u32),
         "json" => MyType::Json,
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => MyType::Text {
-            latin1: charset == Some("latin1"),
+            encoding: charset.and_then(encoding),
         },
-        _ => MyType::Binary,
+        "binary" => MyType::Binary {
+            pad: column_type
+                .find('(')
+                .and_then(|a| column_type[a + 1..].split(')').next())
+                .and_then(|n| n.trim().parse().ok()),
+        },
+        _ => MyType::Binary { pad: None },
     }
+}
+
+/// The encoding of a MySQL character set, `None` for UTF-8 (and for sets
+/// with no encoding here, whose bytes are then read as UTF-8).
+pub fn encoding(charset: &str) -> Option<&'static encoding_rs::Encoding> {
+    let label = match charset {
+        "utf8" | "utf8mb3" | "utf8mb4" | "ascii" | "binary" => return None,
+        // MySQL's latin1 is Windows-1252.
+        "latin1" => "windows-1252",
+        "latin2" => "iso-8859-2",
+        "latin5" => "iso-8859-9",
+        "latin7" => "iso-8859-13",
+        "cp1250" => "windows-1250",
+        "cp1251" => "windows-1251",
+        "cp1256" => "windows-1256",
+        "cp1257" => "windows-1257",
+        "cp866" => "ibm866",
+        "koi8r" => "koi8-r",
+        "koi8u" => "koi8-u",
+        "greek" => "iso-8859-7",
+        "hebrew" => "iso-8859-8",
+        "sjis" | "cp932" => "shift_jis",
+        "ujis" | "eucjpms" => "euc-jp",
+        "euckr" => "euc-kr",
+        "gbk" | "gb2312" => "gbk",
+        "gb18030" => "gb18030",
+        "big5" => "big5",
+        "utf16" | "ucs2" => "utf-16be",
+        "utf16le" => "utf-16le",
+        _ => return None,
+    };
+    encoding_rs::Encoding::for_label(label.as_bytes())
 }
 
 /// The members of `enum('a','b')` / `set('a','b')`, unquoted.
@@ -380,10 +422,10 @@ mod tests {
                 "numeric(20,0)",
             ),
             (
-                col(MyType::Text { latin1: false }, "varchar(40)"),
+                col(MyType::Text { encoding: None }, "varchar(40)"),
                 "character varying(40)",
             ),
-            (col(MyType::Text { latin1: false }, "mediumtext"), "text"),
+            (col(MyType::Text { encoding: None }, "mediumtext"), "text"),
             (
                 col(
                     MyType::Decimal {
@@ -421,7 +463,17 @@ mod tests {
         );
         assert_eq!(
             my_type("varchar", "varchar(20)", (None, None, None), Some("latin1")),
-            MyType::Text { latin1: true }
+            MyType::Text {
+                encoding: encoding_rs::Encoding::for_label(b"windows-1252")
+            }
+        );
+        assert_eq!(
+            my_type("enum", "enum('PENDING','Paid')", (None, None, None), None),
+            MyType::Enum(vec!["PENDING".into(), "Paid".into()])
+        );
+        assert_eq!(
+            my_type("binary", "binary(16)", (None, None, None), None),
+            MyType::Binary { pad: Some(16) }
         );
     }
 }

@@ -40,9 +40,11 @@ pub mod binlog;
 pub mod columns;
 pub mod position;
 pub mod record;
+pub mod rows;
 pub mod run;
 pub mod sink;
 pub mod snapshot;
+pub mod statement;
 pub mod value;
 pub mod verify;
 
@@ -80,7 +82,11 @@ pub fn retryable(e: &mysql_async::Error) -> bool {
 /// Opens a session: UTC (`TIMESTAMP` values read as the binlog has them),
 /// UTF-8.
 pub async fn connect(url: &str) -> Result<mysql_async::Conn, SourceError> {
-    let opts = mysql_async::Opts::from_url(url)
+    let url = match url.strip_prefix("mariadb://") {
+        Some(rest) => format!("mysql://{rest}"),
+        None => url.to_string(),
+    };
+    let opts = mysql_async::Opts::from_url(&url)
         .map_err(|e| SourceError::Invalid(format!("source URL: {e}")))?;
     let opts = mysql_async::OptsBuilder::from_opts(opts)
         .tcp_keepalive(Some(std::time::Duration::from_secs(5)))
@@ -163,7 +169,14 @@ pub async fn binlog_files(conn: &mut mysql_async::Conn) -> Result<Vec<String>, S
 
 /// Where the binlog ends now.
 pub async fn current_position(conn: &mut mysql_async::Conn) -> Result<Position, SourceError> {
-    let row: Option<mysql_async::Row> = conn.query_first("SHOW MASTER STATUS").await?;
+    // MySQL 8.4 renamed it; MariaDB and older MySQL know the old name.
+    let row: Option<mysql_async::Row> = match conn.query_first("SHOW BINARY LOG STATUS").await {
+        Ok(r) => r,
+        Err(mysql_async::Error::Server(e)) if e.code == 1064 => {
+            conn.query_first("SHOW MASTER STATUS").await?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut row = row.ok_or_else(|| {
         SourceError::Invalid("SHOW MASTER STATUS returned nothing: binary logging is off".into())
     })?;

@@ -153,6 +153,50 @@ pub fn records(
     Ok(out)
 }
 
+/// A table's truncation as Debezium's `op: "t"` event (no key, no rows).
+pub fn truncate(
+    s: &Shape,
+    at: &crate::source::shape::At<'_>,
+    server_id: u32,
+    file: &str,
+) -> Record {
+    let value = serde_json::json!({
+        "before": null,
+        "after": null,
+        "source": {
+            "version": crate::event::VERSION,
+            "connector": "mysql",
+            "name": at.prefix,
+            "ts_ms": at.ts_ms,
+            "snapshot": "false",
+            "db": s.table.schema,
+            "sequence": null,
+            "table": s.table.table,
+            "server_id": server_id,
+            "gtid": null,
+            "file": file,
+            "pos": at.commit_lsn.0 & 0xffff_ffff,
+            "row": 0,
+            "thread": null,
+            "query": null,
+        },
+        "op": Op::Truncate.code(),
+        "ts_ms": crate::now_ms(),
+        "transaction": null,
+    });
+    Record {
+        topic: crate::event::topic(at.prefix, &s.table.schema, &s.table.table),
+        table: s.name(),
+        key: None,
+        value: Some(value),
+        commit_lsn: at.commit_lsn,
+        seq: at.seq,
+        exact: None,
+        schemas: None,
+        shape: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

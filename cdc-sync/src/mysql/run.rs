@@ -138,18 +138,57 @@ async fn stream(
     let mut source_conn: Option<mysql_async::Conn> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut reported = Instant::now();
+    let mut stored = Instant::now();
+    // An item that ended the last batch (a part of a large transaction).
+    let mut pending: Option<Item> = None;
     loop {
-        let first = tokio::select! {
-            _ = &mut shutdown => return Ok(true),
-            _ = tick.tick() => {
-                report_source(cfg, status, &mut source_conn).await;
+        let first = match pending.take() {
+            Some(item) => item,
+            None => {
+                let received = tokio::select! {
+                    _ = &mut shutdown => return Ok(true),
+                    _ = tick.tick() => {
+                        report_source(cfg, status, &mut source_conn).await;
+                        continue;
+                    }
+                    item = rx.recv() => item,
+                };
+                match received {
+                    Some(item) => item,
+                    None => return Ok(false),
+                }
+            }
+        };
+        // A large transaction, part by part: durable (and its position
+        // stored) only with its last part.
+        match first {
+            Item::Part { records, commit } => {
+                target
+                    .write_part(&records, commit, false, progress, status)
+                    .await?;
+                progress.events += records.len() as u64;
+                on_progress(progress);
                 continue;
             }
-            item = rx.recv() => item,
-        };
-        let Some(first) = first else {
-            return Ok(false);
-        };
+            Item::Tx {
+                records,
+                end,
+                ts_ms,
+                parted: true,
+            } => {
+                target
+                    .write_part(&records, end, true, progress, status)
+                    .await?;
+                target.confirmed(end, true, &cfg.slot, status).await;
+                progress.transactions += 1;
+                progress.events += records.len() as u64;
+                progress.behind_ms = (crate::now_ms() - ts_ms).max(0) as u64;
+                progress.confirmed = progress.confirmed.max(end);
+                on_progress(progress);
+                continue;
+            }
+            _ => {}
+        }
         let mut records = Vec::new();
         let mut through: Option<Lsn> = None;
         let mut quiet: Option<Lsn> = None;
@@ -162,6 +201,7 @@ async fn stream(
                     records: r,
                     end,
                     ts_ms,
+                    parted: false,
                 } => {
                     records.extend(r);
                     through = Some(end);
@@ -169,6 +209,11 @@ async fn stream(
                     last_ts = ts_ms;
                 }
                 Item::Idle(l) => quiet = Some(l),
+                // Written on its own, after this batch.
+                large => {
+                    pending = Some(large);
+                    break;
+                }
             }
             if records.len() < BATCH {
                 next = rx.try_recv().ok();
@@ -182,9 +227,16 @@ async fn stream(
             progress.behind_ms = (crate::now_ms() - last_ts).max(0) as u64;
             progress.confirmed = progress.confirmed.max(end);
         }
-        if let Some(l) = quiet.filter(|l| through.is_none_or(|t| *l > t)) {
-            // Nothing to write up to `l`: every table is applied there.
-            // Reported at most every half second.
+        if let Some(l) = quiet.filter(|l| *l > progress.confirmed) {
+            // Nothing to write up to `l`: every table is applied there
+            // (reported at most every half second), and now and then the
+            // position is stored too, so that quiet tables never leave a
+            // destination behind a binlog the server purges.
+            if stored.elapsed() > IDLE_STORE {
+                target.write(&[], l, false, progress, status).await?;
+                progress.confirmed = l;
+                stored = Instant::now();
+            }
             if reported.elapsed() > Duration::from_millis(500) {
                 target.confirmed(l, false, &cfg.slot, status).await;
                 reported = Instant::now();
@@ -193,6 +245,9 @@ async fn stream(
         on_progress(progress);
     }
 }
+
+/// How often a position with nothing to write is stored.
+const IDLE_STORE: Duration = Duration::from_secs(10);
 
 /// Reports where the source's binlog ends now (for lag); a failure is
 /// logged and tried again at the next tick.

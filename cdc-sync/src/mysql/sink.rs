@@ -142,6 +142,11 @@ impl MySqlSink {
                     .and_then(Value::as_object)
                     .map(|key| delete(m, shape, key, r.exact.as_ref(), &self.format))
                     .transpose(),
+                // Inside the transaction (TRUNCATE would commit it).
+                "t" => Ok(Some((
+                    format!("DELETE FROM {}", quoted(&m.target)),
+                    Vec::new(),
+                ))),
                 _ => Ok(None),
             }
             .map_err(|message| SinkError::Schema {
@@ -156,11 +161,9 @@ impl MySqlSink {
             .start_transaction(TxOpts::default())
             .await
             .map_err(|e| err(&name, e))?;
-        for (sql, params) in statements {
-            tx.exec_drop(&sql, params)
-                .await
-                .map_err(|e| err(&name, e))?;
-        }
+        // The position first: the monolith's binlog reader meets the
+        // marker (a row of this table) before any row of the transaction,
+        // and drops the whole transaction, whatever its size.
         let lsn = through.max(self.position);
         let done = self.snapshot_done || snapshot_complete;
         tx.exec_drop(
@@ -172,6 +175,11 @@ impl MySqlSink {
         )
         .await
         .map_err(|e| err(&name, e))?;
+        for (sql, params) in statements {
+            tx.exec_drop(&sql, params)
+                .await
+                .map_err(|e| err(&name, e))?;
+        }
         tx.commit().await.map_err(|e| err(&name, e))?;
         self.position = lsn;
         self.snapshot_done = done;
@@ -236,9 +244,24 @@ fn delete(
     fmt: &EventFormat,
 ) -> Result<(String, Vec<My>), String> {
     let cols = mapped(m, shape, key, exact, fmt)?;
-    if cols.is_empty() {
-        return Err("a delete whose key maps to no target column".into());
+    // Every column of the monolith's key, or the delete could match rows
+    // it is not about.
+    let missing: Vec<&str> = shape
+        .key
+        .iter()
+        .map(|&k| shape.columns[k].name.as_str())
+        .filter(|k| !cols.iter().any(|(n, _)| n == k))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "a delete whose key does not cover the target's primary key (missing {}): map the service's key columns to them",
+            missing.join(", ")
+        ));
     }
+    let cols: Vec<(String, My)> = cols
+        .into_iter()
+        .filter(|(n, _)| shape.key.iter().any(|&k| shape.columns[k].name == *n))
+        .collect();
     let cond: Vec<String> = cols
         .iter()
         .map(|(n, _)| format!("{} = ?", ident(n)))
@@ -275,7 +298,7 @@ fn value(ty: &MyType, v: &Value, exact: Option<&str>, fmt: &EventFormat) -> Resu
         MyType::DateTime { fsp } => Kind::Timestamp(*fsp),
         MyType::Timestamp { .. } => Kind::TimestampTz,
         MyType::Time { .. } => Kind::Time(6),
-        MyType::Binary | MyType::Bit(_) => Kind::Bytea,
+        MyType::Binary { .. } | MyType::Bit(_) => Kind::Bytea,
         MyType::Text { .. } | MyType::Enum(_) | MyType::Set(_) | MyType::Json => Kind::Text,
     };
     let t = match exact {
@@ -286,8 +309,12 @@ fn value(ty: &MyType, v: &Value, exact: Option<&str>, fmt: &EventFormat) -> Resu
         },
     };
     Ok(match ty {
-        MyType::Binary | MyType::Bit(_) => {
-            My::Bytes(text::parse_bytea(&t).unwrap_or_else(|| t.into_bytes()))
+        MyType::Binary { .. } => My::Bytes(text::parse_bytea(&t).unwrap_or_else(|| t.into_bytes())),
+        // Debezium's Bits are little-endian; MySQL's BIT big-endian.
+        MyType::Bit(_) => {
+            let mut b = text::parse_bytea(&t).unwrap_or_else(|| t.into_bytes());
+            b.reverse();
+            My::Bytes(b)
         }
         MyType::Timestamp { .. } | MyType::DateTime { .. } => {
             // PostgreSQL's text may carry an offset (timestamptz): the
@@ -392,7 +419,7 @@ mod tests {
         };
         assert_eq!(value(&int, &json!(true), None, &fmt), Ok(My::Int(1)));
         assert_eq!(
-            value(&MyType::Binary, &json!("AP8Q"), None, &fmt),
+            value(&MyType::Binary { pad: None }, &json!("AP8Q"), None, &fmt),
             Ok(My::Bytes(vec![0, 255, 16]))
         );
         let dec = MyType::Decimal {

@@ -140,7 +140,9 @@ pub async fn take(
             snapshot: true,
         };
         let mut batch = Vec::with_capacity(BATCH);
-        let mut result = conn.query_iter(sql).await.map_err(SourceError::from)?;
+        // The binary protocol: values typed as the binlog has them (a FLOAT
+        // whole, not as the text protocol rounds it).
+        let mut result = conn.exec_iter(sql, ()).await.map_err(SourceError::from)?;
         loop {
             let row = result.next().await.map_err(SourceError::from)?;
             let end = row.is_none();
@@ -151,7 +153,7 @@ pub async fn take(
                     Op::Read,
                     None,
                     Some(&vals),
-                    From::Text,
+                    From::Query,
                     &src,
                     (Lsn(0), 0),
                     &cfg.format,

@@ -3,10 +3,10 @@
 //! exactly by the target column's kind, the PostgreSQL input text it writes
 //! instead ([`crate::event::Record::exact`], as for PostgreSQL sources).
 //!
-//! Values come two ways: the snapshot reads them over the text protocol
-//! (every value is its text, the session in UTC), the binlog carries them
-//! typed (a `TIMESTAMP` as epoch seconds, an `ENUM` as its index, a `SET`
-//! as a bit mask). Both meet in one conversion per column type:
+//! Values come two ways: the snapshot reads them with a query (the binary
+//! protocol, the session in UTC), the binlog carries them as rows events (a
+//! `TIMESTAMP` as epoch seconds, an `ENUM` as its index, a `SET` as a bit
+//! mask). Both meet in one conversion per column type:
 //!
 //! | MySQL | Debezium (defaults) | exact text |
 //! |---|---|---|
@@ -47,11 +47,16 @@ fn plain(value: Value) -> Converted {
 
 const DAY_MICROS: i64 = 86_400_000_000;
 
-/// Where a value was read: the binlog (typed) or the snapshot's text.
+/// Where a value was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum From {
+    /// A rows event: `TIMESTAMP` as epoch seconds, `ENUM` as its index,
+    /// `SET` as a bit mask, text in the column's character set.
     Binlog,
-    Text,
+    /// A query (the snapshot, verify): the binary protocol's values,
+    /// `TIMESTAMP` in the session's UTC, `ENUM`/`SET` by name, text in
+    /// UTF-8 (text forms are read too).
+    Query,
 }
 
 /// Converts `v` of column `c`; an error names what could not be read.
@@ -122,21 +127,29 @@ pub fn convert(c: &Column, v: &My, from: From, fmt: &EventFormat) -> Result<Conv
                 exact: Some(text),
             }
         }
-        MyType::Text { latin1 } => match v {
+        MyType::Text { encoding } => match v {
             // The binlog has the column's own bytes; the snapshot's text
             // comes in the session's character set (UTF-8).
-            My::Bytes(b) if *latin1 && from == From::Binlog => {
-                plain(json!(b.iter().map(|&x| x as char).collect::<String>()))
-            }
-            My::Bytes(b) => plain(json!(String::from_utf8_lossy(b))),
+            My::Bytes(b) => match (encoding, from) {
+                (Some(e), From::Binlog) => plain(json!(e.decode_without_bom_handling(b).0)),
+                _ => plain(json!(String::from_utf8_lossy(b))),
+            },
             other => plain(json!(text_of(other).ok_or_else(bad)?)),
         },
         MyType::Json => match v {
             My::Bytes(b) => plain(json!(String::from_utf8_lossy(b))),
             _ => return Err(bad()),
         },
-        MyType::Binary => match v {
-            My::Bytes(b) => plain(bytes(b, fmt)),
+        MyType::Binary { pad } => match v {
+            // BINARY(n) in the binlog: without its trailing zero bytes.
+            My::Bytes(b) => match pad {
+                Some(n) if b.len() < *n => {
+                    let mut full = b.clone();
+                    full.resize(*n, 0);
+                    plain(bytes(&full, fmt))
+                }
+                _ => plain(bytes(b, fmt)),
+            },
             _ => return Err(bad()),
         },
         MyType::Date => match date_time(v).ok_or_else(bad)? {
@@ -366,7 +379,7 @@ mod tests {
     /// As the snapshot reads it.
     fn text(ty: MyType, t: &str) -> Converted {
         let v = My::Bytes(t.as_bytes().to_vec());
-        convert(&col(ty), &v, From::Text, &EventFormat::default()).expect("converts")
+        convert(&col(ty), &v, From::Query, &EventFormat::default()).expect("converts")
     }
 
     /// As the binlog carries it.
@@ -434,6 +447,35 @@ mod tests {
         let big = bin(u64_, My::UInt(u64::MAX));
         assert_eq!(big.value, json!(-1));
         assert_eq!(big.exact.as_deref(), Some("18446744073709551615"));
+    }
+
+    #[test]
+    fn binlog_bytes_are_read_in_the_columns_character_set_and_length() {
+        let cp1252 = MyType::Text {
+            encoding: crate::mysql::columns::encoding("latin1"),
+        };
+        // 0x80 is the euro sign in MySQL's latin1 (Windows-1252).
+        assert_eq!(
+            bin(cp1252.clone(), My::Bytes(vec![b'5', 0x80])).value,
+            json!("5€")
+        );
+        assert_eq!(text(cp1252, "5€").value, json!("5€"));
+        let b16 = MyType::Binary { pad: Some(4) };
+        assert_eq!(
+            bin(b16.clone(), My::Bytes(vec![1, 2])).value,
+            json!("AQIAAA==")
+        );
+        assert_eq!(
+            convert(
+                &col(b16),
+                &My::Bytes(vec![1, 2, 0, 0]),
+                From::Query,
+                &EventFormat::default()
+            )
+            .expect("converts")
+            .value,
+            json!("AQIAAA==")
+        );
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub async fn table(
             let vals = row.unwrap();
             for (j, (i, t)) in pairs.iter().enumerate() {
                 let c = &shape.columns[*i];
-                let conv = convert(c, &vals[*i], From::Text, fmt)
+                let conv = convert(c, &vals[*i], From::Query, fmt)
                     .map_err(|e| SourceError::Invalid(format!("verify {}: {e}", m.source)))?;
                 let text = match conv.exact {
                     Some(e) => Some(e),

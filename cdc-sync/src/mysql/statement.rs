@@ -1,0 +1,205 @@
+//! What a statement in the binlog (a Query event) means for the reader:
+//! the edges of a transaction, statements inside one, or DDL — and which
+//! tables a DDL statement names.
+
+/// The kind of a logged statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statement {
+    /// `BEGIN`, `START TRANSACTION`: a transaction opens.
+    Begin,
+    /// `COMMIT`: it ends (non-transactional engines; InnoDB ends with XID).
+    Commit,
+    /// `ROLLBACK` (whole): what was read of it is dropped.
+    Rollback,
+    /// `TRUNCATE [TABLE] t`.
+    Truncate,
+    /// `CREATE`, `ALTER`, `DROP`, `RENAME`: shapes may change.
+    Ddl,
+    /// `XA …`: two-phase transactions, not read.
+    Xa,
+    /// Anything else (`SAVEPOINT`, `RELEASE SAVEPOINT`, `ROLLBACK TO`,
+    /// `SET`, `GRANT`, `ANALYZE` …): no rows, no shape, the transaction
+    /// around it goes on.
+    Other,
+}
+
+/// The statement without leading blanks and comments.
+fn body(sql: &str) -> &str {
+    let mut s = sql.trim_start();
+    loop {
+        if let Some(rest) = s.strip_prefix("/*") {
+            match rest.find("*/") {
+                Some(end) => s = rest[end + 2..].trim_start(),
+                None => return "",
+            }
+        } else if s.starts_with('#') || s.starts_with("--") {
+            match s.find('\n') {
+                Some(end) => s = s[end + 1..].trim_start(),
+                None => return "",
+            }
+        } else {
+            return s;
+        }
+    }
+}
+
+/// The first `n` words of `sql`, upper-cased.
+fn words(sql: &str, n: usize) -> Vec<String> {
+    body(sql)
+        .split(|c: char| c.is_whitespace() || c == ';' || c == '(' || c == '`')
+        .filter(|w| !w.is_empty())
+        .take(n)
+        .map(str::to_ascii_uppercase)
+        .collect()
+}
+
+/// What `sql` is.
+pub fn classify(sql: &str) -> Statement {
+    let w = words(sql, 2);
+    match (w.first().map(String::as_str), w.get(1).map(String::as_str)) {
+        (Some("BEGIN"), _) | (Some("START"), Some("TRANSACTION")) => Statement::Begin,
+        (Some("COMMIT"), _) => Statement::Commit,
+        (Some("ROLLBACK"), Some("TO")) => Statement::Other,
+        (Some("ROLLBACK"), _) => Statement::Rollback,
+        (Some("TRUNCATE"), _) => Statement::Truncate,
+        (Some("CREATE" | "ALTER" | "DROP" | "RENAME"), _) => Statement::Ddl,
+        (Some("XA"), _) => Statement::Xa,
+        _ => Statement::Other,
+    }
+}
+
+/// Whether `sql` (run in database `schema`) names table `db`.`table`: the
+/// name as a whole identifier (quoted or not), qualified by `db` or
+/// unqualified in `db`.
+pub fn names(sql: &str, schema: &str, db: &str, table: &str) -> bool {
+    let idents = identifiers(body(sql));
+    idents.iter().enumerate().any(|(i, id)| {
+        if !id.eq_ignore_ascii_case(table) {
+            return false;
+        }
+        // `db`.`table`: the identifier before the dot.
+        let qualified = i >= 2 && idents[i - 1] == ".";
+        if qualified {
+            idents[i - 2].eq_ignore_ascii_case(db)
+        } else {
+            schema.eq_ignore_ascii_case(db)
+        }
+    })
+}
+
+/// The tokens of `sql` that can be names: identifiers (backquotes
+/// removed) and the dots between them.
+fn identifiers(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '`' => {
+                let mut id = String::new();
+                while let Some(n) = chars.next() {
+                    if n == '`' {
+                        if chars.peek() == Some(&'`') {
+                            chars.next();
+                            id.push('`');
+                        } else {
+                            break;
+                        }
+                    } else {
+                        id.push(n);
+                    }
+                }
+                out.push(id);
+            }
+            '\'' | '"' => {
+                // A string literal: not a name.
+                while let Some(n) = chars.next() {
+                    if n == '\\' {
+                        chars.next();
+                    } else if n == c {
+                        break;
+                    }
+                }
+                out.push(String::new());
+            }
+            '.' => out.push(".".into()),
+            c if c.is_alphanumeric() || c == '_' || c == '$' => {
+                let mut id = String::from(c);
+                while let Some(&n) = chars.peek() {
+                    if n.is_alphanumeric() || n == '_' || n == '$' {
+                        id.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                out.push(id);
+            }
+            _ => out.push(String::new()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_edges_are_told_from_statements_inside_and_ddl() {
+        assert_eq!(classify("BEGIN"), Statement::Begin);
+        assert_eq!(classify("  start transaction"), Statement::Begin);
+        assert_eq!(classify("COMMIT"), Statement::Commit);
+        assert_eq!(classify("SAVEPOINT `s1`"), Statement::Other);
+        assert_eq!(classify("RELEASE SAVEPOINT s1"), Statement::Other);
+        assert_eq!(classify("ROLLBACK TO SAVEPOINT s1"), Statement::Other);
+        assert_eq!(classify("ROLLBACK"), Statement::Rollback);
+        assert_eq!(
+            classify("/* app */ ALTER TABLE t ADD c INT"),
+            Statement::Ddl
+        );
+        assert_eq!(classify("truncate table t"), Statement::Truncate);
+        assert_eq!(classify("XA START 'x'"), Statement::Xa);
+        assert_eq!(classify("GRANT SELECT ON *.* TO u"), Statement::Other);
+    }
+
+    #[test]
+    fn a_table_is_named_as_a_whole_identifier() {
+        assert!(names(
+            "ALTER TABLE orders ADD c INT",
+            "shop",
+            "shop",
+            "orders"
+        ));
+        assert!(names(
+            "ALTER TABLE `shop`.`orders` ADD c INT",
+            "other",
+            "shop",
+            "orders"
+        ));
+        assert!(names("TRUNCATE shop.orders", "x", "shop", "orders"));
+        assert!(!names(
+            "ALTER TABLE orders_archive ADD c INT",
+            "shop",
+            "shop",
+            "orders"
+        ));
+        assert!(!names(
+            "ALTER TABLE other.orders ADD c INT",
+            "shop",
+            "shop",
+            "orders"
+        ));
+        assert!(!names(
+            "ALTER TABLE orders ADD c INT",
+            "other",
+            "shop",
+            "orders"
+        ));
+        assert!(!names(
+            "ALTER TABLE t COMMENT 'orders'",
+            "shop",
+            "shop",
+            "orders"
+        ));
+    }
+}
