@@ -17,6 +17,8 @@ use strangler_cdc::source::{Item, SourceConfig, Stream};
 use strangler_config::{TableMapping, TableName};
 use strangler_sandbox::PgCluster;
 
+mod mysql;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -76,7 +78,7 @@ async fn fill_table(pool: &PgPool, name: &str, rows: i64) {
     }
 }
 
-fn row(name: &str, rows: i64, secs: f64, extra: &str) {
+pub(crate) fn row(name: &str, rows: i64, secs: f64, extra: &str) {
     println!(
         "| {name} | {rows} | {secs:.2} | {:.0} | {extra} |",
         rows as f64 / secs
@@ -708,6 +710,11 @@ async fn main() {
         .unwrap();
     println!("| run | rows/events | seconds | per second | notes |");
     println!("|---|---:|---:|---:|---|");
+    if args.get(1).map(String::as_str) == Some("mysql") {
+        let rows = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200_000);
+        mysql::run(&pg, rows).await;
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("memory") {
         let rows = args
             .get(2)
