@@ -866,3 +866,119 @@ async fn mysql_transactions_of_every_shape_arrive_as_committed() {
         log()
     );
 }
+
+/// A sink added to a running MySQL migration gets a snapshot of its own;
+/// the sink that streamed keeps its position and reads what happened
+/// while `cdc run` was down — deletes included — without a copy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_added_to_a_mysql_migration_is_snapshotted_alone() {
+    let db = databases().await;
+    my(
+        &db.src,
+        "CREATE TABLE items (id BIGINT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(40) NOT NULL)",
+    )
+    .await;
+    my(
+        &db.src,
+        "INSERT INTO items (note) SELECT CONCAT('seed', seq) FROM seq_1_to_100",
+    )
+    .await;
+    let two_url = db._pg.create_database("two").expect("second service");
+    let two = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&two_url)
+        .await
+        .expect("two");
+    for sql in [
+        "CREATE TABLE items (id BIGINT PRIMARY KEY, note TEXT NOT NULL)",
+        "CREATE TABLE applied_log (id BIGINT NOT NULL)",
+        "CREATE FUNCTION log_apply() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO applied_log VALUES (NEW.id); RETURN NEW; END $$",
+        "CREATE TRIGGER items_applied AFTER INSERT OR UPDATE ON items FOR EACH ROW EXECUTE FUNCTION log_apply()",
+    ] {
+        sqlx::query(sql).execute(&db.dst).await.expect("first service");
+    }
+    sqlx::query("CREATE TABLE items (id BIGINT PRIMARY KEY, note TEXT NOT NULL)")
+        .execute(&two)
+        .await
+        .expect("second service");
+    let one_sink = mysql_config("")
+        .replace("shop.orders", "shop.items")
+        .replace("public.orders", "public.items");
+    let h = Harness::new();
+    h.write_config(&one_sink);
+    let env = [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+        ("E2E_DST2", two_url.as_str()),
+        ("STRANGLER_LOG", "info"),
+    ];
+    let log = || h.cdc_log();
+    let mut cdc = spawn_cdc(&h, &env);
+    until_count(&db.dst, "SELECT count(*) FROM items", 100, log).await;
+    crate::cdc::stop_gracefully(&mut cdc);
+
+    // While it is down: deletes and inserts; then a second sink.
+    my(&db.src, "DELETE FROM items WHERE id <= 10").await;
+    my(
+        &db.src,
+        "INSERT INTO items (note) SELECT CONCAT('later', seq) FROM seq_1_to_5",
+    )
+    .await;
+    h.write_config(&format!(
+        "{one_sink}\n[[cdc.sinks]]\nname = \"two\"\nurl_env = \"E2E_DST2\"\n[[cdc.sinks.tables]]\nsource = \"shop.items\"\ntarget = \"public.items\"\n"
+    ));
+    let _cdc = spawn_cdc(&h, &env);
+    until_count(&two, "SELECT count(*) FROM items", 95, log).await;
+    until_count(
+        &db.dst,
+        "SELECT count(*) FROM items WHERE note LIKE 'later%'",
+        5,
+        log,
+    )
+    .await;
+    // The first sink: the deletes applied, no row copied again.
+    assert_eq!(
+        crate::cdc_faults::count(&db.dst, "SELECT count(*) FROM items WHERE id <= 10").await,
+        0,
+        "a delete made while cdc run was down: {}",
+        log()
+    );
+    assert_eq!(
+        crate::cdc_faults::count(&db.dst, "SELECT count(*) FROM applied_log").await,
+        105,
+        "the first sink was copied again"
+    );
+    assert_eq!(
+        crate::cdc_faults::count(&two, "SELECT count(*) FROM items WHERE id <= 10").await,
+        0
+    );
+}
+
+/// A server that does not log what CDC reads: `cdc run` names every
+/// setting to change and exits 2, copying nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mysql_server_not_set_up_for_cdc_is_named_and_nothing_is_copied() {
+    let db = databases().await;
+    orders(&db).await;
+    my(&db.src, SPECIAL).await;
+    my(&db.src, "SET GLOBAL binlog_format = 'MIXED'").await;
+    my(&db.src, "SET GLOBAL log_bin_compress = ON").await;
+    let h = Harness::new();
+    h.write_config(&mysql_config(""));
+    let env = [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+    ];
+    let (code, out, err) = cli_env(&["cdc", "run"], &h, &env);
+    assert_eq!(code, 2, "{out}{err}");
+    for want in [
+        "binlog_format is MIXED (set it to ROW)",
+        "MariaDB's log_bin_compress is on (turn it off)",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert_eq!(
+        crate::cdc_faults::count(&db.dst, "SELECT count(*) FROM orders").await,
+        0
+    );
+}

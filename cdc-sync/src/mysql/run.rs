@@ -50,7 +50,6 @@ pub async fn run(
     let mut progress = Progress::default();
     let resume = match start {
         Start::Again => None,
-        _ if target.snapshot_unfinished() => None,
         _ => target.resume_position().await?,
     };
     let from = match (start, resume) {
@@ -74,6 +73,23 @@ pub async fn run(
                 ))
                 .into());
             };
+            if start == Start::Initial && target.snapshot_unfinished() {
+                // A sink added beside streaming ones: the snapshot is its
+                // alone (the others keep their positions and read the
+                // binlog from where they are, deletes included); it skips
+                // what the binlog brings up to its snapshot.
+                tracing::info!(slot = %cfg.slot, "a sink without a snapshot beside streaming ones: snapshotting for it alone");
+                super::snapshot::take(
+                    cfg,
+                    &shapes,
+                    target,
+                    status,
+                    &mut progress,
+                    &mut on_progress,
+                    false,
+                )
+                .await?;
+            }
             progress.confirmed = lsn;
             p
         }
@@ -85,6 +101,7 @@ pub async fn run(
                 status,
                 &mut progress,
                 &mut on_progress,
+                true,
             )
             .await?
         }

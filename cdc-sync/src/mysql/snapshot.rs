@@ -72,8 +72,9 @@ pub async fn begin(
     }
 }
 
-/// Takes the snapshot of `shapes` into `target`; returns the position to
-/// stream from.
+/// Takes the snapshot of `shapes` into `target` (after forgetting every
+/// stored position when `reset`; else into the destinations without a
+/// snapshot); returns the position it is consistent with.
 pub async fn take(
     cfg: &SourceConfig,
     shapes: &[Shape],
@@ -81,6 +82,7 @@ pub async fn take(
     status: &dyn StatusReporter,
     progress: &mut Progress,
     on_progress: &mut impl FnMut(&Progress),
+    reset: bool,
 ) -> Result<Position, PipelineError> {
     let mut conn = super::connect(&cfg.url).await?;
     // Rows stream to the client while batches are written to the target.
@@ -92,7 +94,9 @@ pub async fn take(
         .lsn()
         .ok_or_else(|| SourceError::Invalid(format!("binlog file {} has no number", at.file)))?;
     tracing::info!(slot = %cfg.slot, position = %at, gtid = gtid.as_deref().unwrap_or("-"), "snapshot consistent with the binlog");
-    target.reset().await?;
+    if reset {
+        target.reset().await?;
+    }
     target.snapshot_begun(consistent).await?;
     let server_id: u32 = conn
         .query_first("SELECT @@server_id")

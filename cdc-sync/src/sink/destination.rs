@@ -25,10 +25,12 @@ impl Destination for Sinks<'_> {
     }
 
     async fn resume_position(&mut self) -> Result<Option<Lsn>, PipelineError> {
-        // The oldest: each sink skips what it has.
+        // The oldest of the sinks that stream: each skips what it has (a
+        // sink without a snapshot gets one first).
         Ok(self
             .0
             .iter()
+            .filter(|s| s.snapshot_done())
             .map(|s| s.position())
             .min()
             .filter(|l| l.0 > 0))
@@ -49,7 +51,15 @@ impl Destination for Sinks<'_> {
         progress: &mut Progress,
         status: &dyn StatusReporter,
     ) -> Result<(), PipelineError> {
-        for sink in self.0.iter_mut() {
+        // A snapshot's rows (and its end) go to the sinks taking one: a
+        // sink that streams already keeps its position (a snapshot for a
+        // sink added beside it, from a source without a slot).
+        let snapshot = through.0 == 0 || snapshot_complete;
+        for sink in self
+            .0
+            .iter_mut()
+            .filter(|s| !(snapshot && s.snapshot_done()))
+        {
             let a = sink.apply(batch, through, snapshot_complete).await?;
             progress.rows_applied += a.rows;
             progress.dead_letters += a.dead_letters;
@@ -84,14 +94,14 @@ impl Destination for Sinks<'_> {
     }
 
     async fn snapshot_begun(&mut self, lsn: Lsn) -> Result<(), PipelineError> {
-        for sink in self.0.iter_mut() {
+        for sink in self.0.iter_mut().filter(|s| !s.snapshot_done()) {
             sink.snapshot_begun(lsn).await?;
         }
         Ok(())
     }
 
     async fn snapshot_table_done(&mut self, table: &str) -> Result<(), PipelineError> {
-        for sink in self.0.iter_mut() {
+        for sink in self.0.iter_mut().filter(|s| !s.snapshot_done()) {
             sink.snapshot_table_done(table).await?;
         }
         Ok(())
@@ -202,7 +212,7 @@ impl Destination for Sinks<'_> {
     }
 
     async fn snapshot_shape(&mut self, shape: &Record) -> Result<(), PipelineError> {
-        for sink in self.0.iter_mut() {
+        for sink in self.0.iter_mut().filter(|s| !s.snapshot_done()) {
             sink.note_snapshot_shape(shape).await?;
         }
         Ok(())

@@ -44,7 +44,7 @@ impl Destination for KafkaDestination<'_> {
     async fn resume_position(&mut self) -> Result<Option<Lsn>, PipelineError> {
         // What the broker acknowledged (or, before anything streamed, where
         // the published snapshot was consistent).
-        let Some(store) = self.store else {
+        let (Some(store), true) = (self.store, self.snapshot_done) else {
             return Ok(None);
         };
         if let Some((_, l)) = store.published(&self.slot).await.map_err(store_err)? {
