@@ -47,6 +47,18 @@ pub(crate) fn stop_gracefully(cdc: &mut KillOnDrop) {
     let _ = cdc.wait();
 }
 
+/// Waits (at most 60 s) until `cdc` exits; its exit code (fails with
+/// `log` when it keeps running).
+pub(crate) async fn exit_code(cdc: &mut KillOnDrop, log: impl Fn() -> String) -> Option<i32> {
+    let exited = eventually(Duration::from_secs(60), || {
+        let status = cdc.try_wait().expect("try_wait");
+        async move { status.is_some() }
+    })
+    .await;
+    assert!(exited.is_some(), "cdc run kept running:\n{}", log());
+    cdc.try_wait().expect("status").and_then(|s| s.code())
+}
+
 /// Waits until `sql` (a count) on `pool` gives `want`; fails with what it
 /// gave and `log`.
 pub(crate) async fn until_count(

@@ -91,6 +91,22 @@ fn mysql_config(transport: &str) -> String {
     )
 }
 
+/// [`mysql_config`] of `shop.TABLE` into `public.TABLE`, embedded.
+fn table_config(table: &str) -> String {
+    mysql_config("")
+        .replace("shop.orders", &format!("shop.{table}"))
+        .replace("public.orders", &format!("public.{table}"))
+}
+
+/// `cdc run`'s environment for `db`.
+fn cdc_env(db: &Databases) -> [(&str, &str); 3] {
+    [
+        ("E2E_SRC", db.src_url.as_str()),
+        ("E2E_DST", db.dst_url.as_str()),
+        ("STRANGLER_LOG", "info"),
+    ]
+}
+
 /// The special row as the target has it, each column as text.
 async fn special_row(dst: &sqlx::PgPool) -> Vec<Option<String>> {
     sqlx::query_scalar(
@@ -138,11 +154,7 @@ async fn mysql_monolith_snapshot_then_binlog_survives_kill_9_and_verifies_clean(
     .await;
     let h = Harness::new();
     h.write_config(&mysql_config(""));
-    let env = [
-        ("E2E_SRC", db.src_url.as_str()),
-        ("E2E_DST", db.dst_url.as_str()),
-        ("STRANGLER_LOG", "info"),
-    ];
+    let env = cdc_env(&db);
     let (code, out, err) = cli_env(&["check"], &h, &env);
     assert_eq!(code, 0, "{out}{err}");
     let log = || h.cdc_log();
@@ -276,11 +288,7 @@ async fn mysql_changes_reach_kafka_as_debeziums_mysql_envelope() {
         "[cdc.transport]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"legacy\"",
         broker.bootstrap()
     )));
-    let env = [
-        ("E2E_SRC", db.src_url.as_str()),
-        ("E2E_DST", db.dst_url.as_str()),
-        ("STRANGLER_LOG", "info"),
-    ];
+    let env = cdc_env(&db);
     let log = || h.cdc_log();
     let _cdc = spawn_cdc(&h, &env);
     until_count(&db.dst, "SELECT count(*) FROM orders", 1, log).await;
@@ -458,16 +466,8 @@ async fn mysql_schema_changes_reach_the_service_under_writes() {
     .await
     .expect("target");
     let h = Harness::new();
-    h.write_config(
-        &mysql_config("")
-            .replace("shop.orders", "shop.items")
-            .replace("public.orders", "public.items"),
-    );
-    let env = [
-        ("E2E_SRC", db.src_url.as_str()),
-        ("E2E_DST", db.dst_url.as_str()),
-        ("STRANGLER_LOG", "info"),
-    ];
+    h.write_config(&table_config("items"));
+    let env = cdc_env(&db);
     let log = || h.cdc_log();
     let mut cdc = spawn_cdc(&h, &env);
     until_count(&db.dst, "SELECT count(*) FROM items", 100, log).await;
@@ -563,16 +563,7 @@ async fn mysql_schema_changes_reach_the_service_under_writes() {
     insert_and_wait(&db, "(code) VALUES ('7')", log).await;
     my(&db.src, "ALTER TABLE items MODIFY code INT").await;
     let id = insert_and_wait_not(&db, "(code) VALUES (42)").await;
-    let exited = eventually(Duration::from_secs(60), || {
-        let status = cdc.try_wait().expect("try_wait");
-        async move { status.is_some() }
-    })
-    .await;
-    assert!(exited.is_some(), "cdc run kept running:\n{}", log());
-    assert_eq!(
-        cdc.try_wait().expect("status").and_then(|s| s.code()),
-        Some(2)
-    );
+    assert_eq!(crate::cdc::exit_code(&mut cdc, log).await, Some(2));
     let out = log();
     assert!(
         out.contains("shop.items")
@@ -633,11 +624,7 @@ async fn service_changes_flow_back_into_a_mysql_monolith_without_echo() {
          [[cdc.sinks]]\nname = \"catalog\"\nurl_env = \"E2E_DST\"\n[[cdc.sinks.tables]]\nsource = \"shop.products\"\ntarget = \"public.catalog_items\"\nrename = { title = \"name\" }\n\n\
          [[cdc.sinks]]\nname = \"catalog_back\"\nurl_env = \"E2E_DST\"\nreverse = true\n[[cdc.sinks.tables]]\nsource = \"public.catalog_items\"\ntarget = \"shop.products\"\nrename = { name = \"title\" }\n",
     );
-    let env = [
-        ("E2E_SRC", db.src_url.as_str()),
-        ("E2E_DST", db.dst_url.as_str()),
-        ("STRANGLER_LOG", "info"),
-    ];
+    let env = cdc_env(&db);
     let (code, out, err) = cli_env(&["check"], &h, &env);
     assert_eq!(code, 0, "{out}{err}");
     let log = || h.cdc_log();
@@ -742,16 +729,8 @@ async fn mysql_transactions_of_every_shape_arrive_as_committed() {
         .await
         .expect("target");
     let h = Harness::new();
-    h.write_config(
-        &mysql_config("")
-            .replace("shop.orders", "shop.ledger")
-            .replace("public.orders", "public.ledger"),
-    );
-    let env = [
-        ("E2E_SRC", db.src_url.as_str()),
-        ("E2E_DST", db.dst_url.as_str()),
-        ("STRANGLER_LOG", "info"),
-    ];
+    h.write_config(&table_config("ledger"));
+    let env = cdc_env(&db);
     let log = || h.cdc_log();
     let _cdc = spawn_cdc(&h, &env);
     my(&db.src, "INSERT INTO ledger (n, note) VALUES (0, 'ready')").await;
@@ -901,9 +880,7 @@ async fn a_sink_added_to_a_mysql_migration_is_snapshotted_alone() {
         .execute(&two)
         .await
         .expect("second service");
-    let one_sink = mysql_config("")
-        .replace("shop.orders", "shop.items")
-        .replace("public.orders", "public.items");
+    let one_sink = table_config("items");
     let h = Harness::new();
     h.write_config(&one_sink);
     let env = [
@@ -914,7 +891,14 @@ async fn a_sink_added_to_a_mysql_migration_is_snapshotted_alone() {
     ];
     let log = || h.cdc_log();
     let mut cdc = spawn_cdc(&h, &env);
-    until_count(&db.dst, "SELECT count(*) FROM items", 100, log).await;
+    // The snapshot complete (its rows are in before its end is recorded).
+    until_count(
+        &db.dst,
+        "SELECT count(*) FROM strangler_cdc_offsets WHERE snapshot_done",
+        1,
+        log,
+    )
+    .await;
     crate::cdc::stop_gracefully(&mut cdc);
 
     // While it is down: deletes and inserts; then a second sink.
