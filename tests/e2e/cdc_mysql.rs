@@ -536,10 +536,26 @@ async fn mysql_schema_changes_reach_the_service_under_writes() {
         Some("item".into())
     );
 
+    // An ENUM, then (below) a member inserted in the middle of its list.
+    my(
+        &db.src,
+        "ALTER TABLE items ADD COLUMN state ENUM('new','paid')",
+    )
+    .await;
+    insert_and_wait(&db, "(state) VALUES ('paid')", log).await;
+
     // Added while `cdc run` was down: carried when it is back.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(writer.await.expect("writer") > 0);
     crate::cdc::stop_gracefully(&mut cdc);
+    // Row 7 becomes `paid` (member 2), then `pending` takes place 2: the
+    // update is read by the members its table had when it was written.
+    my(&db.src, "UPDATE items SET state = 'paid' WHERE id = 7").await;
+    my(
+        &db.src,
+        "ALTER TABLE items MODIFY state ENUM('new','pending','paid')",
+    )
+    .await;
     my(&db.src, "ALTER TABLE items ADD COLUMN tag VARCHAR(20)").await;
     let mut cdc = spawn_cdc(&h, &env);
     let id = insert_and_wait(&db, "(tag) VALUES ('while down')", log).await;
@@ -550,6 +566,10 @@ async fn mysql_schema_changes_reach_the_service_under_writes() {
     assert_eq!(
         column_type(&db.dst, "tag").await.as_deref(),
         Some("character varying(20)")
+    );
+    assert_eq!(
+        pg_text(&db.dst, "SELECT state FROM items WHERE id = 7").await,
+        Some("paid".into())
     );
     // Every row, and `cdc verify` clean over the columns both sides share.
     let total = my_count(&db.src, "SELECT COUNT(*) FROM items").await;

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use super::columns::{self, MyType, Shape};
 use super::position::{clean_file_name, Position};
 use super::record::{records, truncate, Source};
-use super::rows::{values, Step};
+use super::rows::{members, values, Step};
 use super::statement::{classify, names, Statement};
 use super::value::From;
 use crate::event::{Op, Record};
@@ -338,6 +338,12 @@ pub async fn read(
                             ))
                         })?
                 };
+                let mut shape = shape;
+                for (i, ty) in members(tme) {
+                    if let Some(c) = shape.columns.get_mut(i) {
+                        c.ty = ty;
+                    }
+                }
                 let shape = &shape;
                 let pos = at(&file);
                 for (i, (before, after)) in decoded.into_iter().enumerate() {

@@ -72,3 +72,46 @@ pub fn binlog_type(c: &mysql_async::Column) -> MyType {
         },
     }
 }
+
+/// The member lists of a table map's `ENUM` and `SET` columns, by column
+/// index, as the binlog wrote them (full row metadata): a row is read by
+/// the members its table had then, not by today's.
+pub fn members(tme: &mysql_async::binlog::events::TableMapEvent<'_>) -> Vec<(usize, MyType)> {
+    use mysql_async::binlog::events::OptionalMetadataField as F;
+    use mysql_async::consts::ColumnType as T;
+    let mut enums: Vec<Vec<String>> = Vec::new();
+    let mut sets: Vec<Vec<String>> = Vec::new();
+    for field in tme.iter_optional_meta().flatten() {
+        match field {
+            F::EnumStrValue(v) => {
+                for e in v.iter_values().flatten() {
+                    enums.push(e.values().iter().map(|m| m.value().into_owned()).collect());
+                }
+            }
+            F::SetStrValue(v) => {
+                for e in v.iter_values().flatten() {
+                    sets.push(e.values().iter().map(|m| m.value().into_owned()).collect());
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut enums, mut sets) = (enums.into_iter(), sets.into_iter());
+    let mut out = Vec::new();
+    for i in 0..tme.columns_count() as usize {
+        match tme.get_column_type(i) {
+            Ok(Some(T::MYSQL_TYPE_ENUM)) => {
+                if let Some(m) = enums.next() {
+                    out.push((i, MyType::Enum(m)));
+                }
+            }
+            Ok(Some(T::MYSQL_TYPE_SET)) => {
+                if let Some(m) = sets.next() {
+                    out.push((i, MyType::Set(m)));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}

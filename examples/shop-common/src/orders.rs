@@ -127,6 +127,35 @@ pub fn checked(order: &NewOrder) -> ApiResult<(String, BTreeMap<i64, i32>)> {
     Ok((method, wanted))
 }
 
+/// The price of every product `wanted`, when each has the stock (`rows`:
+/// product id, on hand, reserved, price, as locked); 409 naming the first
+/// that is short, 404 naming one that does not exist.
+pub fn priced(
+    rows: &[(i64, i32, i32, i64)],
+    wanted: &BTreeMap<i64, i32>,
+) -> ApiResult<BTreeMap<i64, i64>> {
+    let mut prices = BTreeMap::new();
+    for &(id, on_hand, reserved, price) in rows {
+        let want = wanted.get(&id).copied().unwrap_or(0);
+        if on_hand - reserved < want {
+            return Err(ApiError::conflict(
+                "insufficient_stock",
+                format!(
+                    "product {id}: {} available, {want} wanted",
+                    on_hand - reserved
+                ),
+            ));
+        }
+        prices.insert(id, price);
+    }
+    if let Some(missing) = wanted.keys().find(|id| !prices.contains_key(id)) {
+        return Err(ApiError::not_found(format!(
+            "product {missing} does not exist"
+        )));
+    }
+    Ok(prices)
+}
+
 /// Places an order: 201 with the order, 409 when stock is short, 422 on bad
 /// items, 404 for an unknown customer or product. With `event`, an
 /// `OrderPlaced` row goes into the `outbox` table in the same transaction
@@ -145,7 +174,7 @@ pub async fn place(pool: &PgPool, order: NewOrder, event: bool) -> ApiResult<Val
         )));
     }
     let ids: Vec<i64> = wanted.keys().copied().collect();
-    let rows = sqlx::query(
+    let rows: Vec<(i64, i32, i32, i64)> = sqlx::query_as(
         "SELECT i.product_id, i.on_hand, i.reserved, p.price_cents \
          FROM inventory i JOIN products p ON p.id = i.product_id \
          WHERE i.product_id = ANY($1) ORDER BY i.product_id FOR UPDATE OF i",
@@ -153,31 +182,7 @@ pub async fn place(pool: &PgPool, order: NewOrder, event: bool) -> ApiResult<Val
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
-    let mut prices = BTreeMap::new();
-    for row in &rows {
-        let (id, on_hand, reserved, price): (i64, i32, i32, i64) = (
-            row.try_get(0)?,
-            row.try_get(1)?,
-            row.try_get(2)?,
-            row.try_get(3)?,
-        );
-        let want = wanted.get(&id).copied().unwrap_or(0);
-        if on_hand - reserved < want {
-            return Err(ApiError::conflict(
-                "insufficient_stock",
-                format!(
-                    "product {id}: {} available, {want} wanted",
-                    on_hand - reserved
-                ),
-            ));
-        }
-        prices.insert(id, price);
-    }
-    if let Some(missing) = ids.iter().find(|id| !prices.contains_key(id)) {
-        return Err(ApiError::not_found(format!(
-            "product {missing} does not exist"
-        )));
-    }
+    let prices = priced(&rows, &wanted)?;
     for (id, q) in &wanted {
         sqlx::query("UPDATE inventory SET reserved = reserved + $2 WHERE product_id = $1")
             .bind(id)

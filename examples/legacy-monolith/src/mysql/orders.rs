@@ -2,7 +2,7 @@
 //! `shop_common::orders` (placing an order reserves stock and records the
 //! order and its payment in one transaction).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -11,7 +11,7 @@ use axum::Json;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Pool, Row, TxOpts, Value as My};
 use serde_json::{json, Value};
-use shop_common::orders::{checked, NewOrder};
+use shop_common::orders::{checked, priced, NewOrder};
 use shop_common::{body, int_param, parse_id, ts, with_noise, ApiError, ApiResult};
 
 use super::{api_error, time};
@@ -105,25 +105,7 @@ pub async fn place(pool: &Pool, order: NewOrder) -> ApiResult<Value> {
         )
         .await
         .map_err(api_error)?;
-    let mut prices = BTreeMap::new();
-    for (id, on_hand, reserved, price) in rows {
-        let want = wanted.get(&id).copied().unwrap_or(0);
-        if on_hand - reserved < want {
-            return Err(ApiError::conflict(
-                "insufficient_stock",
-                format!(
-                    "product {id}: {} available, {want} wanted",
-                    on_hand - reserved
-                ),
-            ));
-        }
-        prices.insert(id, price);
-    }
-    if let Some(missing) = ids.iter().find(|id| !prices.contains_key(id)) {
-        return Err(ApiError::not_found(format!(
-            "product {missing} does not exist"
-        )));
-    }
+    let prices = priced(&rows, &wanted)?;
     for (id, q) in &wanted {
         tx.exec_drop(
             "UPDATE inventory SET reserved = reserved + ? WHERE product_id = ?",
