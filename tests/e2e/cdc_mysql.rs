@@ -539,7 +539,7 @@ async fn mysql_schema_changes_reach_the_service_under_writes() {
     // An ENUM, then (below) a member inserted in the middle of its list.
     my(
         &db.src,
-        "ALTER TABLE items ADD COLUMN state ENUM('new','paid')",
+        "ALTER TABLE items ADD COLUMN state ENUM('new','paid') NOT NULL DEFAULT 'new'",
     )
     .await;
     insert_and_wait(&db, "(state) VALUES ('paid')", log).await;
@@ -553,7 +553,7 @@ async fn mysql_schema_changes_reach_the_service_under_writes() {
     my(&db.src, "UPDATE items SET state = 'paid' WHERE id = 7").await;
     my(
         &db.src,
-        "ALTER TABLE items MODIFY state ENUM('new','pending','paid')",
+        "ALTER TABLE items MODIFY state ENUM('new','pending','paid') NOT NULL DEFAULT 'new'",
     )
     .await;
     my(&db.src, "ALTER TABLE items ADD COLUMN tag VARCHAR(20)").await;
@@ -570,6 +570,11 @@ async fn mysql_schema_changes_reach_the_service_under_writes() {
     assert_eq!(
         pg_text(&db.dst, "SELECT state FROM items WHERE id = 7").await,
         Some("paid".into())
+    );
+    // The column came with its default: every other row has it too.
+    assert_eq!(
+        crate::cdc_faults::count(&db.dst, "SELECT count(*) FROM items WHERE state IS NULL").await,
+        0
     );
     // Every row, and `cdc verify` clean over the columns both sides share.
     let total = my_count(&db.src, "SELECT COUNT(*) FROM items").await;

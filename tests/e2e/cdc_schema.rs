@@ -130,6 +130,22 @@ async fn columns_added_widened_renamed_and_dropped_on_the_monolith_reach_the_ser
         Some("12.34".into())
     );
 
+    // Added with a default: the rows already there get it in the target
+    // too (the source fills them without logging a row change).
+    sqlx::query("ALTER TABLE items ADD COLUMN grade INTEGER NOT NULL DEFAULT 3")
+        .execute(&db.src)
+        .await
+        .expect("add with a default");
+    let id = insert_and_wait(&db, "(grade) VALUES (4)", log).await;
+    assert_eq!(
+        crate::cdc_faults::count(
+            &db.dst,
+            &format!("SELECT count(*) FROM items WHERE id < {id} AND grade IS DISTINCT FROM 3")
+        )
+        .await,
+        0
+    );
+
     // Widened: integer → bigint, and a value only bigint holds.
     sqlx::query("ALTER TABLE items ALTER COLUMN qty TYPE BIGINT")
         .execute(&db.src)

@@ -56,6 +56,9 @@ pub struct Column {
     /// `COLUMN_TYPE` as the server writes it (`int(10) unsigned`).
     pub column_type: String,
     pub nullable: bool,
+    /// `COLUMN_DEFAULT` as the server writes it (MariaDB quotes strings,
+    /// MySQL does not; `NULL` and expressions as text).
+    pub default: Option<String>,
 }
 
 /// A captured table's shape.
@@ -88,6 +91,7 @@ impl Shape {
                     ty: fallback(i),
                     column_type: "unknown".into(),
                     nullable: true,
+                    default: None,
                 },
             })
             .collect();
@@ -128,6 +132,7 @@ impl Shape {
                     "optional": c.nullable,
                     "key": self.key.contains(&i),
                     "nativeType": c.column_type,
+                    "defaultValueExpression": default_literal(c),
                 })
             })
             .collect();
@@ -139,6 +144,48 @@ impl Shape {
             kind,
             at,
         )
+    }
+}
+
+/// A column's default as a literal for a service's column: a number, or a
+/// string (MariaDB writes it quoted, MySQL bare); `None` for no default,
+/// `NULL`, and expressions (`current_timestamp()`, `uuid()` …), which are
+/// no constant. The sink checks it again (`sink/evolve.rs`).
+pub fn default_literal(c: &Column) -> Option<String> {
+    let d = c.default.as_deref()?.trim();
+    if d.eq_ignore_ascii_case("NULL") {
+        return None;
+    }
+    if let Some(inner) = d.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')) {
+        // MariaDB: already a literal ('' for a quote, backslash escapes).
+        return (!inner.contains('\\')).then(|| d.to_string());
+    }
+    let numeric = matches!(
+        c.ty,
+        MyType::Int { .. } | MyType::Float | MyType::Double | MyType::Decimal { .. } | MyType::Year
+    );
+    if numeric {
+        return d.parse::<f64>().is_ok().then(|| d.to_string());
+    }
+    // MySQL writes a string default bare, and an expression too: an
+    // expression has parentheses or is a time keyword.
+    let expression = d.contains('(')
+        || ["current_timestamp", "now", "localtime", "localtimestamp"]
+            .iter()
+            .any(|k| d.to_ascii_lowercase().starts_with(k));
+    match c.ty {
+        MyType::Text { .. }
+        | MyType::Enum(_)
+        | MyType::Set(_)
+        | MyType::Date
+        | MyType::DateTime { .. }
+        | MyType::Timestamp { .. }
+        | MyType::Time { .. }
+            if !expression =>
+        {
+            Some(format!("'{}'", d.replace('\'', "''")))
+        }
+        _ => None,
     }
 }
 
@@ -205,11 +252,12 @@ pub async fn load(conn: &mut mysql_async::Conn, table: &TableName) -> Result<Sha
         Option<u64>,
         Option<u64>,
         Option<String>,
+        Option<String>,
     );
     let rows: Vec<Row> = conn
         .exec(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, \
-             NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME \
+             NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME, COLUMN_DEFAULT \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
              ORDER BY ORDINAL_POSITION",
             (&table.schema, &table.table),
@@ -231,16 +279,19 @@ pub async fn load(conn: &mut mysql_async::Conn, table: &TableName) -> Result<Sha
     let columns: Vec<Column> = rows
         .into_iter()
         .map(
-            |(name, data_type, column_type, nullable, precision, scale, fsp, charset)| Column {
-                ty: my_type(
-                    &data_type.to_ascii_lowercase(),
-                    &column_type,
-                    (precision, scale, fsp),
-                    charset.as_deref(),
-                ),
-                name,
-                column_type,
-                nullable: nullable == "YES",
+            |(name, data_type, column_type, nullable, precision, scale, fsp, charset, default)| {
+                Column {
+                    ty: my_type(
+                        &data_type.to_ascii_lowercase(),
+                        &column_type,
+                        (precision, scale, fsp),
+                        charset.as_deref(),
+                    ),
+                    name,
+                    column_type,
+                    nullable: nullable == "YES",
+                    default,
+                }
             },
         )
         .collect();
@@ -383,12 +434,42 @@ mod tests {
     }
 
     #[test]
+    fn constant_defaults_become_literals() {
+        let col = |ty: MyType, d: &str| Column {
+            name: "c".into(),
+            ty,
+            column_type: "t".into(),
+            nullable: false,
+            default: Some(d.into()),
+        };
+        let text = MyType::Text { encoding: None };
+        let int = MyType::Int {
+            bits: 32,
+            unsigned: false,
+        };
+        let ts = MyType::Timestamp { fsp: 0 };
+        for (c, want) in [
+            (col(text.clone(), "'new'"), Some("'new'")),
+            (col(text.clone(), "it's"), Some("'it''s'")),
+            (col(MyType::Enum(vec!["new".into()]), "new"), Some("'new'")),
+            (col(int.clone(), "3"), Some("3")),
+            (col(int, "x"), None),
+            (col(text, "NULL"), None),
+            (col(ts.clone(), "current_timestamp()"), None),
+            (col(ts, "CURRENT_TIMESTAMP"), None),
+        ] {
+            assert_eq!(default_literal(&c).as_deref(), want, "{:?}", c.default);
+        }
+    }
+
+    #[test]
     fn services_get_postgresql_types() {
         let col = |ty: MyType, column_type: &str| Column {
             name: "c".into(),
             ty,
             column_type: column_type.into(),
             nullable: true,
+            default: None,
         };
         let cases = [
             (

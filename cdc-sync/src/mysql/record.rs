@@ -219,6 +219,7 @@ mod tests {
                     },
                     column_type: "int(11)".into(),
                     nullable: false,
+                    default: None,
                 },
                 Column {
                     name: "total".into(),
@@ -228,6 +229,7 @@ mod tests {
                     },
                     column_type: "decimal(10,2)".into(),
                     nullable: true,
+                    default: None,
                 },
             ],
             key: vec![0],

@@ -373,6 +373,7 @@ mod tests {
             ty,
             column_type: "t".into(),
             nullable: true,
+            default: None,
         }
     }
 

@@ -50,6 +50,11 @@ pub(super) struct Column {
     pub type_expr: String,
     /// `attnum`, when known.
     pub position: Option<i64>,
+    /// The source's default when it is a constant (Debezium's
+    /// `defaultValueExpression`), as a literal safe in DDL
+    /// ([`literal_default`]): a column added with one gets it for the
+    /// rows already there, as on the source.
+    pub default: Option<String>,
 }
 
 fn parse(columns: &[Value]) -> Vec<Column> {
@@ -60,9 +65,58 @@ fn parse(columns: &[Value]) -> Vec<Column> {
                 name: c.get("name")?.as_str()?.to_string(),
                 type_expr: c.get("typeExpression")?.as_str()?.to_string(),
                 position: c.get("position").and_then(Value::as_i64),
+                default: c
+                    .get("defaultValueExpression")
+                    .and_then(Value::as_str)
+                    .and_then(literal_default),
             })
         })
         .collect()
+}
+
+/// A default expression as a literal this sink writes into DDL itself: a
+/// number, `true`/`false`, or a string (re-quoted here), with an outer
+/// cast (`'new'::text`) and parentheses taken off — anything else (a
+/// function such as `now()`, `nextval(…)`, an expression) is no constant
+/// and gives `None`. Schema records may come through a broker: nothing
+/// from them reaches DDL unchecked.
+pub(crate) fn literal_default(expr: &str) -> Option<String> {
+    let mut e = expr.trim();
+    while let Some(inner) = e.strip_prefix('(').and_then(|x| x.strip_suffix(')')) {
+        e = inner.trim();
+    }
+    // An outer cast to a type name (letters, digits, spaces, parentheses
+    // of modifiers, brackets): taken off, the target's column type rules.
+    if let Some(at) = e.rfind("::") {
+        let ty = &e[at + 2..];
+        if ty
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _(),[]".contains(c))
+        {
+            e = e[..at].trim();
+        }
+    }
+    let number = {
+        let digits = e.strip_prefix('-').unwrap_or(e);
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, "0"));
+        !int.is_empty()
+            && int.bytes().all(|b| b.is_ascii_digit())
+            && !frac.is_empty()
+            && frac.bytes().all(|b| b.is_ascii_digit())
+    };
+    if number {
+        return Some(e.to_string());
+    }
+    if e.eq_ignore_ascii_case("true") || e.eq_ignore_ascii_case("false") {
+        return Some(e.to_ascii_lowercase());
+    }
+    let inner = e.strip_prefix('\'')?.strip_suffix('\'')?;
+    // Only doubled quotes inside.
+    let text = inner.replace("''", "\u{0}");
+    if text.contains('\'') || text.contains('\\') {
+        return None;
+    }
+    Some(format!("'{}'", text.replace('\u{0}', "''")))
 }
 
 /// What changed between two shapes of a table.
@@ -452,10 +506,13 @@ fn plan(
             let dst = target_of(t, &c.name);
             (!excluded(t, &c.name) && !t.columns.contains_key(&dst)).then(|| {
                 format!(
-                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}{}",
                     t.qualified,
                     quote(&dst),
-                    c.type_expr
+                    c.type_expr,
+                    c.default
+                        .as_ref()
+                        .map_or(String::new(), |d| format!(" DEFAULT {d}"))
                 )
             })
         }
@@ -549,6 +606,26 @@ mod tests {
             name: name.into(),
             type_expr: ty.into(),
             position: Some(pos),
+            default: None,
+        }
+    }
+
+    #[test]
+    fn only_constant_defaults_reach_ddl() {
+        for (expr, want) in [
+            ("0", Some("0")),
+            ("-12.50", Some("-12.50")),
+            ("'new'::text", Some("'new'")),
+            ("('it''s'::character varying)", Some("'it''s'")),
+            ("'new'", Some("'new'")),
+            ("false", Some("false")),
+            ("now()", None),
+            ("nextval('items_id_seq'::regclass)", None),
+            ("'a' || 'b'", None),
+            ("'x'); DROP TABLE t; --'", None),
+            ("1; DROP TABLE t", None),
+        ] {
+            assert_eq!(literal_default(expr).as_deref(), want, "{expr}");
         }
     }
 

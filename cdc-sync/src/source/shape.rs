@@ -33,9 +33,11 @@ pub async fn columns(conn: &mut PgConnection, rel: &Relation) -> Result<Vec<Valu
     let mods: Vec<i32> = rel.columns.iter().map(|c| c.type_mod).collect();
     let names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
     let rows = sqlx::query(
-        "SELECT format_type(x.o::oid, x.m), a.attnum::int8, a.attnotnull, format_type(a.atttypid, a.atttypmod) \
+        "SELECT format_type(x.o::oid, x.m), a.attnum::int8, a.attnotnull, format_type(a.atttypid, a.atttypmod), \
+                pg_get_expr(d.adbin, d.adrelid) \
          FROM unnest($1::int8[], $2::int4[], $3::text[]) WITH ORDINALITY AS x(o, m, n, i) \
          LEFT JOIN pg_attribute a ON a.attrelid = $4::int8::oid AND a.attname = x.n AND a.attnum > 0 AND NOT a.attisdropped \
+         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
          ORDER BY x.i",
     )
     .bind(&oids)
@@ -54,6 +56,9 @@ pub async fn columns(conn: &mut PgConnection, rel: &Relation) -> Result<Vec<Valu
             .try_get::<Option<i64>, _>(1)?
             .filter(|_| now.as_deref() == Some(expr.as_str()));
         let not_null: Option<bool> = r.try_get(2)?;
+        // The default as the catalog writes it; a sink takes it only when
+        // it is a constant (`sink/evolve.rs` `literal_default`).
+        let default: Option<String> = r.try_get(4)?;
         let type_name = expr.split('(').next().unwrap_or(&expr).trim().to_string();
         out.push(json!({
             "name": c.name,
@@ -62,6 +67,7 @@ pub async fn columns(conn: &mut PgConnection, rel: &Relation) -> Result<Vec<Valu
             "position": position,
             "optional": !not_null.unwrap_or(false),
             "key": c.key,
+            "defaultValueExpression": default,
         }));
     }
     Ok(out)
