@@ -46,6 +46,11 @@ impl MariaDb {
             .prefix("strangler-mariadb-")
             .tempdir()?;
         let data = dir.path().join("data");
+        // A temp dir of its own: servers bootstrapping at once in the shared
+        // /tmp collide on their temporary tables ("Unknown table
+        // 'mysql.tmp_user_sys'", about one install in six).
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp)?;
         let user = if is_root() {
             "root".to_string()
         } else {
@@ -54,6 +59,7 @@ impl MariaDb {
         run(Command::new(tool("mariadb-install-db")?)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", path_str(&data)?))
+            .arg(format!("--tmpdir={}", path_str(&tmp)?))
             .arg(format!("--user={user}"))
             .args([
                 "--auth-root-authentication-method=normal",
@@ -94,6 +100,7 @@ impl MariaDb {
         Command::new(tool("mariadbd")?)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", p("data")?))
+            .arg(format!("--tmpdir={}", p("tmp")?))
             .arg(format!("--port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--socket={}", p("mysqld.sock")?))

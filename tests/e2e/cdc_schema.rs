@@ -132,18 +132,38 @@ async fn columns_added_widened_renamed_and_dropped_on_the_monolith_reach_the_ser
 
     // Added with a default: the rows already there get it in the target
     // too (the source fills them without logging a row change).
-    sqlx::query("ALTER TABLE items ADD COLUMN grade INTEGER NOT NULL DEFAULT 3")
+    // Then the default dropped at once, as Django's migrations do: the
+    // rows already there keep the value they got.
+    let before: i64 = sqlx::query_scalar("SELECT max(id) FROM items")
+        .fetch_one(&db.src)
+        .await
+        .expect("max id");
+    sqlx::query("ALTER TABLE items ADD COLUMN grade INTEGER DEFAULT 3")
         .execute(&db.src)
         .await
         .expect("add with a default");
+    sqlx::query("ALTER TABLE items ALTER COLUMN grade DROP DEFAULT")
+        .execute(&db.src)
+        .await
+        .expect("drop the default");
     let id = insert_and_wait(&db, "(grade) VALUES (4)", log).await;
     assert_eq!(
         crate::cdc_faults::count(
             &db.dst,
-            &format!("SELECT count(*) FROM items WHERE id < {id} AND grade IS DISTINCT FROM 3")
+            &format!(
+                "SELECT count(*) FROM items WHERE id <= {before} AND grade IS DISTINCT FROM 3"
+            )
         )
         .await,
         0
+    );
+    assert_eq!(
+        text(
+            &db.dst,
+            &format!("SELECT grade::text FROM items WHERE id = {id}")
+        )
+        .await,
+        Some("4".into())
     );
 
     // Widened: integer → bigint, and a value only bigint holds.

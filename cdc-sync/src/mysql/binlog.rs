@@ -31,7 +31,7 @@ use super::columns::{self, MyType, Shape};
 use super::position::{clean_file_name, Position};
 use super::record::{records, truncate, Source};
 use super::rows::{members, values, Step};
-use super::statement::{classify, names, Statement};
+use super::statement::{added_defaults, classify, names, Statement};
 use super::value::From;
 use crate::event::{Op, Record};
 use crate::lsn::Lsn;
@@ -202,12 +202,11 @@ pub async fn read(
                             ));
                         }
                     }
-                    Statement::Commit => {
+                    // Only changes that could not be rolled back (tables
+                    // of non-transactional engines) are logged before a
+                    // ROLLBACK: they happened, as with COMMIT.
+                    Statement::Commit | Statement::Rollback => {
                         ended = Some(finish(open.take(), at(&file), h.timestamp()));
-                    }
-                    Statement::Rollback => {
-                        open = None;
-                        ended = Some(Item::Idle(lsn(&at(&file))?));
                     }
                     Statement::Xa => {
                         return Err(SourceError::Invalid(format!(
@@ -229,7 +228,19 @@ pub async fn read(
                         // at the statement's place: each sink carries the
                         // change between the rows before and after it.
                         let schema = q.schema().into_owned();
-                        let named = reload_named(&mut catalog, &mut shapes, &schema, &sql).await?;
+                        let mut named =
+                            reload_named(&mut catalog, &mut shapes, &schema, &sql).await?;
+                        // A column's default in the record is the one the
+                        // statement gave the rows already there, if any.
+                        let added = added_defaults(&sql);
+                        for s in &mut named {
+                            for c in &mut s.columns {
+                                c.default = added
+                                    .iter()
+                                    .find(|(n, _)| n.eq_ignore_ascii_case(&c.name))
+                                    .map(|(_, d)| d.clone());
+                            }
+                        }
                         open = None;
                         let end = lsn(&at(&file))?;
                         let ts_ms = i64::from(h.timestamp()) * 1000;

@@ -156,6 +156,17 @@ pub fn default_literal(c: &Column) -> Option<String> {
     if d.eq_ignore_ascii_case("NULL") {
         return None;
     }
+    // A zero date is no date (PostgreSQL refuses it).
+    let dated = matches!(
+        c.ty,
+        MyType::Date | MyType::DateTime { .. } | MyType::Timestamp { .. }
+    );
+    let unquoted = d.trim_matches('\'');
+    if dated
+        && (unquoted.starts_with("0000") || unquoted.get(4..8).is_some_and(|m| m.contains("-00")))
+    {
+        return None;
+    }
     if let Some(inner) = d.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')) {
         // MariaDB: already a literal ('' for a quote, backslash escapes).
         return (!inner.contains('\\')).then(|| d.to_string());
@@ -456,7 +467,9 @@ mod tests {
             (col(int, "x"), None),
             (col(text, "NULL"), None),
             (col(ts.clone(), "current_timestamp()"), None),
-            (col(ts, "CURRENT_TIMESTAMP"), None),
+            (col(ts.clone(), "CURRENT_TIMESTAMP"), None),
+            (col(ts, "'0000-00-00 00:00:00'"), None),
+            (col(MyType::Date, "2024-00-00"), None),
         ] {
             assert_eq!(default_literal(&c).as_deref(), want, "{:?}", c.default);
         }

@@ -96,17 +96,20 @@ pub fn members(tme: &mysql_async::binlog::events::TableMapEvent<'_>) -> Vec<(usi
             _ => {}
         }
     }
+    // Names written in a character set other than UTF-8 are not read here:
+    // those columns keep the members `information_schema` gave.
+    let readable = |m: &Vec<String>| !m.iter().any(|x| x.contains('\u{fffd}'));
     let (mut enums, mut sets) = (enums.into_iter(), sets.into_iter());
     let mut out = Vec::new();
     for i in 0..tme.columns_count() as usize {
         match tme.get_column_type(i) {
             Ok(Some(T::MYSQL_TYPE_ENUM)) => {
-                if let Some(m) = enums.next() {
+                if let Some(m) = enums.next().filter(readable) {
                     out.push((i, MyType::Enum(m)));
                 }
             }
             Ok(Some(T::MYSQL_TYPE_SET)) => {
-                if let Some(m) = sets.next() {
+                if let Some(m) = sets.next().filter(readable) {
                     out.push((i, MyType::Set(m)));
                 }
             }

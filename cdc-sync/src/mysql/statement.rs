@@ -9,7 +9,8 @@ pub enum Statement {
     Begin,
     /// `COMMIT`: it ends (non-transactional engines; InnoDB ends with XID).
     Commit,
-    /// `ROLLBACK` (whole): what was read of it is dropped.
+    /// `ROLLBACK` (whole): logged only after changes to tables that could
+    /// not be rolled back (non-transactional engines), which happened.
     Rollback,
     /// `TRUNCATE [TABLE] t`.
     Truncate,
@@ -201,5 +202,181 @@ mod tests {
             "shop",
             "orders"
         ));
+    }
+}
+
+/// A token of a statement, for reading `ADD COLUMN` clauses.
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Word(String),
+    /// A backquoted identifier.
+    Ident(String),
+    /// A string literal's text (quotes and escapes resolved).
+    Str(String),
+    Punct(char),
+}
+
+fn tokens(sql: &str) -> Vec<Tok> {
+    let mut out = Vec::new();
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '`' => {
+                let mut id = String::new();
+                while let Some(n) = chars.next() {
+                    if n == '`' {
+                        if chars.peek() == Some(&'`') {
+                            chars.next();
+                            id.push('`');
+                        } else {
+                            break;
+                        }
+                    } else {
+                        id.push(n);
+                    }
+                }
+                out.push(Tok::Ident(id));
+            }
+            '\'' | '"' => {
+                let mut s = String::new();
+                while let Some(n) = chars.next() {
+                    if n == '\\' {
+                        if let Some(e) = chars.next() {
+                            s.push(match e {
+                                'n' => '\n',
+                                't' => '\t',
+                                '0' => '\0',
+                                other => other,
+                            });
+                        }
+                    } else if n == c {
+                        if chars.peek() == Some(&c) {
+                            chars.next();
+                            s.push(c);
+                        } else {
+                            break;
+                        }
+                    } else {
+                        s.push(n);
+                    }
+                }
+                out.push(Tok::Str(s));
+            }
+            c if c.is_whitespace() => {}
+            c if c.is_alphanumeric() || c == '_' || c == '$' || c == '.' => {
+                let mut w = String::from(c);
+                while let Some(&n) = chars.peek() {
+                    if n.is_alphanumeric() || n == '_' || n == '$' || n == '.' {
+                        w.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                out.push(Tok::Word(w));
+            }
+            other => out.push(Tok::Punct(other)),
+        }
+    }
+    out
+}
+
+/// The constant `DEFAULT` of each column an `ALTER TABLE … ADD [COLUMN]`
+/// statement adds: what the rows already there got (the catalog may say
+/// otherwise by the time the statement is read, or never have said it).
+/// Strings come quoted (`'new'`), numbers bare; a column added without
+/// one, or with an expression, is left out.
+pub fn added_defaults(sql: &str) -> Vec<(String, String)> {
+    let t = tokens(body(sql));
+    let is =
+        |i: usize, w: &str| matches!(t.get(i), Some(Tok::Word(x)) if x.eq_ignore_ascii_case(w));
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < t.len() {
+        if !is(i, "ADD") {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        if is(i, "COLUMN") {
+            i += 1;
+        }
+        if is(i, "IF") && is(i + 1, "NOT") && is(i + 2, "EXISTS") {
+            i += 3;
+        }
+        let name = match t.get(i) {
+            Some(Tok::Ident(n)) => n.clone(),
+            // ADD INDEX, ADD CONSTRAINT …: not a column.
+            Some(Tok::Word(w))
+                if ![
+                    "INDEX",
+                    "KEY",
+                    "PRIMARY",
+                    "UNIQUE",
+                    "CONSTRAINT",
+                    "FOREIGN",
+                    "FULLTEXT",
+                    "SPATIAL",
+                    "PARTITION",
+                    "CHECK",
+                    "PERIOD",
+                    "SYSTEM",
+                ]
+                .iter()
+                .any(|k| w.eq_ignore_ascii_case(k)) =>
+            {
+                w.clone()
+            }
+            _ => continue,
+        };
+        i += 1;
+        // The clause runs to the next comma outside parentheses.
+        let mut depth = 0i32;
+        let mut default = None;
+        while i < t.len() {
+            match &t[i] {
+                Tok::Punct('(') => depth += 1,
+                Tok::Punct(')') => depth -= 1,
+                Tok::Punct(',') | Tok::Punct(';') if depth <= 0 => break,
+                Tok::Word(w) if depth == 0 && w.eq_ignore_ascii_case("DEFAULT") => {
+                    default = match (t.get(i + 1), t.get(i + 2)) {
+                        (Some(Tok::Str(s)), _) => Some(format!("'{}'", s.replace('\'', "''"))),
+                        (Some(Tok::Punct('-')), Some(Tok::Word(n))) if n.parse::<f64>().is_ok() => {
+                            Some(format!("-{n}"))
+                        }
+                        (Some(Tok::Word(n)), _) if n.parse::<f64>().is_ok() => Some(n.clone()),
+                        _ => None,
+                    };
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        if let Some(d) = default {
+            out.push((name, d));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod added {
+    use super::*;
+
+    #[test]
+    fn the_default_of_each_added_column_is_read_from_the_statement() {
+        assert_eq!(
+            added_defaults(
+                "ALTER TABLE `items` ADD COLUMN `state` ENUM('new','paid') NOT NULL DEFAULT 'new', \
+                 ADD grade DECIMAL(10,2) DEFAULT -1.5, ADD COLUMN plain INT, ADD INDEX (grade), \
+                 ADD c2 TIMESTAMP DEFAULT CURRENT_TIMESTAMP, ADD c3 VARCHAR(9) DEFAULT 'it''s'"
+            ),
+            vec![
+                ("state".to_string(), "'new'".to_string()),
+                ("grade".to_string(), "-1.5".to_string()),
+                ("c3".to_string(), "'it''s'".to_string()),
+            ]
+        );
+        assert!(added_defaults("ALTER TABLE t MODIFY c INT DEFAULT 3").is_empty());
     }
 }

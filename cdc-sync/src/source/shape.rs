@@ -34,10 +34,9 @@ pub async fn columns(conn: &mut PgConnection, rel: &Relation) -> Result<Vec<Valu
     let names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
     let rows = sqlx::query(
         "SELECT format_type(x.o::oid, x.m), a.attnum::int8, a.attnotnull, format_type(a.atttypid, a.atttypmod), \
-                pg_get_expr(d.adbin, d.adrelid) \
+                CASE WHEN a.atthasmissing THEN a.attmissingval::text END \
          FROM unnest($1::int8[], $2::int4[], $3::text[]) WITH ORDINALITY AS x(o, m, n, i) \
          LEFT JOIN pg_attribute a ON a.attrelid = $4::int8::oid AND a.attname = x.n AND a.attnum > 0 AND NOT a.attisdropped \
-         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
          ORDER BY x.i",
     )
     .bind(&oids)
@@ -56,9 +55,20 @@ pub async fn columns(conn: &mut PgConnection, rel: &Relation) -> Result<Vec<Valu
             .try_get::<Option<i64>, _>(1)?
             .filter(|_| now.as_deref() == Some(expr.as_str()));
         let not_null: Option<bool> = r.try_get(2)?;
-        // The default as the catalog writes it; a sink takes it only when
-        // it is a constant (`sink/evolve.rs` `literal_default`).
-        let default: Option<String> = r.try_get(4)?;
+        // What the rows already there read for a column added with a
+        // default (PostgreSQL keeps it as the column's "missing value",
+        // also after the default is dropped again), as a string literal:
+        // a sink adds the column with it (`sink/evolve.rs`).
+        let missing: Option<String> = r.try_get(4)?;
+        let default = missing
+            .as_deref()
+            .and_then(crate::types::text::parse_array)
+            .and_then(|items| match items.into_iter().next() {
+                Some(crate::types::text::Element::Value(v)) => {
+                    Some(format!("'{}'", v.replace('\'', "''")))
+                }
+                _ => None,
+            });
         let type_name = expr.split('(').next().unwrap_or(&expr).trim().to_string();
         out.push(json!({
             "name": c.name,
