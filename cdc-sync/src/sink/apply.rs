@@ -129,9 +129,24 @@ impl Sink {
             } => {
                 let snapshot_done = self.snapshot_done || snapshot_complete;
                 store_lsn(&mut tx, &self.name, &self.slot, through, snapshot_done).await?;
+                if snapshot_complete {
+                    // Every lane starts where the snapshot ends: what a
+                    // source replays from before it (a sink added beside
+                    // streaming ones, reading from their older position)
+                    // is older than what the snapshot wrote.
+                    for lane in 1..=self.lanes.len() {
+                        super::lanes::store_lane(&mut tx, &self.name, &self.slot, lane, through)
+                            .await?;
+                    }
+                }
                 tx.commit().await.map_err(db_err(&self.name))?;
                 self.position = through;
                 self.snapshot_done = snapshot_done;
+                if snapshot_complete {
+                    for l in &mut self.lanes {
+                        l.position = l.position.max(through);
+                    }
+                }
             }
             Bookkeeping::Other(position) => {
                 position

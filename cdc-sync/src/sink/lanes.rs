@@ -78,7 +78,7 @@ fn is_truncate(r: &Record) -> bool {
 }
 
 /// Stores the position lane `lane` (≥ 1) has applied through.
-async fn store_lane(
+pub(super) async fn store_lane(
     conn: &mut PgConnection,
     sink: &str,
     slot: &str,
