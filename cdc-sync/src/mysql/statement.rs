@@ -73,7 +73,26 @@ pub fn classify(sql: &str) -> Statement {
 /// name as a whole identifier (quoted or not), qualified by `db` or
 /// unqualified in `db`.
 pub fn names(sql: &str, schema: &str, db: &str, table: &str) -> bool {
-    let idents = identifiers(body(sql));
+    // Identifiers and the dots between them; anything else (a string
+    // literal, punctuation) is no name.
+    let mut idents: Vec<String> = Vec::new();
+    for t in tokens(body(sql)) {
+        match t {
+            Tok::Ident(id) => idents.push(id),
+            Tok::Word(w) => {
+                for (i, part) in w.split('.').enumerate() {
+                    if i > 0 {
+                        idents.push(".".into());
+                    }
+                    if !part.is_empty() {
+                        idents.push(part.to_string());
+                    }
+                }
+            }
+            Tok::Punct('.') => idents.push(".".into()),
+            _ => idents.push(String::new()),
+        }
+    }
     idents.iter().enumerate().any(|(i, id)| {
         if !id.eq_ignore_ascii_case(table) {
             return false;
@@ -86,59 +105,6 @@ pub fn names(sql: &str, schema: &str, db: &str, table: &str) -> bool {
             schema.eq_ignore_ascii_case(db)
         }
     })
-}
-
-/// The tokens of `sql` that can be names: identifiers (backquotes
-/// removed) and the dots between them.
-fn identifiers(sql: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '`' => {
-                let mut id = String::new();
-                while let Some(n) = chars.next() {
-                    if n == '`' {
-                        if chars.peek() == Some(&'`') {
-                            chars.next();
-                            id.push('`');
-                        } else {
-                            break;
-                        }
-                    } else {
-                        id.push(n);
-                    }
-                }
-                out.push(id);
-            }
-            '\'' | '"' => {
-                // A string literal: not a name.
-                while let Some(n) = chars.next() {
-                    if n == '\\' {
-                        chars.next();
-                    } else if n == c {
-                        break;
-                    }
-                }
-                out.push(String::new());
-            }
-            '.' => out.push(".".into()),
-            c if c.is_alphanumeric() || c == '_' || c == '$' => {
-                let mut id = String::from(c);
-                while let Some(&n) = chars.peek() {
-                    if n.is_alphanumeric() || n == '_' || n == '$' {
-                        id.push(n);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                out.push(id);
-            }
-            _ => out.push(String::new()),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
