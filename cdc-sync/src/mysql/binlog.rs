@@ -321,14 +321,13 @@ pub async fn read(
                 let mut columns: Option<Vec<(String, MyType)>> = None;
                 for r in rows.rows(tme) {
                     let (before, after) = r.map_err(|e| undecodable(&file, &e))?;
-                    let (b, a) = (
+                    if columns.is_none() {
+                        columns = after.as_ref().or(before.as_ref()).map(super::rows::columns);
+                    }
+                    decoded.push((
                         before.map(values).transpose()?,
                         after.map(values).transpose()?,
-                    );
-                    if columns.is_none() {
-                        columns = a.as_ref().or(b.as_ref()).map(|(_, c)| c.clone());
-                    }
-                    decoded.push((b.map(|(v, _)| v), a.map(|(v, _)| v)));
+                    ));
                 }
                 // The rows' own columns (the binlog names them): a row
                 // written before a schema change is read by its shape then.

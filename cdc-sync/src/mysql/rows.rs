@@ -11,17 +11,18 @@ use crate::source::SourceError;
 /// One change of a row: its op, before and after.
 pub type Step<'a> = (Op, Option<&'a [My]>, Option<&'a [My]>);
 
-/// A row's values and its columns: name (`@n` without full metadata)
-/// and the type its binlog value has.
-pub type Values = (Vec<My>, Vec<(String, MyType)>);
-
-pub fn values(row: mysql_async::binlog::row::BinlogRow) -> Result<Values, SourceError> {
-    let names = row
-        .columns_ref()
+/// A row's columns: name (`@n` without full metadata) and the type its
+/// binlog value has. The same for every row of a rows event: read once.
+pub fn columns(row: &mysql_async::binlog::row::BinlogRow) -> Vec<(String, MyType)> {
+    row.columns_ref()
         .iter()
         .map(|c| (c.name_str().into_owned(), binlog_type(c)))
-        .collect();
-    let vals = row
+        .collect()
+}
+
+/// A row's values.
+pub fn values(row: mysql_async::binlog::row::BinlogRow) -> Result<Vec<My>, SourceError> {
+    let vals: Vec<My> = row
         .unwrap()
         .into_iter()
         .map(|v| match v {
@@ -34,7 +35,7 @@ pub fn values(row: mysql_async::binlog::row::BinlogRow) -> Result<Values, Source
             )),
         })
         .collect::<Result<_, _>>()?;
-    Ok((vals, names))
+    Ok(vals)
 }
 
 /// How a column's binlog value reads when the shape no longer has the
