@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod counts;
+pub mod inventory;
 pub mod lag;
 pub mod memory;
 pub mod retry;

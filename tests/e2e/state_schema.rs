@@ -50,7 +50,7 @@ async fn an_older_store_is_refused_until_strangler_migrate_and_a_newer_one_alway
     );
     let (code, out, err) = cli(&["migrate"], &path);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("migrated from schema version 0 to 1"), "{out}");
+    assert!(out.contains("migrated from schema version 0 to 2"), "{out}");
     let (code, out, err) = cli(&["route", "list", "--json"], &path);
     assert_eq!(code, 0, "{out}{err}");
     let list: Value = serde_json::from_str(&out).expect("json");
@@ -64,7 +64,7 @@ async fn an_older_store_is_refused_until_strangler_migrate_and_a_newer_one_alway
     {
         use sqlx::Connection;
         let mut c = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
-        sqlx::query("INSERT INTO strangler_schema_version VALUES (2, 0, 'strangler 9')")
+        sqlx::query("INSERT INTO strangler_schema_version VALUES (3, 0, 'strangler 9')")
             .execute(&mut c)
             .await
             .expect("newer");
@@ -73,7 +73,7 @@ async fn an_older_store_is_refused_until_strangler_migrate_and_a_newer_one_alway
         let (code, out, err) = cli(args, &path);
         assert_eq!(code, 2, "{args:?}: {out}{err}");
         assert!(
-            err.contains("schema version 2, newer than this strangler's 1"),
+            err.contains("schema version 3, newer than this strangler's 2"),
             "{err}"
         );
     }

@@ -7,9 +7,11 @@
 //! their routing table when it moves, so a change made anywhere is obeyed
 //! everywhere within one poll interval. Route state is in `routes.rs`
 //! (the [`crate::RouteStore`] implementation), CDC positions in `cdc.rs`,
-//! shadow statistics in `shadow.rs`, usage counts in `usage.rs`.
+//! shadow statistics in `shadow.rs`, usage counts in `usage.rs`, the
+//! endpoint inventory in `inventory.rs`.
 
 mod cdc;
+mod inventory;
 mod published_snapshot;
 mod routes;
 mod schema;

@@ -12,6 +12,7 @@
 //! ```text
 //!  version 0  tables from before versioning (no version table)
 //!  version 1  the tables below; tables of older layouts dropped
+//!  version 2  strangler_inventory (the endpoint inventory)
 //! ```
 
 use sqlx::AnyPool;
@@ -19,7 +20,7 @@ use sqlx::AnyPool;
 use super::{Backend, StoreError};
 
 /// The schema version this binary reads and writes.
-pub const CURRENT: i64 = 1;
+pub const CURRENT: i64 = 2;
 
 /// Tables of layouts from before versioning: their data lives in the
 /// tables below now (positions are re-reported by CDC within a second).
@@ -55,6 +56,16 @@ const AUDIT: &str = "CREATE TABLE IF NOT EXISTS strangler_audit (
         fleet_revision TEXT NOT NULL,
         prev_hash TEXT NOT NULL,
         hash TEXT NOT NULL)";
+
+/// Version 2: the endpoint inventory, one row per method and inferred
+/// path template (`inventory.rs`; the histogram and times in `stats`).
+const INVENTORY: &str = "CREATE TABLE IF NOT EXISTS strangler_inventory (
+        method TEXT NOT NULL,
+        template TEXT NOT NULL,
+        requests BIGINT NOT NULL,
+        stats TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (method, template))";
 
 /// Tables both dialects write the same way.
 const COMMON: &[&str] = &[
@@ -151,6 +162,7 @@ const COMMON: &[&str] = &[
 /// The tables of [`CURRENT`] for `backend`, in order.
 fn statements(backend: Backend) -> Vec<String> {
     let mut out: Vec<String> = COMMON.iter().map(|s| s.to_string()).collect();
+    out.push(INVENTORY.into());
     out.push(
         "CREATE INDEX IF NOT EXISTS strangler_audit_route ON strangler_audit (route, id)".into(),
     );
@@ -380,6 +392,11 @@ pub(super) async fn migrate(
             run(&mut tx, &drops).await?;
             record(&mut tx, 1, by).await?;
         }
+        if at < 2 {
+            // 1 → 2: the endpoint inventory.
+            run(&mut tx, &[INVENTORY.to_string()]).await?;
+            record(&mut tx, 2, by).await?;
+        }
         Ok(Migrated { from, to: CURRENT })
     }
     .await;
@@ -474,7 +491,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = sqlite(&dir).await;
         store.ready().await.expect("created");
-        sqlx::query("INSERT INTO strangler_schema_version VALUES (2, 0, 'a newer strangler')")
+        sqlx::query("INSERT INTO strangler_schema_version VALUES (3, 0, 'a newer strangler')")
             .execute(&store.pool)
             .await
             .expect("newer");
@@ -482,13 +499,58 @@ mod tests {
         let store = sqlite(&dir).await;
         let refused = store.ready().await.expect_err("newer refused");
         assert!(
-            matches!(&refused, StoreError::Schema(m) if m.contains("schema version 2, newer than this strangler's 1")),
+            matches!(&refused, StoreError::Schema(m) if m.contains("schema version 3, newer than this strangler's 2")),
             "{refused}"
         );
         assert!(matches!(
             store.migrate("test").await,
             Err(StoreError::Schema(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_version_1_store_is_refused_then_migrated_to_2_keeping_its_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = sqlite(&dir).await;
+        store.ready().await.expect("created");
+        // What version 1 left: no inventory table, version 1, a route row.
+        for sql in [
+            "DROP TABLE strangler_inventory",
+            "DELETE FROM strangler_schema_version",
+            "INSERT INTO strangler_schema_version VALUES (1, 0, 'strangler at version 1')",
+            "INSERT INTO strangler_proxies VALUES ('p1', 'r1', 5)",
+        ] {
+            sqlx::query(sql).execute(&store.pool).await.expect(sql);
+        }
+        store.close().await;
+        let store = sqlite(&dir).await;
+        let refused = store.ready().await.expect_err("older refused");
+        assert!(
+            matches!(&refused, StoreError::Schema(m) if m.contains("schema version 1") && m.contains("strangler migrate")),
+            "{refused}"
+        );
+        let done = store.migrate("test").await.expect("migrate");
+        assert_eq!(
+            done,
+            Migrated {
+                from: Found::At(1),
+                to: 2
+            }
+        );
+        store.ready().await.expect("usable after migrate");
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM strangler_proxies")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        assert_eq!(n, 1, "rows kept");
+        let delta = crate::inventory::Templates::from([(
+            ("GET".to_string(), "/a/{id}".to_string()),
+            crate::inventory::Entry::one("/a/1", 200, 3, 100, 1),
+        )]);
+        store
+            .merge_inventory(&delta)
+            .await
+            .expect("inventory usable");
     }
 
     #[tokio::test]
