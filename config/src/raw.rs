@@ -117,6 +117,9 @@ pub struct RawProxy {
     /// copied is cut (and counted as `skipped_shed`), and grows back as
     /// latency recovers. `false`: only `max_shadow_inflight` bounds them.
     pub shadow_shedding: Option<bool>,
+    /// Count every request by method and inferred path template for
+    /// `strangler inventory` and the board (default true).
+    pub inventory: Option<bool>,
     /// How far (percent) the primary's latency may rise above its floor
     /// before copies are shed (default 5; plus 0.05 ms of jitter). Only a
     /// busy proxy sheds: below 500 responses/s, or while its request

@@ -88,6 +88,8 @@ pub struct ProxyConfig {
     pub max_shadow_body_bytes: u64,
     pub max_shadow_inflight: u64,
     pub shadow_shedding: bool,
+    /// Count requests into the endpoint inventory.
+    pub inventory: bool,
     /// 0.1 = 10 %.
     pub shadow_headroom: f64,
     pub threads: usize,

@@ -46,6 +46,8 @@ pub struct Routing {
     pub upstreams: Vec<UpstreamRuntime>,
     pub override_header: Option<HeaderName>,
     pub access_log: bool,
+    /// Count requests into the endpoint inventory.
+    pub inventory: bool,
     pub max_shadow_body_bytes: usize,
     pub max_shadow_inflight: u64,
     /// Peers whose `X-Forwarded-For` names the client.
@@ -78,6 +80,8 @@ pub struct Shared {
     pub inflight: AtomicI64,
     pub shadower: Arc<Shadower>,
     pub usage: crate::usage::Usage,
+    /// Requests by method and inferred template since the last flush.
+    pub inventory: crate::inventory::Recorder,
     /// The file must be brought to the fleet (start, reload).
     pub reconcile_due: AtomicBool,
     /// Set at start when `[telemetry]` is configured.
@@ -106,6 +110,7 @@ impl Shared {
             inflight: AtomicI64::new(0),
             shadower: Arc::new(Shadower::new()),
             usage: crate::usage::Usage::default(),
+            inventory: crate::inventory::Recorder::default(),
             reconcile_due: AtomicBool::new(true),
             traces: std::sync::OnceLock::new(),
         })
@@ -321,6 +326,7 @@ fn build(
             .as_deref()
             .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
         access_log: config.proxy.access_log,
+        inventory: config.proxy.inventory,
         max_shadow_body_bytes: usize::try_from(config.proxy.max_shadow_body_bytes)
             .unwrap_or(usize::MAX),
         max_shadow_inflight: config.proxy.max_shadow_inflight,

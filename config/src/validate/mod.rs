@@ -364,6 +364,7 @@ fn check_proxy(c: &mut Checker<'_>, raw: &RawProxy, base_dir: &Path) -> ProxyCon
             256,
         ),
         shadow_shedding: raw.shadow_shedding.unwrap_or(true),
+        inventory: raw.inventory.unwrap_or(true),
         shadow_headroom: percent(
             c,
             &raw.shadow_headroom_percent,

@@ -478,6 +478,17 @@ impl ProxyHttp for RouterProxy {
             status,
             elapsed.as_secs_f64(),
         );
+        if routing.inventory {
+            let req = session.req_header();
+            self.shared.inventory.record(
+                req.method.as_str(),
+                req.uri.path(),
+                status,
+                session.body_bytes_sent() as u64,
+                elapsed.as_micros() as u64,
+                strangler_state::store::now_ms(),
+            );
+        }
         let meant_for_service = ctx.target != LEGACY_ID || ctx.fallback.is_some();
         let service_error = ctx.fallback.is_some() || (ctx.attempt != LEGACY_ID && status >= 500);
         self.shared.usage.record(
