@@ -4,83 +4,15 @@ use std::io::Write;
 use std::time::Duration;
 
 use serde_json::json;
-use strangler_config::{Config, Stage};
-use strangler_router::gates;
+use strangler_config::Stage;
 use strangler_state::route_state::{Origin, Target};
-use strangler_state::store::StateStore;
 
 use crate::cli::StatusArgs;
 use crate::output::percent;
 use crate::Exit;
 
-/// One row of the board.
-#[derive(Debug, serde::Serialize)]
-pub struct Row {
-    pub route: String,
-    pub r#match: String,
-    pub stage: Stage,
-    pub percent: f64,
-    /// What the file declares, where the effective state comes from (file,
-    /// runtime, hold) and why it differs.
-    pub declared: Target,
-    pub origin: Origin,
-    pub why: String,
-    pub service: Option<String>,
-    pub shadow: Option<serde_json::Value>,
-    /// Highest CDC lag (bytes) over the route's tables, forward and reverse.
-    pub cdc_lag: gates::CdcLag,
-    pub requests: u64,
-    pub fallbacks: u64,
-    pub service_error_rate: f64,
-    /// Gates of the next promotion.
-    pub gates: Vec<gates::Gate>,
-}
-
-/// The board: one row per route, from the one promotion engine.
-pub async fn board(config: &Config, store: &StateStore) -> anyhow::Result<Vec<Row>> {
-    let reports = gates::evaluate_all(config, store).await?;
-    Ok(config
-        .routes
-        .iter()
-        .zip(reports)
-        .map(|(r, e)| {
-            let methods = if r.methods.is_empty() {
-                "*".to_string()
-            } else {
-                r.methods.join(",")
-            };
-            Row {
-                route: e.route,
-                r#match: format!("{methods} {}", r.path),
-                stage: e.stage,
-                percent: e.percent,
-                declared: e.live.as_ref().map_or(Target::declared(r), |l| l.declared),
-                origin: e.current.origin,
-                why: e.live.as_ref().map(|l| l.explain()).unwrap_or_default(),
-                service: r.service.clone(),
-                shadow: e.verdict.map(|v| json!({"verdict": v.status.label(), "samples": v.samples, "bound": v.upper_bound})),
-                cdc_lag: e.cdc_lag,
-                requests: e.usage.requests,
-                fallbacks: e.usage.fallbacks,
-                service_error_rate: e.usage.error_rate(),
-                gates: e.gates,
-            }
-        })
-        .collect())
-}
-
-/// `fwd 0 B`, `fwd 0 B · rev 12 B`, or `-` when nothing reports.
-fn lag_cell(lag: gates::CdcLag) -> String {
-    let parts: Vec<String> = [("fwd", lag.forward_bytes), ("rev", lag.reverse_bytes)]
-        .iter()
-        .filter_map(|(d, b)| b.map(|b| format!("{d} {b} B")))
-        .collect();
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(" · ")
-    }
-}
+pub use strangler_router::board::{board, lag_cell, Row};
+use strangler_router::progress::{hourly, Hour};
 
 pub fn render(rows: &[Row]) -> String {
     let mut table: Vec<Vec<String>> = vec![[
@@ -171,6 +103,46 @@ pub fn render(rows: &[Row]) -> String {
         .join("\n")
 }
 
+/// Migration progress, an hour a line (hours without traffic or change left
+/// out, the current hour always shown).
+pub fn render_progress(hours: &[Hour]) -> String {
+    let mut out = vec![format!(
+        "{:<17} {:>8}  {:>7} {:>7} {:>7} {:>8}  {:>9}  {:>9}",
+        "HOUR (UTC)", "REQUESTS", "LEGACY", "SHADOW", "CANARY", "MIGRATED", "ON SVC", "ROUTES ON"
+    )];
+    let last = hours.len().saturating_sub(1);
+    for (i, h) in hours.iter().enumerate() {
+        let before = i.checked_sub(1).map(|j| &hours[j].routes);
+        if h.requests == 0 && i != last && before == Some(&h.routes) {
+            continue;
+        }
+        let at = chrono::DateTime::from_timestamp_millis(h.start_ms)
+            .map(|t| t.format("%Y-%m-%d %H:00").to_string())
+            .unwrap_or_default();
+        let share = |s: &str| format!("{:.1}%", h.stage_share(s) * 100.0);
+        let routes: u64 = h.routes.values().sum();
+        let on = ["canary", "migrated"]
+            .iter()
+            .filter_map(|s| h.routes.get(*s))
+            .sum::<u64>();
+        out.push(format!(
+            "{at:<17} {:>8}  {:>7} {:>7} {:>7} {:>8}  {:>9}  {:>9}",
+            h.requests,
+            share("legacy"),
+            share("shadow"),
+            share("canary"),
+            share("migrated"),
+            format!("{:.1}%", h.served_share() * 100.0),
+            format!("{on}/{routes}"),
+        ));
+    }
+    out.push(
+        "(request share by the stage of the route that took them; ON SVC: answered by new services; ROUTES ON: routes in canary or migrated)"
+            .into(),
+    );
+    out.join("\n")
+}
+
 pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
     let Some(config) = crate::load_config(&args.common.config) else {
         return Ok(Exit::Usage);
@@ -182,10 +154,16 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
         let store = crate::open_store(&config).await?;
         loop {
             let rows = board(&config, &store).await?;
+            let now = strangler_state::store::now_ms();
+            let progress = hourly(&config, &store, now, args.hours).await?;
             if args.common.json {
-                println!("{}", json!({ "routes": rows }));
+                println!("{}", json!({ "routes": rows, "progress": progress }));
             } else {
-                let text = render(&rows);
+                let text = format!(
+                    "{}\n\nMigration progress\n{}",
+                    render(&rows),
+                    render_progress(&progress)
+                );
                 if args.watch {
                     // Redraw in place.
                     print!(

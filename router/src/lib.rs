@@ -14,12 +14,15 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod board;
 pub mod cache;
 pub mod control;
 pub mod gates;
 pub mod health;
+pub mod inventory;
 pub mod limits;
 pub mod metrics;
+pub mod progress;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

@@ -46,6 +46,16 @@ pub struct Metrics {
     /// `strangler_route_state{route,declared,effective,origin}`: the
     /// effective percent, labelled with the file's stage and the origin.
     pub route_state: IntGaugeVec,
+    /// `strangler_migration_routes{stage}`: the configured routes in each
+    /// effective stage (`progress.rs`).
+    pub migration_routes: IntGaugeVec,
+    /// `strangler_migration_requests_ratio{stage}`: the fleet's requests of
+    /// the last 60 minutes by the stage their route was in (`unrouted`: no
+    /// route matched).
+    pub migration_requests: prometheus::GaugeVec,
+    /// `strangler_migration_served_ratio`: the share of the fleet's requests
+    /// of the last 60 minutes that new services answered.
+    pub migration_served: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -181,8 +191,37 @@ impl Metrics {
             &["operation"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let migration_routes = IntGaugeVec::new(
+            Opts::new(
+                "strangler_migration_routes",
+                "Configured routes in each effective stage (legacy, shadow, canary, migrated).",
+            ),
+            &["stage"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let migration_requests = prometheus::GaugeVec::new(
+            Opts::new(
+                "strangler_migration_requests_ratio",
+                "Share of the fleet's requests of the last 60 minutes by the stage of the route that took them (unrouted: no route matched).",
+            ),
+            &["stage"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let migration_served = prometheus::Gauge::new(
+            "strangler_migration_served_ratio",
+            "Share of the fleet's requests of the last 60 minutes that new services answered.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        for stage in ["legacy", "shadow", "canary", "migrated"] {
+            migration_routes.with_label_values(&[stage]);
+            migration_requests.with_label_values(&[stage]);
+        }
+        migration_requests.with_label_values(&["unrouted"]);
         for m in [
             Box::new(store_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(migration_routes.clone()),
+            Box::new(migration_requests.clone()),
+            Box::new(migration_served.clone()),
             Box::new(route_percent.clone()),
             Box::new(route_held.clone()),
             Box::new(auto_rollbacks.clone()),
@@ -229,7 +268,31 @@ impl Metrics {
             route_held,
             auto_rollbacks,
             store_duration,
+            migration_routes,
+            migration_requests,
+            migration_served,
         }
+    }
+
+    /// Sets the migration gauges from the progress of the last 60 minutes.
+    pub fn set_progress(&self, last_hour: &crate::progress::Hour) {
+        for stage in ["legacy", "shadow", "canary", "migrated"] {
+            self.migration_routes
+                .with_label_values(&[stage])
+                .set(last_hour.routes.get(stage).copied().unwrap_or(0) as i64);
+        }
+        for stage in [
+            "legacy",
+            "shadow",
+            "canary",
+            "migrated",
+            crate::progress::UNROUTED,
+        ] {
+            self.migration_requests
+                .with_label_values(&[stage])
+                .set(last_hour.stage_share(stage));
+        }
+        self.migration_served.set(last_hour.served_share());
     }
 
     /// The Prometheus text exposition.

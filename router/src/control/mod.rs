@@ -73,6 +73,7 @@ impl BackgroundService for Control {
                     shared: self.shared.clone(),
                     store: store.clone(),
                     credentials: std::sync::RwLock::new(credentials.map(Arc::new)),
+                    config_path: Some(self.config_path.clone()),
                 });
                 admin_state = Some(state.clone());
                 if let Some(o) = state.credentials().and_then(|c| c.oidc.clone()) {
@@ -274,6 +275,18 @@ async fn shadow_loop(shared: Arc<Shared>, store: StateStore) {
         if n % 5 == 4 {
             flush_shadow(&shared, &store).await;
         }
+        if n % 25 == 24 {
+            flush_inventory(&shared, &store).await;
+        }
+        if n % 50 == 10 {
+            // Every 10 s: the migration gauges over the last 60 minutes.
+            let config = shared.config.load_full();
+            let now = strangler_state::store::now_ms();
+            match crate::progress::window(&config, &store, now, now - 3_600_000).await {
+                Ok(h) => shared.metrics.set_progress(&h),
+                Err(e) => tracing::debug!(error = %e, "cannot read migration progress"),
+            }
+        }
     }
 }
 
@@ -384,6 +397,18 @@ async fn rollback_loop(shared: Arc<Shared>, store: StateStore) {
     }
 }
 
+/// Adds this proxy's endpoint inventory to the fleet's (every 5 s).
+async fn flush_inventory(shared: &Shared, store: &StateStore) {
+    let counted = shared.inventory.take();
+    if counted.is_empty() {
+        return;
+    }
+    if let Err(e) = store.merge_inventory(&counted).await {
+        tracing::warn!(error = %e, "cannot save the endpoint inventory; keeping it for the next flush");
+        shared.inventory.restore(counted);
+    }
+}
+
 /// Writes what this proxy learned to the store; keeps what fails for the next try.
 async fn flush_shadow(shared: &Shared, store: &StateStore) {
     let usage = shared.usage.take();
@@ -428,6 +453,7 @@ async fn drain(shared: &Arc<Shared>, store: &StateStore) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     flush_shadow(shared, store).await;
+    flush_inventory(shared, store).await;
     let left = shared.inflight.load(Ordering::Relaxed);
     tracing::info!(
         left,

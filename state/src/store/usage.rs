@@ -50,6 +50,39 @@ impl StateStore {
         self.usage_in_state(since_minute, 0).await
     }
 
+    /// Counts per route and minute since `since_minute` (inclusive), every
+    /// route state together: what migration progress is drawn from.
+    pub async fn usage_by_minute(
+        &self,
+        since_minute: i64,
+    ) -> Result<Vec<(String, i64, Counts)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT route, minute, CAST(SUM(requests) AS BIGINT), CAST(SUM(service_requests) AS BIGINT), \
+             CAST(SUM(service_errors) AS BIGINT), CAST(SUM(fallbacks) AS BIGINT) \
+             FROM strangler_usage WHERE minute >= $1 GROUP BY route, minute ORDER BY minute",
+        )
+        .bind(since_minute)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let n = |i: usize| -> Result<u64, sqlx::Error> {
+                Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0))
+            };
+            out.push((
+                r.try_get::<String, _>(0)?,
+                r.try_get::<i64, _>(1)?,
+                Counts {
+                    requests: n(2)?,
+                    service_requests: n(3)?,
+                    service_errors: n(4)?,
+                    fallbacks: n(5)?,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     /// Counts per route since `since_minute`, made under a route state no
     /// older than `state_ms`.
     pub async fn usage_in_state(
