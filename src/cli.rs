@@ -28,6 +28,11 @@ pub enum Command {
     Cdc(CdcArgs),
     /// The migration board: every endpoint, its stage, shadow verdict, CDC lag, errors.
     Status(StatusArgs),
+    /// The endpoints the proxies have seen, by method and inferred path
+    /// template, with volume, latency, errors and the route that covers
+    /// each; `--emit-routes` appends the uncovered ones to the config file
+    /// as routes in stage legacy.
+    Inventory(InventoryArgs),
     /// The whole example migration, locally, end to end.
     Demo(DemoArgs),
     /// What a config file would do to the fleet, route by route (a CI step
@@ -69,6 +74,25 @@ pub struct InitArgs {
     pub force: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct InventoryArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Append every template no route covers to the config file as a
+    /// route in stage legacy (comments and layout kept).
+    #[arg(long)]
+    pub emit_routes: bool,
+    /// Leave out templates with fewer requests than this.
+    #[arg(long, default_value_t = 1)]
+    pub min_requests: u64,
+    /// Show at most this many templates (the most requested).
+    #[arg(long, default_value_t = 100)]
+    pub top: usize,
+    /// Forget what the inventory holds (it starts counting again).
+    #[arg(long, conflicts_with = "emit_routes")]
+    pub reset: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -76,6 +100,9 @@ pub struct StatusArgs {
     /// Refresh in place every 2 seconds.
     #[arg(long)]
     pub watch: bool,
+    /// Hours of migration progress shown under the board.
+    #[arg(long, default_value_t = 24)]
+    pub hours: u32,
 }
 
 /// Options every command takes.

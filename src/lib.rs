@@ -5,6 +5,7 @@ pub mod check;
 pub mod cli;
 pub mod demo;
 pub mod init;
+pub mod inventory;
 pub mod migrate;
 mod output;
 pub mod plan;
@@ -91,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Shadow(args) => shadow::run(args),
         Command::Cdc(args) => cdc::run(args),
         Command::Status(args) => status::run(args),
+        Command::Inventory(args) => inventory::run(&args),
         Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(&args),
         Command::Migrate(args) => migrate::run(&args),

@@ -2,6 +2,13 @@
 
 /// Prints rows as left-aligned columns under a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    for line in lines(header, rows) {
+        println!("{line}");
+    }
+}
+
+/// Rows as left-aligned columns under a header, a line each.
+pub fn lines(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -14,12 +21,13 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}", w = *w))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        padded.join("  ").trim_end().to_string()
     };
-    line(header.iter().map(|h| h.to_string()).collect());
+    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
     for row in rows {
-        line(row.clone());
+        out.push(line(row.clone()));
     }
+    out
 }
 
 /// `12.5%`, `100%`.

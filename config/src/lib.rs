@@ -10,6 +10,7 @@
 //! Every error names the file, the line and column, and the key
 //! (`strangler.toml:12:9: routes[1].stage: unknown stage "canry" …`).
 
+pub mod edit;
 mod error;
 pub mod raw;
 mod template;
