@@ -3,6 +3,7 @@
 
 mod support;
 
+mod board_ui;
 mod cdc;
 mod cdc_additions;
 mod cdc_chunked;
@@ -21,6 +22,7 @@ mod demo;
 mod deploy;
 mod example_outbox;
 mod example_shadow;
+mod inventory;
 mod monitoring;
 
 mod router_admin;

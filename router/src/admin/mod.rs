@@ -12,14 +12,20 @@
 //! | `POST /routes/{n}/promote`       | next step through the gates (`{"to", "force", "reason"}`; 409 when a gate fails) | operator (force: approver) |
 //! | `GET /routes/{n}/history`        | the audit log (`?verify=true` checks the chain) | viewer |
 //! | `GET /shadow/summary`            | per-route comparison counts, verdicts  | viewer   |
+//! | `GET /inventory`                 | the endpoint inventory (every template, the route covering it) | viewer |
+//! | `POST /inventory/routes`         | `{"method", "template", "name"?, "reason"?}`: a route in stage legacy appended to this proxy's config file, audited | operator |
+//! | `/ui…`                           | the web board (`ui/`)                  | viewer   |
 //!
 //! With credentials configured (`auth.rs`) every endpoint but the health
 //! checks needs `Authorization: Bearer <token>` (401 without, 403 when the
-//! token's role is too low); the audit log records the token's name.
+//! token's role is too low) — or, from the web board, the token in its
+//! cookie; the audit log records the token's name.
 
 pub mod auth;
+mod inventory;
 pub mod oidc;
 mod routes;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,6 +50,8 @@ pub struct AdminState {
     pub store: StateStore,
     /// `None`: the API is open.
     pub credentials: std::sync::RwLock<Option<Arc<Credentials>>>,
+    /// The config file routes created on the board are written to.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl AdminState {
@@ -73,7 +81,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/routes/{name}/resume", post(routes::resume))
         .route("/routes/{name}/promote", post(routes::promote))
         .route("/routes/{name}/history", get(routes::history))
-        .route("/shadow/summary", get(shadow_summary));
+        .route("/shadow/summary", get(shadow_summary))
+        .route("/inventory", get(inventory::list))
+        .route("/inventory/routes", post(inventory::create))
+        .route("/ui", get(ui::board))
+        .route("/ui/", get(ui::board))
+        .route("/ui/live", get(ui::board_live))
+        .route("/ui/routes/{name}", get(ui::route_page))
+        .route("/ui/routes/{name}/live", get(ui::route_live));
     let mut open = Router::new();
     if metrics_public {
         open = open.route("/metrics", get(metrics));
@@ -86,6 +101,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/ui/login", get(ui::login_form).post(ui::login))
+        .route("/ui/logout", post(ui::logout))
+        .route("/ui/board.css", get(ui::css))
+        .route("/ui/board.js", get(ui::js))
         .merge(protected)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .with_state(state)
@@ -123,17 +142,38 @@ async fn require_token(
             role: Role::Approver,
         },
         Some(creds) => {
-            let given = req
+            let bearer = req
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            let found = match given {
-                Some(g) => creds.identify(g).await,
-                None => Err("no bearer token".into()),
+            let cookie = ui::cookie_token(req.headers());
+            let found = match (bearer, cookie) {
+                (Some(g), _) => creds.identify(g).await,
+                (None, Some(c)) => {
+                    // A change on the strength of the cookie alone must
+                    // come from the board's script: a cross-site form or
+                    // fetch cannot set this header (CSRF).
+                    if req.method() != axum::http::Method::GET
+                        && req.headers().get(ui::UI_HEADER).is_none_or(|v| v != "1")
+                    {
+                        return error(
+                            StatusCode::FORBIDDEN,
+                            format!("a change authorised by the board's cookie needs the {} header (sent by the board itself)", ui::UI_HEADER),
+                        );
+                    }
+                    creds.identify(c).await
+                }
+                (None, None) => Err("no bearer token".into()),
             };
             match found {
                 Ok(id) => id,
+                Err(_)
+                    if req.method() == axum::http::Method::GET
+                        && req.uri().path().starts_with("/ui") =>
+                {
+                    return axum::response::Redirect::to("/ui/login").into_response();
+                }
                 Err(why) => {
                     let mut resp = error(
                         StatusCode::UNAUTHORIZED,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 mod cut;
 mod tls;
+pub mod webdriver;
 
 pub use cut::Cuttable;
 pub use strangler_testkit::{free_port, free_ports, Behaviour, MariaDb, PgCluster, TestUpstream};
