@@ -36,11 +36,23 @@ pub struct CdcMetrics {
     /// behind the source's position.
     sink_applied: IntGaugeVec,
     sink_lag: IntGaugeVec,
+    /// Per sink and source table: seconds since the source first held a
+    /// change the sink has not applied (0 when caught up).
+    sink_lag_seconds: prometheus::GaugeVec,
+    /// Change events streamed, per source table.
+    table_events: prometheus::IntCounterVec,
     /// The applied positions behind `sink_applied`, to recompute the lag
     /// when the source moves (a stalled sink's lag grows).
     applied_at: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
+    /// When the source was first seen at each position (every change of
+    /// its position, bounded): what lag in seconds is read from.
+    source_seen: std::sync::Mutex<std::collections::VecDeque<(i64, std::time::Instant)>>,
     last: std::sync::Mutex<Progress>,
 }
+
+/// Source positions remembered for lag in seconds (one per change of the
+/// position, polled every 500 ms: over an hour of a busy source).
+const SOURCE_SEEN: usize = 8_192;
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c =
@@ -211,7 +223,34 @@ impl CdcMetrics {
                 "strangler_cdc_sink_lag_bytes",
                 "How far a sink's table is behind the source's current position (bytes).",
             ),
+            sink_lag_seconds: {
+                let g = prometheus::GaugeVec::new(
+                    prometheus::Opts::new(
+                        "strangler_cdc_sink_lag_seconds",
+                        "How long the source has held a change a sink has not applied to a table (0 when caught up).",
+                    ),
+                    &["sink", "table"],
+                )
+                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+                r.register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
+                g
+            },
+            table_events: {
+                let c = prometheus::IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "strangler_cdc_table_events_total",
+                        "Change events streamed, by source table.",
+                    ),
+                    &["table"],
+                )
+                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+                r.register(Box::new(c.clone()))
+                    .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
+                c
+            },
             applied_at: std::sync::Mutex::new(std::collections::HashMap::new()),
+            source_seen: std::sync::Mutex::new(std::collections::VecDeque::new()),
             registry: r,
             last: std::sync::Mutex::new(Progress::default()),
         }))
@@ -237,6 +276,12 @@ impl CdcMetrics {
         self.transactions
             .inc_by(p.transactions.saturating_sub(last.transactions));
         self.events.inc_by(p.events.saturating_sub(last.events));
+        for (table, n) in &p.table_events {
+            let before = last.table_events.get(table).copied().unwrap_or(0);
+            self.table_events
+                .with_label_values(&[table])
+                .inc_by(n.saturating_sub(before));
+        }
         self.rows_applied
             .inc_by(p.rows_applied.saturating_sub(last.rows_applied));
         self.dead_letters
@@ -284,6 +329,9 @@ impl CdcMetrics {
         self.sink_lag
             .with_label_values(&[sink, table])
             .set((self.source.get() - lsn).max(0));
+        self.sink_lag_seconds
+            .with_label_values(&[sink, table])
+            .set(self.seconds_behind(lsn));
         self.applied_at
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -306,6 +354,18 @@ impl CdcMetrics {
     pub fn source_position(&self, lsn: i64) {
         self.source.set(lsn);
         self.lag.set((lsn - self.confirmed.get()).max(0));
+        {
+            let mut seen = self
+                .source_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if seen.back().is_none_or(|(at, _)| *at < lsn) {
+                seen.push_back((lsn, std::time::Instant::now()));
+                if seen.len() > SOURCE_SEEN {
+                    seen.pop_front();
+                }
+            }
+        }
         let applied = self
             .applied_at
             .lock()
@@ -314,7 +374,23 @@ impl CdcMetrics {
             self.sink_lag
                 .with_label_values(&[sink, table])
                 .set((lsn - at).max(0));
+            self.sink_lag_seconds
+                .with_label_values(&[sink, table])
+                .set(self.seconds_behind(*at));
         }
+    }
+
+    /// Seconds since the source first held a position past `applied`
+    /// (0 when it holds none): Debezium's "behind source", per sink and
+    /// table, at the resolution of the source position's polling.
+    fn seconds_behind(&self, applied: i64) -> f64 {
+        let seen = self
+            .source_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first_after = seen.partition_point(|(lsn, _)| *lsn <= applied);
+        seen.get(first_after)
+            .map_or(0.0, |(_, at)| at.elapsed().as_secs_f64())
     }
 
     fn render(&self) -> String {
@@ -323,19 +399,54 @@ impl CdcMetrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// Serves `GET /metrics` on `addr` in the background.
+    /// Whether the process is fit to be counted on: `Err(why)` while the
+    /// slot is lost (nothing can be streamed until `cdc snapshot`).
+    pub fn readiness(&self) -> Result<&'static str, &'static str> {
+        if self.slot_lost.get() == 1 {
+            return Err(
+                "the slot is lost: run `strangler cdc snapshot` (see `strangler cdc status`)",
+            );
+        }
+        Ok(if self.active.get() == 1 {
+            "active"
+        } else {
+            "standby"
+        })
+    }
+
+    /// Serves `GET /metrics`, `/livez` (the process runs) and `/readyz`
+    /// (200 naming `active` or `standby`; 503 with why) on `addr` in the
+    /// background.
     pub async fn serve(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("--metrics {addr}: {e}")))?;
         let me = self.clone();
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let me = me.clone();
-                async move { me.render() }
-            }),
-        );
+        let ready = self.clone();
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let me = me.clone();
+                    async move { me.render() }
+                }),
+            )
+            .route("/livez", axum::routing::get(|| async { "ok\n" }))
+            .route(
+                "/readyz",
+                axum::routing::get(move || {
+                    let me = ready.clone();
+                    async move {
+                        match me.readiness() {
+                            Ok(state) => (axum::http::StatusCode::OK, format!("ready: {state}\n")),
+                            Err(why) => (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                format!("not ready: {why}\n"),
+                            ),
+                        }
+                    }
+                }),
+            );
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -347,6 +458,73 @@ impl CdcMetrics {
 mod tests {
     use super::*;
     use crate::pipeline::TableProgress;
+
+    #[test]
+    fn lag_in_seconds_counts_from_the_first_change_a_sink_lacks() {
+        let m = CdcMetrics::new("strangler", "shop");
+        m.source_position(100);
+        m.applied("svc", "public.t", 100);
+        assert_eq!(m.seconds_behind(100), 0.0, "caught up");
+        m.source_position(200);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        m.source_position(300);
+        let behind = m.seconds_behind(100);
+        assert!((0.3..5.0).contains(&behind), "since 200 appeared: {behind}");
+        assert!(m.seconds_behind(200) < behind, "since 300 appeared");
+        assert_eq!(m.seconds_behind(300), 0.0);
+        let mut p = Progress::default();
+        p.table_events.insert("public.t".into(), 5);
+        m.update(&p);
+        p.table_events.insert("public.t".into(), 7);
+        m.update(&p);
+        let text = m.render();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("strangler_cdc_table_events_total")
+                    && l.contains("table=\"public.t\"")
+                    && l.ends_with(" 7")),
+            "{text}"
+        );
+        assert!(text.contains("strangler_cdc_sink_lag_seconds"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn probes_say_alive_and_whether_the_slot_can_be_streamed() {
+        let m = CdcMetrics::new("strangler", "shop");
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        m.serve(([127, 0, 0, 1], port).into()).await.expect("serve");
+        let get = |path: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .expect("write");
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.expect("read");
+            out
+        };
+        assert!(get("/livez").await.starts_with("HTTP/1.1 200"));
+        let r = get("/readyz").await;
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.contains("ready: standby"),
+            "{r}"
+        );
+        m.active.set(1);
+        assert!(get("/readyz").await.contains("ready: active"));
+        m.slot_lost.set(1);
+        let r = get("/readyz").await;
+        assert!(
+            r.starts_with("HTTP/1.1 503") && r.contains("cdc snapshot"),
+            "{r}"
+        );
+    }
 
     #[test]
     fn snapshot_progress_is_shown_per_table() {

@@ -320,6 +320,8 @@ pub struct Progress {
     pub confirmed: Lsn,
     /// The snapshot, table by table (`schema.table`).
     pub snapshot_tables: BTreeMap<String, TableProgress>,
+    /// Change events streamed, by source table (`schema.table`).
+    pub table_events: BTreeMap<String, u64>,
 }
 
 /// How far the snapshot of one table got.
@@ -334,6 +336,19 @@ pub struct TableProgress {
 }
 
 impl Progress {
+    /// Counts `records` as streamed events, in all and by table.
+    pub fn count_events(&mut self, records: &[crate::event::Record]) {
+        self.events += records.len() as u64;
+        for r in records {
+            match self.table_events.get_mut(&r.table) {
+                Some(n) => *n += 1,
+                None => {
+                    self.table_events.insert(r.table.clone(), 1);
+                }
+            }
+        }
+    }
+
     /// Counters of two runs added up (the later run's confirmed position).
     pub fn plus(&self, o: &Progress) -> Progress {
         Progress {
@@ -352,6 +367,13 @@ impl Progress {
                 self.snapshot_tables.clone()
             } else {
                 o.snapshot_tables.clone()
+            },
+            table_events: {
+                let mut t = self.table_events.clone();
+                for (k, n) in &o.table_events {
+                    *t.entry(k.clone()).or_default() += n;
+                }
+                t
             },
         }
     }
@@ -614,7 +636,7 @@ async fn write(
                 chunked,
             } => {
                 progress.transactions += transactions;
-                progress.events += records.len() as u64;
+                progress.count_events(&records);
                 let started = match through {
                     Some(end) => target.start_write(&records, end, progress).await?,
                     None => None,
@@ -653,7 +675,7 @@ async fn write(
                     (&mut f.durable).await?;
                     landed(target, durable, slot, status, progress, f).await?;
                 }
-                progress.events += records.len() as u64;
+                progress.count_events(&records);
                 target
                     .write_part(&records, end, last, progress, status)
                     .await?;

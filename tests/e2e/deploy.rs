@@ -258,6 +258,13 @@ fn kubernetes_cdc_runs_an_active_and_a_standby_source_and_scaled_sinks() {
                 .and_then(|p| p.parse().ok())
                 .expect("port");
             assert_eq!(named_port(c, "metrics"), port);
+            // The probes ask `cdc run` itself (`/livez`, `/readyz`: 503
+            // while the slot is lost), on the metrics port.
+            assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/livez", "{env}");
+            assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{env}");
+            for probe in ["livenessProbe", "readinessProbe"] {
+                assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{env} {probe}");
+            }
             assert_eq!(
                 str_of(&d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"])
                     .parse::<u64>()

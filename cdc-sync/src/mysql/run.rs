@@ -183,7 +183,7 @@ async fn stream(
                 target
                     .write_part(&records, commit, false, progress, status)
                     .await?;
-                progress.events += records.len() as u64;
+                progress.count_events(&records);
                 on_progress(progress);
                 continue;
             }
@@ -198,7 +198,7 @@ async fn stream(
                     .await?;
                 target.confirmed(end, true, &cfg.slot, status).await;
                 progress.transactions += 1;
-                progress.events += records.len() as u64;
+                progress.count_events(&records);
                 progress.behind_ms = (crate::now_ms() - ts_ms).max(0) as u64;
                 progress.confirmed = progress.confirmed.max(end);
                 on_progress(progress);
@@ -240,7 +240,7 @@ async fn stream(
             target.write(&records, end, false, progress, status).await?;
             target.confirmed(end, true, &cfg.slot, status).await;
             progress.transactions += transactions;
-            progress.events += records.len() as u64;
+            progress.count_events(&records);
             progress.behind_ms = (crate::now_ms() - last_ts).max(0) as u64;
             progress.confirmed = progress.confirmed.max(end);
         }
