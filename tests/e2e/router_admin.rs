@@ -446,3 +446,60 @@ async fn metrics_can_be_public_while_routes_need_the_token() {
         .expect("get");
     assert_eq!(r.status(), 401);
 }
+
+fn tokens_file(path: &std::path::Path, name: &str, token: &str) {
+    use sha2::Digest;
+    std::fs::write(
+        path,
+        format!(
+            "[[tokens]]\nname = \"{name}\"\nrole = \"operator\"\nsha256 = \"{:x}\"\n",
+            sha2::Sha256::digest(token.as_bytes())
+        ),
+    )
+    .expect("tokens file");
+}
+
+#[tokio::test]
+async fn admin_tokens_are_read_again_on_reload() {
+    let legacy = TestUpstream::start("legacy").await;
+    let svc = TestUpstream::start("svc").await;
+    let h = Harness::new();
+    let tokens = h.dir.path().join("tokens.toml");
+    tokens_file(&tokens, "old-ci", "first-token");
+    let text = h
+        .config_text(&format!("{}{ROUTES}", upstreams(&legacy, &[("svc", &svc)])))
+        .replace(
+            "[proxy]\n",
+            &format!("[proxy]\nadmin_tokens_file = \"{}\"\n", tokens.display()),
+        );
+    std::fs::write(h.config_path(), text).expect("config");
+    let p = h.start().await;
+    let c = client();
+    let status = |token: &'static str| {
+        let c = c.clone();
+        let url = format!("{}/routes", p.admin);
+        async move {
+            c.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status("first-token").await, 200);
+    assert_eq!(status("second-token").await, 401);
+    // The token is rotated in the file; SIGHUP reloads it without a restart.
+    tokens_file(&tokens, "new-ci", "second-token");
+    p.signal("HUP");
+    let rotated = eventually(std::time::Duration::from_secs(20), || async {
+        status("second-token").await == 200
+    })
+    .await;
+    assert!(
+        rotated.is_some(),
+        "the new token is accepted after a reload"
+    );
+    assert_eq!(status("first-token").await, 401, "the old token is not");
+}

@@ -133,6 +133,33 @@ async fn two_environments_share_one_postgres_database_through_state_schema() {
     let names: Vec<&str> = tables.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(names, ["production", "staging"], "{tables:?}");
     assert_eq!(tables[0].1, tables[1].1, "{tables:?}");
+    // Staging's store as version 1 left it (no inventory table): refused
+    // until `strangler migrate`, which upgrades it on PostgreSQL too and
+    // leaves production alone.
+    for sql in [
+        "DROP TABLE staging.strangler_inventory",
+        "DELETE FROM staging.strangler_schema_version",
+        "INSERT INTO staging.strangler_schema_version VALUES (1, 0, 'strangler at version 1')",
+    ] {
+        sqlx::query(sql).execute(&pool).await.expect(sql);
+    }
+    let (code, _, err) = cli(&["route", "list"], &staging.config_path());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("schema version 1") && err.contains("strangler migrate"),
+        "{err}"
+    );
+    let (code, out, err) = cli(&["migrate"], &staging.config_path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("migrated from schema version 1 to 2"), "{out}");
+    assert_eq!(
+        stage(&staging),
+        "legacy",
+        "the rollback made before is kept"
+    );
+    assert_eq!(stage(&production), "canary");
+    let (code, out, err) = cli(&["inventory", "--json"], &staging.config_path());
+    assert_eq!(code, 0, "the inventory table exists now: {out}{err}");
     // A schema name that is not an identifier is refused by check.
     let bad = Harness::new().with_state(&url);
     let text = bad.config_text(ROUTE).replace(
