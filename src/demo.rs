@@ -223,7 +223,7 @@ async fn serve(app: axum::Router, stop: watch::Receiver<bool>) -> anyhow::Result
 }
 
 /// Sends the shop's traffic mix through the router for `secs`.
-async fn traffic(base: &str, secs: f64, seed: u64) -> anyhow::Result<()> {
+async fn traffic(base: &str, secs: f64, seed: u64) -> anyhow::Result<traffic::Report> {
     let r = traffic::run(traffic::Options {
         base_url: base.to_string(),
         duration: secs,
@@ -243,6 +243,46 @@ async fn traffic(base: &str, secs: f64, seed: u64) -> anyhow::Result<()> {
         "traffic: {} requests in {:.0} s, {} errors, p50 {:.1} ms, p99 {:.1} ms",
         r.requests, r.elapsed_s, r.errors, r.p50_ms, r.p99_ms
     ));
+    Ok(r)
+}
+
+/// What the router saw on day one: the endpoint inventory, once the
+/// proxy has saved every request it counted (every 5 s).
+async fn inventory(config_path: &Path, store: &StateStore, sent: u64) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    until("the inventory", Duration::from_secs(30), || async {
+        store
+            .inventory()
+            .await
+            .is_ok_and(|t| t.values().map(|e| e.requests).sum::<u64>() >= sent)
+    })
+    .await?;
+    let rows = crate::inventory::list(&config, store).await?;
+    note("the endpoints the monolith serves, as the router saw them (`strangler inventory`):");
+    println!();
+    let header: Vec<&str> = crate::inventory::HEADER[..10].to_vec();
+    let table: Vec<Vec<String>> = crate::inventory::render(&rows, 10)
+        .into_iter()
+        .map(|mut r| {
+            r.truncate(10);
+            r
+        })
+        .collect();
+    for line in crate::output::lines(&header, &table) {
+        println!("   {line}");
+    }
+    Ok(())
+}
+
+/// Migration progress by hour, as `strangler status` shows it.
+async fn progress(config_path: &Path, store: &StateStore) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let now = strangler_state::store::now_ms();
+    let hours = strangler_router::progress::hourly(&config, store, now, 2).await?;
+    println!();
+    for line in crate::status::render_progress(&hours).lines() {
+        println!("   {line}");
+    }
     Ok(())
 }
 
@@ -574,7 +614,8 @@ async fn story(interactive: bool, kafka: Option<String>, mysql: bool) -> anyhow:
     })
     .await?;
     let base = format!("http://127.0.0.1:{}", ports.listen);
-    traffic(&base, 3.0, 1).await?;
+    let sent = traffic(&base, 3.0, 1).await?;
+    inventory(&config_path, &store, sent.requests).await?;
     board(&config_path, &store).await?;
     pause(interactive);
 
@@ -766,6 +807,8 @@ async fn story(interactive: bool, kafka: Option<String>, mysql: bool) -> anyhow:
 
     say("The board at the end");
     board(&config_path, &store).await?;
+    note("migration progress (`strangler status`; the web board at /ui charts it):");
+    progress(&config_path, &store).await?;
     let cfg = Config::load(&config_path)?;
     let rows = strangler_state::RouteStore::routes(&store).await?;
     let migrated = ["get-product", "list-products"].iter().all(|n| {

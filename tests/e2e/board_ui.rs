@@ -24,8 +24,7 @@ fn artifacts() -> PathBuf {
 /// applies it and waits for an answer containing `want` (`Done: from → to.`
 /// or `Refused (409): …`); the answer.
 async fn act(b: &Browser, button: &str, reason: &str, percent: Option<&str>, want: &str) -> String {
-    let el = b.find(button).await;
-    b.click(&el).await;
+    b.click_css(button).await;
     b.find("dialog[open]").await;
     if let Some(p) = percent {
         let input = b.find("#act-form input[name=percent]").await;

@@ -71,5 +71,41 @@ fn demo_runs_to_the_end(extra: &[&str]) -> String {
             .any(|l| l.contains("list-products") && l.contains("migrated")),
         "{stdout}"
     );
+    // Day one: the inventory of what the monolith serves, as templates,
+    // with the route that covers each.
+    let day_one: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("as the router saw them"))
+        .take(12)
+        .collect();
+    assert!(
+        day_one.iter().any(|l| l.contains("GET")
+            && l.contains("/products/{id}")
+            && l.contains("get-product")),
+        "{stdout}"
+    );
+    assert!(
+        day_one.iter().any(|l| l.contains("/customers/{id}/orders")),
+        "{stdout}"
+    );
+    // At the end: progress, with the product routes on the service.
+    let progress: Vec<&str> = board
+        .iter()
+        .rev()
+        .copied()
+        .skip_while(|l| !l.contains("HOUR (UTC)"))
+        .collect();
+    let last_hour = progress
+        .iter()
+        .rev()
+        .find(|l| l.trim_start().starts_with("20"))
+        .unwrap_or_else(|| panic!("a progress row: {stdout}"));
+    let on: u64 = last_hour
+        .split_whitespace()
+        .last()
+        .and_then(|f| f.split('/').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("routes on services in {last_hour:?}"));
+    assert!(on >= 2, "{last_hour}");
     stdout.into_owned()
 }

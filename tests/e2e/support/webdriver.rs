@@ -200,6 +200,28 @@ impl Browser {
         }
     }
 
+    /// Clicks the first element matching `css`, finding it again when the
+    /// page replaced it in between (the board's live part is redrawn
+    /// every 2 s).
+    pub async fn click_css(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let el = self.find(css).await;
+            match self
+                .try_cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{el}/click"),
+                    Some(json!({})),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element") && Instant::now() < deadline => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     pub async fn click(&self, el: &str) {
         self.post(&format!("/element/{el}/click"), json!({})).await;
     }
