@@ -197,6 +197,15 @@ async fn the_board_in_a_browser_moves_a_route_through_the_gates_and_the_audit_lo
     // The board names what blocks it.
     let blocked = b.wait_text(row, "blocked", Duration::from_secs(10)).await;
     assert!(blocked.contains("shadow"), "{blocked}");
+    // Forcing needs a reason: the dialog refuses before anything is sent.
+    b.click_css(&format!("{row} button[data-act=promote]"))
+        .await;
+    b.find("dialog[open]").await;
+    b.click_css("#act-form input[name=force]").await;
+    b.click_css("#act-go").await;
+    b.wait_text("#act-result", "needs a reason", Duration::from_secs(10))
+        .await;
+    b.click_css("#act-close").await;
     // With a READY verdict the same button is accepted.
     ready_shadow(&store, "product").await;
     b.wait_text(row, "ready to promote", Duration::from_secs(15))
@@ -379,23 +388,54 @@ async fn the_board_in_a_browser_moves_a_route_through_the_gates_and_the_audit_lo
         "only the refused promotion: {errors:?}"
     );
 
-    // The cookie alone cannot change anything from another site: a change
-    // without the board's header is refused.
-    let r = client()
-        .post(format!("{}/routes/product/rollback", p.admin))
-        .header("cookie", format!("strangler_admin_token={TOKEN}"))
+    // The session cookie holds no token, counts only under /ui, and a
+    // change on it alone needs the board's header.
+    let session = b
+        .cookie("strangler_admin_session")
+        .await
+        .expect("a session cookie");
+    assert!(!session.contains(TOKEN) && session.len() == 64, "{session}");
+    let with_cookie = |method: reqwest::Method, path: &str| {
+        client()
+            .request(method, format!("{}{path}", p.admin))
+            .header("cookie", format!("strangler_admin_session={session}"))
+    };
+    let r = with_cookie(reqwest::Method::POST, "/ui/api/routes/product/rollback")
         .json(&serde_json::json!({"reason": "csrf"}))
         .send()
         .await
         .expect("post");
-    assert_eq!(r.status(), 403);
-    let r = client()
-        .get(format!("{}/ui/live", p.admin))
-        .header("cookie", format!("strangler_admin_token={TOKEN}"))
+    assert_eq!(r.status(), 403, "no x-strangler-ui header");
+    let r = with_cookie(reqwest::Method::GET, "/routes")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 401, "the cookie counts under /ui only");
+    let r = with_cookie(reqwest::Method::GET, "/ui/live")
         .send()
         .await
         .expect("get");
     assert_eq!(r.status(), 200);
+    // Without a session the board's pages send the browser to the login.
+    let r = client()
+        .get(format!("{}/ui/routes/product/live", p.admin))
+        .send()
+        .await
+        .expect("get");
+    assert!(r.url().path().ends_with("/ui/login"), "{}", r.url());
+    // Logged out, the session is gone.
+    b.goto(&format!("{}/ui", p.admin)).await;
+    b.click_css("header form button").await;
+    b.find("#token").await;
+    let r = with_cookie(reqwest::Method::GET, "/ui/live")
+        .send()
+        .await
+        .expect("get");
+    assert!(
+        r.url().path().ends_with("/ui/login"),
+        "logged out: {}",
+        r.url()
+    );
     drop(b);
     drop(p);
 }

@@ -503,3 +503,46 @@ async fn admin_tokens_are_read_again_on_reload() {
     );
     assert_eq!(status("first-token").await, 401, "the old token is not");
 }
+
+#[tokio::test]
+async fn a_page_of_another_origin_cannot_change_routes_even_on_an_open_admin_api() {
+    let (_l, _s, _h, p) = setup(None).await;
+    let c = client();
+    let post = |extra: Option<(&'static str, String)>| {
+        let mut r = c
+            .post(format!("{}/routes/get-product/rollback", p.admin))
+            .json(&json!({"reason": "test"}));
+        if let Some((k, v)) = extra {
+            r = r.header(k, v);
+        }
+        r.send()
+    };
+    // What a form or fetch on another site sends.
+    let r = post(Some(("origin", "http://evil.example".to_string())))
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    let r = post(Some(("sec-fetch-site", "cross-site".to_string())))
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    let c2 = client();
+    assert_eq!(
+        get_who(&c2, &format!("{}/products/1", p.base), &[]).await,
+        "svc",
+        "nothing was rolled back"
+    );
+    // The board's own page (same origin), and clients that are no browser.
+    let host = p.admin.trim_start_matches("http://").to_string();
+    let r = post(Some(("origin", format!("http://{host}"))))
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let r = client()
+        .post(format!("{}/routes/get-product/resume", p.admin))
+        .json(&json!({"reason": "back"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+}

@@ -69,6 +69,12 @@ pub(super) async fn create(
     };
     let config = state.shared.config.load_full();
     let method = body.method.to_ascii_uppercase();
+    if !strangler_config::edit::METHODS.contains(&method.as_str()) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("method {:?} is not one a route may name", body.method),
+        );
+    }
     if let Some(r) = config.route_for(&method, &body.template) {
         return error(
             StatusCode::CONFLICT,

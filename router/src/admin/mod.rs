@@ -34,7 +34,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -52,6 +52,8 @@ pub struct AdminState {
     pub credentials: std::sync::RwLock<Option<Arc<Credentials>>>,
     /// The config file routes created on the board are written to.
     pub config_path: Option<std::path::PathBuf>,
+    /// The web board's logged-in sessions.
+    pub sessions: ui::Sessions,
 }
 
 impl AdminState {
@@ -88,7 +90,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/ui/", get(ui::board))
         .route("/ui/live", get(ui::board_live))
         .route("/ui/routes/{name}", get(ui::route_page))
-        .route("/ui/routes/{name}/live", get(ui::route_live));
+        .route("/ui/routes/{name}/live", get(ui::route_live))
+        // The board's actions: the same handlers, under /ui (where its
+        // session cookie is sent).
+        .route("/ui/api/routes/{name}", put(routes::set))
+        .route("/ui/api/routes/{name}/rollback", post(routes::rollback))
+        .route("/ui/api/routes/{name}/resume", post(routes::resume))
+        .route("/ui/api/routes/{name}/promote", post(routes::promote))
+        .route("/ui/api/inventory/routes", post(inventory::create));
     let mut open = Router::new();
     if metrics_public {
         open = open.route("/metrics", get(metrics));
@@ -107,6 +116,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/ui/board.js", get(ui::js))
         .merge(protected)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
+        .layer(middleware::from_fn(same_origin))
         .with_state(state)
 }
 
@@ -129,6 +139,37 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// Refuses a change sent by a browser page of another origin (a form or
+/// script on any site can post to a loopback admin listener; with no
+/// credentials configured nothing else would stop it). Browsers name the
+/// page's origin (`Origin`) and whether it is cross-site
+/// (`Sec-Fetch-Site`); other clients send neither.
+async fn same_origin(req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
+        return next.run(req).await;
+    }
+    let h = req.headers();
+    let cross_site = h
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site" || v == "same-site");
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    let foreign_origin = h
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| {
+            let authority = o.split_once("://").map_or(o, |(_, a)| a);
+            Some(authority) != host
+        });
+    if cross_site || foreign_origin {
+        return error(
+            StatusCode::FORBIDDEN,
+            "a change from a page of another origin is refused (cross-site request)",
+        );
+    }
+    next.run(req).await
+}
+
 /// The caller's identity, or the answer that turns them away. `GET`s
 /// need a viewer, anything else an operator.
 async fn require_token(
@@ -147,7 +188,9 @@ async fn require_token(
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            let cookie = ui::cookie_token(req.headers());
+            // The board's session cookie counts on /ui paths only.
+            let cookie =
+                ui::cookie_session(req.headers()).filter(|_| req.uri().path().starts_with("/ui"));
             let found = match (bearer, cookie) {
                 (Some(g), _) => creds.identify(g).await,
                 (None, Some(c)) => {
@@ -162,7 +205,11 @@ async fn require_token(
                             format!("a change authorised by the board's cookie needs the {} header (sent by the board itself)", ui::UI_HEADER),
                         );
                     }
-                    creds.identify(c).await
+                    match state.sessions.credential(c) {
+                        // Checked again: a rotated token ends its sessions.
+                        Some(credential) => creds.identify(&credential).await,
+                        None => Err("the board's session ended: log in again".to_string()),
+                    }
                 }
                 (None, None) => Err("no bearer token".into()),
             };

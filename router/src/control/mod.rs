@@ -74,6 +74,7 @@ impl BackgroundService for Control {
                     store: store.clone(),
                     credentials: std::sync::RwLock::new(credentials.map(Arc::new)),
                     config_path: Some(self.config_path.clone()),
+                    sessions: Default::default(),
                 });
                 admin_state = Some(state.clone());
                 if let Some(o) = state.credentials().and_then(|c| c.oidc.clone()) {

@@ -268,6 +268,14 @@ impl Browser {
             .await
     }
 
+    /// The value of the page's cookie `name` (HTTP-only ones too).
+    pub async fn cookie(&self, name: &str) -> Option<String> {
+        self.try_cmd(reqwest::Method::GET, &format!("/cookie/{name}"), None)
+            .await
+            .ok()
+            .and_then(|v| v["value"].as_str().map(str::to_string))
+    }
+
     /// Saves a PNG of the page.
     pub async fn screenshot(&self, path: &Path) {
         let b64 = self.get("/screenshot").await;

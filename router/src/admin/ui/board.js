@@ -58,15 +58,15 @@ function request(action, route, reason, force, percent) {
   const enc = encodeURIComponent(route);
   switch (action) {
     case "promote":
-      return ["POST", "/routes/" + enc + "/promote", { reason, force }];
+      return ["POST", "/ui/api/routes/" + enc + "/promote", { reason, force }];
     case "percent":
-      return ["PUT", "/routes/" + enc, { stage: "canary", percent, reason, force }];
+      return ["PUT", "/ui/api/routes/" + enc, { stage: "canary", percent, reason, force }];
     case "rollback":
-      return ["POST", "/routes/" + enc + "/rollback", { reason, force }];
+      return ["POST", "/ui/api/routes/" + enc + "/rollback", { reason, force }];
     case "resume":
-      return ["POST", "/routes/" + enc + "/resume", { reason }];
+      return ["POST", "/ui/api/routes/" + enc + "/resume", { reason }];
     case "create":
-      return ["POST", "/inventory/routes", { method: form.dataset.method, template: form.dataset.template, reason }];
+      return ["POST", "/ui/api/inventory/routes", { method: form.dataset.method, template: form.dataset.template, reason }];
   }
 }
 

@@ -14,21 +14,9 @@ use strangler_state::store::AuditEntry;
 use crate::board::{lag_cell, Row};
 use crate::progress::Hour;
 
-/// Text safe inside HTML elements and quoted attributes.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Text safe inside HTML elements and quoted attributes (the shadow
+/// report's escaping).
+pub use strangler_shadow::report::escape_html as esc;
 
 /// A route name in a URL path segment.
 pub fn path_segment(s: &str) -> String {

@@ -4,17 +4,21 @@
 //!
 //! | path                            | does                                          | role     |
 //! |---------------------------------|-----------------------------------------------|----------|
-//! | `GET /ui/login`, `POST /ui/login` | the token form; a valid token is kept in an HTTP-only, SameSite=Strict cookie | none |
-//! | `POST /ui/logout`               | forgets the cookie                            | none     |
+//! | `GET /ui/login`, `POST /ui/login` | the token form; a valid token opens a session: a random id in an HTTP-only, SameSite=Strict cookie scoped to `/ui`, valid 12 h | none |
+//! | `POST /ui/logout`               | ends the session                              | none     |
 //! | `GET /ui`, `GET /ui/live`       | the board: routes, progress, inventory (`live`: the fragment) | viewer |
 //! | `GET /ui/routes/{n}`, `…/live`  | a route: gates, shadow differences, history   | viewer   |
 //! | `GET /ui/board.js`, `…/board.css` | the script and the styles                   | none     |
 //!
-//! Actions go to the admin API itself (`POST /routes/{n}/promote`, `PUT
-//! /routes/{n}`, `POST /routes/{n}/rollback`, `POST /inventory/routes`):
-//! the same gates, roles and audit as any other client. A change made with
-//! the cookie must carry `x-strangler-ui: 1`, which a cross-site form or
-//! script cannot send (`require_token`).
+//! Actions go to the admin API's own handlers, mounted under `/ui/api`
+//! (`POST /ui/api/routes/{n}/promote`, `PUT /ui/api/routes/{n}`, …): the
+//! same gates, roles and audit as any other client. The token itself never
+//! leaves the login request: the cookie holds a session id, sent only to
+//! `/ui` paths, and ends on logout, after 12 h, or as soon as the
+//! credential it was opened with is no longer accepted. A change made with the cookie must carry `x-strangler-ui: 1`,
+//! which a cross-site form or script cannot send, and any change from a
+//! browser page of another origin is refused (`require_token`,
+//! `same_origin`).
 
 pub(super) mod chart;
 pub(super) mod html;
@@ -30,8 +34,58 @@ use strangler_state::RouteStore;
 use super::auth::Identity;
 use super::AdminState;
 
-/// The cookie the browser keeps the token in.
-pub const COOKIE: &str = "strangler_admin_token";
+/// The cookie the browser keeps its session id in.
+pub const COOKIE: &str = "strangler_admin_session";
+
+/// How long a board session lasts.
+const SESSION: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// The board's sessions: a random id → the credential it logged in with
+/// (kept in this process only) and until when. Every request checks that
+/// credential again, so a token removed from the tokens file, or an OIDC
+/// token past its expiry, ends its sessions at once.
+#[derive(Default)]
+pub struct Sessions(
+    std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+);
+
+impl Sessions {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (String, std::time::Instant)>>
+    {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new session for `credential`; `None` when no randomness can be read.
+    fn open(&self, credential: &str) -> Option<String> {
+        use std::io::Read;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .ok()?;
+        let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut s = self.lock();
+        let now = std::time::Instant::now();
+        s.retain(|_, (_, until)| *until > now);
+        s.insert(key.clone(), (credential.to_string(), now + SESSION));
+        Some(key)
+    }
+
+    /// The credential of the session `key`, while it lasts.
+    pub fn credential(&self, key: &str) -> Option<String> {
+        let s = self.lock();
+        s.get(key)
+            .filter(|(_, until)| *until > std::time::Instant::now())
+            .map(|(c, _)| c.clone())
+    }
+
+    fn close(&self, key: &str) {
+        self.lock().remove(key);
+    }
+}
 
 /// The header a cookie-authenticated change must carry.
 pub const UI_HEADER: &str = "x-strangler-ui";
@@ -42,8 +96,8 @@ const INVENTORY_ROWS: usize = 50;
 /// Hours of progress charted.
 const HOURS: u32 = 24;
 
-/// The token in the request's cookie, if any.
-pub fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+/// The session id in the request's cookie, if any.
+pub fn cookie_session(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -94,7 +148,16 @@ pub(super) async fn login(
     match creds.identify(token).await {
         Ok(id) => {
             tracing::info!(who = %id.name, "logged in to the web board");
-            let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+            let Some(session) = state.sessions.open(token) else {
+                return super::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot read /dev/urandom for a session id",
+                );
+            };
+            let cookie = format!(
+                "{COOKIE}={session}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
+                SESSION.as_secs()
+            );
             let mut resp = Redirect::to("/ui").into_response();
             if let Ok(v) = header::HeaderValue::from_str(&cookie) {
                 resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -112,12 +175,15 @@ pub(super) async fn login(
     }
 }
 
-pub(super) async fn logout() -> Response {
+pub(super) async fn logout(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Some(key) = cookie_session(&headers) {
+        state.sessions.close(key);
+    }
     let mut resp = Redirect::to("/ui/login").into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
         header::HeaderValue::from_static(
-            "strangler_admin_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+            "strangler_admin_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0",
         ),
     );
     resp
