@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use strangler_config::edit::{slug, unique};
 use strangler_config::Config;
 
 use crate::cli::InitArgs;
@@ -103,30 +104,6 @@ const METHODS: &[&str] = &[
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 
-/// A route name from a path: `/products/{id}/reviews` → `products-id-reviews`.
-fn slug(path: &str) -> String {
-    let s: String = path
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let s = s
-        .split('-')
-        .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>()
-        .join("-");
-    if s.is_empty() {
-        "root".into()
-    } else {
-        s
-    }
-}
-
 /// Routes for every path of an OpenAPI document (JSON or YAML).
 pub fn routes_from_openapi(text: &str) -> Result<String, String> {
     let doc: serde_yaml_ng::Value =
@@ -136,7 +113,7 @@ pub fn routes_from_openapi(text: &str) -> Result<String, String> {
         .and_then(|p| p.as_mapping())
         .ok_or("the document has no `paths`")?;
     let mut routes = toml_edit::ArrayOfTables::new();
-    let mut names: Vec<String> = Vec::new();
+    let mut names = std::collections::HashSet::new();
     for (path, item) in paths {
         let Some(path) = path.as_str() else { continue };
         let methods: Vec<String> = item
@@ -149,13 +126,8 @@ pub fn routes_from_openapi(text: &str) -> Result<String, String> {
                     .collect()
             })
             .unwrap_or_default();
-        let mut name = slug(path);
-        let mut n = 2;
-        while names.contains(&name) {
-            name = format!("{}-{n}", slug(path));
-            n += 1;
-        }
-        names.push(name.clone());
+        let name = unique(&slug(path), &names);
+        names.insert(name.clone());
         // The operation's summary as a comment above the route, every line
         // of it commented.
         let summary: String = item

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde_json::json;
 use strangler_config::edit::{append_routes_to_file, route_name, NewRoute};
 use strangler_config::Config;
-use strangler_state::inventory::{listed, Listed, OVERFLOW_METHOD};
+use strangler_state::inventory::{listed, Listed};
 
 use crate::cli::InventoryArgs;
 use crate::Exit;
@@ -28,7 +28,7 @@ pub fn uncovered_routes(config: &Config, rows: &[Listed], min_requests: u64) -> 
     let mut out = Vec::new();
     for r in rows {
         if r.route.is_some()
-            || r.method == OVERFLOW_METHOD
+            || !strangler_config::edit::METHODS.contains(&r.method.as_str())
             || r.requests < min_requests
             || strangler_config::PathTemplate::parse(&r.template).is_err()
         {

@@ -15,37 +15,49 @@ pub struct NewRoute {
     pub path: String,
 }
 
-/// A route name for `method` `template` not in `taken`:
-/// `GET /customers/{id}/orders` → `get-customers-id-orders`.
-pub fn route_name(method: &str, template: &str, taken: &HashSet<String>) -> String {
-    let mut base = method.to_ascii_lowercase();
-    for seg in template.split('/').filter(|s| !s.is_empty()) {
-        let word: String = seg
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        let word = word.trim_matches('-');
-        if !word.is_empty() {
-            base.push('-');
-            base.push_str(word);
-        }
+/// A route name from a path: `/products/{id}/reviews` →
+/// `products-id-reviews` (`root` for `/`).
+pub fn slug(path: &str) -> String {
+    let s: String = path
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    if s.is_empty() {
+        "root".into()
+    } else {
+        s
     }
-    if template == "/" {
-        base.push_str("-root");
-    }
-    let mut name = base.clone();
+}
+
+/// `base`, or `base-2`, `base-3`, … : the first not in `taken`.
+pub fn unique(base: &str, taken: &HashSet<String>) -> String {
+    let mut name = base.to_string();
     let mut n = 2;
     while taken.contains(&name) {
         name = format!("{base}-{n}");
         n += 1;
     }
     name
+}
+
+/// A route name for `method` `template` not in `taken`:
+/// `GET /customers/{id}/orders` → `get-customers-id-orders`.
+pub fn route_name(method: &str, template: &str, taken: &HashSet<String>) -> String {
+    unique(
+        &format!("{}-{}", method.to_ascii_lowercase(), slug(template)),
+        taken,
+    )
 }
 
 impl Config {
@@ -102,6 +114,12 @@ pub fn append_routes(text: &str, routes: &[NewRoute], by: &str) -> Result<String
         }
         let mut t = toml_edit::Table::new();
         if i == 0 {
+            // `by` names a person (an OIDC claim, say): one comment line,
+            // whatever it holds.
+            let by: String = by
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
             t.decor_mut().set_prefix(format!(
                 "\n# Added by {by}: seen in traffic, served by the monolith.\n"
             ));
@@ -130,16 +148,37 @@ pub fn append_routes_to_file(
     routes: &[NewRoute],
     by: &str,
 ) -> Result<(), String> {
-    let text = std::fs::read_to_string(path)
+    // One edit at a time in this process (two board users creating
+    // routes at once must not lose one).
+    static EDITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = EDITING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A symlinked config (a ConfigMap, a checkout) is edited where it lives.
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let new = append_routes(&text, routes, by)?;
-    Config::from_toml(&new, path)
+    Config::from_toml(&new, &path)
         .map_err(|e| format!("the edited file would be invalid, nothing written: {e}"))?;
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, new)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let tmp = path.with_extension(format!("toml.{}.tmp", std::process::id()));
+    let written = std::fs::write(&tmp, new)
+        .and_then(|()| {
+            // The file keeps its permissions.
+            let perms = std::fs::metadata(&path)?.permissions();
+            std::fs::set_permissions(&tmp, perms)
+        })
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
+
+/// The request methods a route may name.
+pub const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
 
 #[cfg(test)]
 mod tests {
@@ -199,6 +238,21 @@ stage = "legacy"
         );
         assert!(out.contains("# kept") && out.contains("# products, by hand"));
         assert!(out.contains("# Added by strangler inventory --emit-routes"));
+        let sneaky = append_routes(
+            FILE,
+            &[NewRoute {
+                name: "x".into(),
+                method: "GET".into(),
+                path: "/x".into(),
+            }],
+            "eve\n[[routes]]\nname = \"evil\"",
+        )
+        .expect("appended");
+        let c = Config::from_toml(&sneaky, std::path::Path::new("strangler.toml")).expect("valid");
+        assert!(
+            c.route("evil").is_none(),
+            "a name cannot add lines:\n{sneaky}"
+        );
         let config =
             Config::from_toml(&out, std::path::Path::new("strangler.toml")).expect("valid");
         assert_eq!(config.routes.len(), 3);

@@ -105,30 +105,37 @@ impl Recorder {
         out
     }
 
-    /// Puts back what could not be saved.
+    /// Puts back what could not be saved, within the cap (the rest in the
+    /// overflow entry).
     pub fn restore(&self, t: Templates) {
-        let mut over = lock(&self.overflow);
         for ((method, template), e) in t {
-            let h = key_hash(&method, &e.example);
             if method == OVERFLOW_METHOD {
-                over.merge(&e);
+                lock(&self.overflow).merge(&e);
                 continue;
             }
+            // A template hashes as every path it stands for does.
+            let h = key_hash(&method, &template);
             let mut shard = lock(&self.shards[(h as usize) % SHARDS]);
-            match shard.get_mut(&h) {
-                Some(slot) => slot.entry.merge(&e),
-                None => {
-                    self.templates.fetch_add(1, Ordering::Relaxed);
-                    shard.insert(
-                        h,
-                        Slot {
-                            method,
-                            template,
-                            entry: e,
-                        },
-                    );
-                }
+            if let Some(slot) = shard.get_mut(&h) {
+                slot.entry.merge(&e);
+                continue;
             }
+            if self.templates.fetch_add(1, Ordering::Relaxed) >= MAX_TEMPLATES {
+                self.templates.fetch_sub(1, Ordering::Relaxed);
+                drop(shard);
+                let mut e = e;
+                e.example = format!("{method} {}", e.example);
+                lock(&self.overflow).merge(&e);
+                continue;
+            }
+            shard.insert(
+                h,
+                Slot {
+                    method,
+                    template,
+                    entry: e,
+                },
+            );
         }
     }
 }
@@ -156,7 +163,9 @@ mod tests {
         assert_eq!(c.example, "/customers/3/orders");
         assert!(r.take().is_empty(), "taken once");
         r.restore(t);
-        assert_eq!(r.take()[&k("GET", "/products/{id}")].requests, 30);
+        // Restored under the template's own key: new requests join it.
+        r.record("GET", "/products/77", 200, 1, 1, 9);
+        assert_eq!(r.take()[&k("GET", "/products/{id}")].requests, 31);
     }
 
     #[test]

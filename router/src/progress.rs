@@ -93,6 +93,11 @@ impl Timelines {
                 e.after.stage,
             ));
         }
+        // Entries are in write order; writers' clocks may disagree by a
+        // little: replay in time order.
+        for changes in by_route.values_mut() {
+            changes.sort_by_key(|(at, _, _)| *at);
+        }
         Timelines { by_route, now }
     }
 

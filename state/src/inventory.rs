@@ -55,7 +55,7 @@ impl Entry {
             bytes,
             first_seen_ms: at_ms,
             last_seen_ms: at_ms,
-            example: path.chars().take(200).collect(),
+            example: example_of(path),
             latency,
         }
     }
@@ -130,6 +130,27 @@ impl Latency {
     }
 }
 
+/// `path` as an example worth keeping: e-mail addresses and long opaque
+/// tokens (session ids, API keys, reset links) masked, at most 200
+/// characters — the inventory is read by everyone who reads the board.
+pub fn example_of(path: &str) -> String {
+    let mut out = String::with_capacity(path.len().min(200));
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let uuid = seg.len() == 36 && seg.bytes().filter(|c| *c == b'-').count() == 4;
+        if seg.contains('@') {
+            out.push_str("{email}");
+        } else if seg.len() >= 24 && !uuid {
+            out.push_str("{token}");
+        } else {
+            out.push_str(seg);
+        }
+    }
+    out.chars().take(200).collect()
+}
+
 /// Whether a path segment is a value rather than a name: a number, a
 /// UUID, a hash, a date, an e-mail address, a slug or code with digits.
 /// Version markers (`v1`, `v2.1`) and short names with a digit (`oauth2`,
@@ -199,11 +220,65 @@ pub fn infer(path: &str) -> String {
 }
 
 fn push_param(out: &mut String, n: usize) {
+    push_named(out, "id", n);
+}
+
+fn push_named(out: &mut String, name: &str, n: usize) {
     if n == 1 {
-        out.push_str("{id}");
+        out.push('{');
+        out.push_str(name);
+        out.push('}');
     } else {
-        out.push_str(&format!("{{id{n}}}"));
+        out.push_str(&format!("{{{name}{n}}}"));
     }
+}
+
+/// A template's segment: text, a value (`{id}`), or a position collapsed
+/// for its many names (`{name}`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seg<'a> {
+    Lit(&'a str),
+    Value,
+    Name,
+}
+
+fn segs(template: &str) -> Vec<Seg<'_>> {
+    template
+        .split('/')
+        .skip(1)
+        .map(|s| {
+            if s.starts_with("{name") {
+                Seg::Name
+            } else if s.starts_with('{') {
+                Seg::Value
+            } else {
+                Seg::Lit(s)
+            }
+        })
+        .collect()
+}
+
+fn render(segs: &[Seg<'_>]) -> String {
+    let (mut ids, mut names) = (0, 0);
+    let mut out = String::new();
+    for s in segs {
+        out.push('/');
+        match s {
+            Seg::Lit(t) => out.push_str(t),
+            Seg::Value => {
+                ids += 1;
+                push_named(&mut out, "id", ids);
+            }
+            Seg::Name => {
+                names += 1;
+                push_named(&mut out, "name", names);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// A hash of the template of `path` and of `method`, without building the
@@ -243,6 +318,7 @@ pub type Templates = HashMap<(String, String), Entry>;
 /// least requested) goes to the overflow entry. Returns how many templates
 /// were folded into the overflow.
 pub fn bound(t: &mut Templates, max: usize) -> usize {
+    absorb(t);
     collapse(t);
     let overflow_key = (OVERFLOW_METHOD.to_string(), OVERFLOW_TEMPLATE.to_string());
     let real = t.len() - usize::from(t.contains_key(&overflow_key));
@@ -304,19 +380,36 @@ fn collapse(t: &mut Templates) {
         };
         for key in members {
             let Some(e) = t.remove(&key) else { continue };
-            let segs: Vec<&str> = key.1.split('/').skip(1).collect();
-            let mut out = String::new();
-            let mut params = 0;
-            for (i, s) in segs.iter().enumerate() {
-                out.push('/');
-                if i == pos || s.starts_with('{') {
-                    params += 1;
-                    push_param(&mut out, params);
-                } else {
-                    out.push_str(s);
-                }
+            let mut at = segs(&key.1);
+            at[pos] = Seg::Name;
+            t.entry((key.0, render(&at))).or_default().merge(&e);
+        }
+    }
+}
+
+/// Folds templates with a literal where another template of theirs has a
+/// collapsed position (`/users/alice` once `/users/{name}` exists) into
+/// it: proxies keep sending literals the store has already collapsed.
+fn absorb(t: &mut Templates) {
+    let keys: Vec<(String, String)> = t.keys().cloned().collect();
+    for (method, template) in keys {
+        if method == OVERFLOW_METHOD {
+            continue;
+        }
+        let parts = segs(&template);
+        let target = (0..parts.len()).find_map(|i| {
+            if !matches!(parts[i], Seg::Lit(l) if !l.is_empty()) {
+                return None;
             }
-            t.entry((key.0, out)).or_default().merge(&e);
+            let mut at = parts.clone();
+            at[i] = Seg::Name;
+            let k = (method.clone(), render(&at));
+            t.contains_key(&k).then_some(k)
+        });
+        if let Some(k) = target {
+            if let Some(e) = t.remove(&(method.clone(), template.clone())) {
+                t.entry(k).or_default().merge(&e);
+            }
         }
     }
 }
@@ -409,6 +502,22 @@ mod tests {
     }
 
     #[test]
+    fn examples_keep_ids_and_mask_addresses_and_tokens() {
+        assert_eq!(
+            example_of("/users/jane@example.com/orders/7"),
+            "/users/{email}/orders/7"
+        );
+        assert_eq!(
+            example_of("/reset/Zm9vYmFyYmF6cXV4cXV1eHh4eHh4"),
+            "/reset/{token}"
+        );
+        assert_eq!(
+            example_of("/files/3f2b1c9a-1d2e-4f5a-8b9c-0d1e2f3a4b5c"),
+            "/files/3f2b1c9a-1d2e-4f5a-8b9c-0d1e2f3a4b5c"
+        );
+    }
+
+    #[test]
     fn the_hot_path_key_is_the_templates() {
         let same = ["/products/1", "/products/99999", "/products/sku-77?x=1"];
         let h: Vec<u64> = same.iter().map(|p| key_hash("GET", p)).collect();
@@ -465,8 +574,21 @@ mod tests {
         assert_eq!(t.len(), 3);
         let k = |m: &str, p: &str| (m.to_string(), p.to_string());
         assert_eq!(
-            t[&k("GET", "/users/{id}/profile")].requests,
+            t[&k("GET", "/users/{name}/profile")].requests,
             2 * (COLLAPSE_AFTER as u64 + 1)
+        );
+        // A name sent again later joins the collapsed template.
+        t.insert(("GET".into(), "/users/zed/profile".into()), entry(3, 2));
+        t.insert(("GET".into(), "/users/zed/settings".into()), entry(4, 2));
+        assert_eq!(bound(&mut t, MAX_TEMPLATES), 0);
+        assert_eq!(
+            t[&k("GET", "/users/{name}/profile")].requests,
+            2 * (COLLAPSE_AFTER as u64 + 1) + 3
+        );
+        assert_eq!(
+            t[&k("GET", "/users/zed/settings")].requests,
+            4,
+            "another shape stays"
         );
         assert_eq!(t[&k("GET", "/users")].requests, 5);
         assert_eq!(t[&k("POST", "/users/alice/profile")].requests, 1);

@@ -39,23 +39,7 @@ async fn catalog_shadowing_the_monolith_finds_the_deliberate_difference() {
         .await
         .expect("join")
         .expect("postgres");
-    let monolith = connect(
-        &pg.create_database("shop").expect("db"),
-        &legacy_monolith::MIGRATOR,
-    )
-    .await
-    .expect("monolith db");
-    let args = legacy_monolith::seed::SeedArgs {
-        database_url: String::new(),
-        products: 400,
-        customers: 20,
-        orders: 200,
-        seed: 3,
-        reset: false,
-    };
-    legacy_monolith::seed::seed(&monolith, &args)
-        .await
-        .expect("seed");
+    let monolith = seeded_shop(&pg, 400, 20, 200, 3).await;
     let catalog = connect(
         &pg.create_database("catalog").expect("db"),
         &catalog_service::MIGRATOR,

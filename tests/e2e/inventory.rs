@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use shop_common::connect;
 
 use crate::support::*;
 
@@ -46,23 +45,7 @@ async fn the_monoliths_endpoints_are_found_in_its_traffic_and_become_routes() {
         .await
         .expect("join")
         .expect("postgres");
-    let monolith = connect(
-        &pg.create_database("shop").expect("db"),
-        &legacy_monolith::MIGRATOR,
-    )
-    .await
-    .expect("monolith db");
-    let args = legacy_monolith::seed::SeedArgs {
-        database_url: String::new(),
-        products: 300,
-        customers: 40,
-        orders: 150,
-        seed: 5,
-        reset: false,
-    };
-    legacy_monolith::seed::seed(&monolith, &args)
-        .await
-        .expect("seed");
+    let monolith = seeded_shop(&pg, 300, 40, 150, 5).await;
     let shop = strangler_testkit::serve_app(legacy_monolith::app(monolith.clone())).await;
     let h = Harness::new();
     // The monolith behind the router, and not one route.

@@ -6,7 +6,8 @@ use std::fmt::Write;
 use super::{kinds_text, pct, RouteReport};
 use crate::verdict::Status;
 
-fn esc(s: &str) -> String {
+/// Text safe inside HTML elements and quoted attributes.
+pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

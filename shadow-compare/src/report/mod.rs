@@ -14,6 +14,7 @@ use crate::noise::{self, Thresholds};
 use crate::verdict::{self, Verdict};
 use crate::{Kind, RouteStats, Sample};
 
+pub use html::esc as escape_html;
 pub use html::render as html;
 pub use markdown::render as markdown;
 pub use summaries::summaries;

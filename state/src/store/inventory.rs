@@ -138,7 +138,7 @@ mod tests {
             .await
             .expect("second half");
         let inv = store.inventory().await.expect("read");
-        assert_eq!(inv[&k("GET", "/users/{id}")].requests, 60);
+        assert_eq!(inv[&k("GET", "/users/{name}")].requests, 60);
         assert_eq!(inv.len(), 3, "{:?}", inv.keys().collect::<Vec<_>>());
         assert_eq!(store.reset_inventory().await.expect("reset"), 3);
     }

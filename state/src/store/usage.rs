@@ -66,18 +66,10 @@ impl StateStore {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let n = |i: usize| -> Result<u64, sqlx::Error> {
-                Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0))
-            };
             out.push((
                 r.try_get::<String, _>(0)?,
                 r.try_get::<i64, _>(1)?,
-                Counts {
-                    requests: n(2)?,
-                    service_requests: n(3)?,
-                    service_errors: n(4)?,
-                    fallbacks: n(5)?,
-                },
+                counts_from(r, 2)?,
             ));
         }
         Ok(out)
@@ -101,21 +93,24 @@ impl StateStore {
         .await?;
         let mut out = HashMap::new();
         for r in &rows {
-            let n = |i: usize| -> Result<u64, sqlx::Error> {
-                Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0))
-            };
-            out.insert(
-                r.try_get::<String, _>(0)?,
-                Counts {
-                    requests: n(1)?,
-                    service_requests: n(2)?,
-                    service_errors: n(3)?,
-                    fallbacks: n(4)?,
-                },
-            );
+            out.insert(r.try_get::<String, _>(0)?, counts_from(r, 1)?);
         }
         Ok(out)
     }
+}
+
+/// The four sums (requests, service requests, service errors, fallbacks)
+/// from column `first` on.
+fn counts_from(r: &sqlx::any::AnyRow, first: usize) -> Result<Counts, sqlx::Error> {
+    let n = |i: usize| -> Result<u64, sqlx::Error> {
+        Ok(u64::try_from(r.try_get::<i64, _>(first + i)?).unwrap_or(0))
+    };
+    Ok(Counts {
+        requests: n(0)?,
+        service_requests: n(1)?,
+        service_errors: n(2)?,
+        fallbacks: n(3)?,
+    })
 }
 
 #[cfg(test)]

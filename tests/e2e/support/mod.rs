@@ -416,3 +416,32 @@ pub async fn ready_shadow(store: &strangler_state::StateStore, route: &str) {
         .await
         .expect("stats");
 }
+
+/// The example monolith's database on `pg` (database `shop`), seeded
+/// with `seed`: what the example tests put behind the router.
+pub async fn seeded_shop(
+    pg: &PgCluster,
+    products: usize,
+    customers: usize,
+    orders: usize,
+    seed: u64,
+) -> sqlx::PgPool {
+    let monolith = shop_common::connect(
+        &pg.create_database("shop").expect("db"),
+        &legacy_monolith::MIGRATOR,
+    )
+    .await
+    .expect("monolith db");
+    let args = legacy_monolith::seed::SeedArgs {
+        database_url: String::new(),
+        products,
+        customers,
+        orders,
+        seed,
+        reset: false,
+    };
+    legacy_monolith::seed::seed(&monolith, &args)
+        .await
+        .expect("seed");
+    monolith
+}
