@@ -41,6 +41,8 @@ pub struct CdcMetrics {
     sink_lag_seconds: prometheus::GaugeVec,
     /// Change events streamed, per source table.
     table_events: prometheus::IntCounterVec,
+    /// Rows written, per sink.
+    sink_rows: prometheus::IntCounterVec,
     /// The applied positions behind `sink_applied`, to recompute the lag
     /// when the source moves (a stalled sink's lag grows).
     applied_at: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
@@ -249,6 +251,19 @@ impl CdcMetrics {
                     .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
                 c
             },
+            sink_rows: {
+                let c = prometheus::IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "strangler_cdc_sink_rows_applied_total",
+                        "Rows written to a sink.",
+                    ),
+                    &["sink"],
+                )
+                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+                r.register(Box::new(c.clone()))
+                    .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
+                c
+            },
             applied_at: std::sync::Mutex::new(std::collections::HashMap::new()),
             source_seen: std::sync::Mutex::new(std::collections::VecDeque::new()),
             registry: r,
@@ -280,6 +295,12 @@ impl CdcMetrics {
             let before = last.table_events.get(table).copied().unwrap_or(0);
             self.table_events
                 .with_label_values(&[table])
+                .inc_by(n.saturating_sub(before));
+        }
+        for (sink, n) in &p.sink_rows {
+            let before = last.sink_rows.get(sink).copied().unwrap_or(0);
+            self.sink_rows
+                .with_label_values(&[sink])
                 .inc_by(n.saturating_sub(before));
         }
         self.rows_applied
@@ -476,6 +497,9 @@ mod tests {
         p.table_events.insert("public.t".into(), 5);
         m.update(&p);
         p.table_events.insert("public.t".into(), 7);
+        p.count_applied("svc", 4);
+        m.update(&p);
+        p.count_applied("svc", 2);
         m.update(&p);
         let text = m.render();
         assert!(
@@ -486,6 +510,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("strangler_cdc_sink_lag_seconds"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("strangler_cdc_sink_rows_applied_total")
+                    && l.contains("sink=\"svc\"")
+                    && l.ends_with(" 6")),
+            "{text}"
+        );
     }
 
     #[tokio::test]

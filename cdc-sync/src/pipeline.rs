@@ -322,6 +322,8 @@ pub struct Progress {
     pub snapshot_tables: BTreeMap<String, TableProgress>,
     /// Change events streamed, by source table (`schema.table`).
     pub table_events: BTreeMap<String, u64>,
+    /// Rows written, by sink.
+    pub sink_rows: BTreeMap<String, u64>,
 }
 
 /// How far the snapshot of one table got.
@@ -335,7 +337,26 @@ pub struct TableProgress {
     pub done: bool,
 }
 
+fn added(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut t = a.clone();
+    for (k, n) in b {
+        *t.entry(k.clone()).or_default() += n;
+    }
+    t
+}
+
 impl Progress {
+    /// Counts `rows` written by `sink`, in all and by sink.
+    pub fn count_applied(&mut self, sink: &str, rows: u64) {
+        self.rows_applied += rows;
+        match self.sink_rows.get_mut(sink) {
+            Some(n) => *n += rows,
+            None => {
+                self.sink_rows.insert(sink.to_string(), rows);
+            }
+        }
+    }
+
     /// Counts `records` as streamed events, in all and by table.
     pub fn count_events(&mut self, records: &[crate::event::Record]) {
         self.events += records.len() as u64;
@@ -368,13 +389,8 @@ impl Progress {
             } else {
                 o.snapshot_tables.clone()
             },
-            table_events: {
-                let mut t = self.table_events.clone();
-                for (k, n) in &o.table_events {
-                    *t.entry(k.clone()).or_default() += n;
-                }
-                t
-            },
+            table_events: added(&self.table_events, &o.table_events),
+            sink_rows: added(&self.sink_rows, &o.sink_rows),
         }
     }
 }

@@ -360,7 +360,8 @@ impl Destination for MySqlSink {
         progress: &mut Progress,
         status: &dyn StatusReporter,
     ) -> Result<(), PipelineError> {
-        progress.rows_applied += self.apply(batch, through, snapshot_complete).await?;
+        let rows = self.apply(batch, through, snapshot_complete).await?;
+        progress.count_applied(&self.name, rows);
         if through.0 > 0 {
             for (m, _) in &self.tables {
                 status

@@ -61,7 +61,7 @@ impl Destination for Sinks<'_> {
             .filter(|s| !(snapshot && s.snapshot_done()))
         {
             let a = sink.apply(batch, through, snapshot_complete).await?;
-            progress.rows_applied += a.rows;
+            progress.count_applied(&sink.name, a.rows);
             progress.dead_letters += a.dead_letters;
             if through.0 > 0 {
                 for (s, t) in sink.reported_tables() {
@@ -82,7 +82,7 @@ impl Destination for Sinks<'_> {
     ) -> Result<(), PipelineError> {
         for sink in self.0.iter_mut() {
             let a = sink.apply_part(part, through, last).await?;
-            progress.rows_applied += a.rows;
+            progress.count_applied(&sink.name, a.rows);
             progress.dead_letters += a.dead_letters;
             if last {
                 for (s, t) in sink.reported_tables() {
