@@ -6,7 +6,9 @@
 #   strangler router with 50 routes (the request matches a migrated route
 #   with shadowing off: proxying alone), (e) the same router on a migrated
 #   route copying every request to the monolith (reverse shadow, the
-#   default of a migrated route), (f) nginx and strangler over TLS with one
+#   default of a migrated route), (e') the router of (d) with its endpoint
+#   inventory off (what counting every request costs), (f) nginx and
+#   strangler over TLS with one
 #   certificate, on keep-alive connections and with a handshake per request,
 # one after the other in one run, and prints a Markdown table.
 #
@@ -37,6 +39,7 @@ trap cleanup EXIT
 source bench/lib.sh
 up_port=$(free_port); nginx_port=$(free_port); router_port=$(free_port); admin_port=$(free_port); bare_port=$(free_port)
 nginx_tls_port=$(free_port); router_tls_port=$(free_port)
+noinv_port=$(free_port); noinv_admin=$(free_port)
 mkdir -p "$work/px"
 # One certificate for both TLS listeners (ECDSA P-256, what a modern
 # deployment serves).
@@ -107,12 +110,19 @@ $shadow
 CONF
   done
 } > "$work/strangler.toml"
+# The same router without the endpoint inventory (no TLS listener).
+mkdir -p "$work/noinv"
+sed -e "s/127.0.0.1:$router_port/127.0.0.1:$noinv_port/" -e "s/127.0.0.1:$admin_port/127.0.0.1:$noinv_admin/" \
+    -e "s#sqlite://$work/state.db#sqlite://$work/noinv/state.db#" \
+    -e "s/^access_log = false/access_log = false\ninventory = false/" \
+    -e '/^\[proxy.tls\]/,/^key = /d' "$work/strangler.toml" > "$work/noinv/strangler.toml"
 
 start_upstream "$up_port"
 nginx -c "$work/px/nginx.conf" -g 'daemon off;' & pids+=($!)
 "$bare" "127.0.0.1:$bare_port" "127.0.0.1:$up_port" "$workers" >/dev/null 2>"$work/bare.log" & pids+=($!)
 "$bin" proxy -c "$work/strangler.toml" >/dev/null 2>"$work/strangler.log" & pids+=($!)
-for port in $up_port $nginx_port $bare_port $router_port $nginx_tls_port $router_tls_port; do wait_port "$port"; done
+"$bin" proxy -c "$work/noinv/strangler.toml" >/dev/null 2>"$work/noinv.log" & pids+=($!)
+for port in $up_port $nginx_port $bare_port $router_port $nginx_tls_port $router_tls_port $noinv_port; do wait_port "$port"; done
 
 echo "wrk -t1 -c$conns -d${duration}s --latency; proxies with $workers worker(s); $(nproc) cores; $(date -u +%F)"
 echo
@@ -122,6 +132,7 @@ wrk_row "direct (upstream)" "http://127.0.0.1:$up_port/api/v25/items/7"
 wrk_row "nginx reverse proxy" "http://127.0.0.1:$nginx_port/api/v25/items/7"
 wrk_row "bare Pingora (no routing)" "http://127.0.0.1:$bare_port/api/v25/items/7"
 wrk_row "strangler router, 50 routes" "http://127.0.0.1:$router_port/api/v25/items/7"
+wrk_row "strangler router, 50 routes, inventory off" "http://127.0.0.1:$noinv_port/api/v25/items/7"
 wrk_row "strangler router, reverse shadow of every request" "http://127.0.0.1:$router_port/api/v26/items/7"
 # TLS with the same certificate: on keep-alive connections (the cost of
 # encryption), then a new connection per request (handshakes/s).

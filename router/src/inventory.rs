@@ -4,12 +4,11 @@
 //! the template text is made once per new template. Bounded: past
 //! [`MAX_TEMPLATES`] new templates are counted in the overflow entry.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use strangler_state::inventory::{
-    infer, key_hash, Entry, Templates, MAX_TEMPLATES, OVERFLOW_METHOD, OVERFLOW_TEMPLATE,
+    infer, key_hash, Entry, Latency, Templates, MAX_TEMPLATES, OVERFLOW_METHOD, OVERFLOW_TEMPLATE,
 };
 
 const SHARDS: usize = 8;
@@ -18,11 +17,36 @@ struct Slot {
     method: String,
     template: String,
     entry: Entry,
+    /// Latencies since the slot was made, folded into `entry` when taken
+    /// (a counter per bucket: no map to update per request).
+    latency: Box<[u64; Latency::BUCKETS]>,
 }
+
+impl Slot {
+    fn new(method: String, template: String, entry: Entry) -> Slot {
+        Slot {
+            method,
+            template,
+            entry,
+            latency: Box::new([0; Latency::BUCKETS]),
+        }
+    }
+
+    fn into_entry(self) -> Entry {
+        let mut e = self.entry;
+        for (b, n) in self.latency.iter().enumerate() {
+            e.latency.add(b as u16, *n);
+        }
+        e
+    }
+}
+
+/// Keys are hashes already: FNV over a `u64` is enough.
+type Shard = fnv::FnvHashMap<u64, Slot>;
 
 /// This proxy's counts since the last flush.
 pub struct Recorder {
-    shards: [Mutex<HashMap<u64, Slot>>; SHARDS],
+    shards: [Mutex<Shard>; SHARDS],
     templates: AtomicUsize,
     overflow: Mutex<Entry>,
 }
@@ -30,7 +54,7 @@ pub struct Recorder {
 impl Default for Recorder {
     fn default() -> Self {
         Recorder {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
             templates: AtomicUsize::new(0),
             overflow: Mutex::new(Entry::default()),
         }
@@ -60,7 +84,7 @@ impl Recorder {
             e.errors += u64::from(status == 0 || status >= 500);
             e.bytes += bytes;
             e.last_seen_ms = e.last_seen_ms.max(now_ms);
-            e.latency.record(micros);
+            slot.latency[usize::from(Latency::bucket(micros))] += 1;
             return;
         }
         let path = path.split(['?', '#']).next().unwrap_or("");
@@ -73,14 +97,7 @@ impl Recorder {
             lock(&self.overflow).merge(&one);
             return;
         }
-        shard.insert(
-            h,
-            Slot {
-                method: method.to_string(),
-                template: infer(path),
-                entry: one,
-            },
-        );
+        shard.insert(h, Slot::new(method.to_string(), infer(path), one));
     }
 
     /// What was counted since the last call.
@@ -89,10 +106,12 @@ impl Recorder {
         for s in &self.shards {
             let drained: Vec<Slot> = lock(s).drain().map(|(_, v)| v).collect();
             self.templates.fetch_sub(drained.len(), Ordering::Relaxed);
-            for slot in drained {
-                out.entry((slot.method, slot.template))
-                    .or_default()
-                    .merge(&slot.entry);
+            for mut slot in drained {
+                let key = (
+                    std::mem::take(&mut slot.method),
+                    std::mem::take(&mut slot.template),
+                );
+                out.entry(key).or_default().merge(&slot.into_entry());
             }
         }
         let over = std::mem::take(&mut *lock(&self.overflow));
@@ -128,14 +147,7 @@ impl Recorder {
                 lock(&self.overflow).merge(&e);
                 continue;
             }
-            shard.insert(
-                h,
-                Slot {
-                    method,
-                    template,
-                    entry: e,
-                },
-            );
+            shard.insert(h, Slot::new(method, template, e));
         }
     }
 }
@@ -157,6 +169,14 @@ mod tests {
         assert_eq!(t.len(), 3);
         let p = &t[&k("GET", "/products/{id}")];
         assert_eq!((p.requests, p.bytes, p.errors), (30, 3_000, 0));
+        let mut all = Latency::default();
+        for _ in 0..30 {
+            all.record(1_000);
+        }
+        assert_eq!(
+            p.latency, all,
+            "every request's latency, the first and the others"
+        );
         assert_eq!(p.example, "/products/1");
         let c = &t[&k("GET", "/customers/{id}/orders")];
         assert_eq!((c.requests, c.errors), (1, 1));

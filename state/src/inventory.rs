@@ -95,7 +95,11 @@ impl Entry {
 pub struct Latency(BTreeMap<u16, u64>);
 
 impl Latency {
-    fn bucket(micros: u64) -> u16 {
+    /// Buckets a histogram has (the last holds everything beyond).
+    pub const BUCKETS: usize = 241;
+
+    /// The bucket of `micros`.
+    pub fn bucket(micros: u64) -> u16 {
         // 8 × log2(µs + 1), capped at 2^30 µs (18 minutes).
         let v = (micros + 1) as f64;
         (v.log2() * 8.0).floor().clamp(0.0, 240.0) as u16
@@ -103,6 +107,13 @@ impl Latency {
 
     pub fn record(&mut self, micros: u64) {
         *self.0.entry(Self::bucket(micros)).or_default() += 1;
+    }
+
+    /// Adds `n` samples to bucket `b` (counts kept elsewhere, folded in).
+    pub fn add(&mut self, b: u16, n: u64) {
+        if n > 0 {
+            *self.0.entry(b).or_default() += n;
+        }
     }
 
     pub fn merge(&mut self, o: &Latency) {
