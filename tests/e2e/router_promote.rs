@@ -74,6 +74,20 @@ async fn promotion_refuses_on_failed_gates_and_force_is_audited() {
     assert!(err.contains("already migrated"), "{err}");
 }
 
+/// Whether the proxy runs its first route as a canary at `percent` within 10 s.
+async fn adopted(p: &Proxy, percent: f64) -> bool {
+    let c = client();
+    eventually(Duration::from_secs(10), || async {
+        let v: Value = match c.get(format!("{}/routes", p.admin)).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => Value::Null,
+        };
+        v["routes"][0]["stage"] == "canary" && v["routes"][0]["percent"] == percent
+    })
+    .await
+    .is_some()
+}
+
 #[tokio::test]
 async fn a_failing_canary_is_rolled_back_by_the_router() {
     let (_legacy, svc, h) = setup().await;
@@ -95,7 +109,7 @@ async fn a_failing_canary_is_rolled_back_by_the_router() {
         &path,
     );
     assert_eq!(code, 0, "{err}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(adopted(&p, 50.0).await, "the proxy adopts canary 50 %");
     svc.set_behaviour(Behaviour::Status(503));
     let c = client();
     for i in 0..60 {
@@ -185,15 +199,7 @@ async fn a_failing_canary_is_rolled_back_by_the_router() {
     };
     let c = client();
     // The proxy runs the new state before the requests are sent.
-    let adopted = eventually(Duration::from_secs(10), || async {
-        let v: Value = match c.get(format!("{}/routes", p.admin)).send().await {
-            Ok(r) => r.json().await.unwrap_or_default(),
-            Err(_) => Value::Null,
-        };
-        v["routes"][0]["stage"] == "canary" && v["routes"][0]["percent"] == 50.0
-    })
-    .await;
-    assert!(adopted.is_some(), "the proxy adopts canary 50 %");
+    assert!(adopted(&p, 50.0).await, "the proxy adopts canary 50 %");
     for i in 0..40 {
         get_who(
             &c,
