@@ -178,10 +178,7 @@ pub fn doctor(args: &crate::cli::Common) -> anyhow::Result<Exit> {
         Ok(u) => u,
         Err(e) => return usage(e),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(crate::teardown::doctor(
+    crate::block_on(crate::teardown::doctor(
         &config,
         &cdc,
         &source_url,

@@ -46,6 +46,17 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// Runs a command's work on a single-threaded runtime (every command but
+/// `proxy` and `demo` is one sequence of awaits).
+pub(crate) fn block_on<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(work)
+}
+
 /// Connects to the config's state store; an unset `state.url_env`
 /// variable is a [`UsageError`].
 /// The configuration at `path`; its errors (file:line:col: key: message)

@@ -13,10 +13,7 @@ pub fn run(args: &Common) -> anyhow::Result<Exit> {
     let Some(config) = crate::load_config(&args.config) else {
         return Ok(Exit::Usage);
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    crate::block_on(async {
         let url = config.state.store_url().map_err(UsageError)?;
         let store = StateStore::lazy(url)?;
         let by = format!("strangler {} on {}", env!("CARGO_PKG_VERSION"), hostname());

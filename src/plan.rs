@@ -18,10 +18,7 @@ pub fn run(args: &Common) -> anyhow::Result<Exit> {
     let Some(config) = crate::load_config(&args.config) else {
         return Ok(Exit::Usage);
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    crate::block_on(async {
         let store = crate::open_store(&config).await?;
         let planned = reconcile::plan(&config, &store).await?;
         store.close().await;
@@ -42,7 +39,9 @@ pub fn run(args: &Common) -> anyhow::Result<Exit> {
                         match &p.action {
                             Action::Same => "no change".into(),
                             Action::Adopt { .. } => "new: runs as declared".into(),
-                            Action::Apply { to } => format!("→ {} (a step back: applies)", text(to)),
+                            Action::Apply { to } => {
+                                format!("→ {} (a step back: applies)", text(to))
+                            }
                             Action::Promote { to, .. } => {
                                 format!("→ {} (gates pass: applies)", text(to))
                             }

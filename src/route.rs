@@ -26,10 +26,7 @@ pub fn run(args: RouteArgs) -> anyhow::Result<Exit> {
     let Some(config) = crate::load_config(&args.common.config) else {
         return Ok(Exit::Usage);
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    crate::block_on(async {
         let store = crate::open_store(&config).await?;
         let common = &args.common;
         let exit = match args.command {

@@ -17,10 +17,7 @@ pub fn run(admin: &str, args: &RouteArgs) -> anyhow::Result<Exit> {
     let token = std::env::var("STRANGLER_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    crate::block_on(async {
         let call = |method: Method, path: String, body: Option<Value>| {
             let (base, token) = (base.clone(), token.clone());
             async move {

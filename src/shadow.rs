@@ -21,10 +21,7 @@ pub fn run(args: ShadowArgs) -> anyhow::Result<Exit> {
     let Some(config) = crate::load_config(&args.common.config) else {
         return Ok(Exit::Usage);
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    crate::block_on(async {
         let store = crate::open_store(&config).await?;
         let exit = match args.command {
             ShadowCommand::Report {

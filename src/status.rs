@@ -120,11 +120,7 @@ pub fn render_progress(hours: &[Hour]) -> String {
             .map(|t| t.format("%Y-%m-%d %H:00").to_string())
             .unwrap_or_default();
         let share = |s: &str| format!("{:.1}%", h.stage_share(s) * 100.0);
-        let routes: u64 = h.routes.values().sum();
-        let on = ["canary", "migrated"]
-            .iter()
-            .filter_map(|s| h.routes.get(*s))
-            .sum::<u64>();
+        let (on, routes) = h.routes_on_services();
         out.push(format!(
             "{at:<17} {:>8}  {:>7} {:>7} {:>7} {:>8}  {:>9}  {:>9}",
             h.requests,
@@ -147,10 +143,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
     let Some(config) = crate::load_config(&args.common.config) else {
         return Ok(Exit::Usage);
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    crate::block_on(async {
         let store = crate::open_store(&config).await?;
         loop {
             let rows = board(&config, &store).await?;

@@ -39,21 +39,13 @@ pub struct Hour {
 }
 
 impl Hour {
-    /// Share of the routes in canary or migrated.
-    pub fn routes_on_services(&self) -> f64 {
-        let total: u64 = self.routes.values().sum();
-        let on: u64 = ["canary", "migrated"]
+    /// Routes in canary or migrated, and routes in all.
+    pub fn routes_on_services(&self) -> (u64, u64) {
+        let on = ["canary", "migrated"]
             .iter()
             .filter_map(|s| self.routes.get(*s))
             .sum();
-        ratio(on, total)
-    }
-
-    pub fn routes_migrated(&self) -> f64 {
-        ratio(
-            self.routes.get("migrated").copied().unwrap_or(0),
-            self.routes.values().sum(),
-        )
+        (on, self.routes.values().sum())
     }
 
     /// Share of the requests new services answered.
@@ -302,7 +294,7 @@ mod tests {
             BTreeMap::from([("canary".to_string(), 1), ("legacy".to_string(), 1)])
         );
         assert!((current.served_share() - 0.45).abs() < 1e-9);
-        assert!((current.routes_on_services() - 0.5).abs() < 1e-9);
+        assert_eq!(current.routes_on_services(), (1, 2));
         let w = window(&config, &store, now, now - HOUR_MS)
             .await
             .expect("window");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sha2::Digest;
+use strangler_state::route_state::{LiveRoute, Origin};
 use strangler_state::RouteStore;
 
 use crate::support::webdriver::Browser;
@@ -40,6 +41,17 @@ async fn act(b: &Browser, button: &str, reason: &str, percent: Option<&str>, wan
     let close = b.find("#act-close").await;
     b.click(&close).await;
     answer
+}
+
+/// The fleet's row of the route `product`.
+async fn product(store: &strangler_state::StateStore) -> LiveRoute {
+    store
+        .routes()
+        .await
+        .expect("rows")
+        .into_iter()
+        .find(|r| r.route == "product")
+        .expect("product row")
 }
 
 fn console_errors(entries: &[Value]) -> Vec<String> {
@@ -184,14 +196,8 @@ async fn the_board_in_a_browser_moves_a_route_through_the_gates_and_the_audit_lo
         "{refused}"
     );
     assert_eq!(
-        store
-            .routes()
-            .await
-            .expect("rows")
-            .iter()
-            .find(|r| r.route == "product")
-            .map(|r| r.target().stage.to_string()),
-        Some("shadow".to_string()),
+        product(&store).await.target().stage.to_string(),
+        "shadow",
         "a refused promotion changes nothing"
     );
     // The board names what blocks it.
@@ -254,15 +260,9 @@ async fn the_board_in_a_browser_moves_a_route_through_the_gates_and_the_audit_lo
 
     // The store holds the route at legacy, and the audit log names alice
     // and each reason typed on the board.
-    let row_state = store
-        .routes()
-        .await
-        .expect("rows")
-        .into_iter()
-        .find(|r| r.route == "product")
-        .expect("product row");
+    let row_state = product(&store).await;
     assert_eq!(row_state.target().stage.to_string(), "legacy");
-    assert_eq!(format!("{:?}", row_state.origin), "Hold", "{row_state:?}");
+    assert!(matches!(row_state.origin, Origin::Hold), "{row_state:?}");
     let history: Vec<(String, String, String)> = store
         .audit_log(Some("product"))
         .await
@@ -323,14 +323,11 @@ async fn the_board_in_a_browser_moves_a_route_through_the_gates_and_the_audit_lo
         (last.actor.as_str(), last.reason.as_str()),
         ("alice", "fixed it")
     );
-    let origin = store
-        .routes()
-        .await
-        .expect("rows")
-        .into_iter()
-        .find(|r| r.route == "product")
-        .map(|r| format!("{:?}", r.origin));
-    assert_ne!(origin.as_deref(), Some("Hold"), "the hold is lifted");
+    let row_state = product(&store).await;
+    assert!(
+        !matches!(row_state.origin, Origin::Hold),
+        "the hold is lifted: {row_state:?}"
+    );
 
     // The route page: gates, and the history the actions wrote.
     b.goto(&format!("{}/ui/routes/product", p.admin)).await;

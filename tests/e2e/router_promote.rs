@@ -74,25 +74,9 @@ async fn promotion_refuses_on_failed_gates_and_force_is_audited() {
     assert!(err.contains("already migrated"), "{err}");
 }
 
-/// Whether the proxy runs its first route as a canary at `percent` within 10 s.
-async fn adopted(p: &Proxy, percent: f64) -> bool {
-    let c = client();
-    eventually(Duration::from_secs(10), || async {
-        let v: Value = match c.get(format!("{}/routes", p.admin)).send().await {
-            Ok(r) => r.json().await.unwrap_or_default(),
-            Err(_) => Value::Null,
-        };
-        v["routes"][0]["stage"] == "canary" && v["routes"][0]["percent"] == percent
-    })
-    .await
-    .is_some()
-}
-
-#[tokio::test]
-async fn a_failing_canary_is_rolled_back_by_the_router() {
-    let (_legacy, svc, h) = setup().await;
-    let p = h.start().await;
-    let path = h.config_path();
+/// Forces the first route to canary 50 % with `strangler route set` and
+/// waits until the proxy runs it.
+async fn canary_50(p: &Proxy, path: &std::path::Path, reason: &str) {
     let (code, _, err) = cli(
         &[
             "route",
@@ -104,12 +88,29 @@ async fn a_failing_canary_is_rolled_back_by_the_router() {
             "50",
             "--force",
             "--reason",
-            "no shadow phase for this test",
+            reason,
         ],
-        &path,
+        path,
     );
     assert_eq!(code, 0, "{err}");
-    assert!(adopted(&p, 50.0).await, "the proxy adopts canary 50 %");
+    let c = client();
+    let adopted = eventually(Duration::from_secs(10), || async {
+        let v: Value = match c.get(format!("{}/routes", p.admin)).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => Value::Null,
+        };
+        v["routes"][0]["stage"] == "canary" && v["routes"][0]["percent"] == 50.0
+    })
+    .await;
+    assert!(adopted.is_some(), "the proxy adopts canary 50 %");
+}
+
+#[tokio::test]
+async fn a_failing_canary_is_rolled_back_by_the_router() {
+    let (_legacy, svc, h) = setup().await;
+    let p = h.start().await;
+    let path = h.config_path();
+    canary_50(&p, &path, "no shadow phase for this test").await;
     svc.set_behaviour(Behaviour::Status(503));
     let c = client();
     for i in 0..60 {
@@ -169,22 +170,7 @@ async fn a_failing_canary_is_rolled_back_by_the_router() {
     svc.set_behaviour(Behaviour::Normal);
     let (code, _, err) = cli(&["route", "resume", "product", "--reason", "fixed"], &path);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = cli(
-        &[
-            "route",
-            "set",
-            "product",
-            "--stage",
-            "canary",
-            "--percent",
-            "50",
-            "--force",
-            "--reason",
-            "try again",
-        ],
-        &path,
-    );
-    assert_eq!(code, 0, "{err}");
+    canary_50(&p, &path, "try again").await;
     let store = harness_store(&h).await;
     let state_ms = {
         use strangler_state::RouteStore;
@@ -199,7 +185,6 @@ async fn a_failing_canary_is_rolled_back_by_the_router() {
     };
     let c = client();
     // The proxy runs the new state before the requests are sent.
-    assert!(adopted(&p, 50.0).await, "the proxy adopts canary 50 %");
     for i in 0..40 {
         get_who(
             &c,

@@ -54,12 +54,7 @@ pub(super) async fn create(
 ) -> Response {
     let body = match body {
         Ok(Json(b)) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("bad body: {}", e.body_text()),
-            )
-        }
+        Err(e) => return super::bad_body(&e),
     };
     let Some(path) = state.config_path.clone() else {
         return error(

@@ -134,6 +134,14 @@ pub async fn run(
     }
 }
 
+/// 400 naming what is wrong with a JSON body.
+pub(crate) fn bad_body(e: &axum::extract::rejection::JsonRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("bad body: {}", e.body_text()),
+    )
+}
+
 /// A JSON error body: `{"error": "..."}`.
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()

@@ -185,12 +185,7 @@ pub(super) async fn set(
 ) -> Response {
     let body = match body {
         Ok(Json(b)) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("bad body: {}", e.body_text()),
-            )
-        }
+        Err(e) => return super::bad_body(&e),
     };
     let stage: Stage = match body.stage.parse() {
         Ok(s) => s,

@@ -478,6 +478,7 @@ impl ProxyHttp for RouterProxy {
             status,
             elapsed.as_secs_f64(),
         );
+        let now_ms = strangler_state::store::now_ms();
         if routing.inventory {
             let req = session.req_header();
             self.shared.inventory.record(
@@ -486,14 +487,14 @@ impl ProxyHttp for RouterProxy {
                 status,
                 session.body_bytes_sent() as u64,
                 elapsed.as_micros() as u64,
-                strangler_state::store::now_ms(),
+                now_ms,
             );
         }
         let meant_for_service = ctx.target != LEGACY_ID || ctx.fallback.is_some();
         let service_error = ctx.fallback.is_some() || (ctx.attempt != LEGACY_ID && status >= 500);
         self.shared.usage.record(
             route.map_or(&*DEFAULT_NAME, |r| &r.name),
-            crate::usage::minute(strangler_state::store::now_ms()),
+            crate::usage::minute(now_ms),
             route.map_or(0, |r| r.state_ms),
             strangler_state::counts::Counts {
                 requests: 1,

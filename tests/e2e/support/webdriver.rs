@@ -21,13 +21,16 @@ pub struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// The path of the first of `names` on `PATH`.
 fn find_bin(names: &[&str]) -> Option<String> {
     names.iter().find_map(|n| {
-        let ok = Command::new("sh")
+        let out = Command::new("sh")
             .args(["-c", &format!("command -v {n}")])
             .output()
-            .is_ok_and(|o| o.status.success());
-        ok.then(|| n.to_string())
+            .ok()
+            .filter(|o| o.status.success())?;
+        let path = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (!path.is_empty()).then_some(path)
     })
 }
 
@@ -37,18 +40,8 @@ impl Browser {
     pub async fn start() -> Browser {
         let driver = find_bin(&["chromedriver"])
             .expect("chromedriver is not installed: scripts/setup installs chromium-driver");
-        let browser = find_bin(&["chromium", "chromium-browser"])
+        let browser_path = find_bin(&["chromium", "chromium-browser"])
             .expect("chromium is not installed: scripts/setup installs it");
-        let browser_path = String::from_utf8(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {browser}")])
-                .output()
-                .expect("which")
-                .stdout,
-        )
-        .expect("utf-8")
-        .trim()
-        .to_string();
         let port = strangler_testkit::free_port();
         let child = Command::new(driver)
             .arg(format!("--port={port}"))

@@ -221,13 +221,9 @@ pub fn inventory(rows: &[Listed], top: usize, editable: bool) -> String {
 /// Progress: the last hour's figures and the charts.
 pub fn progress(hours: &[Hour]) -> String {
     let now = hours.last().cloned().unwrap_or_default();
-    let routes: u64 = now.routes.values().sum();
+    let (on, routes) = now.routes_on_services();
     let mut out = format!(
         r#"<section><h2>Progress</h2><p class="figures"><span><b id="routes-on">{on}/{routes}</b> routes on new services ({mig} migrated)</span><span><b id="served-share">{served:.1}%</b> of this hour's requests answered by new services</span></p><div class="charts">"#,
-        on = ["canary", "migrated"]
-            .iter()
-            .filter_map(|s| now.routes.get(*s))
-            .sum::<u64>(),
         mig = now.routes.get("migrated").copied().unwrap_or(0),
         served = now.served_share() * 100.0,
     );
