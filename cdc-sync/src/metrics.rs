@@ -71,6 +71,24 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     g
 }
 
+/// `metric`, registered in `r`.
+fn registered<M>(r: &Registry, metric: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let m = metric.unwrap_or_else(|e| unreachable!("static metric: {e}"));
+    r.register(Box::new(m.clone()))
+        .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
+    m
+}
+
+fn counter_by(r: &Registry, name: &str, help: &str, label: &str) -> prometheus::IntCounterVec {
+    registered(
+        r,
+        prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), &[label]),
+    )
+}
+
 fn by_table(r: &Registry, name: &str, help: &str) -> IntGaugeVec {
     by(r, name, help, "table")
 }
@@ -187,19 +205,12 @@ impl CdcMetrics {
                 "strangler_cdc_snapshot_check_differences",
                 "Rows that differed in the last post-snapshot check (alert when > 0).",
             ),
-            retries: {
-                let c = prometheus::IntCounterVec::new(
-                    prometheus::Opts::new(
-                        "strangler_cdc_retries_total",
-                        "Reconnections after a retryable error, by part (pipeline, source, sink).",
-                    ),
-                    &["part"],
-                )
-                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
-                r.register(Box::new(c.clone()))
-                    .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
-                c
-            },
+            retries: counter_by(
+                &r,
+                "strangler_cdc_retries_total",
+                "Reconnections after a retryable error, by part (pipeline, source, sink).",
+                "part",
+            ),
             active: gauge(
                 &r,
                 "strangler_cdc_active",
@@ -225,45 +236,28 @@ impl CdcMetrics {
                 "strangler_cdc_sink_lag_bytes",
                 "How far a sink's table is behind the source's current position (bytes).",
             ),
-            sink_lag_seconds: {
-                let g = prometheus::GaugeVec::new(
+            sink_lag_seconds: registered(
+                &r,
+                prometheus::GaugeVec::new(
                     prometheus::Opts::new(
                         "strangler_cdc_sink_lag_seconds",
                         "How long the source has held a change a sink has not applied to a table (0 when caught up).",
                     ),
                     &["sink", "table"],
-                )
-                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
-                r.register(Box::new(g.clone()))
-                    .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
-                g
-            },
-            table_events: {
-                let c = prometheus::IntCounterVec::new(
-                    prometheus::Opts::new(
-                        "strangler_cdc_table_events_total",
-                        "Change events streamed, by source table.",
-                    ),
-                    &["table"],
-                )
-                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
-                r.register(Box::new(c.clone()))
-                    .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
-                c
-            },
-            sink_rows: {
-                let c = prometheus::IntCounterVec::new(
-                    prometheus::Opts::new(
-                        "strangler_cdc_sink_rows_applied_total",
-                        "Rows written to a sink.",
-                    ),
-                    &["sink"],
-                )
-                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
-                r.register(Box::new(c.clone()))
-                    .unwrap_or_else(|e| unreachable!("distinct metric: {e}"));
-                c
-            },
+                ),
+            ),
+            table_events: counter_by(
+                &r,
+                "strangler_cdc_table_events_total",
+                "Change events streamed, by source table.",
+                "table",
+            ),
+            sink_rows: counter_by(
+                &r,
+                "strangler_cdc_sink_rows_applied_total",
+                "Rows written to a sink.",
+                "sink",
+            ),
             applied_at: std::sync::Mutex::new(std::collections::HashMap::new()),
             source_seen: std::sync::Mutex::new(std::collections::VecDeque::new()),
             registry: r,

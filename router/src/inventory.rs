@@ -66,6 +66,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Recorder {
+    /// Takes a place for a new template, if there is one under the cap.
+    fn room(&self) -> bool {
+        if self.templates.fetch_add(1, Ordering::Relaxed) < MAX_TEMPLATES {
+            return true;
+        }
+        self.templates.fetch_sub(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Counts `e` in the overflow entry, its example naming the method.
+    fn overflow(&self, method: &str, mut e: Entry) {
+        e.example = format!("{method} {}", e.example);
+        lock(&self.overflow).merge(&e);
+    }
+
     /// Counts one request.
     pub fn record(
         &self,
@@ -89,12 +104,9 @@ impl Recorder {
         }
         let path = path.split(['?', '#']).next().unwrap_or("");
         let one = Entry::one(path, status, bytes, micros, now_ms);
-        if self.templates.fetch_add(1, Ordering::Relaxed) >= MAX_TEMPLATES {
-            self.templates.fetch_sub(1, Ordering::Relaxed);
+        if !self.room() {
             drop(shard);
-            let mut one = one;
-            one.example = format!("{method} {}", one.example);
-            lock(&self.overflow).merge(&one);
+            self.overflow(method, one);
             return;
         }
         shard.insert(h, Slot::new(method.to_string(), infer(path), one));
@@ -139,12 +151,9 @@ impl Recorder {
                 slot.entry.merge(&e);
                 continue;
             }
-            if self.templates.fetch_add(1, Ordering::Relaxed) >= MAX_TEMPLATES {
-                self.templates.fetch_sub(1, Ordering::Relaxed);
+            if !self.room() {
                 drop(shard);
-                let mut e = e;
-                e.example = format!("{method} {}", e.example);
-                lock(&self.overflow).merge(&e);
+                self.overflow(&method, e);
                 continue;
             }
             shard.insert(h, Slot::new(method, template, e));
